@@ -1,1 +1,42 @@
-"""CLI commands (placeholder until implemented)."""
+"""`llmgate run`: the main job on one image, every stage, one verdict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.cli.app import app, console, handle_errors, out, state
+from pipeline.cli.rich_reporter import RichReporter
+from pipeline.config import load_config
+from pipeline.orchestrate import exit_code_for, run_pipeline
+
+
+@app.command("run")
+@handle_errors
+def run_cmd(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="llmgate.yaml (default: embedded local default).")] = None,
+    tag: Annotated[str | None, typer.Option("--tag", help="Image tag (default: short git commit).")] = None,
+    model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Model directory to serve (mounted read-only).")] = None,
+    policy: Annotated[Path | None, typer.Option("--policy", help="Gate policy file (overrides the config's gates_file).")] = None,
+    skip: Annotated[list[str] | None, typer.Option("--skip", help="Stage to skip (recorded as not run; its gates decide).")] = None,
+) -> None:
+    """Build → push → boot → bench → eval → gate → record; print the verdict and write report.json/HTML.
+
+    Exit codes: 0 every required gate passed, 1 a gate failed, 2 bad input/config, 3 infrastructure failure.
+    """
+    cfg = load_config(config)
+    if model_dir is not None:
+        cfg.boot.model_dir = str(model_dir)
+    if policy is not None:
+        cfg.gates_file = str(policy)
+    ws = state.workspace()
+    run = run_pipeline(cfg, ws, RichReporter(console), tag=tag, skip=tuple(skip or ()))
+    from pipeline.gates.outputs import render_table
+
+    out.print(render_table(run))
+    run_dir = ws.run_dir(run.run_id)
+    out.print(f"run {run.run_id}: [bold]{run.decision.value}[/] {run.decision_reason}")
+    out.print(f"record: {run_dir / 'run.json'}  report: {run_dir / 'report.html'}")
+    raise typer.Exit(int(exit_code_for(run)))
