@@ -7,7 +7,6 @@ The CLI is a thin shell: commands parse arguments, call a stage function from `p
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import typer
 from rich.console import Console
 
 from pipeline.errors import ExitCode, LlmgateError
+from pipeline.models import RunRecord
 from pipeline.redact import redact_text
 from pipeline.workspace import Workspace
 
@@ -81,6 +81,11 @@ RunOpt = Annotated[
 ]
 
 
-def fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> None:
-    console.print(f"[bold red]error:[/] {redact_text(message)}")
-    sys.exit(int(code))
+def save_run(ws: Workspace, run: RunRecord, run_ref: str | None) -> Path:
+    """Checkpoint the run; when it was given as a run.json path, rewrite that file too so that
+    a chain of commands (or of Dagger functions) can pass one file from stage to stage."""
+    path = ws.checkpoint(run)
+    if run_ref is not None and run_ref.endswith(".json") and Path(run_ref).resolve() != path.resolve():
+        Path(run_ref).write_text(path.read_text())
+        return Path(run_ref)
+    return path

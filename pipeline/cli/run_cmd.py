@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import app, console, handle_errors, out, state
+from pipeline.cli.app import app, console, handle_errors, out, save_run, state
 from pipeline.cli.rich_reporter import RichReporter
 from pipeline.config import load_config
 from pipeline.orchestrate import exit_code_for, run_pipeline
@@ -40,3 +40,27 @@ def run_cmd(
     out.print(f"run {run.run_id}: [bold]{run.decision.value}[/] {run.decision_reason}")
     out.print(f"record: {run_dir / 'run.json'}  report: {run_dir / 'report.html'}")
     raise typer.Exit(int(exit_code_for(run)))
+
+
+@app.command("new-run")
+@handle_errors
+def new_run_cmd(
+    image: Annotated[str, typer.Option("--image", help="Image already built elsewhere, by digest (repo@sha256:…).")],
+    tag: Annotated[str | None, typer.Option("--tag", help="Tag label for dashboards.")] = None,
+    target: Annotated[str, typer.Option("--target", help="Promotion target the run is for.")] = "default",
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="llmgate.yaml.")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Also write the record to this run.json.")] = None,
+) -> None:
+    """Start a run record for an image built outside `llmgate build` (e.g. by Dagger), identified by digest."""
+    from pipeline.ci_plan import require_digest
+    from pipeline.models import ImageRef
+    from pipeline.runs import new_run
+
+    ref = ImageRef.parse(require_digest(image, where="--image"))
+    cfg = load_config(config)
+    cfg.target = target
+    run = new_run(cfg, tag=tag or ref.tag)
+    run.image = ImageRef(repository=ref.repository, tag=tag or ref.tag, digest=ref.digest)
+    ws = state.workspace()
+    path = save_run(ws, run, str(out_path) if out_path else None)
+    out.print(f"{run.run_id} {path}")
