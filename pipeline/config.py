@@ -49,6 +49,11 @@ class BuildConfig(Section):
     )
     network: str = "host"
     timeout_s: float = 1800
+    # Wheels staged into `<context>/.whl/` (git-ignored) for a bind mount in the build: the CPU torch
+    # wheel, since PyPI's default torch is the multi-GB CUDA build. Missing dir = nothing staged.
+    wheelhouse: str | None = "/opt/wheels"
+    wheels: list[str] = Field(default_factory=lambda: ["torch-*+cpu-*.whl"])
+    push_timeout_s: float = 1800
 
 
 class BootConfig(Section):
@@ -60,6 +65,12 @@ class BootConfig(Section):
     served_model_name: str | None = None  # default: what the server lists
     env: dict[str, str] = Field(default_factory=dict)
     memory: str | None = None
+    # Added by the boot stage (engineer B): repetitions are cold starts (new container each).
+    repetitions: int = Field(default=1, ge=1)
+    completion_path: str = "/v1/chat/completions"
+    probe_interval_s: float = 0.25
+    readiness_lag_tolerance_s: float = 15.0  # probe may lag the first good completion by this much
+    log_tail_lines: int = 40
 
 
 class BenchConfig(Section):
@@ -69,12 +80,27 @@ class BenchConfig(Section):
     max_tokens: int = 32
     request_timeout_s: float = 60
     prompts: Literal["ground_truth", "synthetic"] = "ground_truth"
+    # Added by the bench stage (engineer B); definitions in docs/METRICS.md.
+    shape: Literal["concurrency", "poisson", "sweep"] = "concurrency"
+    rate_rps: float = 2.0  # poisson arrivals
+    sweep_levels: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
+    input_tokens: int = 128  # synthetic prompts
+    ignore_eos: bool = True  # synthetic prompts; dropped (and recorded) when the server rejects it
+    seed: int = 0
+    deadline_s: float = 900  # the whole bench, warm-up included
+    slo_ttft_s: float | None = 0.5
+    slo_tpot_s: float | None = 0.05
+    slo_e2e_s: float | None = None
+    metrics_path: str = "/metrics"
+    model_bytes: int | None = None  # default: size of the weight files in boot.model_dir
+    gpu_bandwidth_gbps: float | None = None  # default: from the runner's GPU model, when known
 
 
 class JudgeConfig(Section):
     base_url: str
     model: str
     api_key_env: str | None = "LLMGATE_JUDGE_API_KEY"
+    api_key_file: str | None = None  # a secret file (e.g. a mounted Kubernetes secret); wins over api_key_env
     timeout_s: float = 60
     concurrency: int = 4
 
@@ -88,6 +114,44 @@ class EvalConfig(Section):
     judge: JudgeConfig | None = None
 
 
+class ScanConfig(Section):
+    """How trivy runs (the pass/fail policy lives in the `scan:` section of gates.yaml)."""
+
+    scanners: list[Literal["vuln", "secret", "misconfig"]] = Field(
+        default_factory=lambda: ["vuln", "secret", "misconfig"]
+    )
+    source: Literal["registry", "tarball"] = "registry"
+    tarball: str | None = None  # for source=tarball; default: the build stage's tarball artifact
+    cache_dir: str = ".llmgate/cache/trivy"
+    skip_db_update: bool = False
+    offline_scan: bool = True
+    db_repository: list[str] = Field(default_factory=list)  # empty: trivy's default
+    java_db_repository: list[str] = Field(default_factory=list)
+    insecure_registry: bool | None = None  # default: true for 127.0.0.1/localhost registries
+    timeout_s: float = 900
+    ignore_file: str = ".trivyignore.yaml"
+    sarif: bool = True
+
+
+class SignConfig(Section):
+    """cosign signing. Key material is named by its source, never given inline."""
+
+    mode: Literal["key", "keyless"] = "key"
+    key: SecretSource = Field(default_factory=lambda: SecretSource(env="COSIGN_PRIVATE_KEY"))
+    password: SecretSource | None = Field(default_factory=lambda: SecretSource(env="COSIGN_PASSWORD"))
+    public_key: str = "cosign.pub"
+    identity_token: SecretSource | None = None  # keyless: OIDC token source
+    certificate_identity: str | None = None  # keyless verify
+    certificate_identity_regexp: str | None = None
+    certificate_oidc_issuer: str | None = None
+    # Private registry, no public transparency log: sign with an empty signing config, verify
+    # with --insecure-ignore-tlog. Set false to use the public Sigstore services.
+    offline: bool = True
+    attest: bool = True
+    allow_http_registry: bool | None = None  # default: true for 127.0.0.1/localhost registries
+    timeout_s: float = 300
+
+
 class PipelineConfig(Section):
     target: str = "default"
     gates_file: str = "gates.yaml"
@@ -96,6 +160,8 @@ class PipelineConfig(Section):
     boot: BootConfig = Field(default_factory=BootConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    scan: ScanConfig = Field(default_factory=ScanConfig)
+    sign: SignConfig = Field(default_factory=SignConfig)
     extra: dict[str, Any] = Field(default_factory=dict)
 
 

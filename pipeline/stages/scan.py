@@ -1,0 +1,119 @@
+"""Stage `scan`: trivy on the built image digest, its findings typed, the scan policy applied.
+
+Metrics (`scan.critical` … `scan.unknown` after ignores, `scan.secrets`, `scan.misconfigs`,
+`scan.blocking`) feed the gate engine; a scanner that did not run leaves its metrics None so the
+gate reads `not_run`, never zero. The stage status is `ok` whenever trivy ran, blocked or not: the
+verdict in `details.verdict` and the `scan` gate decide.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from pipeline.adapters.trivy import Trivy, TrivyOptions
+from pipeline.config import PipelineConfig, ScanConfig
+from pipeline.errors import BadInput
+from pipeline.models import Artifact, RunRecord, StageResult, StageStatus
+from pipeline.progress import NullReporter, Reporter
+from pipeline.supplychain.scan_policy import ScanPolicy, ScanVerdict, evaluate, load_ignores, load_policy
+from pipeline.supplychain.trivy_report import TrivyReport, load_report
+from pipeline.workspace import Workspace
+
+TRIVY_NOT_FOUND = "not run: trivy not found"
+
+
+def trivy_options(sc: ScanConfig) -> TrivyOptions:
+    return TrivyOptions(
+        cache_dir=Path(sc.cache_dir),
+        skip_db_update=sc.skip_db_update,
+        offline_scan=sc.offline_scan,
+        db_repository=list(sc.db_repository),
+        java_db_repository=list(sc.java_db_repository),
+        timeout_s=sc.timeout_s,
+    )
+
+
+def policy_for(cfg: PipelineConfig) -> ScanPolicy:
+    gates = Path(cfg.gates_file)
+    return load_policy(gates if gates.exists() else None)
+
+
+def apply_policy(
+    report: TrivyReport,
+    policy: ScanPolicy,
+    *,
+    ignore_file: str | Path | None = None,
+    not_run: dict[str, str] | None = None,
+    today: date | None = None,
+) -> ScanVerdict:
+    return evaluate(report, policy, ignores=load_ignores(policy, ignore_file), today=today, not_run=not_run)
+
+
+def _tarball(run: RunRecord, sc: ScanConfig) -> Path:
+    if sc.tarball:
+        return Path(sc.tarball)
+    build = run.require_stage("build")
+    for a in build.artifacts:
+        if a.path.endswith((".tar", ".tar.gz", ".oci.tar")):
+            return Path(a.path)
+    raise BadInput("scan.source is tarball but neither scan.tarball nor a build tarball artifact exists",
+                   where="scan.tarball")
+
+
+def scan_stage(
+    run: RunRecord,
+    cfg: PipelineConfig,
+    ws: Workspace,
+    reporter: Reporter = NullReporter(),
+    *,
+    trivy: Trivy | None = None,
+    policy: ScanPolicy | None = None,
+    ignore_file: str | Path | None = None,
+    today: date | None = None,
+) -> StageResult:
+    sc = cfg.scan
+    trivy = trivy or Trivy.discover(trivy_options(sc))
+    if trivy is None:
+        return StageResult(stage="scan", status=StageStatus.SKIPPED, reason=TRIVY_NOT_FOUND).finish()
+    policy = policy or policy_for(cfg)
+    out_dir = ws.run_dir(run.run_id) / "scan"
+    json_path = out_dir / "trivy.json"
+
+    if sc.source == "tarball":
+        target = _tarball(run, sc)
+        reporter.step(f"scan: trivy image --input {target}")
+        scan = trivy.scan_image(json_path, tarball=target, scanners=list(sc.scanners))
+        target_name = str(target)
+    else:
+        ref = run.image.by_digest
+        reporter.step(f"scan: trivy image {ref}")
+        scan = trivy.scan_image(json_path, ref=ref, scanners=list(sc.scanners), insecure=sc.insecure_registry)
+        target_name = ref
+    for scanner, why in scan.not_run.items():
+        reporter.step(f"scan: {scanner} scanner not run: {why}")
+
+    report = load_report(scan.report)
+    verdict = apply_policy(report, policy, ignore_file=ignore_file, not_run=scan.not_run, today=today)
+    artifacts = [Artifact(name="trivy-report", path=str(json_path), media_type="application/json")]
+    if sc.sarif:
+        sarif = trivy.convert(json_path, "sarif", out_dir / "trivy.sarif.json")
+        artifacts.append(Artifact(name="trivy-sarif", path=str(sarif), media_type="application/sarif+json"))
+    reporter.step(f"scan: {verdict.summary()}")
+    return StageResult(
+        stage="scan",
+        status=StageStatus.OK,
+        reason=None if verdict.passed else verdict.summary()[:2000],
+        metrics=verdict.metrics(),
+        artifacts=artifacts,
+        details={
+            "target": target_name,
+            "trivy_version": trivy.version(),
+            "scanners": scan.scanners,
+            "not_run": scan.not_run,
+            "policy": policy.model_dump(mode="json"),
+            "verdict": verdict.model_dump(mode="json"),
+            "report": report.model_dump(mode="json"),
+            "warnings": scan.warnings,
+        },
+    ).finish()

@@ -1,0 +1,1 @@
+"""Supply-chain checks: scan reports and their policy, Dockerfile policy, signing, the promotion guard."""
