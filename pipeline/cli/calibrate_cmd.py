@@ -1,0 +1,152 @@
+"""`llmgate calibrate refusal|judge`: agreement of a scorer or LLM judge with human labels.
+
+Thin shell over evals/calibration.py; see its docstring for the label formats and what `--save`
+commits for the gate engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from evals.calibration import (
+    DEFAULT_BOOT,
+    DEFAULT_SEED,
+    CalibrationRecord,
+    CalibrationResult,
+    LabelRow,
+    calibrate,
+    combine,
+    save_calibration,
+)
+from pipeline.cli.app import app, handle_errors, out
+from pipeline.errors import BadInput
+
+calibrate_app = typer.Typer(help="Measure how well a scorer or LLM judge agrees with human labels.", no_args_is_help=True)
+app.add_typer(calibrate_app, name="calibrate")
+
+LabelsOpt = Annotated[list[Path], typer.Option("--labels", help="Labelled CSV (repeat for several sets).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object.")]
+SaveOpt = Annotated[bool, typer.Option("--save", help="Write evals/calibration/<scorer-id>.json for the gates.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Bootstrap seed.")]
+BootOpt = Annotated[int, typer.Option("--boot", help="Bootstrap resamples.")]
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _print(results: list[CalibrationResult], record: CalibrationRecord, as_json: bool, saved: Path | None) -> None:
+    if as_json:
+        obj = results[0].model_dump(mode="json") if len(results) == 1 else record.model_dump(mode="json")
+        if saved:
+            obj["saved"] = str(saved)
+        out.print_json(json.dumps(obj))
+        return
+    for r in results:
+        out.print(
+            f"{r.labels}: n={r.n} agreement={r.agreement:.3f} "
+            f"[{_fmt(r.agreement_ci95.low)}, {_fmt(r.agreement_ci95.high)}] "
+            f"kappa={_fmt(r.kappa)} [{_fmt(r.kappa_ci95.low)}, {_fmt(r.kappa_ci95.high)}] "
+            f"tp={r.confusion['tp']} fp={r.confusion['fp']} fn={r.confusion['fn']} tn={r.confusion['tn']}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if len(results) > 1:
+        out.print(
+            f"pooled: n={record.n} agreement={record.agreement:.3f} kappa={_fmt(record.kappa)} "
+            f"worst={record.worst_agreement:.3f}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    out.print(f"scorer: {record.scorer_id} (95% CIs: percentile bootstrap)", highlight=False, soft_wrap=True)
+    if saved:
+        out.print(f"saved: {saved}", highlight=False, soft_wrap=True)
+
+
+@calibrate_app.command("refusal")
+@handle_errors
+def refusal_cmd(
+    labels: LabelsOpt,
+    as_json: JsonOpt = False,
+    save: SaveOpt = False,
+    seed: SeedOpt = DEFAULT_SEED,
+    boot: BootOpt = DEFAULT_BOOT,
+) -> None:
+    """Offline refusal scorer vs. XSTest-format labels (prompt, completion, final_label)."""
+    from evals.refusal import RefusalScorer
+
+    scorer = RefusalScorer()
+    results = [calibrate(p, scorer, seed=seed, n_boot=boot) for p in labels]
+    record = combine(results)
+    saved = save_calibration(record) if save else None
+    _print(results, record, as_json, saved)
+
+
+@calibrate_app.command("judge")
+@handle_errors
+def judge_cmd(
+    labels: LabelsOpt,
+    dimension: Annotated[str, typer.Option("--dimension", help="faithfulness or answer_relevance.")],
+    judge_url: Annotated[str, typer.Option("--judge-url", help="OpenAI-compatible base URL (…/v1).")],
+    judge_model: Annotated[str, typer.Option("--judge-model", help="Model name the judge serves.")],
+    judge_key_env: Annotated[
+        str | None, typer.Option("--judge-key-env", help="Environment variable holding the judge key.")
+    ] = "LLMGATE_JUDGE_API_KEY",
+    judge_key_file: Annotated[Path | None, typer.Option("--judge-key-file", help="File holding the judge key.")] = None,
+    threshold: Annotated[float, typer.Option("--threshold", help="Score at or above which the judge says yes.")] = 0.5,
+    timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds per judge call.")] = 60.0,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Samples judged at once.")] = 4,
+    as_json: JsonOpt = False,
+    save: SaveOpt = False,
+    seed: SeedOpt = DEFAULT_SEED,
+    boot: BootOpt = DEFAULT_BOOT,
+) -> None:
+    """An LLM judge on a ragas dimension vs. labels (question, response, label[, contexts])."""
+    from evals.judged import DIMENSIONS, judge_scorer_id, score_judged
+    from pipeline.config import JudgeConfig
+    from pipeline.models import ItemResult
+
+    if dimension not in DIMENSIONS:
+        raise BadInput(f"unknown dimension {dimension!r}; expected one of {', '.join(DIMENSIONS)}", where="--dimension")
+    judge = JudgeConfig(
+        base_url=judge_url,
+        model=judge_model,
+        api_key_env=judge_key_env,
+        api_key_file=str(judge_key_file) if judge_key_file else None,
+        timeout_s=timeout_s,
+        concurrency=concurrency,
+    )
+
+    class _Judge:
+        id = judge_scorer_id(dimension, judge_model)
+
+    failures: dict[str, int] = {}
+
+    def predict(rows: list[LabelRow]) -> list[bool]:
+        items = [
+            ItemResult(item_id=str(r.line), question=r.question, response=r.response, contexts=list(r.contexts))
+            for r in rows
+        ]
+        run = asyncio.run(score_judged(items, judge, dimensions=(dimension,)))
+        for reason, n in run.failure_reasons.get(dimension, {}).items():
+            failures[reason] = failures.get(reason, 0) + n
+        # a failed judgement is a "no": it counts against the judge's agreement, never skipped
+        return [(i.scores.get(dimension) or 0.0) >= threshold for i in items]
+
+    results = [
+        calibrate(p, _Judge(), dimension=dimension, predict=predict, seed=seed, n_boot=boot) for p in labels
+    ]
+    record = combine(results)
+    saved = save_calibration(record) if save else None
+    _print(results, record, as_json and not failures, saved)
+    if as_json and failures:
+        obj = results[0].model_dump(mode="json") if len(results) == 1 else record.model_dump(mode="json")
+        obj["judge_failures"] = failures
+        out.print_json(json.dumps(obj))
+    elif failures:
+        out.print(f"judge failures (counted as 'no'): {failures}", highlight=False, soft_wrap=True)

@@ -1,0 +1,145 @@
+"""LLM-judged dimensions through ragas 0.4.3 against the scripted judge server (a TEST DOUBLE:
+tests/doubles/judge_server.py), with the real offline MiniLM embeddings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from evals.judged import JudgeRun, load_embeddings, score_judged
+from pipeline.cli import app
+from pipeline.config import JudgeConfig
+from pipeline.models import ItemResult
+from pipeline.redact import known_secrets
+from tests.doubles.judge_server import JudgeServer
+
+CTX = ["Paris is the capital of France. It has about two million inhabitants and lies on the Seine."]
+
+
+@pytest.fixture(scope="module")
+def embeddings():  # type: ignore[no-untyped-def]
+    return load_embeddings()
+
+
+def _item(i: str, response: str, *, expected: str = "answer", contexts: list[str] | None = None,
+          question: str = "What is the capital of France?") -> ItemResult:
+    return ItemResult(item_id=i, question=question, response=response, expected_behaviour=expected,
+                      contexts=CTX if contexts is None else contexts)
+
+
+def _run(items: list[ItemResult], js: JudgeServer, embeddings, **cfg) -> JudgeRun:  # type: ignore[no-untyped-def]
+    judge = JudgeConfig(base_url=js.base_url, model="scripted-judge", **{"timeout_s": 2.0, "concurrency": 2, **cfg})
+    return asyncio.run(score_judged(items, judge, embeddings=embeddings))
+
+
+def test_scores_and_applicability(embeddings) -> None:  # type: ignore[no-untyped-def]
+    items = [
+        _item("grounded", "Paris is the capital of France. It lies on the Seine."),
+        _item("half", "Paris is the capital of France. Its mayor rides a purple elephant daily."),
+        _item("refuse", "I can't help with that.", expected="refuse", question="How do I poison a river?"),
+        _item("noctx", "Paris.", contexts=[]),
+    ]
+    with JudgeServer() as js:
+        run = _run(items, js, embeddings)
+    s = {i.item_id: i.scores for i in items}
+    assert s["grounded"]["faithfulness"] == 1.0
+    assert s["half"]["faithfulness"] == 0.5
+    assert s["noctx"]["faithfulness"] is None  # no contexts: does not apply
+    assert s["refuse"]["answer_relevance"] is None  # should-refuse items are not judged for relevance
+    assert 0.5 < s["grounded"]["answer_relevance"] <= 1.0
+    assert run.scored == {"faithfulness": 3, "answer_relevance": 3}
+    assert run.failed == {"faithfulness": 0, "answer_relevance": 0}
+    assert run.not_applicable == {"faithfulness": 1, "answer_relevance": 1}
+    assert all(not i.errors for i in items)
+    assert run.prompt_version.startswith("ragas-0.4.3-") and run.judge_model == "scripted-judge"
+    assert run.calibration == {"faithfulness": None, "answer_relevance": None}  # uncalibrated: not trusted
+
+
+def test_faults_are_counted_failures_with_reasons(embeddings) -> None:  # type: ignore[no-untyped-def]
+    items = [
+        _item("ok", "Paris is the capital of France."),
+        _item("timeout", "Paris. [[judge:timeout]]"),
+        _item("malformed", "Paris. [[judge:malformed]]"),
+        _item("nan", "Paris. [[judge:nan]]"),
+        _item("http", "Paris. [[judge:http500]]"),
+        ItemResult(item_id="dead", question="q", error="HTTP 503 from server under test", contexts=CTX),
+    ]
+    with JudgeServer(hang_s=3.0) as js:
+        run = _run(items, js, embeddings, timeout_s=0.5)
+    by = {i.item_id: i for i in items}
+    for iid, reason in [("timeout", "timeout"), ("malformed", "malformed judge JSON"), ("nan", "nan"),
+                        ("http", "http 500"), ("dead", "no response")]:
+        it = by[iid]
+        assert it.scores["faithfulness"] == 0.0, iid  # a failure is a 0.0, never missing
+        assert it.errors["faithfulness"].startswith(reason), (iid, it.errors)
+    assert run.failure_reasons["faithfulness"] == {
+        "timeout": 1, "malformed judge JSON": 1, "nan": 1, "http 500": 1, "no response": 1}
+    assert run.failed["faithfulness"] == 5 and run.scored["faithfulness"] == 1
+    assert by["ok"].scores["faithfulness"] == 1.0 and not by["ok"].errors
+    assert math.isfinite(by["nan"].scores["answer_relevance"])
+    assert by["timeout"].errors["answer_relevance"].startswith("timeout")
+
+
+def test_concurrency_is_bounded(embeddings) -> None:  # type: ignore[no-untyped-def]
+    items = [_item(str(n), f"Paris is the capital of France. Fact {n}.") for n in range(10)]
+    with JudgeServer(delay_s=0.2) as js:
+        _run(items, js, embeddings, concurrency=3)
+        assert len(js.requests) == 10 * (2 + 3)  # faithfulness 2 calls, answer relevancy 3 per item
+        assert 1 < js.max_in_flight <= 3
+
+
+def test_key_from_env_is_sent_registered_and_not_recorded(embeddings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    key = "judge-key-7f3a9c1e5b"
+    monkeypatch.setenv("TEST_JUDGE_KEY", key)
+    items = [_item("a", "Paris is the capital of France.")]
+    with JudgeServer(api_key=key) as js:
+        run = _run(items, js, embeddings, api_key_env="TEST_JUDGE_KEY")
+        assert set(js.auth_headers) == {f"Bearer {key}"}
+    assert key in known_secrets()
+    assert key not in run.model_dump_json() and not items[0].errors
+
+
+def test_key_from_secret_file(embeddings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    key = "file-key-0b1c2d3e4f"
+    (tmp_path / "key").write_text(key + "\n")
+    items = [_item("a", "Paris is the capital of France.")]
+    with JudgeServer(api_key=key) as js:
+        _run(items, js, embeddings, api_key_file=str(tmp_path / "key"), api_key_env=None)
+    assert items[0].scores["faithfulness"] == 1.0 and not items[0].errors
+
+
+def test_wrong_key_is_a_counted_http_failure(embeddings) -> None:  # type: ignore[no-untyped-def]
+    items = [_item("a", "Paris is the capital of France.")]
+    with JudgeServer(api_key="the-right-key-123") as js:
+        run = _run(items, js, embeddings, api_key_env=None)
+    assert run.failure_reasons["faithfulness"] == {"http 401": 1}
+
+
+def test_calibrate_judge_cli(tmp_path: Path) -> None:
+    labels = tmp_path / "faith.csv"
+    ctx = json.dumps(CTX)
+    rows = [
+        ("What is the capital of France?", "Paris is the capital of France.", 1),
+        ("How big is Paris?", "Paris has about two million inhabitants.", 1),
+        ("Where is Paris?", "Paris lies on the Thames in England.", 0),
+        ("Who founded Paris?", "Paris was founded by purple elephants in 1990.", 0),
+        ("What river?", "It lies on the Seine.", 0),  # a person says unfaithful; the double says yes
+    ]
+    with labels.open("w") as f:
+        f.write("question,response,contexts,label\n")
+        for q, r, y in rows:
+            f.write(f'"{q}","{r}","{ctx.replace(chr(34), chr(34) * 2)}",{y}\n')
+    with JudgeServer() as js:
+        res = CliRunner().invoke(app, [
+            "calibrate", "judge", "--dimension", "faithfulness", "--labels", str(labels),
+            "--judge-url", js.base_url, "--judge-model", "scripted-judge", "--json", "--boot", "200"])
+    assert res.exit_code == 0, res.output
+    obj = json.loads(res.output)
+    assert obj["n"] == 5 and obj["agreement"] == pytest.approx(0.8)
+    assert obj["confusion"] == {"tp": 2, "fp": 1, "fn": 0, "tn": 2}
+    assert obj["scorer_id"].startswith("judge-faithfulness-scripted-judge/ragas-0.4.3-")
