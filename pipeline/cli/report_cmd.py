@@ -1,1 +1,110 @@
-"""CLI commands (placeholder until implemented)."""
+"""`llmgate report`, `serve-dashboard`, `summary` and `export prometheus`: outputs for people and CI."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.cli.app import RunOpt, app, console, handle_errors, out, state
+from pipeline.errors import BadInput
+from pipeline.report import markdown, prometheus
+from pipeline.report.run_page import write_run_report
+from pipeline.report.site import write_site_from_store
+
+export_app = typer.Typer(help="Export gate results to monitoring systems.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@app.command()
+@handle_errors
+def report(
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory (default: WORKDIR/site).")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Only this run: write its report.json and report.html.")]
+    = None,
+) -> None:
+    """Write the static dashboard (heatmap, run pages, compare, promotions) from the store."""
+    ws = state.workspace()
+    if run is not None:
+        rec = ws.load_run(run)
+        base = ws.store.get(rec.baseline_run_id) if rec.baseline_run_id else None
+        paths = write_run_report(rec, out_dir or ws.run_dir(rec.run_id), baseline=base)
+        out.print(f"wrote {paths.html} and {paths.json}")
+        return
+    target = out_dir or ws.root / "site"
+    res = write_site_from_store(ws.store, target)
+    out.print(f"wrote {res.index} ({res.run_pages} run pages)")
+
+
+@app.command("serve-dashboard")
+@handle_errors
+def serve_dashboard(
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free port).")] = 8765,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write the pages (default: a temp dir).")]
+    = None,
+) -> None:
+    """Serve the dashboard on 127.0.0.1 until interrupted; pages refresh when the store changes."""
+    from pipeline.report.serve import make_server
+
+    ws = state.workspace()
+    site_dir = out_dir or Path(tempfile.mkdtemp(prefix="llmgate-site-"))
+    try:
+        server = make_server(ws.store, site_dir, port)
+    except OSError as exc:
+        raise BadInput(f"cannot listen: {exc}", where=f"--port {port}") from exc
+    host, bound = server.server_address[:2]
+    console.print(f"serving the dashboard on http://{host}:{bound}/ (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+@app.command()
+@handle_errors
+def summary(
+    run: RunOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="Output format (markdown).")] = "markdown",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Append to this file (e.g. "
+                                                "$GITHUB_STEP_SUMMARY) instead of printing.")] = None,
+    report_url: Annotated[str | None, typer.Option("--report-url", help="Link to the full report.")] = None,
+) -> None:
+    """Markdown summary of a run against its baseline, failing gates first (PR comment, CI job summary)."""
+    if fmt != "markdown":
+        raise BadInput(f"unknown format {fmt!r}; supported: markdown", where="--format")
+    ws = state.workspace()
+    rec = ws.load_run(run)
+    base = None
+    if rec.baseline_run_id:
+        try:
+            base = ws.store.get(rec.baseline_run_id)
+        except BadInput:
+            base = None  # baseline pruned from this store: the gate verdicts still carry its values
+    text = markdown.render_summary(rec, base, report_url=report_url)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        with output.open("a") as fh:
+            fh.write(text)
+        console.print(f"appended summary to {output}")
+
+
+@export_app.command("prometheus")
+@handle_errors
+def export_prometheus(
+    textfile: Annotated[Path | None, typer.Option("--textfile", help="Write the text format here (*.prom).")]
+    = None,
+    pushgateway: Annotated[str | None, typer.Option("--pushgateway", help="Pushgateway base URL.")] = None,
+) -> None:
+    """Gate values of the latest run per tag, as a textfile and/or pushed to a Pushgateway."""
+    if textfile is None and pushgateway is None:
+        raise BadInput("give --textfile PATH or --pushgateway URL", where="export prometheus")
+    runs = state.workspace().store.runs()
+    if textfile is not None:
+        prometheus.write_textfile(runs, textfile)
+        out.print(f"wrote {textfile}")
+    if pushgateway is not None:
+        groups = prometheus.push(runs, pushgateway)
+        out.print(f"pushed {len(groups)} tag groups to the Pushgateway")
