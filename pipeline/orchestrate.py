@@ -152,7 +152,8 @@ def write_reports(run: RunRecord, ws: Workspace) -> Path | None:
     try:
         from pipeline.report.run_page import write_run_report
 
-        return write_run_report(run, ws.run_dir(run.run_id))
+        baseline = ws.store.get(run.baseline_run_id) if run.baseline_run_id else None
+        return write_run_report(run, ws.run_dir(run.run_id), baseline=baseline).html
     except Exception as exc:  # noqa: BLE001 - reporting is best effort, the record is already stored
         ws.run_dir(run.run_id).joinpath("report-error.txt").write_text(f"{type(exc).__name__}: {exc}\n")
         return None

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
-  for pkg in docker.io docker-registry debootstrap chromium git; do
+  for pkg in docker.io docker-registry debootstrap chromium git prometheus-pushgateway; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   command -v kubectl >/dev/null || need+=(kubectl)
