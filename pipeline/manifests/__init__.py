@@ -1,0 +1,1 @@
+"""Kubernetes manifests: render (kustomize), validate (schemas), check (policy)."""
