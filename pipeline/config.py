@@ -154,7 +154,9 @@ class SignConfig(Section):
 
 class PipelineConfig(Section):
     target: str = "default"
-    gates_file: str = "gates.yaml"
+    # The embedded local default runs offline on a CPU: its policy extends the strict production
+    # policy (gates.yaml) and relaxes, each with a stated reason, only what cannot hold here.
+    gates_file: str = "gates.local.yaml"
     stack: StackConfig = Field(default_factory=StackConfig)
     build: BuildConfig = Field(default_factory=BuildConfig)
     boot: BootConfig = Field(default_factory=BootConfig)
