@@ -39,3 +39,95 @@ def docker_engine():  # type: ignore[no-untyped-def]
     except Exception as exc:  # noqa: BLE001 - any failure means "no engine here"
         _unavailable(f"Docker Engine not reachable: {exc}")
     return client
+
+
+@pytest.fixture(scope="session")
+def local_stack(docker_engine):  # type: ignore[no-untyped-def]
+    """The real local stack (registry on 127.0.0.1:5000, seeded base), brought up via `pipeline.stack`.
+
+    Idempotent and cheap when already up; seeding the base on a fresh machine takes about two minutes."""
+    from pipeline.config import StackConfig
+    from pipeline.errors import LlmgateError
+    from pipeline.stack import stack_up
+
+    cfg = StackConfig()
+    try:
+        st = stack_up(cfg, REPO / ".llmgate", REPO / cfg.lock_file)
+    except LlmgateError as exc:
+        _unavailable(f"local stack not available: {exc.render()}")
+    return LocalStack(registry=cfg.registry, base_ref=st.base_ref or "", lock_file=REPO / cfg.lock_file,
+                      workdir=REPO / ".llmgate")
+
+
+class LocalStack:
+    def __init__(self, registry: str, base_ref: str, lock_file: Path, workdir: Path) -> None:
+        self.registry = registry  # "127.0.0.1:5000"
+        self.base_ref = base_ref  # "127.0.0.1:5000/llmgate/base@sha256:…"
+        self.lock_file = lock_file
+        self.workdir = workdir
+
+    @property
+    def base_digest(self) -> str:
+        return self.base_ref.rsplit("@", 1)[-1]
+
+
+class BuiltImage:
+    def __init__(self, run, cfg, ws, secrets: dict[str, bytes]) -> None:  # type: ignore[no-untyped-def]
+        self.run, self.cfg, self.ws, self.secrets = run, cfg, ws, secrets
+
+
+def make_build_config(local_stack, *, repository: str, tag: str, dockerfile: Path, context: Path,  # type: ignore[no-untyped-def]
+                      secret_files: dict[str, Path], wheels: bool = True):
+    from pipeline.config import PipelineConfig, SecretSource
+
+    cfg = PipelineConfig()
+    cfg.stack.lock_file = str(local_stack.lock_file)
+    cfg.build.repository = repository
+    cfg.build.tag = tag
+    cfg.build.dockerfile = str(dockerfile)
+    cfg.build.context = str(context)
+    cfg.build.secrets = {sid: SecretSource(file=str(p)) for sid, p in secret_files.items()}
+    if not wheels:
+        cfg.build.wheels = []
+    return cfg
+
+
+def delete_from_registry(registry: str, repository: str, digest: str | None) -> None:
+    from pipeline.adapters.registry import RegistryClient, split_repository
+
+    if digest is None:
+        return
+    with RegistryClient(registry) as reg:
+        reg.delete_manifest(split_repository(repository)[1], digest)
+
+
+@pytest.fixture(scope="session")
+def built_cpu_image(local_stack, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """The CPU image built by the real build stage with two secrets: the host CA bundle (pip needs
+    it for PyPI) and a pip.conf holding a random token, used by a RUN step. Pushed to the local
+    registry under a test repository; its manifest is deleted and the local tag removed afterwards."""
+    import secrets as _secrets
+
+    from pipeline.adapters.docker_build import DockerBuilder
+    from pipeline.models import ImageRef, RunRecord
+    from pipeline.progress import PrintReporter
+    from pipeline.stages.build import build_stage
+    from pipeline.workspace import Workspace
+
+    tmp = tmp_path_factory.mktemp("cpu-build")
+    token = "llmgate-test-" + _secrets.token_hex(24)
+    pip_conf = tmp / "pip.conf"
+    # A valid pip.conf (pip parses it) whose only payload is the secret: a comment, so the build
+    # does not depend on a private index while the secret is still mounted and read.
+    pip_conf.write_text(f"[global]\n# private index token: {token}\n")
+    ca = Path("/etc/ssl/certs/ca-certificates.crt")
+    repository = f"{local_stack.registry}/llmgate/test-server"
+    cfg = make_build_config(local_stack, repository=repository, tag="pytest-cpu", dockerfile=REPO / "dockerfiles/cpu.Dockerfile",
+                            context=REPO, secret_files={"ca_bundle": ca, "pip_conf": pip_conf})
+    ws = Workspace(tmp / "ws")
+    run = RunRecord(image=ImageRef(repository=repository))
+    result = build_stage(run, cfg, ws, PrintReporter("test-build"))
+    run.add_stage(result)
+    yield BuiltImage(run, cfg, ws, {"ca_bundle": ca.read_bytes(), "pip_conf": pip_conf.read_bytes()})
+    delete_from_registry(local_stack.registry, repository, run.image.digest)
+    DockerBuilder().remove(f"{repository}:pytest-cpu")

@@ -1,0 +1,243 @@
+"""Client for the OCI distribution API (registry v2): manifests, blobs, referrers.
+
+The pipeline identifies an image by digest only, so every read here goes by digest once the tag
+has been resolved, and every blob read is verified against its digest: a registry that serves
+different bytes than it named is an infrastructure failure, not something to scan and trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from pipeline.errors import BadInput, InfraError
+from pipeline.models import DIGEST_RE
+
+DOCKER_MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MANIFEST_ACCEPT = ", ".join([OCI_MANIFEST, DOCKER_MANIFEST_V2, OCI_INDEX, DOCKER_MANIFEST_LIST])
+INDEX_TYPES = {OCI_INDEX, DOCKER_MANIFEST_LIST}
+
+# Blobs larger than this are spooled to disk rather than held in memory (layers run to GBs).
+_SPOOL_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class Manifest:
+    digest: str
+    media_type: str
+    raw: bytes
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES
+
+    @property
+    def config_descriptor(self) -> dict[str, Any]:
+        return dict(self.data.get("config") or {})
+
+    @property
+    def layers(self) -> list[dict[str, Any]]:
+        return list(self.data.get("layers") or [])
+
+    @property
+    def total_bytes(self) -> int:
+        """Compressed size as stored: config + layers (what a pull transfers)."""
+        return int(self.config_descriptor.get("size", 0)) + sum(int(layer.get("size", 0)) for layer in self.layers)
+
+
+def split_repository(repository: str) -> tuple[str, str]:
+    """`127.0.0.1:5000/llmgate/server` -> (`127.0.0.1:5000`, `llmgate/server`)."""
+    host, sep, name = repository.partition("/")
+    if not sep or not ("." in host or ":" in host or host == "localhost"):
+        raise BadInput(
+            "repository must name its registry host, e.g. 127.0.0.1:5000/llmgate/server",
+            where=repository,
+        )
+    return host, name
+
+
+class RegistryClient:
+    """Plain-HTTP client for a loopback registry (https for anything else)."""
+
+    def __init__(self, host: str, *, timeout: float = 30.0, scheme: str | None = None) -> None:
+        self.host = host
+        if scheme is None:
+            loopback = host.startswith(("127.", "localhost", "[::1]"))
+            scheme = "http" if loopback else "https"
+        self.base_url = f"{scheme}://{host}"
+        self._client = httpx.Client(base_url=self.base_url, timeout=timeout, follow_redirects=True)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            return self._client.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise InfraError(
+                f"registry unreachable: {exc.__class__.__name__}: {exc}",
+                where=f"{self.base_url}{path}",
+                hint="start it with `llmgate stack up` (or check `llmgate stack status`)",
+            ) from exc
+
+    def ping(self) -> bool:
+        """True when the registry answers the v2 API base endpoint."""
+        try:
+            r = self._client.get("/v2/")
+        except httpx.HTTPError:
+            return False
+        return r.status_code in (200, 401)
+
+    def require_up(self) -> None:
+        r = self._request("GET", "/v2/")
+        if r.status_code not in (200, 401):
+            raise InfraError(f"registry answered HTTP {r.status_code} on /v2/", where=f"{self.base_url}/v2/")
+
+    # -- manifests --------------------------------------------------------------------------------
+    def resolve(self, name: str, reference: str) -> str | None:
+        """Digest of `name:reference` (tag or digest) as the registry names it, or None if absent."""
+        path = f"/v2/{name}/manifests/{reference}"
+        r = self._request("HEAD", path, headers={"Accept": MANIFEST_ACCEPT})
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise InfraError(f"HEAD manifest answered HTTP {r.status_code}", where=f"{self.base_url}{path}")
+        digest = r.headers.get("Docker-Content-Digest")
+        if digest is None:  # some registries omit the header on HEAD; the GET body is authoritative
+            return self.manifest(name, reference).digest
+        return digest
+
+    def has_manifest(self, name: str, reference: str) -> bool:
+        return self.resolve(name, reference) is not None
+
+    def manifest(self, name: str, reference: str) -> Manifest:
+        path = f"/v2/{name}/manifests/{reference}"
+        r = self._request("GET", path, headers={"Accept": MANIFEST_ACCEPT})
+        if r.status_code == 404:
+            raise InfraError("manifest not found in the registry", where=f"{self.base_url}{path}")
+        if r.status_code != 200:
+            raise InfraError(f"GET manifest answered HTTP {r.status_code}", where=f"{self.base_url}{path}")
+        raw = r.content
+        digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+        if DIGEST_RE.match(reference) and digest != reference:
+            raise InfraError(f"manifest bytes hash to {digest}, not the requested digest", where=path)
+        data = json.loads(raw)
+        media_type = data.get("mediaType") or r.headers.get("Content-Type", "").split(";")[0]
+        return Manifest(digest=digest, media_type=media_type, raw=raw, data=data)
+
+    def image_manifest(self, name: str, reference: str, platform: str = "linux/amd64") -> Manifest:
+        """The single-image manifest; an index is followed to the entry for `platform`."""
+        m = self.manifest(name, reference)
+        if not m.is_index:
+            return m
+        os_, _, arch = platform.partition("/")
+        for entry in m.data.get("manifests", []):
+            p = entry.get("platform") or {}
+            if p.get("os") == os_ and p.get("architecture") == arch:
+                return self.manifest(name, entry["digest"])
+        raise InfraError(f"index has no manifest for {platform}", where=f"{name}@{m.digest}")
+
+    # -- blobs ------------------------------------------------------------------------------------
+    def blob_bytes(self, name: str, digest: str) -> bytes:
+        path = f"/v2/{name}/blobs/{digest}"
+        r = self._request("GET", path)
+        if r.status_code != 200:
+            raise InfraError(f"GET blob answered HTTP {r.status_code}", where=f"{self.base_url}{path}")
+        if "sha256:" + hashlib.sha256(r.content).hexdigest() != digest:
+            raise InfraError("blob bytes do not match their digest", where=f"{self.base_url}{path}")
+        return r.content
+
+    def config(self, manifest: Manifest, name: str) -> tuple[bytes, dict[str, Any]]:
+        raw = self.blob_bytes(name, manifest.config_descriptor["digest"])
+        return raw, json.loads(raw)
+
+    def blob_to_file(self, name: str, digest: str) -> tempfile.SpooledTemporaryFile[bytes]:
+        """Stream a (layer) blob into a spooled temp file, verifying its digest; caller closes it."""
+        path = f"/v2/{name}/blobs/{digest}"
+        h = hashlib.sha256()
+        out: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)
+        try:
+            with self._client.stream("GET", path) as r:
+                if r.status_code != 200:
+                    raise InfraError(f"GET blob answered HTTP {r.status_code}", where=f"{self.base_url}{path}")
+                for chunk in r.iter_bytes(1024 * 1024):
+                    h.update(chunk)
+                    out.write(chunk)
+        except httpx.HTTPError as exc:
+            out.close()
+            raise InfraError(f"registry unreachable: {exc}", where=f"{self.base_url}{path}") from exc
+        if "sha256:" + h.hexdigest() != digest:
+            out.close()
+            raise InfraError("blob bytes do not match their digest", where=f"{self.base_url}{path}")
+        out.seek(0)
+        return out
+
+    # -- referrers (signatures, attestations) -------------------------------------------------------
+    def referrers(self, name: str, digest: str, artifact_type: str | None = None) -> list[dict[str, Any]]:
+        """Descriptors that refer to `digest` (OCI 1.1 referrers API, or the tag-schema fallback)."""
+        path = f"/v2/{name}/referrers/{digest}"
+        params = {"artifactType": artifact_type} if artifact_type else None
+        r = self._request("GET", path, params=params, headers={"Accept": OCI_INDEX})
+        if r.status_code == 200 and r.headers.get("Content-Type", "").startswith(OCI_INDEX):
+            return list(r.json().get("manifests", []))
+        # Registries before OCI 1.1 (Debian's distribution 2.8) keep referrers under a tag
+        # named after the subject digest, which is also where cosign writes them.
+        fallback = digest.replace(":", "-")
+        if not self.has_manifest(name, fallback):
+            return []
+        entries = self.manifest(name, fallback).data.get("manifests", [])
+        return [e for e in entries if artifact_type is None or e.get("artifactType") == artifact_type]
+
+    def tags(self, name: str) -> list[str]:
+        path = f"/v2/{name}/tags/list"
+        r = self._request("GET", path)
+        if r.status_code == 404:
+            return []
+        if r.status_code != 200:
+            raise InfraError(f"GET tags answered HTTP {r.status_code}", where=f"{self.base_url}{path}")
+        return list(r.json().get("tags") or [])
+
+    def delete_manifest(self, name: str, digest: str) -> None:
+        path = f"/v2/{name}/manifests/{digest}"
+        r = self._request("DELETE", path)
+        if r.status_code not in (202, 404):
+            raise InfraError(f"DELETE manifest answered HTTP {r.status_code}", where=f"{self.base_url}{path}")
+
+
+    # -- writes (test fixtures, attestations) -------------------------------------------------------
+    def upload_blob(self, name: str, data: bytes) -> str:
+        """Monolithic blob upload; returns the digest."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        r = self._request("POST", f"/v2/{name}/blobs/uploads/")
+        if r.status_code != 202 or "Location" not in r.headers:
+            raise InfraError(f"blob upload start answered HTTP {r.status_code}", where=f"{self.base_url}/v2/{name}")
+        location = r.headers["Location"]
+        sep = "&" if "?" in location else "?"
+        r = self._request("PUT", f"{location}{sep}digest={digest}", content=data,
+                          headers={"Content-Type": "application/octet-stream"})
+        if r.status_code != 201:
+            raise InfraError(f"blob upload answered HTTP {r.status_code}", where=f"{self.base_url}/v2/{name}")
+        return digest
+
+    def put_manifest(self, name: str, reference: str, raw: bytes, media_type: str) -> str:
+        path = f"/v2/{name}/manifests/{reference}"
+        r = self._request("PUT", path, content=raw, headers={"Content-Type": media_type})
+        if r.status_code != 201:
+            raise InfraError(f"PUT manifest answered HTTP {r.status_code}: {r.text[:300]}", where=f"{self.base_url}{path}")
+        return r.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(raw).hexdigest()

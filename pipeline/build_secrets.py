@@ -1,0 +1,61 @@
+"""Build secrets: read by source (file or env var), registered for redaction, handed to BuildKit as files.
+
+The values are needed twice: by the build (as files BuildKit mounts at /run/secrets/<id>) and by the
+leak gate (as byte sequences to search for in the pushed image). Neither ever puts a value on a
+command line.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pipeline.config import BuildConfig, SecretSource
+from pipeline.errors import BadInput
+from pipeline.redact import register_secret
+
+
+def read_secret(sid: str, src: SecretSource) -> bytes:
+    where = f"build.secrets.{sid}"
+    if (src.file is None) == (src.env is None):
+        raise BadInput("a secret names exactly one source: `file` or `env`", where=where)
+    if src.file is not None:
+        path = Path(src.file).expanduser()
+        try:
+            value = path.read_bytes()
+        except OSError as exc:
+            raise BadInput(f"cannot read secret file {path}: {exc.strerror}", where=f"{where}.file") from exc
+    else:
+        assert src.env is not None
+        if src.env not in os.environ:
+            raise BadInput(f"environment variable {src.env} is not set", where=f"{where}.env")
+        value = os.environ[src.env].encode()
+    if not value.strip():
+        raise BadInput("secret is empty", where=where)
+    register_secret(value)
+    return value
+
+
+def load_build_secrets(build: BuildConfig) -> dict[str, bytes]:
+    return {sid: read_secret(sid, src) for sid, src in build.secrets.items()}
+
+
+@contextmanager
+def secret_files(build: BuildConfig, values: dict[str, bytes]) -> Iterator[dict[str, Path]]:
+    """id -> file for `--secret id=…,src=…`; env-sourced values live in a 0600 temp file meanwhile."""
+    out: dict[str, Path] = {}
+    with tempfile.TemporaryDirectory(prefix="llmgate-secrets-") as tmp:
+        os.chmod(tmp, 0o700)
+        for sid, src in build.secrets.items():
+            if src.file is not None:
+                out[sid] = Path(src.file).expanduser().resolve()
+            else:
+                p = Path(tmp) / sid
+                fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(values[sid])
+                out[sid] = p
+        yield out

@@ -1,0 +1,247 @@
+"""The leak gate: value-level proof that no build secret's bytes are in an image.
+
+Real registry throughout: synthetic images pushed through the distribution API (gzip, zstd and
+plain tar layers, config labels, history) for exact placement, and real BuildKit builds: the clean
+CPU image passes, a build that plants the secret (COPY of the file, RUN copying the mounted secret,
+LABEL, a line of it in a RUN command) is caught at each place."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import secrets
+import tarfile
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from pipeline.adapters.registry import RegistryClient
+from pipeline.errors import BadInput
+from pipeline.models import ImageRef, RunRecord, StageResult, StageStatus
+from pipeline.stages.leak import leak_stage
+from pipeline.supplychain.leak import MIN_LINE, _Matcher, build_needles, check_image
+from pipeline.workspace import Workspace
+from tests.conftest import delete_from_registry, make_build_config
+
+CA = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def _fake_key() -> bytes:
+    body = "\n".join(secrets.token_urlsafe(48)[:64] for _ in range(6))
+    return f"-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n".encode()
+
+
+# -- needles (pure) ----------------------------------------------------------------------------------
+
+
+def test_needles_whole_value_and_distinctive_lines():
+    key = _fake_key()
+    needles, excluded = build_needles({"key": key})
+    labels = [n.label for n in needles]
+    assert labels[0] == "value" and needles[0].data == key.strip()
+    assert labels[1:] == [f"line {i}" for i in range(2, 8)]  # armour lines 1 and 8 are not evidence
+    assert all(len(n.data) >= MIN_LINE for n in needles)
+    assert excluded == {"key": 0}
+
+
+def test_public_lines_are_excluded():
+    key = _fake_key()
+    public = {key.splitlines()[2].strip()}
+    needles, excluded = build_needles({"key": key}, public)
+    assert excluded == {"key": 1}
+    assert all(n.data not in public for n in needles)
+
+
+def test_too_short_secret_cannot_be_proven_absent():
+    with pytest.raises(BadInput) as exc:
+        build_needles({"pin": b"1234\n"})
+    assert exc.value.where == "build.secrets.pin"
+
+
+def test_match_across_chunk_border():
+    needle = b"s3cr3t-" + secrets.token_hex(16).encode()
+    m = _Matcher(build_needles({"t": needle})[0])
+    data = b"x" * 1000 + needle + b"y" * 10
+    hits, n = m.search_stream([data[:1010], data[1010:]])
+    assert hits == {0} and n == len(data)
+    hits, _ = m.search_stream([b"x" * 1000, b"y" * 1000])
+    assert hits == set()
+
+
+# -- synthetic images on the real registry -------------------------------------------------------------
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _push_image(reg: RegistryClient, name: str, tag: str, layers: list[tuple[bytes, str]], config: dict) -> str:
+    """layers: (tar bytes, compression 'gzip'|'zstd'|'none')."""
+    descs = []
+    diff_ids = []
+    for tar, comp in layers:
+        blob = {"gzip": lambda b: gzip.compress(b, mtime=0), "zstd": zstandard.ZstdCompressor().compress,
+                "none": lambda b: b}[comp](tar)
+        media = {"gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+                 "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+                 "none": "application/vnd.oci.image.layer.v1.tar"}[comp]
+        descs.append({"mediaType": media, "digest": reg.upload_blob(name, blob), "size": len(blob)})
+        diff_ids.append("sha256:" + hashlib.sha256(tar).hexdigest())
+    cfg = {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}, **config}
+    raw_cfg = json.dumps(cfg).encode()
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": reg.upload_blob(name, raw_cfg), "size": len(raw_cfg)},
+                "layers": descs}
+    return reg.put_manifest(name, tag, json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
+
+
+@pytest.fixture()
+def registry(local_stack):
+    with RegistryClient(local_stack.registry) as reg:
+        yield reg
+
+
+@pytest.mark.docker
+def test_synthetic_image_every_place_is_reported(registry, local_stack):
+    name = "llmgate/test-leak-synthetic"
+    token = ("tok_" + secrets.token_hex(20)).encode()
+    key = _fake_key()
+    key_line = key.splitlines()[3]
+    layers = [
+        (_tar({"etc/app/token": b"prefix " + token + b" suffix", "etc/clean": b"nothing here"}), "gzip"),
+        (_tar({"srv/key-copy.txt": b"junk\n" + key_line + b"\njunk"}), "zstd"),
+        (_tar({f"var/cache/{token.decode()}": b"name carries it"}), "none"),
+    ]
+    config = {"config": {"Labels": {"note": "k=" + token.decode()}},
+              "history": [{"created_by": "/bin/sh -c echo clean"},
+                          {"created_by": f"/bin/sh -c echo {key_line.decode()} > /dev/null"}]}
+    digest = _push_image(registry, name, "planted", layers, config)
+    try:
+        report = check_image(registry, f"{local_stack.registry}/{name}", digest, {"token": token, "key": key})
+        layer_digests = [d["digest"] for d in registry.image_manifest(name, digest).layers]
+    finally:
+        registry.delete_manifest(name, digest)
+    by_path = {f.path: f.layer_digest for f in report.findings if f.where == "layer"}
+    assert by_path["etc/app/token"] == layer_digests[0] and by_path["srv/key-copy.txt"] == layer_digests[1]
+    places = {(f.secret_id, f.where, f.path, f.in_name, f.history_index) for f in report.findings}
+    assert ("token", "layer", "etc/app/token", False, None) in places
+    assert ("key", "layer", "srv/key-copy.txt", False, None) in places  # one line of it, zstd layer
+    assert ("token", "layer", f"var/cache/{token.decode()}", True, None) in places
+    assert ("token", "config", "config.Labels.note", False, None) in places
+    assert ("key", "history", "created_by", False, 1) in places
+    assert not any(f.path == "etc/clean" for f in report.findings)
+    assert not any(f.where == "history" and f.history_index == 0 for f in report.findings)
+    assert report.layers_scanned == 3 and report.history_entries == 2
+    dumped = report.model_dump_json()
+    assert token.decode() not in dumped.replace(f"var/cache/{token.decode()}", "")  # only the planted path itself
+    assert key_line.decode() not in dumped
+
+
+@pytest.mark.docker
+def test_synthetic_clean_image_has_no_findings(registry, local_stack):
+    name = "llmgate/test-leak-synthetic"
+    token = ("tok_" + secrets.token_hex(20)).encode()
+    digest = _push_image(registry, name, "clean", [(_tar({"etc/app/config": b"token_file=/run/secrets/t"}), "gzip")],
+                         {"config": {"Env": ["TOKEN_FILE=/run/secrets/t"]}, "history": [{"created_by": "x"}]})
+    try:
+        report = check_image(registry, f"{local_stack.registry}/{name}", digest, {"token": token})
+    finally:
+        registry.delete_manifest(name, digest)
+    assert report.findings == [] and report.leaks == 0
+    assert report.files_scanned == 1 and report.needles == {"token": 1}
+
+
+# -- real builds ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_clean_cpu_build_leaks_nothing(built_cpu_image, local_stack):
+    b = built_cpu_image
+    assert b.run.stages["build"].status is StageStatus.OK, b.run.stages["build"].reason
+    res = leak_stage(b.run, b.cfg, b.ws, secrets=b.secrets)
+    assert res.status is StageStatus.OK
+    assert res.metrics["leaks"] == 0, res.reason
+    d = res.details
+    assert d["findings"] == []
+    assert d["layers_scanned"] >= 5 and d["history_entries"] >= 10 and d["files_scanned"] > 10_000
+    assert d["needles"]["pip_conf"] >= 2  # the whole file and its token line
+    # Every CA line also present in the public base image is excluded; the rest (the host's own CAs) is searched.
+    assert d["public_lines_excluded"]["ca_bundle"] > 0 and d["needles"]["ca_bundle"] > 1
+    assert d["reference_image"] == local_stack.base_ref
+
+
+PLANTED = """\
+ARG BASE_IMAGE
+FROM ${BASE_IMAGE}
+LABEL org.example.note="TOKEN_VALUE"
+COPY token.txt /etc/app/token
+RUN --mount=type=secret,id=key cp /run/secrets/key /opt/key.pem
+RUN echo KEY_LINE > /dev/null
+USER 1000
+"""
+
+
+@pytest.mark.docker
+def test_planted_secret_is_caught_by_leak_stage(local_stack, tmp_path):
+    from pipeline.stages.build import build_stage
+
+    token = "tok_" + secrets.token_hex(20)
+    key = _fake_key()
+    key_line = key.decode().splitlines()[2]
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "token.txt").write_text(token + "\n")
+    (ctx / "key.pem").write_bytes(key)
+    (ctx / "Dockerfile").write_text(PLANTED.replace("TOKEN_VALUE", token).replace("KEY_LINE", key_line))
+    repository = f"{local_stack.registry}/llmgate/test-leak-planted"
+    cfg = make_build_config(local_stack, repository=repository, tag="planted", dockerfile=ctx / "Dockerfile",
+                            context=ctx, secret_files={"token": ctx / "token.txt", "key": ctx / "key.pem"},
+                            wheels=False)
+    ws = Workspace(tmp_path / "ws")
+    run = RunRecord(image=ImageRef(repository=repository))
+    try:
+        run.add_stage(build_stage(run, cfg, ws))
+        assert run.stages["build"].status is StageStatus.OK, run.stages["build"].reason
+        res = leak_stage(run, cfg, ws)
+    finally:
+        delete_from_registry(local_stack.registry, repository, run.image.digest)
+        from pipeline.adapters.docker_build import DockerBuilder
+
+        DockerBuilder().remove(f"{repository}:planted")
+    found = {(f["secret_id"], f["where"], f.get("path")) for f in res.details["findings"]}
+    assert ("token", "layer", "etc/app/token") in found
+    assert ("key", "layer", "opt/key.pem") in found
+    assert ("token", "config", "config.Labels.org.example.note") in found
+    assert any(s == "key" and w == "history" for s, w, _ in found)
+    assert res.metrics["leaks"] == len(res.details["findings"]) >= 4
+    assert token not in (res.reason or "") and key_line not in (res.reason or "")
+    assert token not in (ws.run_dir(run.run_id) / "leak.json").read_text()
+
+
+@pytest.mark.docker
+def test_registry_down_during_leak_check_is_infra_error(tmp_path):
+    import socket
+
+    from pipeline.config import PipelineConfig
+    from pipeline.errors import InfraError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = RunRecord(image=ImageRef(repository=f"127.0.0.1:{port}/llmgate/x", digest="sha256:" + "0" * 64))
+    run.add_stage(StageResult(stage="build", status=StageStatus.OK))
+    with pytest.raises(InfraError) as exc:
+        leak_stage(run, PipelineConfig(), Workspace(tmp_path / "ws"), secrets={"t": b"t" * 20})
+    assert f"127.0.0.1:{port}" in (exc.value.where or "")
+    assert "llmgate stack up" in (exc.value.hint or "")
