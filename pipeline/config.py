@@ -111,6 +111,8 @@ class EvalConfig(Section):
     max_tokens: int = 64
     request_timeout_s: float = 60
     retries: int = 2
+    retry_budget: int | None = None  # retries for the whole collection; default max(retries, 10% of items x retries)
+    latency_slo_s: float = 10.0  # end-to-end per item (max_tokens answer); latency_adherence = share within it
     judge: JudgeConfig | None = None
 
 

@@ -53,7 +53,10 @@ def test_shipped_policies_load() -> None:
     local = load_policy(REPO / "gates.local.yaml")
     sig = local.gate("signature")
     assert not sig.required and "cosign" in (sig.reason or "") and sig.overrides["required"] == [None, False]
-    assert not local.section_meta["scan"].required
+    # locally the scan stays required; only the vulnerability scanner (no DB offline) may be missing
+    assert local.section_meta["scan"].required and "vulnerability DB" in (local.section_meta["scan"].reason or "")
+    assert local.sections["scan"].require_scanners == ["secret", "misconfig"]
+    assert prod.sections["scan"].require_scanners == ["vuln", "secret", "misconfig"]
     assert local.gate("ttft_p99").overrides == {"threshold": [0.5, 3.0]}
     assert local.gate("error_rate").overrides == {} and local.gate("error_rate").required
     assert local.files[1].endswith("gates.yaml") and local.sha256 != prod.sha256

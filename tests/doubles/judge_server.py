@@ -26,12 +26,12 @@ import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 _FAULT = re.compile(r"\[\[judge:(timeout|malformed|nan|http500)\]\]")
 _WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset("a an the of to in on at by for and or is are was were be it its this that with as".split())
-_NONCOMMITTAL = re.compile(r"i don't know|i do not know|i'm not sure|i am not sure|it depends", re.I)
+_STOP = frozenset(["a", "an", "the", "of", "to", "in", "on", "at", "by", "for", "and", "or", "is", "are", "was", "were", "be", "it", "its", "this", "that", "with", "as"])
+_NONCOMMITTAL = re.compile(r"i don't know|i do not know|i'm not sure|i am not sure|it depends", re.IGNORECASE)
 
 
 def _words(text: str) -> set[str]:
@@ -109,7 +109,7 @@ class JudgeServer:
         assert self._httpd is not None
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
-    def __enter__(self) -> JudgeServer:
+    def __enter__(self) -> Self:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -126,13 +126,13 @@ class JudgeServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout mode)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path.rstrip("/").endswith("/models"):
                     self._send(200, json.dumps({"object": "list", "data": [{"id": server.model}]}).encode())
                 else:
                     self._send(404, b"{}")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 req = json.loads(self.rfile.read(length) or b"{}")
                 with server._lock:
@@ -182,7 +182,7 @@ class JudgeServer:
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()

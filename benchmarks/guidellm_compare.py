@@ -1,0 +1,186 @@
+"""guidellm vs llmgate on the same server and workload, in one run.
+
+Starts `transformers serve` on a tiny local model (or uses --url), runs guidellm (its own venv under
+.llmgate/guidellm/, since its pins differ from ours) and then llmgate's bench with the same workload:
+synthetic prompts of --input-tokens tokens, --output-tokens max tokens, fixed concurrency, same count.
+Prints the ratio of medians (guidellm / llmgate) and which guidellm figure is compared with which of ours:
+
+    guidellm time_to_first_token_ms   <-> llmgate ttft  (send -> first content chunk)
+    guidellm inter_token_latency_ms   <-> llmgate tpot  ((E2E - TTFT) / (N - 1))
+    guidellm time_per_output_token_ms  = E2E / N, no llmgate equivalent (printed for reference)
+
+    python benchmarks/guidellm_compare.py --model-dir .llmgate/engB/tiny [--url http://127.0.0.1:PORT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+VENV = REPO / ".llmgate" / "guidellm" / "venv"
+
+
+def ensure_guidellm(version: str) -> Path:
+    exe = VENV / "bin" / "guidellm"
+    if not exe.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", f"guidellm=={version}"], check=True)
+    return exe
+
+
+def start_server(model_dir: Path, port: int) -> subprocess.Popen:
+    exe = Path(sys.executable).parent / "transformers"
+    proc = subprocess.Popen(
+        [str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    proc.kill()
+    raise SystemExit("transformers serve did not come up")
+
+
+def run_guidellm(exe: Path, url: str, model_dir: Path, a: argparse.Namespace, out_dir: Path) -> dict[str, list]:
+    # guidellm 0.8 syntax (kind=...,key=value). max_tokens goes on the backend, not in the data spec:
+    # with output_tokens in the data guidellm adds `ignore_eos`, which `transformers serve` rejects (422);
+    # llmgate probes for that and drops the field, so both send the same request body shape.
+    argv = [
+        str(exe), "run",
+        "--backend", f"kind=openai_http,target={url},model={model_dir},max_tokens={a.output_tokens}",
+        "--profile", f"kind=concurrent,streams={a.concurrency}",
+        "--constraint", f"kind=max_requests,count={a.requests}",
+        "--data", f"kind=synthetic_text,prompt_tokens={a.input_tokens}",
+        "--tokenizer", f"kind=hf_auto,model={model_dir}",
+        "--output", f"kind=json,path={out_dir / 'guidellm.json'}",
+        "--disable-console-interactive",
+    ]
+    print("guidellm:", " ".join(argv))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"guidellm failed ({proc.returncode}): {(proc.stderr or proc.stdout)[-2000:]}")
+    report = json.loads((out_dir / "guidellm.json").read_text())
+    reqs = [r for b in report["benchmarks"] for r in b["requests"]["successful"]]
+    out = {k: [r[k] for r in reqs if r.get(k) is not None]
+           for k in ("time_to_first_token_ms", "inter_token_latency_ms", "time_per_output_token_ms")}
+    out["prompt_tokens"] = [r.get("prompt_tokens") or (r.get("input_metrics") or {}).get("text_tokens") for r in reqs]
+    out["output_tokens"] = [r.get("output_tokens") or (r.get("output_metrics") or {}).get("text_tokens") for r in reqs]
+    return out
+
+
+def run_llmgate(url: str, model: str, model_dir: Path, a: argparse.Namespace, ws_dir: Path) -> dict[str, list]:
+    from pipeline.config import PipelineConfig
+    from pipeline.models import ImageRef, RunRecord
+    from pipeline.stages.bench import bench_stage
+    from pipeline.workspace import Workspace
+
+    cfg = PipelineConfig.model_validate({
+        "boot": {"model_dir": str(model_dir)},
+        "bench": {"prompts": "synthetic", "requests": a.requests, "warmup": 1, "concurrency": a.concurrency,
+                  "max_tokens": a.output_tokens, "input_tokens": a.input_tokens, "request_timeout_s": 300},
+    })
+    run = RunRecord(image=ImageRef.parse("external/compare"))
+    ws = Workspace(ws_dir)
+    bench_stage(run, cfg, ws, base_url=url, model=model)
+    # guidellm's inter_token_latency_ms on our own samples: (last content chunk - first) / (N - 1),
+    # i.e. without the tail between the last visible chunk and the end of the stream
+    rows = [json.loads(x) for x in (ws.run_dir(run.run_id) / "bench-samples.jsonl").read_text().splitlines()]
+    gl = [sum(r["itl_s"]) / (r["output_tokens"] - 1) for r in rows
+          if r["phase"] == "measure" and not r["error"] and (r["output_tokens"] or 0) > 1]
+    ok = [r for r in rows if r["phase"] == "measure" and not r["error"]]
+    return {"ttft_ms": [r["ttft_s"] * 1000 for r in ok], "tpot_ms": [r["tpot_s"] * 1000 for r in ok if r["tpot_s"]],
+            "itl_gdef_ms": [x * 1000 for x in gl], "prompt_tokens": [r["prompt_tokens"] for r in ok],
+            "output_tokens": [r["output_tokens"] for r in ok], "errors": sum(1 for r in rows if r["phase"] == "measure" and r["error"])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model-dir", type=Path, default=REPO / ".llmgate" / "engB" / "tiny")
+    ap.add_argument("--url")
+    ap.add_argument("--port", type=int, default=18441)
+    ap.add_argument("--requests", type=int, default=20)
+    ap.add_argument("--concurrency", type=int, default=1)
+    ap.add_argument("--input-tokens", type=int, default=32)
+    ap.add_argument("--output-tokens", type=int, default=16)
+    ap.add_argument("--guidellm-version", default="0.8.1")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--metronome", action="store_true",
+                    help="target the metronome test double (known TTFT 50 ms, gap 20 ms) instead of a model server")
+    a = ap.parse_args()
+    exe = ensure_guidellm(a.guidellm_version)
+    metronome = None
+    if a.metronome:
+        from tests.doubles.metronome import Running
+
+        metronome = Running("--ttft-ms", "50", "--gap-ms", "20", "--model-name", str(a.model_dir.resolve()))
+        a.url = metronome.base_url
+    server = None if a.url else start_server(a.model_dir.resolve(), a.port)
+    url = a.url or f"http://127.0.0.1:{a.port}"
+    try:
+        print(f"load average: {os.getloadavg()}")
+        g: dict[str, list] = {}
+        ours: dict[str, list] = {}
+        cpu = {"guidellm": 0.0, "llmgate": 0.0}
+        per_round = max(2, a.requests // a.rounds)
+        a.requests = per_round
+        # alternate the tools round by round, so that load from neighbours hits both alike
+        for i in range(a.rounds):
+            with tempfile.TemporaryDirectory() as d:
+                c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                for k, v in run_guidellm(exe, url, a.model_dir.resolve(), a, Path(d)).items():
+                    g.setdefault(k, []).extend(v)
+                c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                s0 = resource.getrusage(resource.RUSAGE_SELF)
+                for k, v in run_llmgate(url, str(a.model_dir.resolve()), a.model_dir.resolve(), a, Path(d) / "ws").items():
+                    ours.setdefault(k, []).extend(v if isinstance(v, list) else [v])
+                s1 = resource.getrusage(resource.RUSAGE_SELF)
+                cpu["guidellm"] += c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime
+                cpu["llmgate"] += s1.ru_utime + s1.ru_stime - s0.ru_utime - s0.ru_stime
+            print(f"round {i + 1}/{a.rounds} done")
+    finally:
+        if server:
+            server.terminate()
+        if metronome:
+            metronome.stop()
+    med = statistics.median
+    print(f"workload: {a.rounds} rounds x {per_round} requests per tool, concurrency {a.concurrency}, "
+          f"{a.input_tokens} in / {a.output_tokens} out; load average {os.getloadavg()}")
+    print(f"guidellm n={len(g['time_to_first_token_ms'])}: TTFT median {med(g['time_to_first_token_ms']):.2f} ms, "
+          f"inter_token_latency median {med(g['inter_token_latency_ms']):.2f} ms, "
+          f"time_per_output_token median {med(g['time_per_output_token_ms']):.2f} ms")
+    print(f"llmgate  n={len(ours['ttft_ms'])}: TTFT median {med(ours['ttft_ms']):.2f} ms, "
+          f"TPOT median {med(ours['tpot_ms']):.2f} ms, errors {sum(ours['errors'])}")
+    print(f"TTFT  guidellm time_to_first_token_ms / llmgate ttft: {med(g['time_to_first_token_ms']) / med(ours['ttft_ms']):.3f}")
+    print(f"TPOT  guidellm inter_token_latency_ms / llmgate tpot: "
+          f"{med(g['inter_token_latency_ms']) / med(ours['tpot_ms']):.3f}")
+    print(f"      guidellm's definition ((last content chunk - first)/(N-1)) on llmgate's samples: "
+          f"{med(ours['itl_gdef_ms']):.2f} ms, ratio {med(g['inter_token_latency_ms']) / med(ours['itl_gdef_ms']):.3f}")
+    print(f"client CPU seconds (whole run, both share the server's 2 cores): guidellm {cpu['guidellm']:.1f}, "
+          f"llmgate {cpu['llmgate']:.1f}")
+    pt = [x for x in g["prompt_tokens"] if x]
+    ot = [x for x in g["output_tokens"] if x]
+    print(f"prompt tokens median: guidellm {med(pt) if pt else '?'}, llmgate {med(ours['prompt_tokens'])}; "
+          f"output tokens median: guidellm {med(ot) if ot else '?'}, llmgate {med(ours['output_tokens'])}")
+    print("      (guidellm time_per_output_token_ms = E2E/N includes the first token: no llmgate equivalent)")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""One streamed completion over httpx, timed chunk by chunk, turned into a `RequestSample`.
+
+Every request ends as a sample: success, or an error with its reason (HTTP status, malformed SSE,
+stream cut, timeout, connection refused). Nothing is retried and nothing is dropped, so the error
+rate's denominator is every request that was due. Timestamps are `time.perf_counter()` (CLOCK_MONOTONIC
+on Linux, comparable across processes on one host) taken as bytes arrive, before any parsing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+# Servers may stream reasoning tokens before answer tokens; both are output tokens and both count
+# as "content" for TTFT/ITL (a reasoning token is a token the user waited for).
+_CONTENT_KEYS = ("content", "reasoning_content", "reasoning")
+
+
+@dataclass
+class RequestSample:
+    """One request as the client saw it. Times are perf_counter seconds (absolute)."""
+
+    index: int
+    phase: str = "measure"  # "warmup" | "measure"
+    scheduled_s: float | None = None  # when the load shape wanted it sent (Poisson arrivals)
+    sent_s: float = 0.0
+    first_content_s: float | None = None
+    content_times: list[float] = field(default_factory=list)
+    end_s: float | None = None
+    status_code: int | None = None
+    output_tokens: int | None = None
+    tokens_source: str | None = None  # "usage" (exact) | "tokenizer" | "chunks" (estimated)
+    prompt_tokens: int | None = None
+    max_tokens: int | None = None
+    finish_reason: str | None = None
+    text: str = ""
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def ttft_s(self) -> float | None:
+        """TTFT: send -> first chunk carrying content."""
+        return None if self.first_content_s is None else self.first_content_s - self.sent_s
+
+    @property
+    def e2e_s(self) -> float | None:
+        """E2E: send -> last SSE event of the stream received."""
+        return None if self.end_s is None else self.end_s - self.sent_s
+
+    @property
+    def tpot_s(self) -> float | None:
+        """TPOT: (E2E - TTFT) / (N - 1), N output tokens; undefined for N < 2."""
+        ttft, e2e, n = self.ttft_s, self.e2e_s, self.output_tokens
+        if ttft is None or e2e is None or n is None or n < 2:
+            return None
+        return (e2e - ttft) / (n - 1)
+
+    @property
+    def itl_s(self) -> list[float]:
+        """ITL: gaps between consecutive content chunks (a chunk may carry several tokens)."""
+        t = self.content_times
+        return [b - a for a, b in itertools.pairwise(t)]
+
+    @property
+    def estimated(self) -> bool:
+        return self.tokens_source not in (None, "usage")
+
+    def to_json(self, origin: float = 0.0) -> dict[str, Any]:
+        """Per-request record with times relative to `origin` (the run's start)."""
+
+        def rel(t: float | None) -> float | None:
+            return None if t is None else round(t - origin, 7)
+
+        return {
+            "index": self.index,
+            "phase": self.phase,
+            "scheduled_s": rel(self.scheduled_s),
+            "sent_s": rel(self.sent_s),
+            "ttft_s": self.ttft_s,
+            "tpot_s": self.tpot_s,
+            "e2e_s": self.e2e_s,
+            "itl_s": [round(x, 7) for x in self.itl_s],
+            "output_tokens": self.output_tokens,
+            "tokens_source": self.tokens_source,
+            "prompt_tokens": self.prompt_tokens,
+            "max_tokens": self.max_tokens,
+            "finish_reason": self.finish_reason,
+            "status_code": self.status_code,
+            "error": self.error,
+        }
+
+
+class _StreamError(Exception):
+    pass
+
+
+def _content_of(choice: dict[str, Any]) -> str:
+    delta = choice.get("delta")
+    if isinstance(delta, dict):
+        parts = [delta.get(k) for k in _CONTENT_KEYS]
+        return "".join(p for p in parts if isinstance(p, str))
+    text = choice.get("text")  # /v1/completions streams `text`, not `delta`
+    return text if isinstance(text, str) else ""
+
+
+class _SseParser:
+    """Incremental SSE parser for OpenAI-style streams; feeds events into a sample."""
+
+    def __init__(self, sample: RequestSample, on_chunk: Callable[[RequestSample, float, dict[str, Any]], None] | None) -> None:
+        self.sample = sample
+        self.on_chunk = on_chunk
+        self.buf = b""
+        self.done = False
+        self.events = 0
+        self.parts: list[str] = []
+
+    def feed(self, data: bytes, now: float) -> None:
+        self.buf += data
+        if b"\r" in self.buf:
+            self.buf = self.buf.replace(b"\r\n", b"\n")
+        while True:
+            cut = self.buf.find(b"\n\n")
+            if cut < 0:
+                return
+            block, self.buf = self.buf[:cut], self.buf[cut + 2 :]
+            self._event(block, now)
+
+    def _event(self, block: bytes, now: float) -> None:
+        if block.startswith(b"data: ") and b"\n" not in block:
+            self._data(block[6:], now)  # the common one-line event, without the general loop
+            return
+        data_lines = []
+        for line in block.split(b"\n"):
+            if not line or line.startswith(b":"):
+                continue  # blank or comment (keep-alive)
+            name, sep, value = line.partition(b":")
+            if not sep:
+                raise _StreamError(f"malformed SSE: line without field: {line[:80]!r}")
+            if name == b"data":
+                data_lines.append(value[1:] if value.startswith(b" ") else value)
+        if data_lines:
+            self._data(b"\n".join(data_lines), now)
+
+    def _data(self, payload: bytes, now: float) -> None:
+        self.events += 1
+        self.sample.end_s = now
+        if payload.strip() == b"[DONE]":
+            self.done = True
+            return
+        try:
+            obj = json.loads(payload)
+        except ValueError as exc:
+            raise _StreamError(f"malformed SSE: data is not JSON: {payload[:80]!r}") from exc
+        if not isinstance(obj, dict):
+            raise _StreamError(f"malformed SSE: data is not an object: {payload[:80]!r}")
+        if "error" in obj:
+            err = obj["error"]
+            msg = err.get("message", err) if isinstance(err, dict) else err
+            raise _StreamError(f"server error event: {str(msg)[:200]}")
+        if self.on_chunk is not None:
+            self.on_chunk(self.sample, now, obj)
+        for choice in obj.get("choices") or []:
+            if not isinstance(choice, dict):
+                continue
+            text = _content_of(choice)
+            if text:
+                if self.sample.first_content_s is None:
+                    self.sample.first_content_s = now
+                self.sample.content_times.append(now)
+                self.parts.append(text)
+            if choice.get("finish_reason"):
+                self.sample.finish_reason = choice["finish_reason"]
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            if isinstance(usage.get("completion_tokens"), int):
+                self.sample.output_tokens = usage["completion_tokens"]
+                self.sample.tokens_source = "usage"
+            if isinstance(usage.get("prompt_tokens"), int):
+                self.sample.prompt_tokens = usage["prompt_tokens"]
+
+
+async def stream_request(
+    client: httpx.AsyncClient,
+    url: str,
+    payload: dict[str, Any],
+    *,
+    index: int = 0,
+    timeout_s: float = 60.0,
+    count_tokens: Callable[[str], int] | None = None,
+    on_chunk: Callable[[RequestSample, float, dict[str, Any]], None] | None = None,
+    sample: RequestSample | None = None,
+) -> RequestSample:
+    """Send one streamed request and time it. Never raises for a server fault: the sample's
+    `error` says what went wrong. `timeout_s` bounds the whole request (connect to last byte)."""
+    s = sample or RequestSample(index=index)
+    s.max_tokens = payload.get("max_tokens")
+    parser = _SseParser(s, on_chunk)
+    body = json.dumps(payload).encode()
+    stamped = False
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        # "send" is when the request starts onto the network: opening a TCP connection when the
+        # pool has none idle, else writing the request headers. Request building and pool waits
+        # before that are the client's own overhead, not the server's latency.
+        nonlocal stamped
+        if not stamped and event in ("connection.connect_tcp.started", "http11.send_request_headers.started"):
+            s.sent_s, stamped = time.perf_counter(), True
+
+    s.sent_s = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout_s):
+            request = client.build_request(
+                "POST", url, content=body, headers={"content-type": "application/json"}, extensions={"trace": trace}
+            )
+            async with await_stream(client, request) as resp:
+                s.status_code = resp.status_code
+                if resp.status_code != 200:
+                    body = (await resp.aread())[:300].decode(errors="replace")
+                    raise _StreamError(f"HTTP {resp.status_code}: {body}")
+                ctype = resp.headers.get("content-type", "")
+                if not ctype.startswith("text/event-stream"):
+                    raise _StreamError(f"not an SSE stream (content-type {ctype!r})")
+                async for raw in resp.aiter_raw():
+                    parser.feed(raw, time.perf_counter())
+        if parser.buf.strip():
+            raise _StreamError(f"malformed SSE: unterminated event at end of stream: {parser.buf[:80]!r}")
+        if not parser.done and s.finish_reason is None:
+            raise _StreamError("stream cut: ended without finish_reason or [DONE]")
+        if s.first_content_s is None:
+            raise _StreamError("no content in stream")
+    except _StreamError as exc:
+        s.error = str(exc)
+    except TimeoutError:
+        s.error = f"timeout: no complete response within {timeout_s:g}s"
+    except httpx.RemoteProtocolError as exc:
+        s.error = f"stream cut: {exc}"
+    except httpx.ConnectError as exc:
+        s.error = f"connect failed: {exc}"
+    except httpx.HTTPError as exc:
+        s.error = f"{type(exc).__name__}: {exc}"
+    except OSError as exc:
+        s.error = f"{type(exc).__name__}: {exc}"
+    if s.end_s is None:
+        s.end_s = time.perf_counter() if s.error else None
+    s.text = "".join(parser.parts)
+    if s.ok and s.output_tokens is None:
+        if count_tokens is not None:
+            s.output_tokens, s.tokens_source = count_tokens(s.text), "tokenizer"
+        else:
+            s.output_tokens, s.tokens_source = len(s.content_times), "chunks"
+    return s
+
+
+class await_stream:
+    """`async with` around `client.send(request, stream=True)` that always closes the response."""
+
+    def __init__(self, client: httpx.AsyncClient, request: httpx.Request) -> None:
+        self.client, self.request = client, request
+        self.resp: httpx.Response | None = None
+
+    async def __aenter__(self) -> httpx.Response:
+        self.resp = await self.client.send(self.request, stream=True)
+        return self.resp
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.resp is not None:
+            await self.resp.aclose()
+
+
+def chat_payload(
+    model: str, prompt: str, max_tokens: int, *, ignore_eos: bool = False, temperature: float = 0.0
+) -> dict[str, Any]:
+    """An OpenAI chat request that streams and asks for usage in the final chunk."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if ignore_eos:
+        body["ignore_eos"] = True  # vLLM/SGLang extension; probed first, dropped when rejected
+    return body

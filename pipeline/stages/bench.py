@@ -1,0 +1,297 @@
+"""Bench stage: streamed requests against a running server; TTFT, TPOT, ITL, E2E, throughput, errors,
+goodput. Definitions: `pipeline.bench.stats` (and docs/METRICS.md).
+
+Target: `base_url`/`model` when given (the main job's booted server, or `llmgate bench --url`), else
+the server a `llmgate boot --keep` left running (`boot.details.server`). Every per-request sample is
+kept as a JSONL artifact; `samples` carries `ttft_s`, `tpot_s`, `e2e_s` for rank tests.
+Status: `failed` when the server stopped accepting connections during the run (died), when every
+request failed, or when TPOT is below the decode floor (a broken measurement); otherwise `ok`, with
+the error rate as a metric for the gates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+from pipeline.bench import floor as floor_mod
+from pipeline.bench import prompts as prompts_mod
+from pipeline.bench.client import RequestSample, chat_payload, stream_request
+from pipeline.bench.load import Target, fixed_concurrency, poisson, sweep
+from pipeline.bench.server_metrics import Scraper, cross_check, detect
+from pipeline.bench.stats import Slo, error_reasons, summarize
+from pipeline.config import PipelineConfig
+from pipeline.errors import BadInput, InfraError
+from pipeline.models import Artifact, RunRecord, StageResult, StageStatus
+from pipeline.progress import NullReporter, Reporter
+from pipeline.workspace import Workspace
+
+
+class BenchDetails(BaseModel):
+    base_url: str
+    model: str | None
+    shape: str
+    prompts: str
+    exact_input_tokens: bool
+    requests: int
+    warmup: int
+    concurrency: int | None = None
+    rate_rps: float | None = None
+    max_tokens: int
+    ignore_eos: str  # "sent" | "rejected by server: ..." | "not requested"
+    ignore_eos_honoured: float | None = None  # share of OK requests with N == max_tokens
+    tokens_estimated: bool
+    tokens_source: dict[str, int] = {}
+    error_reasons: dict[str, int] = {}
+    slo: dict[str, float | None] = {}
+    server_metrics: dict[str, Any] = {}
+    floor: dict[str, Any] | None = None
+    floor_reason: str = ""
+    sweep: list[dict[str, Any]] = []
+    saturation_concurrency: int | None = None
+    send_lag_p99_s: float | None = None  # Poisson: how late requests left vs their arrival time
+
+
+def _resolve_target(run: RunRecord, base_url: str | None, model: str | None) -> tuple[str, str | None]:
+    if base_url:
+        return base_url.rstrip("/"), model
+    boot = run.stages.get("boot")
+    server = (boot.details or {}).get("server") if boot else None
+    if not server:
+        raise BadInput(
+            f"run {run.run_id} has no running server to bench",
+            where="boot.details.server",
+            hint="run `llmgate boot --keep` first, or pass --url",
+        )
+    return server["base_url"], model or server.get("model")
+
+
+async def _reachable(base_url: str) -> bool:
+    """Any HTTP answer (even 404) means the server is still there."""
+    async with httpx.AsyncClient(trust_env=False, timeout=3.0) as c:
+        try:
+            await c.get(base_url + "/")
+            return True
+        except httpx.HTTPError:
+            return False
+
+
+async def _check_up(base_url: str) -> None:
+    async with httpx.AsyncClient(trust_env=False, timeout=5.0) as c:
+        try:
+            await c.get(base_url + "/")
+        except httpx.HTTPError as exc:
+            raise InfraError(f"server not reachable: {exc}", where=base_url, hint="is it still running?") from exc
+
+
+async def _probe_ignore_eos(target: Target, payload: dict[str, Any]) -> str:
+    """Send one request with ignore_eos; a 400/422 naming the field means the server rejects it."""
+    async with target.client(2) as client:
+        s = await stream_request(client, target.url, payload, timeout_s=target.timeout_s)
+    if s.status_code in (400, 422) and s.error and "ignore_eos" in s.error:
+        return f"rejected by server: {s.error[:160]}"
+    return "sent"
+
+
+def _payloads(texts: list[str], model: str | None, max_tokens: int, ignore_eos: bool) -> list[dict[str, Any]]:
+    out = []
+    for t in texts:
+        p = chat_payload(model or "", t, max_tokens, ignore_eos=ignore_eos)
+        if not model:
+            p.pop("model")
+        out.append(p)
+    return out
+
+
+def _floor(cfg: PipelineConfig, run: RunRecord, tpot_p50: float | None) -> tuple[dict[str, Any] | None, str]:
+    mbytes = cfg.bench.model_bytes or floor_mod.model_bytes(cfg.boot.model_dir)
+    bw = cfg.bench.gpu_bandwidth_gbps
+    gpu_name = None
+    boot = run.stages.get("boot")
+    gpus = ((boot.details or {}).get("gpu") or {}).get("gpus") if boot else None
+    if bw is None and gpus:
+        gpu_name = gpus[0]["name"]
+        bw = floor_mod.bandwidth_for(gpu_name)
+    if mbytes is None:
+        return None, "not computed: model bytes unknown (set bench.model_bytes)"
+    if bw is None:
+        why = f"GPU {gpu_name!r} not in the bandwidth table" if gpu_name else "no GPU recorded by boot"
+        return None, f"not computed: {why} (set bench.gpu_bandwidth_gbps)"
+    out = floor_mod.floor_check(tpot_p50, mbytes, bw)
+    out["gpu"] = gpu_name
+    return out, ""
+
+
+async def _measure(
+    cfg: PipelineConfig,
+    target: Target,
+    payloads: list[dict[str, Any]],
+    warm: list[dict[str, Any]],
+    scraper: Scraper,
+    reporter: Reporter,
+    details: BenchDetails,
+) -> tuple[list[RequestSample], dict[str, Any]]:
+    b = cfg.bench
+    slo = Slo(b.slo_ttft_s, b.slo_tpot_s, b.slo_e2e_s)
+    async with httpx.AsyncClient(trust_env=False) as mclient:
+        if b.shape == "sweep":
+            base = payloads
+
+            def make(c: int) -> list[dict[str, Any]]:
+                n = max(len(base), 2 * c)
+                return [base[i % len(base)] for i in range(n)]
+
+            await fixed_concurrency(target, [], max(1, b.concurrency), warmup=warm, deadline_s=b.deadline_s)
+            before = await scraper.snapshot(mclient)
+            levels, sat = await sweep(target, make, b.sweep_levels, slo=slo, deadline_s=b.deadline_s)
+            after = await scraper.snapshot(mclient)
+            details.sweep = [{"concurrency": lv.concurrency, **lv.metrics} for lv in levels]
+            details.saturation_concurrency = sat
+            pick = next((lv for lv in levels if lv.concurrency == sat), levels[-1] if levels else None)
+            details.concurrency = pick.concurrency if pick else None
+            samples = pick.samples if pick else []
+            gauges: dict[str, list[float]] = {}
+        else:
+            samples = await fixed_concurrency(target, [], max(1, b.concurrency), warmup=warm, deadline_s=b.deadline_s)
+            before = await scraper.snapshot(mclient)
+            names = detect(before)[1] if before else {}
+            poller = asyncio.ensure_future(scraper.poll_gauges(mclient, names)) if before else None
+            reporter.total(len(payloads), "bench requests")
+            try:
+                if b.shape == "poisson":
+                    samples += await poisson(
+                        target, payloads, b.rate_rps, seed=b.seed, max_concurrency=None, deadline_s=b.deadline_s
+                    )
+                else:
+                    samples += await fixed_concurrency(target, payloads, b.concurrency, deadline_s=b.deadline_s)
+            finally:
+                if poller is not None:
+                    poller.cancel()
+                    await asyncio.gather(poller, return_exceptions=True)
+            reporter.advance(len(payloads))
+            after = await scraper.snapshot(mclient)
+            gauges = scraper.gauges
+        measured = [s for s in samples if s.phase == "measure" and s.ok]
+        means = {
+            "ttft": _mean([s.ttft_s for s in measured]),
+            "itl": _mean([x for s in measured for x in s.itl_s]),
+            "e2e": _mean([s.e2e_s for s in measured]),
+        }
+        xc = cross_check(before, after, means, gauges)
+        if scraper.available is False:
+            xc["reason"] = scraper.reason
+        return samples, xc
+
+
+def _mean(values: list[float | None]) -> float | None:
+    v = [x for x in values if x is not None]
+    return sum(v) / len(v) if v else None
+
+
+def bench_stage(
+    run: RunRecord,
+    cfg: PipelineConfig,
+    ws: Workspace,
+    reporter: Reporter = NullReporter(),
+    *,
+    base_url: str | None = None,
+    model: str | None = None,
+) -> StageResult:
+    b = cfg.bench
+    url, model = _resolve_target(run, base_url, model or cfg.boot.served_model_name)
+    asyncio.run(_check_up(url))
+    tokenizer = prompts_mod.load_tokenizer(cfg.boot.model_dir)
+    n = b.requests
+    if b.prompts == "synthetic":
+        pset = prompts_mod.synthetic(n + b.warmup, b.input_tokens, tokenizer, seed=b.seed)
+    else:
+        pset = prompts_mod.ground_truth(cfg.eval.ground_truth, n + b.warmup)
+    target = Target(url, timeout_s=b.request_timeout_s, count_tokens=prompts_mod.token_counter(tokenizer))
+    ignore = "not requested"
+    if b.ignore_eos and b.prompts == "synthetic":
+        ignore = asyncio.run(_probe_ignore_eos(target, _payloads(pset.prompts[:1], model, 2, True)[0]))
+    send_ignore = ignore == "sent"
+    warm = _payloads(pset.prompts[:b.warmup], model, b.max_tokens, send_ignore)
+    payloads = _payloads(pset.prompts[b.warmup :], model, b.max_tokens, send_ignore)
+    details = BenchDetails(
+        base_url=url,
+        model=model,
+        shape=b.shape,
+        prompts=pset.source,
+        exact_input_tokens=pset.exact_input_tokens,
+        requests=len(payloads),
+        warmup=len(warm),
+        concurrency=b.concurrency if b.shape != "poisson" else None,
+        rate_rps=b.rate_rps if b.shape == "poisson" else None,
+        max_tokens=b.max_tokens,
+        ignore_eos=ignore,
+        tokens_estimated=False,
+        slo={"ttft_s": b.slo_ttft_s, "tpot_s": b.slo_tpot_s, "e2e_s": b.slo_e2e_s},
+    )
+    reporter.step(f"bench: {len(payloads)} requests ({b.shape}) against {url}")
+    result = StageResult(stage="bench", status=StageStatus.OK)
+    t_origin = time.perf_counter()
+    samples, xc = asyncio.run(_measure(cfg, target, payloads, warm, Scraper(url, b.metrics_path), reporter, details))
+    details.server_metrics = xc
+    slo = Slo(b.slo_ttft_s, b.slo_tpot_s, b.slo_e2e_s)
+    m = summarize(samples, slo)
+    measured = [s for s in samples if s.phase == "measure"]
+    ok = [s for s in measured if s.ok]
+    details.tokens_estimated = bool(m.pop("tokens_estimated", 0.0))
+    m.pop("requests", None)
+    for s in ok:
+        details.tokens_source[s.tokens_source or "?"] = details.tokens_source.get(s.tokens_source or "?", 0) + 1
+    if send_ignore and ok:
+        details.ignore_eos_honoured = sum(1 for s in ok if s.output_tokens == s.max_tokens) / len(ok)
+    details.error_reasons = error_reasons(samples)
+    lags = [s.sent_s - s.scheduled_s for s in measured if s.scheduled_s is not None]
+    if lags:
+        details.send_lag_p99_s = float(sorted(lags)[min(len(lags) - 1, int(0.99 * len(lags)))])
+    if "client_minus_server_ttft_s" in xc:
+        m["client_minus_server_ttft_s"] = xc["client_minus_server_ttft_s"]
+    details.floor, details.floor_reason = _floor(cfg, run, m.get("tpot_p50_s"))
+    if details.floor:
+        m["decode_floor_s"] = details.floor["decode_floor_s"]
+        m["mbu"] = details.floor.get("mbu")
+    result.metrics = m
+    result.samples = {
+        "ttft_s": [s.ttft_s for s in ok if s.ttft_s is not None],
+        "tpot_s": [s.tpot_s for s in ok if s.tpot_s is not None],
+        "e2e_s": [s.e2e_s for s in ok if s.e2e_s is not None],
+    }
+    path = ws.run_dir(run.run_id) / "bench-samples.jsonl"
+    with path.open("w") as f:
+        for s in samples:
+            f.write(json.dumps(s.to_json(t_origin)) + "\n")
+    result.artifacts.append(Artifact(name="bench-samples.jsonl", path=str(path), media_type="application/x-ndjson"))
+    result.details = details.model_dump(mode="json")
+    failed = len(measured) - len(ok)
+    gone = failed > 0 and not asyncio.run(_reachable(url))
+    if gone:
+        result.status = StageStatus.FAILED
+        result.reason = (
+            f"server stopped accepting connections during the run ({failed} of {len(measured)} requests failed: "
+            f"{details.error_reasons})"
+        )
+    elif measured and not ok:
+        result.status, result.reason = StageStatus.FAILED, f"every request failed: {details.error_reasons}"
+    elif details.floor and details.floor.get("below_floor"):
+        result.status = StageStatus.FAILED
+        result.reason = (
+            f"broken measurement: TPOT p50 {m.get('tpot_p50_s')}s is below the decode floor "
+            f"{details.floor['decode_floor_s']:.6f}s"
+        )
+    reporter.step(
+        f"bench: TTFT p50 {_ms(m.get('ttft_p50_s'))} p99 {_ms(m.get('ttft_p99_s'))}, TPOT p50 "
+        f"{_ms(m.get('tpot_p50_s'))} p99 {_ms(m.get('tpot_p99_s'))}, errors {m.get('error_rate')}"
+    )
+    return result.finish()
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:.1f} ms"

@@ -1,0 +1,71 @@
+"""The main job end to end on the embedded local default, against real parts: Docker Engine, the local
+registry, a BuildKit build with a secret, the CPU image booted with `transformers serve`, streamed
+bench, embedding-scored eval, gate and store. The demo model passes; its degraded twin is blocked."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.models import Decision, GateStatus
+from pipeline.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+LLMGATE = [sys.executable, "-m", "pipeline"]
+
+pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.slow]
+
+
+def _llmgate(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    return subprocess.run([*LLMGATE, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def demo_models(tmp_path_factory):  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("models")
+    for name, extra in (("good", []), ("degraded", ["--degraded"])):
+        r = _llmgate("demo-model", str(root / name), *extra, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+    return root
+
+
+def test_main_job_promotes_good_and_blocks_degraded(local_stack, demo_models, tmp_path):
+    store = tmp_path / "results.db"
+    good = _llmgate("--store", str(store), "run", "--model-dir", str(demo_models / "good"), "--tag", "e2e-good")
+    assert good.returncode == 0, f"stdout:\n{good.stdout[-4000:]}\nstderr:\n{good.stderr[-6000:]}"
+
+    runs = Store(str(store)).runs(tag="e2e-good")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.decision is Decision.PASS
+    assert run.image.digest and run.image.digest.startswith("sha256:")
+    for stage in ("build", "leak", "boot", "bench", "eval"):
+        assert stage in run.stages, f"missing stage {stage}"
+        assert run.stages[stage].status.value == "ok", (stage, run.stages[stage].reason)
+    assert run.stages["leak"].metrics["leaks"] == 0
+    assert run.stages["boot"].metrics["load_time_s"] > 0
+    bench = run.stages["bench"].metrics
+    assert 0 < bench["ttft_p50_s"] <= bench["ttft_p99_s"]
+    assert bench["tpot_p50_s"] > 0
+    assert run.stages["eval"].metrics["correctness_mean"] > 0
+    assert len(run.stages["eval"].items) >= 120
+    assert run.ground_truth and run.ground_truth.version == "v1" and len(run.ground_truth.sha256) == 64
+    run_dir = REPO / ".llmgate" / "runs" / run.run_id
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["run_id"] == run.run_id
+    assert (run_dir / "report.html").stat().st_size > 1000
+
+    bad = _llmgate("--store", str(store), "run", "--model-dir", str(demo_models / "degraded"), "--tag", "e2e-degraded")
+    assert bad.returncode == 1, f"stdout:\n{bad.stdout[-4000:]}\nstderr:\n{bad.stderr[-6000:]}"
+    blocked = Store(str(store)).runs(tag="e2e-degraded")[0]
+    assert blocked.decision is Decision.BLOCKED
+    failed = {g.name for g in blocked.gates if g.status is GateStatus.FAIL}
+    assert any("correctness" in name for name in failed), failed
+    # same Dockerfile and context: the same image digest is measured, only the model differs
+    assert blocked.image.digest == run.image.digest

@@ -1,0 +1,101 @@
+"""The eval stage against the real server: the demo fixture model under `transformers serve` on a
+loopback ephemeral port, streamed with `stream_options.include_usage`; then `llmgate eval --rescore`
+on the stored run, and a configured but unreachable judge that must count as failures, not passes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from evals.ground_truth import load_ground_truth
+from pipeline.config import JudgeConfig, PipelineConfig
+from pipeline.demo_model import make_demo_model
+from pipeline.models import ImageRef, RunRecord, StageStatus
+from pipeline.stages.evaluate import eval_stage, rescore
+from pipeline.workspace import Workspace
+from tests.eval_helpers import REPO, free_port, subset_ground_truth, transformers_serve
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("serve")
+    gt_dir = subset_ground_truth(root / "gt", n_answer=9, n_refuse=3)
+    make_demo_model(root / "model", gt_dir)
+    with transformers_serve(root / "model", root / "hub") as url:
+        yield url, root / "model", gt_dir
+
+
+def test_streamed_chat_completion_with_usage(served) -> None:  # type: ignore[no-untyped-def]
+    url, model_dir, gt_dir = served
+    item = load_ground_truth(gt_dir).items[0]
+    body = {"model": str(model_dir), "messages": [{"role": "user", "content": item.question}], "stream": True,
+            "stream_options": {"include_usage": True}, "max_tokens": 64, "temperature": 0}
+    text, usage = "", None
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60, trust_env=False) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data:") and line[5:].strip() != "[DONE]":
+                chunk = json.loads(line[5:])
+                usage = chunk.get("usage") or usage
+                text += "".join((c.get("delta") or {}).get("content") or "" for c in chunk["choices"])
+    assert text == item.reference
+    assert usage and usage["completion_tokens"] > 0
+
+
+def test_eval_stage_on_served_demo_model_then_cli_rescore(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url, model_dir, gt_dir = served
+    cfg = PipelineConfig()
+    cfg.eval.ground_truth = str(gt_dir)
+    ws = Workspace(tmp_path / "ws")
+    run = RunRecord(image=ImageRef(repository="demo"))
+    res = eval_stage(run, cfg, ws, base_url=url, model=str(model_dir))
+    assert res.status is StageStatus.OK, res.reason
+    assert res.metrics["item_error_rate"] == 0.0
+    assert res.metrics["correctness_mean"] > 0.97 and res.metrics["correctness_string_mean"] > 0.95
+    assert res.metrics["under_refusal_rate"] == 0.0
+    assert all(i.ttft_s and i.latency_s and i.response for i in res.items)
+    run.add_stage(res)
+    ws.checkpoint(run)
+
+    cli = subprocess.run(
+        [sys.executable, "-m", "pipeline", "--workdir", str(ws.root), "eval", "--rescore", "--run", run.run_id,
+         "--ground-truth", str(gt_dir)],
+        check=False, capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert "(rescored)" in cli.stdout
+    stored = ws.load_run(run.run_id)
+    ev = stored.stages["eval"]
+    assert len(ev.details["rescored_from"]) == 1
+    assert ev.metrics["correctness_mean"] == pytest.approx(res.metrics["correctness_mean"], abs=1e-6)
+    assert [i.response for i in ev.items] == [i.response for i in res.items]
+
+
+def test_unreachable_judge_is_counted_as_failure_not_pass(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url, model_dir, gt_dir = served
+    cfg = PipelineConfig()
+    cfg.eval.ground_truth = str(gt_dir)
+    cfg.eval.judge = JudgeConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", model="judge", timeout_s=5,
+                                 api_key_env=None)
+    ws = Workspace(tmp_path / "ws")
+    run = RunRecord(image=ImageRef(repository="demo"))
+    res = eval_stage(run, cfg, ws, base_url=url, model=str(model_dir))
+    run.add_stage(res)
+    ws.checkpoint(run)
+    # Judge down: the judged dimensions are scored 0 with reasons, never missing and never passing.
+    assert res.metrics["faithfulness_mean"] == 0.0
+    assert res.metrics["answer_relevance_mean"] == 0.0
+    answer_items = [i for i in res.items if i.expected_behaviour == "answer"]
+    assert all("connection" in i.errors["faithfulness"] for i in res.items)
+    assert all(i.scores["answer_relevance"] is None for i in res.items if i.expected_behaviour == "refuse")
+    assert all(i.errors.get("answer_relevance") for i in answer_items)
+    assert res.details["judge"]["failed"]["faithfulness"] == len(res.items)
+    # Offline rescore without a judge: the judged dimensions go back to "not run".
+    again = rescore(ws.load_run(run.run_id), PipelineConfig(), ws)
+    assert "faithfulness_mean" not in again.metrics
+    assert again.details["scorers"]["faithfulness"]["status"].startswith("not run")

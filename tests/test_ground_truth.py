@@ -1,0 +1,142 @@
+"""Ground truth v1: loads with `datasets` and explicit Features, validates every row with errors
+naming file, line and field, has a stable sha256, and gets new versions without edits to old ones."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from evals.ground_truth import dataset_sha256, features, load_ground_truth, new_version
+from pipeline.errors import BadInput
+
+REPO = Path(__file__).resolve().parents[1]
+V1 = REPO / "ground_truth" / "v1"
+
+
+def _rows() -> list[dict]:
+    return [json.loads(line) for line in (V1 / "data" / "test.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _copy(tmp_path: Path) -> Path:
+    dest = tmp_path / "gt" / "v1"
+    shutil.copytree(V1, dest)
+    return dest
+
+
+def test_v1_loads_with_features() -> None:
+    gt = load_ground_truth(V1)
+    assert gt.version == "v1"
+    assert len(gt.items) >= 120
+    assert len({it.id for it in gt.items}) == len(gt.items)
+    refuse = sum(it.should_refuse for it in gt.items) / len(gt.items)
+    assert 0.12 <= refuse <= 0.2
+    assert all(it.contexts and it.reference and it.question for it in gt.items)
+    assert gt.ref().n_items == len(gt.items) and gt.ref().sha256 == gt.sha256
+
+
+def test_dataset_card_header_matches_the_data() -> None:
+    text = (V1 / "README.md").read_text()
+    header = yaml.safe_load(text.split("---")[1])
+    assert header["license"]
+    names = [f["name"] for f in header["features"]]
+    assert names == list(features().keys())
+    files = header["configs"][0]["data_files"]
+    assert all((V1 / f["path"]).is_file() for f in files)
+
+
+def test_labels_csv_is_xstest_format_and_covers_each_label() -> None:
+    with (V1 / "labels.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and set(rows[0]) == {"prompt", "completion", "final_label"}
+    labels = {r["final_label"] for r in rows}
+    assert labels == {"1_full_compliance", "2_full_refusal", "3_partial_refusal"}
+    questions = {r["question"] for r in _rows()}
+    assert all(r["prompt"] in questions for r in rows)
+
+
+def test_sha256_is_stable_and_content_sensitive(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    assert dataset_sha256(d) == dataset_sha256(V1) == load_ground_truth(V1).sha256
+    (d / "README.md").write_text("card edits do not change the data digest")
+    assert dataset_sha256(d) == dataset_sha256(V1)
+    data = d / "data" / "test.jsonl"
+    data.write_text(data.read_text().replace("GPU", "GPUs", 1))
+    assert dataset_sha256(d) != dataset_sha256(V1)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "message"),
+    [
+        (lambda r: r.pop("reference"), "reference", "missing field"),
+        (lambda r: r.update(contexts="one string"), "contexts", "expected list"),
+        (lambda r: r.update(contexts=["ok", 3]), "contexts", "every element"),
+        (lambda r: r.update(expected_behaviour="maybe"), "expected_behaviour", "answer, refuse"),
+        (lambda r: r.update(question="  "), "question", "empty"),
+        (lambda r: r.update(extra=1), "extra", "unknown field"),
+    ],
+)
+def test_malformed_row_names_file_line_and_field(tmp_path: Path, mutate, field: str, message: str) -> None:
+    d = _copy(tmp_path)
+    rows = _rows()
+    mutate(rows[41])
+    data = d / "data" / "test.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(BadInput) as exc:
+        load_ground_truth(d)
+    text = exc.value.render()
+    assert f"{data}:42" in text and f"field '{field}'" in text and message in text
+
+
+def test_bad_json_and_duplicate_id_name_the_line(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    data = d / "data" / "test.jsonl"
+    lines = data.read_text().splitlines()
+    data.write_text("\n".join([*lines[:5], "{not json", *lines[5:]]) + "\n")
+    with pytest.raises(BadInput, match=rf"{data}:6: not valid JSON"):
+        load_ground_truth(d)
+    data.write_text("\n".join([*lines, lines[0]]) + "\n")
+    with pytest.raises(BadInput, match=rf"{data}:{len(lines) + 1}: field 'id'.*duplicate"):
+        load_ground_truth(d)
+
+
+def test_cli_check_exit_codes(tmp_path: Path) -> None:
+    exe = [sys.executable, "-m", "pipeline", "ground-truth", "check"]
+    ok = subprocess.run([*exe, str(V1)], check=False, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert load_ground_truth(V1).sha256 in ok.stdout.replace("\n", "")
+    d = _copy(tmp_path)
+    rows = _rows()
+    rows[3]["expected_behaviour"] = "sometimes"
+    (d / "data" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    bad = subprocess.run([*exe, str(d)], check=False, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert bad.returncode == 2
+    assert "test.jsonl:4" in bad.stderr.replace("\n", "") and "expected_behaviour" in bad.stderr
+
+
+def test_new_version_copies_and_never_touches_old(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    before = {p: p.read_bytes() for p in d.rglob("*") if p.is_file()}
+    v2 = new_version(d.parent)
+    assert v2.name == "v2"
+    assert dataset_sha256(v2) == dataset_sha256(d)
+    assert "llmgate ground truth v2" in (v2 / "README.md").read_text()
+    assert {p: p.read_bytes() for p in d.rglob("*") if p.is_file()} == before
+    assert load_ground_truth(v2).version == "v2"
+    assert new_version(d.parent).name == "v3"
+    with pytest.raises(BadInput, match="not found"):
+        new_version(d.parent, "v9")
+
+
+def test_new_version_refuses_to_fork_a_broken_version(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    (d / "data" / "test.jsonl").write_text('{"id": "x"}\n')
+    with pytest.raises(BadInput, match="missing field"):
+        new_version(d.parent)
+    assert not (d.parent / "v2").exists()
