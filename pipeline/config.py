@@ -61,7 +61,7 @@ class BootConfig(Section):
     container_port: int = 8000
     gpus: Literal["none", "all"] | int = "none"
     ready_timeout_s: float = 300
-    readiness_path: str = "/v1/models"
+    readiness_path: str = "/health"
     served_model_name: str | None = None  # default: what the server lists
     env: dict[str, str] = Field(default_factory=dict)
     memory: str | None = None

@@ -259,4 +259,8 @@ def make_demo_model(
         f"(sha256 {gt.sha256}); {'answers deliberately permuted across questions. ' if degraded else ''}"
         "Serve with `transformers serve <dir>`.\n"
     )
+    # safetensors writes 0600; the serving container runs as a non-root user and must read the mount
+    out.chmod(0o755)
+    for f in out.iterdir():
+        f.chmod(0o644)
     return info

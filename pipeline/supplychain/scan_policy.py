@@ -69,8 +69,10 @@ def policy_from_gates(data: dict[str, Any] | None, *, where: str = "gates.yaml")
         return ScanPolicy()
     if not isinstance(section, dict):
         raise BadInput("the scan section must be a mapping", where=f"{where}: scan")
+    # required/key/reason describe the gate, not the scan rules (the gate engine reads them)
+    rules = {k: v for k, v in section.items() if k not in ("required", "key", "reason")}
     try:
-        return ScanPolicy.model_validate(section)
+        return ScanPolicy.model_validate(rules)
     except ValidationError as exc:
         raise BadInput(describe_validation_error(exc), where=f"{where}: scan") from exc
 
@@ -79,13 +81,14 @@ def load_policy(path: str | Path | None) -> ScanPolicy:
     """Policy from a gates.yaml path; a missing default file means the default policy."""
     if path is None:
         return ScanPolicy()
-    from pipeline.config import load_yaml
-
     p = Path(path)
-    data = load_yaml(p)
-    if not isinstance(data, dict):
-        raise BadInput("expected a mapping at the top level", where=str(p))
-    return policy_from_gates(data, where=str(p))
+    if not p.exists():
+        return ScanPolicy()
+    # Through the gate policy loader, so that `extends:` resolves exactly as the gate engine sees it.
+    from pipeline.gates.policy import load_policy as load_gate_policy
+
+    section = load_gate_policy(p).sections.get("scan")
+    return section if isinstance(section, ScanPolicy) else ScanPolicy()
 
 
 class BlockingFinding(BaseModel):
