@@ -33,9 +33,9 @@ def run_cmd(
         cfg.gates_file = str(policy)
     ws = state.workspace()
     run = run_pipeline(cfg, ws, RichReporter(console), tag=tag, skip=tuple(skip or ()))
-    from pipeline.gates.outputs import render_table
+    from pipeline.gates.outputs import verdict_table
 
-    out.print(render_table(run))
+    out.print(verdict_table(run.gates, run.decision, run.decision_reason, title=f"gates: {run.image.by_tag}"))
     run_dir = ws.run_dir(run.run_id)
     out.print(f"run {run.run_id}: [bold]{run.decision.value}[/] {run.decision_reason}")
     out.print(f"record: {run_dir / 'run.json'}  report: {run_dir / 'report.html'}")

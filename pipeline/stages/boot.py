@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from pipeline.adapters.docker_run import Container, DockerRunner, GpuReport, RunSpec, query_gpus
+from pipeline.adapters.docker_run import MODEL_MOUNT, Container, DockerRunner, GpuReport, RunSpec, query_gpus
 from pipeline.bench.startup import StartupTimeline, watch_startup
 from pipeline.config import PipelineConfig
 from pipeline.errors import BadInput, InfraError
@@ -269,7 +269,10 @@ def booted_server(
     run.add_stage(result)
     if container is None or tl is None:
         raise InfraError(f"server did not boot: {(result.reason or '').splitlines()[0]}", where="boot")
-    handle = ServerHandle(container.base_url, tl.model or cfg.boot.served_model_name, container, result)
+    # The images serve the model mounted at MODEL_PATH, and `transformers serve` answers only to that
+    # path when the server lists no model name.
+    served = tl.model or cfg.boot.served_model_name or MODEL_MOUNT
+    handle = ServerHandle(container.base_url, served, container, result)
     try:
         yield handle
     finally:
