@@ -26,7 +26,7 @@ from pipeline.bench.load import Target, fixed_concurrency, poisson, sweep
 from pipeline.bench.server_metrics import Scraper, cross_check, detect
 from pipeline.bench.stats import Slo, error_reasons, summarize
 from pipeline.config import PipelineConfig
-from pipeline.errors import BadInput, InfraError
+from pipeline.errors import InfraError
 from pipeline.models import Artifact, RunRecord, StageResult, StageStatus
 from pipeline.progress import NullReporter, Reporter
 from pipeline.workspace import Workspace
@@ -58,17 +58,9 @@ class BenchDetails(BaseModel):
 
 
 def _resolve_target(run: RunRecord, base_url: str | None, model: str | None) -> tuple[str, str | None]:
-    if base_url:
-        return base_url.rstrip("/"), model
-    boot = run.stages.get("boot")
-    server = (boot.details or {}).get("server") if boot else None
-    if not server:
-        raise BadInput(
-            f"run {run.run_id} has no running server to bench",
-            where="boot.details.server",
-            hint="run `llmgate boot --keep` first, or pass --url",
-        )
-    return server["base_url"], model or server.get("model")
+    from pipeline.stages.boot import served_target
+
+    return served_target(run, base_url, model, purpose="bench")
 
 
 async def _reachable(base_url: str) -> bool:

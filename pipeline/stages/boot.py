@@ -299,3 +299,18 @@ def stop_server(result: StageResult, runner: DockerRunner | None = None) -> bool
     raw.stop(timeout=10)
     raw.remove(force=True)
     return True
+
+
+def served_target(run: RunRecord, base_url: str | None, model: str | None, *, purpose: str) -> tuple[str, str | None]:
+    """Where a client stage sends requests: `--url`, else the server the boot stage left running."""
+    if base_url:
+        return base_url.rstrip("/"), model
+    boot = run.stages.get("boot")
+    server = (boot.details or {}).get("server") if boot else None
+    if not server:
+        raise BadInput(
+            f"run {run.run_id} has no running server to {purpose}",
+            where="boot.details.server",
+            hint="run `llmgate boot --keep` first, or pass --url",
+        )
+    return str(server["base_url"]).rstrip("/"), model or server.get("model")

@@ -65,17 +65,9 @@ class EvalDetails(BaseModel):
 
 
 def _resolve_target(run: RunRecord, base_url: str | None, model: str | None) -> tuple[str, str | None]:
-    if base_url:
-        return base_url.rstrip("/"), model
-    boot = run.stages.get("boot")
-    server = (boot.details or {}).get("server") if boot else None
-    if not server:
-        raise BadInput(
-            f"run {run.run_id} has no running server to evaluate",
-            where="boot.details.server",
-            hint="run `llmgate boot --keep` first, or pass --url",
-        )
-    return str(server["base_url"]).rstrip("/"), model or server.get("model")
+    from pipeline.stages.boot import served_target
+
+    return served_target(run, base_url, model, purpose="evaluate")
 
 
 async def _discover_model(base_url: str) -> str | None:
