@@ -149,3 +149,21 @@ def test_commands_require_digests():
     argv = ci_plan.new_run_command(f"reg/app@{d}", tag="v1")
     assert argv[:2] == ["llmgate", "--workdir"] and f"reg/app@{d}" in argv and "v1" in argv
     assert ci_plan.stage_command("bench", url=ci_plan.server_url())[-2:] == ["--url", "http://llm:8000"]
+
+
+def test_stage_commands_rewrite_the_run_file_they_were_given(tmp_path):
+    """The module passes one run.json from function to function: each stage command must update it."""
+    import json
+    import subprocess
+
+    run_file = tmp_path / "run.json"
+    base = [sys.executable, "-m", "pipeline", "--workdir", str(tmp_path / ".llmgate")]
+    d = "sha256:" + "c" * 64
+    made = subprocess.run([*base, "new-run", "--image", f"127.0.0.1:5000/x@{d}", "--out", str(run_file)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    assert json.loads(run_file.read_text())["gates"] == []
+    gated = subprocess.run([*base, "gate", "--run", str(run_file)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert gated.returncode == 1, gated.stderr  # nothing measured: required gates are not run, so blocked
+    record = json.loads(run_file.read_text())
+    assert record["decision"] == "blocked" and record["gates"]

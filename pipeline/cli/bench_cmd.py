@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from pipeline.cli.app import RunOpt, app, handle_errors, out, state
+from pipeline.cli.app import RunOpt, app, handle_errors, out, save_run, state
 from pipeline.errors import ExitCode, InfraError
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="llmgate.yaml (default: ./llmgate.yaml if present).")]
@@ -51,7 +51,7 @@ def bench(
         if stop_server and run.stage("boot") is not None:
             stop(run.stages["boot"])
     run.add_stage(res)
-    ws.checkpoint(run)
+    save_run(ws, run, run_ref)
     m = res.metrics
     out.print(f"run {run.run_id}: bench {res.status.value}", highlight=False)
     for k, v in m.items():

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import RunOpt, app, console, handle_errors, out, state
+from pipeline.cli.app import RunOpt, app, console, handle_errors, out, save_run, state
 
 
 @app.command("demo-model")
@@ -83,7 +83,7 @@ def eval_cmd(
             run = ws.load_run(run_ref)
         res = eval_stage(run, cfg, ws, PrintReporter(), base_url=url, model=model)
     run.add_stage(res)
-    ws.checkpoint(run)
+    save_run(ws, run, run_ref)
     out.print(f"run {run.run_id}: eval {res.status.value}{' (rescored)' if rescore else ''}", highlight=False)
     for k, v in res.metrics.items():
         out.print(f"  {k}: {v:.4f}" if v is not None else f"  {k}: -", highlight=False)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import RunOpt, app, console, handle_errors, out, state
+from pipeline.cli.app import RunOpt, app, console, handle_errors, out, save_run, state
 from pipeline.errors import ExitCode
 
 policy_app = typer.Typer(help="Gate policy files (gates.yaml).", no_args_is_help=True)
@@ -41,7 +41,7 @@ def gate(
     ws = state.workspace()
     run = ws.load_run(run_ref)
     gate_stage(run, cfg, ws, PrintReporter(), policy=policy)
-    ws.checkpoint(run)
+    save_run(ws, run, run_ref)
     title = f"gates for run {run.run_id} ({run.image.by_tag})"
     out.print(verdict_table(run.gates, run.decision, run.decision_reason, title=title))
     if junit is not None:

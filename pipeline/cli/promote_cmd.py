@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import RunOpt, app, console, handle_errors, out, state
+from pipeline.cli.app import RunOpt, app, console, handle_errors, out, save_run, state
 from pipeline.errors import BadInput, ExitCode
 
 manifests_app = typer.Typer(help="Deployment manifests (kustomize overlays).", no_args_is_help=True)
@@ -90,7 +90,7 @@ def promote(
     res = promote_stage(run, cfg, ws, PrintReporter(), target=target, gitops=gitops, cluster=cluster, dry_run=dry_run)
     if not dry_run:
         run.add_stage(res)
-        ws.checkpoint(run)
+        save_run(ws, run, run_ref)
     _print(res.details)
     _exit(res.details["outcome"])
 
@@ -143,7 +143,7 @@ def manifests_check(
     res = manifests_stage(run, load_config(None), ws, PrintReporter(), overlay=overlay, manifests_dir=manifests_dir,
                           k8s_version=k8s_version)
     run.add_stage(res)
-    ws.checkpoint(run)
+    save_run(ws, run, run_ref)
     if res.status.value == "skipped":
         console.print(f"[yellow]{res.reason}[/]")
         raise typer.Exit(int(ExitCode.GATE_FAILED))

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from pipeline.cli.app import RunOpt, app, console, handle_errors, out, state
+from pipeline.cli.app import RunOpt, app, console, handle_errors, out, save_run, state
 from pipeline.errors import ExitCode
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="llmgate.yaml (default: ./llmgate.yaml if present).")]
@@ -53,7 +53,7 @@ def scan(
     run = ws.load_run(run_ref)
     res = scan_stage(run, cfg, ws, PrintReporter(), policy=pol, ignore_file=ignore_file)
     run.add_stage(res)
-    ws.checkpoint(run)
+    save_run(ws, run, run_ref)
     if res.status.value == "skipped":
         console.print(f"[yellow]scan {res.status.value}:[/] {res.reason}")
         raise typer.Exit(int(ExitCode.GATE_FAILED))  # a scan that did not run is never a pass
@@ -78,7 +78,7 @@ def sign(run_ref: RunOpt = None, config: ConfigOpt = None) -> None:
     run = ws.load_run(run_ref)
     res = sign_stage(run, cfg, ws, PrintReporter())
     run.add_stage(res)
-    ws.checkpoint(run)
+    save_run(ws, run, run_ref)
     d = res.details
     out.print(f"sign: {res.status.value} verified={res.metrics.get('verified')} {res.reason or ''}", highlight=False)
     if d.get("signature_ref"):

@@ -176,7 +176,7 @@ class Llmgate:
         ctr = (
             self._tool()
             .with_file(ci_plan.RUN_FILE, run)
-            .with_exec(ci_plan.stage_command("gate", extra=["--policy", policy, "--out", ci_plan.WORK]), expect=dagger.ReturnType.ANY)
+            .with_exec(ci_plan.stage_command("gate", extra=["--policy", policy]), expect=dagger.ReturnType.ANY)
         )
         return ctr.directory(ci_plan.WORK)
 
@@ -196,8 +196,8 @@ class Llmgate:
             ctr = ctr.with_mounted_secret("/secrets/kubeconfig", kubeconfig)
             extra += ["--kubeconfig", "/secrets/kubeconfig"]
         if cosign_public_key is not None:
-            ctr = ctr.with_mounted_secret("/secrets/cosign.pub", cosign_public_key)
-            extra += ["--cosign-public-key", "/secrets/cosign.pub"]
+            # the promotion guard verifies against sign.public_key (cosign.pub in the source by default)
+            ctr = ctr.with_mounted_secret(f"{ci_plan.WORK}/cosign.pub", cosign_public_key)
         if dry_run:
             extra.append("--dry-run")
         return await ctr.with_exec(ci_plan.stage_command("promote", extra=extra)).stdout()
