@@ -162,6 +162,10 @@ def classify_failure(exc: BaseException) -> str:
         if isinstance(e, openai.APIConnectionError):
             return "connection error"
     for e in causes:
+        # by name: instructor moved its exceptions between modules across releases
+        if type(e).__name__ == "IncompleteOutputException":
+            return "judge output cut at max_tokens"
+    for e in causes:
         if isinstance(e, pydantic.ValidationError | json.JSONDecodeError) or "validation error" in str(e).lower():
             # the judge's answer did not parse into the prompt's output model
             return "malformed judge JSON"

@@ -16,7 +16,7 @@ Cues that are about the *world* rather than about the assistant ("you cannot bre
 are not refusals: inability cues require a first-person subject or an "it is not appropriate"-style
 normative frame.
 
-The scorer's measured agreement with human labels lives in `evals/calibration/offline-refusal-1.json`
+The scorer's measured agreement with human labels lives in `evals/calibration/offline-refusal--1.json`
 (see evals/calibration.py); bump `VERSION` whenever a rule changes, so a stale calibration is never
 used to trust a new scorer.
 """

@@ -62,7 +62,7 @@ class BootConfig(Section):
     gpus: Literal["none", "all"] | int = "none"
     ready_timeout_s: float = 300
     readiness_path: str = "/health"
-    served_model_name: str | None = None  # default: what the server lists
+    served_model_name: str | None = None  # default: the mounted model path, the name transformers serve and vLLM give it
     env: dict[str, str] = Field(default_factory=dict)
     memory: str | None = None
     # Added by the boot stage (engineer B): repetitions are cold starts (new container each).

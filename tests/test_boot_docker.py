@@ -15,7 +15,7 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import InfraError
 from pipeline.models import ImageRef, RunRecord, StageStatus
 from pipeline.stages.bench import bench_stage
-from pipeline.stages.boot import boot_stage, booted_server
+from pipeline.stages.boot import MODEL_MOUNT, boot_stage, booted_server
 from pipeline.workspace import Workspace
 from tests.boot_image import build_metronome_image
 
@@ -71,7 +71,7 @@ def test_model_dir_is_mounted_read_only(metronome_image, model_dir, tmp_path, do
         mounts = {mt["Destination"]: mt for mt in c.attrs["Mounts"]}
         assert mounts["/models"]["RW"] is False
         assert c.exec_run("sh -c 'touch /models/x'").exit_code != 0
-        assert server.base_url.startswith("http://127.0.0.1:") and server.model == "metronome"
+        assert server.base_url.startswith("http://127.0.0.1:") and server.model == MODEL_MOUNT
     assert run.stages["boot"].status is StageStatus.OK
     assert _ours(docker_engine, run) == []
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.adapters.cosign import Cosign, CosignOptions, SigningSecrets
+from pipeline.adapters.tools import find_tool
 from pipeline.config import PipelineConfig, SecretSource, SignConfig
 from pipeline.errors import BadInput
 from pipeline.models import Artifact, ImageRef, RunRecord, StageResult, StageStatus
@@ -89,7 +90,7 @@ def test_sign_attest_verify_by_key(signing_env, tmp_path: Path, monkeypatch: pyt
         "mediaType": "application/vnd.dev.sigstore.signingconfig.v0.2+json", "rekorTlogConfig": {}, "tsaConfig": {}}
 
     attest = calls[1]["argv"]
-    assert attest[attest.index("--type") + 1] == ("vuln" if shutil.which("trivy") else "https://trivy.dev/report/json/v2")
+    assert attest[attest.index("--type") + 1] == ("vuln" if find_tool("trivy") else "https://trivy.dev/report/json/v2")
     assert res.details["attestation_verified"] is True
     assert res.details["signature_ref"] == f"{REPO}:sha256-{'d' * 64}.sig"
     assert res.details["signature_ref_kind"] == "tag"

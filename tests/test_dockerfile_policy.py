@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
+from pipeline.adapters.tools import find_tool
 from pipeline.baselock import read_lock
 from pipeline.supplychain.dockerfile_policy import (
     check_dockerfile,
@@ -103,7 +103,7 @@ def test_violation_names_file_line_and_rule(tmp_path: Path) -> None:
     assert msgs[0].startswith(f"{p}:1: [from-digest] FROM python:3.11 is not pinned by digest")
 
 
-@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint not on PATH")
+@pytest.mark.skipif(find_tool("hadolint") is None, reason="hadolint not installed")
 def test_hadolint_findings_are_extra_and_only_errors_block(tmp_path: Path) -> None:
     p = tmp_path / "h.Dockerfile"
     p.write_text(f"FROM x@{D}\nRUN apt-get update && apt-get install -y curl\nUSER 1\n")

@@ -56,6 +56,11 @@ def test_main_job_promotes_good_and_blocks_degraded(local_stack, demo_models, tm
     assert run.stages["eval"].metrics["correctness_mean"] > 0
     assert len(run.stages["eval"].items) >= 120
     assert run.ground_truth and run.ground_truth.version == "v1" and len(run.ground_truth.sha256) == 64
+    verdicts = {g.name: g for g in run.gates}
+    # trivy comes from the venv (CI does not activate it) and must be found and run, not skipped
+    assert verdicts["scan"].status is GateStatus.PASS, verdicts["scan"].reason
+    # the refusal scorer's calibration on record is found under the id the eval stage records
+    assert verdicts["refusal"].status is GateStatus.PASS, verdicts["refusal"].reason
     run_dir = REPO / ".llmgate" / "runs" / run.run_id
     report = json.loads((run_dir / "report.json").read_text())
     assert report["run_id"] == run.run_id

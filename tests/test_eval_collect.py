@@ -160,7 +160,7 @@ def test_eval_stage_metrics_items_details_and_rescore(gt, tmp_path: Path) -> Non
     d = res.details
     assert d["scorers"]["faithfulness"]["status"].startswith("not run")
     assert "all-MiniLM-L6-v2" in d["scorers"]["correctness"]["embeddings"]
-    assert d["scorers"]["refusal"]["id"] == "offline-refusal"
+    assert d["scorers"]["refusal"]["id"] == "offline-refusal/1"  # the key of its calibration record
     assert d["ground_truth"]["sha256"] == gt.sha256
     assert Path(res.artifacts[0].path).read_text().count("\n") == len(gt.items)
     run.add_stage(res)

@@ -67,19 +67,22 @@ def test_faults_are_counted_failures_with_reasons(embeddings) -> None:  # type: 
         _item("malformed", "Paris. [[judge:malformed]]"),
         _item("nan", "Paris. [[judge:nan]]"),
         _item("http", "Paris. [[judge:http500]]"),
+        _item("cut", "Paris. [[judge:truncated]]"),
         ItemResult(item_id="dead", question="q", error="HTTP 503 from server under test", contexts=CTX),
     ]
     with JudgeServer(hang_s=3.0) as js:
         run = _run(items, js, embeddings, timeout_s=0.5)
     by = {i.item_id: i for i in items}
     for iid, reason in [("timeout", "timeout"), ("malformed", "malformed judge JSON"), ("nan", "nan"),
-                        ("http", "http 500"), ("dead", "no response")]:
+                        ("http", "http 500"), ("cut", "judge output cut at max_tokens"),
+                        ("dead", "no response")]:
         it = by[iid]
         assert it.scores["faithfulness"] == 0.0, iid  # a failure is a 0.0, never missing
         assert it.errors["faithfulness"].startswith(reason), (iid, it.errors)
     assert run.failure_reasons["faithfulness"] == {
-        "timeout": 1, "malformed judge JSON": 1, "nan": 1, "http 500": 1, "no response": 1}
-    assert run.failed["faithfulness"] == 5 and run.scored["faithfulness"] == 1
+        "timeout": 1, "malformed judge JSON": 1, "nan": 1, "http 500": 1, "judge output cut at max_tokens": 1,
+        "no response": 1}
+    assert run.failed["faithfulness"] == 6 and run.scored["faithfulness"] == 1
     assert by["ok"].scores["faithfulness"] == 1.0 and not by["ok"].errors
     assert math.isfinite(by["nan"].scores["answer_relevance"])
     assert by["timeout"].errors["answer_relevance"].startswith("timeout")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -257,7 +258,7 @@ def test_cli_manifests_check(tmp_path: Path) -> None:
     ws.checkpoint(good)
     ws.checkpoint(slow)
     env = {**os.environ}
-    cmd = ["llmgate", "--workdir", str(tmp_path / ".llmgate"), "manifests", "check", "--manifests", str(MANIFESTS)]
+    cmd = [sys.executable, "-m", "pipeline", "--workdir", str(tmp_path / ".llmgate"), "manifests", "check", "--manifests", str(MANIFESTS)]
     ok = subprocess.run([*cmd, "--run", good.run_id, "--overlay", "production"], capture_output=True, text=True, env=env, check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "expected rollout" in ok.stdout and "0 violation(s)" in ok.stdout

@@ -189,7 +189,7 @@ def test_cli_promote_dry_run_refusal_and_exit_codes(env, tmp_path: Path) -> None
     good, blocked = make_run("a"), make_run("b", decision=Decision.BLOCKED)
     ws.checkpoint(good)
     ws.checkpoint(blocked)
-    base = ["llmgate", "--workdir", str(ws.root), "promote", "--target", "canary", "--gitops-repo", str(repo),
+    base = [sys.executable, "-m", "pipeline", "--workdir", str(ws.root), "promote", "--target", "canary", "--gitops-repo", str(repo),
             "--config", str(tmp_path / "llmgate.yaml")]
     before = snapshot(repo)
     dry = subprocess.run([*base, "--run", good.run_id, "--dry-run"], capture_output=True, text=True, check=False)

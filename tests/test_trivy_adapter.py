@@ -7,12 +7,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from pipeline.adapters.tools import find_tool
 from pipeline.adapters.trivy import Trivy, TrivyOptions, is_local_registry
 from pipeline.config import PipelineConfig, ScanConfig
 from pipeline.errors import BadInput
@@ -25,7 +26,7 @@ from pipeline.workspace import Workspace
 # A syntactically valid but fake AWS key id (the AWS docs' example shape), planted for the scanner.
 FAKE_AWS_KEY = "AKIA" + "QWERTYUIOPASDFGH"
 
-needs_trivy = pytest.mark.skipif(shutil.which("trivy") is None, reason="trivy not on PATH")
+needs_trivy = pytest.mark.skipif(find_tool("trivy") is None, reason="trivy not installed")
 
 
 def _offline(tmp_path: Path) -> TrivyOptions:
@@ -126,7 +127,8 @@ def test_scan_stage_on_image_tarball(tmp_path: Path) -> None:
 
 
 def test_scan_stage_without_trivy_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH ...
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))  # ... nor beside the interpreter
     run = RunRecord(image=ImageRef.parse("127.0.0.1:5000/llmgate/server@sha256:" + "c" * 64))
     res = scan_stage(run, PipelineConfig(), Workspace(tmp_path / "ws"))
     assert res.status is StageStatus.SKIPPED and res.reason == TRIVY_NOT_FOUND

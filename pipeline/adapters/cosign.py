@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.adapters.tools import find_tool
 from pipeline.errors import BadInput, InfraError
 from pipeline.redact import redact_text, register_secret
 
@@ -94,7 +94,7 @@ class Cosign:
 
     @classmethod
     def discover(cls, options: CosignOptions | None = None) -> Cosign | None:
-        found = shutil.which("cosign")
+        found = find_tool("cosign")
         return cls(found, options) if found else None
 
     # -- plumbing -----------------------------------------------------------------------------

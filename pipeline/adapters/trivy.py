@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.adapters.tools import find_tool
 from pipeline.errors import BadInput, InfraError
 from pipeline.redact import redact_text
 
@@ -62,7 +62,7 @@ class Trivy:
     @classmethod
     def discover(cls, options: TrivyOptions | None = None) -> Trivy | None:
         """The trivy on PATH, or None (the caller reports "not run: trivy not found")."""
-        found = shutil.which("trivy")
+        found = find_tool("trivy")
         return cls(found, options) if found else None
 
     # -- helpers ------------------------------------------------------------------------------

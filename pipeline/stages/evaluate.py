@@ -88,9 +88,8 @@ def _refusal_scorer() -> tuple[Any, ScorerInfo]:
         from evals import refusal
     except ImportError as exc:
         return None, ScorerInfo(id="offline-refusal", status=f"not run: evals.refusal not importable ({exc})")
-    return refusal.is_refusal, ScorerInfo(
-        id=str(getattr(refusal, "SCORER_ID", "offline-refusal")), version=str(getattr(refusal, "VERSION", ""))
-    )
+    # The versioned id is the calibration key: a changed rule set must not inherit an old agreement.
+    return refusal.is_refusal, ScorerInfo(id=refusal.RefusalScorer.id, version=str(refusal.VERSION))
 
 
 def score_items(

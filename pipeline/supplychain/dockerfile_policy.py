@@ -18,7 +18,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from pipeline.adapters.tools import find_tool
 from pipeline.errors import BadInput
 from pipeline.redact import redact_text
 
@@ -301,7 +301,7 @@ def check_dockerfile(path: str | Path, *, build_args: dict[str, str] | None = No
 
 def run_hadolint(path: Path, *, binary: str | None = None) -> tuple[list[Violation], str | None]:
     """hadolint's findings as violations (only its `error` level blocks); (findings, not-run reason)."""
-    exe = binary or shutil.which("hadolint")
+    exe = binary or find_tool("hadolint")
     if exe is None:
         return [], "not run: hadolint not found"
     try:

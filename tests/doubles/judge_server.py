@@ -13,7 +13,8 @@ simple deterministic rules:
 Scripted answers: `script` maps a substring of the prompt to a JSON object returned verbatim.
 Fault modes, global (`fault=`) or per request with the marker `[[judge:<mode>]]` anywhere in the input:
 `timeout` (sleeps `hang_s` before answering), `malformed` (content that is not JSON), `nan` (no
-statements / an empty question, which ragas turns into NaN for Faithfulness), `http500`.
+statements / an empty question, which ragas turns into NaN for Faithfulness), `http500`, `truncated`
+(half a JSON answer with finish_reason "length": a judge that ran out of max_tokens).
 
 It records every request (`requests`) and the largest number handled at once (`max_in_flight`) so that
 tests can check the caller's concurrency bound. Standard library only; binds 127.0.0.1 on port 0.
@@ -28,7 +29,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-_FAULT = re.compile(r"\[\[judge:(timeout|malformed|nan|http500)\]\]")
+_FAULT = re.compile(r"\[\[judge:(timeout|malformed|nan|http500|truncated)\]\]")
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset(["a", "an", "the", "of", "to", "in", "on", "at", "by", "for", "and", "or", "is", "are", "was", "were", "be", "it", "its", "this", "that", "with", "as"])
 _NONCOMMITTAL = re.compile(r"i don't know|i do not know|i'm not sure|i am not sure|it depends", re.IGNORECASE)
@@ -160,8 +161,11 @@ class JudgeServer:
                 time.sleep(server.delay_s)
                 if fault == "timeout":
                     time.sleep(server.hang_s)
+                finish = "stop"
                 if fault == "malformed":
                     content = "Sure! Here is my verdict: statements = [oops"
+                elif fault == "truncated":
+                    content, finish = '{"statements": ["Paris is', "length"
                 else:
                     scripted = next((v for k, v in server.script.items() if k in prompt), None)
                     content = json.dumps(scripted if scripted is not None else judge_answer(prompt, nan=fault == "nan"))
@@ -170,7 +174,7 @@ class JudgeServer:
                     "object": "chat.completion",
                     "created": int(time.time()),
                     "model": server.model,
-                    "choices": [{"index": 0, "finish_reason": "stop",
+                    "choices": [{"index": 0, "finish_reason": finish,
                                  "message": {"role": "assistant", "content": content}}],
                     "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(content) // 4,
                               "total_tokens": (len(prompt) + len(content)) // 4},
