@@ -152,3 +152,34 @@ def test_parser_on_a_stream_recorded_from_transformers_serve() -> None:
     assert s.finish_reason == "length" and s.output_tokens == 12 and s.prompt_tokens == 19
     assert len(s.content_times) == 9 and s.tokens_source == "usage"
     assert s.first_content_s is not None and s.first_content_s > 0  # the role chunk (offset 0) carries no content
+
+
+def _blocked_run(base_url: str, *, kernel_stamps: bool) -> tuple[RequestSample, Target, StampLog]:
+    """One 8-token request whose client stalls its event loop for 250 ms after the first token."""
+    log, blocked = StampLog(), []
+
+    def stall(sample: RequestSample, now: float, obj: dict) -> None:
+        log.on_chunk(sample, now, obj)
+        if obj.get("metronome") and not blocked:
+            blocked.append(True)
+            time.sleep(0.25)  # a busy client: the event loop runs nothing else meanwhile
+
+    target = Target(base_url, timeout_s=10, on_chunk=stall, kernel_stamps=kernel_stamps)
+    (s,) = asyncio.run(fixed_concurrency(target, _payloads(["a"], 8), 1))
+    assert s.ok and blocked
+    return s, target, log
+
+
+def test_arrival_times_survive_a_blocked_client() -> None:
+    """Chunks are stamped when they arrived, not when the client got round to them: while the client
+    is stalled the server keeps emitting every 50 ms, and the measured inter-token gaps stay the
+    server's (kernel receive stamps, drained by the pump thread). User-space stamps, the fallback,
+    see the backlog arrive at once: that is the error this design removes."""
+    with Running("--ttft-ms", "30", "--gap-ms", "50") as m:
+        s, target, log = _blocked_run(m.base_url, kernel_stamps=True)
+        s_user, target_user, _ = _blocked_run(m.base_url, kernel_stamps=False)
+    assert target.rx.source == "kernel", target.rx
+    assert len(s.itl_s) == 7 and all(abs(gap - 0.050) < 0.005 for gap in s.itl_s), s.itl_s
+    assert max(abs(e) for e in log.errors([s])["chunk"]) < 0.005
+    assert target_user.rx.kernel == 0
+    assert min(s_user.itl_s) < 0.010, s_user.itl_s  # the chunks that waited were read back to back

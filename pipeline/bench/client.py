@@ -3,7 +3,8 @@
 Every request ends as a sample: success, or an error with its reason (HTTP status, malformed SSE,
 stream cut, timeout, connection refused). Nothing is retried and nothing is dropped, so the error
 rate's denominator is every request that was due. Timestamps are `time.perf_counter()` (CLOCK_MONOTONIC
-on Linux, comparable across processes on one host) taken as bytes arrive, before any parsing.
+on Linux, comparable across processes on one host) of when the bytes arrived: the kernel's receive
+stamp on plain-HTTP connections (`rx_stamp`), else taken as the read returns, before any parsing.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from pipeline.bench.rx_stamp import request_tx, rx_time
 
 # Servers may stream reasoning tokens before answer tokens; both are output tokens and both count
 # as "content" for TTFT/ITL (a reasoning token is a token the user waited for).
@@ -208,13 +211,16 @@ async def stream_request(
     body = json.dumps(payload).encode()
     stamped = False
 
+    reused = False
+
     async def trace(event: str, info: dict[str, Any]) -> None:
         # "send" is when the request starts onto the network: opening a TCP connection when the
         # pool has none idle, else writing the request headers. Request building and pool waits
         # before that are the client's own overhead, not the server's latency.
-        nonlocal stamped
+        nonlocal stamped, reused
         if not stamped and event in ("connection.connect_tcp.started", "http11.send_request_headers.started"):
             s.sent_s, stamped = time.perf_counter(), True
+            reused = event.startswith("http11")
 
     s.sent_s = time.perf_counter()
     try:
@@ -224,6 +230,9 @@ async def stream_request(
             )
             async with await_stream(client, request) as resp:
                 s.status_code = resp.status_code
+                tx = request_tx(resp)
+                if reused and tx is not None and tx >= s.sent_s:
+                    s.sent_s = tx  # the header bytes' write itself, after h11 has serialised them
                 if resp.status_code != 200:
                     body = (await resp.aread())[:300].decode(errors="replace")
                     raise _StreamError(f"HTTP {resp.status_code}: {body}")
@@ -231,7 +240,7 @@ async def stream_request(
                 if not ctype.startswith("text/event-stream"):
                     raise _StreamError(f"not an SSE stream (content-type {ctype!r})")
                 async for raw in resp.aiter_raw():
-                    parser.feed(raw, time.perf_counter())
+                    parser.feed(raw, rx_time(resp))
         if parser.buf.strip():
             raise _StreamError(f"malformed SSE: unterminated event at end of stream: {parser.buf[:80]!r}")
         if not parser.done and s.finish_reason is None:

@@ -10,18 +10,22 @@ never shrinks its denominator.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, ParamSpec, Self, TypeVar
 
 import httpx
 import numpy as np
 
 from pipeline.bench.client import RequestSample, stream_request
+from pipeline.bench.rx_stamp import RxStats, StampedTransport, responsive_pump
 from pipeline.bench.stats import Slo, summarize
 
 Payload = dict[str, Any]
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @dataclass
@@ -34,6 +38,8 @@ class Target:
     count_tokens: Callable[[str], int] | None = None
     on_chunk: Callable[[RequestSample, float, dict[str, Any]], None] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    kernel_stamps: bool = True  # plain-HTTP reads stamped by the kernel (see rx_stamp)
+    rx: RxStats = field(default_factory=RxStats, repr=False, compare=False)
     _ssl: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -46,15 +52,15 @@ class Target:
     def client(self, connections: int) -> httpx.AsyncClient:
         # trust_env=False: an HTTP(S)_PROXY from the environment would sit between us and the
         # server and be measured as the server.
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        timeout = httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s))
         if self._ssl is None:  # building one costs ~40 ms; one per Target, shared by every client
             self._ssl = httpx.create_ssl_context()
-        return httpx.AsyncClient(
-            verify=self._ssl,
-            timeout=httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s)),
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            headers=self.headers,
-            trust_env=False,
-        )
+        if self.kernel_stamps and self.base_url.startswith("http://"):
+            transport = StampedTransport(limits=limits, stats=self.rx, ssl_context=self._ssl)
+            return httpx.AsyncClient(transport=transport, timeout=timeout, headers=self.headers, trust_env=False)
+        return httpx.AsyncClient(verify=self._ssl, timeout=timeout, limits=limits, headers=self.headers,
+                                 trust_env=False)
 
 
 class ClientPool:
@@ -89,6 +95,17 @@ class ClientPool:
         await self.aclose()
 
 
+def _responsive(shape: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
+    """Run a load shape under `responsive_pump` (restored afterwards, also when shapes nest)."""
+
+    @functools.wraps(shape)
+    async def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with responsive_pump():
+            return await shape(*args, **kwargs)
+
+    return run
+
+
 def _not_sent(index: int, phase: str, why: str) -> RequestSample:
     now = time.perf_counter()
     return RequestSample(index=index, phase=phase, sent_s=now, end_s=now, error=f"not sent: {why}")
@@ -113,6 +130,7 @@ async def _one(
     )
 
 
+@_responsive
 async def fixed_concurrency(
     target: Target,
     payloads: Sequence[Payload],
@@ -168,6 +186,7 @@ def poisson_schedule(n: int, rate: float, seed: int = 0) -> list[float]:
     return [float(x) for x in np.cumsum(gaps)]
 
 
+@_responsive
 async def poisson(
     target: Target,
     payloads: Sequence[Payload],
@@ -222,6 +241,7 @@ class SweepLevel:
     samples: list[RequestSample]
 
 
+@_responsive
 async def sweep(
     target: Target,
     make_payloads: Callable[[int], Sequence[Payload]],

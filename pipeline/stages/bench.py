@@ -55,6 +55,7 @@ class BenchDetails(BaseModel):
     sweep: list[dict[str, Any]] = []
     saturation_concurrency: int | None = None
     send_lag_p99_s: float | None = None  # Poisson: how late requests left vs their arrival time
+    rx_timestamps: str = "userspace"  # kernel | mixed | userspace: who stamped the chunks' arrival
 
 
 def _resolve_target(run: RunRecord, base_url: str | None, model: str | None) -> tuple[str, str | None]:
@@ -241,6 +242,7 @@ def bench_stage(
     if send_ignore and ok:
         details.ignore_eos_honoured = sum(1 for s in ok if s.output_tokens == s.max_tokens) / len(ok)
     details.error_reasons = error_reasons(samples)
+    details.rx_timestamps = target.rx.source
     lags = [s.sent_s - s.scheduled_s for s in measured if s.scheduled_s is not None]
     if lags:
         details.send_lag_p99_s = float(sorted(lags)[min(len(lags) - 1, int(0.99 * len(lags)))])
