@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, Self, TypeVar
 import httpx
 import numpy as np
 
+from pipeline.bench import rx_stamp
 from pipeline.bench.client import RequestSample, stream_request
 from pipeline.bench.rx_stamp import RxStats, StampedTransport, responsive_pump
 from pipeline.bench.stats import Slo, summarize
@@ -56,7 +57,7 @@ class Target:
         timeout = httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s))
         if self._ssl is None:  # building one costs ~40 ms; one per Target, shared by every client
             self._ssl = httpx.create_ssl_context()
-        if self.kernel_stamps and self.base_url.startswith("http://"):
+        if self.kernel_stamps and rx_stamp.AVAILABLE and self.base_url.startswith("http://"):
             transport = StampedTransport(limits=limits, stats=self.rx, ssl_context=self._ssl)
             return httpx.AsyncClient(transport=transport, timeout=timeout, headers=self.headers, trust_env=False)
         return httpx.AsyncClient(verify=self._ssl, timeout=timeout, limits=limits, headers=self.headers,
