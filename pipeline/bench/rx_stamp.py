@@ -19,7 +19,8 @@ that arrived earlier in that read is stamped late by the gap. The pump thread (b
 
 Each backend has its own pump thread, and the bench's ClientPool gives every stream its own client, so
 a burst of 128 arrivals is read by 128 threads waiting in epoll, none queued behind another's syscalls
-(each recvmsg gives up the GIL and must win it back). Measured: p99 chunk error 0.18 ms at 128 streams.
+(each recvmsg gives up the GIL and must win it back). The price: 129 runnable threads on a small
+machine, and now and then one is not scheduled for a token interval (figures in docs/METRICS.md).
 """
 
 from __future__ import annotations

@@ -88,6 +88,8 @@ class Metronome:
                 line = await reader.readline()
                 if not line:
                     return
+                # The server's t=0 is the request's first line, the counterpart of the client's
+                # "send" (its first byte written): the double's own header parsing is not harness error.
                 recv = time.perf_counter()
                 method, path, _ = line.decode("latin-1").split(" ", 2)
                 headers: dict[str, str] = {}
@@ -98,7 +100,6 @@ class Metronome:
                     k, _, v = h.decode("latin-1").partition(":")
                     headers[k.strip().lower()] = v.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
-                recv = time.perf_counter()  # the request is complete: this is the server's t=0
                 keep = await self.route(method, path.split("?")[0], body, recv, writer)
                 if not keep:
                     return
