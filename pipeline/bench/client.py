@@ -209,9 +209,7 @@ async def stream_request(
     s.max_tokens = payload.get("max_tokens")
     parser = _SseParser(s, on_chunk)
     body = json.dumps(payload).encode()
-    stamped = False
-
-    reused = False
+    stamped = reused = False
 
     async def trace(event: str, info: dict[str, Any]) -> None:
         # "send" is when the request starts onto the network: opening a TCP connection when the
