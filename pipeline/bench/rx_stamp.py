@@ -67,8 +67,8 @@ def _kernel_stamp(ancillary: list[tuple[int, int, bytes]]) -> float | None:
     """The SCM_TIMESTAMPNS of a recvmsg, converted to the perf_counter clock; None when absent or insane."""
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
-            rx_real_ns = int.from_bytes(data[:8], "little", signed=True) * 1_000_000_000 + int.from_bytes(
-                data[8:16], "little", signed=True
+            rx_real_ns = int.from_bytes(data[:8], sys.byteorder, signed=True) * 1_000_000_000 + int.from_bytes(
+                data[8:16], sys.byteorder, signed=True
             )
             # CLOCK_REALTIME -> CLOCK_MONOTONIC (perf_counter): both read back to back, ~100 ns apart
             now_real, now_mono = time.time_ns(), time.perf_counter_ns()
