@@ -15,6 +15,8 @@ Prints the ratio of medians (guidellm / llmgate) and which guidellm figure is co
 from __future__ import annotations
 
 import argparse
+import asyncio
+import http.server
 import json
 import os
 import resource
@@ -22,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -40,12 +43,14 @@ def ensure_guidellm(version: str) -> Path:
     return exe
 
 
-def start_server(model_dir: Path, port: int) -> subprocess.Popen:
+def start_server(model_dir: Path, port: int, threads: int | None = None) -> subprocess.Popen:
     exe = Path(sys.executable).parent / "transformers"
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     proc = subprocess.Popen(
         [str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -59,13 +64,16 @@ def start_server(model_dir: Path, port: int) -> subprocess.Popen:
     raise SystemExit("transformers serve did not come up")
 
 
-def run_guidellm(exe: Path, url: str, model_dir: Path, a: argparse.Namespace, out_dir: Path) -> dict[str, list]:
+def guidellm_argv(exe: Path, url: str, model_dir: Path, a: argparse.Namespace, out_dir: Path) -> list[str]:
     # guidellm 0.8 syntax (kind=...,key=value). max_tokens goes on the backend, not in the data spec:
     # with output_tokens in the data guidellm adds `ignore_eos`, which `transformers serve` rejects (422);
     # llmgate probes for that and drops the field, so both send the same request body shape.
     argv = [
         str(exe), "run",
-        "--backend", f"kind=openai_http,target={url},model={model_dir},max_tokens={a.output_tokens}",
+        # JSON form, for the nested extras: greedy decoding like llmgate's requests (temperature 0); left
+        # out, the server samples, which costs it more per token and is then "measured" as a difference
+        "--backend", json.dumps({"kind": "openai_http", "target": url, "model": str(model_dir),
+                                 "max_tokens": a.output_tokens, "extras": {"body": {"temperature": 0.0}}}),
         "--profile", f"kind=concurrent,streams={a.concurrency}",
         "--constraint", f"kind=max_requests,count={a.requests}",
         "--data", f"kind=synthetic_text,prompt_tokens={a.input_tokens}",
@@ -73,6 +81,11 @@ def run_guidellm(exe: Path, url: str, model_dir: Path, a: argparse.Namespace, ou
         "--output", f"kind=json,path={out_dir / 'guidellm.json'}",
         "--disable-console-interactive",
     ]
+    return argv
+
+
+def run_guidellm(exe: Path, url: str, model_dir: Path, a: argparse.Namespace, out_dir: Path) -> dict[str, list]:
+    argv = guidellm_argv(exe, url, model_dir, a, out_dir)
     print("guidellm:", " ".join(argv))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
@@ -85,6 +98,51 @@ def run_guidellm(exe: Path, url: str, model_dir: Path, a: argparse.Namespace, ou
     out["prompt_tokens"] = [r.get("prompt_tokens") or (r.get("input_metrics") or {}).get("text_tokens") for r in reqs]
     out["output_tokens"] = [r.get("output_tokens") or (r.get("output_metrics") or {}).get("text_tokens") for r in reqs]
     return out
+
+
+def capture_guidellm_bodies(exe: Path, model_dir: Path, a: argparse.Namespace) -> list[dict]:
+    """The request bodies guidellm sends for this workload, caught by a stand-in server (answers 500),
+    so llmgate's harness can send exactly the same requests: a control for "same workload"."""
+    bodies: list[dict] = []
+
+    class Catch(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            out = json.dumps({"object": "list", "data": [{"id": str(model_dir), "object": "model"}]}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def do_POST(self) -> None:
+            bodies.append(json.loads(self.rfile.read(int(self.headers.get("content-length") or 0))))
+            self.send_response(500)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Catch)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            argv = guidellm_argv(exe, f"http://127.0.0.1:{server.server_address[1]}", model_dir, a, Path(d))
+            env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+            subprocess.run(argv, capture_output=True, text=True, env=env, check=False, timeout=600)
+    finally:
+        server.shutdown()
+    if not bodies:
+        raise SystemExit("guidellm sent no request to the capture server")
+    return bodies
+
+
+def replay(url: str, bodies: list[dict], concurrency: int) -> dict[str, list]:
+    from pipeline.bench.load import Target, fixed_concurrency
+
+    samples = asyncio.run(fixed_concurrency(Target(url, timeout_s=300), bodies, concurrency, warmup=bodies[:1]))
+    ok = [s for s in samples if s.phase == "measure" and s.ok]
+    return {"ttft_ms": [s.ttft_s * 1000 for s in ok], "tpot_ms": [s.tpot_s * 1000 for s in ok if s.tpot_s]}
 
 
 def run_llmgate(url: str, model: str, model_dir: Path, a: argparse.Namespace, ws_dir: Path) -> dict[str, list]:
@@ -123,18 +181,38 @@ def main() -> None:
     ap.add_argument("--output-tokens", type=int, default=16)
     ap.add_argument("--guidellm-version", default="0.8.1")
     ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--pin", action="store_true",
+                    help="server on the last CPU, both clients on the others: guidellm's client CPU "
+                         "(tens of seconds) then no longer slows the server it is measuring")
+    ap.add_argument("--replay", action="store_true",
+                    help="also send guidellm's own request bodies through llmgate's harness each round")
     ap.add_argument("--metronome", action="store_true",
-                    help="target the metronome test double (known TTFT 50 ms, gap 20 ms) instead of a model server")
+                    help="target the metronome test double (known TTFT and gap) instead of a model server")
+    ap.add_argument("--metronome-ttft-ms", type=float, default=50)
+    ap.add_argument("--metronome-gap-ms", type=float, default=20)
     a = ap.parse_args()
     exe = ensure_guidellm(a.guidellm_version)
     metronome = None
     if a.metronome:
         from tests.doubles.metronome import Running
 
-        metronome = Running("--ttft-ms", "50", "--gap-ms", "20", "--model-name", str(a.model_dir.resolve()))
+        metronome = Running("--ttft-ms", str(a.metronome_ttft_ms), "--gap-ms", str(a.metronome_gap_ms),
+                            "--model-name", str(a.model_dir.resolve()))
         a.url = metronome.base_url
-    server = None if a.url else start_server(a.model_dir.resolve(), a.port)
+    # pinned to one CPU, torch must not run a thread pool sized for all of them
+    server = None if a.url else start_server(a.model_dir.resolve(), a.port, threads=1 if a.pin else None)
     url = a.url or f"http://127.0.0.1:{a.port}"
+    if a.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--pin needs at least 2 CPUs")
+        served = server or (metronome.proc if metronome else None)
+        if served is None:
+            raise SystemExit("--pin needs a server this script starts (not --url)")
+        for task in os.listdir(f"/proc/{served.pid}/task"):  # every thread, torch's pool included
+            os.sched_setaffinity(int(task), {cpus[-1]})
+        os.sched_setaffinity(0, set(cpus[:-1]))  # guidellm inherits it
+        print(f"pinned: server on CPU {cpus[-1]}, clients on {cpus[:-1]}")
     try:
         print(f"load average: {os.getloadavg()}")
         g: dict[str, list] = {}
@@ -142,6 +220,8 @@ def main() -> None:
         cpu = {"guidellm": 0.0, "llmgate": 0.0}
         per_round = max(2, a.requests // a.rounds)
         a.requests = per_round
+        bodies = capture_guidellm_bodies(exe, a.model_dir.resolve(), a) if a.replay else []
+        same: dict[str, list] = {}
         # alternate the tools round by round, so that load from neighbours hits both alike
         for i in range(a.rounds):
             with tempfile.TemporaryDirectory() as d:
@@ -155,6 +235,9 @@ def main() -> None:
                 s1 = resource.getrusage(resource.RUSAGE_SELF)
                 cpu["guidellm"] += c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime
                 cpu["llmgate"] += s1.ru_utime + s1.ru_stime - s0.ru_utime - s0.ru_stime
+                if bodies:
+                    for k, v in replay(url, bodies, a.concurrency).items():
+                        same.setdefault(k, []).extend(v)
             print(f"round {i + 1}/{a.rounds} done")
     finally:
         if server:
@@ -174,6 +257,9 @@ def main() -> None:
           f"{med(g['inter_token_latency_ms']) / med(ours['tpot_ms']):.3f}")
     print(f"      guidellm's definition ((last content chunk - first)/(N-1)) on llmgate's samples: "
           f"{med(ours['itl_gdef_ms']):.2f} ms, ratio {med(g['inter_token_latency_ms']) / med(ours['itl_gdef_ms']):.3f}")
+    if same:
+        print(f"llmgate on guidellm's own request bodies ({len(bodies)} captured, replayed each round) n={len(same['ttft_ms'])}: "
+              f"TTFT median {med(same['ttft_ms']):.2f} ms, TPOT median {med(same['tpot_ms']):.2f} ms")
     print(f"client CPU seconds (whole run, both share the server's 2 cores): guidellm {cpu['guidellm']:.1f}, "
           f"llmgate {cpu['llmgate']:.1f}")
     pt = [x for x in g["prompt_tokens"] if x]

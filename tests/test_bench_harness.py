@@ -4,12 +4,15 @@ at known times and stamps them, plus the SSE parser on a stream recorded from re
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import statistics
 import time
 from pathlib import Path
 
 import pytest
 
+from pipeline.bench import rx_stamp
 from pipeline.bench.client import RequestSample, _SseParser, chat_payload
 from pipeline.bench.load import Target, fixed_concurrency, poisson, poisson_schedule, sweep
 from pipeline.bench.stats import Slo, error_reasons, summarize
@@ -173,7 +176,7 @@ def _blocked_run(base_url: str, *, kernel_stamps: bool) -> tuple[RequestSample, 
 def test_arrival_times_survive_a_blocked_client() -> None:
     """Chunks are stamped when they arrived, not when the client got round to them: while the client
     is stalled the server keeps emitting every 50 ms, and the measured inter-token gaps stay the
-    server's (kernel receive stamps, drained by the pump thread). User-space stamps, the fallback,
+    server's (kernel receive stamps, read as they arrive by the pump process). User-space stamps, the fallback,
     see the backlog arrive at once: that is the error this design removes."""
     with Running("--ttft-ms", "30", "--gap-ms", "50") as m:
         s, target, log = _blocked_run(m.base_url, kernel_stamps=True)
@@ -183,3 +186,57 @@ def test_arrival_times_survive_a_blocked_client() -> None:
     assert max(abs(e) for e in log.errors([s])["chunk"]) < 0.005
     assert target_user.rx.kernel == 0
     assert min(s_user.itl_s) < 0.010, s_user.itl_s  # the chunks that waited were read back to back
+
+
+def _pump_pid() -> int:
+    return rx_stamp._pumps[asyncio.get_running_loop()].proc.pid
+
+
+def test_a_dead_rx_pump_fails_its_streams_with_its_own_reason_and_is_replaced() -> None:
+    """The pump process is killed mid-stream: that request fails as a harness fault, within its
+    deadline (no hang), and the next request gets a fresh pump and succeeds."""
+    killed: list[int] = []
+
+    def kill_pump(sample: RequestSample, now: float, obj: dict) -> None:
+        if obj.get("metronome") and not killed:
+            killed.append(_pump_pid())
+            os.kill(killed[0], signal.SIGKILL)
+
+    with Running("--ttft-ms", "10", "--gap-ms", "20") as m:
+        target = Target(m.base_url, timeout_s=5, on_chunk=kill_pump)
+        t = time.perf_counter()
+        samples = asyncio.run(fixed_concurrency(target, _payloads(["a", "b", "c"], 8), 1))
+        took = time.perf_counter() - t
+    assert killed and took < 4
+    assert samples[0].error is not None and samples[0].error.startswith("rx pump: process ended"), samples[0].error
+    assert error_reasons(samples) == {"rx pump": 1}
+    assert samples[1].ok and samples[2].ok and target.rx.source == "kernel"
+
+
+def test_the_rx_pump_ends_with_the_last_connection() -> None:
+    pids: list[int] = []
+
+    def note(sample: RequestSample, now: float, obj: dict) -> None:
+        if not pids:
+            pids.append(_pump_pid())
+
+    with Running("--ttft-ms", "5", "--gap-ms", "5") as m:
+        target = Target(m.base_url, timeout_s=5, on_chunk=note)
+        samples = asyncio.run(fixed_concurrency(target, _payloads(["a", "b"], 4), 2))
+    assert all(s.ok for s in samples) and pids
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{pids[0]}"):
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{pids[0]}"), "rx pump outlived its connections"
+
+
+def test_a_new_connections_send_excludes_the_rx_pump_start() -> None:
+    """The first connection of a loop waits ~40 ms for the pump process to start; "send" for a new
+    connection is when opening it began after that, so the wait is not measured as server latency."""
+    log = StampLog()
+    with Running("--ttft-ms", "20", "--gap-ms", "5") as m:
+        target = Target(m.base_url, timeout_s=10, on_chunk=log.on_chunk)
+        (s,) = asyncio.run(fixed_concurrency(target, _payloads(["a"], 4), 1))
+    assert s.ok and target.rx.source == "kernel"
+    (err,) = log.errors([s])["ttft"]
+    assert 0 <= err < 0.010, err  # TCP handshake and the request's write: ~1 ms

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from pipeline.bench.rx_stamp import request_tx, rx_time
+from pipeline.bench.rx_stamp import PumpGone, connect_tx, request_tx, rx_time
 
 # Servers may stream reasoning tokens before answer tokens; both are output tokens and both count
 # as "content" for TTFT/ITL (a reasoning token is a token the user waited for).
@@ -228,9 +228,11 @@ async def stream_request(
             )
             async with await_stream(client, request) as resp:
                 s.status_code = resp.status_code
-                tx = request_tx(resp)
-                if reused and tx is not None and tx >= s.sent_s:
-                    s.sent_s = tx  # the header bytes' write itself, after h11 has serialised them
+                # the header bytes' write itself, after h11 has serialised them; or, on a new
+                # connection, its start after the rx pump was ready
+                tx = request_tx(resp) if reused else connect_tx(resp)
+                if tx is not None and tx >= s.sent_s:
+                    s.sent_s = tx
                 if resp.status_code != 200:
                     body = (await resp.aread())[:300].decode(errors="replace")
                     raise _StreamError(f"HTTP {resp.status_code}: {body}")
@@ -249,12 +251,14 @@ async def stream_request(
         s.error = str(exc)
     except TimeoutError:
         s.error = f"timeout: no complete response within {timeout_s:g}s"
-    except httpx.RemoteProtocolError as exc:
+    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:  # closed, or reset, mid-response
         s.error = f"stream cut: {exc}"
     except httpx.ConnectError as exc:
         s.error = f"connect failed: {exc}"
     except httpx.HTTPError as exc:
         s.error = f"{type(exc).__name__}: {exc}"
+    except PumpGone as exc:
+        s.error = str(exc)
     except OSError as exc:
         s.error = f"{type(exc).__name__}: {exc}"
     if s.end_s is None:

@@ -10,23 +10,20 @@ never shrinks its denominator.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, Self, TypeVar
+from typing import Any, Self
 
 import httpx
 import numpy as np
 
 from pipeline.bench import rx_stamp
 from pipeline.bench.client import RequestSample, stream_request
-from pipeline.bench.rx_stamp import RxStats, StampedTransport, responsive_pump
+from pipeline.bench.rx_stamp import RxStats, StampedTransport
 from pipeline.bench.stats import Slo, summarize
 
 Payload = dict[str, Any]
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
 
 
 @dataclass
@@ -96,17 +93,6 @@ class ClientPool:
         await self.aclose()
 
 
-def _responsive(shape: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
-    """Run a load shape under `responsive_pump` (restored afterwards, also when shapes nest)."""
-
-    @functools.wraps(shape)
-    async def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        with responsive_pump():
-            return await shape(*args, **kwargs)
-
-    return run
-
-
 def _not_sent(index: int, phase: str, why: str) -> RequestSample:
     now = time.perf_counter()
     return RequestSample(index=index, phase=phase, sent_s=now, end_s=now, error=f"not sent: {why}")
@@ -131,7 +117,6 @@ async def _one(
     )
 
 
-@_responsive
 async def fixed_concurrency(
     target: Target,
     payloads: Sequence[Payload],
@@ -187,7 +172,6 @@ def poisson_schedule(n: int, rate: float, seed: int = 0) -> list[float]:
     return [float(x) for x in np.cumsum(gaps)]
 
 
-@_responsive
 async def poisson(
     target: Target,
     payloads: Sequence[Payload],
@@ -242,7 +226,6 @@ class SweepLevel:
     samples: list[RequestSample]
 
 
-@_responsive
 async def sweep(
     target: Target,
     make_payloads: Callable[[int], Sequence[Payload]],

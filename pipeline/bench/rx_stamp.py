@@ -13,14 +13,13 @@ client takes it for every chunk that read produced. Where the kernel gives no st
 socket option refused, a clock step) the read is stamped in user space and counted, so a run states
 which kind of stamps it has. TLS connections use httpx's default backend (user-space stamps).
 
-Limit: when one read returns several segments, the kernel reports the last one's arrival; an event
-that arrived earlier in that read is stamped late by the gap. The pump thread (below) reads within
-~0.5 ms of arrival, so that needs a stall longer than a token interval.
-
-Each backend has its own pump thread, and the bench's ClientPool gives every stream its own client, so
-a burst of 128 arrivals is read by 128 threads waiting in epoll, none queued behind another's syscalls
-(each recvmsg gives up the GIL and must win it back). The price: 129 runnable threads on a small
-machine, and now and then one is not scheduled for a token interval (figures in docs/METRICS.md).
+One read over several queued segments reports only the last one's arrival (and segments that wait in
+the receive queue are merged, keeping the later stamp), so a socket must be read before its next event
+arrives or the earlier event is stamped late by the gap. The client's event loop cannot promise that,
+and neither could pump threads in its process: each read needs the GIL. So a separate pump process
+(`rx_pump`) reads every socket as it becomes readable and relays the bytes with their stamps over a
+Unix socket; the loop reads the relay whenever it gets round to it, which no longer matters. Designs
+measured before this one are in docs/METRICS.md.
 """
 
 from __future__ import annotations
@@ -31,20 +30,21 @@ import contextlib
 import select
 import socket
 import ssl
+import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterable, Iterator
+import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import httpcore
 import httpx
 
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux value; Python names it on Linux only
-_ANC_SPACE = socket.CMSG_SPACE(16)  # one struct timespec
-AVAILABLE = hasattr(select, "epoll")  # Linux; elsewhere the default httpx backend (user-space stamps)
-_MAX_KERNEL_LAG_S = 60.0  # a stamp older than this (or in the future) means the realtime clock stepped
+from pipeline.bench import rx_pump
+
+# Linux; elsewhere httpx's default backend (user-space stamps)
+AVAILABLE = hasattr(select, "epoll") and hasattr(socket, "SOCK_SEQPACKET")
 
 
 @dataclass
@@ -63,95 +63,131 @@ class RxStats:
         return "userspace"
 
 
-def _kernel_stamp(ancillary: list[tuple[int, int, bytes]]) -> float | None:
-    """The SCM_TIMESTAMPNS of a recvmsg, converted to the perf_counter clock; None when absent or insane."""
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
-            rx_real_ns = int.from_bytes(data[:8], sys.byteorder, signed=True) * 1_000_000_000 + int.from_bytes(
-                data[8:16], sys.byteorder, signed=True
-            )
-            # CLOCK_REALTIME -> CLOCK_MONOTONIC (perf_counter): both read back to back, ~100 ns apart
-            now_real, now_mono = time.time_ns(), time.perf_counter_ns()
-            lag_s = (now_real - rx_real_ns) / 1e9
-            if not (-0.001 <= lag_s <= _MAX_KERNEL_LAG_S):
-                return None
-            return (now_mono - (now_real - rx_real_ns)) / 1e9
-    return None
+class PumpGone(OSError):
+    """The pump process exited: what it had not relayed is lost, so the streams it was reading fail
+    (reason "rx pump ...", never mistaken for a server fault) instead of hanging; the next connection
+    starts a fresh pump."""
 
 
-class _Pump:
-    """One thread that drains every stamped socket as soon as the kernel has bytes for it.
+class _PumpClient:
+    """This event loop's end of one pump process: registers sockets with it and files what it relays
+    into each stream's inbox. The loop reads the relay in batches (no thread, no GIL hand-offs); how
+    late it gets round to that does not matter, the stamps were taken in the pump."""
 
-    The kernel stamps each segment, but one recvmsg over several segments reports only the last one's
-    time. Reads pulled by the event loop come late whenever the loop is busy (128 streams starting at
-    once keep it busy for tens of ms), so a stream's first token and the next one were read together
-    and the first was stamped a token interval late. This thread waits in epoll without the GIL and
-    reads within a GIL switch interval (5 ms, well under any token interval), so every event keeps
-    its own stamp while the loop parses at its own pace."""
-
-    def __init__(self) -> None:
-        self.epoll = select.epoll()
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.ctl, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with child:
+            # -I: the pump imports nothing from the environment or the project; stdlib only
+            self.proc = subprocess.Popen([sys.executable, "-I", rx_pump.__file__, str(child.fileno())],
+                                         pass_fds=[child.fileno()], stdin=subprocess.DEVNULL)
         self.streams: dict[int, StampedStream] = {}
-        self.lock = threading.Lock()
-        self.thread: threading.Thread | None = None
+        self.next_id = 0
+        self.dead: PumpGone | None = None
+        self.ready: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(self.ctl.fileno(), self._relayed)
 
-    def register(self, stream: StampedStream) -> None:
-        with self.lock:
-            self.streams[stream.fd] = stream
-            self.epoll.register(stream.fd, select.EPOLLIN)
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="llmgate-rx-pump", daemon=True)
-                self.thread.start()
+    def register(self, stream: StampedStream) -> int:
+        if self.dead is not None:
+            raise self.dead
+        self.next_id += 1
+        self.streams[self.next_id] = stream
+        # blocking send of a few bytes to a pump that reads its control socket on every wake-up
+        socket.send_fds(self.ctl, [rx_pump.REGISTER + rx_pump.ID.pack(self.next_id)], [stream.fd])
+        return self.next_id
 
-    def unregister(self, stream: StampedStream) -> None:
-        with self.lock:
-            if self.streams.pop(stream.fd, None) is not None:
-                with contextlib.suppress(OSError):
-                    self.epoll.unregister(stream.fd)
+    def unregister(self, cid: int) -> None:
+        if self.streams.pop(cid, None) is not None and self.dead is None:
+            with contextlib.suppress(OSError):
+                self.ctl.send(rx_pump.UNREGISTER + rx_pump.ID.pack(cid))
+        if not self.streams:
+            self.close()
 
-    def _run(self) -> None:
+    def close(self) -> None:
+        """Closing our end ends the pump (it exits on EOF)."""
+        if _pumps.get(self.loop) is self:
+            del _pumps[self.loop]
+        with contextlib.suppress(RuntimeError, ValueError, OSError):  # loop already closed / socket closed
+            self.loop.remove_reader(self.ctl.fileno())
+        self.ctl.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=1)
+
+    def _relayed(self) -> None:
         while True:
-            with self.lock:
-                if not self.streams:
-                    self.thread = None  # the next register starts a fresh one
-                    return
-            fresh: list[StampedStream] = []
-            for fd, _ev in self.epoll.poll(0.05):
-                with self.lock:
-                    stream = self.streams.get(fd)
-                if stream is None:
-                    continue
-                if stream.drain():
-                    self.unregister(stream)
-                fresh.append(stream)
-            if fresh:
-                # one wake-up per batch: every syscall here gives up the GIL and waits to get it back
-                _wake_all(fresh)
+            try:
+                msg = self.ctl.recv(1 << 17, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                return self._gone(str(exc))
+            if not msg:
+                return self._gone(f"exit status {self.proc.poll()}")
+            if msg == rx_pump.READY:
+                self.ready.set_result(None)
+                continue
+            self._file(msg)
+
+    def _file(self, msg: bytes) -> None:
+        woken: set[StampedStream] = set()
+        at, head = 0, rx_pump.RECORD.size
+        while at < len(msg):
+            cid, kind, stamp, n = rx_pump.RECORD.unpack_from(msg, at)
+            payload = msg[at + head : at + head + n]
+            at += head + n
+            stream = self.streams.get(cid)
+            if stream is None:  # closed by us while the pump was reading it
+                continue
+            if kind == rx_pump.ERROR:
+                stream.inbox.append(OSError(payload.decode(errors="replace")))
+            elif kind == rx_pump.EOF:
+                stream.inbox.append((stamp, _EOF))
+            else:
+                stream.inbox.append((stamp, payload))
+                if kind == rx_pump.DATA_KERNEL:
+                    stream.stats.kernel += 1
+                else:
+                    stream.stats.userspace += 1
+            woken.add(stream)
+        for stream in woken:
+            stream._wake()
+
+    def _gone(self, why: str) -> None:
+        self.dead = PumpGone(f"rx pump: process ended ({why}); what it had read is lost")
+        if not self.ready.done():
+            self.ready.set_exception(self.dead)
+        for stream in self.streams.values():
+            stream.inbox.append(self.dead)
+            stream._wake()
+        self.streams.clear()
+        self.close()
+
+
+# One pump process per event loop, started with its first stamped connection and ended with its last.
+_pumps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _PumpClient] = weakref.WeakKeyDictionary()
+
+
+async def _pump_for(loop: asyncio.AbstractEventLoop) -> _PumpClient:
+    pump = _pumps.get(loop)
+    if pump is None:
+        pump = _pumps[loop] = _PumpClient(loop)
+    await asyncio.shield(pump.ready)  # ~40 ms once per loop: the interpreter starting
+    return pump
 
 
 _EOF = b""
 
 
-def _wake_all(streams: list[StampedStream]) -> None:
-    by_loop: dict[asyncio.AbstractEventLoop, list[StampedStream]] = {}
-    for st in streams:
-        by_loop.setdefault(st.loop, []).append(st)
-    for loop, group in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is reading any more
-            loop.call_soon_threadsafe(lambda g=group: [st._wake() for st in g])
-
-
 class StampedStream(httpcore.AsyncNetworkStream):
-    """A TCP socket drained by the pump thread; `read` hands out what arrived, piece by piece, and
-    sets `last_rx` to when that piece arrived."""
+    """A TCP socket read by the pump process; the client writes to it directly, and `read` hands out
+    what the pump relayed, piece by piece, setting `last_rx` to when that piece arrived."""
 
-    def __init__(self, sock: socket.socket, kernel: bool, stats: RxStats, pump: _Pump,
-                 loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, sock: socket.socket, stats: RxStats, loop: asyncio.AbstractEventLoop, pump: _PumpClient,
+                 connect_tx: float) -> None:
         self.sock = sock
+        self.connect_tx = connect_tx  # when opening this connection began
         self.fd = sock.fileno()
-        self.kernel = kernel
         self.stats = stats
-        self.pump = pump
         self.loop = loop
         self.last_rx: float | None = None
         self.request_tx: float | None = None  # the first write of the request in flight
@@ -159,30 +195,8 @@ class StampedStream(httpcore.AsyncNetworkStream):
         self.inbox: collections.deque[tuple[float, bytes] | OSError] = collections.deque()
         self.ended = False
         self.waiter: asyncio.Future[None] | None = None
-        pump.register(self)
-
-    def drain(self) -> bool:
-        """Pump thread: one read of what is there; True once the stream has ended (EOF or error)."""
-        # One recvmsg per readiness (epoll is level-triggered and reports the rest): each call gives
-        # up the GIL, and getting it back from a busy loop costs up to a switch interval.
-        try:
-            data, anc, _flags, _addr = self.sock.recvmsg(65536, _ANC_SPACE if self.kernel else 0)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError as exc:
-            self.inbox.append(exc)
-            return True
-        if not data:
-            self.inbox.append((time.perf_counter(), _EOF))
-            return True
-        stamp = _kernel_stamp(anc) if self.kernel else None
-        if stamp is None:
-            stamp = time.perf_counter()
-            self.stats.userspace += 1
-        else:
-            self.stats.kernel += 1
-        self.inbox.append((stamp, data))
-        return False
+        self.pump = pump
+        self.cid = pump.register(self)
 
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -201,6 +215,9 @@ class StampedStream(httpcore.AsyncNetworkStream):
             finally:
                 self.waiter = None
         piece = self.inbox.popleft()
+        if isinstance(piece, PumpGone):
+            self.ended = True
+            raise piece  # the harness failed, not the server: its own reason, not a "stream cut"
         if isinstance(piece, OSError):
             self.ended = True
             raise httpcore.ReadError(str(piece)) from piece
@@ -229,7 +246,7 @@ class StampedStream(httpcore.AsyncNetworkStream):
             raise httpcore.WriteError(str(exc)) from exc
 
     async def aclose(self) -> None:
-        self.pump.unregister(self)
+        self.pump.unregister(self.cid)
         self.sock.close()
 
     async def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
@@ -252,13 +269,15 @@ class StampedStream(httpcore.AsyncNetworkStream):
 class StampedBackend(httpcore.AsyncNetworkBackend):
     def __init__(self, stats: RxStats | None = None) -> None:
         self.stats = stats or RxStats()
-        self.pump = _Pump()
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                           socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
+                pump = await _pump_for(loop)
+                # the connection's "send", after the pump's start-up, which is the harness's, not the server's
+                started = time.perf_counter()
                 infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
                 last: OSError | None = None
                 for family, kind, proto, _name, addr in infos:
@@ -266,6 +285,9 @@ class StampedBackend(httpcore.AsyncNetworkBackend):
                     try:
                         sock.setblocking(False)
                         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        # refused: the pump gets no stamps and counts its reads as user-space
+                        with contextlib.suppress(OSError):
+                            sock.setsockopt(socket.SOL_SOCKET, rx_pump.SO_TIMESTAMPNS, 1)
                         for opt in socket_options or ():
                             sock.setsockopt(*opt)
                         if local_address:
@@ -275,8 +297,10 @@ class StampedBackend(httpcore.AsyncNetworkBackend):
                         sock.close()
                         last = exc
                         continue
-                    return StampedStream(sock, _enable_stamps(sock), self.stats, self.pump, loop)
+                    return StampedStream(sock, self.stats, loop, pump, started)
                 raise last or OSError(f"no address for {host}")
+        except PumpGone:
+            raise
         except TimeoutError as exc:
             raise httpcore.ConnectTimeout(f"connect to {host}:{port} timed out") from exc
         except OSError as exc:
@@ -288,14 +312,6 @@ class StampedBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-
-
-def _enable_stamps(sock: socket.socket) -> bool:
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-    except OSError:
-        return False
-    return True
 
 
 class StampedTransport(httpx.AsyncHTTPTransport):
@@ -316,22 +332,14 @@ class StampedTransport(httpx.AsyncHTTPTransport):
         )
 
 
-@contextlib.contextmanager
-def responsive_pump(switch_interval_s: float = 0.0005) -> Iterator[None]:
-    """While a load shape runs, let the pump thread take the GIL from the busy event loop within
-    0.5 ms instead of CPython's 5 ms: at 128 streams the default let a stream's next token arrive
-    before its previous one was read (p99 first-token stamp error 21 ms; 0.1 ms with this)."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(min(before, switch_interval_s))
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
-
-
 def request_tx(response: httpx.Response) -> float | None:
     """When the request's first bytes went to the socket (stamped connections only)."""
     return getattr(response.extensions.get("network_stream"), "request_tx", None)
+
+
+def connect_tx(response: httpx.Response) -> float | None:
+    """When opening the response's connection began (stamped connections only)."""
+    return getattr(response.extensions.get("network_stream"), "connect_tx", None)
 
 
 def rx_time(response: httpx.Response) -> float:

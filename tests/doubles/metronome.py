@@ -6,7 +6,9 @@ received the request and when it wrote that chunk, so a client on the same host 
 server really did from what it measured. Standard library only, so it also runs as a container on the
 bare local base image (python3, nothing else).
 
-Timing: chunk i (0-based) is due at recv + ttft + i * gap. Before the first content chunk a role-only
+Timing: chunk i (0-based) is due at recv + ttft + i * gap, where recv is when the request's first
+bytes reached this host (the kernel's receive stamp, SO_TIMESTAMPNS): the counterpart of the client's
+"send", so neither side's scheduling delays count as the other's. Before the first content chunk a role-only
 chunk is sent at once (content-free, so it must not count as TTFT). Then a finish chunk, a usage chunk
 (`choices: []`, like vLLM) and `data: [DONE]`.
 
@@ -27,11 +29,111 @@ import asyncio
 import json
 import os
 import re
+import socket
 import sys
 import time
 from typing import Self
 
 _FAULT_RE = re.compile(r"FAULT:(\w+)")
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux value; Python names it on Linux only
+
+
+def _kernel_stamp(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """SCM_TIMESTAMPNS (CLOCK_REALTIME) on the perf_counter clock. The same conversion as
+    pipeline/bench/rx_pump.py, repeated because this double runs alone (stdlib only, in containers)."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec = int.from_bytes(data[:8], sys.byteorder, signed=True)
+            rx_real_ns = sec * 1_000_000_000 + int.from_bytes(data[8:16], sys.byteorder, signed=True)
+            now_real, now_mono = time.time_ns(), time.perf_counter_ns()
+            if 0 <= now_real - rx_real_ns <= 60_000_000_000:
+                return (now_mono - (now_real - rx_real_ns)) / 1e9
+    return None
+
+
+def _set_once(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Conn:
+    """One accepted connection. Reads keep the kernel's arrival stamp (asyncio's streams cannot: the
+    loop reads on its own and drops ancillary data); writes are buffered like asyncio's transport."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError:
+            pass
+        self.buf = bytearray()
+        self.buf_rx = 0.0  # arrival of the oldest unread byte
+        self.out = bytearray()
+
+    async def _fill(self) -> bool:
+        """Wait for bytes and read them; False at EOF."""
+        while True:
+            try:
+                data, anc, _flags, _addr = self.sock.recvmsg(65536, socket.CMSG_SPACE(16))
+                break
+            except (BlockingIOError, InterruptedError):
+                ready = self.loop.create_future()
+                self.loop.add_reader(self.sock.fileno(), _set_once, ready)
+                try:
+                    await ready
+                finally:
+                    self.loop.remove_reader(self.sock.fileno())
+        if not data:
+            return False
+        if not self.buf:
+            stamp = _kernel_stamp(anc)
+            self.buf_rx = stamp if stamp is not None else time.perf_counter()
+        self.buf += data
+        return True
+
+    async def read_until(self, sep: bytes) -> bytes:
+        while (at := self.buf.find(sep)) < 0:
+            if not await self._fill():
+                raise asyncio.IncompleteReadError(bytes(self.buf), None)
+        return self.take(at + len(sep))
+
+    async def read_exactly(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            if not await self._fill():
+                raise asyncio.IncompleteReadError(bytes(self.buf), n)
+        return self.take(n)
+
+    def take(self, n: int) -> bytes:
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def write(self, data: bytes) -> None:
+        if not self.out:
+            try:
+                data = data[self.sock.send(data):]
+            except (BlockingIOError, InterruptedError):
+                pass
+        self.out += data
+
+    def get_write_buffer_size(self) -> int:
+        return len(self.out)
+
+    async def drain(self) -> None:
+        if self.out:
+            pending, self.out = bytes(self.out), bytearray()
+            await self.loop.sock_sendall(self.sock, pending)
+
+    def abort(self) -> None:
+        """Close with nothing more flushed: a connection cut mid-stream."""
+        self.out.clear()
+        self.sock.close()
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def _env(name: str, default: str) -> str:
@@ -82,36 +184,30 @@ class Metronome:
     def _can_complete(self) -> bool:
         return not self.a.never_ready and self._since() >= self.a.complete_after_s
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, writer: Conn) -> None:
         try:
             while True:
-                line = await reader.readline()
-                if not line:
+                if not writer.buf and not await writer._fill():
                     return
-                # The server's t=0 is the request's first line, the counterpart of the client's
-                # "send" (its first byte written): the double's own header parsing is not harness error.
-                recv = time.perf_counter()
-                method, path, _ = line.decode("latin-1").split(" ", 2)
+                # t=0 is when the request's first bytes arrived, the counterpart of the client's
+                # "send" (its first byte written): how late this loop reads them is not harness error
+                recv = writer.buf_rx
+                head = (await writer.read_until(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                method, path, _ = head[0].split(" ", 2)
                 headers: dict[str, str] = {}
-                while True:
-                    h = await reader.readline()
-                    if h in (b"\r\n", b"\n", b""):
-                        break
-                    k, _, v = h.decode("latin-1").partition(":")
+                for h in head[1:]:
+                    k, _, v = h.partition(":")
                     headers[k.strip().lower()] = v.strip()
-                body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
+                body = await writer.read_exactly(int(headers.get("content-length", "0") or 0))
                 keep = await self.route(method, path.split("?")[0], body, recv, writer)
                 if not keep:
                     return
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+        except (OSError, asyncio.IncompleteReadError, ValueError):
             return
         finally:
-            try:
-                writer.close()
-            except RuntimeError:
-                pass
+            writer.close()
 
-    async def _send(self, writer: asyncio.StreamWriter, status: int, body: bytes, ctype: str) -> bool:
+    async def _send(self, writer: Conn, status: int, body: bytes, ctype: str) -> bool:
         reason = {200: "OK", 404: "Not Found", 500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "X")
         writer.write(
             f"HTTP/1.1 {status} {reason}\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}\r\n\r\n".encode()
@@ -120,7 +216,7 @@ class Metronome:
         await writer.drain()
         return True
 
-    async def route(self, method: str, path: str, body: bytes, recv: float, writer: asyncio.StreamWriter) -> bool:
+    async def route(self, method: str, path: str, body: bytes, recv: float, writer: Conn) -> bool:
         js = "application/json"
         if method == "GET" and path == "/metrics":
             if self.a.no_metrics:
@@ -155,7 +251,7 @@ class Metronome:
         ]
         return "\n".join(lines) + "\n"
 
-    async def complete(self, path: str, body: bytes, recv: float, writer: asyncio.StreamWriter) -> bool:
+    async def complete(self, path: str, body: bytes, recv: float, writer: Conn) -> bool:
         self.requests += 1
         if self.a.die_after_requests and self.requests > self.a.die_after_requests:
             print(f"metronome: dying after {self.a.die_after_requests} requests", flush=True)
@@ -235,13 +331,13 @@ class Metronome:
                         writer.write(b"0\r\n\r\n")
                         await writer.drain()
                         return True
-                    writer.transport.abort()  # cut: no terminating chunk
+                    writer.abort()  # cut: no terminating chunk
                     return False
                 sent = time.perf_counter()
                 # built by hand (not json.dumps): at 128 streams the double must cost less than the harness
                 body = f'{head}" t{i}"{tail}"metronome":{{"recv":{recv!r},"sent":{sent!r},"i":{i}}}}}\n\n'.encode()
                 writer.write(b"%x\r\n%s\r\n" % (len(body), body))
-                if writer.transport.get_write_buffer_size():
+                if writer.get_write_buffer_size():
                     await writer.drain()
                 if prev is None:
                     self.ttft_sum += sent - recv
@@ -267,11 +363,21 @@ async def serve(args: argparse.Namespace) -> None:
         asyncio.get_running_loop().call_later(args.die_after_s, lambda: (print("metronome: dying", flush=True), os._exit(args.exit_code)))
     if args.listen_after_s > 0:
         await asyncio.sleep(args.listen_after_s)
-    server = await asyncio.start_server(met.handle, args.host, args.port, backlog=1024)
-    port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((args.host, args.port))
+    listener.listen(1024)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
     print(f"PORT {port}" if args.print_port else f"metronome listening on {args.host}:{port}", flush=True)
-    async with server:
-        await server.serve_forever()
+    tasks: set[asyncio.Task[None]] = set()
+    while True:
+        sock, _addr = await loop.sock_accept(listener)
+        task = asyncio.create_task(met.handle(Conn(sock)))
+        tasks.add(task)  # a task nobody references can be collected mid-request
+        task.add_done_callback(tasks.discard)
 
 
 def main(argv: list[str] | None = None) -> None:
