@@ -9,13 +9,19 @@ Prints the ratio of medians (guidellm / llmgate) and which guidellm figure is co
     guidellm inter_token_latency_ms   <-> llmgate tpot  ((E2E - TTFT) / (N - 1))
     guidellm time_per_output_token_ms  = E2E / N, no llmgate equivalent (printed for reference)
 
+Controls: --pin (server on its own CPU), --replay (guidellm's own request bodies through llmgate's harness),
+--wire (each tool's TTFT against the same request's time on the wire, tcpdump on lo; benchmarks/wire.py),
+--metronome (the test double, whose true times are known). Figures: docs/METRICS.md.
+
     python benchmarks/guidellm_compare.py --model-dir .llmgate/engB/tiny [--url http://127.0.0.1:PORT]
+    python benchmarks/guidellm_compare.py --pin --replay --wire
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.server
 import json
 import os
@@ -32,6 +38,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 VENV = REPO / ".llmgate" / "guidellm" / "venv"
 
 
@@ -95,6 +102,9 @@ def run_guidellm(exe: Path, url: str, model_dir: Path, a: argparse.Namespace, ou
     reqs = [r for b in report["benchmarks"] for r in b["requests"]["successful"]]
     out = {k: [r[k] for r in reqs if r.get(k) is not None]
            for k in ("time_to_first_token_ms", "inter_token_latency_ms", "time_per_output_token_ms")}
+    # for --wire: each request's start (wall clock, guidellm's own clock) with its TTFT
+    out["ttft_at"] = [((r.get("info") or {}).get("timings", {}).get("request_start"), r["time_to_first_token_ms"])
+                      for r in reqs if r.get("time_to_first_token_ms") is not None]
     out["prompt_tokens"] = [r.get("prompt_tokens") or (r.get("input_metrics") or {}).get("text_tokens") for r in reqs]
     out["output_tokens"] = [r.get("output_tokens") or (r.get("output_metrics") or {}).get("text_tokens") for r in reqs]
     return out
@@ -145,6 +155,47 @@ def replay(url: str, bodies: list[dict], concurrency: int) -> dict[str, list]:
     return {"ttft_ms": [s.ttft_s * 1000 for s in ok], "tpot_ms": [s.tpot_s * 1000 for s in ok if s.tpot_s]}
 
 
+def start_capture(a: argparse.Namespace, url: str, tmp: Path) -> contextlib.AbstractContextManager:
+    from wire import LoopbackCapture
+
+    if not a.wire:
+        return contextlib.nullcontext()
+    if a.concurrency != 1:
+        raise SystemExit("--wire matches requests in order: concurrency 1 only")
+    why = LoopbackCapture.available()
+    if why:
+        raise SystemExit(f"--wire: {why}")
+    return LoopbackCapture(httpx.URL(url).port or 80, tmp / "lo.pcap")
+
+
+def print_wire(wire: list, g_at: list[tuple[float | None, float]], ours_seq: list[list[float | None]],
+               windows: list[tuple[float, float]]) -> None:
+    """Each tool's TTFT minus the same request's TTFT on the wire: guidellm's requests matched by their
+    start time, llmgate's by order (the last requests of each of its rounds: warm-up and probe come first)."""
+    med = statistics.median
+    diffs: dict[str, list[float]] = {"guidellm": [], "llmgate": []}
+    on_wire: dict[str, list[float]] = {"guidellm": [], "llmgate": []}
+    for start, ttft_ms in g_at:
+        near = min(wire, key=lambda w: abs(w.start - start)) if wire and start else None
+        if near is not None and abs(near.start - start) < 0.05 and near.ttft_s is not None:
+            diffs["guidellm"].append(ttft_ms - near.ttft_s * 1000)
+            on_wire["guidellm"].append(near.ttft_s * 1000)
+    for (w0, w1), seq in zip(windows, ours_seq, strict=True):
+        inside = [w for w in wire if w0 <= w.start <= w1][-len(seq):]
+        for w, ttft_ms in zip(inside, seq, strict=False):
+            if ttft_ms is not None and w.ttft_s is not None:
+                diffs["llmgate"].append(ttft_ms - w.ttft_s * 1000)
+                on_wire["llmgate"].append(w.ttft_s * 1000)
+    for tool in ("guidellm", "llmgate"):
+        d = diffs[tool]
+        if not d:
+            print(f"on the wire: no {tool} request matched")
+            continue
+        p90 = sorted(abs(x) for x in d)[int(0.9 * (len(d) - 1))]
+        print(f"on the wire (tcpdump, lo): {tool}'s requests n={len(d)}: TTFT median {med(on_wire[tool]):.2f} ms; "
+              f"reported - wire per request: median {med(d):+.2f} ms, p90 |.| {p90:.2f} ms")
+
+
 def run_llmgate(url: str, model: str, model_dir: Path, a: argparse.Namespace, ws_dir: Path) -> dict[str, list]:
     from pipeline.config import PipelineConfig
     from pipeline.models import ImageRef, RunRecord
@@ -165,7 +216,9 @@ def run_llmgate(url: str, model: str, model_dir: Path, a: argparse.Namespace, ws
     gl = [sum(r["itl_s"]) / (r["output_tokens"] - 1) for r in rows
           if r["phase"] == "measure" and not r["error"] and (r["output_tokens"] or 0) > 1]
     ok = [r for r in rows if r["phase"] == "measure" and not r["error"]]
-    return {"ttft_ms": [r["ttft_s"] * 1000 for r in ok], "tpot_ms": [r["tpot_s"] * 1000 for r in ok if r["tpot_s"]],
+    measured = [r for r in rows if r["phase"] == "measure"]
+    return {"ttft_seq": [[r["ttft_s"] * 1000 if r["ttft_s"] is not None else None for r in measured]],
+            "ttft_ms": [r["ttft_s"] * 1000 for r in ok], "tpot_ms": [r["tpot_s"] * 1000 for r in ok if r["tpot_s"]],
             "itl_gdef_ms": [x * 1000 for x in gl], "prompt_tokens": [r["prompt_tokens"] for r in ok],
             "output_tokens": [r["output_tokens"] for r in ok], "errors": sum(1 for r in rows if r["phase"] == "measure" and r["error"])}
 
@@ -186,6 +239,9 @@ def main() -> None:
                          "(tens of seconds) then no longer slows the server it is measuring")
     ap.add_argument("--replay", action="store_true",
                     help="also send guidellm's own request bodies through llmgate's harness each round")
+    ap.add_argument("--wire", action="store_true",
+                    help="referee: capture lo with tcpdump and compare each tool's TTFT with the same request's "
+                         "time on the wire (concurrency 1)")
     ap.add_argument("--metronome", action="store_true",
                     help="target the metronome test double (known TTFT and gap) instead of a model server")
     ap.add_argument("--metronome-ttft-ms", type=float, default=50)
@@ -213,6 +269,7 @@ def main() -> None:
             os.sched_setaffinity(int(task), {cpus[-1]})
         os.sched_setaffinity(0, set(cpus[:-1]))  # guidellm inherits it
         print(f"pinned: server on CPU {cpus[-1]}, clients on {cpus[:-1]}")
+    stack = contextlib.ExitStack()
     try:
         print(f"load average: {os.getloadavg()}")
         g: dict[str, list] = {}
@@ -222,6 +279,8 @@ def main() -> None:
         a.requests = per_round
         bodies = capture_guidellm_bodies(exe, a.model_dir.resolve(), a) if a.replay else []
         same: dict[str, list] = {}
+        capture = stack.enter_context(start_capture(a, url, Path(stack.enter_context(tempfile.TemporaryDirectory()))))
+        windows: list[tuple[float, float]] = []  # llmgate's rounds, wall clock
         # alternate the tools round by round, so that load from neighbours hits both alike
         for i in range(a.rounds):
             with tempfile.TemporaryDirectory() as d:
@@ -230,8 +289,10 @@ def main() -> None:
                     g.setdefault(k, []).extend(v)
                 c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 s0 = resource.getrusage(resource.RUSAGE_SELF)
+                w0 = time.time()
                 for k, v in run_llmgate(url, str(a.model_dir.resolve()), a.model_dir.resolve(), a, Path(d) / "ws").items():
                     ours.setdefault(k, []).extend(v if isinstance(v, list) else [v])
+                windows.append((w0, time.time()))
                 s1 = resource.getrusage(resource.RUSAGE_SELF)
                 cpu["guidellm"] += c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime
                 cpu["llmgate"] += s1.ru_utime + s1.ru_stime - s0.ru_utime - s0.ru_stime
@@ -239,7 +300,10 @@ def main() -> None:
                     for k, v in replay(url, bodies, a.concurrency).items():
                         same.setdefault(k, []).extend(v)
             print(f"round {i + 1}/{a.rounds} done")
+        stack.close()  # stops the capture
+        wire = capture.requests() if capture else []
     finally:
+        stack.close()
         if server:
             server.terminate()
         if metronome:
@@ -260,6 +324,8 @@ def main() -> None:
     if same:
         print(f"llmgate on guidellm's own request bodies ({len(bodies)} captured, replayed each round) n={len(same['ttft_ms'])}: "
               f"TTFT median {med(same['ttft_ms']):.2f} ms, TPOT median {med(same['tpot_ms']):.2f} ms")
+    if a.wire:
+        print_wire(wire, g["ttft_at"], ours["ttft_seq"], windows)
     print(f"client CPU seconds (whole run, both share the server's 2 cores): guidellm {cpu['guidellm']:.1f}, "
           f"llmgate {cpu['llmgate']:.1f}")
     pt = [x for x in g["prompt_tokens"] if x]
