@@ -11,8 +11,9 @@ Runs as `python -I rx_pump.py FD`: standard library only, FD one end of an AF_UN
 Parent -> pump: b"R" + connection id (u32) with the TCP socket passed as SCM_RIGHTS (register), b"U" +
 id (unregister: the pump closes its copy). Pump -> parent: messages of records, each RECORD header +
 payload: data (payload = bytes read), EOF, or ERROR (payload = the OS error's text), after a first
-message READY. Exits when the
-parent's end closes, so it never outlives the client.
+message READY. Exits when the parent's end closes, so it never outlives the client. What the parent has
+not yet taken waits here, not in the sockets (a slow parent must not delay the reads); for LLM streams
+that is kilobytes.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ class Conn:
         self.buf_rx = 0.0  # arrival of the oldest unread byte
         self.out = bytearray()
 
-    async def _fill(self) -> bool:
+    async def fill(self) -> bool:
         """Wait for bytes and read them; False at EOF."""
         while True:
             try:
@@ -96,13 +96,13 @@ class Conn:
 
     async def read_until(self, sep: bytes) -> bytes:
         while (at := self.buf.find(sep)) < 0:
-            if not await self._fill():
+            if not await self.fill():
                 raise asyncio.IncompleteReadError(bytes(self.buf), None)
         return self.take(at + len(sep))
 
     async def read_exactly(self, n: int) -> bytes:
         while len(self.buf) < n:
-            if not await self._fill():
+            if not await self.fill():
                 raise asyncio.IncompleteReadError(bytes(self.buf), n)
         return self.take(n)
 
@@ -184,54 +184,54 @@ class Metronome:
     def _can_complete(self) -> bool:
         return not self.a.never_ready and self._since() >= self.a.complete_after_s
 
-    async def handle(self, writer: Conn) -> None:
+    async def handle(self, conn: Conn) -> None:
         try:
             while True:
-                if not writer.buf and not await writer._fill():
+                if not conn.buf and not await conn.fill():
                     return
                 # t=0 is when the request's first bytes arrived, the counterpart of the client's
                 # "send" (its first byte written): how late this loop reads them is not harness error
-                recv = writer.buf_rx
-                head = (await writer.read_until(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                recv = conn.buf_rx
+                head = (await conn.read_until(b"\r\n\r\n")).decode("latin-1").split("\r\n")
                 method, path, _ = head[0].split(" ", 2)
                 headers: dict[str, str] = {}
                 for h in head[1:]:
                     k, _, v = h.partition(":")
                     headers[k.strip().lower()] = v.strip()
-                body = await writer.read_exactly(int(headers.get("content-length", "0") or 0))
-                keep = await self.route(method, path.split("?")[0], body, recv, writer)
+                body = await conn.read_exactly(int(headers.get("content-length", "0") or 0))
+                keep = await self.route(method, path.split("?")[0], body, recv, conn)
                 if not keep:
                     return
         except (OSError, asyncio.IncompleteReadError, ValueError):
             return
         finally:
-            writer.close()
+            conn.close()
 
-    async def _send(self, writer: Conn, status: int, body: bytes, ctype: str) -> bool:
+    async def _send(self, conn: Conn, status: int, body: bytes, ctype: str) -> bool:
         reason = {200: "OK", 404: "Not Found", 500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "X")
-        writer.write(
+        conn.write(
             f"HTTP/1.1 {status} {reason}\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}\r\n\r\n".encode()
             + body
         )
-        await writer.drain()
+        await conn.drain()
         return True
 
-    async def route(self, method: str, path: str, body: bytes, recv: float, writer: Conn) -> bool:
+    async def route(self, method: str, path: str, body: bytes, recv: float, conn: Conn) -> bool:
         js = "application/json"
         if method == "GET" and path == "/metrics":
             if self.a.no_metrics:
-                return await self._send(writer, 404, b'{"detail":"Not Found"}', js)
-            return await self._send(writer, 200, self.metrics().encode(), "text/plain; version=0.0.4")
+                return await self._send(conn, 404, b'{"detail":"Not Found"}', js)
+            return await self._send(conn, 200, self.metrics().encode(), "text/plain; version=0.0.4")
         if method == "GET" and path in (self.a.ready_path, "/health"):
             if not self._ready():
-                return await self._send(writer, 503, b'{"status":"loading"}', js)
+                return await self._send(conn, 503, b'{"status":"loading"}', js)
             if path == "/v1/models":
                 data = {"object": "list", "data": [{"id": self.a.model_name, "object": "model"}]}
-                return await self._send(writer, 200, json.dumps(data).encode(), js)
-            return await self._send(writer, 200, b'{"status":"ok"}', js)
+                return await self._send(conn, 200, json.dumps(data).encode(), js)
+            return await self._send(conn, 200, b'{"status":"ok"}', js)
         if method == "POST" and path in ("/v1/chat/completions", "/v1/completions"):
-            return await self.complete(path, body, recv, writer)
-        return await self._send(writer, 404, b'{"detail":"Not Found"}', js)
+            return await self.complete(path, body, recv, conn)
+        return await self._send(conn, 404, b'{"detail":"Not Found"}', js)
 
     def metrics(self) -> str:
         """vLLM metric names, so the harness's /metrics cross-check can be exercised."""
@@ -251,17 +251,17 @@ class Metronome:
         ]
         return "\n".join(lines) + "\n"
 
-    async def complete(self, path: str, body: bytes, recv: float, writer: Conn) -> bool:
+    async def complete(self, path: str, body: bytes, recv: float, conn: Conn) -> bool:
         self.requests += 1
         if self.a.die_after_requests and self.requests > self.a.die_after_requests:
             print(f"metronome: dying after {self.a.die_after_requests} requests", flush=True)
             os._exit(self.a.exit_code)
         if not self._can_complete():
-            return await self._send(writer, 503, b'{"error":{"message":"model loading"}}', "application/json")
+            return await self._send(conn, 503, b'{"error":{"message":"model loading"}}', "application/json")
         try:
             req = json.loads(body or b"{}")
         except ValueError:
-            return await self._send(writer, 400, b'{"error":{"message":"bad json"}}', "application/json")
+            return await self._send(conn, 400, b'{"error":{"message":"bad json"}}', "application/json")
         text = json.dumps(req.get("messages") or req.get("prompt") or "")
         m = _FAULT_RE.search(text)
         fault = m.group(1) if m else self.a.fault
@@ -271,7 +271,7 @@ class Metronome:
             print("metronome: dying on request", flush=True)
             os._exit(self.a.exit_code)
         if fault == "http500":
-            return await self._send(writer, 500, b'{"error":{"message":"injected failure"}}', "application/json")
+            return await self._send(conn, 500, b'{"error":{"message":"injected failure"}}', "application/json")
         ttft, gap = self.a.ttft_ms / 1000.0, self.a.gap_ms / 1000.0
         if not req.get("stream"):
             await asyncio.sleep(max(0.0, recv + ttft + gap * (n - 1) - time.perf_counter()))
@@ -285,9 +285,9 @@ class Metronome:
                 ],
                 "usage": {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": 8 + n},
             }
-            return await self._send(writer, 200, json.dumps(out).encode(), "application/json")
+            return await self._send(conn, 200, json.dumps(out).encode(), "application/json")
 
-        writer.write(
+        conn.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
             b"transfer-encoding: chunked\r\n\r\n"
         )
@@ -295,7 +295,7 @@ class Metronome:
         def chunk(obj: dict | str) -> None:
             data = obj if isinstance(obj, str) else json.dumps(obj)
             payload = f"data: {data}\n\n".encode()
-            writer.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
+            conn.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
 
         def choice(content: str | None, finish: str | None = None) -> dict:
             if chat:
@@ -310,7 +310,7 @@ class Metronome:
         try:
             if chat:
                 chunk(base | {"choices": [choice(None)]})  # role-only: carries no content
-                await writer.drain()
+                await conn.drain()
             prev = None
             if chat:
                 head = 'data: {{"id":"{}","object":"chat.completion.chunk","model":{},"choices":[{{"index":0,"delta":{{"content":'.format(
@@ -327,18 +327,18 @@ class Metronome:
                 if fault in ("malformed", "cut") and i == 2:
                     if fault == "malformed":
                         payload = b'data: {"choices": [{"delta": {"content": "x"\n\n'
-                        writer.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
-                        writer.write(b"0\r\n\r\n")
-                        await writer.drain()
+                        conn.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
+                        conn.write(b"0\r\n\r\n")
+                        await conn.drain()
                         return True
-                    writer.abort()  # cut: no terminating chunk
+                    conn.abort()  # cut: no terminating chunk
                     return False
                 sent = time.perf_counter()
                 # built by hand (not json.dumps): at 128 streams the double must cost less than the harness
                 body = f'{head}" t{i}"{tail}"metronome":{{"recv":{recv!r},"sent":{sent!r},"i":{i}}}}}\n\n'.encode()
-                writer.write(b"%x\r\n%s\r\n" % (len(body), body))
-                if writer.get_write_buffer_size():
-                    await writer.drain()
+                conn.write(b"%x\r\n%s\r\n" % (len(body), body))
+                if conn.get_write_buffer_size():
+                    await conn.drain()
                 if prev is None:
                     self.ttft_sum += sent - recv
                     self.ttft_count += 1
@@ -350,8 +350,8 @@ class Metronome:
             if not self.a.no_usage:
                 chunk(base | {"choices": [], "usage": {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": 8 + n}})
             chunk("[DONE]")
-            writer.write(b"0\r\n\r\n")
-            await writer.drain()
+            conn.write(b"0\r\n\r\n")
+            await conn.drain()
             return True
         finally:
             self.running -= 1
