@@ -15,7 +15,7 @@ import shutil
 import struct
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
@@ -28,7 +28,6 @@ class WireRequest:
     client_port: int
     start: float  # the POST segment, wall-clock seconds
     first_content: float | None = None
-    content_segments: list[float] = field(default_factory=list)
 
     @property
     def ttft_s(self) -> float | None:
@@ -102,8 +101,6 @@ def parse(raw: bytes, port: int) -> list[WireRequest]:
         if dport == port and payload.startswith(b"POST "):
             open_[sport] = WireRequest(sport, t)
             out.append(open_[sport])
-        elif sport == port and dport in open_ and _CONTENT.search(payload):
-            req = open_[dport]
-            req.first_content = req.first_content or t
-            req.content_segments.append(t)
+        elif sport == port and dport in open_ and open_[dport].first_content is None and _CONTENT.search(payload):
+            open_[dport].first_content = t
     return out
