@@ -51,6 +51,26 @@ def _kernel_stamp(ancillary: list[tuple[int, int, bytes]]) -> float | None:
     return None
 
 
+def _stamps_on(listener: socket.socket) -> None:
+    """Wait until the kernel really stamps: with SO_TIMESTAMPNS on the listener (which every accepted
+    socket inherits and which keeps stamping on while we run), Linux still switches stamping on later,
+    from a work queue, and TCP segments that arrive before then carry no stamp. A loopback connection to
+    ourselves tells when it is on (2 s at most; then requests fall back to user-space stamps)."""
+    host, port = listener.getsockname()[:2]
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    give_up = time.monotonic() + 2.0
+    with socket.create_connection((host, port), timeout=2.0) as tx:
+        rx, _addr = listener.accept()
+        with rx:
+            rx.settimeout(2.0)
+            while time.monotonic() < give_up:
+                tx.sendall(b".")
+                _data, anc, _flags, _addr = rx.recvmsg(1, socket.CMSG_SPACE(16))
+                if _kernel_stamp(anc) is not None:
+                    return
+                time.sleep(0.001)
+
+
 def _set_once(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -367,8 +387,13 @@ async def serve(args: argparse.Namespace) -> None:
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        pass
     listener.bind((args.host, args.port))
     listener.listen(1024)
+    _stamps_on(listener)
     listener.setblocking(False)
     port = listener.getsockname()[1]
     print(f"PORT {port}" if args.print_port else f"metronome listening on {args.host}:{port}", flush=True)
