@@ -393,7 +393,10 @@ async def serve(args: argparse.Namespace) -> None:
         pass
     listener.bind((args.host, args.port))
     listener.listen(1024)
-    _stamps_on(listener)
+    try:
+        _stamps_on(listener)
+    except OSError:  # cannot reach itself: requests then fall back to user-space stamps
+        pass
     listener.setblocking(False)
     port = listener.getsockname()[1]
     print(f"PORT {port}" if args.print_port else f"metronome listening on {args.host}:{port}", flush=True)
