@@ -84,11 +84,7 @@ class Conn:
         self.sock = sock
         self.loop = asyncio.get_running_loop()
         sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        except OSError:
-            pass
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # SO_TIMESTAMPNS: from the listener
         self.buf = bytearray()
         self.buf_rx = 0.0  # arrival of the oldest unread byte
         self.out = bytearray()
