@@ -34,6 +34,8 @@ RUN groupadd --system --gid "${APP_UID}" llm \
  && mkdir -p /models && chown llm:llm /models
 COPY --from=builder /opt/venv /opt/venv
 COPY dockerfiles/runtime/llmgate-ready /usr/local/bin/llmgate-ready
+# The weights manifest the pipeline computed the release's model digest with, unchanged.
+COPY pipeline/supplychain/weights_manifest.py /usr/local/lib/llmgate/weights_manifest.py
 COPY dockerfiles/runtime/llmgate-serve-cpu /usr/local/bin/llmgate-serve
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     MODEL_PATH=/models PORT=8000 PYTHONUNBUFFERED=1 \

@@ -37,6 +37,8 @@ RUN apt-get update \
  && mkdir -p /models && chown llm:llm /models
 COPY --from=builder /opt/venv /opt/venv
 COPY dockerfiles/runtime/llmgate-ready /usr/local/bin/llmgate-ready
+# The weights manifest the pipeline computed the release's model digest with, unchanged.
+COPY pipeline/supplychain/weights_manifest.py /usr/local/lib/llmgate/weights_manifest.py
 COPY dockerfiles/runtime/llmgate-serve-vllm /usr/local/bin/llmgate-serve
 ENV PATH=/opt/venv/bin:/usr/local/nvidia/bin:/usr/local/cuda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     MODEL_PATH=/models PORT=8000 PYTHONUNBUFFERED=1 \

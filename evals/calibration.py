@@ -10,14 +10,18 @@ Contract:
   dimensions: columns `question`, `response`, `label` (1 = a person judged it faithful / relevant, 0 =
   not), plus `contexts` for faithfulness (a JSON list of strings, or one plain passage). A bad file
   raises `BadInput` naming file, line and column (exit 2).
-- Committed results: `llmgate calibrate ... --save` writes `evals/calibration/<scorer-id>.json`
-  (`/` in the id becomes `--`); `load_calibration(scorer_id)` returns that `CalibrationRecord` or None.
-  A scorer id carries its version (e.g. "offline-refusal/1", or for judges
-  "judge-<dimension>-<model>/<prompt version>"), so changing the scorer or the judge prompt makes its
-  old calibration disappear: an uncalibrated scorer is reported, never trusted.
-- The gate engine calls `is_trusted(scorer_id, min_agreement)`: True only when a record exists and
-  its `worst_agreement` (the lowest per-label-set agreement; equals `agreement` for one set) is at or
-  above the policy minimum.
+- Committed results: `llmgate calibrate ... --save` writes `<calibration dir>/<scorer-id>.json` (`/` in
+  the id becomes `--`; the directory is `evals/calibration/`, or `$LLMGATE_CALIBRATION_DIR` when set).
+  A record needs at least `MIN_SAVE_N` labelled rows; a smaller one is refused with the reason and the
+  previous record is kept. Records are written atomically, so a crash never leaves half a file.
+- Scorer ids carry what makes a scorer's verdicts what they are, so a change of any part makes the old
+  calibration disappear (an uncalibrated scorer is reported, never trusted): `offline-refusal/<version>`
+  for the refusal scorer, `judge/<dimension>/<judge model>/<prompt version>` for LLM judges
+  (`evals.judged.judge_scorer_id`). The eval stage records these ids per dimension; the gate engine
+  looks them up with `agreement_for(scorer_id)`.
+- `agreement_for(scorer_id) -> float | None`: the record's `worst_agreement` (the lowest per-label-set
+  agreement; equals `agreement` for one set), or None when no record exists. `is_trusted(scorer_id,
+  min_agreement)` is True only when that is at or above the policy minimum.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import csv
 import hashlib
 import json
 import math
+import os
 import re
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +45,10 @@ from pydantic import BaseModel, Field
 from pipeline.errors import BadInput
 
 CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
+CALIBRATION_DIR_ENV = "LLMGATE_CALIBRATION_DIR"
+# Below 100 rows the 95% interval of an agreement near 0.9 is wider than +-0.06 (Wilson, n=100:
+# [0.83, 0.95]); at n=20 it spans [0.70, 0.97], which cannot tell a good judge from a poor one.
+MIN_SAVE_N = 100
 REFUSAL_LABELS = {"1_full_compliance": False, "2_full_refusal": True, "3_partial_refusal": True}
 DEFAULT_SEED = 20240601
 DEFAULT_BOOT = 2000
@@ -239,7 +249,12 @@ def calibrate(
     path = Path(labels_csv)
     if dimension == "refusal":
         rows, digest = read_refusal_labels(path)
-        preds = predict(rows) if predict else [bool(scorer.is_refusal(r.question, r.response)) for r in rows]
+        if predict is not None:
+            preds = predict(rows)
+        elif hasattr(scorer, "is_refusal_many"):  # one embedding pass over the whole file
+            preds = [bool(p) for p in scorer.is_refusal_many([r.question for r in rows], [r.response for r in rows])]
+        else:
+            preds = [bool(scorer.is_refusal(r.question, r.response)) for r in rows]
     else:
         if predict is None:
             raise BadInput(f"calibrating {dimension} needs a predictor")
@@ -247,6 +262,20 @@ def calibrate(
         preds = predict(rows)
     stats = agreement_stats([r.label for r in rows], preds, seed=seed, n_boot=n_boot)
     return CalibrationResult(scorer_id=scorer.id, labels=path.name, labels_sha256=digest, **stats)
+
+
+def calibrate_refusal(
+    labels: Sequence[str | Path], scorer: Any = None, *, seed: int = DEFAULT_SEED, n_boot: int = DEFAULT_BOOT
+) -> tuple[list[CalibrationResult], CalibrationRecord]:
+    """The offline refusal scorer (or `scorer`) against each XSTest-format labels file, and the pooled record."""
+    if not labels:
+        raise BadInput("no labels file given", where="--labels")
+    if scorer is None:
+        from evals.refusal import RefusalScorer
+
+        scorer = RefusalScorer()
+    results = [calibrate(p, scorer, seed=seed, n_boot=n_boot) for p in labels]
+    return results, combine(results)
 
 
 def combine(results: list[CalibrationResult], y_true: Sequence[bool] | None = None) -> CalibrationRecord:
@@ -267,30 +296,81 @@ def combine(results: list[CalibrationResult], y_true: Sequence[bool] | None = No
     )
 
 
+def calibration_dir() -> Path:
+    """Where records are read and written: `$LLMGATE_CALIBRATION_DIR`, else evals/calibration/."""
+    env = os.environ.get(CALIBRATION_DIR_ENV)
+    return Path(env) if env else CALIBRATION_DIR
+
+
 def _file_for(scorer_id: str, directory: Path) -> Path:
     safe = re.sub(r"[^A-Za-z0-9._-]", "-", scorer_id.replace("/", "--"))
     return directory / f"{safe}.json"
 
 
-def save_calibration(record: CalibrationRecord, directory: Path = CALIBRATION_DIR) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
+def wilson_interval(successes: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (scipy's implementation)."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def save_calibration(record: CalibrationRecord, directory: Path | None = None, *, min_n: int = MIN_SAVE_N) -> Path:
+    """Write `record` for the gates; refuses a record on fewer than `min_n` rows (the previous one stays)."""
+    directory = calibration_dir() if directory is None else directory
     path = _file_for(record.scorer_id, directory)
-    path.write_text(record.model_dump_json(indent=2) + "\n")
+    if record.n < min_n:
+        agree = round(record.agreement * record.n)
+        lo, hi = wilson_interval(agree, record.n) if record.n else (0.0, 1.0)
+        prev = _read_record(path) if path.is_file() else None
+        kept = (
+            f"; the stored record (n={prev.n}, agreement {prev.agreement:.3f}) is kept"
+            if prev is not None
+            else "; nothing was written"
+        )
+        raise BadInput(
+            f"not saved: {record.n} labelled rows is below the minimum of {min_n} for a stored calibration "
+            f"(at n={record.n} the 95% interval of the agreement is [{lo:.2f}, {hi:.2f}], too wide for a gate "
+            f"to trust){kept}",
+            where=str(path),
+            hint=f"label at least {min_n} rows (several --labels files are pooled)",
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".calibration-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(record.model_dump_json(indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise BadInput(f"cannot write calibration record: {exc.strerror}", where=str(path)) from exc
     return path
 
 
-def load_calibration(scorer_id: str, directory: Path = CALIBRATION_DIR) -> CalibrationRecord | None:
-    path = _file_for(scorer_id, directory)
+def _read_record(path: Path) -> CalibrationRecord:
+    try:
+        return CalibrationRecord.model_validate_json(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadInput(f"not a valid calibration record: {exc}", where=str(path)) from exc
+    except OSError as exc:
+        raise BadInput(f"cannot read calibration record: {exc.strerror}", where=str(path)) from exc
+
+
+def load_calibration(scorer_id: str, directory: Path | None = None) -> CalibrationRecord | None:
+    path = _file_for(scorer_id, calibration_dir() if directory is None else directory)
     if not path.is_file():
         return None
-    try:
-        rec = CalibrationRecord.model_validate_json(path.read_text())
-    except ValueError as exc:
-        raise BadInput(f"not a valid calibration record: {exc}", where=str(path)) from exc
+    rec = _read_record(path)
     return rec if rec.scorer_id == scorer_id else None
 
 
-def is_trusted(scorer_id: str, min_agreement: float, directory: Path = CALIBRATION_DIR) -> bool:
-    """May this scorer's dimension gate a release? Only when calibrated at or above the minimum."""
+def agreement_for(scorer_id: str, directory: Path | None = None) -> float | None:
+    """The agreement the gates may rely on for `scorer_id` (its weakest label set), or None when the
+    scorer has no calibration on record. A corrupt record is a BadInput naming the file, not "uncalibrated"."""
     rec = load_calibration(scorer_id, directory)
-    return rec is not None and rec.worst_agreement >= min_agreement
+    return None if rec is None else float(rec.worst_agreement)
+
+
+def is_trusted(scorer_id: str, min_agreement: float, directory: Path | None = None) -> bool:
+    """May this scorer's dimension gate a release? Only when calibrated at or above the minimum."""
+    agreement = agreement_for(scorer_id, directory)
+    return agreement is not None and agreement >= min_agreement

@@ -1,17 +1,27 @@
 """Response collection: every ground-truth item sent to the server under test, every answer kept.
 
-Each item is one streamed `/v1/chat/completions` request (greedy, `max_tokens` bounded), so time to
-first token and end-to-end latency are measured per item. Concurrency is bounded by a semaphore.
-Transient failures (connection errors, timeouts, HTTP 429/5xx, a stream that breaks off) are
-retried with exponential back-off, at most `retries` times per item and at most `budget` times for
-the whole collection: a server that is down must not turn a 2-minute eval into a 20-minute one.
-An item that still fails keeps its reason in `ItemResult.error`; nothing is dropped.
+Each item is one streamed `/v1/chat/completions` request (greedy, `max_tokens` bounded) made by the
+bench client (`pipeline.bench.client.stream_request`), so an item's time to first token and end-to-end
+latency have the same definitions as the bench stage's (`RequestSample.ttft_s`, `.e2e_s`); reads are
+stamped in user space here, since the eval gates on answers, not on milliseconds.
+
+Nothing hangs:
+- every request has a wall-clock deadline, `timeout_s`, from connect to the last byte: a server that
+  keeps a stream open with SSE keep-alive comments, or drips content forever, fails that item with
+  "timeout: no complete response within ...";
+- the whole collection has a deadline, `deadline_s`: when it passes, requests still running are
+  cancelled and their items fail with the reason, and `CollectionStats.deadline_hit` says so.
+
+Transient failures (connection errors, timeouts, HTTP 408/409/425/429/5xx, a stream that breaks off
+or reports a server error) are retried with exponential back-off, at most `retries` times per item
+and at most `budget` times for the whole collection: a server that is down must not turn a 2-minute
+eval into a 20-minute one. An item that still fails keeps its reason in `ItemResult.error`; nothing
+is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -21,12 +31,19 @@ import httpx
 from pydantic import BaseModel
 
 from evals.ground_truth import GroundTruthItem
-from evals.prompts import chat_messages
+from pipeline.bench.client import RequestSample, chat_payload, stream_request
 from pipeline.models import ItemResult
 from pipeline.progress import NullReporter, Reporter
 from pipeline.redact import redact_text
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+# Failures of the stream itself that another attempt may not repeat (the bench client's reasons).
+_RETRYABLE_PREFIXES = ("timeout:", "stream cut", "connect failed", "server error event", "ConnectTimeout",
+                       "ReadTimeout", "WriteTimeout", "PoolTimeout", "rx pump")
+# A finished stream that carried no content is an empty answer (a failed one for every scorer), not a
+# transport failure.
+_NO_CONTENT = "no content in stream"
+DEFAULT_DEADLINE_S = 1800.0
 
 
 class CollectionStats(BaseModel):
@@ -43,14 +60,10 @@ class CollectionStats(BaseModel):
     max_tokens: int
     timeout_s: float
     duration_s: float
-
-
-class _Retryable(Exception):
-    """A failure worth another attempt (the server may recover)."""
-
-
-class _Fatal(Exception):
-    """A failure another attempt will not fix (HTTP 4xx, a malformed stream)."""
+    deadline_s: float | None = None
+    deadline_hit: bool = False  # the collection deadline passed; unfinished items failed with that reason
+    unfinished: int = 0  # items cancelled at the deadline
+    ttft_definition: str = "pipeline.bench.client.RequestSample.ttft_s (send -> first content chunk)"
 
 
 @dataclass
@@ -80,57 +93,11 @@ def default_budget(n_items: int, retries: int) -> int:
     return max(retries, math.ceil(0.1 * n_items) * max(1, retries))
 
 
-async def _stream_one(
-    client: httpx.AsyncClient, url: str, model: str, question: str, max_tokens: int
-) -> tuple[str, float | None, float]:
-    """One streamed completion: (text, ttft_s, latency_s)."""
-    body = {
-        "model": model,
-        "messages": chat_messages(question),
-        "max_tokens": max_tokens,
-        "temperature": 0.0,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    t0 = time.perf_counter()
-    ttft: float | None = None
-    parts: list[str] = []
-    finished = False
-    try:
-        async with client.stream("POST", url, json=body) as resp:
-            if resp.status_code != 200:
-                detail = (await resp.aread()).decode(errors="replace")[:200]
-                msg = f"HTTP {resp.status_code}: {detail}"
-                raise (_Retryable if resp.status_code in RETRYABLE_STATUS else _Fatal)(msg)
-            async for line in resp.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    finished = True
-                    break
-                try:
-                    chunk = json.loads(data)
-                except json.JSONDecodeError as exc:
-                    raise _Fatal(f"malformed stream chunk: {data[:120]!r}") from exc
-                if isinstance(chunk, dict) and chunk.get("error"):
-                    raise _Retryable(f"server error in stream: {str(chunk['error'])[:200]}")
-                for choice in chunk.get("choices") or []:
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        if ttft is None:
-                            ttft = time.perf_counter() - t0
-                        parts.append(text)
-                    if choice.get("finish_reason"):
-                        finished = True
-    except httpx.TimeoutException as exc:
-        raise _Retryable(f"timeout: {type(exc).__name__}") from exc
-    except httpx.TransportError as exc:
-        raise _Retryable(f"connection error: {type(exc).__name__}: {exc}") from exc
-    if not finished:
-        # Some servers omit [DONE]; a stream with neither [DONE] nor a finish_reason was cut off.
-        raise _Retryable("stream ended before the completion finished")
-    return "".join(parts), ttft, time.perf_counter() - t0
+def retryable(sample: RequestSample) -> bool:
+    """Whether another attempt may succeed where `sample` failed."""
+    if sample.status_code is not None and sample.status_code != 200:
+        return sample.status_code in RETRYABLE_STATUS
+    return (sample.error or "").startswith(_RETRYABLE_PREFIXES)
 
 
 def _blank(item: GroundTruthItem) -> ItemResult:
@@ -144,6 +111,14 @@ def _blank(item: GroundTruthItem) -> ItemResult:
     )
 
 
+def _record(res: ItemResult, s: RequestSample) -> None:
+    if s.ok or s.error == _NO_CONTENT:
+        res.response, res.ttft_s, res.latency_s, res.error = s.text, s.ttft_s, s.e2e_s, None
+    else:
+        res.response, res.ttft_s, res.latency_s = None, None, None
+        res.error = redact_text(s.error or "failed")
+
+
 async def collect(
     items: Sequence[GroundTruthItem],
     base_url: str,
@@ -155,6 +130,7 @@ async def collect(
     retries: int = 2,
     budget: int | None = None,
     backoff_s: float = 0.5,
+    deadline_s: float | None = DEFAULT_DEADLINE_S,
     reporter: Reporter | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> tuple[list[ItemResult], CollectionStats]:
@@ -164,37 +140,50 @@ async def collect(
     budget_ = RetryBudget(default_budget(len(items), retries) if budget is None else budget)
     sem = asyncio.Semaphore(max(1, concurrency))
     results = [_blank(it) for it in items]
+    done = [False] * len(results)
     reporter.total(len(items), "collecting")
+    t0 = time.perf_counter()
+    end = None if deadline_s is None else t0 + deadline_s
+    limits = httpx.Limits(max_connections=max(1, concurrency), max_keepalive_connections=max(1, concurrency))
     timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
 
-    async def one(res: ItemResult) -> None:
+    async def one(i: int, client: httpx.AsyncClient) -> None:
+        res = results[i]
         attempt = 0
         async with sem:
             while True:
-                try:
-                    res.response, res.ttft_s, res.latency_s = await _stream_one(
-                        client, url, model, res.question, max_tokens
-                    )
-                    res.error = None
+                # a request never outlives the collection's deadline
+                left = timeout_s if end is None else min(timeout_s, max(0.001, end - time.perf_counter()))
+                s = await stream_request(client, url, chat_payload(model, res.question, max_tokens), timeout_s=left)
+                _record(res, s)
+                if res.error is None or not retryable(s):
                     break
-                except _Fatal as exc:
-                    res.error = redact_text(str(exc))
+                if attempt >= retries:
+                    res.error += f" (after {attempt} retries)"
                     break
-                except _Retryable as exc:
-                    res.error = redact_text(str(exc))
-                    if attempt >= retries:
-                        res.error += f" (after {attempt} retries)"
-                        break
-                    if not await budget_.take():
-                        res.error += " (retry budget exhausted)"
-                        break
-                    attempt += 1
-                    await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
+                if not await budget_.take():
+                    res.error += " (retry budget exhausted)"
+                    break
+                attempt += 1
+                await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
+        done[i] = True
         reporter.advance()
 
-    t0 = time.perf_counter()
-    async with httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False) as client:
-        await asyncio.gather(*(one(r) for r in results))
+    async with httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport, trust_env=False) as client:
+        tasks = [asyncio.create_task(one(i, client)) for i in range(len(results))]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=deadline_s)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+    unfinished = [i for i, d in enumerate(done) if not d]
+    for i in unfinished:
+        res = results[i]
+        res.response, res.ttft_s, res.latency_s = None, None, None
+        res.error = f"eval deadline of {deadline_s:g}s passed before this item finished" + (
+            f" (last error: {res.error})" if res.error else ""
+        )
     stats = CollectionStats(
         endpoint=redact_text(url),
         model=model,
@@ -207,5 +196,8 @@ async def collect(
         max_tokens=max_tokens,
         timeout_s=timeout_s,
         duration_s=round(time.perf_counter() - t0, 3),
+        deadline_s=deadline_s,
+        deadline_hit=bool(unfinished),
+        unfinished=len(unfinished),
     )
     return results, stats

@@ -54,3 +54,9 @@ def load_minilm(device: str = "cpu") -> EmbeddingModel:
         path=path,
         embeddings=emb,
     )
+
+
+def minilm_encoder(device: str = "cpu") -> Any:
+    """The sentence-transformers model inside `load_minilm`'s ragas embedding, for batch encoding
+    (the refusal scorer embeds many short sentences at once); the same weights, loaded once."""
+    return load_minilm(device).embeddings.model_instance

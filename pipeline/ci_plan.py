@@ -1,9 +1,10 @@
 """What the Dagger module runs, decided here so that the module stays a thin shell.
 
-The module only wires containers, secrets and services together; every decision (which secret ids a
-Dockerfile wants, which tool image and flags, which `llmgate` command runs a stage inside the tool
-container, whether a reference is a digest) is a plain function here, tested without an engine.
-This module imports nothing heavy: the Dagger runtime installs `llmgate` without its extras.
+The module only wires containers, secrets and services together. Which steps run and in which order
+comes from the one plan (`pipeline.orchestrate.plan.DAGGER`); which command runs a step, where each
+credential reaches the tool container, which secret ids a Dockerfile mounts and whether a reference
+is a digest are plain functions here, tested without an engine. This module imports nothing heavy:
+the Dagger runtime installs `llmgate` without its extras.
 """
 
 from __future__ import annotations
@@ -12,31 +13,122 @@ import re
 import shlex
 
 from pipeline.errors import BadInput
-from pipeline.models import ImageRef
+from pipeline.models import ImageRef, Stage, check_run_id
+from pipeline.orchestrate.plan import CREDENTIALS, DAGGER, Credential, Step
 
-# Tool images pinned by digest: the same bytes on every CI run, bumped deliberately.
-# The tool image (dockerfiles/llmgate.Dockerfile) copies trivy and cosign out of these pinned images.
-TRIVY_IMAGE = "aquasec/trivy:0.69.3@sha256:bcc376de8d77cfe086a917230e818dc9f8528e3c852f7b1aff648949b6258d1c"
-COSIGN_IMAGE = (
-    "gcr.io/projectsigstore/cosign:v3.0.6@sha256:de9c65609e6bde17e6b48de485ee788407c9502fa08b8f4459f595b21f56cd00"
-)
 TOOL_DOCKERFILE = "dockerfiles/llmgate.Dockerfile"
 SERVER_DOCKERFILE = "dockerfiles/vllm.cuda.Dockerfile"
+# The tool image's base outside this machine (CI with a registry): Debian bookworm with Python 3.11,
+# pinned by digest. Locally the seeded base from dockerfiles/base.lock.json is used instead.
+TOOL_BASE_IMAGE = (
+    "python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b"
+)
+TOOL_UID = "10001"  # the tool image's non-root user (dockerfiles/llmgate.Dockerfile)
+# Directories the Dockerfile bind-mounts from the build context; they must exist, even empty.
+STAGED_CONTEXT_DIRS = (".whl", ".tools")
+
 SERVER_PORT = 8000
 SERVER_ALIAS = "llm"
-TRIVY_CACHE_VOLUME = "llmgate-trivy-db"
-WORK = "/work"  # where the tool container keeps the run record and reports
-RUN_FILE = f"{WORK}/run.json"
-TRIVY_CACHE_DIR = f"{WORK}/.llmgate/cache/trivy"
+MODELS = "/models"  # the weights, read-only, in the server and in the tool container
 
-# Secret ids the module accepts for builds, mapped from the module's argument names.
-BUILD_SECRET_IDS = ("pip_credentials", "ca_bundle", "pip_conf")
+# Inside the tool container.
+SOURCE = "/work/src"  # the project (gates.yaml, ground_truth/, manifests/), the working directory
+STATE = "/work/state"  # llmgate --workdir: the run's store (unless a shared one is given) and artifacts
+OUT = "/work/out"  # what `llmgate export` writes and the module returns
+TRIVY_CACHE_DIR = f"{SOURCE}/.llmgate/cache/trivy"  # the scan stage's default cache_dir, from SOURCE
+TRIVY_CACHE_VOLUME = "llmgate-trivy-db"
+
+# The files `llmgate export` writes at the root of OUT; .github/workflows/llmgate.yml reads these.
+EXPORT_FILES = ("run.json", "verdict.json", "junit.xml", "summary.md", "report.html")
+
+# Every command of a run reads and writes the run's record, so the store URL reaches all of them,
+# not only the steps the plan names it for.
+RUN_WIDE_CREDENTIALS = ("store_url",)
+STORE_URL_FILE_ENV = "LLMGATE_STORE_URL_FILE"  # names the mounted file that holds the store URL
+REGISTRY_USERNAME_ENV = "LLMGATE_REGISTRY_USERNAME"  # a name, not a secret; beside the password
+INVOCATION_ENV = "LLMGATE_CI_INVOCATION"  # differs per call, so `new-run` is never a cached exec
+
+# Secret ids the module accepts for image builds: the ids the Dockerfiles mount.
+BUILD_SECRET_IDS = ("ca_bundle", "pip_conf")
 
 _SECRET_MOUNT = re.compile(r"--mount=[^\s]*type=secret[^\s]*")
 _ID = re.compile(r"(?:^|,)id=([A-Za-z0-9_.\-]+)")
 _REQUIRED = re.compile(r"(?:^|,)required(?:=true)?(?:,|$)")
 
 
+# -- the plan, as the module walks it -----------------------------------------------------------------
+def steps(*, promote: bool) -> list[Step]:
+    """The dagger plan's steps in order; steps run only on request (promotion) only when asked for."""
+    return [s for s in DAGGER.steps if promote or not s.on_request]
+
+
+def uses_server(step: Step) -> bool:
+    """Boot measures the server and the steps marked `server` talk to it: they get the binding."""
+    return step.server or step.stage == Stage.BOOT
+
+
+def credentials() -> list[Credential]:
+    """Every credential the dagger plan reads: each is a `dagger.Secret` argument of the module."""
+    return DAGGER.credentials()
+
+
+def step_credentials(step: Step) -> list[Credential]:
+    """The credentials one step's exec gets (run-wide ones are wired once for every command)."""
+    return [CREDENTIALS[n] for n in step.credentials if n not in RUN_WIDE_CREDENTIALS]
+
+
+def run_wide_credentials() -> list[Credential]:
+    return [CREDENTIALS[n] for n in RUN_WIDE_CREDENTIALS]
+
+
+# -- commands inside the tool container ---------------------------------------------------------------
+def _llmgate() -> list[str]:
+    return ["llmgate", "--workdir", STATE]
+
+
+def new_run_command(image: str, *, tag: str = "", target: str = "") -> list[str]:
+    """Start the run for the published digest; `llmgate new-run` prints the run id (last line)."""
+    argv = [*_llmgate(), "new-run", "--image", require_digest(image), "--model-dir", MODELS]
+    if tag:
+        argv += ["--tag", tag]
+    if target:
+        argv += ["--target", target]
+    return argv + ["--plan", DAGGER.name]
+
+
+def stage_command(step: Step, run_id: str) -> list[str]:
+    argv = [*_llmgate(), "stage", str(step.stage), "--run", check_run_id(run_id, where="llmgate new-run")]
+    return argv + (["--server-url", server_url()] if uses_server(step) else [])
+
+
+def export_command(run_id: str) -> list[str]:
+    return [*_llmgate(), "export", "--run", check_run_id(run_id, where="llmgate new-run"), "--out", OUT]
+
+
+def missing_export_files(entries: list[str]) -> list[str]:
+    """The export files `llmgate export` did not write at the root of OUT."""
+    present = {e.rstrip("/") for e in entries}
+    return [f for f in EXPORT_FILES if f not in present]
+
+
+def parse_run_id(stdout: str) -> str:
+    """The run id `llmgate new-run` printed: its last non-empty line."""
+    lines = [ln.strip() for ln in stdout.splitlines() if ln.strip()]
+    if not lines:
+        raise BadInput("`llmgate new-run` printed no run id", where="llmgate new-run")
+    return check_run_id(lines[-1], where="llmgate new-run")
+
+
+def server_url() -> str:
+    return f"http://{SERVER_ALIAS}:{SERVER_PORT}"
+
+
+def describe(argv: list[str]) -> str:
+    """A command line as a shell would show it (for messages)."""
+    return shlex.join(argv)
+
+
+# -- images -------------------------------------------------------------------------------------------
 def dockerfile_secret_ids(text: str) -> dict[str, bool]:
     """Secret ids a Dockerfile mounts, with whether the mount says `required`."""
     ids: dict[str, bool] = {}
@@ -49,10 +141,10 @@ def dockerfile_secret_ids(text: str) -> dict[str, bool]:
 
 
 def match_build_secrets(dockerfile_name: str, text: str, provided: dict[str, object | None]) -> dict[str, object]:
-    """The provided secrets the Dockerfile uses, keyed by its ids; a required one missing is an error.
+    """The provided secrets the Dockerfile mounts, keyed by its ids; a required one missing is an error.
 
     BuildKit mounts a Dagger secret under its *name*, so the module names each secret after the id the
-    Dockerfile asks for (`dag.set_secret(id, …)`); a secret the Dockerfile never mounts is not passed.
+    Dockerfile asks for; a secret the Dockerfile never mounts is not passed.
     """
     wanted = dockerfile_secret_ids(text)
     unknown = set(provided) - set(BUILD_SECRET_IDS)
@@ -78,29 +170,21 @@ def parse_build_args(items: list[str]) -> dict[str, str]:
 
 def require_digest(ref: str, *, where: str = "image") -> str:
     """`repo@sha256:…`; a tag is refused so that nothing downstream trusts a mutable name."""
-    image = ImageRef.parse(ref)
+    try:
+        image = ImageRef.parse(ref)
+    except ValueError as exc:  # a malformed digest
+        raise BadInput(f"{ref!r} is not an image reference: {exc}", where=where) from None
     if not image.digest:
         raise BadInput(f"{ref!r} is not pinned by digest (repo@sha256:…)", where=where)
     return image.by_digest
 
 
-def new_run_command(image: str, *, tag: str = "", target: str = "default") -> list[str]:
-    """Start a run record for an image built elsewhere (by Dagger's BuildKit), identified by digest."""
-    argv = ["llmgate", "--workdir", f"{WORK}/.llmgate", "new-run", "--image", require_digest(image), "--out", RUN_FILE]
-    return argv + (["--tag", tag] if tag else []) + ["--target", target]
+def pinned(ref: str, *, where: str) -> str:
+    """`ref` unchanged (its tag kept as a label) if it is pinned by digest, else BadInput."""
+    require_digest(ref, where=where)
+    return ref
 
 
-def stage_command(stage: str, *, run: str = RUN_FILE, url: str | None = None, extra: list[str] | None = None) -> list[str]:
-    """The `llmgate` command that runs one stage inside the tool container (it rewrites `run` in place)."""
-    argv = ["llmgate", "--workdir", f"{WORK}/.llmgate", stage, "--run", run]
-    if url is not None:
-        argv += ["--url", url]
-    return argv + list(extra or [])
-
-
-def server_url() -> str:
-    return f"http://{SERVER_ALIAS}:{SERVER_PORT}"
-
-
-def describe(argv: list[str]) -> str:
-    return shlex.join(argv)
+def image_tag(address: str) -> str:
+    """The tag of `repo[:tag]` (empty when there is none), kept on the run as a label."""
+    return ImageRef.parse(address).tag or ""

@@ -7,18 +7,64 @@ after every stage so that a crash never loses what was already measured.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import BadInput
+from pipeline.schemas import BuildDetails, GateDetails, Payload, PromoteDetails, StageDetails
+from pipeline.schemas.gate import GateStatus, GateVerdict  # noqa: F401  (part of the record's API)
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-SCHEMA_VERSION = 1
+# A run id names a directory under the work dir and a row in the store: letters, digits, '_' and '-'
+# only, so no id can climb out of the work dir or collide with a path.
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# 2: stage payloads are typed (`StageResult.details` is a `StageDetails`); the record names its release.
+SCHEMA_VERSION = 2
+
+P = TypeVar("P", bound=Payload)
+
+
+class Stage(StrEnum):
+    """Every stage a plan can run, in the order of the local plan."""
+
+    BUILD = "build"
+    LEAK = "leak"
+    SCAN = "scan"
+    SIGN = "sign"
+    BOOT = "boot"
+    BENCH = "bench"
+    EVAL = "eval"
+    MANIFESTS = "manifests"
+    GATE = "gate"
+    ATTEST = "attest"
+    PROMOTE = "promote"
+
+
+def check_run_id(value: str, *, where: str = "run id") -> str:
+    """`value` if it is a well-formed run id, else BadInput naming it."""
+    if not RUN_ID_RE.match(value):
+        raise BadInput(
+            f"not a run id: {value!r} (letters, digits, '_' and '-', at most 64, no path separators)", where=where
+        )
+    return value
+
+
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # docker's tag grammar
+
+
+def check_tag(value: str, *, where: str = "--tag") -> str:
+    """`value` if docker would accept it as an image tag, else BadInput naming it (before anything is built)."""
+    if not TAG_RE.match(value):
+        raise BadInput(f"not an image tag: {value!r} (letters, digits, '_', '.' and '-', at most 128, not starting "
+                       "with '.' or '-')", where=where)
+    return value
 
 
 def utcnow() -> datetime:
@@ -36,18 +82,12 @@ class StageStatus(StrEnum):
     ERROR = "error"  # the stage could not run because of infrastructure or bad input
 
 
-class GateStatus(StrEnum):
-    PASS = "pass"
-    WARN = "warn"  # passed, but something a person should look at (e.g. margin below MDE)
-    FAIL = "fail"
-    NOT_RUN = "not_run"  # its source stage or metric is missing
-
-
 class Decision(StrEnum):
     PENDING = "pending"
     PASS = "pass"
     BLOCKED = "blocked"
     ERROR = "error"
+    INTERRUPTED = "interrupted"  # the process running it died (killed, machine lost) mid-stage
 
 
 class ImageRef(_Model):
@@ -77,6 +117,7 @@ class ImageRef(_Model):
     @classmethod
     def parse(cls, ref: str) -> ImageRef:
         """Parse `repo[:tag][@sha256:...]` (the registry host may carry a port)."""
+        original = ref
         digest = None
         if "@" in ref:
             ref, digest = ref.split("@", 1)
@@ -85,8 +126,12 @@ class ImageRef(_Model):
         if ":" in last:
             ref, tag = ref.rsplit(":", 1)
         if not ref:
-            raise BadInput(f"empty repository in image reference {ref!r}")
-        return cls(repository=ref, tag=tag, digest=digest)
+            raise BadInput("empty repository in the image reference", where=repr(original))
+        try:
+            return cls(repository=ref, tag=tag, digest=digest)
+        except ValidationError as exc:
+            why = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+            raise BadInput(f"not an image reference: {why}", where=original) from None
 
 
 class Artifact(_Model):
@@ -120,9 +165,13 @@ class ItemResult(_Model):
 class StageResult(_Model):
     """What one stage produced. `metrics` are scalars gates can read (`stage.metric`),
     `samples` are per-request series for rank tests, `items` per-item eval results,
-    `details` the stage's typed payload serialised (see each stage's own model)."""
+    `details` the stage's typed payload (a `pipeline.schemas` model; read it with `payload`).
 
-    stage: str
+    `input_key` is the sha256 of everything the stage's result depends on (release identity, the
+    stage's own config, tool versions); a later run with the same key may reuse this result, and
+    then says so in `reused_from`."""
+
+    stage: Stage
     status: StageStatus
     reason: str | None = None
     started_at: datetime = Field(default_factory=utcnow)
@@ -132,7 +181,21 @@ class StageResult(_Model):
     samples: dict[str, list[float]] = Field(default_factory=dict)
     items: list[ItemResult] = Field(default_factory=list)
     artifacts: list[Artifact] = Field(default_factory=list)
-    details: dict[str, Any] = Field(default_factory=dict)
+    details: StageDetails | None = None
+    input_key: str | None = None
+    reused_from: str | None = None  # run id whose stored result this is
+    # Payload of a record written before payloads were typed (schema 1): kept, read by nothing.
+    legacy_details: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _payload_matches_stage(self) -> StageResult:
+        if self.details is not None and self.details.stage != self.stage.value:
+            raise ValueError(f"stage {self.stage.value!r} carries a {self.details.stage!r} payload")
+        return self
+
+    def payload(self, model: type[P]) -> P | None:
+        """The typed payload if it is a `model`, else None."""
+        return self.details if isinstance(self.details, model) else None
 
     def finish(self) -> StageResult:
         self.finished_at = utcnow()
@@ -140,29 +203,51 @@ class StageResult(_Model):
         return self
 
 
-class GateVerdict(_Model):
-    name: str
-    source: str  # "stage.metric"
-    status: GateStatus
-    value: float | None = None
-    threshold: float | None = None
-    direction: str | None = None  # "max" (value <= threshold) or "min" (value >= threshold)
-    baseline: float | None = None
-    difference: float | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    p_value: float | None = None
-    mde: float | None = None  # smallest change the data could detect at this n
-    required: bool = True
-    key: bool = False
-    reason: str = ""
-    details: dict[str, Any] = Field(default_factory=dict)
-
-
 class GroundTruthRef(_Model):
     version: str
     sha256: str
     n_items: int
+
+
+class ModelRef(_Model):
+    """The weights a release serves, by content: `digest` is the sha256 of the canonical manifest of
+    every file (relative path, size, sha256) under `path`, so the same bytes give the same digest
+    wherever they are mounted."""
+
+    path: str
+    digest: str
+    files: int
+    bytes: int
+
+    @field_validator("digest")
+    @classmethod
+    def _check_digest(cls, v: str) -> str:
+        if not DIGEST_RE.match(v):
+            raise ValueError(f"not a sha256 digest: {v!r}")
+        return v
+
+
+class PolicyRef(_Model):
+    """The gate policy a verdict was made under: its name (the top file), every file it extends, and
+    the sha256 of the effective policy."""
+
+    name: str
+    files: list[str]
+    sha256: str
+
+
+class Release(_Model):
+    """What a verdict is about. Two runs are of the same release only if every part is equal."""
+
+    image_digest: str | None
+    model_digest: str | None
+    ground_truth: str | None  # "<version>@<sha256>"
+    policy_sha256: str | None
+    config_hash: str | None
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()
 
 
 class PromotionRecord(_Model):
@@ -183,6 +268,8 @@ class RunRecord(_Model):
     updated_at: datetime = Field(default_factory=utcnow)
     target: str = "default"
     image: ImageRef
+    model: ModelRef | None = None
+    policy: PolicyRef | None = None
     source_commit: str | None = None
     config_hash: str | None = None
     ground_truth: GroundTruthRef | None = None
@@ -192,7 +279,28 @@ class RunRecord(_Model):
     decision_reason: str = ""
     baseline_run_id: str | None = None
     promotion: PromotionRecord | None = None
+    interrupted_stage: str | None = None  # set when the process running this record died mid-stage
     labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("run_id")
+    @classmethod
+    def _check_run_id(cls, v: str) -> str:
+        if not RUN_ID_RE.match(v):
+            raise ValueError(f"not a run id: {v!r} (letters, digits, '_' and '-', at most 64, no path separators)")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        # Schema 1 stored each payload as a free-form dict; keep it as legacy data rather than guess.
+        if isinstance(data, dict) and int(data.get("schema_version", SCHEMA_VERSION)) < 2:
+            stages = {}
+            for name, res in (data.get("stages") or {}).items():
+                if isinstance(res, dict) and isinstance(res.get("details"), dict):
+                    res = {**res, "legacy_details": res["details"] or None, "details": None}
+                stages[name] = res
+            data = {**data, "stages": stages, "schema_version": SCHEMA_VERSION}
+        return data
 
     @property
     def tag(self) -> str | None:
@@ -202,15 +310,53 @@ class RunRecord(_Model):
     def digest(self) -> str | None:
         return self.image.digest
 
+    @property
+    def release(self) -> Release:
+        gt = self.ground_truth
+        return Release(
+            image_digest=self.image.digest,
+            model_digest=self.model.digest if self.model else None,
+            ground_truth=f"{gt.version}@{gt.sha256}" if gt else None,
+            policy_sha256=self.policy.sha256 if self.policy else None,
+            config_hash=self.config_hash,
+        )
+
     def add_stage(self, result: StageResult) -> StageResult:
+        """Record a stage's result. What a stage establishes about the release is applied here, in one
+        place: the build's digest identifies the image, the gate's verdicts decide the run."""
         if result.finished_at is None:
             result.finish()
-        self.stages[result.stage] = result
+        self.stages[result.stage.value] = result
+        build = result.payload(BuildDetails)
+        if build is not None and build.digest is not None and result.status is StageStatus.OK:
+            # From here on the run is identified by the digest the registry reported.
+            built = ImageRef.parse(build.image)
+            self.image = ImageRef(repository=built.repository, tag=built.tag or self.image.tag, digest=build.digest)
+        promoted = result.payload(PromoteDetails)
+        if promoted is not None and promoted.outcome == "promoted" and not promoted.dry_run:
+            self.promotion = PromotionRecord(target=promoted.target, digest=self.image.digest or promoted.image,
+                                             mode=promoted.mode, outcome=promoted.outcome,
+                                             detail=promoted.branch or promoted.reason,
+                                             previous_digest=ImageRef.parse(promoted.previous).digest
+                                             if promoted.previous else None)
+        gate = result.payload(GateDetails)
+        if gate is not None:  # the record's verdicts and decision mirror the latest gate stage
+            self.gates = list(gate.verdicts)
+            self.policy = PolicyRef(name=gate.policy_name, files=list(gate.policy_files), sha256=gate.policy_sha256)
+            self.decision = Decision(gate.decision)
+            self.decision_reason = gate.reason
+            self.baseline_run_id = gate.baseline.run_id
         self.updated_at = utcnow()
         return result
 
     def stage(self, name: str) -> StageResult | None:
         return self.stages.get(name)
+
+    def payload(self, model: type[P]) -> P | None:
+        """The typed payload of the stage that writes `model`, or None when that stage has not run."""
+        name = model.model_fields["stage"].default
+        res = self.stages.get(name)
+        return None if res is None else res.payload(model)
 
     def require_stage(self, name: str, *, ok: bool = True) -> StageResult:
         """The result of an earlier stage this one builds on, or a clear error."""

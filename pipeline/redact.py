@@ -11,6 +11,11 @@ import re
 from typing import Any
 
 MASK = "[REDACTED]"
+# A registered value shorter than this is not masked as a substring: a short secret ("build", "test")
+# is also an ordinary word, and masking every occurrence turned error text into "[REDACTED] arg".
+# It is the same minimum the leak check needs to prove a value absent from an image, so a build secret
+# shorter than this is refused there anyway.
+MIN_SECRET_CHARS = 8
 
 _known: set[str] = set()
 
@@ -42,7 +47,7 @@ def register_secret(value: str | bytes | None) -> None:
         return
     text = value.decode(errors="ignore") if isinstance(value, bytes) else value
     text = text.strip()
-    if len(text) >= 4:  # shorter values would mask ordinary text
+    if len(text) >= MIN_SECRET_CHARS:
         _known.add(text)
 
 

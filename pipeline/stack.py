@@ -23,6 +23,7 @@ from pipeline.adapters.registry import RegistryClient, split_repository
 from pipeline.baselock import BaseLock, read_lock, write_lock
 from pipeline.config import StackConfig
 from pipeline.errors import BadInput, InfraError
+from pipeline.process import pid_alive
 from pipeline.progress import NullReporter, Reporter
 
 APT_PACKAGES = ("docker.io", "docker-registry", "debootstrap")
@@ -209,22 +210,12 @@ http:
 """
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def registry_pid(paths: StackPaths) -> int | None:
     try:
         pid = int(paths.registry_pid.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _pid_alive(pid) else None
+    return pid if pid_alive(pid) else None
 
 
 def start_registry(paths: StackPaths, addr: str, reporter: Reporter, *, wait_s: float = 30) -> int:
@@ -268,7 +259,7 @@ def stop_registry(paths: StackPaths, reporter: Reporter) -> bool:
     reporter.step(f"stopping registry (pid {pid})")
     os.kill(pid, signal.SIGTERM)
     for _ in range(50):
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             break
         time.sleep(0.1)
     else:

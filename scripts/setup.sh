@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   need=()
-  for pkg in docker.io docker-registry debootstrap chromium git prometheus-pushgateway; do
+  # postgresql: the store tests also run against a throwaway cluster (scripts/throwaway-postgres.sh)
+  # shellcheck: actionlint checks the workflow's run: scripts with it (tests/test_dagger_module.py)
+  for pkg in docker.io docker-registry debootstrap chromium git prometheus-pushgateway postgresql shellcheck; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   command -v kubectl >/dev/null || need+=(kubectl)
@@ -26,3 +28,7 @@ fi
 
 # Starts dockerd and the registry if they are not running and seeds the base image (idempotent).
 .venv/bin/llmgate stack up --install
+
+# The embedded default signs releases with a local key pair in cosign's format (password: COSIGN_PASSWORD,
+# empty when unset). CI and production name their own key in llmgate.yaml (sign.key).
+[ -f .llmgate/keys/cosign.key ] || .venv/bin/llmgate keys generate --out .llmgate/keys

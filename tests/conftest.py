@@ -11,6 +11,10 @@ import pytest
 os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# A test suite run inside GitHub Actions must not annotate the job or write its summary from the runs
+# the tests make; the tests of that publisher set these variables themselves.
+for _var in ("GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY"):
+    os.environ.pop(_var, None)
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
@@ -113,6 +117,7 @@ def built_cpu_image(local_stack, tmp_path_factory):  # type: ignore[no-untyped-d
     from pipeline.progress import PrintReporter
     from pipeline.stages.build import build_stage
     from pipeline.workspace import Workspace
+    from tests.stage_helpers import stage_ctx
 
     tmp = tmp_path_factory.mktemp("cpu-build")
     token = "llmgate-test-" + _secrets.token_hex(24)
@@ -125,9 +130,57 @@ def built_cpu_image(local_stack, tmp_path_factory):  # type: ignore[no-untyped-d
     cfg = make_build_config(local_stack, repository=repository, tag="pytest-cpu", dockerfile=REPO / "dockerfiles/cpu.Dockerfile",
                             context=REPO, secret_files={"ca_bundle": ca, "pip_conf": pip_conf})
     ws = Workspace(tmp / "ws")
-    run = RunRecord(image=ImageRef(repository=repository))
-    result = build_stage(run, cfg, ws, PrintReporter("test-build"))
+    run = RunRecord(image=ImageRef(repository=repository, tag="pytest-cpu"))
+    result = build_stage(run, stage_ctx(cfg, ws, PrintReporter("test-build")))
     run.add_stage(result)
     yield BuiltImage(run, cfg, ws, {"ca_bundle": ca.read_bytes(), "pip_conf": pip_conf.read_bytes()})
     delete_from_registry(local_stack.registry, repository, run.image.digest)
     DockerBuilder().remove(f"{repository}:pytest-cpu")
+
+
+# -- the results store on SQLite and on PostgreSQL ---------------------------------------------------
+# `.ci/run` starts a throwaway PostgreSQL cluster (scripts/throwaway-postgres.sh), exports its URL as
+# LLMGATE_TEST_POSTGRES_URL and sets LLMGATE_REQUIRE_POSTGRES=1: there, a missing server is a failure.
+def _postgres_unavailable(reason: str) -> None:
+    if os.environ.get("LLMGATE_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
+def postgres_test_url() -> str:
+    url = os.environ.get("LLMGATE_TEST_POSTGRES_URL", "").strip()
+    if not url:
+        _postgres_unavailable("no PostgreSQL for the store tests (LLMGATE_TEST_POSTGRES_URL is not set; "
+                              "scripts/throwaway-postgres.sh starts one)")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path):  # type: ignore[no-untyped-def]
+    """A fresh, empty store as a URL (what LLMGATE_STORE_URL holds), once on SQLite and once on
+    PostgreSQL. Each PostgreSQL test gets its own schema (dropped afterwards), so tests never share rows."""
+    if request.param == "sqlite":
+        (tmp_path / "store").mkdir()
+        yield f"sqlite:///{tmp_path / 'store' / 'results.db'}"
+        return
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    base = make_url(postgres_test_url())
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    conninfo = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+    except psycopg.OperationalError as exc:
+        _postgres_unavailable(f"PostgreSQL at {base.host}:{base.port} not reachable: {exc}")
+    url = base.set(drivername="postgresql").update_query_dict({"options": f"-csearch_path={schema}"})
+    yield url.render_as_string(hide_password=False)
+    try:  # a store a test left open must not hang the session: the cluster is thrown away anyway
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+            conn.execute("SET lock_timeout = '5s'")
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    except psycopg.Error:
+        pass

@@ -18,17 +18,18 @@ def digest(seed: str) -> str:
 
 
 def make_run(seed: str = "a", *, load_time: float | None = 120.0, decision: Decision = Decision.PASS,
-             passing_scan: bool = True, tag: str | None = "v1") -> RunRecord:
+             passing_scan: bool = True, tag: str | None = "v1", model_seed: str | None = None) -> RunRecord:
     run = RunRecord(image=ImageRef(repository=REPOSITORY, tag=tag, digest=digest(seed)))
+    if model_seed is not None:
+        from pipeline.models import ModelRef
+
+        run.model = ModelRef(path="/models", digest=digest(model_seed), files=3, bytes=1000)
     if load_time is not None:
         run.add_stage(StageResult(stage="boot", status=StageStatus.OK,
                                   metrics={"load_time_s": load_time, "load_time_p95_s": load_time}))
-    scan = StageResult(stage="scan", status=StageStatus.OK,
-                       metrics={"critical": 0, "high": 0, "medium": 2, "blocking": 0 if passing_scan else 1},
-                       details={"verdict": {"passed": passing_scan}})
-    run.add_stage(scan)
-    run.add_stage(StageResult(stage="sign", status=StageStatus.OK, metrics={"verified": 1.0},
-                              details={"signature_ref": f"{REPOSITORY}@{digest(seed + '-sig')}"}))
+    run.add_stage(StageResult(stage="scan", status=StageStatus.OK,
+                              metrics={"critical": 0, "high": 0, "medium": 2, "blocking": 0 if passing_scan else 1}))
+    run.add_stage(StageResult(stage="sign", status=StageStatus.OK, metrics={"verified": 1.0}))
     run.gates = [GateVerdict(name="ttft_p99", source="bench.ttft_p99_s", status=GateStatus.PASS, value=0.21,
                              threshold=0.5, direction="max")]
     run.decision = decision

@@ -9,8 +9,10 @@ import pytest
 from pipeline.bench import floor, server_metrics
 from pipeline.config import PipelineConfig
 from pipeline.models import ImageRef, RunRecord, StageStatus
+from pipeline.schemas import BenchDetails
 from pipeline.stages.bench import bench_stage
 from pipeline.workspace import Workspace
+from tests.stage_helpers import served_ctx
 from tests.doubles.metronome import Running
 
 ARCH_METRICS = {
@@ -33,8 +35,7 @@ def test_bench_stage_metrics_samples_artifact_and_cross_check(tmp_path) -> None:
     ws = Workspace(tmp_path / "ws")
     run = RunRecord(image=ImageRef.parse("x/y:z"))
     with Running("--ttft-ms", "40", "--gap-ms", "10") as m:
-        res = bench_stage(run, _cfg(tmp_path, model_bytes=10**9, gpu_bandwidth_gbps=2000.0), ws,
-                          base_url=m.base_url, model="metronome")
+        res = bench_stage(run, served_ctx(_cfg(tmp_path, model_bytes=10**9, gpu_bandwidth_gbps=2000.0), ws, m.base_url, "metronome"))
     assert res.status is StageStatus.OK, res.reason
     assert ARCH_METRICS <= set(res.metrics)
     assert set(res.samples) == {"ttft_s", "tpot_s", "e2e_s"} and len(res.samples["ttft_s"]) == 12
@@ -42,30 +43,30 @@ def test_bench_stage_metrics_samples_artifact_and_cross_check(tmp_path) -> None:
     assert res.metrics["tpot_p50_s"] == pytest.approx(0.010, abs=0.004)
     lines = (ws.run_dir(run.run_id) / "bench-samples.jsonl").read_text().splitlines()
     assert len(lines) == 14 and sum(json.loads(x)["phase"] == "warmup" for x in lines) == 2
-    d = res.details
-    assert d["ignore_eos"] == "sent" and d["ignore_eos_honoured"] == 1.0  # the metronome always emits max_tokens
-    xc = d["server_metrics"]
+    d = res.payload(BenchDetails)
+    assert d is not None
+    assert d.ignore_eos == "sent" and d.ignore_eos_honoured == 1.0  # the metronome always emits max_tokens
+    xc = d.server_metrics
     assert xc["engine"] == "vllm" and xc["server_ttft_count"] == 12  # the warm-up is outside the window
     assert xc["server_ttft_mean_s"] == pytest.approx(0.040, abs=0.01)
     assert 0 <= res.metrics["client_minus_server_ttft_s"] < 0.05
-    assert d["floor"]["decode_floor_s"] == pytest.approx(0.0005) and res.metrics["mbu"] > 0
+    assert d.floor is not None and d.floor["decode_floor_s"] == pytest.approx(0.0005) and res.metrics["mbu"] > 0
 
 
 def test_tpot_below_the_decode_floor_is_a_broken_measurement(tmp_path) -> None:
     ws = Workspace(tmp_path / "ws")
     run = RunRecord(image=ImageRef.parse("x/y:z"))
     with Running("--ttft-ms", "5", "--gap-ms", "2") as m:
-        res = bench_stage(run, _cfg(tmp_path, requests=4, model_bytes=70 * 10**9, gpu_bandwidth_gbps=3350.0), ws,
-                          base_url=m.base_url, model="metronome")
+        res = bench_stage(run, served_ctx(_cfg(tmp_path, requests=4, model_bytes=70 * 10**9, gpu_bandwidth_gbps=3350.0), ws, m.base_url, "metronome"))
     assert res.status is StageStatus.FAILED and "decode floor" in res.reason
-    assert res.details["floor"]["below_floor"] is True
+    assert res.details.floor["below_floor"] is True
 
 
 def test_server_dying_mid_bench_fails_the_stage_with_every_request_counted(tmp_path) -> None:
     ws = Workspace(tmp_path / "ws")
     run = RunRecord(image=ImageRef.parse("x/y:z"))
     with Running("--ttft-ms", "10", "--gap-ms", "5", "--die-after-requests", "8") as m:
-        res = bench_stage(run, _cfg(tmp_path), ws, base_url=m.base_url, model="metronome")
+        res = bench_stage(run, served_ctx(_cfg(tmp_path), ws, m.base_url, "metronome"))
     assert res.status is StageStatus.FAILED and "stopped accepting connections" in res.reason
     lines = (ws.run_dir(run.run_id) / "bench-samples.jsonl").read_text().splitlines()
     assert len(lines) == 14
@@ -113,6 +114,6 @@ def test_ground_truth_prompts_are_the_default(tmp_path) -> None:  # noqa: ANN001
     ws = Workspace(tmp_path / "ws")
     run = RunRecord(image=ImageRef.parse("x/y:z"))
     with Running("--ttft-ms", "5", "--gap-ms", "2") as m:
-        res = bench_stage(run, cfg, ws, base_url=m.base_url, model="metronome")
-    assert res.status is StageStatus.OK and res.details["prompts"] == "ground_truth:v1"
-    assert res.details["ignore_eos"] == "not requested"
+        res = bench_stage(run, served_ctx(cfg, ws, m.base_url, "metronome"))
+    assert res.status is StageStatus.OK and res.details.prompts == "ground_truth:v1"
+    assert res.details.ignore_eos == "not requested"

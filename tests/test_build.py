@@ -3,6 +3,7 @@ pushed, identified by the registry's digest; bad build inputs refused before any
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -12,10 +13,13 @@ from pipeline.adapters.registry import RegistryClient, split_repository
 from pipeline.config import PipelineConfig, SecretSource
 from pipeline.errors import BadInput
 from pipeline.models import DIGEST_RE, ImageRef, RunRecord, StageStatus
+from pipeline.schemas import BuildDetails
 from pipeline.stages.build import build_args_for, build_stage
 from pipeline.workspace import Workspace
+from tests.stage_helpers import stage_ctx
 
 REPO = Path(__file__).resolve().parents[1]
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt").read_bytes()
 
 
 @pytest.mark.docker
@@ -31,11 +35,14 @@ def test_cpu_image_is_built_pushed_and_named_by_registry_digest(built_cpu_image,
         manifest = reg.image_manifest(name, run.image.digest)
         _raw, config = reg.config(manifest, name)
     # The digest the run holds names exactly the image the build produced.
-    assert res.details["image_id"] == manifest.config_descriptor["digest"]
+    details = res.payload(BuildDetails)
+    assert details is not None and details.digest == run.image.digest
+    assert details.image_id == manifest.config_descriptor["digest"]
     assert res.metrics["image_bytes"] == manifest.total_bytes > 100e6  # torch is in there
     assert res.metrics["build_s"] > 0
-    assert res.details["base_image"] == local_stack.base_ref
-    assert sorted(res.details["secret_ids"]) == ["ca_bundle", "pip_conf"]
+    assert details.base_image == local_stack.base_ref
+    assert sorted(details.secret_ids) == ["ca_bundle", "pip_conf"]
+    assert details.dockerfile_sha256 == hashlib.sha256((REPO / "dockerfiles/cpu.Dockerfile").read_bytes()).hexdigest()
     cc = config["config"]
     assert cc["User"] == "llm:llm"
     assert "MODEL_PATH=/models" in cc["Env"]
@@ -106,9 +113,28 @@ def test_build_arg_carrying_a_secret_is_refused(tmp_path, local_stack):
     cfg.build.secrets = {"hf": SecretSource(file=str(secret))}
     run = RunRecord(image=ImageRef(repository=cfg.build.repository))
     with pytest.raises(BadInput) as exc:
-        build_stage(run, cfg, Workspace(tmp_path / "ws"))
+        build_stage(run, stage_ctx(cfg, Workspace(tmp_path / "ws")))
     assert exc.value.where == "build.build_args.HF_TOKEN"
     assert secret.read_text() not in exc.value.render()
+
+
+@pytest.mark.parametrize(("value", "refused"), [
+    ("1", False),  # DEBUG=1 must not count as the CA bundle's value (a "1" occurs in any bundle)
+    ("production", False),
+    ("tok-" + "x7" * 16, True),  # the whole secret
+    ("prefix-tok-" + "x7" * 16 + "-suffix", True),  # the secret inside a longer value
+    ("x7" * 16, True),  # a long part of the secret
+])
+def test_build_args_are_compared_with_secrets_by_meaningful_parts(value, refused):
+    from pipeline.stages.build import _check_build_args
+
+    secrets = {"hf": b"tok-" + b"x7" * 16 + b"\n", "ca_bundle": CA_BUNDLE}
+    if refused:
+        with pytest.raises(BadInput) as exc:
+            _check_build_args({"ARG": value}, secrets)
+        assert exc.value.where == "build.build_args.ARG"
+    else:
+        _check_build_args({"ARG": value}, secrets)
 
 
 def test_unreadable_secret_file_names_the_field(tmp_path):

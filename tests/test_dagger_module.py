@@ -1,16 +1,26 @@
-"""The Dagger module, loaded through the Dagger SDK's own registration machinery (no engine here).
+"""The Dagger module: registered as `dagger call` shows it, and driven over the SDK's wire protocol.
 
-It checks what `dagger call --help` would show: each function's name, arguments, types, defaults,
-docs and cache policy, and that no secret ever travels as a plain string.
+No Dagger engine can run here. The module is loaded through the SDK's own registration machinery, and
+its functions are run the way the engine runs them: the SDK's module entrypoint in its own process,
+joined to a session (`DAGGER_SESSION_PORT`/`DAGGER_SESSION_TOKEN`) served by a recording GraphQL
+endpoint (tests/doubles/dagger_engine.py) that answers from the SDK's generated schema. What the
+module asked the engine to build, run, mount and bind is then read back from what was recorded.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import re
+import secrets
+import shlex
+import shutil
+import subprocess
 import sys
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagger
@@ -18,11 +28,18 @@ import pytest
 
 from pipeline import ci_plan
 from pipeline.errors import BadInput
+from pipeline.models import Stage
+from pipeline.orchestrate.plan import CREDENTIALS, DAGGER
+from tests.doubles.dagger_engine import Call, ExecContext, ExecResult, Obj, RecordingEngine, error_message
 
 REPO = Path(__file__).resolve().parents[1]
-EXPECTED = {"build", "publish", "scan", "sign", "bench", "evaluate", "gate", "promote", "run"}
-MEASURING = {"publish", "scan", "sign", "bench", "evaluate", "gate", "promote", "run"}
-SECRET_NAME = re.compile(r"(password|passwd|token|secret|credential|(^|_)key$|_key_|kubeconfig|api_key)")
+WORKFLOW = REPO / ".github" / "workflows" / "llmgate.yml"
+FUNCTIONS = {"tool", "build", "publish", "run"}
+SECRET_NAME = re.compile(
+    r"(password|passwd|token|secret|credential|(^|_)key$|_key_|kubeconfig|api_key|store_url|ca_bundle|pip_conf)"
+)
+ADDRESS = "registry.example.com/llm/server:v7"
+RUN_ID = "run-20260101-0001"
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +60,8 @@ def _base(t: object) -> set[object]:
     return {t}
 
 
+# -- registration: what `dagger call --help` shows ------------------------------------------------------
 def test_dagger_json_points_at_the_module():
-    import json
-
     cfg = json.loads((REPO / "dagger.json").read_text())
     assert cfg["name"] == "llmgate" and cfg["sdk"]["source"] == "python"
     assert (REPO / cfg["source"] / "pyproject.toml").is_file()
@@ -54,7 +70,7 @@ def test_dagger_json_points_at_the_module():
 
 def test_every_function_is_registered_documented_and_typed(module_type):
     _, obj = module_type
-    assert set(obj.functions) == EXPECTED
+    assert set(obj.functions) == FUNCTIONS  # no second pipeline: no per-stage functions beside `run`
     for name, fn in obj.functions.items():
         assert fn.doc and len(fn.doc) > 20, f"{name} has no doc for `dagger call --help`"
         assert fn.return_type is not None, name
@@ -63,35 +79,21 @@ def test_every_function_is_registered_documented_and_typed(module_type):
             assert p.doc, f"{name}.{p.name} has no Doc()"
 
 
-def test_functions_that_measure_are_never_cached(module_type):
+def test_cache_policies(module_type):
     _, obj = module_type
-    for name in MEASURING:
-        assert obj.functions[name].cache_policy == "never", name
-    assert obj.functions["build"].cache_policy is None  # a build is content-addressed: caching is right
+    assert obj.functions["run"].cache_policy == "never" and obj.functions["publish"].cache_policy == "never"
+    assert obj.functions["build"].cache_policy is None and obj.functions["tool"].cache_policy is None
 
 
-def test_signatures_and_defaults(module_type):
+def test_every_credential_of_the_plan_is_a_secret_argument_of_run(module_type):
     _, obj = module_type
-    f = obj.functions
-    params = {n: {p.name: p for p in fn.parameters.values()} for n, fn in f.items()}
-    assert params["publish"]["address"].resolved_type is str and not params["publish"]["address"].has_default
-    assert params["build"]["dockerfile"].signature.default == "dockerfiles/vllm.cuda.Dockerfile"
-    assert params["bench"]["model"].resolved_type is dagger.Directory
-    assert params["bench"]["gpus"].signature.default is True
-    assert params["promote"]["dry_run"].signature.default is True  # promotion is opt-in
-    assert params["gate"]["policy"].signature.default == "gates.yaml"
-    assert f["publish"].return_type is str
-    assert f["build"].return_type is dagger.Container
-    assert f["gate"].return_type is dagger.Directory and f["bench"].return_type is dagger.File
-
-
-def test_source_directory_has_default_path_and_ignore(module_type):
-    mod, obj = module_type
-    ctor = obj.get_constructor(mod._converter)
-    (source,) = ctor.parameters.values()
-    assert source.resolved_type is dagger.Directory
-    assert source.default_path == "."
-    assert {".venv", ".llmgate", ".git"} <= set(source.ignore or [])
+    params = {p.name: p for p in obj.functions["run"].parameters.values()}
+    plan_creds = {c.name for c in DAGGER.credentials()}
+    assert {"registry_password", "cosign_key", "cosign_password", "cosign_public_key", "judge_api_key",
+            "kubeconfig", "store_url"} <= plan_creds
+    for name in plan_creds | set(ci_plan.BUILD_SECRET_IDS):
+        assert name in params, f"run takes no {name}"
+        assert _base(params[name].resolved_type) == {dagger.Secret}, f"run.{name} must be a dagger.Secret"
 
 
 def test_no_secret_is_a_plain_string(module_type):
@@ -102,37 +104,45 @@ def test_no_secret_is_a_plain_string(module_type):
             if SECRET_NAME.search(p.name):
                 seen += 1
                 assert _base(p.resolved_type) == {dagger.Secret}, f"{name}.{p.name} must be dagger.Secret"
-            assert str not in _base(p.resolved_type) or not SECRET_NAME.search(p.name)
-    assert seen >= 8  # registry password, pip credentials, CA bundle, cosign key+password, judge key, kubeconfig
+    assert seen >= 9 + 2 + 3 + 2  # run: 7 credentials + 2 build secrets; publish 3; build 2; tool 2
+
+
+def test_source_directory_has_default_path_and_ignore(module_type):
+    mod, obj = module_type
+    (source,) = obj.get_constructor(mod._converter).parameters.values()
+    assert source.resolved_type is dagger.Directory and source.default_path == "."
+    assert {".venv", ".llmgate", ".git"} <= set(source.ignore or [])
 
 
 def test_module_holds_no_stage_logic():
-    """The module wires containers; commands and decisions come from pipeline.ci_plan."""
+    """The module wires containers; steps, commands and decisions come from the plan via ci_plan."""
     src = (REPO / ".dagger" / "src" / "llmgate_dagger" / "main.py").read_text()
     assert "from pipeline import ci_plan" in src
-    for forbidden in ("subprocess", "httpx", "--scanners", "cosign sign", "import numpy", "scipy"):
+    for forbidden in ("subprocess", "httpx", "--scanners", "cosign sign", "import numpy", "Stage.", '"scan"', '"gate"'):
         assert forbidden not in src, forbidden
 
 
-# -- pipeline.ci_plan (what the module runs) ------------------------------------------------------------
+# -- pipeline.ci_plan ----------------------------------------------------------------------------------------
 def test_secret_ids_come_from_the_dockerfiles():
-    for df in ("dockerfiles/cpu.Dockerfile", "dockerfiles/vllm.cuda.Dockerfile"):
-        text = (REPO / df).read_text()
-        ids = ci_plan.dockerfile_secret_ids(text)
+    for df in ("dockerfiles/cpu.Dockerfile", "dockerfiles/vllm.cuda.Dockerfile", ci_plan.TOOL_DOCKERFILE):
+        ids = ci_plan.dockerfile_secret_ids((REPO / df).read_text())
         assert ids, f"{df} mounts no BuildKit secret"
         assert set(ids) <= set(ci_plan.BUILD_SECRET_IDS), f"{df} mounts ids the module cannot provide: {ids}"
+    assert ci_plan.dockerfile_secret_ids((REPO / ci_plan.TOOL_DOCKERFILE).read_text()) == {
+        "ca_bundle": False, "pip_conf": False}  # optional: CI with a plain PyPI needs neither
 
 
 def test_secret_matching_and_required_ids():
-    text = "RUN --mount=type=secret,id=ca_bundle,required=true pip install x\nRUN --mount=type=secret,id=pip_conf true\n"
+    text = ("RUN --mount=type=secret,id=ca_bundle,required=true pip install x\n"
+            "RUN --mount=type=secret,id=pip_conf true\n")
     assert ci_plan.dockerfile_secret_ids(text) == {"ca_bundle": True, "pip_conf": False}
     secret = object()
-    assert ci_plan.match_build_secrets("D", text, {"ca_bundle": secret, "pip_credentials": object()}) == {"ca_bundle": secret}
+    assert ci_plan.match_build_secrets("D", text, {"ca_bundle": secret, "pip_conf": None}) == {"ca_bundle": secret}
     with pytest.raises(BadInput, match="ca_bundle") as exc:
         ci_plan.match_build_secrets("D", text, {"ca_bundle": None})
     assert exc.value.where == "D"
     with pytest.raises(BadInput, match="unknown build secret"):
-        ci_plan.match_build_secrets("D", text, {"aws": secret})
+        ci_plan.match_build_secrets("D", text, {"pip_credentials": secret})
 
 
 def test_build_args_refuse_credentials():
@@ -142,28 +152,389 @@ def test_build_args_refuse_credentials():
             ci_plan.parse_build_args([bad])
 
 
-def test_commands_require_digests():
+def test_commands_follow_the_plan():
     d = "sha256:" + "b" * 64
     with pytest.raises(BadInput, match="not pinned by digest"):
         ci_plan.new_run_command("reg/app:latest")
-    argv = ci_plan.new_run_command(f"reg/app@{d}", tag="v1")
-    assert argv[:2] == ["llmgate", "--workdir"] and f"reg/app@{d}" in argv and "v1" in argv
-    assert ci_plan.stage_command("bench", url=ci_plan.server_url())[-2:] == ["--url", "http://llm:8000"]
+    with pytest.raises(BadInput, match="not an image reference"):
+        ci_plan.require_digest("reg/app@sha256:short")
+    argv = ci_plan.new_run_command(f"reg/app:v1@{d}", tag="v1", target="production")
+    assert argv == ["llmgate", "--workdir", ci_plan.STATE, "new-run", "--image", f"reg/app@{d}", "--model-dir",
+                    ci_plan.MODELS, "--tag", "v1", "--target", "production", "--plan", "dagger"]
+    assert "--target" not in ci_plan.new_run_command(f"reg/app@{d}")
+    by_stage = {s.stage: s for s in DAGGER.steps}
+    assert ci_plan.stage_command(by_stage[Stage.BENCH], RUN_ID)[-2:] == ["--server-url", "http://llm:8000"]
+    assert ci_plan.stage_command(by_stage[Stage.BOOT], RUN_ID)[-2:] == ["--server-url", "http://llm:8000"]
+    assert "--server-url" not in ci_plan.stage_command(by_stage[Stage.SCAN], RUN_ID)
+    with pytest.raises(BadInput):
+        ci_plan.stage_command(by_stage[Stage.SCAN], "../etc")
+    assert ci_plan.export_command(RUN_ID)[-4:] == ["--run", RUN_ID, "--out", ci_plan.OUT]
+    assert [s.stage for s in ci_plan.steps(promote=False)] == [s.stage for s in DAGGER.steps if not s.on_request]
+    assert [s.stage for s in ci_plan.steps(promote=True)] == DAGGER.stages
 
 
-def test_stage_commands_rewrite_the_run_file_they_were_given(tmp_path):
-    """The module passes one run.json from function to function: each stage command must update it."""
-    import json
-    import subprocess
+def test_run_id_is_the_last_line_new_run_prints():
+    assert ci_plan.parse_run_id(f"stored in postgresql\n{RUN_ID}\n\n") == RUN_ID
+    for bad in ("", "\n  \n", "run id: ../../x"):
+        with pytest.raises(BadInput):
+            ci_plan.parse_run_id(bad)
 
-    run_file = tmp_path / "run.json"
-    base = [sys.executable, "-m", "pipeline", "--workdir", str(tmp_path / ".llmgate")]
-    d = "sha256:" + "c" * 64
-    made = subprocess.run([*base, "new-run", "--image", f"127.0.0.1:5000/x@{d}", "--out", str(run_file)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert made.returncode == 0, made.stderr
-    assert json.loads(run_file.read_text())["gates"] == []
-    gated = subprocess.run([*base, "gate", "--run", str(run_file)], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert gated.returncode == 1, gated.stderr  # nothing measured: required gates are not run, so blocked
-    record = json.loads(run_file.read_text())
-    assert record["decision"] == "blocked" and record["gates"]
+
+# -- the protocol: `run` driven by the SDK's module entrypoint against a recording endpoint -------------
+@dataclass
+class Recorded:
+    engine: RecordingEngine
+    run: Call
+    plaintexts: dict[str, str]  # credential / build secret name -> value passed by URI
+    secret_ids: dict[str, str]  # same names -> the id of the secret the caller created
+    source_id: str
+    model_id: str
+    runtime: subprocess.CompletedProcess[str]
+
+    def stage_execs(self) -> list[ExecContext]:
+        return [e.detail["ctx"] for e in self.engine.execs if e.detail["ctx"].argv[:1] == ["llmgate"]]
+
+    def llmgate_verbs(self) -> list[str]:
+        out = []
+        for ctx in self.stage_execs():
+            verb = ctx.argv[3]
+            out.append(f"stage {ctx.argv[4]}" if verb == "stage" else verb)
+        return out
+
+
+class CliDouble:
+    """TEST DOUBLE of the `llmgate` CLI contract the module relies on (the tool image's commands):
+    `new-run` prints the run id as its last line; `stage` exits 0 ok, 1 gate blocked, 2 bad input,
+    3 infrastructure; `export` exits 0 after writing EXPORT_FILES."""
+
+    def __init__(self, exits: dict[str, int] | None = None, *, export_writes: bool = True) -> None:
+        self.exits = exits or {}
+        self.export_writes = export_writes
+
+    def __call__(self, ctx: ExecContext) -> ExecResult:
+        verb = ctx.argv[3] if ctx.argv[:1] == ["llmgate"] else ""
+        if verb == "new-run":
+            return ExecResult(self.exits.get("new-run", 0), f"{RUN_ID}\n", f"run {RUN_ID}: {ctx.argv[5]}\n")
+        if verb == "export":
+            out = ctx.argv[ctx.argv.index("--out") + 1]
+            writes = {f"{out}/{name}": "{}" for name in ci_plan.EXPORT_FILES} if self.export_writes else {}
+            return ExecResult(self.exits.get("export", 0), f"exported run {RUN_ID} to {out}\n", "", writes)
+        key = f"stage {ctx.argv[4]}" if verb == "stage" else verb
+        return ExecResult(self.exits.get(key, 0), "", "")
+
+
+def _invoke(engine: RecordingEngine, name: str, parent: dict[str, object],
+            inputs: dict[str, object]) -> tuple[Call, subprocess.CompletedProcess[str]]:
+    call = engine.call("Llmgate", name, parent, inputs)
+    env = {**os.environ, **engine.session_env(), "DAGGER_MAIN_OBJECT": "Llmgate"}
+    proc = subprocess.run([sys.executable, "-m", "tests.doubles.dagger_runtime", str(REPO / ".dagger" / "src")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    return call, proc
+
+
+def record_run(tmp_path: Path, *, exits: dict[str, int] | None = None, export_writes: bool = True,
+               **options: object) -> Recorded:
+    names = [c.name for c in DAGGER.credentials()] + ["ca_bundle"]
+    plaintexts = {n: f"llmgate-{n}-{secrets.token_hex(12)}" for n in names}
+    host_env = {f"LLMGATE_TEST_{n.upper()}": v for n, v in plaintexts.items()}
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    engine = RecordingEngine(on_exec=CliDouble(exits, export_writes=export_writes), host_env=host_env)
+    with engine:
+        source_id = engine.add_host_directory(REPO)
+        model_id = engine.add_host_directory(model)
+        secret_ids = {n: engine.add_secret(f"env://LLMGATE_TEST_{n.upper()}") for n in names}
+        ctor, proc = _invoke(engine, "", {}, {"source": source_id})  # the engine calls the constructor first
+        assert proc.returncode == 0 and ctor.returned, proc.stderr
+        inputs: dict[str, object] = {"address": ADDRESS, "model": model_id, "registry_username": "ci-bot",
+                                     **secret_ids, **options}
+        run, proc = _invoke(engine, "run", json.loads(ctor.returned), inputs)
+    return Recorded(engine, run, plaintexts, secret_ids, source_id, model_id, proc)
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Recorded:
+    """`dagger call run --target production` (no promotion), with a gate that blocks (export then exits 1 too)."""
+    return record_run(tmp_path_factory.mktemp("dagger-run"), exits={"stage gate": 1, "export": 1}, target="production")
+
+
+def test_run_returns_a_directory_even_when_the_gate_blocks(recorded: Recorded):
+    assert recorded.runtime.returncode == 0, recorded.runtime.stderr
+    assert recorded.run.error is None
+    out = recorded.engine.get(json.loads(recorded.run.returned or "null"))
+    assert out.type == "Directory" and out.field == "directory" and out.args["path"] == ci_plan.OUT
+    assert "llmgate stage gate: exit 1" in recorded.runtime.stderr
+
+
+def test_every_stage_of_the_plan_runs_in_order(recorded: Recorded):
+    expected = ["new-run", *[f"stage {s.stage}" for s in DAGGER.steps if not s.on_request], "export"]
+    assert recorded.llmgate_verbs() == expected
+    assert "stage promote" not in expected
+    for ctx in recorded.stage_execs():
+        assert ctx.argv[:3] == ["llmgate", "--workdir", ci_plan.STATE]
+        assert ctx.workdir == ci_plan.SOURCE
+        if ctx.argv[3] != "new-run":
+            assert ctx.argv[ctx.argv.index("--run") + 1] == RUN_ID  # the id new-run printed
+        expect_any = ctx.argv[3] in ("stage", "export")
+        assert ctx.expect == ("ANY" if expect_any else "SUCCESS")  # a blocked gate does not stop the run
+
+
+def test_each_command_reads_the_state_the_previous_one_left(recorded: Recorded):
+    execs = [e for e in recorded.engine.execs if e.detail["ctx"].argv[:1] == ["llmgate"]]
+    first = execs[0].detail["ctx"].mounts[ci_plan.STATE]
+    assert first.field == "directory" and first.parent is not None and first.parent.type == "Query"  # empty
+    for prev, cur in itertools.pairwise(execs):
+        state = cur.detail["ctx"].mounts[ci_plan.STATE]
+        assert state.field == "directory" and state.args["path"] == ci_plan.STATE
+        assert state.parent is prev.obj, f"{cur.detail['ctx'].argv[3:5]} does not read what the step before wrote"
+    export = execs[-1].obj
+    out = recorded.engine.get(json.loads(recorded.run.returned or "null"))
+    assert out.parent is export
+
+
+def test_new_run_records_the_published_digest(recorded: Recorded):
+    (publish,) = [e for e in recorded.engine.events if e.kind == "publish"]
+    assert publish.detail["address"] == ADDRESS
+    new_run = recorded.stage_execs()[0]
+    digest_ref = ci_plan.require_digest(publish.detail["ref"])
+    assert new_run.argv[new_run.argv.index("--image") + 1] == digest_ref
+    assert new_run.argv[new_run.argv.index("--tag") + 1] == "v7"
+    assert new_run.argv[new_run.argv.index("--target") + 1] == "production"
+    assert new_run.argv[new_run.argv.index("--model-dir") + 1] == ci_plan.MODELS
+    assert ci_plan.INVOCATION_ENV in new_run.env  # never answered from the exec cache
+    builds = [e for e in recorded.engine.events if e.kind == "build"]
+    serving = next(b for b in builds if b.detail["dockerfile"] == ci_plan.SERVER_DOCKERFILE)
+    assert publish.obj.calls("dockerBuild")[0] is serving.obj
+
+
+def test_tool_image_is_built_from_the_project_dockerfile(recorded: Recorded):
+    for ctx in recorded.stage_execs():
+        exec_obj = next(e.obj for e in recorded.engine.execs if e.detail["ctx"] is ctx)
+        (build,) = exec_obj.calls("dockerBuild")
+        assert build.args["dockerfile"] == ci_plan.TOOL_DOCKERFILE
+        assert {a["name"]: a["value"] for a in build.args["buildArgs"]} == {"BASE_IMAGE": ci_plan.TOOL_BASE_IMAGE}
+        context = build.parent
+        assert context is not None and recorded.engine.host_path(context) == REPO  # the project itself
+        assert [c.args["path"] for c in context.calls("withDirectory")] == list(ci_plan.STAGED_CONTEXT_DIRS)
+        assert ctx.mounts[ci_plan.SOURCE].id == recorded.source_id
+        model = next(c for c in exec_obj.calls("withMountedDirectory") if c.args["path"] == ci_plan.MODELS)
+        assert model.args["source"] == recorded.model_id and model.args["readOnly"] is True
+
+
+def test_server_is_started_once_with_all_gpus_and_bound_for_the_server_steps(recorded: Recorded):
+    by_stage = {s.stage: s for s in DAGGER.steps}
+    bound: set[str] = set()
+    for ctx in recorded.stage_execs():
+        step = by_stage.get(Stage(ctx.argv[4])) if ctx.argv[3] == "stage" else None
+        if step is not None and ci_plan.uses_server(step):
+            assert set(ctx.services) == {ci_plan.SERVER_ALIAS}
+            assert ctx.argv[-2:] == ["--server-url", f"http://{ci_plan.SERVER_ALIAS}:{ci_plan.SERVER_PORT}"]
+            bound.add(ctx.services[ci_plan.SERVER_ALIAS])
+        else:
+            assert ctx.services == {}, ctx.argv
+    (service_id,) = bound  # boot, bench and eval talk to one service
+    service = recorded.engine.get(service_id)
+    fields = [c.field for c in service.chain()]
+    assert fields.count("experimentalWithAllGPUs") == 1 and fields[-1] == "asService"
+    assert service.args.get("useEntrypoint") is True
+    (from_,) = service.calls("from")
+    publish = next(e for e in recorded.engine.events if e.kind == "publish")
+    assert from_.args["address"] == ci_plan.require_digest(publish.detail["ref"])  # what was pushed, by digest
+    (models,) = service.calls("withMountedDirectory")
+    assert models.args == {"path": ci_plan.MODELS, "source": recorded.model_id, "readOnly": True}
+    (port,) = service.calls("withExposedPort")
+    assert port.args["port"] == ci_plan.SERVER_PORT
+    (auth,) = service.calls("withRegistryAuth")
+    assert auth.args["secret"] == recorded.secret_ids["registry_password"]
+
+    kinds = [(e.kind, e.detail["ctx"].argv[4] if e.kind == "exec" and e.detail["ctx"].argv[3:4] == ["stage"] else "")
+             for e in recorded.engine.events if e.kind in ("exec", "service-start", "service-stop")]
+    starts = [i for i, k in enumerate(kinds) if k[0] == "service-start"]
+    stops = [i for i, k in enumerate(kinds) if k[0] == "service-stop"]
+    assert len(starts) == 1 and len(stops) == 1, kinds  # started once, never just-in-time per exec
+    server_stages = [str(s.stage) for s in DAGGER.steps if ci_plan.uses_server(s)]
+    assert [k[1] for k in kinds[starts[0] + 1:stops[0]]] == server_stages
+
+
+def test_secrets_travel_only_as_secret_ids(recorded: Recorded):
+    engine = recorded.engine
+    wire = list(engine.wire_text())
+    runtime_creds = {c.name for c in DAGGER.credentials()}
+    for name in runtime_creds:
+        leaked = [t[:200] for t in wire if recorded.plaintexts[name] in t]
+        assert leaked == [], f"{name} travelled in plain text: {leaked}"
+    # A build secret is re-registered under the id its Dockerfile mounts (BuildKit mounts a Dagger
+    # secret by name); that setSecret is the only query that may carry its value.
+    ca = recorded.plaintexts["ca_bundle"]
+    carriers = [r.query for r in engine.requests if ca in r.query]
+    assert carriers and all(re.search(r'setSecret\(\s*name: "ca_bundle"', q) for q in carriers), carriers
+    renamed = {o.id for o in engine.objects.values() if o.field == "setSecret"}
+    assert {o.args["name"] for o in engine.objects.values() if o.field == "setSecret"} == {"ca_bundle"}
+    for b in (e for e in engine.events if e.kind == "build"):
+        assert set(b.obj.args.get("secrets", [])) <= renamed
+        assert b.detail["secrets"] == ["ca_bundle"]
+    # Only build secrets are ever read back as plain text.
+    queries = "\n".join(r.query for r in engine.requests)
+    read_back = re.findall(r'node\(id: "([^"]+)"\)\s*\{\s*\.\.\. on Secret \{\s*plaintext', queries)
+    assert set(read_back) == {recorded.secret_ids["ca_bundle"]}
+
+
+def test_each_step_gets_exactly_its_credentials(recorded: Recorded):
+    by_stage = {s.stage: s for s in DAGGER.steps}
+    store = CREDENTIALS["store_url"]
+    for ctx in recorded.stage_execs():
+        wanted = list(ci_plan.run_wide_credentials())
+        if ctx.argv[3] == "stage":
+            wanted += ci_plan.step_credentials(by_stage[Stage(ctx.argv[4])])
+        env = {c.env: recorded.secret_ids[c.name] for c in wanted if c.env}
+        files = {c.file: recorded.secret_ids[c.name] for c in wanted if c.file}
+        assert ctx.secret_env == env, ctx.argv
+        assert ctx.secret_mounts == files, ctx.argv
+        for name in (c.env for c in CREDENTIALS.values() if c.env):
+            assert name not in ctx.env, f"{name} as a plain variable in {ctx.argv}"
+        assert ctx.env.get(ci_plan.STORE_URL_FILE_ENV) == store.file  # a path; the URL is in the mounted file
+        has_registry = any(c.name == "registry_password" for c in wanted)
+        assert (ctx.env.get(ci_plan.REGISTRY_USERNAME_ENV) == "ci-bot") is has_registry
+    for obj in recorded.engine.objects.values():
+        if obj.field == "withMountedSecret":
+            assert obj.args["owner"] == ci_plan.TOOL_UID and obj.args.get("mode", 0o400) == 0o400
+
+
+def test_export_layout_is_what_the_workflow_reads(recorded: Recorded):
+    export = recorded.stage_execs()[-1]
+    assert export.argv[3:] == ["export", "--run", RUN_ID, "--out", ci_plan.OUT]
+    text = WORKFLOW.read_text()
+    assert set(re.findall(r"llmgate-out/([\w.]+)", text)) == set(ci_plan.EXPORT_FILES)
+    for call in _dagger_calls(text):
+        assert call[-3:] == ["export", "--path", "llmgate-out"]  # the directory `run` returns, as is
+
+
+def test_the_project_cli_takes_every_recorded_command(recorded: Recorded):
+    """Each command line the module sent parses with the project's CLI (unknown options fail before
+    the eager --help), and every stage of the plan is a choice of `llmgate stage`."""
+    exe = Path(sys.executable).parent / "llmgate"
+    shapes: dict[tuple[str, bool], list[str]] = {}
+    for ctx in recorded.stage_execs():
+        shapes.setdefault((ctx.argv[3], "--server-url" in ctx.argv), ctx.argv)
+    for argv in shapes.values():
+        r = subprocess.run([str(exe), *argv[1:], "--help"], capture_output=True, text=True, timeout=120, check=False)
+        assert r.returncode == 0, f"{ci_plan.describe(argv)}: {r.stdout[-800:]}{r.stderr[-800:]}"
+    refused = subprocess.run([str(exe), "stage", "no-such-stage", "--run", RUN_ID], capture_output=True, text=True,
+                             timeout=120, check=False)
+    assert refused.returncode == 2  # bad input, naming what it takes
+    choices = set(re.findall(r"'([a-z_]+)'", refused.stdout + refused.stderr))
+    assert {str(s) for s in DAGGER.stages} <= choices, choices
+
+
+def test_promotion_runs_only_when_asked_and_last(tmp_path: Path):
+    rec = record_run(tmp_path, target="production", promote=True)
+    assert rec.runtime.returncode == 0, rec.runtime.stderr
+    assert rec.llmgate_verbs() == ["new-run", *[f"stage {s}" for s in DAGGER.stages], "export"]
+    promote = rec.stage_execs()[-2]
+    assert promote.argv[4] == "promote"
+    assert set(promote.secret_mounts) == {CREDENTIALS["kubeconfig"].file, CREDENTIALS["cosign_public_key"].file,
+                                          CREDENTIALS["store_url"].file}
+
+
+def test_promotion_without_a_target_is_refused_before_anything_runs(tmp_path: Path):
+    rec = record_run(tmp_path, promote=True)
+    assert rec.runtime.returncode != 0 and rec.run.error is not None
+    assert "promotion needs a target" in error_message(rec.run.error)
+    assert rec.engine.events == []
+
+
+def test_an_export_without_its_files_fails_the_call(tmp_path: Path):
+    rec = record_run(tmp_path, exits={"export": 3}, export_writes=False, target="production")
+    assert rec.run.returned is None and rec.run.error is not None
+    message = error_message(rec.run.error)
+    assert "exit 3" in message and all(name in message for name in ci_plan.EXPORT_FILES)
+
+
+def test_a_new_run_that_fails_stops_before_any_stage(tmp_path: Path):
+    rec = record_run(tmp_path, exits={"new-run": 2}, target="production")
+    assert rec.run.error is not None and "exit code: 2" in error_message(rec.run.error)
+    assert rec.llmgate_verbs() == ["new-run"]
+
+
+def test_unauthenticated_requests_are_refused():
+    import httpx
+
+    with RecordingEngine() as engine:
+        r = httpx.post(f"http://127.0.0.1:{engine.port}/query", json={"query": "{ __typename }"})
+        assert r.status_code == 401 and engine.unauthorized == 1 and engine.requests == []
+
+
+# -- the workflow and the README call the module's real functions ------------------------------------------
+def _dagger_calls(text: str) -> list[list[str]]:
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return [shlex.split(line.strip()) for line in joined.splitlines() if line.strip().startswith("dagger call ")]
+
+
+def _check_call(argv: list[str], functions: dict[str, object]) -> str:
+    """Every option of `dagger call FN …` is a parameter of FN; secrets are passed by reference."""
+    assert argv[:2] == ["dagger", "call"], argv
+    fn_name = argv[2].replace("-", "_")
+    assert fn_name in functions, f"no function {argv[2]}"
+    params = {p.name: p for p in functions[fn_name].parameters.values()}  # type: ignore[attr-defined]
+    i = 3
+    while i < len(argv) and argv[i].startswith("--"):
+        name = argv[i][2:].split("=", 1)[0].replace("-", "_")
+        assert name in params, f"{argv[2]} has no --{argv[i][2:]}"
+        p = params[name]
+        if p.resolved_type is bool or _base(p.resolved_type) == {bool}:
+            i += 1
+            continue
+        value = argv[i].split("=", 1)[1] if "=" in argv[i] else argv[i + 1]
+        if _base(p.resolved_type) == {dagger.Secret}:
+            assert re.match(r"^(env|file|cmd)://", value), f"--{argv[i][2:]} must name a secret source, not a value"
+        i += 1 if "=" in argv[i] else 2
+    return fn_name
+
+
+def test_workflow_calls_run_with_its_real_arguments(module_type):
+    _, obj = module_type
+    calls = _dagger_calls(WORKFLOW.read_text())
+    assert len(calls) == 2
+    assert {_check_call(c, obj.functions) for c in calls} == {"run"}
+    assert any("--promote" in c for c in calls) and all("--store-url" in c for c in calls)
+
+
+def test_readme_dagger_section_matches_the_module(module_type):
+    _, obj = module_type
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Dagger"):]
+    section = section[: section.find("\n## ", 1) if "\n## " in section[1:] else len(section)]
+    calls = _dagger_calls(section)
+    assert {_check_call(c, obj.functions) for c in calls} == FUNCTIONS
+    run_calls = [c for c in calls if c[2] == "run"]
+    assert any("--store-url" in c for c in run_calls)
+    for name in ci_plan.EXPORT_FILES:
+        assert name in section, f"README does not say the export holds {name}"
+
+
+def test_actionlint_accepts_the_workflow_and_rejects_a_broken_one(tmp_path: Path):
+    from pipeline.adapters.tools import find_tool
+
+    exe = find_tool("actionlint")
+    assert exe, "actionlint missing: install the dev extras (`pip install -e .[dev]`)"
+    if shutil.which("shellcheck") is None and os.environ.get("LLMGATE_REQUIRE_DOCKER") == "1":
+        pytest.fail("shellcheck missing (scripts/setup.sh installs it): actionlint would not check run: scripts")
+    config = REPO / ".github" / "actionlint.yaml"
+    ok = subprocess.run([exe, "-config-file", str(config), str(WORKFLOW)], capture_output=True, text=True, timeout=60,
+                        check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    broken = tmp_path / "llmgate.yml"
+    broken.write_text(WORKFLOW.read_text().replace("github.event_name == 'pull_request'", "github.event_nam == 'pr'"))
+    bad = subprocess.run([exe, "-config-file", str(config), str(broken)], capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert bad.returncode == 1 and "event_nam" in bad.stdout
+
+
+def test_recorded_objects_are_typed_like_the_engine_s(recorded: Recorded):
+    """Sanity of the double itself: ids load only as the type they were made as."""
+    engine = recorded.engine
+    d = engine.get(recorded.source_id)
+    assert isinstance(d, Obj) and d.type == "Directory"
+    result = engine.execute(f'{{ node(id: "{recorded.source_id}") {{ ... on Container {{ id }} }} }}', None)
+    assert result.get("errors") and "loaded as Container" in result["errors"][0]["message"]

@@ -45,9 +45,13 @@ def test_main_job_promotes_good_and_blocks_degraded(local_stack, demo_models, tm
     run = runs[0]
     assert run.decision is Decision.PASS
     assert run.image.digest and run.image.digest.startswith("sha256:")
-    for stage in ("build", "leak", "boot", "bench", "eval"):
+    for stage in ("build", "leak", "scan", "sign", "boot", "bench", "eval", "manifests", "gate", "attest"):
         assert stage in run.stages, f"missing stage {stage}"
         assert run.stages[stage].status.value == "ok", (stage, run.stages[stage].reason)
+    # leak, scan and sign read the pushed image side by side
+    group = [run.stages[s] for s in ("leak", "scan", "sign")]
+    assert max(r.started_at for r in group) < min(r.finished_at for r in group)
+    assert run.model is not None and run.model.digest.startswith("sha256:")
     assert run.stages["leak"].metrics["leaks"] == 0
     assert run.stages["boot"].metrics["load_time_s"] > 0
     bench = run.stages["bench"].metrics
@@ -61,6 +65,8 @@ def test_main_job_promotes_good_and_blocks_degraded(local_stack, demo_models, tm
     assert verdicts["scan"].status is GateStatus.PASS, verdicts["scan"].reason
     # the refusal scorer's calibration on record is found under the id the eval stage records
     assert verdicts["refusal"].status is GateStatus.PASS, verdicts["refusal"].reason
+    # signing works on the embedded default: the signature gate ran and passed
+    assert verdicts["signature"].status is GateStatus.PASS and verdicts["signature"].required
     run_dir = REPO / ".llmgate" / "runs" / run.run_id
     report = json.loads((run_dir / "report.json").read_text())
     assert report["run_id"] == run.run_id
@@ -74,3 +80,19 @@ def test_main_job_promotes_good_and_blocks_degraded(local_stack, demo_models, tm
     assert any("correctness" in name for name in failed), failed
     # same Dockerfile and context: the same image digest is measured, only the model differs
     assert blocked.image.digest == run.image.digest
+    assert blocked.model.digest != run.model.digest
+
+    # Promotion trusts the signed verdict for the exact (image, model) pair.
+    from tests.promote_helpers import git, gitops_repo
+
+    deploy = gitops_repo(tmp_path)
+    refused = _llmgate("--store", str(store), "promote", "--target", "canary", "--run", blocked.run_id,
+                       "--gitops-repo", str(deploy))
+    assert refused.returncode == 1, refused.stderr[-3000:]
+    assert f"model {blocked.model.digest}" in refused.stdout and "refused" in refused.stdout
+    done = _llmgate("--store", str(store), "promote", "--target", "canary", "--run", run.run_id,
+                    "--gitops-repo", str(deploy))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    branch = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("branch: "))
+    overlay = git(deploy, "show", f"{branch}:manifests/overlays/canary/kustomization.yaml")
+    assert run.image.digest in overlay and run.model.digest in overlay

@@ -175,8 +175,8 @@ def test_eval_stage_metrics_items_details_and_rescore(gt, tmp_path: Path) -> Non
     assert again.metrics["refusal_accuracy"] == m["refusal_accuracy"]
     assert again.metrics["correctness_string_mean"] == m["correctness_string_mean"]
     assert again.metrics["correctness_mean"] != m["correctness_mean"]
-    assert again.details["scorers"]["correctness"]["embeddings"] == "caller-provided embeddings"
-    hist = again.details["rescored_from"][-1]
+    assert again.details.scorers["correctness"]["embeddings"] == "caller-provided embeddings"
+    hist = again.details.rescored_from[-1]
     assert "all-MiniLM-L6-v2" in hist["scorers"]["correctness"]["embeddings"]
     assert hist["metrics"]["correctness_mean"] == m["correctness_mean"]
 

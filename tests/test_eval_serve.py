@@ -19,6 +19,7 @@ from pipeline.models import ImageRef, RunRecord, StageStatus
 from pipeline.stages.evaluate import eval_stage, rescore
 from pipeline.workspace import Workspace
 from tests.eval_helpers import REPO, free_port, subset_ground_truth, transformers_serve
+from tests.stage_helpers import served_ctx
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_eval_stage_on_served_demo_model_then_cli_rescore(served, tmp_path: Path
     cfg.eval.ground_truth = str(gt_dir)
     ws = Workspace(tmp_path / "ws")
     run = RunRecord(image=ImageRef(repository="demo"))
-    res = eval_stage(run, cfg, ws, base_url=url, model=str(model_dir))
+    res = eval_stage(run, served_ctx(cfg, ws, url, str(model_dir)))
     assert res.status is StageStatus.OK, res.reason
     assert res.metrics["item_error_rate"] == 0.0
     assert res.metrics["correctness_mean"] > 0.97 and res.metrics["correctness_string_mean"] > 0.95
@@ -62,16 +63,18 @@ def test_eval_stage_on_served_demo_model_then_cli_rescore(served, tmp_path: Path
     run.add_stage(res)
     ws.checkpoint(run)
 
+    conf = tmp_path / "llmgate.yaml"
+    conf.write_text(f"eval: {{ground_truth: '{gt_dir}'}}\n")
     cli = subprocess.run(
         [sys.executable, "-m", "pipeline", "--workdir", str(ws.root), "eval", "--rescore", "--run", run.run_id,
-         "--ground-truth", str(gt_dir)],
+         "--config", str(conf)],
         check=False, capture_output=True, text=True, cwd=REPO, timeout=300,
     )
     assert cli.returncode == 0, cli.stderr
-    assert "(rescored)" in cli.stdout
+    assert f"run {run.run_id}: eval ok" in cli.stdout
     stored = ws.load_run(run.run_id)
     ev = stored.stages["eval"]
-    assert len(ev.details["rescored_from"]) == 1
+    assert len(ev.details.rescored_from) == 1
     assert ev.metrics["correctness_mean"] == pytest.approx(res.metrics["correctness_mean"], abs=1e-6)
     assert [i.response for i in ev.items] == [i.response for i in res.items]
 
@@ -84,7 +87,7 @@ def test_unreachable_judge_is_counted_as_failure_not_pass(served, tmp_path: Path
                                  api_key_env=None)
     ws = Workspace(tmp_path / "ws")
     run = RunRecord(image=ImageRef(repository="demo"))
-    res = eval_stage(run, cfg, ws, base_url=url, model=str(model_dir))
+    res = eval_stage(run, served_ctx(cfg, ws, url, str(model_dir)))
     run.add_stage(res)
     ws.checkpoint(run)
     # Judge down: the judged dimensions are scored 0 with reasons, never missing and never passing.
@@ -94,11 +97,11 @@ def test_unreachable_judge_is_counted_as_failure_not_pass(served, tmp_path: Path
     assert all("connection" in i.errors["faithfulness"] for i in res.items)
     assert all(i.scores["answer_relevance"] is None for i in res.items if i.expected_behaviour == "refuse")
     assert all(i.errors.get("answer_relevance") for i in answer_items)
-    assert res.details["judge"]["failed"]["faithfulness"] == len(res.items)
+    assert res.details.judge["failed"]["faithfulness"] == len(res.items)
     # Offline rescore without a judge: the judged dimensions go back to "not run".
-    again = rescore(ws.load_run(run.run_id), PipelineConfig(), ws)
+    again = rescore(ws.load_run(run.run_id), PipelineConfig(), ws.run_dir(run.run_id))
     assert "faithfulness_mean" not in again.metrics
-    assert again.details["scorers"]["faithfulness"]["status"].startswith("not run")
+    assert again.details.scorers["faithfulness"].status.startswith("not run")
 
 
 def test_served_demo_model_as_judge_through_ragas(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -112,9 +115,9 @@ def test_served_demo_model_as_judge_through_ragas(served, tmp_path: Path) -> Non
                                  api_key_env=None)
     ws = Workspace(tmp_path / "ws")
     run = RunRecord(image=ImageRef(repository="demo"))
-    res = eval_stage(run, cfg, ws, base_url=url, model=str(model_dir))
+    res = eval_stage(run, served_ctx(cfg, ws, url, str(model_dir)))
     assert res.status is StageStatus.OK, res.reason
-    judge = res.details["judge"]
+    judge = res.details.judge
     assert judge["judge_model"] == str(model_dir) and judge["prompt_version"].startswith("ragas-0.4.3-")
     for dim, applies in (("faithfulness", lambda i: bool(i.contexts)),
                          ("answer_relevance", lambda i: i.expected_behaviour == "answer")):

@@ -1,8 +1,9 @@
-"""Gate engine on synthetic RunRecords: decisions, not_run handling, baselines, outputs, reproducibility."""
+"""Gate engine on synthetic RunRecords: decisions, named outcomes for every edge case, baselines, outputs."""
 
 from __future__ import annotations
 
 import json
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -11,31 +12,41 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.config import PipelineConfig
-from pipeline.gates.baseline import BaselineKind, find_baseline
+from pipeline.gates import stats
+from pipeline.gates.baseline import Baseline, BaselineKind, find_baseline
 from pipeline.gates.engine import evaluate
+from pipeline.gates.outputs import write_junit, write_verdict_json
 from pipeline.gates.policy import Policy, policy_from_dict
-from pipeline.gates.sections import SectionPlugin, register_section, unregister_section
+from pipeline.gates.sections import SectionPlugin
+from pipeline.metrics import same_run_series
 from pipeline.models import (
     Decision,
-    GateStatus,
-    GateVerdict,
     GroundTruthRef,
     ImageRef,
     ItemResult,
     PromotionRecord,
     RunRecord,
+    Stage,
     StageResult,
     StageStatus,
 )
-from pipeline.stages.gate import gate_stage
-from pipeline.workspace import Workspace
+from pipeline.report.verdict_table import verdict_table
+from pipeline.schemas.eval import EvalDetails, ScorerInfo
+from pipeline.schemas.gate import GateStatus, GateVerdict
 
 GT = GroundTruthRef(version="v1", sha256="a" * 64, n_items=200)
-TRUSTED = {"scorers": {"refusal": "offline-refusal/1", "correctness": "minilm-cosine/1"}}
+
+
+def eval_details(**scorers: str) -> EvalDetails:
+    return EvalDetails(
+        base_url=None, model=None, ground_truth={}, collection=None,
+        scorers={dim: ScorerInfo(id=sid) for dim, sid in scorers.items()},
+        latency_slo_s=10.0, n_answer=0, n_refuse=0, scored_at="2026-01-01T00:00:00Z",
+    )
+
+
+TRUSTED = eval_details(refusal="offline-refusal/1", correctness="minilm-cosine/1")
 
 
 def calibrated(_sid: str) -> float:
@@ -45,12 +56,14 @@ def calibrated(_sid: str) -> float:
 def make_run(
     corr: np.ndarray | None = None,
     refusal: np.ndarray | None = None,
-    ttft: np.ndarray | None = None,
+    ttft: np.ndarray | list[float] | None = None,
     *,
     run_id: str | None = None,
     gt: GroundTruthRef | None = GT,
     extra_stages: dict[str, StageResult] | None = None,
-    details: dict[str, Any] | None = None,
+    details: EvalDetails | None = TRUSTED,
+    same_run_ttft: np.ndarray | None = None,
+    bench_metrics: dict[str, float] | None = None,
 ) -> RunRecord:
     stages: dict[str, StageResult] = {}
     if corr is not None:
@@ -65,19 +78,19 @@ def make_run(
         metrics = {"correctness_mean": float(np.mean(corr))}
         if refusal is not None:
             metrics["refusal_accuracy"] = float(np.mean(refusal))
-        stages["eval"] = StageResult(
-            stage="eval",
-            status=StageStatus.OK,
-            metrics=metrics,
-            items=items,
-            details=details if details is not None else TRUSTED,
-        )
+        stages["eval"] = StageResult(stage=Stage.EVAL, status=StageStatus.OK, metrics=metrics, items=items,
+                                     details=details)
     if ttft is not None:
+        samples = {"ttft_s": [float(x) for x in ttft]}
+        if same_run_ttft is not None:
+            samples[same_run_series("ttft_s")] = [float(x) for x in same_run_ttft]
+        finite = [float(x) for x in ttft if math.isfinite(x)]
         stages["bench"] = StageResult(
-            stage="bench",
+            stage=Stage.BENCH,
             status=StageStatus.OK,
-            metrics={"ttft_p99_s": float(np.percentile(ttft, 99)), "error_rate": 0.0},
-            samples={"ttft_s": [float(x) for x in ttft]},
+            metrics={"ttft_p99_s": float(np.percentile(finite, 99)) if finite else None, "error_rate": 0.0,
+                     "goodput": 1.0, **(bench_metrics or {})},
+            samples=samples,
         )
     stages.update(extra_stages or {})
     kw = {"run_id": run_id} if run_id else {}
@@ -85,10 +98,14 @@ def make_run(
 
 
 def policy(*gates: dict[str, Any], **top: Any) -> Policy:
-    return policy_from_dict({"gates": list(gates), **top}, where="test-policy.yaml")
+    return policy_from_dict({"gates": list(gates), **top}, sections=(), where="test-policy.yaml")
 
 
-CORR = {"name": "correctness", "source": "eval.correctness_mean", "threshold": 0.5, "margin": 0.01, "key": True}
+def judge(pol: Policy, run: RunRecord, baseline: Baseline | RunRecord | None = None, **kw: Any):  # type: ignore[no-untyped-def]
+    return evaluate(pol, run, baseline, sections=kw.pop("sections", ()), calibration=kw.pop("calibration", calibrated))
+
+
+CORR = {"name": "correctness", "source": "eval.correctness_mean", "threshold": 0.5, "margin": 0.02, "key": True}
 REFUSAL = {"name": "refusal", "source": "eval.refusal_accuracy", "threshold": 0.5, "margin": 0.02}
 TTFT = {"name": "ttft_p99", "source": "bench.ttft_p99_s", "threshold": 5.0, "margin": 0.10}
 
@@ -96,15 +113,15 @@ TTFT = {"name": "ttft_p99", "source": "bench.ttft_p99_s", "threshold": 5.0, "mar
 @pytest.fixture(scope="module")
 def world() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(11)
-    level = rng.beta(4, 2, 200)
+    level = rng.beta(4, 2, 400)
     return {
         "level": level,
-        "base": np.clip(level + rng.normal(0, 0.05, 200), 0, 1),
-        "same": np.clip(level + rng.normal(0, 0.05, 200), 0, 1),
-        "worse": np.clip(level - 0.08 + rng.normal(0, 0.05, 200), 0, 1),
-        "ttft_base": rng.lognormal(np.log(0.2), 0.3, 200),
-        "ttft_same": rng.lognormal(np.log(0.2), 0.3, 200),
-        "refusal_base": (rng.random(200) < 0.95).astype(float),
+        "base": np.clip(level + rng.normal(0, 0.05, 400), 0, 1),
+        "same": np.clip(level + rng.normal(0, 0.05, 400), 0, 1),
+        "worse": np.clip(level - 0.08 + rng.normal(0, 0.05, 400), 0, 1),
+        "ttft_base": rng.lognormal(np.log(0.2), 0.3, 400),
+        "ttft_same": rng.lognormal(np.log(0.2), 0.3, 400),
+        "refusal_base": (rng.random(400) < 0.95).astype(float),
     }
 
 
@@ -114,129 +131,229 @@ def by_name(verdicts: list[GateVerdict]) -> dict[str, GateVerdict]:
 
 def test_first_release_uses_absolute_thresholds_only(world: dict[str, np.ndarray]) -> None:
     run = make_run(world["base"], ttft=world["ttft_base"])
-    ev = evaluate(policy(CORR, TTFT), run, None, calibration=calibrated)
+    ev = judge(policy(CORR, TTFT), run)
     assert ev.decision is Decision.PASS
     for v in ev.verdicts:
         assert v.status is GateStatus.PASS and "first release" in v.reason and v.p_value is None
+        assert v.details.outcome == "first_release"
     assert ev.baseline.kind is BaselineKind.NONE and "absolute thresholds only" in ev.reason
 
 
 def test_missing_and_skipped_stage_are_never_a_pass(world: dict[str, np.ndarray]) -> None:
-    skipped = StageResult(stage="scan", status=StageStatus.SKIPPED, reason="not run: trivy not found")
+    skipped = StageResult(stage=Stage.SCAN, status=StageStatus.SKIPPED, reason="not run: trivy not found")
     run = make_run(world["base"], extra_stages={"scan": skipped})
     pol = policy(
         CORR,
         {"name": "crit", "source": "scan.critical", "threshold": 0},
         {"name": "sig", "source": "sign.verified", "threshold": 1},
     )
-    ev = evaluate(pol, run, calibration=calibrated)
+    ev = judge(pol, run)
     v = by_name(ev.verdicts)
     assert v["crit"].status is GateStatus.NOT_RUN and "trivy not found" in v["crit"].reason
-    assert v["sig"].status is GateStatus.NOT_RUN and "no result" in v["sig"].reason
+    assert v["crit"].details.outcome == "stage_skipped" and v["sig"].details.outcome == "stage_missing"
     assert ev.decision is Decision.BLOCKED and "crit not_run" in ev.reason and "sig not_run" in ev.reason
     relaxed = policy(
         CORR,
-        {"name": "sig", "source": "sign.verified", "threshold": 1, "required": False, "reason": "no cosign offline"},
+        {"name": "sig", "source": "sign.verified", "threshold": 1, "required": False,
+         "reason": "no cosign in this sandbox"},
     )
-    ev = evaluate(relaxed, run, calibration=calibrated)
+    ev = judge(relaxed, run)
     assert ev.decision is Decision.PASS
     assert by_name(ev.verdicts)["sig"].status is GateStatus.NOT_RUN
-    assert any("no cosign offline" in w for w in ev.warnings)
+    assert any("no cosign in this sandbox" in w for w in ev.warnings)
 
 
 def test_failed_stage_fails_and_missing_metric_is_not_run(world: dict[str, np.ndarray]) -> None:
-    died = StageResult(
-        stage="bench", status=StageStatus.FAILED, reason="server died mid-run", metrics={"ttft_p99_s": 0.1}
-    )
+    died = StageResult(stage=Stage.BENCH, status=StageStatus.FAILED, reason="server died mid-run",
+                       metrics={"ttft_p99_s": 0.1})
     run = make_run(world["base"], extra_stages={"bench": died})
     pol = policy(CORR, TTFT, {"name": "goodput", "source": "bench.goodput", "threshold": 0.9})
-    v = by_name(evaluate(pol, run, calibration=calibrated).verdicts)
+    v = by_name(judge(pol, run).verdicts)
     assert v["ttft_p99"].status is GateStatus.FAIL and "server died" in v["ttft_p99"].reason
-    ok_bench = StageResult(stage="bench", status=StageStatus.OK, metrics={"ttft_p99_s": 0.1})
-    v = by_name(
-        evaluate(pol, make_run(world["base"], extra_stages={"bench": ok_bench}), calibration=calibrated).verdicts
-    )
+    ok_bench = StageResult(stage=Stage.BENCH, status=StageStatus.OK, metrics={"ttft_p99_s": 0.1})
+    v = by_name(judge(pol, make_run(world["base"], extra_stages={"bench": ok_bench})).verdicts)
     assert v["goodput"].status is GateStatus.NOT_RUN and "not recorded" in v["goodput"].reason
     # A margin gate whose new run lacks the series cannot pass on its threshold alone.
     base = make_run(world["base"], ttft=world["ttft_base"])
-    assert v["ttft_p99"].status is GateStatus.PASS  # first release: threshold only
-    v = by_name(
-        evaluate(pol, make_run(world["base"], extra_stages={"bench": ok_bench}), base, calibration=calibrated).verdicts
-    )
-    assert v["ttft_p99"].status is GateStatus.NOT_RUN and "samples" in v["ttft_p99"].reason
+    v = by_name(judge(pol, make_run(world["base"], extra_stages={"bench": ok_bench}), base).verdicts)
+    assert v["ttft_p99"].status is GateStatus.NOT_RUN and v["ttft_p99"].details.outcome == "compare_data_missing"
+
+
+def test_nan_metric_is_not_run_never_a_pass(world: dict[str, np.ndarray]) -> None:
+    bench = StageResult(stage=Stage.BENCH, status=StageStatus.OK, metrics={"error_rate": math.nan})
+    v = by_name(judge(policy({"name": "err", "source": "bench.error_rate", "threshold": 0.01}),
+                      make_run(extra_stages={"bench": bench})).verdicts)["err"]
+    assert v.status is GateStatus.NOT_RUN and v.details.outcome == "invalid_value" and "nan" in v.reason
 
 
 def test_regression_against_baseline_fails_even_above_threshold(world: dict[str, np.ndarray]) -> None:
     base = make_run(world["base"], ttft=world["ttft_base"], run_id="base0001")
     new = make_run(world["worse"], ttft=world["ttft_same"])
-    ev = evaluate(policy(CORR, TTFT), new, base, calibration=calibrated)
+    ev = judge(policy(CORR, TTFT), new, base)
     v = by_name(ev.verdicts)["correctness"]
     assert v.value is not None and v.value > 0.5  # the absolute threshold alone would pass
-    assert v.status is GateStatus.FAIL and v.key
+    assert v.status is GateStatus.FAIL and v.key and v.details.outcome == "regression"
     assert v.difference == pytest.approx(float(np.mean(world["worse"] - world["base"])))
     assert v.ci_high is not None and v.ci_high < 0 and v.p_value is not None and v.p_value < 0.05
     assert v.mde is not None and v.baseline == pytest.approx(float(np.mean(world["base"])))
-    assert v.details["holm_family"] == 2 and v.details["baseline_run_id"] == "base0001"
-    assert ev.decision is Decision.BLOCKED and ev.reason.startswith("blocked: key gate correctness fail")
+    assert v.details.holm_family == 0 and v.details.baseline_run_id == "base0001"
+    assert v.p_value == v.details.p_raw  # each comparison at its own alpha by default
+    assert ev.decision is Decision.BLOCKED and ev.reason.startswith("blocked: key gate correctness fail (regression)")
+    holm = judge(policy(CORR, TTFT, multiplicity="holm"), new, base)
+    h = by_name(holm.verdicts)
+    assert h["correctness"].details.holm_family == 2 and "(Holm)" in h["correctness"].reason
+    raw = sorted([h["correctness"].details.p_raw, h["ttft_p99"].details.p_raw])
+    assert sorted([h["correctness"].p_value, h["ttft_p99"].p_value]) == pytest.approx(stats.holm(raw))
 
 
 def test_equal_model_is_not_blocked(world: dict[str, np.ndarray]) -> None:
     base = make_run(world["base"], ttft=world["ttft_base"])
     new = make_run(world["same"], ttft=world["ttft_same"])
-    ev = evaluate(policy(CORR, TTFT), new, base, calibration=calibrated)
-    assert ev.decision is Decision.PASS
-    assert all(v.status in (GateStatus.PASS, GateStatus.WARN) for v in ev.verdicts)
+    ev = judge(policy(CORR, TTFT), new, base)
+    assert ev.decision is Decision.PASS and not ev.warnings
+    assert {v.details.outcome for v in ev.verdicts} <= {"non_inferior", "no_regression_shown"}
 
 
-def test_latency_shift_detected_with_effect_floor(world: dict[str, np.ndarray]) -> None:
+def test_latency_gate_tests_its_margin(world: dict[str, np.ndarray]) -> None:
     base = make_run(world["base"], ttft=world["ttft_base"])
-    slower = make_run(world["base"], ttft=world["ttft_same"] * 1.25)
-    v = by_name(evaluate(policy(TTFT), slower, base, calibration=calibrated).verdicts)["ttft_p99"]
-    assert v.status is GateStatus.FAIL and v.difference is not None and 0.15 < v.difference < 0.35
-    assert v.details["cliffs_delta"] > 0
-    # A statistically clear but tiny shift stays under the effect-size floor (+10 %): no block.
-    tiny = make_run(world["base"], ttft=world["ttft_base"] * 1.03)
-    v = by_name(evaluate(policy(TTFT), tiny, base, calibration=calibrated).verdicts)["ttft_p99"]
-    assert v.status is not GateStatus.FAIL
+    slower = make_run(world["base"], ttft=world["ttft_same"] * 1.3)
+    v = by_name(judge(policy(TTFT), slower, base).verdicts)["ttft_p99"]
+    assert v.status is GateStatus.FAIL and v.difference is not None and 0.15 < v.difference < 0.45
+    assert v.details.cliffs_delta > 0 and v.details.baseline_samples == "stored"
+    # stored baseline: tested against (1 + 0.10)(1 + 0.05) and the verdict says so
+    assert v.details.tested_shift == pytest.approx(0.155) and "drift allowance 5%" in v.reason
+    # A statistically clear shift inside the margin never blocks.
+    tiny = make_run(world["base"], ttft=world["ttft_base"] * 1.05)
+    v = by_name(judge(policy(TTFT), tiny, base).verdicts)["ttft_p99"]
+    assert v.status is GateStatus.PASS and v.details.outcome in ("non_inferior", "no_regression_shown")
+
+
+def test_same_run_baseline_needs_no_drift_allowance(world: dict[str, np.ndarray]) -> None:
+    """The baseline release measured in this run (interleaved) is compared without the allowance, and is
+    preferred over stored samples, which a slower machine would make look like a regression."""
+    stored = make_run(world["base"], ttft=world["ttft_base"] * 0.8)  # a faster machine weeks ago
+    new = make_run(world["base"], ttft=world["ttft_same"], same_run_ttft=world["ttft_base"])
+    v = by_name(judge(policy(TTFT), new, stored).verdicts)["ttft_p99"]
+    assert v.status is GateStatus.PASS and v.details.baseline_samples == "same_run"
+    assert v.details.drift_allowance == 0.0 and v.details.tested_shift == pytest.approx(0.10)
+    assert "interleaved" in v.reason
+    v = by_name(judge(policy(TTFT), make_run(world["base"], ttft=world["ttft_same"]), stored).verdicts)["ttft_p99"]
+    assert v.status is GateStatus.FAIL  # against the stored fast-machine samples it looks 25 % slower
+    # first release, but the baseline release was interleaved: the latency comparison still runs
+    v = by_name(judge(policy(TTFT), make_run(ttft=world["ttft_same"] * 1.3, same_run_ttft=world["ttft_base"])).verdicts)
+    assert v["ttft_p99"].status is GateStatus.FAIL and v["ttft_p99"].details.outcome == "regression"
+
+
+@pytest.mark.parametrize("bad", [0.0, math.nan, math.inf, -0.2])
+def test_invalid_latency_samples_are_a_named_outcome(world: dict[str, np.ndarray], bad: float) -> None:
+    """Issue 19: a 0.0 latency sample raised ValueError; issue 16: one NaN made the release pass."""
+    base = make_run(world["base"], ttft=world["ttft_base"])
+    series = world["ttft_same"].copy()
+    series[7] = bad
+    ev = judge(policy(TTFT), make_run(world["base"], ttft=series), base)
+    v = by_name(ev.verdicts)["ttft_p99"]
+    assert v.details.outcome == "invalid_samples" and "1 of 400" in v.reason
+    assert v.status is GateStatus.WARN and ev.warnings  # non-key: passes only with a warning that says why
+    ev = judge(policy({**TTFT, "key": True}), make_run(world["base"], ttft=series), base)
+    assert by_name(ev.verdicts)["ttft_p99"].status is GateStatus.FAIL and ev.decision is Decision.BLOCKED
+    assert "inconclusive: invalid_samples" in ev.reason
+
+
+def test_too_few_and_zero_variance_are_inconclusive(world: dict[str, np.ndarray]) -> None:
+    base = make_run(world["base"], ttft=world["ttft_base"])
+    for series, outcome in (([0.2, 0.3], "too_few"), ([0.25] * 400, "zero_variance")):
+        v = by_name(judge(policy({**TTFT, "key": True}), make_run(world["base"], ttft=series), base).verdicts)["ttft_p99"]
+        assert v.status is GateStatus.FAIL and v.details.outcome == outcome, v.reason
+    # n = 2 paired items: never "non-inferior with CI [0, 0]"
+    two = make_run(world["base"][:2])
+    v = by_name(judge(policy(CORR), two, make_run(world["base"][:2])).verdicts)["correctness"]
+    assert v.status is GateStatus.FAIL and v.details.outcome == "too_few" and "at least 30 needed" in v.reason
+
+
+def test_identical_items_pass_by_name(world: dict[str, np.ndarray]) -> None:
+    base = make_run(world["base"], world["refusal_base"])
+    v = by_name(judge(policy(CORR, REFUSAL), make_run(world["base"], world["refusal_base"]), base).verdicts)
+    for name in ("correctness", "refusal"):
+        assert v[name].status is GateStatus.PASS and v[name].details.outcome == "identical"
+        assert "all 400 paired items scored the same" in v[name].reason
+
+
+def test_nan_item_scores_are_invalid_not_dropped(world: dict[str, np.ndarray]) -> None:
+    scores = world["same"].copy()
+    scores[3] = math.nan
+    ev = judge(policy(CORR), make_run(scores), make_run(world["base"]))
+    v = by_name(ev.verdicts)["correctness"]
+    assert v.status is GateStatus.NOT_RUN and v.details.outcome == "invalid_value"  # the mean itself is NaN
+
+
+def test_underpowered_key_gate_fails_and_names_n_needed(world: dict[str, np.ndarray]) -> None:
+    """Issue 16: at n=20 a real -0.05 drop plus +25 % TTFT passed. Now too little data never passes a key gate."""
+    rng = np.random.default_rng(5)
+    level = world["level"][:60]
+    base = make_run(np.clip(level + rng.normal(0, 0.2, 60), 0, 1))
+    new = make_run(np.clip(level + rng.normal(0, 0.2, 60), 0, 1))
+    ev = judge(policy(CORR), new, base)
+    v = by_name(ev.verdicts)["correctness"]
+    assert v.status is GateStatus.FAIL and v.details.outcome == "underpowered"
+    need = v.details.n_needed
+    assert v.mde is not None and v.mde > 0.02 and need > 60 and f"n >= {need} needed" in v.reason
+    assert f"correctness fail (inconclusive: underpowered, n >= {need} needed)" in ev.reason
+    # a non-key gate warns; the policy can also make a key gate warn on an underpowered comparison
+    assert by_name(judge(policy({**CORR, "key": False}), new, base).verdicts)["correctness"].status is GateStatus.WARN
+    soft = policy({**CORR, "on_underpowered": "warn"})
+    assert by_name(judge(soft, new, base).verdicts)["correctness"].status is GateStatus.WARN
+
+
+def test_disturbed_environment_makes_performance_gates_inconclusive(world: dict[str, np.ndarray]) -> None:
+    noisy = {"env_disturbed": 1.0, "env_steal_during": 0.12, "env_load_before": 2.4, "goodput": 0.21}
+    base = make_run(world["base"], ttft=world["ttft_base"])
+    run = make_run(world["base"], ttft=world["ttft_same"] * 1.5, bench_metrics=noisy)
+    pol = policy(CORR, TTFT, {"name": "goodput", "source": "bench.goodput", "threshold": 0.95},
+                 {"name": "err", "source": "bench.error_rate", "threshold": 0.01, "key": True})
+    ev = judge(pol, run, base)
+    v = by_name(ev.verdicts)
+    for name in ("ttft_p99", "goodput"):
+        assert v[name].status is GateStatus.WARN and v[name].details.outcome == "environment_disturbed"
+        assert "CPU steal 12.0% during the bench" in v[name].reason and "load 2.40 per CPU before it" in v[name].reason
+        assert "performance not judged" in v[name].reason
+    assert v["err"].status is GateStatus.PASS  # errors are not a matter of machine speed
+    assert ev.decision is Decision.PASS and len(ev.warnings) == 2
+    ev = judge(policy({**TTFT, "key": True}), run, base)
+    assert by_name(ev.verdicts)["ttft_p99"].status is GateStatus.FAIL and "environment_disturbed" in ev.reason
+    quiet = make_run(world["base"], ttft=world["ttft_same"] * 1.5, bench_metrics={"env_disturbed": 0.0})
+    assert by_name(judge(policy(TTFT), quiet, base).verdicts)["ttft_p99"].details.outcome == "regression"
 
 
 def test_mcnemar_gate_and_binary_scores(world: dict[str, np.ndarray]) -> None:
     r = world["refusal_base"]
     worse = r.copy()
-    worse[np.flatnonzero(r == 1)[:25]] = 0  # 25 items lost, none gained
+    worse[np.flatnonzero(r == 1)[:30]] = 0  # 30 items lost, none gained
     base = make_run(world["base"], r)
-    v = by_name(evaluate(policy(REFUSAL), make_run(world["base"], worse), base, calibration=calibrated).verdicts)
-    assert v["refusal"].status is GateStatus.FAIL
-    assert v["refusal"].details["discordant_lost_gained"] == [25, 0]
-    assert v["refusal"].p_value == pytest.approx(0.5**25)
+    v = by_name(judge(policy(REFUSAL), make_run(world["base"], worse), base).verdicts)
+    assert v["refusal"].status is GateStatus.FAIL and v["refusal"].details.outcome == "regression"
+    assert v["refusal"].details.discordant_lost_gained == [30, 0]
+    assert "Tango" in v["refusal"].details.test
+    zero = policy({**REFUSAL, "margin": 0.0})
+    v = by_name(judge(zero, make_run(world["base"], worse), base).verdicts)
+    assert v["refusal"].p_value == pytest.approx(0.5**30) and "McNemar" in v["refusal"].details.test
 
 
 def test_uncalibrated_scorer_reports_but_does_not_gate(world: dict[str, np.ndarray]) -> None:
     gate = {**REFUSAL, "threshold": 0.99, "min_agreement": 0.9}
     run = make_run(world["base"], world["refusal_base"])  # accuracy ~0.95 < 0.99
-    ev = evaluate(policy(CORR, gate), run, calibration=lambda sid: 0.8 if sid == "offline-refusal/1" else None)
+    ev = judge(policy(CORR, gate), run, calibration=lambda sid: 0.8 if sid == "offline-refusal/1" else None)
     v = by_name(ev.verdicts)["refusal"]
     assert v.status is GateStatus.WARN and v.reason.startswith("uncalibrated: reported, not trusted")
-    assert "80.0%" in v.reason and v.details["would_be"] == "fail"
+    assert "80.0%" in v.reason and v.details.would_be == "fail"
     assert ev.decision is Decision.PASS
-    unknown = make_run(world["base"], world["refusal_base"], details={})
-    v = by_name(evaluate(policy(CORR, gate), unknown, calibration=calibrated).verdicts)["refusal"]
+    unknown = make_run(world["base"], world["refusal_base"], details=eval_details())
+    v = by_name(judge(policy(CORR, gate), unknown).verdicts)["refusal"]
     assert v.status is GateStatus.WARN and "names no scorer" in v.reason
-    ev = evaluate(policy(CORR, gate), run, calibration=calibrated)
+    ev = judge(policy(CORR, gate), run)
     assert by_name(ev.verdicts)["refusal"].status is GateStatus.FAIL and ev.decision is Decision.BLOCKED
 
 
-def test_margin_below_mde_warns(world: dict[str, np.ndarray]) -> None:
-    rng = np.random.default_rng(5)
-    level = world["level"][:30]
-    base = make_run(np.clip(level + rng.normal(0, 0.2, 30), 0, 1))
-    new = make_run(np.clip(level + rng.normal(0, 0.2, 30), 0, 1))
-    v = by_name(evaluate(policy(CORR), new, base, calibration=calibrated).verdicts)["correctness"]
-    assert v.status is GateStatus.WARN and "below the smallest change detectable" in v.reason
-    assert v.mde is not None and v.mde > 0.01
-
-
-def test_section_plugin_extension_point(world: dict[str, np.ndarray]) -> None:
+def test_section_plugins_are_given_not_discovered(world: dict[str, np.ndarray]) -> None:
     from pydantic import BaseModel, ConfigDict
 
     class Canary(BaseModel):
@@ -244,81 +361,122 @@ def test_section_plugin_extension_point(world: dict[str, np.ndarray]) -> None:
         limit: int = 0
 
     def ev_canary(section: BaseModel, run: RunRecord, ctx: Any) -> list[GateVerdict]:
+        assert isinstance(section, Canary)
         return [GateVerdict(name="canary", source="canary:", status=GateStatus.FAIL, reason=f"limit {section.limit}")]
 
-    register_section(
-        SectionPlugin("canary", lambda raw, where: Canary.model_validate(raw or {}), ev_canary, owner="test")
-    )
-    try:
-        pol = policy(CORR, canary={"limit": 3})
-        ev = evaluate(pol, make_run(world["base"]), calibration=calibrated)
-        assert by_name(ev.verdicts)["canary"].reason == "limit 3" and ev.decision is Decision.BLOCKED
-        relaxed = policy(CORR, canary={"limit": 3, "required": False, "reason": "demo only"})
-        ev = evaluate(relaxed, make_run(world["base"]), calibration=calibrated)
-        assert ev.decision is Decision.PASS and "demo only" in by_name(ev.verdicts)["canary"].reason
-    finally:
-        unregister_section("canary")
+    canary = SectionPlugin("canary", Stage.BENCH, "samples", lambda raw, where: Canary.model_validate(raw or {}),
+                           ev_canary)
+
+    def pol(**sec: Any) -> Policy:
+        return policy_from_dict({"gates": [CORR], **sec}, sections=(canary,), where="p.yaml")
+
+    ev = judge(pol(canary={"limit": 3}), make_run(world["base"]), sections=(canary,))
+    assert by_name(ev.verdicts)["canary"].reason == "limit 3" and ev.decision is Decision.BLOCKED
+    relaxed = pol(canary={"limit": 3, "required": False, "reason": "a demonstration section only"})
+    ev = judge(relaxed, make_run(world["base"]), sections=(canary,))
+    assert ev.decision is Decision.PASS and "demonstration" in by_name(ev.verdicts)["canary"].reason
+    # evaluated without its plug-in: not run (blocks), never skipped
+    ev = judge(pol(canary={"limit": 3}), make_run(world["base"]), sections=())
+    assert by_name(ev.verdicts)["canary"].status is GateStatus.NOT_RUN and ev.decision is Decision.BLOCKED
 
 
-def test_baseline_choice_from_store(tmp_path: Path, world: dict[str, np.ndarray]) -> None:
-    ws = Workspace(tmp_path / ".llmgate")
+class _Store:
+    """The two store reads a baseline needs, over a list (the real Store is tested in test_store.py)."""
+
+    def __init__(self, *runs: RunRecord) -> None:
+        self.runs = list(runs)
+
+    def get(self, run_id: str) -> RunRecord:
+        return next(r for r in self.runs if r.run_id == run_id)
+
+    def last_promoted(self, target: str, *, ground_truth_version: str | None = None) -> RunRecord | None:
+        hits = [r for r in self.runs if r.promotion is not None and r.target == target
+                and (ground_truth_version is None or (r.ground_truth and r.ground_truth.version == ground_truth_version))]
+        return hits[-1] if hits else None
+
+
+PROMOTED = PromotionRecord(target="default", digest="sha256:" + "1" * 64, mode="dry-run", outcome="promoted")
+
+
+def test_baseline_choice_and_rescore(world: dict[str, np.ndarray]) -> None:
     run = make_run(world["same"])
-    ws.checkpoint(run)
-    assert find_baseline(run, ws.store).kind is BaselineKind.NONE
+    assert find_baseline(run, _Store(run), rescore=None).kind is BaselineKind.NONE
     old = make_run(world["base"], gt=GroundTruthRef(version="v0", sha256="b" * 64, n_items=100))
-    old.promotion = PromotionRecord(target="default", digest="sha256:" + "1" * 64, mode="dry-run", outcome="promoted")
-    ws.checkpoint(old)
-    b = find_baseline(run, ws.store)
+    old.promotion = PROMOTED
+    b = find_baseline(run, _Store(run, old), rescore=None)
     assert b.kind is BaselineKind.INCOMPARABLE and "v0" in b.reason and "v1" in b.reason
     assert b.run_id == old.run_id and not b.items_comparable
     calls: list[tuple[str, str]] = []
 
-    def rescore(baseline: RunRecord, gt: GroundTruthRef) -> StageResult:
+    def rescore(baseline: RunRecord, gt: GroundTruthRef) -> RunRecord:
         calls.append((baseline.run_id, gt.version))
-        return make_run(world["base"]).stages["eval"]
+        out = baseline.model_copy(deep=True)
+        out.stages["eval"] = make_run(world["base"]).stages["eval"]
+        out.ground_truth = gt
+        return out
 
-    b = find_baseline(run, ws.store, rescore=rescore)
+    b = find_baseline(run, _Store(run, old), rescore=rescore)
     assert b.kind is BaselineKind.RESCORED and calls == [(old.run_id, "v1")] and b.run.ground_truth == GT  # type: ignore[union-attr]
     same = make_run(world["base"])
-    same.promotion = old.promotion
-    ws.checkpoint(same)
-    b = find_baseline(run, ws.store)
-    assert b.kind is BaselineKind.SAME and b.run_id == same.run_id
+    same.promotion = PROMOTED
+    assert find_baseline(run, _Store(run, old, same), rescore=rescore).kind is BaselineKind.SAME
 
 
-def test_gate_stage_outputs_and_reproducible(tmp_path: Path, world: dict[str, np.ndarray]) -> None:
-    ws = Workspace(tmp_path / ".llmgate")
-    base = make_run(world["base"], ttft=world["ttft_base"])
-    base.promotion = PromotionRecord(target="default", digest="sha256:" + "2" * 64, mode="dry-run", outcome="promoted")
-    ws.checkpoint(base)
-    run = make_run(world["worse"], ttft=world["ttft_same"])
+def test_failing_rescore_is_a_stated_outcome(world: dict[str, np.ndarray]) -> None:
+    """Issue 19: the hook's TypeError was swallowed and quality comparisons silently lost."""
+    old = make_run(world["base"], world["refusal_base"], gt=GroundTruthRef(version="v0", sha256="b" * 64, n_items=100))
+    old.promotion = PROMOTED
+    run = make_run(world["same"], world["refusal_base"])
+
+    def broken(baseline: RunRecord, gt: GroundTruthRef) -> RunRecord:
+        raise RuntimeError("stored responses missing for 12 items")
+
+    b = find_baseline(run, _Store(run, old), rescore=broken)
+    assert b.kind is BaselineKind.RESCORE_FAILED and "stored responses missing for 12 items" in b.reason
+    ev = judge(policy(CORR, REFUSAL), run, b)
+    v = by_name(ev.verdicts)
+    assert v["correctness"].status is GateStatus.FAIL and v["correctness"].details.outcome == "rescore_failed"
+    assert v["refusal"].status is GateStatus.WARN and "stored responses missing" in v["refusal"].reason
+    assert ev.decision is Decision.BLOCKED and "rescore_failed" in ev.reason
+    wrong = find_baseline(run, _Store(run, old), rescore=lambda r, gt: r)  # "re-scored" on the old ground truth
+    assert wrong.kind is BaselineKind.RESCORE_FAILED and "not v1" in wrong.reason
+
+
+def test_outputs_are_reproducible_and_markup_is_inert(tmp_path: Path, world: dict[str, np.ndarray]) -> None:
+    base = make_run(world["base"], ttft=world["ttft_base"], run_id="base0002")
+    died = StageResult(stage=Stage.SCAN, status=StageStatus.ERROR, reason="[/boom] trivy [bold]exploded")
+    run = make_run(world["worse"], ttft=world["ttft_same"], extra_stages={"scan": died})
     pol = policy(
-        CORR,
-        TTFT,
-        {"name": "sig", "source": "sign.verified", "threshold": 1, "required": False, "reason": "offline"},
+        CORR, TTFT,
+        {"name": "sig", "source": "sign.verified", "threshold": 1, "required": False, "reason": "offline sandbox, no cosign"},
         {"name": "crit", "source": "scan.critical", "threshold": 0},
     )
-    first = gate_stage(run, PipelineConfig(), ws, policy=pol, calibration=calibrated)
-    assert run.decision is Decision.BLOCKED and run.baseline_run_id == base.run_id and run.gates == first
-    out = ws.run_dir(run.run_id)
-    doc = json.loads((out / "verdict.json").read_text())
-    assert doc["decision"] == "blocked" and doc["baseline"]["run_id"] == base.run_id
+    first = judge(pol, run, base)
+    assert first.decision is Decision.BLOCKED and first.baseline.run_id == "base0002"
+    doc = json.loads(write_verdict_json(first, run, pol, tmp_path / "verdict.json").read_text())
+    assert doc["decision"] == "blocked" and doc["baseline"]["run_id"] == "base0002"
     assert [g["name"] for g in doc["gates"]] == ["correctness", "ttft_p99", "sig", "crit"]
-    suite = ET.parse(out / "junit.xml").getroot().find("testsuite")
+    suite = ET.parse(write_junit(first, run, tmp_path / "junit.xml")).getroot().find("testsuite")
     assert suite is not None and suite.get("tests") == "4" and suite.get("failures") == "2"
     cases = {c.get("name"): c for c in suite.iter("testcase")}
     assert cases["correctness"].find("failure") is not None
     assert cases["crit"].find("failure").get("type") == "not_run"  # type: ignore[union-attr]
-    assert cases["sig"].find("skipped") is not None
-    assert cases["ttft_p99"].find("failure") is None
-    assert {a.name for a in run.stages["gate"].artifacts} == {"verdict.json", "junit.xml"}
-    ws.checkpoint(run)
-    again = ws.load_run(run.run_id)
-    second = gate_stage(again, PipelineConfig(), ws, policy=pol, calibration=calibrated)
-    assert [v.model_dump() for v in second] == [v.model_dump() for v in first]
+    assert cases["sig"].find("skipped") is not None and cases["ttft_p99"].find("failure") is None
+    again = judge(pol, RunRecord.model_validate_json(run.model_dump_json()), base)
+    assert [v.model_dump() for v in again.verdicts] == [v.model_dump() for v in first.verdicts]
+    from rich.console import Console
+
+    console = Console(record=True, width=300)
+    console.print(verdict_table(first.verdicts, first.decision, first.reason))  # no MarkupError
+    assert "[/boom] trivy [bold]exploded" in console.export_text()
 
 
 def test_gate_cli_exit_codes(tmp_path: Path, world: dict[str, np.ndarray]) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.workspace import Workspace
+
     workdir = tmp_path / ".llmgate"
     ws = Workspace(workdir)
     good = make_run(world["base"], ttft=world["ttft_base"])
@@ -331,7 +489,6 @@ def test_gate_cli_exit_codes(tmp_path: Path, world: dict[str, np.ndarray]) -> No
     pol.write_text("gates:\n  - name: correctness\n    source: eval.correctness_mean\n    threshold: 0.99\n")
     res = runner.invoke(app, ["--workdir", str(workdir), "gate", "--run", good.run_id, "--policy", str(pol)])
     assert res.exit_code == 1, res.output
-    assert ws.load_run(good.run_id).decision is Decision.BLOCKED
     pol.write_text("gates:\n  - name: correctness\n    source: eval.correctness\n    threshold: 0.5\n")
     res = runner.invoke(app, ["--workdir", str(workdir), "gate", "--run", good.run_id, "--policy", str(pol)])
     assert res.exit_code == 2 and "gates.correctness.source" in res.output
@@ -345,12 +502,10 @@ def test_more_regression_never_turns_fail_into_pass(drop: float, more: float, sl
     base_c = np.clip(level + rng.normal(0, 0.05, 60), 0, 1)
     new_c = np.clip(level + rng.normal(0, 0.05, 60), 0, 1)
     ttft = rng.lognormal(np.log(0.2), 0.3, 60)
-    pol = policy({**CORR, "threshold": 0.55}, TTFT, resamples=10_000)
+    pol = policy({**CORR, "threshold": 0.55, "margin": 0.05}, TTFT, resamples=10_000)
     base = make_run(base_c, ttft=ttft)
-    ev1 = evaluate(pol, make_run(np.clip(new_c - drop, 0, 1), ttft=ttft * slow), base, calibration=calibrated)
-    ev2 = evaluate(
-        pol, make_run(np.clip(new_c - drop - more, 0, 1), ttft=ttft * slow * (1 + slower)), base, calibration=calibrated
-    )
+    ev1 = judge(pol, make_run(np.clip(new_c - drop, 0, 1), ttft=ttft * slow), base)
+    ev2 = judge(pol, make_run(np.clip(new_c - drop - more, 0, 1), ttft=ttft * slow * (1 + slower)), base)
     rank = {GateStatus.PASS: 0, GateStatus.WARN: 0, GateStatus.FAIL: 1, GateStatus.NOT_RUN: 1}
     for a, b in zip(ev1.verdicts, ev2.verdicts, strict=True):
         assert rank[b.status] >= rank[a.status], (a.reason, b.reason)

@@ -54,7 +54,7 @@ def test_paired_binary_on_recorded_xstest_labels(fixtures_dir: Path) -> None:
     base = [gpt4[i] for i in ids]
     lost = sum(1 for a, b in zip(new, base, strict=True) if b == 1 and a == 0)
     gained = sum(1 for a, b in zip(new, base, strict=True) if b == 0 and a == 1)
-    res = stats.paired_binary(new, base, seed=1)
+    res = stats.paired_binary(new, base)
     assert res.discordant == (lost, gained)
     assert res.p_regression == pytest.approx(sps.binomtest(lost, lost + gained, 0.5, alternative="greater").pvalue)
     assert res.mean_diff == pytest.approx((gained - lost) / len(ids))
@@ -63,19 +63,88 @@ def test_paired_binary_on_recorded_xstest_labels(fixtures_dir: Path) -> None:
     assert res.ci_high < 0
 
 
-def test_mann_whitney_matches_scipy_and_effect_sizes() -> None:
+def test_shift_test_is_scipys_mann_whitney_against_the_shifted_baseline() -> None:
     rng = np.random.default_rng(3)
     x = rng.lognormal(np.log(0.25), 0.3, 60)
     y = rng.lognormal(np.log(0.2), 0.3, 50)
-    res = stats.rank_shift(x, y, seed=1)
-    ref = sps.mannwhitneyu(x, y, alternative="greater")
-    assert res.p_regression == pytest.approx(ref.pvalue, rel=1e-12)
-    assert res.cles == pytest.approx(ref.statistic / (60 * 50))
-    assert res.rel_shift == pytest.approx(np.median(x) / np.median(y) - 1)
-    assert res.ci_low < res.rel_shift < res.ci_high
-    sep = stats.rank_shift([4.0, 5.0, 6.0], [1.0, 2.0, 3.0], seed=1)
+    res = stats.shift_test(x, y, ratio=1.1)
+    assert res.p_regression == sps.mannwhitneyu(x, y * 1.1, alternative="greater").pvalue
+    assert res.cles == sps.mannwhitneyu(x, y, alternative="greater").statistic / (60 * 50)
+    assert res.median_ratio == pytest.approx(np.median(x) / np.median(y))
+    # Hodges-Lehmann: the median of every pairwise log difference; the interval, its order statistics
+    d = np.sort((np.log(x)[:, None] - np.log(y)[None, :]).ravel())
+    assert res.shift == pytest.approx(math.expm1(np.median(d)), rel=1e-9)
+    hw = sps.norm.ppf(0.95) * math.sqrt(60 * 50 * 111 / 12)
+    k = math.floor(60 * 50 / 2 - hw - 0.5)
+    assert res.ci_low == pytest.approx(math.expm1(d[k - 1]), rel=1e-9)
+    assert res.ci_high == pytest.approx(math.expm1(d[60 * 50 - k]), rel=1e-9)
+    assert res.ci_low < res.shift < res.ci_high
+    sep = stats.shift_test([4.0, 5.0, 6.0], [1.0, 2.0, 3.0])
     assert sep.cliffs_delta == 1.0 and sep.cles == 1.0
     assert sep.p_regression == pytest.approx(0.05)  # exact: 1 / C(6,3)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, math.nan, math.inf])
+def test_shift_test_refuses_samples_that_are_not_latencies(bad: float) -> None:
+    with pytest.raises(ValueError, match="finite and positive"):
+        stats.shift_test([0.2, 0.3, bad], [0.2, 0.25, 0.3])
+
+
+def test_shift_test_blocks_a_slowdown_exactly_at_the_margin_at_most_alpha() -> None:
+    """Seeded simulation: new = base x 1.10 (the margin), log-normal with stragglers, n = 100 per side."""
+    rng = np.random.default_rng(12)
+    rejected = 0
+    for _ in range(400):
+        y = rng.lognormal(np.log(0.2), 0.35, 100)
+        x = rng.lognormal(np.log(0.2), 0.35, 100) * 1.10
+        rejected += stats.shift_test(x, y, ratio=1.10).p_regression < 0.05
+    assert rejected / 400 <= 0.07  # alpha 0.05 plus simulation error
+    # ... and a slowdown of 1.35 is seen almost always
+    caught = sum(
+        stats.shift_test(rng.lognormal(np.log(0.27), 0.35, 100), rng.lognormal(np.log(0.2), 0.35, 100),
+                         ratio=1.10).p_regression < 0.05
+        for _ in range(100)
+    )
+    assert caught >= 90
+
+
+def test_tango_constrained_mle_is_the_maximum() -> None:
+    from scipy import optimize
+
+    for lost, gained, n, d0 in [(20, 5, 400, -0.02), (3, 8, 100, -0.05), (30, 2, 120, -0.1), (5, 1, 400, 0.02)]:
+        p_lost, p_gained = stats.tango_constrained(lost, gained, n, d0)
+        assert p_gained == pytest.approx(p_lost + d0)
+
+        def nll(p: float, lost: int = lost, gained: int = gained, n: int = n, d0: float = d0) -> float:
+            return -(lost * math.log(p) + gained * math.log(p + d0) + (n - lost - gained) * math.log(1 - 2 * p - d0))
+
+        best = optimize.minimize_scalar(nll, bounds=(max(0, -d0) + 1e-9, (1 - d0) / 2 - 1e-9), method="bounded",
+                                        options={"xatol": 1e-12})
+        assert p_lost == pytest.approx(best.x, abs=1e-7)
+
+
+def test_tango_at_margin_zero_is_mcnemars_score_statistic() -> None:
+    assert stats.tango_z(20, 5, 400, 0.0) == pytest.approx((5 - 20) / math.sqrt(25))
+
+
+def test_paired_binary_with_margin_respects_it() -> None:
+    """Seeded simulation at the boundary: the new release loses exactly the margin (0.02) on average,
+    with 3 % of items flipping both ways; McNemar + an effect floor blocked such releases ~40 % of the
+    time, the margin test at most alpha."""
+    rng = np.random.default_rng(4)
+    n, m = 400, 0.02
+    rejected = 0
+    for _ in range(500):
+        u = rng.random(n)
+        lost, gained = u < 0.015 + m / 2, (u >= 0.015 + m / 2) & (u < 0.03)
+        base = np.where(lost, 1.0, np.where(gained, 0.0, (rng.random(n) < 0.9).astype(float)))
+        new = np.where(lost, 0.0, np.where(gained, 1.0, base))
+        res = stats.paired_binary(new, base, margin=m)
+        rejected += res.p_regression < 0.05
+    assert rejected / 500 <= 0.075
+    # the interval is Tango's inverted test: its lower end is where the one-sided test at it has p = alpha
+    res = stats.paired_binary(new, base, margin=m)
+    assert sps.norm.cdf(stats.tango_z(*res.discordant, n, res.ci_low)) == pytest.approx(0.95, abs=1e-6)  # type: ignore[misc]
 
 
 def test_holm_known_set() -> None:
@@ -107,6 +176,11 @@ def test_mde_formulas() -> None:
     assert stats.mde_paired(0.2, 1) == math.inf
     rel = stats.mde_relative_shift(0.35, 200, 200)
     assert rel == pytest.approx(math.expm1(z * 0.35 * math.sqrt(2 / 200) / math.sqrt(3 / math.pi)))
+    # the n needed brings the MDE down to the margin (MDE ~ 1/sqrt(n))
+    need = stats.n_needed_paired(100, 0.04, 0.02)
+    assert need == 400 and stats.mde_paired(1.0, need) == pytest.approx(stats.mde_paired(1.0, 100) / 2)
+    need = stats.n_needed_shift(200, rel, 0.05)
+    assert stats.mde_relative_shift(0.35, need, need) <= 0.05 < stats.mde_relative_shift(0.35, need - 2, need - 2)
 
 
 def test_gate_seed_is_stable() -> None:

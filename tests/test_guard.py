@@ -1,112 +1,198 @@
-"""Promotion guard: tag refused, unscanned/blocked digest refused, unverifiable signature refused.
-Signature checks use the cosign TEST DOUBLE (tests/cosign_double.py)."""
+"""Attesting a release and the promotion guard, on the real local registry with real keys.
+
+The guard trusts only signed facts from the registry: each forgery below leaves nothing it trusts,
+and each refusal names the (image, model) pair and the reason."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from pipeline.config import PipelineConfig, SignConfig
-from pipeline.models import ImageRef, RunRecord, StageResult, StageStatus
-from pipeline.supplychain.guard import PromotionRefused, check_promotable
-from pipeline.supplychain.scan_policy import ScanPolicy, evaluate
-from pipeline.supplychain.trivy_report import load_report
-from pipeline.workspace import Workspace
-from tests import cosign_double
+from pipeline.adapters.signer import PythonSigner
+from pipeline.models import (
+    Decision,
+    GroundTruthRef,
+    ImageRef,
+    ModelRef,
+    PolicyRef,
+    RunRecord,
+    Stage,
+    StageResult,
+    StageStatus,
+)
+from pipeline.promote.evidence import summary
+from pipeline.schemas.build import BuildDetails
+from pipeline.schemas.gate import GateStatus, GateVerdict
+from pipeline.supplychain import cosign_keys as ck
+from pipeline.supplychain.guard import PromotionRefused, TargetPolicy, check_promotable
+from pipeline.supplychain.predicates import PROVENANCE_TYPE, SBOM_TYPE, VERDICT_TYPE, VerdictPredicate
+from pipeline.supplychain.signing import attest_release, load_public_key, sign_image, verify_release
+from tests.trust_images import trust_repo
 
-REPO = "127.0.0.1:9/llmgate/e-guard-test"
-DIGEST = "sha256:" + "e" * 64
-REF = f"{REPO}@{DIGEST}"
+GOOD_MODEL = "sha256:" + "1" * 64
+BAD_MODEL = "sha256:" + "2" * 64
+PROD_POLICY = PolicyRef(name="gates.yaml", files=["gates.yaml"], sha256="a" * 64)
+LOCAL_POLICY = PolicyRef(name="gates.local.yaml", files=["gates.local.yaml", "gates.yaml"], sha256="b" * 64)
+SBOM = {"bomFormat": "CycloneDX", "specVersion": "1.6", "version": 1, "components": []}
 
 
-def _record_scan(ws: Workspace, fixtures_dir: Path, fixture: str, not_run: dict[str, str] | None = None) -> RunRecord:
-    report = load_report(fixtures_dir / "trivy" / fixture)
-    verdict = evaluate(report, ScanPolicy(), not_run=not_run)
-    run = RunRecord(image=ImageRef.parse(REF))
-    run.add_stage(StageResult(stage="scan", status=StageStatus.OK, metrics=verdict.metrics(),
-                              details={"verdict": verdict.model_dump(mode="json"), "not_run": not_run or {},
-                                       "report": report.model_dump(mode="json")}))
-    ws.checkpoint(run)
-    return run
+@pytest.fixture(scope="module")
+def keys(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    d = fixtures_dir / "cosign"
+    key = ck.load_private_key_file(d / "cosign_generated_encrypted_empty_private.key", b"")
+    other_dir = tmp_path_factory.mktemp("forger")
+    files = ck.write_key_pair(other_dir, b"")
+    return (key, load_public_key(d / "cosign_generated_encrypted_empty_private.pub"),
+            ck.load_private_key_file(files.private_key, b""), load_public_key(files.public_key))
 
 
 @pytest.fixture
-def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    fake = cosign_double.install(tmp_path, monkeypatch)
-    pub = tmp_path / "cosign.pub"
-    pub.write_text("pub")
-    return fake, Workspace(tmp_path / "ws"), PipelineConfig(sign=SignConfig(public_key=str(pub)))
+def env(local_stack, tmp_path: Path):  # type: ignore[no-untyped-def]
+    signer = PythonSigner()
+    with trust_repo() as repo:
+        sbom = tmp_path / "sbom.json"
+        sbom.write_text(json.dumps(SBOM))
+        yield repo, signer, sbom, tmp_path
+    signer.close()
 
 
-def _sign(fake: cosign_double.FakeCosign) -> None:
-    """Leave a signature for DIGEST in the double's state, as `cosign sign` would in the registry."""
-    (fake.state).mkdir(exist_ok=True)
-    (fake.state / DIGEST.replace(":", "_")).with_suffix(".sig").write_text("signed")
+def make_run(image: str, model: str, decision: Decision, policy: PolicyRef = PROD_POLICY) -> RunRecord:
+    run = RunRecord(image=ImageRef.parse(image), model=ModelRef(path="/m", digest=model, files=3, bytes=1234),
+                    policy=policy, ground_truth=GroundTruthRef(version="v1", sha256="c" * 64, n_items=10),
+                    source_commit="0123456789ab", decision=decision,
+                    decision_reason="" if decision is Decision.PASS else "fail correctness",
+                    gates=[GateVerdict(name="correctness", source="eval.correctness_mean",
+                                       status=GateStatus.PASS if decision is Decision.PASS else GateStatus.FAIL,
+                                       value=0.9 if decision is Decision.PASS else 0.3, threshold=0.6, direction="min")])
+    run.add_stage(StageResult(stage=Stage.BUILD, status=StageStatus.OK, details=BuildDetails(
+        dockerfile="dockerfiles/cpu.Dockerfile", context=".", base_image="127.0.0.1:5000/llmgate/base@sha256:" + "d" * 64,
+        image=image.split("@")[0] + ":t", digest=image.split("@")[1], dockerfile_sha256="e" * 64,
+        secret_ids=["ca_bundle", "pip_conf"], build_arg_names=["BASE_IMAGE"])))
+    return run
 
 
-def test_tag_is_refused(setup) -> None:  # type: ignore[no-untyped-def]
-    fake, ws, cfg = setup
-    with pytest.raises(PromotionRefused, match="given by tag") as ei:
-        check_promotable(f"{REPO}:v1", ws.store, cfg)
-    assert ei.value.where == f"{REPO}:v1" and ei.value.exit_code == 1
-    assert fake.calls() == []
+def release(env, keys, model: str = GOOD_MODEL, decision: Decision = Decision.PASS,  # type: ignore[no-untyped-def]
+            policy: PolicyRef = PROD_POLICY, image: str | None = None, key_index: int = 0) -> RunRecord:
+    repo, signer, sbom, tmp = env
+    key, pub = keys[key_index], keys[key_index + 1]
+    run = make_run(image or repo.image(), model, decision, policy)
+    sign_image(run.image, key, pub, signer=signer)
+    details = attest_release(run, key, pub, signer=signer, work_dir=tmp, sbom=sbom)
+    assert [a.verified for a in details.attestations] == [True, True, True], details
+    return run
 
 
-def test_digest_without_scan_is_refused(setup) -> None:  # type: ignore[no-untyped-def]
-    fake, ws, cfg = setup
-    _sign(fake)
-    with pytest.raises(PromotionRefused, match=f"no passing scan recorded in the store for {DIGEST}"):
-        check_promotable(REF, ws.store, cfg)
+def test_attest_release_and_verify_release(env, keys) -> None:  # type: ignore[no-untyped-def]
+    _, signer, _, _ = env
+    run = release(env, keys)
+    v = verify_release(run.image, keys[1], signer=signer)
+    assert v.valid, [c.reason for c in v.checks]
+    verdict = v.verdict.predicate
+    assert isinstance(verdict, VerdictPredicate)
+    assert (verdict.image.digest, verdict.model.digest, verdict.decision) == (run.image.digest, GOOD_MODEL, Decision.PASS)
+    assert verdict.policy.name == "gates.yaml" and verdict.policy.sha256 == "a" * 64
+    assert verdict.ground_truth.version == "v1" and [g.name for g in verdict.gates] == ["correctness"]
+    assert v.sbom.predicate == SBOM
+    prov = v.provenance.predicate
+    assert prov["runDetails"]["builder"]["id"] == "https://llmgate.dev/builder/local"
+    ext = prov["buildDefinition"]["externalParameters"]
+    assert ext["dockerfile"] == {"path": "dockerfiles/cpu.Dockerfile", "sha256": "e" * 64}
+    assert ext["secrets"] == ["ca_bundle", "pip_conf"] and ext["buildArgs"] == ["BASE_IMAGE"]
+    assert {"uri": "oci://127.0.0.1:5000/llmgate/base", "digest": {"sha256": "d" * 64}} in \
+        prov["buildDefinition"]["resolvedDependencies"]
+    other = verify_release(run.image, keys[3], signer=signer)
+    assert [c.valid for c in other.checks] == [False, False, False, False]
 
 
-@pytest.mark.parametrize(("fixture", "not_run"), [
-    ("debian-buster.json", None),  # 1 CRITICAL: blocked
-    ("alpine-310.json", {"vuln": "vulnerability DB unavailable"}),  # passed? no: vuln did not run
-])
-def test_blocked_or_partial_scan_is_refused(setup, fixtures_dir: Path, fixture: str, not_run) -> None:  # type: ignore[no-untyped-def]
-    fake, ws, cfg = setup
-    _sign(fake)
-    _record_scan(ws, fixtures_dir, fixture, not_run)
-    with pytest.raises(PromotionRefused, match="no passing scan"):
-        check_promotable(REF, ws.store, cfg)
+def test_guard_passes_the_signed_pair_and_evidence_names_both_digests(env, keys) -> None:  # type: ignore[no-untyped-def]
+    _, signer, _, _ = env
+    run = release(env, keys)
+    res = check_promotable(run.image, GOOD_MODEL, "production", keys[1], signer=signer)
+    assert res.verdict.run_id == run.run_id and res.model_digest == GOOD_MODEL
+    text = summary(run, res)
+    assert f"Image: {run.image.by_digest}" in text and f"Model: {GOOD_MODEL}" in text
+    assert f"Signed verdict: run {run.run_id}, decision pass" in text
 
 
-def test_unsigned_digest_is_refused(setup, fixtures_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    _fake, ws, cfg = setup
-    _record_scan(ws, fixtures_dir, "alpine-310.json")
-    with pytest.raises(PromotionRefused, match="signature does not verify: cosign verify failed"):
-        check_promotable(REF, ws.store, cfg)
+def _refused(signer, image, model, target, pub) -> PromotionRefused:  # type: ignore[no-untyped-def]
+    with pytest.raises(PromotionRefused) as ei:
+        check_promotable(image, model, target, pub, signer=signer)
+    assert ei.value.exit_code == 1
+    assert ei.value.where == f"(image {ImageRef.parse(image).by_digest}, model {model or 'unknown'})"
+    return ei.value
 
 
-def test_no_cosign_is_refused(setup, fixtures_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    _fake, ws, cfg = setup
-    _record_scan(ws, fixtures_dir, "alpine-310.json")
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    with pytest.raises(PromotionRefused, match="cosign not found"):
-        check_promotable(REF, ws.store, cfg)
+def test_degraded_weights_on_the_same_image_are_refused(env, keys) -> None:  # type: ignore[no-untyped-def]
+    _, signer, _, _ = env
+    good = release(env, keys)
+    # The degraded model's run: same image digest, other weights, blocked.
+    release(env, keys, model=BAD_MODEL, decision=Decision.BLOCKED, image=good.image.by_digest)
+    err = _refused(signer, good.image.by_digest, BAD_MODEL, "canary", keys[1])
+    assert "is blocked: fail correctness" in err.message
+    # Weights swapped after the verdict: a digest no verdict names.
+    swapped = "sha256:" + "3" * 64
+    err = _refused(signer, good.image.by_digest, swapped, "canary", keys[1])
+    assert f"judged model {GOOD_MODEL}, not {swapped}" in err.message
+    assert check_promotable(good.image, GOOD_MODEL, "canary", keys[1], signer=signer).verdict.run_id == good.run_id
 
 
-def test_scanned_and_signed_digest_passes(setup, fixtures_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    fake, ws, cfg = setup
-    _sign(fake)
-    run = _record_scan(ws, fixtures_dir, "alpine-310.json")
-    result = check_promotable(ImageRef.parse(REF), ws.store, cfg)
-    assert result.scan_run_id == run.run_id and result.ref == REF
-    assert fake.subcommands() == ["verify"]
+def test_local_policy_verdict_is_never_promotable_to_production(env, keys) -> None:  # type: ignore[no-untyped-def]
+    _, signer, _, _ = env
+    run = release(env, keys, policy=LOCAL_POLICY)
+    assert check_promotable(run.image, GOOD_MODEL, "canary", keys[1], signer=signer).verdict.run_id == run.run_id
+    err = _refused(signer, run.image.by_digest, GOOD_MODEL, "production", keys[1])
+    assert "made under the local policy gates.local.yaml" in err.message
+    only = TargetPolicy.for_target("canary", accepted_policy_sha256=["f" * 64])
+    err = _refused(signer, run.image.by_digest, GOOD_MODEL, only, keys[1])
+    assert "not one target canary accepts" in err.message
 
 
-def test_sign_gate_section() -> None:
-    from pipeline.gates.sections import sections
-    from pipeline.models import GateStatus
-    from pipeline.supplychain.gate_sections import SignPolicy, sign_gate_verdict
+def test_forgeries_are_refused(env, keys) -> None:  # type: ignore[no-untyped-def]
+    repo, signer, _, _ = env
+    # A verdict signed by another key: nothing verifies with the configured key.
+    forged = release(env, keys, key_index=2)
+    err = _refused(signer, forged.image.by_digest, GOOD_MODEL, "canary", keys[1])
+    assert err.message.startswith("image signature: signature does not verify with key")
+    # Signed image, but no verdict at all.
+    key, pub = keys[0], keys[1]
+    bare = repo.image()
+    sign_image(bare, key, pub, signer=signer)
+    err = _refused(signer, bare, GOOD_MODEL, "canary", pub)
+    assert err.message.startswith("no signed verdict: no attestation: nothing is tagged")
+    # No model digest, and a tag instead of a digest.
+    assert "without a model digest" in _refused(signer, bare, None, "canary", pub).message
+    with pytest.raises(PromotionRefused, match="given by tag"):
+        check_promotable(f"{repo.repository}:v1", GOOD_MODEL, "canary", pub, signer=signer)
 
-    assert "sign" in sections() and "scan" in sections()
-    run = RunRecord(image=ImageRef.parse(REF))
-    assert sign_gate_verdict(SignPolicy(), run).status is GateStatus.NOT_RUN
-    run.add_stage(StageResult(stage="sign", status=StageStatus.ERROR, reason="cosign not found (signing fails closed)",
-                              metrics={"verified": 0.0}))
-    g = sign_gate_verdict(SignPolicy(), run)
-    assert g.status is GateStatus.FAIL and "cosign not found" in g.reason
-    run.add_stage(StageResult(stage="sign", status=StageStatus.OK, metrics={"verified": 1.0}))
-    assert sign_gate_verdict(SignPolicy(), run).status is GateStatus.PASS
+
+def test_attest_release_without_sbom_or_build_says_why(env, keys) -> None:  # type: ignore[no-untyped-def]
+    repo, signer, _, tmp = env
+    run = make_run(repo.image(), GOOD_MODEL, Decision.PASS)
+    del run.stages["build"]
+    details = attest_release(run, keys[0], keys[1], signer=signer, work_dir=tmp, trivy=None, sbom=None)
+    by_type = {a.predicate_type: a for a in details.attestations}
+    assert by_type[VERDICT_TYPE].verified
+    assert not by_type[SBOM_TYPE].verified and by_type[SBOM_TYPE].reason == "no SBOM: trivy not found"
+    assert by_type[PROVENANCE_TYPE].reason == "no provenance: this run has no build stage"
+
+
+def test_cli_verify_prints_each_check_and_exits_by_outcome(env, keys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    run = release(env, keys)
+    pub = Path(keys[1].source)
+    ok = CliRunner().invoke(app, ["verify", run.image.by_digest, "--key", str(pub)])
+    assert ok.exit_code == 0, ok.output
+    for name in ("signature", "verdict", "sbom", "provenance"):
+        assert f"  {name:<10} valid:" in ok.output
+    assert f"decision pass, model {GOOD_MODEL}, policy gates.yaml" in ok.output
+    refused = CliRunner().invoke(app, ["verify", run.image.by_digest, "--key", keys[3].source])
+    assert refused.exit_code == 1 and refused.output.count("REFUSED") == 4
+    garbled = tmp_path / "garbled.pub"
+    garbled.write_text("-----BEGIN PUBLIC KEY-----\nAAAA\n")
+    bad = CliRunner().invoke(app, ["verify", run.image.by_digest, "--key", str(garbled)])
+    assert bad.exit_code == 2 and "truncated PEM" in " ".join(bad.output.split())

@@ -1,10 +1,10 @@
-"""The shipped manifests pass schema validation and policy; every rule catches a manifest that breaks it."""
+"""The shipped manifests pass schema validation and policy once both digests of a release are pinned;
+every rule catches a manifest that breaks it; every overlay (one per serving profile, KServe, the HPA
+variant) and the Argo CD Applications render and validate, CRDs included."""
 
 from __future__ import annotations
 
 import copy
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +15,23 @@ from pipeline.manifests import kustomization, policy
 from pipeline.manifests.check import check_overlay, measured_load_time
 from pipeline.manifests.render import render
 from pipeline.manifests.validate import validate_object, validate_objects
-from pipeline.models import ImageRef, StageResult, StageStatus
-from pipeline.stages.manifests import manifests_stage
-from pipeline.workspace import Workspace
-from tests.promote_helpers import REPO, REPOSITORY, digest, make_run
+from pipeline.models import ImageRef, ModelRef, RunRecord, StageResult, StageStatus
+from tests.promote_helpers import REPO, REPOSITORY, digest
 
 MANIFESTS = REPO / "manifests"
-OVERLAYS = ["canary", "production", "deployment"]
+OVERLAYS = sorted(p.name for p in (MANIFESTS / "overlays").iterdir() if (p / "kustomization.yaml").is_file())
 SERVER = "spec.template.spec.containers[0]"
+MODEL = digest("weights")
+
+
+def test_every_variant_is_shipped() -> None:
+    assert OVERLAYS == ["canary", "canary-llamacpp", "canary-sglang", "canary-tgi", "deployment", "kserve",
+                        "production", "production-hpa"]
 
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
-    """Each overlay rendered with a digest pinned (in a scratch copy of the tree)."""
+    """Each overlay rendered with both digests pinned (in a scratch copy of the tree)."""
     import shutil
 
     out = {}
@@ -35,7 +39,8 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[st
         d = tmp_path_factory.mktemp(o) / "manifests"
         shutil.copytree(MANIFESTS, d)
         k = d / "overlays" / o / "kustomization.yaml"
-        k.write_text(kustomization.with_image(k.read_text(), repository=REPOSITORY, digest=digest("a")))
+        text = kustomization.with_image(k.read_text(), repository=REPOSITORY, digest=digest("a"))
+        k.write_text(kustomization.with_model_digest(text, digest=MODEL))
         out[o] = render(k.parent)
     return out
 
@@ -44,16 +49,99 @@ def obj(objs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return next(o for o in objs if o["kind"] == kind)
 
 
+def _workload(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(o for o in objs if o["kind"] in ("Rollout", "Deployment", "InferenceService"))
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_shipped_overlay_is_schema_valid_and_policy_clean(overlay: str, rendered: dict) -> None:
     objs = rendered[overlay]
     kinds = {o["kind"] for o in objs}
-    assert {"Service", "PersistentVolumeClaim", "PodDisruptionBudget", "NetworkPolicy", "ScaledObject"} <= kinds
-    assert ("Rollout" in kinds and "AnalysisTemplate" in kinds) if overlay != "deployment" else "Deployment" in kinds
+    assert {"ServiceAccount", "PersistentVolumeClaim"} <= kinds
+    assert "ConfigMap" not in kinds  # the llmgate-release generator is local-config: used, not emitted
+    if overlay == "kserve":
+        assert {"InferenceService", "ServingRuntime"} <= kinds and "Rollout" not in kinds
+    else:
+        assert {"Service", "PodDisruptionBudget", "NetworkPolicy"} <= kinds
+        assert ("HorizontalPodAutoscaler" in kinds) != ("ScaledObject" in kinds)
+        assert ("Rollout" in kinds and "AnalysisTemplate" in kinds) if overlay != "deployment" else "Deployment" in kinds
     assert validate_objects(objs) == []
     assert policy.check(objs, load_time_s=120.0) == []
-    server = obj(objs, "Rollout" if overlay != "deployment" else "Deployment")
-    assert server["spec"]["template"]["spec"]["containers"][0]["image"] == f"{REPOSITORY}@{digest('a')}"
+    w = _workload(objs)
+    if w["kind"] == "InferenceService":
+        pred = w["spec"]["predictor"]
+        image, annotations, env = pred["model"]["image"], pred["annotations"], pred["model"]["env"]
+    else:
+        template = w["spec"]["template"]
+        image, annotations = template["spec"]["containers"][0]["image"], template["metadata"]["annotations"]
+        env = template["spec"]["containers"][0]["env"]
+    # both digests of the release, side by side
+    assert image == f"{REPOSITORY}@{digest('a')}" or image.startswith(REPOSITORY + "-")
+    assert image.endswith(f"@{digest('a')}")
+    assert annotations["llmgate.dev/model-digest"] == MODEL
+    assert {"name": "LLMGATE_MODEL_DIGEST", "value": MODEL} in env
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_an_overlay_without_the_model_digest_fails_the_gate(overlay: str) -> None:
+    rep = check_overlay(MANIFESTS, overlay, image=ImageRef(repository=REPOSITORY, digest=digest("x")), load_time_s=60)
+    rules = {(f.rule, f.path.rsplit(".", 1)[-1]) for f in rep.problems}
+    assert {f.rule for f in rep.problems} == {"model-digest"}, rep.problems
+    assert len(rules) == 2  # the annotation and the env var both name the placeholder
+    ok = check_overlay(MANIFESTS, overlay, image=ImageRef(repository=REPOSITORY, digest=digest("x")),
+                       load_time_s=60, model_digest=MODEL)
+    assert ok.problems == [] and ok.model_digest == MODEL
+
+
+def test_argocd_applications_render_and_validate() -> None:
+    objs = render(MANIFESTS / "argocd")
+    assert [(o["kind"], o["metadata"]["name"], o["metadata"]["namespace"]) for o in objs] == [
+        ("Application", "llmgate-canary", "argocd"), ("Application", "llmgate-production", "argocd")]
+    assert validate_objects(objs) == []
+    for app in objs:
+        path = app["spec"]["source"]["path"]
+        assert (REPO / path / "kustomization.yaml").is_file()
+    bad = copy.deepcopy(objs[0])
+    bad["spec"]["syncPolicy"]["automated"]["selfheal"] = True
+    assert [(f.path, "selfheal" in f.message) for f in validate_object(bad)] == [("spec.syncPolicy.automated", True)]
+    del bad["spec"]["destination"]
+    assert any(f.path == "spec" and "destination" in f.message for f in validate_object(bad))
+
+
+def test_prometheus_adapter_rules_and_hpa_validate(rendered: dict) -> None:
+    objs = render(MANIFESTS / "monitoring" / "prometheus-adapter")
+    assert [o["kind"] for o in objs] == ["ConfigMap"] and validate_objects(objs) == []
+    hpa = obj(rendered["production-hpa"], "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["kind"] == "Rollout"
+    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "llmgate_requests_waiting"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (4, 16)
+
+
+def test_kserve_objects_validate_against_kserve_schemas(rendered: dict) -> None:
+    isvc = copy.deepcopy(obj(rendered["kserve"], "InferenceService"))
+    runtime = copy.deepcopy(obj(rendered["kserve"], "ServingRuntime"))
+    isvc["spec"]["predictor"]["canaryTrafficPercent"] = "10"
+    isvc["spec"]["predictor"]["model"]["env"][0]["valu"] = "x"
+    found = [(f.path, f.message) for f in validate_object(isvc)]
+    assert ("spec.predictor.canaryTrafficPercent", "'10' is not of type 'integer'") in found
+    assert any(p == "spec.predictor.model.env[0]" and "valu" in m for p, m in found)  # core EnvVar, strict
+    runtime["spec"]["containers"][0]["readinessProbe"]["periodSecond"] = 1
+    assert [f.path for f in validate_object(runtime)] == ["spec.containers[0].readinessProbe"]
+    del runtime["spec"]["containers"]
+    assert [f.path for f in validate_object(runtime)] == ["spec"]
+
+
+def test_kserve_policy_reads_the_predictor_merged_with_its_runtime(rendered: dict) -> None:
+    objs = copy.deepcopy(rendered["kserve"])
+    runtime = obj(objs, "ServingRuntime")["spec"]["containers"][0]
+    runtime["readinessProbe"] = {"httpGet": {"path": "/health", "port": 8000}}
+    isvc = obj(objs, "InferenceService")
+    isvc["spec"]["predictor"]["model"]["image"] = f"{REPOSITORY}:v1"
+    isvc["spec"]["predictor"]["annotations"]["llmgate.dev/model-digest"] = digest("other")
+    found = {(f.rule, f.path) for f in policy.check(objs, load_time_s=120.0)}
+    assert found == {("readiness-probe", "spec.predictor.model.readinessProbe"),
+                     ("image-digest", "spec.predictor.model.image"),
+                     ("model-digest", "spec.predictor.model.env[LLMGATE_MODEL_DIGEST]")}
 
 
 def test_rollout_and_deployment_share_one_pod_template(rendered: dict) -> None:
@@ -71,7 +159,9 @@ def test_scaledobject_targets_the_workload_of_its_variant(rendered: dict) -> Non
     assert obj(rendered["canary"], "ScaledObject")["spec"]["scaleTargetRef"]["kind"] == "Rollout"
     assert obj(rendered["deployment"], "ScaledObject")["spec"]["scaleTargetRef"]["kind"] == "Deployment"
     query = obj(rendered["canary"], "ScaledObject")["spec"]["triggers"][0]["metadata"]["query"]
-    assert "vllm:num_requests_waiting" in query and 'namespace="llmgate-canary"' in query
+    assert query == 'sum(vllm:num_requests_waiting{namespace="llmgate-canary"})'
+    prod = obj(rendered["production"], "ScaledObject")["spec"]["triggers"][0]["metadata"]["query"]
+    assert prod == 'sum(vllm:num_requests_waiting{namespace="llmgate"})' 
 
 
 # -- schema ---------------------------------------------------------------------------------------
@@ -124,6 +214,12 @@ def _pod(objs: list[dict[str, Any]]) -> dict[str, Any]:
 
 BREAKS = [
     ("image-digest", lambda o: _server(o).update(image=f"{REPOSITORY}:v1"), f"{SERVER}.image"),
+    ("model-digest", lambda o: obj(o, "Rollout")["spec"]["template"]["metadata"]["annotations"].pop(
+        "llmgate.dev/model-digest"), "spec.template.metadata.annotations[llmgate.dev/model-digest]"),
+    ("model-digest", lambda o: _server(o).update(env=[e for e in _server(o)["env"] if e["name"] != "LLMGATE_MODEL_DIGEST"]),
+     f"{SERVER}.env[LLMGATE_MODEL_DIGEST]"),
+    ("model-digest", lambda o: next(e for e in _server(o)["env"] if e["name"] == "LLMGATE_MODEL_DIGEST").update(
+        value=digest("other")), f"{SERVER}.env[LLMGATE_MODEL_DIGEST]"),
     ("startup-probe", lambda o: _server(o).pop("startupProbe"), f"{SERVER}.startupProbe"),
     ("readiness-probe", lambda o: _server(o).update(readinessProbe={"httpGet": {"path": "/health", "port": 8000}}),
      f"{SERVER}.readinessProbe"),
@@ -206,41 +302,52 @@ def test_expected_rollout_duration(rendered: dict) -> None:
 
 
 # -- the gate around it --------------------------------------------------------------------------
+def _run(**boot: float) -> RunRecord:
+    run = RunRecord(image=ImageRef(repository=REPOSITORY, tag="v1", digest=digest("a")))
+    run.model = ModelRef(path="/models", digest=MODEL, files=1, bytes=1)
+    if boot:
+        run.add_stage(StageResult(stage="boot", status=StageStatus.OK, metrics=boot))
+    return run
+
+
 def test_load_time_from_boot_p95_or_single_repetition() -> None:
-    run = make_run(load_time=None)
-    assert measured_load_time(run) == (None, None)
-    run.add_stage(StageResult(stage="boot", status=StageStatus.OK, metrics={"load_time_s": 42.0}))
-    assert measured_load_time(run) == (42.0, "boot.load_time_s")
-    run.add_stage(StageResult(stage="boot", status=StageStatus.OK, metrics={"load_time_s": 42.0, "load_time_p95_s": 50.0}))
-    assert measured_load_time(run) == (50.0, "boot.load_time_p95_s")
+    assert measured_load_time(_run()) == (None, None)
+    assert measured_load_time(_run(load_time_s=42.0)) == (42.0, "boot.load_time_s")
+    assert measured_load_time(_run(load_time_s=42.0, load_time_p95_s=50.0)) == (50.0, "boot.load_time_p95_s")
+    run = _run()
     run.add_stage(StageResult(stage="boot", status=StageStatus.FAILED, metrics={"load_time_s": 1.0}))
     assert measured_load_time(run) == (None, None)
 
 
 def test_check_overlay_leaves_the_source_tree_alone() -> None:
     before = (MANIFESTS / "overlays" / "canary" / "kustomization.yaml").read_bytes()
-    rep = check_overlay(MANIFESTS, "canary", image=ImageRef(repository=REPOSITORY, digest=digest("x")), load_time_s=60)
+    rep = check_overlay(MANIFESTS, "canary", image=ImageRef(repository=REPOSITORY, digest=digest("x")), load_time_s=60,
+                        model_digest=MODEL)
     assert rep.problems == [] and rep.image == f"{REPOSITORY}@{digest('x')}"
     assert (MANIFESTS / "overlays" / "canary" / "kustomization.yaml").read_bytes() == before
     with pytest.raises(BadInput, match="no overlay 'nope'"):
         check_overlay(MANIFESTS, "nope", image=None, load_time_s=60)
+    with pytest.raises(BadInput, match="not a sha256 digest"):
+        check_overlay(MANIFESTS, "canary", image=None, load_time_s=60, model_digest="sha256:nope")
 
 
-def test_manifests_stage_metrics(tmp_path: Path) -> None:
-    ws = Workspace(tmp_path / ".llmgate")
-    ok = manifests_stage(make_run(load_time=100.0), None, ws, overlay="production", manifests_dir=MANIFESTS)  # type: ignore[arg-type]
-    assert ok.status is StageStatus.OK and ok.metrics["violations"] == 0
-    assert ok.metrics["expected_rollout_s"] and ok.metrics["expected_rollout_s"] > 0
-    slow = manifests_stage(make_run(load_time=1000.0), None, ws, manifests_dir=MANIFESTS)  # type: ignore[arg-type]
-    assert slow.metrics["violations"] == 1 and "startup-budget" in (slow.reason or "")
-    assert (Path(slow.artifacts[0].path)).is_file()
+def test_model_digest_edit_changes_one_line() -> None:
+    text = (MANIFESTS / "overlays" / "production" / "kustomization.yaml").read_text()
+    assert kustomization.model_digest_in(text) is None  # the shipped placeholder
+    new = kustomization.with_model_digest(text, digest=MODEL)
+    changed = [(a, b) for a, b in zip(text.splitlines(), new.splitlines(), strict=True) if a != b]
+    assert changed == [("      - model-digest=unpinned", f"      - model-digest={MODEL}")]
+    assert kustomization.model_digest_in(new) == MODEL
+    with pytest.raises(BadInput, match="no configMapGenerator 'llmgate-release'"):
+        kustomization.with_model_digest("resources: [a.yaml]\n", digest=MODEL, where="k.yaml")
 
 
-def test_manifests_stage_without_kubectl_is_skipped_not_passed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_manifests_check_without_kubectl_is_an_error_naming_kubectl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.manifests.render import KubectlNotFound
+
     monkeypatch.setenv("PATH", str(tmp_path))  # no kubectl here
-    res = manifests_stage(make_run(), None, Workspace(tmp_path / ".llmgate"), manifests_dir=MANIFESTS)  # type: ignore[arg-type]
-    assert res.status is StageStatus.SKIPPED and res.reason == "not run: kubectl not found"
-    assert "violations" not in res.metrics
+    with pytest.raises(KubectlNotFound, match="kubectl not found"):
+        check_overlay(MANIFESTS, "canary", image=None, load_time_s=60)
 
 
 def test_render_error_names_the_directory(tmp_path: Path) -> None:
@@ -248,21 +355,4 @@ def test_render_error_names_the_directory(tmp_path: Path) -> None:
     with pytest.raises(BadInput) as exc:
         render(tmp_path)
     assert exc.value.where == str(tmp_path) and "missing.yaml" in exc.value.message
-
-
-def test_cli_manifests_check(tmp_path: Path) -> None:
-    import subprocess
-
-    ws = Workspace(tmp_path / ".llmgate")
-    good, slow = make_run("good", load_time=100.0), make_run("slow", load_time=1000.0)
-    ws.checkpoint(good)
-    ws.checkpoint(slow)
-    env = {**os.environ}
-    cmd = [sys.executable, "-m", "pipeline", "--workdir", str(tmp_path / ".llmgate"), "manifests", "check", "--manifests", str(MANIFESTS)]
-    ok = subprocess.run([*cmd, "--run", good.run_id, "--overlay", "production"], capture_output=True, text=True, env=env, check=False)
-    assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "expected rollout" in ok.stdout and "0 violation(s)" in ok.stdout
-    bad = subprocess.run([*cmd, "--run", slow.run_id], capture_output=True, text=True, env=env, check=False)
-    assert bad.returncode == 1
-    assert "Rollout/llmgate-server spec.template.spec.containers[0].startupProbe.failureThreshold" in bad.stdout
-    assert ws.store.get(slow.run_id).stage("manifests").metrics["violations"] == 1  # type: ignore[union-attr]
+    assert "command failed" not in exc.value.message  # kubectl's log prefix is not part of the message

@@ -1,205 +1,211 @@
-"""Promotion safety: refusal (decision, the real supply-chain guard), audit trail, lock, rollback, CLI."""
+"""Promotion trusts only signed facts: real keys, a real registry, real signatures and verdict
+attestations made by the sign, gate and attest stages, and a GitOps repository as the target.
+
+A release is the (image digest, model digest) pair. The good release is promoted with both digests in
+the overlay; the degraded one (same image, other weights, blocked verdict) is refused naming the pair.
+Each forgery (a run file, a store row edited with SQL, weights swapped after the verdict, a verdict
+signed by another key, a run id that climbs out of the work dir) is refused and leaves every stored
+run record byte-identical."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
-from pipeline.config import PipelineConfig, SignConfig
-from pipeline.models import Decision, ImageRef
-from pipeline.promote import audit
-from pipeline.promote.lock import LockHeld, LockRow, PromotionLock, promotion_lock
-from pipeline.stages.promote import GitopsTarget, promote_stage, rollback_stage
+from pipeline.config import PipelineConfig
+from pipeline.models import Decision, ImageRef, RunRecord, Stage, StageResult, StageStatus
+from pipeline.orchestrate.plan import get_plan
+from pipeline.orchestrate.runner import Runner
+from pipeline.progress import NullReporter
+from pipeline.promote.gitops import GitopsBackend
+from pipeline.stages.context import PromoteRequest, StageOptions
+from pipeline.supplychain.cosign_keys import write_key_pair
 from pipeline.workspace import Workspace
-from tests.doubles import fake_cosign
-from tests.promote_helpers import REPOSITORY, digest, git, gitops_repo, make_run, snapshot
+from tests.promote_helpers import git, gitops_repo, snapshot
+from tests.trust_images import trust_repo
 
+pytestmark = pytest.mark.docker  # the real local registry holds the images, signatures and attestations
+
+REPO = Path(__file__).resolve().parents[1]
 KFILE = "manifests/overlays/canary/kustomization.yaml"
+PASSING = "version: 1\ngates:\n  - name: signature\n    source: sign.verified\n    threshold: 1\n    key: true\n"
+BLOCKING = PASSING + "  - name: no_secret_in_image\n    source: leak.leaks\n    threshold: 0\n    key: true\n"
+
+
+class Env:
+    def __init__(self, tmp: Path, repository: str, image: str, store_url: str) -> None:
+        self.tmp, self.repository, self.image, self.store_url = tmp, repository, image, store_url
+        self.ws = Workspace(tmp / "ws")  # the store comes from LLMGATE_STORE_URL, as on a CI runner
+        self.keys = tmp / "keys"
+        write_key_pair(self.keys, b"")
+        self.gitops = gitops_repo(tmp)
+
+    def cfg(self, policy: str, keys: Path | None = None) -> PipelineConfig:
+        path = self.tmp / f"{policy}.yaml"
+        path.write_text(PASSING if policy == "passing" else BLOCKING)
+        cfg = PipelineConfig()
+        cfg.gates_file = str(path)
+        cfg.eval.ground_truth = str(REPO / "ground_truth" / "v1")
+        keys = keys or self.keys
+        cfg.sign.key.file, cfg.sign.public_key = str(keys / "cosign.key"), str(keys / "cosign.pub")
+        return cfg
+
+    def runner(self, cfg: PipelineConfig, **options: object) -> Runner:
+        return Runner(ws=self.ws, cfg=cfg, plan=get_plan("dagger"), reporter=NullReporter(),
+                      options=StageOptions(**options))  # type: ignore[arg-type]
+
+    def weights(self, name: str, content: bytes) -> Path:
+        d = self.tmp / name
+        d.mkdir(exist_ok=True)
+        (d / "config.json").write_text("{}")
+        (d / "model.safetensors").write_bytes(content)
+        return d
+
+    def gated(self, policy: str, weights: Path, *, keys: Path | None = None) -> RunRecord:
+        """A release signed, gated and attested by the real stages."""
+        runner = self.runner(self.cfg(policy, keys))
+        run = runner.create(image=ImageRef.parse(self.image), model_dir=weights)
+        self.booted(run)
+        for stage in (Stage.SIGN, Stage.GATE, Stage.ATTEST):
+            runner.run_stage(run, stage)
+        return self.ws.store.get(run.run_id)
+
+    def booted(self, run: RunRecord) -> None:
+        """The load time a boot measured (the GitOps overlay's startup budget is checked against it)."""
+        run.add_stage(StageResult(stage=Stage.BOOT, status=StageStatus.OK,
+                                  metrics={"load_time_s": 20.0, "load_time_p95_s": 20.0}))
+        self.ws.checkpoint(run)
+
+    def promote(self, run_id: str, target: str = "canary", cfg: PipelineConfig | None = None, dry_run: bool = False):
+        runner = self.runner(cfg or self.cfg("passing"), promote=PromoteRequest(
+            target=target, backend=GitopsBackend(repo=self.gitops), dry_run=dry_run))
+        return runner.run_stage(self.ws.store.get(run_id), Stage.PROMOTE).details
+
+    def sql(self, statement: str, **params: object) -> list[tuple]:
+        """Raw SQL on the store, as someone with database access would run it."""
+        engine = create_engine(self.store_url)
+        try:
+            with engine.begin() as conn:
+                result = conn.execute(text(statement), params)
+                return [tuple(r) for r in result] if result.returns_rows else []
+        finally:
+            engine.dispose()
+
+    def runs_table(self) -> list[tuple]:
+        return self.sql("SELECT * FROM runs ORDER BY run_id")
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """A workspace, a GitOps repo, a config whose public key exists, and the cosign double on PATH."""
-    bin_dir = tmp_path / "bin"
-    fake_cosign.install(bin_dir, bad_digests=[digest("unsigned")])
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+def env(tmp_path: Path, local_stack, store_url: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Runs on SQLite and on PostgreSQL (the `store_url` fixture)."""
     monkeypatch.setenv("LLMGATE_ACTOR", "ci-bot")
-    pub = tmp_path / "cosign.pub"
-    pub.write_text("-----BEGIN PUBLIC KEY-----\nnot a real key; the cosign double ignores it\n-----END PUBLIC KEY-----\n")
-    cfg = PipelineConfig(sign=SignConfig(public_key=str(pub)))
-    return Workspace(tmp_path / ".llmgate"), gitops_repo(tmp_path), cfg, bin_dir
+    monkeypatch.setenv("LLMGATE_STORE_URL", store_url)
+    monkeypatch.delenv("COSIGN_PASSWORD", raising=False)
+    with trust_repo() as repo:
+        yield Env(tmp_path, repo.repository, repo.image(), store_url)
 
 
-def promote(ws: Workspace, repo: Path, cfg: PipelineConfig, run, **kw):  # type: ignore[no-untyped-def]
-    ws.checkpoint(run)
-    res = promote_stage(run, cfg, ws, target="canary", gitops=GitopsTarget(repo), **kw)
-    run.add_stage(res)
-    ws.checkpoint(run)
-    return res.details
+def test_good_release_is_promoted_with_both_digests_and_degraded_twin_is_refused(env) -> None:  # type: ignore[no-untyped-def]
+    good = env.gated("passing", env.weights("good", b"good weights"))
+    degraded = env.gated("blocking", env.weights("degraded", b"degraded weights"))
+    assert good.image.digest == degraded.image.digest and good.model.digest != degraded.model.digest
+    assert good.decision is Decision.PASS and degraded.decision is Decision.BLOCKED
+
+    before = env.runs_table()
+    refused = env.promote(degraded.run_id)
+    assert refused.outcome == "refused"
+    assert f"(image {degraded.image.by_digest}, model {degraded.model.digest})" in refused.reason
+    assert "blocked" in refused.reason
+    assert env.runs_table() == before  # a refusal is an audit event, not a change to the release's record
+
+    done = env.promote(good.run_id)
+    assert done.outcome == "promoted", done.reason
+    overlay = git(env.gitops, "show", f"{done.branch}:{KFILE}")
+    assert good.image.digest in overlay and good.model.digest in overlay
+    assert degraded.model.digest not in overlay
+    assert env.ws.store.get(good.run_id).promotion.outcome == "promoted"
+    audit = [(rid, rec.outcome) for rid, rec in env.ws.store.promotions("canary")]
+    assert audit == [(degraded.run_id, "refused"), (good.run_id, "promoted")]
 
 
-# -- refusals ---------------------------------------------------------------------------------------
-def test_guard_passes_a_scanned_signed_digest(env) -> None:  # type: ignore[no-untyped-def]
-    ws, repo, cfg, bin_dir = env
-    d = promote(ws, repo, cfg, make_run("a"))
-    assert d["outcome"] == "promoted" and d["guard"]["verify_reason"] == "signature verified"
-    (verify,) = fake_cosign.calls(bin_dir)
-    assert verify[0] == "verify" and verify[-1] == f"{REPOSITORY}@{digest('a')}"
-    msg = git(repo, "log", "-1", "--format=%B", d["commit"])
-    assert "Scan: ok critical=0 high=0 medium=2" in msg and "Signature: ok verified=1" in msg
-    assert "pass    ttft_p99: bench.ttft_p99_s = 0.21 (max 0.5)" in msg
+def test_a_store_row_edited_to_say_pass_promotes_nothing(env) -> None:  # type: ignore[no-untyped-def]
+    degraded = env.gated("blocking", env.weights("degraded", b"degraded weights"))
+    record = degraded.model_copy(update={"decision": Decision.PASS, "decision_reason": ""})
+    env.sql("UPDATE runs SET decision='pass', record_json=:doc WHERE run_id=:id", doc=record.model_dump_json(),
+            id=degraded.run_id)
+    assert env.ws.store.get(degraded.run_id).decision is Decision.PASS
+    repo_before, before = snapshot(env.gitops), env.runs_table()
+    details = env.promote(degraded.run_id)
+    assert details.outcome == "refused" and "newest signed verdict" in details.reason
+    assert env.runs_table() == before and snapshot(env.gitops) == repo_before
 
 
-@pytest.mark.parametrize(
-    ("run_kw", "seed", "reason"),
-    [
-        ({"decision": Decision.BLOCKED}, "a", "decision is blocked, not pass"),
-        ({"tag": "v1"}, "by-tag", "refusing to promote an image given by tag"),
-        ({"passing_scan": False}, "a", "no passing scan recorded"),
-        ({}, "unsigned", "signature does not verify"),
-    ],
-    ids=["decision", "tag", "scan", "signature"],
-)
-def test_refusals_change_nothing_and_are_audited(env, run_kw, seed, reason) -> None:  # type: ignore[no-untyped-def]
-    ws, repo, cfg, _ = env
-    run = make_run(seed, **run_kw)
-    if seed == "by-tag":
-        run.image = ImageRef(repository=REPOSITORY, tag="v1")
-    before = snapshot(repo)
-    d = promote(ws, repo, cfg, run)
-    assert d["outcome"] == "refused" and reason in d["reason"]
-    assert snapshot(repo) == before
-    (rid, rec), = ws.store.promotions("canary")
-    assert (rid, rec.outcome, rec.who, rec.mode) == (run.run_id, "refused", "ci-bot", "gitops")
-    assert ws.store.get(run.run_id).stage("promote").status.value == "failed"  # type: ignore[union-attr]
+def test_weights_swapped_after_the_verdict_are_refused(env) -> None:  # type: ignore[no-untyped-def]
+    weights = env.weights("good", b"good weights")
+    good = env.gated("passing", weights)
+    (weights / "model.safetensors").write_bytes(b"other weights")
+    before = env.runs_table()
+    details = env.promote(good.run_id)
+    assert details.outcome == "refused" and "changed since the verdict" in details.reason
+    assert env.runs_table() == before
 
 
-def test_refused_retry_does_not_hide_an_earlier_promotion(env) -> None:  # type: ignore[no-untyped-def]
-    ws, repo, cfg, _ = env
-    run = make_run("a")
-    assert promote(ws, repo, cfg, run)["outcome"] == "promoted"
-    with promotion_lock(ws.store, "canary", holder="other"):
-        assert promote(ws, repo, cfg, run)["outcome"] == "refused"
-    assert ws.store.get(run.run_id).promotion.outcome == "promoted"  # type: ignore[union-attr]
-    assert [r.outcome for _, r in ws.store.promotions("canary")] == ["promoted", "refused"]
+def test_a_verdict_signed_by_another_key_is_refused(env) -> None:  # type: ignore[no-untyped-def]
+    other = env.tmp / "other-keys"
+    write_key_pair(other, b"")
+    good = env.gated("passing", env.weights("good", b"good weights"), keys=other)
+    before = env.runs_table()
+    details = env.promote(good.run_id)  # verifies with the configured key, not the one that signed
+    assert details.outcome == "refused" and "image signature" in details.reason
+    assert env.runs_table() == before
 
 
-def test_identical_rerun_is_a_noop_and_audited_as_such(env) -> None:  # type: ignore[no-untyped-def]
-    ws, repo, cfg, _ = env
-    run = make_run("a")
-    first = promote(ws, repo, cfg, run)
-    refs = git(repo, "for-each-ref")
-    second = promote(ws, repo, cfg, run)
-    assert (first["outcome"], second["outcome"]) == ("promoted", "noop") and second["commit"] == first["commit"]
-    assert git(repo, "for-each-ref") == refs
-    assert [r.outcome for _, r in ws.store.promotions("canary")] == ["promoted", "noop"]
+def test_production_never_accepts_a_verdict_made_under_the_local_policy(env) -> None:  # type: ignore[no-untyped-def]
+    cfg = env.cfg("passing")
+    local = env.tmp / "trust.local.yaml"
+    local.write_text(PASSING)
+    cfg.gates_file = str(local)
+    runner = env.runner(cfg)
+    run = runner.create(image=ImageRef.parse(env.image), model_dir=env.weights("good", b"good weights"))
+    env.booted(run)
+    for stage in (Stage.SIGN, Stage.GATE, Stage.ATTEST):
+        runner.run_stage(run, stage)
+    assert env.ws.store.get(run.run_id).decision is Decision.PASS
+    details = env.promote(run.run_id, target="production", cfg=cfg)
+    assert details.outcome == "refused" and "local policy" in details.reason
+    assert env.promote(run.run_id, target="canary", cfg=cfg).outcome == "promoted"
 
 
-# -- rollback ---------------------------------------------------------------------------------------
-def test_rollback_returns_to_the_previous_promoted_digest(env) -> None:  # type: ignore[no-untyped-def]
-    ws, repo, cfg, _ = env
-    a, b = make_run("a"), make_run("b")
-    da = promote(ws, repo, cfg, a)
-    git(repo, "merge", "-q", "--ff-only", da["branch"])  # scratch repo: the promotion PR is merged
-    db = promote(ws, repo, cfg, b)
-    git(repo, "merge", "-q", "--ff-only", db["branch"])
-    assert audit.current_and_previous(ws.store, "canary")[0][1].digest == digest("b")  # type: ignore[index]
-    before = snapshot(repo)
-    dry = rollback_stage(cfg, ws, target="canary", gitops=GitopsTarget(repo), dry_run=True).details
-    assert dry["outcome"] == "dry-run" and f"-  digest: {digest('b')}\n+  digest: {digest('a')}" in dry["diff"]
-    assert snapshot(repo) == before
-    res = rollback_stage(cfg, ws, target="canary", gitops=GitopsTarget(repo)).details
-    assert res["outcome"] == "promoted" and res["rollback_of"] == digest("b")
-    assert res["branch"].startswith("llmgate/rollback/canary/")
-    assert f"digest: {digest('a')}" in git(repo, "show", f"{res['commit']}:{KFILE}")
-    hist = ws.store.promotions("canary")
-    assert [(r.digest, r.outcome) for _, r in hist][-1] == (digest("a"), "promoted")
-    assert hist[-1][0] == a.run_id and hist[-1][1].detail.startswith(f"rollback of {digest('b')}")
+def test_dry_run_changes_nothing(env) -> None:  # type: ignore[no-untyped-def]
+    good = env.gated("passing", env.weights("good", b"good weights"))
+    repo_before, before = snapshot(env.gitops), env.runs_table()
+    details = env.promote(good.run_id, dry_run=True)
+    assert details.outcome == "dry-run" and good.model.digest in details.diff
+    assert snapshot(env.gitops) == repo_before and env.runs_table() == before
+    assert env.ws.store.promotions("canary") == []
 
 
-def test_rollback_without_history_is_bad_input(env) -> None:  # type: ignore[no-untyped-def]
-    from pipeline.errors import BadInput
+def _cli(env, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    import os
 
-    ws, repo, cfg, _ = env
-    with pytest.raises(BadInput, match="no earlier promoted digest"):
-        rollback_stage(cfg, ws, target="canary", gitops=GitopsTarget(repo))
-
-
-# -- lock -------------------------------------------------------------------------------------------
-HOLD = """
-import sys, time
-from pipeline.store import Store
-from pipeline.promote.lock import PromotionLock
-lock = PromotionLock(Store(sys.argv[1]), "canary", holder="other-process")
-lock.acquire()
-print("held", flush=True)
-time.sleep(float(sys.argv[2]))
-lock.release() if sys.argv[3] == "release" else None
-"""
+    return subprocess.run([sys.executable, "-m", "pipeline", "--workdir", str(env.ws.root), *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=300, check=False,
+                          env={**os.environ, "LLMGATE_STORE_URL": env.store_url})
 
 
-def test_lock_excludes_another_process_then_frees(tmp_path: Path) -> None:
-    ws = Workspace(tmp_path / ".llmgate")
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, ws.store_url, "30", "release"], stdout=subprocess.PIPE,
-                            text=True, cwd=Path(__file__).resolve().parents[1])
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-        with pytest.raises(LockHeld, match=f"held by other-process pid {proc.pid}"):
-            PromotionLock(ws.store, "canary").acquire()
-        with promotion_lock(ws.store, "production"):  # other targets are independent
-            pass
-    finally:
-        proc.kill()
-        proc.wait()
-    # The holder died without releasing: its lock is stale (same host, pid gone) and is taken over.
-    lock = PromotionLock(ws.store, "canary", holder="me")
-    lock.acquire()
-    assert lock.held_by_me()
-    lock.release()
-    assert not lock.held_by_me()
-
-
-def test_expired_lease_is_taken_over_and_live_one_is_not(tmp_path: Path) -> None:
-    ws = Workspace(tmp_path / ".llmgate")
-    old = PromotionLock(ws.store, "canary", holder="remote", lease_s=3600)
-    old.acquire()
-    with ws.store.session() as s:  # pretend it was taken on another machine two hours ago
-        row = s.get(LockRow, "canary")
-        row.host, row.acquired_at = "other-host", datetime.now(UTC) - timedelta(hours=2)
-        row.expires_at = datetime.now(UTC) - timedelta(hours=1)
-    new = PromotionLock(ws.store, "canary", holder="me")
-    new.acquire()
-    assert new.held_by_me() and not old.held_by_me()
-    old.release()  # releasing a lock someone else now holds does nothing
-    assert new.held_by_me()
-    with pytest.raises(LockHeld):
-        PromotionLock(ws.store, "canary").acquire()
-    new.release()
-
-
-# -- CLI ------------------------------------------------------------------------------------------
-def test_cli_promote_dry_run_refusal_and_exit_codes(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    ws, repo, cfg, _ = env
-    (tmp_path / "llmgate.yaml").write_text(f"sign:\n  public_key: {cfg.sign.public_key}\n")
-    good, blocked = make_run("a"), make_run("b", decision=Decision.BLOCKED)
-    ws.checkpoint(good)
-    ws.checkpoint(blocked)
-    base = [sys.executable, "-m", "pipeline", "--workdir", str(ws.root), "promote", "--target", "canary", "--gitops-repo", str(repo),
-            "--config", str(tmp_path / "llmgate.yaml")]
-    before = snapshot(repo)
-    dry = subprocess.run([*base, "--run", good.run_id, "--dry-run"], capture_output=True, text=True, check=False)
-    assert dry.returncode == 0, dry.stderr
-    assert f"+  digest: {digest('a')}" in dry.stdout and "dry-run" in dry.stdout
-    assert snapshot(repo) == before and ws.store.promotions("canary") == []
-    refused = subprocess.run([*base, "--run", blocked.run_id], capture_output=True, text=True, check=False)
-    assert refused.returncode == 1 and "decision is blocked" in refused.stdout
-    ok = subprocess.run([*base, "--run", good.run_id], capture_output=True, text=True, check=False)
-    assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert ws.store.get(good.run_id).promotion.outcome == "promoted"  # type: ignore[union-attr]
-    both = subprocess.run([*base[:-4], "--kubeconfig", "x", "--gitops-repo", str(repo)], capture_output=True, text=True, check=False)
-    assert both.returncode == 2
+def test_cli_takes_run_ids_only_and_needs_an_explicit_release(env) -> None:  # type: ignore[no-untyped-def]
+    good = env.gated("passing", env.weights("good", b"good weights"))
+    forged = env.tmp / "run.json"
+    forged.write_text(good.model_dump_json())
+    before = env.runs_table()
+    for ref in (str(forged), "../../escape"):
+        r = _cli(env, "promote", "--target", "canary", "--run", ref, "--gitops-repo", str(env.gitops))
+        assert r.returncode == 2, r.stderr
+        assert "not a run id" in r.stderr and "Traceback" not in r.stderr
+    r = _cli(env, "promote", "--target", "canary", "--gitops-repo", str(env.gitops))
+    assert r.returncode == 2 and "--run" in r.stderr  # no default: the newest run of all is never promoted
+    assert env.runs_table() == before and not (env.tmp.parent / "escape").exists()

@@ -30,6 +30,7 @@ from pipeline.report import markdown, prometheus
 from pipeline.report.run_page import write_run_report
 from pipeline.report.sample_data import make_history, make_run
 from pipeline.report.site import heads_from_store, render_index, write_site, write_site_from_store
+from pipeline.report.units import fmt_value
 from pipeline.report.views import build_heatmap, failing_gates, heads_from_runs, scan_findings, worst_items
 from pipeline.store import Store
 
@@ -75,7 +76,8 @@ def test_heatmap_cells_match_the_verdicts(history) -> None:  # type: ignore[no-u
     assert cells["v1.0.6"][[g.name for g in runs[6].gates].index("signature")] == "not_run"
     # newest tag first, value on hover
     assert next(iter(cells)) == "v1.0.7"
-    assert re.search(r'title="v1\.0\.3 · correctness: fail · value 0\.\d+ · threshold 0\.7 · baseline 0\.\d+"', html)
+    # value, threshold and baseline in the metric's unit (a score is a ratio: shown in %)
+    assert re.search(r'title="v1\.0\.3 · correctness: fail · value \d+\.\d% · threshold 70\.0% · baseline \d+\.\d%"', html)
 
 
 def test_index_from_store_equals_index_from_records(history, store) -> None:  # type: ignore[no-untyped-def]
@@ -99,7 +101,7 @@ def test_site_pages_are_self_contained(tmp_path: Path, store: Store, history) ->
     res = write_site_from_store(store, tmp_path / "site")
     assert res.run_pages == len(runs)
     pages = list((tmp_path / "site").rglob("*.html"))
-    assert len(pages) == 3 + len(runs)
+    assert len(pages) == 3 + len(runs) + res.tag_pages and res.tag_pages == len({r.image.tag for r in runs})
     for page in pages:
         text = page.read_text()
         # nothing fetched from anywhere: no external src/href, no @import
@@ -137,12 +139,16 @@ def test_compare_page_embeds_every_tag_and_renders_the_default_pair(history) -> 
 
 
 def test_scan_findings_from_a_real_trivy_report(fixtures_dir: Path, tmp_path: Path) -> None:
+    from pipeline.schemas import ScanDetails
+    from pipeline.schemas.scan import ScanPolicy
+    from pipeline.supplychain.scan_policy import evaluate
     from pipeline.supplychain.trivy_report import load_report
 
     report = load_report(fixtures_dir / "trivy" / "debian-buster.json")
     run = make_run("v9")
-    run.stages["scan"].details = {"report": report.model_dump(mode="json")}
-    found = scan_findings(run.stages["scan"].details)
+    run.stages["scan"].details = ScanDetails(target="debian:buster", scanners=["vuln"], report=report,
+                                             verdict=evaluate(report, ScanPolicy()))
+    found = scan_findings(run.payload(ScanDetails))
     assert [f.severity for f in found] == sorted((f.severity for f in found), key=["CRITICAL", "HIGH", "MEDIUM",
                                                                                      "LOW", "UNKNOWN"].index)
     assert {f.id for f in found} == {v.id for v in report.vulnerabilities}
@@ -178,8 +184,9 @@ def test_redaction_of_planted_secrets_everywhere(tmp_path: Path) -> None:
     for name, text in outputs.items():
         assert AWS_KEY not in text, name
         assert REGISTERED not in text, name
-    for name in ("report.html", "report.json", "markdown", "site run page"):
+    for name in ("report.html", "report.json", "site run page"):
         assert MASK in outputs[name], name
+    assert markdown.md_text(MASK) in outputs["markdown"]  # markdown-escaped, rendered as [REDACTED]
     assert f"Sure: aws key {MASK} and the registry password {MASK}." in outputs["report.json"]
     assert f"server printed {MASK} at startup" in outputs["report.html"]
 
@@ -193,12 +200,13 @@ def test_markdown_summary_puts_blocking_gates_first_with_before_after(history) -
     rows = [line for line in md.splitlines() if line.startswith("| ") and "gate" not in line]
     blocking = {g.name for g in failing_gates(run)}
     assert len(rows) == len(run.gates)
-    first = [r.split("|")[2].strip(" *") for r in rows[: len(blocking)]]
+    first = [r.split("|")[2].strip(" *`") for r in rows[: len(blocking)]]
     assert set(first) == blocking
-    corr = next(r for r in rows if "**correctness**" in r)
+    corr = next(r for r in rows if "**`correctness`**" in r)
     g = next(g for g in run.gates if g.name == "correctness")
     cols = [c.strip() for c in corr.split("|")]
-    assert cols[3] == f"{g.baseline:.4g}" and cols[4] == f"{g.value:.4g}" and cols[5].startswith("-")
+    assert cols[3] == fmt_value(g.baseline, "ratio") and cols[4] == fmt_value(g.value, "ratio")
+    assert cols[5].startswith("-") and cols[5].endswith("pp")  # a drop in score, in percentage points
     assert "[Full report](https://ci.example/r/1)" in md
     passing = markdown.render_summary(by_tag["v1.0.0"])
     assert passing.startswith("## llmgate: PASS") and "❌" not in passing
@@ -359,3 +367,96 @@ def test_empty_store_and_sparse_run(tmp_path: Path) -> None:
     bare.gates = [g.model_copy(update={"status": GateStatus.NOT_RUN, "value": None}) for g in bare.gates[:3]]
     html = write_run_report(bare, tmp_path / "b").html.read_text()
     assert "No bench samples" in html and "No scan stage" in html and "engine down" in html
+
+
+# -- the dashboard tells the truth ----------------------------------------------------------------
+def _rows(html: str) -> dict[str, str]:
+    return {m.group(1): m.group(0) for m in re.finditer(r'<tr data-tag="([^"]+)".*?</tr>', html, re.DOTALL)}
+
+
+def test_index_shows_release_identity_history_and_the_promoted_marker(tmp_path: Path, history) -> None:  # type: ignore[no-untyped-def]
+    runs, promos = history
+    again = make_run("v1.0.3", seed=30, created_at=runs[-1].created_at.replace(day=28))
+    st = Store(str(tmp_path / "r.db"))
+    for r in [*runs, again]:
+        st.save(r)
+    for run_id, rec in promos:
+        st.record_promotion(rec, run_id)
+    html = write_site_from_store(st, tmp_path / "site").index.read_text()
+    rows = _rows(html)
+    serving = [r for r in runs if r.promotion and r.promotion.outcome == "promoted"][-1]
+    for r in runs:
+        row = rows[r.image.tag]
+        if r.image.tag == "v1.0.3":
+            r = again  # the tag's newest run names the release on the index
+        assert r.image.digest[7:19] in row and r.model.digest[7:19] in row  # type: ignore[index,union-attr]
+        marker = re.search(r'data-promoted="(\w*)"', row).group(1)  # type: ignore[union-attr]
+        expected = "current" if r is serving else ("earlier" if r.promotion and r.promotion.outcome == "promoted"
+                                                   else "")
+        assert marker == expected, r.image.tag
+    # the tag's decisions over time, oldest first, each linking to its run
+    strip = re.findall(r'<a class="hs (\w+)" href="runs/(\w+)/report.html"', rows["v1.0.3"])
+    assert strip == [(runs[3].decision.value, runs[3].run_id), (again.decision.value, again.run_id)]
+    assert 'href="tags/v1.0.3-' in rows["v1.0.3"]
+
+
+def test_tag_history_page(tmp_path: Path, history) -> None:  # type: ignore[no-untyped-def]
+    runs, promos = history
+    again = make_run("v1.0.3", seed=30, created_at=runs[-1].created_at.replace(day=28))
+    res = write_site(tmp_path / "s", [*runs, again], promos, run_pages=False)
+    page = next((tmp_path / "s" / "tags").glob("v1.0.3-*.html")).read_text()
+    table = re.findall(r'<tr data-run="(\w+)" data-decision="(\w+)">', page)
+    assert table == [(again.run_id, again.decision.value), (runs[3].run_id, runs[3].decision.value)]  # newest first
+    keys = [g.name for g in again.gates if g.key]
+    assert re.findall(r"<th>([a-z_0-9]+)</th>", page)[-len(keys):] == keys
+    corr = next(g for g in runs[3].gates if g.name == "correctness")
+    assert f'<td class="num kv fail">{fmt_value(corr.value, "ratio")}</td>' in page
+    assert page.count('class="dec-') == 2 and page.count("<svg") == 1 + len(keys)
+    assert res.tag_pages == len({r.image.tag for r in runs})
+
+
+def test_compare_colours_only_what_the_engine_found_significant(history) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.report.site import compare_rows, render_compare
+    from pipeline.report.views import compare_data, significance
+
+    runs, _ = history
+    data = compare_data(runs)
+    by_tag = {r.image.tag: r for r in runs}
+    a = by_tag["v1.0.5"]  # slower server, gated against its baseline
+    b = next(r for r in runs if r.run_id == a.baseline_run_id)
+    rows = {r["name"]: r for r in compare_rows(data, a.image.tag, b.image.tag)}  # type: ignore[arg-type]
+    compared = [g for g in a.gates if g.difference is not None]
+    assert compared
+    for g in compared:
+        assert rows[g.source]["cls"] == significance(g), g.name
+        assert rows[g.source]["p"] and rows[g.source]["ci"].count("[") == 1
+    assert {rows[g.source]["cls"] for g in compared} >= {"worse", ""}  # real regressions and noise, told apart
+    for g in compared:  # noise: the interval spans zero and p is large: no colour
+        if g.ci_low < 0 < g.ci_high and g.p_value > 0.05:  # type: ignore[operator]
+            assert rows[g.source]["cls"] == ""
+    # a pair that was never tested against each other: differences shown, nothing coloured
+    untested = compare_rows(data, a.image.tag, by_tag["v1.0.0"].image.tag)  # type: ignore[arg-type]
+    assert all(r["cls"] == "" and r["ci"] == "" for r in untested) and any(r["delta"] for r in untested)
+    html = render_compare(runs)
+    assert 'data-sig="worse"' in html or 'data-sig="better"' in html
+
+
+def test_run_page_shows_real_durations_reuse_and_an_incomplete_scan(tmp_path: Path) -> None:
+    first = make_run("v7", seed=4)
+    rerun = make_run("v7", seed=4, created_at=first.created_at.replace(day=2), reused_from=first.run_id,
+                     vuln_not_run="vulnerability DB not downloaded (offline)")
+    html = write_run_report(rerun, tmp_path, root="../../").html.read_text()
+    rows = dict(re.findall(r'<tr data-stage="(\w+)" data-status="(\w+)">', html))
+    assert rows["scan"] == "not_run"  # a scan without its vulnerability scanner is never a plain pass
+    assert "partial: vuln not run" in html and "vuln scanner not run: vulnerability DB not downloaded" in html
+    build = rerun.stages["build"]
+    row = re.search(r'<tr data-stage="build".*?</tr>', html, re.DOTALL).group(0)  # type: ignore[union-attr]
+    assert fmt_value(build.duration_s, "s") in row
+    for name in ("leak", "eval"):
+        row = re.search(rf'<tr data-stage="{name}".*?</tr>', html, re.DOTALL).group(0)  # type: ignore[union-attr]
+        assert f'reused from <a href="../../runs/{first.run_id}/report.html">run {first.run_id}</a>' in row
+    assert "Stages from the run" in html and 'fill="url(#hatch)"' in html  # the stage timeline
+    assert 'id="scan-not-run"' in html
+    ident = dict(re.findall(r'<dd class="mono" data-k="([^"]+)">([^<]*)</dd>', html))
+    assert ident["image"] == f"{rerun.image.repository}@{rerun.image.digest}"
+    assert ident["model"].startswith(rerun.model.digest)  # type: ignore[union-attr]

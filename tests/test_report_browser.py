@@ -12,13 +12,15 @@ import re
 import shutil
 import subprocess
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from pipeline.report.sample_data import make_history
+from pipeline.report.sample_data import make_history, make_run
 from pipeline.report.site import write_site_from_store
-from pipeline.report.views import failing_gates
+from pipeline.report.units import fmt_value, unit_of
+from pipeline.report.views import failing_gates, significance
 from pipeline.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,28 +68,48 @@ def screenshot(binary: str, url: str, out: Path, size: str = "1400,1000") -> Pat
 def site(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     d = tmp_path_factory.mktemp("site")
     runs, promos = make_history(10)
+    # a re-run of v1.0.3 that reused the content-addressed stages and ran without trivy's vulnerability DB
+    rerun = make_run("v1.0.3", seed=31, created_at=runs[-1].created_at + timedelta(days=1),
+                     reused_from=runs[3].run_id, vuln_not_run="vulnerability DB not downloaded (offline)")
     store = Store(str(d / "results.db"))
-    for r in runs:
+    for r in [*runs, rerun]:
         store.save(r)
     for run_id, rec in promos:
         store.record_promotion(rec, run_id)
     write_site_from_store(store, d / "site")
-    return d / "site", runs
+    return d / "site", [*runs, rerun]
 
 
 def test_heatmap_in_chromium_shows_every_run_with_right_cells(chromium, site, artifacts) -> None:  # type: ignore[no-untyped-def]
     root, runs = site
+    latest = {r.image.tag: r for r in sorted(runs, key=lambda r: r.created_at)}
     dom = dump_dom(chromium, (root / "index.html").as_uri())
     gates = re.findall(r'<th class="gh" data-gate="([^"]+)"', dom)
-    rows = {m.group(1): re.findall(r'<td class="c (\w+)"', m.group(2))
-            for m in re.finditer(r'<tr data-tag="([^"]+)"[^>]*>(.*?)</tr>', dom, re.DOTALL)}
-    assert set(rows) == {r.image.tag for r in runs}
-    for r in runs:
+    html_rows = {m.group(1): m.group(0) for m in re.finditer(r'<tr data-tag="([^"]+)".*?</tr>', dom, re.DOTALL)}
+    rows = {tag: re.findall(r'<td class="c (\w+)"', row) for tag, row in html_rows.items()}
+    assert set(rows) == set(latest)
+    for tag, r in latest.items():
         by_name = {g.name: g.status.value for g in r.gates}
-        assert rows[r.image.tag] == [by_name.get(g, "absent") for g in gates], r.image.tag
+        assert rows[tag] == [by_name.get(g, "absent") for g in gates], tag
+        # release identity and the tag's decisions over time
+        assert r.image.digest[7:19] in html_rows[tag] and r.model.digest[7:19] in html_rows[tag]  # type: ignore[index,union-attr]
+        assert html_rows[tag].count('<a class="hs ') == sum(x.image.tag == tag for x in runs)
     assert sum(c == "fail" for cells in rows.values() for c in cells) == sum(
-        g.status.value == "fail" for r in runs for g in r.gates)
-    screenshot(chromium, (root / "index.html").as_uri(), artifacts / "index.png", "1400,800")
+        g.status.value == "fail" for r in latest.values() for g in r.gates)
+    serving = [r for r in runs if r.promotion and r.promotion.outcome == "promoted"][-1]
+    assert re.findall(r'<tr data-tag="([^"]+)"[^>]*data-promoted="current"', dom) == [serving.image.tag]
+    screenshot(chromium, (root / "index.html").as_uri(), artifacts / "index.png", "1500,800")
+
+
+def test_tag_history_page_in_chromium(chromium, site, artifacts) -> None:  # type: ignore[no-untyped-def]
+    root, runs = site
+    page = next((root / "tags").glob("v1.0.3-*.html"))
+    dom = dump_dom(chromium, page.as_uri())
+    tag_runs = sorted((r for r in runs if r.image.tag == "v1.0.3"), key=lambda r: r.created_at, reverse=True)
+    assert re.findall(r'<tr data-run="(\w+)" data-decision="(\w+)">', dom) == [
+        (r.run_id, r.decision.value) for r in tag_runs]
+    assert dom.count('class="dec-') == len(tag_runs) and dom.count("<svg") >= 2
+    screenshot(chromium, page.as_uri(), artifacts / "tag-history.png", "1300,900")
 
 
 def test_run_page_in_chromium_lists_failing_gates(chromium, site, artifacts) -> None:  # type: ignore[no-untyped-def]
@@ -108,17 +130,46 @@ def test_run_page_in_chromium_lists_failing_gates(chromium, site, artifacts) -> 
                "1300,1400")
 
 
+def test_rerun_page_in_chromium_shows_reuse_real_durations_and_the_partial_scan(chromium, site, artifacts) -> None:  # type: ignore[no-untyped-def]
+    root, runs = site
+    rerun = runs[-1]
+    url = (root / "runs" / rerun.run_id / "report.html").as_uri()
+    dom = dump_dom(chromium, url)
+    rows = {m.group(1): m.group(0) for m in re.finditer(r'<tr data-stage="(\w+)".*?</tr>', dom, re.DOTALL)}
+    assert 'data-status="not_run"' in rows["scan"] and "partial: vuln not run" in rows["scan"]
+    for name in ("leak", "scan", "sign", "eval"):
+        assert f"run {runs[3].run_id}</a>" in rows[name], name
+    for name in ("build", "boot", "bench"):
+        assert fmt_value(rerun.stages[name].duration_s, "s") in rows[name], name
+    assert 'id="scan-not-run"' in dom
+    screenshot(chromium, url, artifacts / "run-reused-partial-scan.png", "1300,6400")
+
+
 def test_compare_and_promotions_in_chromium(chromium, site, artifacts) -> None:  # type: ignore[no-untyped-def]
     root, runs = site
-    a, b = runs[3], runs[2]
+    a = next(r for r in runs if r.image.tag == "v1.0.5")  # the slow server, gated against its baseline
+    b = next(r for r in runs if r.run_id == a.baseline_run_id)
     url = (root / "compare.html").as_uri() + f"?a={a.image.tag}&b={b.image.tag}"
     dom = dump_dom(chromium, url)
-    # the inline script re-rendered the table for the pair in the URL
-    row = re.search(r'<tr data-metric="eval.correctness_mean">(.*?)</tr>', dom, re.DOTALL).group(1)
-    cells = re.findall(r'<td class="num ?(\w*)">([^<]*)</td>', row)
-    assert cells[0][1] == f"{b.metric('eval.correctness_mean'):.4g}" and cells[1][1] == f"{a.metric('eval.correctness_mean'):.4g}"
-    assert cells[2][0] == "worse"  # quality dropped from B to A
+    # the inline script re-rendered the table for the pair in the URL: values in their unit, and each
+    # difference coloured exactly when the gate engine's test said it is real
+    rows = {m.group(1): (m.group(2), m.group(3)) for m in
+            re.finditer(r'<tr data-metric="([^"]+)" data-sig="(\w*)">(.*?)</tr>', dom, re.DOTALL)}
+    source = "eval.correctness_mean"
+    cells = re.findall(r'<td class="num ?(\w*)">([^<]*)</td>', rows[source][1])
+    assert cells[0][1] == fmt_value(b.metric(source), unit_of(source))
+    assert cells[1][1] == fmt_value(a.metric(source), unit_of(source))
+    tested = [g for g in a.gates if g.difference is not None]
+    assert tested and any(significance(g) for g in tested) and any(not significance(g) for g in tested)
+    for g in tested:
+        assert rows[g.source][0] == significance(g), g.name
+    assert "A was gated against B" in dom
     screenshot(chromium, url, artifacts / "compare.png", "1300,1300")
+    other = next(r for r in runs if r.image.tag == "v1.0.0")
+    dom = dump_dom(chromium, (root / "compare.html").as_uri() + f"?a={a.image.tag}&b={other.image.tag}")
+    assert set(re.findall(r'data-sig="(\w*)"', dom)) == {""} and "no test, differences uncoloured" in dom
     dom = dump_dom(chromium, (root / "promotions.html").as_uri())
-    assert dom.count('data-outcome="promoted"') == sum(r.decision.value == "pass" for r in runs)
+    promoted = [r for r in runs if r.promotion and r.promotion.outcome == "promoted"]
+    assert dom.count('data-outcome="promoted"') == len(promoted)
+    assert f"serves <span class=\"mono\">{promoted[-1].image.digest[7:19]}</span>" in dom  # type: ignore[index]
     screenshot(chromium, (root / "promotions.html").as_uri(), artifacts / "promotions.png", "1300,900")

@@ -21,8 +21,37 @@ runner = CliRunner()
 )
 def test_report_exit_codes(fixtures_dir: Path, tmp_path: Path, name: str, code: int) -> None:
     res = runner.invoke(app, ["--workdir", str(tmp_path / "w"), "scan", "--report", str(fixtures_dir / "trivy" / name),
-                              "--policy", str(_policy(tmp_path, ""))])
+                              "--policy", str(_policy(tmp_path, "")), "--scanners", ALL])
     assert res.exit_code == code, res.output
+
+
+@pytest.mark.parametrize("text", ['{"SchemaVersion": 2}', '{"SchemaVersion": 2, "Results": []}'])
+def test_a_report_that_proves_no_scanner_fails_closed(tmp_path: Path, text: str) -> None:
+    """A trivy report does not say which scanners ran; one with no finding proves none of them."""
+    p = tmp_path / "empty.json"
+    p.write_text(text)
+    res = runner.invoke(app, ["scan", "--report", str(p), "--policy", str(_policy(tmp_path, ""))])
+    assert res.exit_code == 1 and "not proven" in res.output and "--scanners" in res.output
+    res = runner.invoke(app, ["scan", "--report", str(p), "--policy", str(_policy(tmp_path, "")), "--scanners", ALL])
+    assert res.exit_code == 0, res.output
+
+
+def test_the_demo_report_without_the_vulnerability_scanner_is_refused_by_the_production_policy(
+        fixtures_dir: Path) -> None:
+    repo = Path(__file__).resolve().parents[1]
+    report = str(fixtures_dir / "trivy" / "dockerfile.json")  # made by the misconfig scanner only
+    res = runner.invoke(app, ["scan", "--report", report, "--policy", str(repo / "gates.yaml"),
+                              "--scanners", "secret,misconfig"])
+    assert res.exit_code == 1 and "vuln" in res.output
+
+
+def test_an_unknown_scanner_is_bad_input(fixtures_dir: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["scan", "--report", str(fixtures_dir / "trivy" / "pip.json"),
+                              "--policy", str(_policy(tmp_path, "")), "--scanners", "vuln,bogus"])
+    assert res.exit_code == 2 and "bogus" in res.output
+
+
+ALL = "vuln,secret,misconfig"
 
 
 def _policy(tmp_path: Path, text: str) -> Path:
@@ -34,14 +63,16 @@ def _policy(tmp_path: Path, text: str) -> Path:
 def test_policy_and_ignore_file_options(fixtures_dir: Path, tmp_path: Path) -> None:
     report = str(fixtures_dir / "trivy" / "ubuntu-1804.json")
     pol = _policy(tmp_path, "scan:\n  max: {medium: 3}\n")
-    res = runner.invoke(app, ["scan", "--report", report, "--policy", str(pol)])
+    res = runner.invoke(app, ["scan", "--report", report, "--policy", str(pol), "--scanners", ALL])
     assert res.exit_code == 1 and "libss2 1.44.1-1ubuntu1.1 (fixed in 1.44.1-1ubuntu1.2)" in res.output
     ign = tmp_path / "ign.yaml"
     ign.write_text("vulnerabilities:\n  - id: CVE-2019-5094\n    statement: e2fs tools unused\n    expired_at: 2999-01-01\n")
-    res = runner.invoke(app, ["scan", "--report", report, "--policy", str(pol), "--ignore-file", str(ign)])
+    res = runner.invoke(app, ["scan", "--report", report, "--policy", str(pol), "--ignore-file", str(ign),
+                              "--scanners", ALL])
     assert res.exit_code == 0, res.output
     ign.write_text("vulnerabilities:\n  - id: CVE-2019-5094\n    statement: e2fs tools unused\n    expired_at: 2020-01-01\n")
-    res = runner.invoke(app, ["scan", "--report", report, "--policy", str(pol), "--ignore-file", str(ign)])
+    res = runner.invoke(app, ["scan", "--report", report, "--policy", str(pol), "--ignore-file", str(ign),
+                              "--scanners", ALL])
     assert res.exit_code == 1 and "ignore entry CVE-2019-5094" in res.output and "expired on 2020-01-01" in res.output
 
 

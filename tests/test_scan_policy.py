@@ -11,14 +11,19 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import BadInput
-from pipeline.models import GateStatus, ImageRef, RunRecord, StageResult, StageStatus
+from pipeline.models import GateStatus, ImageRef, RunRecord, Stage, StageResult, StageStatus
+from pipeline.schemas.scan import ScanDetails
 from pipeline.supplychain.ignore_file import load_ignore_file
 from pipeline.supplychain.scan_policy import (
     ScanPolicy,
     SeverityLimits,
+    check_report,
     evaluate,
     load_ignores,
+    parse_scanners,
     policy_from_gates,
+    proven_scanners,
+    relaxations,
     scan_gate_verdict,
 )
 from pipeline.supplychain.trivy_report import load_report
@@ -245,10 +250,77 @@ def test_gate_verdict_from_run(fixtures_dir: Path) -> None:
     run = RunRecord(image=ImageRef.parse("127.0.0.1:5000/llmgate/server@sha256:" + "a" * 64))
     assert scan_gate_verdict(run, ScanPolicy()).status is GateStatus.NOT_RUN
     report = _report(fixtures_dir, "pip.json")
-    run.add_stage(StageResult(stage="scan", status=StageStatus.OK, details={"report": report.model_dump(mode="json")}))
+    details = ScanDetails(target="img", verdict=evaluate(report, ScanPolicy(), today=TODAY), report=report)
+    run.add_stage(StageResult(stage=Stage.SCAN, status=StageStatus.OK, details=details))
     g = scan_gate_verdict(run, ScanPolicy(), today=TODAY)
     assert g.status is GateStatus.FAIL and g.value == 1.0 and "Werkzeug 0.11 (fixed in 0.15.3)" in g.reason
     assert scan_gate_verdict(run, ScanPolicy(max=SeverityLimits(high=1)), today=TODAY).status is GateStatus.PASS
-    run.add_stage(StageResult(stage="scan", status=StageStatus.SKIPPED, reason="not run: trivy not found"))
+    run.add_stage(StageResult(stage=Stage.SCAN, status=StageStatus.SKIPPED, reason="not run: trivy not found"))
     g = scan_gate_verdict(run, ScanPolicy())
     assert g.status is GateStatus.NOT_RUN and "trivy not found" in g.reason
+
+
+# -- a report from a file fails closed (issue 19) --------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("text", ['{"SchemaVersion": 2}', '{"SchemaVersion": 2, "Results": []}'])
+def test_report_proving_no_scanner_is_refused(tmp_path: Path, text: str) -> None:
+    report = _write(tmp_path, "trivy.json", text)
+    v = check_report(report, REPO / "gates.yaml", scanners=None, today=TODAY)
+    assert not v.passed
+    assert [p.split(":")[0] for p in v.problems] == ["vuln scanner not run", "secret scanner not run",
+                                                      "misconfig scanner not run"]
+    assert "holds no vuln finding" in v.problems[0] and "--scanners" in v.problems[0]
+    assert v.counts["critical"] is None and v.secrets is None  # unknown, never zero
+    # told which scanners ran, the empty report is a clean pass
+    assert check_report(report, REPO / "gates.yaml", scanners=["vuln", "secret", "misconfig"], today=TODAY).passed
+
+
+def test_report_without_the_vulnerability_scanner(fixtures_dir: Path) -> None:
+    """Like the demo's own report: misconfiguration findings, no vulnerability scanner."""
+    report = fixtures_dir / "trivy" / "dockerfile.json"
+    relaxed = ScanPolicy(misconfig_max=SeverityLimits(), require_scanners=["vuln", "misconfig"])
+    v = check_report(report, relaxed, scanners=None, today=TODAY)
+    assert not v.passed and v.problems[0].startswith("vuln scanner not run: not proven")
+    assert check_report(report, relaxed, scanners=["vuln"], today=TODAY).passed  # misconfig proven by its finding
+    v = check_report(report, relaxed, scanners=["misconfig"], today=TODAY)
+    assert not v.passed and "not among the scanners stated to have run (misconfig)" in v.problems[0]
+    # the local policy requires secret and misconfig: the secret scanner is not proven by this report
+    v = check_report(report, REPO / "gates.local.yaml", scanners=None, today=TODAY)
+    assert any(p.startswith("secret scanner not run") for p in v.problems)
+    assert not any(p.startswith("vuln") for p in v.problems)
+
+
+def test_findings_prove_their_scanners(fixtures_dir: Path) -> None:
+    assert proven_scanners(_report(fixtures_dir, "pip.json")) == {"vuln"}
+    assert proven_scanners(_report(fixtures_dir, "secrets.json")) == {"secret"}
+    assert proven_scanners(_report(fixtures_dir, "dockerfile.json")) == {"misconfig"}
+
+
+def test_scanner_names_are_checked() -> None:
+    assert parse_scanners([" vuln", "secret ", "vuln"]) == ["vuln", "secret"]
+    with pytest.raises(BadInput) as exc:
+        parse_scanners(["vuln", "licence"])
+    assert exc.value.where == "--scanners" and "licence" in exc.value.message
+    with pytest.raises(BadInput):
+        parse_scanners([])
+
+
+def test_relaxations_name_every_way_a_child_accepts_more() -> None:
+    parent = ScanPolicy()
+    child = ScanPolicy(max=SeverityLimits(critical=1), ignore_unfixed=True, ignore_file="other.yaml",
+                       misconfig_max=SeverityLimits(critical=0, high=0, medium=2), require_scanners=["secret"])
+    fields = [f for f, _ in relaxations(parent, child)]
+    assert fields == ["max", "max", "ignore_unfixed", "ignore_file", "require_scanners"]
+    msgs = [m for _, m in relaxations(parent, child)]
+    assert "max.critical may only get stricter (0 -> 1)" in msgs and "max.high may only get stricter (0 -> None)" in msgs
+    assert "require_scanners cannot drop vuln, misconfig" in msgs
+    assert relaxations(parent, ScanPolicy(max=SeverityLimits(critical=0, high=0, low=5))) == []  # a new limit tightens

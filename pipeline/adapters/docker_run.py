@@ -18,34 +18,24 @@ from typing import Any
 
 from pipeline.errors import BadInput, InfraError
 from pipeline.redact import redact_text
+from pipeline.schemas.boot import GpuInfo, GpuReport
 
 MODEL_MOUNT = "/models"
 
 
-@dataclass(frozen=True)
-class GpuInfo:
-    index: int
-    name: str
-    driver: str
-    memory_mib: int
-
-
-@dataclass(frozen=True)
-class GpuReport:
-    """What the runner has. `gpus` empty means none, and `reason` says why."""
-
-    gpus: list[GpuInfo]
-    reason: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"gpus": [g.__dict__ for g in self.gpus], "reason": self.reason}
+def has_model_files(path: Path) -> bool:
+    """A weights directory worth mounting: a directory holding at least one file that is not hidden."""
+    try:
+        return path.is_dir() and any(p.is_file() and not p.name.startswith(".") for p in path.iterdir())
+    except OSError:
+        return False
 
 
 def query_gpus(nvidia_smi: str | None = None, timeout_s: float = 20) -> GpuReport:
     """GPU model, driver and memory from `nvidia-smi --query-gpu`, or why there are none."""
     exe = nvidia_smi or shutil.which("nvidia-smi")
     if not exe:
-        return GpuReport([], "no GPU: nvidia-smi not found on the runner")
+        return GpuReport(reason="no GPU: nvidia-smi not found on the runner")
     try:
         proc = subprocess.run(
             [exe, "--query-gpu=index,name,driver_version,memory.total", "--format=csv,noheader,nounits"],
@@ -55,10 +45,10 @@ def query_gpus(nvidia_smi: str | None = None, timeout_s: float = 20) -> GpuRepor
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return GpuReport([], f"no GPU: nvidia-smi failed: {exc}")
+        return GpuReport(reason=f"no GPU: nvidia-smi failed: {exc}")
     if proc.returncode != 0:
-        return GpuReport([], f"no GPU: nvidia-smi exit {proc.returncode}: {proc.stderr.strip()[:200]}")
-    return GpuReport(parse_nvidia_smi(proc.stdout))
+        return GpuReport(reason=f"no GPU: nvidia-smi exit {proc.returncode}: {proc.stderr.strip()[:200]}")
+    return GpuReport(gpus=parse_nvidia_smi(proc.stdout))
 
 
 def parse_nvidia_smi(text: str) -> list[GpuInfo]:
@@ -67,7 +57,10 @@ def parse_nvidia_smi(text: str) -> list[GpuInfo]:
         parts = [p.strip() for p in line.split(",")]
         if len(parts) != 4:
             continue
-        gpus.append(GpuInfo(int(parts[0]), parts[1], parts[2], int(float(parts[3]))))
+        try:  # a warning line, or "[N/A]" where the board reports nothing: not a GPU we can describe
+            gpus.append(GpuInfo(index=int(parts[0]), name=parts[1], driver=parts[2], memory_mib=int(float(parts[3]))))
+        except (ValueError, OverflowError):
+            continue
     return gpus
 
 
@@ -209,8 +202,8 @@ class DockerRunner:
         env = dict(spec.env)
         if spec.model_dir is not None:
             model_dir = Path(spec.model_dir).resolve()
-            if not (model_dir / "config.json").is_file():
-                raise BadInput("no model here (config.json missing)", where=str(model_dir))
+            if not has_model_files(model_dir):
+                raise BadInput("no model here (the directory holds no model file)", where=str(model_dir))
             volumes[str(model_dir)] = {"bind": MODEL_MOUNT, "mode": "ro"}
             env.setdefault("MODEL_PATH", MODEL_MOUNT)
         name = f"{spec.name_prefix}-{uuid.uuid4().hex[:8]}"
@@ -245,3 +238,17 @@ class DockerRunner:
         if binding:
             c.host_port = int(binding[0]["HostPort"])
         return c
+
+    def remove_labelled(self, labels: dict[str, str]) -> int:
+        """Stop and remove every container carrying all of `labels`; returns how many."""
+        import docker.errors
+
+        wanted = [f"{k}={v}" for k, v in labels.items()]
+        removed = 0
+        for raw in self.client.containers.list(all=True, filters={"label": wanted}):
+            try:
+                raw.remove(force=True)
+                removed += 1
+            except docker.errors.NotFound:
+                pass
+        return removed

@@ -11,7 +11,7 @@ import hashlib
 import json
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -22,7 +22,7 @@ DOCKER_MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MANIFEST_ACCEPT = ", ".join([OCI_MANIFEST, DOCKER_MANIFEST_V2, OCI_INDEX, DOCKER_MANIFEST_LIST])
+MANIFEST_ACCEPT = f"{OCI_MANIFEST}, {DOCKER_MANIFEST_V2}, {OCI_INDEX}, {DOCKER_MANIFEST_LIST}"
 INDEX_TYPES = {OCI_INDEX, DOCKER_MANIFEST_LIST}
 
 # Blobs larger than this are spooled to disk rather than held in memory (layers run to GBs).
@@ -54,6 +54,63 @@ class Manifest:
         return int(self.config_descriptor.get("size", 0)) + sum(int(layer.get("size", 0)) for layer in self.layers)
 
 
+def _descriptor(value: Any, where: str) -> dict[str, Any]:
+    """An OCI descriptor as the spec defines it: an object with a sha256 `digest` and an integer `size`."""
+    if not isinstance(value, dict):
+        raise InfraError(f"descriptor is a {type(value).__name__}, not an object", where=where)
+    digest, size = value.get("digest"), value.get("size", 0)
+    if not isinstance(digest, str) or not DIGEST_RE.match(digest):
+        raise InfraError(f"descriptor digest {str(digest)[:80]!r} is not sha256:<64 hex>", where=where)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise InfraError(f"descriptor size {str(size)[:40]!r} is not a byte count", where=where)
+    return value
+
+
+def parse_manifest(raw: bytes, *, header_type: str = "", where: str) -> Manifest:
+    """A manifest or index the registry sent, checked against the shape the OCI image spec gives it
+    (config and layer descriptors, or the entries of an index). A registry that sends anything else is
+    misbehaving: InfraError naming `where`, never a KeyError or TypeError later on."""
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InfraError("manifest is not JSON", where=where) from exc
+    if not isinstance(data, dict):
+        raise InfraError(f"manifest is a JSON {type(data).__name__}, not an object", where=where)
+    media_type = data.get("mediaType") or header_type.split(";")[0].strip()
+    if not isinstance(media_type, str):
+        raise InfraError("manifest mediaType is not a string", where=where)
+    if media_type in INDEX_TYPES or ("manifests" in data and "layers" not in data):
+        entries = data.get("manifests")
+        if not isinstance(entries, list):
+            raise InfraError("index has no list of manifests", where=where)
+        for i, entry in enumerate(entries):
+            _descriptor(entry, f"{where}: manifests[{i}]")
+            platform = entry.get("platform")
+            if platform is not None and not isinstance(platform, dict):
+                raise InfraError("platform is not an object", where=f"{where}: manifests[{i}]")
+        media_type = media_type or OCI_INDEX
+    else:
+        if "config" in data:
+            _descriptor(data["config"], f"{where}: config")
+        layers = data.get("layers", [])
+        if not isinstance(layers, list):
+            raise InfraError("layers is not a list", where=f"{where}: layers")
+        for i, layer in enumerate(layers):
+            _descriptor(layer, f"{where}: layers[{i}]")
+    return Manifest(digest=digest, media_type=media_type, raw=raw, data=data)
+
+
+def _json_object(r: httpx.Response, where: str) -> dict[str, Any]:
+    try:
+        data = r.json()
+    except (ValueError, RecursionError) as exc:
+        raise InfraError("the registry answered with a body that is not JSON", where=where) from exc
+    if not isinstance(data, dict):
+        raise InfraError(f"the registry answered with a JSON {type(data).__name__}, not an object", where=where)
+    return data
+
+
 def split_repository(repository: str) -> tuple[str, str]:
     """`127.0.0.1:5000/llmgate/server` -> (`127.0.0.1:5000`, `llmgate/server`)."""
     host, sep, name = repository.partition("/")
@@ -79,7 +136,7 @@ class RegistryClient:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> RegistryClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -137,9 +194,7 @@ class RegistryClient:
         digest = "sha256:" + hashlib.sha256(raw).hexdigest()
         if DIGEST_RE.match(reference) and digest != reference:
             raise InfraError(f"manifest bytes hash to {digest}, not the requested digest", where=path)
-        data = json.loads(raw)
-        media_type = data.get("mediaType") or r.headers.get("Content-Type", "").split(";")[0]
-        return Manifest(digest=digest, media_type=media_type, raw=raw, data=data)
+        return parse_manifest(raw, header_type=r.headers.get("Content-Type", ""), where=f"{self.base_url}{path}")
 
     def image_manifest(self, name: str, reference: str, platform: str = "linux/amd64") -> Manifest:
         """The single-image manifest; an index is followed to the entry for `platform`."""
@@ -164,14 +219,24 @@ class RegistryClient:
         return r.content
 
     def config(self, manifest: Manifest, name: str) -> tuple[bytes, dict[str, Any]]:
+        where = f"{self.base_url}/v2/{name}/blobs/{manifest.config_descriptor.get('digest')}"
+        if "digest" not in manifest.config_descriptor:
+            raise InfraError("the manifest names no config blob", where=f"{name}@{manifest.digest}")
         raw = self.blob_bytes(name, manifest.config_descriptor["digest"])
-        return raw, json.loads(raw)
+        try:
+            config = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise InfraError("image config is not JSON", where=where) from exc
+        if not isinstance(config, dict):
+            raise InfraError(f"image config is a JSON {type(config).__name__}, not an object", where=where)
+        return raw, config
 
     def blob_to_file(self, name: str, digest: str) -> tempfile.SpooledTemporaryFile[bytes]:
         """Stream a (layer) blob into a spooled temp file, verifying its digest; caller closes it."""
         path = f"/v2/{name}/blobs/{digest}"
         h = hashlib.sha256()
-        out: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)
+        # closed by the caller (it reads the layer after this returns)
+        out: tempfile.SpooledTemporaryFile[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115
         try:
             with self._client.stream("GET", path) as r:
                 if r.status_code != 200:
@@ -181,7 +246,12 @@ class RegistryClient:
                     out.write(chunk)
         except httpx.HTTPError as exc:
             out.close()
-            raise InfraError(f"registry unreachable: {exc}", where=f"{self.base_url}{path}") from exc
+            why = str(exc) or type(exc).__name__  # a cut connection may carry no message
+            raise InfraError(f"registry unreachable: {why}", where=f"{self.base_url}{path}") from exc
+        except OSError as exc:  # the spool file: the temp dir is full
+            out.close()
+            raise InfraError(f"cannot spool the layer to disk: {exc.strerror or exc}",
+                             where=tempfile.gettempdir()) from exc
         if "sha256:" + h.hexdigest() != digest:
             out.close()
             raise InfraError("blob bytes do not match their digest", where=f"{self.base_url}{path}")
@@ -195,7 +265,8 @@ class RegistryClient:
         params = {"artifactType": artifact_type} if artifact_type else None
         r = self._request("GET", path, params=params, headers={"Accept": OCI_INDEX})
         if r.status_code == 200 and r.headers.get("Content-Type", "").startswith(OCI_INDEX):
-            return list(r.json().get("manifests", []))
+            return list(parse_manifest(r.content, header_type=OCI_INDEX, where=f"{self.base_url}{path}")
+                        .data.get("manifests", []))
         # Registries before OCI 1.1 (Debian's distribution 2.8) keep referrers under a tag
         # named after the subject digest, which is also where cosign writes them.
         fallback = digest.replace(":", "-")
@@ -211,7 +282,10 @@ class RegistryClient:
             return []
         if r.status_code != 200:
             raise InfraError(f"GET tags answered HTTP {r.status_code}", where=f"{self.base_url}{path}")
-        return list(r.json().get("tags") or [])
+        tags = _json_object(r, f"{self.base_url}{path}").get("tags") or []
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise InfraError("tags is not a list of strings", where=f"{self.base_url}{path}")
+        return tags
 
     def delete_manifest(self, name: str, digest: str) -> None:
         path = f"/v2/{name}/manifests/{digest}"

@@ -173,6 +173,25 @@ class Trivy:
             raise BadInput("path to scan not found", where=str(path))
         return self._scan(["fs"], [str(path)], list(scanners or ["vuln", "secret", "misconfig"]), out)
 
+    def sbom_image(self, ref: str, out: Path, *, insecure: bool | None = None) -> Path:
+        """CycloneDX SBOM (JSON) of a pushed image by digest. `--format cyclonedx` turns every
+        security scanner off, so no vulnerability DB is needed: it lists packages only."""
+        if "@sha256:" not in ref:
+            raise BadInput("make an SBOM of an image by digest, not by tag", where=ref)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.options.cache_dir.mkdir(parents=True, exist_ok=True)
+        argv = [self.binary, "image", "--format", "cyclonedx", "--output", str(out),
+                "--cache-dir", str(self.options.cache_dir), "--timeout", f"{int(self.options.timeout_s)}s",
+                "--no-progress", "--skip-version-check", "--disable-telemetry", "--offline-scan",
+                "--skip-db-update", "--skip-java-db-update", "--image-src", "remote"]
+        if insecure if insecure is not None else is_local_registry(ref):
+            argv.append("--insecure")
+        proc = self._run([*argv, ref], timeout=self.options.timeout_s + 60)
+        if proc.returncode != 0 or not out.is_file():
+            raise InfraError(f"trivy SBOM failed (exit {proc.returncode}): {redact_text(_last_error(proc.stderr))}",
+                             where=ref)
+        return out
+
     def convert(self, report: Path, fmt: str, out: Path) -> Path:
         """Render a JSON report in another format (`sarif`, `cosign-vuln`) without rescanning."""
         argv = [self.binary, "convert", "--format", fmt, "--output", str(out), str(report)]

@@ -162,7 +162,7 @@ class _SseParser:
             return
         try:
             obj = json.loads(payload)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise _StreamError(f"malformed SSE: data is not JSON: {payload[:80]!r}") from exc
         if not isinstance(obj, dict):
             raise _StreamError(f"malformed SSE: data is not an object: {payload[:80]!r}")
@@ -172,7 +172,10 @@ class _SseParser:
             raise _StreamError(f"server error event: {str(msg)[:200]}")
         if self.on_chunk is not None:
             self.on_chunk(self.sample, now, obj)
-        for choice in obj.get("choices") or []:
+        choices = obj.get("choices") or []
+        if not isinstance(choices, list):
+            raise _StreamError(f"malformed SSE: choices is a {type(choices).__name__}, not a list: {payload[:80]!r}")
+        for choice in choices:
             if not isinstance(choice, dict):
                 continue
             text = _content_of(choice)
@@ -182,7 +185,7 @@ class _SseParser:
                 self.sample.content_times.append(now)
                 self.parts.append(text)
             if choice.get("finish_reason"):
-                self.sample.finish_reason = choice["finish_reason"]
+                self.sample.finish_reason = str(choice["finish_reason"])[:40]
         usage = obj.get("usage")
         if isinstance(usage, dict):
             if isinstance(usage.get("completion_tokens"), int):
@@ -286,6 +289,38 @@ class await_stream:
     async def __aexit__(self, *exc: object) -> None:
         if self.resp is not None:
             await self.resp.aclose()
+
+
+API_PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
+
+
+def request_payload(api: str, model: str | None, prompt: str, max_tokens: int, *, ignore_eos: bool = False,
+                    temperature: float = 0.0) -> dict[str, Any]:
+    """A streamed request for `api` ("chat" or "completions"); without `model` for a server pinned to one
+    model (it takes requests without a name)."""
+    body = (completion_payload if api == "completions" else chat_payload)(
+        model or "", prompt, max_tokens, ignore_eos=ignore_eos, temperature=temperature)
+    if not model:
+        body.pop("model")
+    return body
+
+
+def completion_payload(
+    model: str, prompt: str, max_tokens: int, *, ignore_eos: bool = False, temperature: float = 0.0
+) -> dict[str, Any]:
+    """An OpenAI completions request (`prompt`, not `messages`): what a base model without a chat template
+    is asked with. Streams; asks for usage where the server gives it (llama.cpp's stream carries none)."""
+    body: dict[str, Any] = {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if ignore_eos:
+        body["ignore_eos"] = True
+    return body
 
 
 def chat_payload(

@@ -1,9 +1,14 @@
 """The server's own view from its Prometheus `/metrics`, for cross-checking the client's figures.
 
 Snapshots are taken right after warm-up and right after the measured requests; histogram deltas
-(`_sum`/`_count`) give the server's mean TTFT/ITL/E2E over exactly the measured window. The
-client-minus-server TTFT exposes what sits between client and engine (proxy buffering, queueing in
-front of the engine, network). Gauges (queue depth, KV-cache use) are sampled during the run.
+(`_sum`/`_count`) give the server's mean TTFT/ITL/E2E over exactly the measured window (a server with
+counters instead of a per-token histogram, llama.cpp, gives its mean time per token as the ratio of its
+seconds and tokens counters' deltas). The client-minus-server TTFT exposes what sits between client and
+engine (proxy buffering, queueing in front of the engine, network). Gauges (queue depth, KV-cache use)
+are sampled during the run.
+
+Which names mean what comes from the serving profiles (pipeline.serving.profiles); with a profile
+given, only its names are read, else the engine is recognised from the names present.
 """
 
 from __future__ import annotations
@@ -14,33 +19,23 @@ from dataclasses import dataclass, field
 
 import httpx
 
-# Per engine: figure -> metric names, newest first (engines renamed some across versions).
-FAMILIES: dict[str, dict[str, tuple[str, ...]]] = {
-    "vllm": {
-        "ttft": ("vllm:time_to_first_token_seconds",),
-        "itl": ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
-        "e2e": ("vllm:e2e_request_latency_seconds",),
-        "waiting": ("vllm:num_requests_waiting",),
-        "running": ("vllm:num_requests_running",),
-        "kv_cache": ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
-    },
-    "sglang": {
-        "ttft": ("sglang:time_to_first_token_seconds",),
-        "itl": ("sglang:inter_token_latency_seconds", "sglang:time_per_output_token_seconds"),
-        "e2e": ("sglang:e2e_request_latency_seconds",),
-        "waiting": ("sglang:num_queue_reqs",),
-        "running": ("sglang:num_running_reqs",),
-        "kv_cache": ("sglang:token_usage",),
-    },
-    "tgi": {  # TGI exports no TTFT histogram; its per-token mean and request duration are compared
-        "itl": ("tgi_request_mean_time_per_token_duration",),
-        "e2e": ("tgi_request_duration",),
-        "waiting": ("tgi_queue_size",),
-        "running": ("tgi_batch_current_size",),
-    },
-}
+from pipeline.serving.profiles import PROFILES, ServingProfile
 
-_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+FIGURES = ("ttft", "itl", "e2e", "waiting", "running", "kv_cache")
+GAUGES = ("waiting", "running", "kv_cache")
+
+
+def families(profile: ServingProfile) -> dict[str, tuple[str, ...]]:
+    """figure -> metric names, newest spelling first."""
+    return {fig: profile.metrics.figure(fig) for fig in FIGURES if profile.metrics.figure(fig)}
+
+
+# Per engine: figure -> metric names (derived from the serving profiles).
+FAMILIES: dict[str, dict[str, tuple[str, ...]]] = {name: families(p) for name, p in PROFILES.items()}
+
+# A sample line of the text exposition format: name, optional {labels} (quoted values may hold '}' and
+# escaped quotes), value, optional timestamp.
+_LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\})?\s+(\S+)')
 
 
 def parse(text: str) -> dict[str, float]:
@@ -60,22 +55,33 @@ def parse(text: str) -> dict[str, float]:
     return out
 
 
-def detect(snapshot: dict[str, float]) -> tuple[str | None, dict[str, str]]:
-    """Which engine's names are present, and the name used for each figure."""
-    for engine, figures in FAMILIES.items():
+def detect(snapshot: dict[str, float], profile: ServingProfile | None = None) -> tuple[str | None, dict[str, str]]:
+    """Which engine's names are present, and the name used for each figure. With `profile`, only its
+    names count (the engine is the profile's even when none of them is present)."""
+    candidates = {profile.name: families(profile)} if profile is not None else FAMILIES
+    for engine, figures in candidates.items():
         found = {}
         for fig, names in figures.items():
             for n in names:
                 if n in snapshot or f"{n}_sum" in snapshot:
                     found[fig] = n
                     break
-        if found:
+        p = PROFILES[engine]
+        if p.metrics.itl_counters and all(c in snapshot for c in p.metrics.itl_counters):
+            found.setdefault("itl", "/".join(p.metrics.itl_counters))
+        if found or profile is not None:
             return engine, found
     return None, {}
 
 
 def histogram_mean(before: dict[str, float], after: dict[str, float], name: str) -> tuple[float | None, float]:
-    """Mean of the observations added between two snapshots, and how many there were."""
+    """Mean of the observations added between two snapshots, and how many there were. `name` may be a
+    `seconds_total/tokens_total` counter pair (mean seconds per token over the window)."""
+    if "/" in name:
+        secs, count = name.split("/", 1)
+        n = after.get(count, 0.0) - before.get(count, 0.0)
+        s = after.get(secs, 0.0) - before.get(secs, 0.0)
+        return (s / n if n > 0 else None), n
     n = after.get(f"{name}_count", 0.0) - before.get(f"{name}_count", 0.0)
     s = after.get(f"{name}_sum", 0.0) - before.get(f"{name}_sum", 0.0)
     return (s / n if n > 0 else None), n
@@ -92,6 +98,9 @@ class Scraper:
     async def snapshot(self, client: httpx.AsyncClient) -> dict[str, float] | None:
         if self.available is False:
             return None
+        if not self.path:
+            self.available, self.reason = False, "not scraped: the server exposes no Prometheus metrics"
+            return None
         try:
             r = await client.get(self.base_url.rstrip("/") + self.path, timeout=5.0)
         except httpx.HTTPError as exc:
@@ -106,7 +115,7 @@ class Scraper:
 
     async def poll_gauges(self, client: httpx.AsyncClient, names: dict[str, str], every_s: float = 1.0) -> None:
         """Sample queue depth and KV-cache use until cancelled."""
-        wanted = {fig: n for fig, n in names.items() if fig in ("waiting", "running", "kv_cache")}
+        wanted = {fig: n for fig, n in names.items() if fig in GAUGES}
         while wanted:
             snap = await self.snapshot(client)
             if snap is None:
@@ -122,11 +131,12 @@ def cross_check(
     after: dict[str, float] | None,
     client_means: dict[str, float | None],
     gauges: dict[str, list[float]],
+    profile: ServingProfile | None = None,
 ) -> dict:
     """Server-side means over the measured window and client-minus-server differences (seconds)."""
     if before is None or after is None:
-        return {"engine": None}
-    engine, names = detect(after)
+        return {"engine": profile.name if profile is not None else None}
+    engine, names = detect(after, profile)
     out: dict = {"engine": engine, "names": names}
     for fig in ("ttft", "itl", "e2e"):
         if fig not in names:

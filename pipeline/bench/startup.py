@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from pipeline.bench.client import chat_payload, stream_request
+from pipeline.bench.client import API_PATHS, request_payload, stream_request
 
 
 @dataclass
@@ -98,7 +98,7 @@ async def watch_startup(
     t0: float,
     timeout_s: float,
     readiness_path: str = "/v1/models",
-    completion_path: str = "/v1/chat/completions",
+    api: str = "chat",
     model: str | None = None,
     interval_s: float = 0.25,
     lag_tolerance_s: float = 15.0,
@@ -160,12 +160,10 @@ async def watch_startup(
     async def completion_loop(client: httpx.AsyncClient) -> None:
         await port_open.wait()
         while True:
-            payload = chat_payload(tl.model or "", "ping", 2)
-            if not tl.model:
-                payload.pop("model")  # a server pinned to one model takes requests without a name
+            payload = request_payload(api, tl.model, "ping", 2)
             left = deadline - time.perf_counter()
             s = await stream_request(
-                client, base_url + completion_path, payload, timeout_s=max(0.5, min(request_timeout_s, left))
+                client, base_url + API_PATHS[api], payload, timeout_s=max(0.5, min(request_timeout_s, left))
             )
             end = (s.end_s or time.perf_counter()) - t0
             tl.attempts.append(Attempt(s.sent_s - t0, end, s.ok, s.error))

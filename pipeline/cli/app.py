@@ -7,18 +7,76 @@ The CLI is a thin shell: commands parse arguments, call a stage function from `p
 from __future__ import annotations
 
 import functools
+import os
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+import click
 import typer
-from rich.console import Console
+from rich.text import Text
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
+from pipeline.cli.output import OutputConsole
 from pipeline.errors import ExitCode, LlmgateError
-from pipeline.models import RunRecord
+from pipeline.progress import Reporter
 from pipeline.redact import redact_text
 from pipeline.workspace import Workspace
+
+if TYPE_CHECKING:
+    from pipeline.orchestrate.runner import Runner
+
+_VALUE_LABELS = {str: "TEXT", int: "INTEGER", float: "FLOAT"}
+
+
+def _value_label(param: TyperOption | TyperArgument) -> str | None:
+    """What help shows after an option that takes a value, in click's words; None: typer's own
+    rendering is right (choices, dates, ranges)."""
+    desc = param.type_descriptor
+    if desc.is_choice or desc.is_datetime or desc.is_tuple:
+        return None
+    if desc.is_path:
+        return "PATH"
+    annotation = desc.annotation
+    if desc.is_list:
+        (annotation,) = typing.get_args(annotation) or (str,)
+    return _VALUE_LABELS.get(annotation)  # type: ignore[call-overload]
+
+
+def describe_values(command: click.Command | Any) -> None:
+    """Give every option of `command` (and of its subcommands) the help label of the value it takes,
+    and none to a flag. Typer's rich help renders a type after every option, flags included, so
+    `--dry-run <bool>` read as if it took a value (and `--dry-run true` then failed); strings read
+    `<str>`. The label is the option's metavar, which only help reads."""
+    params = list(getattr(command, "params", []))
+    help_option = command.get_help_option(typer.Context(command)) if hasattr(command, "get_help_option") else None
+    for param in [*params, *([help_option] if help_option is not None else [])]:
+        if isinstance(param, TyperArgument):
+            label = _value_label(param)
+            if label is not None:
+                # An argument's type column ignores its metavar (that names the argument itself).
+                param.display_type_rich = lambda ctx, label=label: label  # type: ignore[method-assign]
+            continue
+        if not isinstance(param, TyperOption):
+            continue
+        if param.is_flag or param.count:
+            param.metavar = ""
+        elif param.metavar is None:
+            param.metavar = _value_label(param)
+    for sub in getattr(command, "commands", {}).values():
+        describe_values(sub)
+
+
+class LlmgateGroup(TyperGroup):
+    """The root command group: built once every command module has registered, it labels every
+    option's value for help (`describe_values`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        describe_values(self)
+
 
 app = typer.Typer(
     name="llmgate",
@@ -26,9 +84,11 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=LlmgateGroup,
 )
-console = Console(stderr=True)
-out = Console()
+# Off a terminal (CI logs, pipes) these never wrap: lines keep their length, tables fit their content.
+console = OutputConsole(stderr=True)
+out = OutputConsole()
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,6 +97,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class State:
     workdir: Path = Path(".llmgate")
     store: str | None = None
+    debug: bool = bool(os.environ.get("LLMGATE_DEBUG"))
 
     def workspace(self) -> Workspace:
         return Workspace(self.workdir, self.store)
@@ -50,42 +111,83 @@ def _global(
     workdir: Annotated[Path, typer.Option("--workdir", help="State and artifacts directory.")] = Path(".llmgate"),
     store: Annotated[
         str | None,
-        typer.Option("--store", help="SQLAlchemy URL or SQLite path (default: WORKDIR/results.db)."),
+        typer.Option("--store", help="SQLite store file (default: WORKDIR/results.db). A shared PostgreSQL "
+                    "store is named by env LLMGATE_STORE_URL or LLMGATE_STORE_URL_FILE, never here."),
     ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks of unexpected errors.")] = False,
 ) -> None:
     state.workdir = workdir
     state.store = store
+    state.debug = state.debug or debug
+
+
+_LABEL = {ExitCode.BAD_INPUT: "bad input", ExitCode.INFRA: "infrastructure", ExitCode.GATE_FAILED: "blocked"}
 
 
 def handle_errors(fn: F) -> F:
-    """Turn pipeline errors into a one-line message (secrets masked) and the documented exit code."""
+    """Turn pipeline errors into a one-line message (secrets masked, never read as markup) and the
+    documented exit code. An unexpected exception is an infrastructure failure with its type and
+    message; `--debug` (or LLMGATE_DEBUG=1) shows its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except LlmgateError as exc:
-            label = {ExitCode.BAD_INPUT: "bad input", ExitCode.INFRA: "infrastructure", ExitCode.GATE_FAILED: "blocked"}
-            console.print(f"[bold red]error ({label[exc.exit_code]}):[/] {redact_text(exc.render())}", highlight=False)
+            _error(_LABEL[exc.exit_code], exc.render())
             raise typer.Exit(int(exc.exit_code)) from None
-        except KeyboardInterrupt:
-            console.print("[red]interrupted[/]")
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM while a run is going (the runner turns it into this)
+            console.print(Text(f"interrupted ({exc})" if str(exc) else "interrupted", style="red"))
+            raise typer.Exit(int(ExitCode.INFRA)) from None
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+            raise
+        except Exception as exc:
+            if state.debug:
+                raise
+            _error("infrastructure", f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
             raise typer.Exit(int(ExitCode.INFRA)) from None
 
     return wrapper  # type: ignore[return-value]
 
 
+def plain(text: str, style: str = "") -> Text:
+    """A line that may quote outside text (tags, paths, reasons, server bodies, tool output), as printed:
+    secrets masked, never read as rich markup."""
+    return Text(redact_text(text), style=style)
+
+
+def _error(label: str, message: str) -> None:
+    console.print(Text.assemble((f"error ({label}): ", "bold red"), redact_text(message)), highlight=False)
+
+
 RunOpt = Annotated[
     str | None,
-    typer.Option("--run", help="Run id (or prefix) in the store, or a path to run.json; default: the latest run."),
+    typer.Option("--run", help="Run id (or unique prefix) in the store; default: the newest run."),
+]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="llmgate.yaml (default: ./llmgate.yaml if present).")
 ]
 
 
-def save_run(ws: Workspace, run: RunRecord, run_ref: str | None) -> Path:
-    """Checkpoint the run; when it was given as a run.json path, rewrite that file too so that
-    a chain of commands (or of Dagger functions) can pass one file from stage to stage."""
-    path = ws.checkpoint(run)
-    if run_ref is not None and run_ref.endswith(".json") and Path(run_ref).resolve() != path.resolve():
-        Path(run_ref).write_text(path.read_text())
-        return Path(run_ref)
-    return path
+def reporter() -> Reporter:
+    """Live progress on a terminal, plain timestamped lines in CI logs."""
+    from pipeline.cli.rich_reporter import RichReporter, usual_durations
+    from pipeline.progress import PrintReporter
+
+    if not console.is_terminal:
+        return PrintReporter()
+    return RichReporter(console, usual=usual_durations(lambda: state.workspace().store.runs(limit=10)))
+
+
+def make_runner(config: Path | None, *, plan: str | None = None, run_plan: str | None = None, **options: Any) -> Runner:
+    """The one Runner, configured from the command line. `run_plan` is the plan a stored run was
+    created under; a stage of that run runs under the same plan."""
+    from pipeline.config import load_config
+    from pipeline.orchestrate.plan import get_plan
+    from pipeline.orchestrate.runner import Runner
+    from pipeline.stages.context import StageOptions
+
+    cfg = load_config(config)
+    chosen = get_plan(plan or run_plan or "local")
+    return Runner(ws=state.workspace(), cfg=cfg, plan=chosen, reporter=reporter(),
+                  options=StageOptions(plan=chosen.name, **{k: v for k, v in options.items() if v is not None}))

@@ -1,12 +1,12 @@
 """`llmgate calibrate refusal|judge`: agreement of a scorer or LLM judge with human labels.
 
-Thin shell over evals/calibration.py; see its docstring for the label formats and what `--save`
-commits for the gate engine.
+Parses options and prints; the measuring is evals/calibration.py (refusal) and
+evals/judge_calibration.py (LLM judges), whose docstrings give the label formats and what `--save`
+stores for the gate engine.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Annotated
@@ -16,22 +16,23 @@ import typer
 from evals.calibration import (
     DEFAULT_BOOT,
     DEFAULT_SEED,
+    MIN_SAVE_N,
     CalibrationRecord,
     CalibrationResult,
-    LabelRow,
-    calibrate,
-    combine,
+    calibrate_refusal,
     save_calibration,
 )
 from pipeline.cli.app import app, handle_errors, out
-from pipeline.errors import BadInput
 
 calibrate_app = typer.Typer(help="Measure how well a scorer or LLM judge agrees with human labels.", no_args_is_help=True)
 app.add_typer(calibrate_app, name="calibrate")
 
 LabelsOpt = Annotated[list[Path], typer.Option("--labels", help="Labelled CSV (repeat for several sets).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object.")]
-SaveOpt = Annotated[bool, typer.Option("--save", help="Write evals/calibration/<scorer-id>.json for the gates.")]
+SaveOpt = Annotated[
+    bool,
+    typer.Option("--save", help=f"Store the record for the gates (at least {MIN_SAVE_N} labelled rows in total)."),
+]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Bootstrap seed.")]
 BootOpt = Annotated[int, typer.Option("--boot", help="Bootstrap resamples.")]
 
@@ -40,11 +41,19 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def _print(results: list[CalibrationResult], record: CalibrationRecord, as_json: bool, saved: Path | None) -> None:
+def _emit(
+    results: list[CalibrationResult],
+    record: CalibrationRecord,
+    as_json: bool,
+    saved: Path | None,
+    failures: dict[str, int] | None = None,
+) -> None:
     if as_json:
         obj = results[0].model_dump(mode="json") if len(results) == 1 else record.model_dump(mode="json")
         if saved:
             obj["saved"] = str(saved)
+        if failures:
+            obj["judge_failures"] = failures
         out.print_json(json.dumps(obj))
         return
     for r in results:
@@ -53,6 +62,7 @@ def _print(results: list[CalibrationResult], record: CalibrationRecord, as_json:
             f"[{_fmt(r.agreement_ci95.low)}, {_fmt(r.agreement_ci95.high)}] "
             f"kappa={_fmt(r.kappa)} [{_fmt(r.kappa_ci95.low)}, {_fmt(r.kappa_ci95.high)}] "
             f"tp={r.confusion['tp']} fp={r.confusion['fp']} fn={r.confusion['fn']} tn={r.confusion['tn']}",
+            markup=False,
             highlight=False,
             soft_wrap=True,
         )
@@ -60,12 +70,15 @@ def _print(results: list[CalibrationResult], record: CalibrationRecord, as_json:
         out.print(
             f"pooled: n={record.n} agreement={record.agreement:.3f} kappa={_fmt(record.kappa)} "
             f"worst={record.worst_agreement:.3f}",
+            markup=False,
             highlight=False,
             soft_wrap=True,
         )
-    out.print(f"scorer: {record.scorer_id} (95% CIs: percentile bootstrap)", highlight=False, soft_wrap=True)
+    out.print(f"scorer: {record.scorer_id} (95% CIs: percentile bootstrap)", markup=False, highlight=False, soft_wrap=True)
+    if failures:
+        out.print(f"judge failures (counted as 'no'): {failures}", markup=False, highlight=False, soft_wrap=True)
     if saved:
-        out.print(f"saved: {saved}", highlight=False, soft_wrap=True)
+        out.print(f"saved: {saved}", markup=False, highlight=False, soft_wrap=True)
 
 
 @calibrate_app.command("refusal")
@@ -77,14 +90,13 @@ def refusal_cmd(
     seed: SeedOpt = DEFAULT_SEED,
     boot: BootOpt = DEFAULT_BOOT,
 ) -> None:
-    """Offline refusal scorer vs. XSTest-format labels (prompt, completion, final_label)."""
-    from evals.refusal import RefusalScorer
+    """Offline refusal scorer vs. XSTest-format labels (prompt, completion, final_label).
 
-    scorer = RefusalScorer()
-    results = [calibrate(p, scorer, seed=seed, n_boot=boot) for p in labels]
-    record = combine(results)
+    Example: llmgate calibrate refusal --labels xstest/completions_gpt4.csv --save
+    """
+    results, record = calibrate_refusal(labels, seed=seed, n_boot=boot)
     saved = save_calibration(record) if save else None
-    _print(results, record, as_json, saved)
+    _emit(results, record, as_json, saved)
 
 
 @calibrate_app.command("judge")
@@ -106,13 +118,13 @@ def judge_cmd(
     seed: SeedOpt = DEFAULT_SEED,
     boot: BootOpt = DEFAULT_BOOT,
 ) -> None:
-    """An LLM judge on a ragas dimension vs. labels (question, response, label[, contexts])."""
-    from evals.judged import DIMENSIONS, judge_scorer_id, score_judged
-    from pipeline.config import JudgeConfig
-    from pipeline.models import ItemResult
+    """An LLM judge on a ragas dimension vs. labels (question, response, label[, contexts]).
 
-    if dimension not in DIMENSIONS:
-        raise BadInput(f"unknown dimension {dimension!r}; expected one of {', '.join(DIMENSIONS)}", where="--dimension")
+    Example: llmgate calibrate judge --labels labels.csv --dimension faithfulness --judge-url http://judge:8000/v1 --judge-model judge
+    """
+    from evals.judge_calibration import calibrate_judge
+    from pipeline.config import JudgeConfig
+
     judge = JudgeConfig(
         base_url=judge_url,
         model=judge_model,
@@ -121,32 +133,6 @@ def judge_cmd(
         timeout_s=timeout_s,
         concurrency=concurrency,
     )
-
-    class _Judge:
-        id = judge_scorer_id(dimension, judge_model)
-
-    failures: dict[str, int] = {}
-
-    def predict(rows: list[LabelRow]) -> list[bool]:
-        items = [
-            ItemResult(item_id=str(r.line), question=r.question, response=r.response, contexts=list(r.contexts))
-            for r in rows
-        ]
-        run = asyncio.run(score_judged(items, judge, dimensions=(dimension,)))
-        for reason, n in run.failure_reasons.get(dimension, {}).items():
-            failures[reason] = failures.get(reason, 0) + n
-        # a failed judgement is a "no": it counts against the judge's agreement, never skipped
-        return [(i.scores.get(dimension) or 0.0) >= threshold for i in items]
-
-    results = [
-        calibrate(p, _Judge(), dimension=dimension, predict=predict, seed=seed, n_boot=boot) for p in labels
-    ]
-    record = combine(results)
-    saved = save_calibration(record) if save else None
-    _print(results, record, as_json and not failures, saved)
-    if as_json and failures:
-        obj = results[0].model_dump(mode="json") if len(results) == 1 else record.model_dump(mode="json")
-        obj["judge_failures"] = failures
-        out.print_json(json.dumps(obj))
-    elif failures:
-        out.print(f"judge failures (counted as 'no'): {failures}", highlight=False, soft_wrap=True)
+    cal = calibrate_judge(labels, dimension, judge, threshold=threshold, seed=seed, n_boot=boot)
+    saved = save_calibration(cal.record) if save else None
+    _emit(cal.results, cal.record, as_json, saved, cal.failures)

@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from pipeline.cli.app import RunOpt, app, console, handle_errors, out, state
+from pipeline.cli.run_cmd import export_app
 from pipeline.errors import BadInput
 from pipeline.report import markdown, prometheus
 from pipeline.report.run_page import write_run_report
 from pipeline.report.site import write_site_from_store
-
-export_app = typer.Typer(help="Export gate results to monitoring systems.", no_args_is_help=True)
-app.add_typer(export_app, name="export")
 
 
 @app.command()
@@ -25,17 +24,20 @@ def report(
     run: Annotated[str | None, typer.Option("--run", help="Only this run: write its report.json and report.html.")]
     = None,
 ) -> None:
-    """Write the static dashboard (heatmap, run pages, compare, promotions) from the store."""
+    """Write the static dashboard (heatmap, per-tag history, run pages, compare, promotions) from the store.
+
+    Example: llmgate report --out .llmgate/site
+    """
     ws = state.workspace()
     if run is not None:
         rec = ws.load_run(run)
         base = ws.store.get(rec.baseline_run_id) if rec.baseline_run_id else None
         paths = write_run_report(rec, out_dir or ws.run_dir(rec.run_id), baseline=base)
-        out.print(f"wrote {paths.html} and {paths.json}")
+        out.print(Text(f"wrote {paths.html} and {paths.json}"))
         return
     target = out_dir or ws.root / "site"
     res = write_site_from_store(ws.store, target)
-    out.print(f"wrote {res.index} ({res.run_pages} run pages)")
+    out.print(Text(f"wrote {res.index} (run pages: {res.run_pages}, tag pages: {res.tag_pages})"))
 
 
 @app.command("serve-dashboard")
@@ -45,7 +47,10 @@ def serve_dashboard(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write the pages (default: a temp dir).")]
     = None,
 ) -> None:
-    """Serve the dashboard on 127.0.0.1 until interrupted; pages refresh when the store changes."""
+    """Serve the dashboard on 127.0.0.1 until interrupted; pages refresh when the store changes.
+
+    Example: llmgate serve-dashboard --port 8765
+    """
     from pipeline.report.serve import make_server
 
     ws = state.workspace()
@@ -55,7 +60,7 @@ def serve_dashboard(
     except OSError as exc:
         raise BadInput(f"cannot listen: {exc}", where=f"--port {port}") from exc
     host, bound = server.server_address[:2]
-    console.print(f"serving the dashboard on http://{host}:{bound}/ (Ctrl-C to stop)")
+    console.print(Text(f"serving the dashboard on http://{host}:{bound}/ (Ctrl-C to stop)"))
     try:
         server.serve_forever()
     finally:
@@ -71,7 +76,10 @@ def summary(
                                                 "$GITHUB_STEP_SUMMARY) instead of printing.")] = None,
     report_url: Annotated[str | None, typer.Option("--report-url", help="Link to the full report.")] = None,
 ) -> None:
-    """Markdown summary of a run against its baseline, failing gates first (PR comment, CI job summary)."""
+    """Markdown summary of a run against its baseline, failing gates first (PR comment, CI job summary).
+
+    Example: llmgate summary --run 3f2a9c1b7d4e --output "$GITHUB_STEP_SUMMARY"
+    """
     if fmt != "markdown":
         raise BadInput(f"unknown format {fmt!r}; supported: markdown", where="--format")
     ws = state.workspace()
@@ -88,7 +96,7 @@ def summary(
     else:
         with output.open("a") as fh:
             fh.write(text)
-        console.print(f"appended summary to {output}")
+        console.print(Text(f"appended summary to {output}"))
 
 
 @export_app.command("prometheus")
@@ -98,13 +106,16 @@ def export_prometheus(
     = None,
     pushgateway: Annotated[str | None, typer.Option("--pushgateway", help="Pushgateway base URL.")] = None,
 ) -> None:
-    """Gate values of the latest run per tag, as a textfile and/or pushed to a Pushgateway."""
+    """Gate values of the latest run per tag, as a textfile and/or pushed to a Pushgateway.
+
+    Example: llmgate export prometheus --textfile /var/lib/node_exporter/llmgate.prom
+    """
     if textfile is None and pushgateway is None:
         raise BadInput("give --textfile PATH or --pushgateway URL", where="export prometheus")
     runs = state.workspace().store.runs()
     if textfile is not None:
         prometheus.write_textfile(runs, textfile)
-        out.print(f"wrote {textfile}")
+        out.print(Text(f"wrote {textfile}"))
     if pushgateway is not None:
         groups = prometheus.push(runs, pushgateway)
-        out.print(f"pushed {len(groups)} tag groups to the Pushgateway")
+        out.print(Text(f"pushed {len(groups)} tag groups to the Pushgateway"))

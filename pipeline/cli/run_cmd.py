@@ -1,66 +1,164 @@
-"""`llmgate run`: the main job on one image, every stage, one verdict."""
+"""`llmgate run` (the whole plan), `new-run`, `stage` (one step of a run's plan) and `export`."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
-from pipeline.cli.app import app, console, handle_errors, out, save_run, state
-from pipeline.cli.rich_reporter import RichReporter
-from pipeline.config import load_config
-from pipeline.orchestrate import exit_code_for, run_pipeline
+from pipeline.cli.app import ConfigOpt, RunOpt, app, console, handle_errors, make_runner, out, plain, state
+from pipeline.errors import BadInput, ExitCode
+from pipeline.models import Stage
+
+PlanOpt = Annotated[str, typer.Option("--plan", help="Which plan: local (this machine's engine) or dagger (CI).",
+                                      metavar="local|dagger")]
+ServerUrlOpt = Annotated[str | None, typer.Option(
+    "--server-url", help="Measure this server (started elsewhere) instead of booting the image.", metavar="URL")]
+FreshOpt = Annotated[bool, typer.Option("--fresh", help="Recompute every stage, even with unchanged inputs.")]
 
 
 @app.command("run")
 @handle_errors
 def run_cmd(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="llmgate.yaml (default: embedded local default).")] = None,
+    config: ConfigOpt = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Image tag (default: short git commit).")] = None,
-    model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Model directory to serve (mounted read-only).")] = None,
-    policy: Annotated[Path | None, typer.Option("--policy", help="Gate policy file (overrides the config's gates_file).")] = None,
-    skip: Annotated[list[str] | None, typer.Option("--skip", help="Stage to skip (recorded as not run; its gates decide).")] = None,
+    model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Weights directory to serve (read-only).",
+                                                   metavar="DIR")] = None,
+    policy: Annotated[Path | None, typer.Option("--policy", help="Gate policy (default: the config's gates_file).",
+                                                metavar="FILE")] = None,
+    skip: Annotated[list[str] | None, typer.Option("--skip", help="Stage to skip (recorded as not run; its gates "
+                                                   "decide).", metavar="STAGE")] = None,
+    fresh: FreshOpt = False,
+    reuse_bench: Annotated[bool, typer.Option("--reuse-bench", help="Reuse a stored bench of the same release "
+                                              "instead of measuring again.")] = False,
+    server_url: ServerUrlOpt = None,
+    server: Annotated[str, typer.Option("--server", help="Which serving image and API: transformers (the demo "
+                                        "default) or llamacpp (llama.cpp serving a GGUF base model).",
+                                        metavar="transformers|llamacpp")] = "transformers",
 ) -> None:
-    """Build → push → boot → bench → eval → gate → record; print the verdict and write report.json/HTML.
+    """Build, push, check, sign, boot, measure, score, gate, attest and report one release.
 
     Exit codes: 0 every required gate passed, 1 a gate failed, 2 bad input/config, 3 infrastructure failure.
-    """
-    cfg = load_config(config)
-    if model_dir is not None:
-        cfg.boot.model_dir = str(model_dir)
-    if policy is not None:
-        cfg.gates_file = str(policy)
-    ws = state.workspace()
-    run = run_pipeline(cfg, ws, RichReporter(console), tag=tag, skip=tuple(skip or ()))
-    from pipeline.gates.outputs import verdict_table
 
+    Example: llmgate run --model-dir .llmgate/models/demo --tag demo-good
+    """
+    from pipeline.orchestrate.runner import exit_code_for
+    from pipeline.report.verdict_table import verdict_table
+    from pipeline.serving.presets import apply_server
+
+    runner = make_runner(config, fresh=fresh, reuse_bench=reuse_bench, server_url=server_url)
+    apply_server(runner.cfg, server)
+    if policy is not None:
+        runner.cfg.gates_file = str(policy)
+    runner.check_skip(skip or ())  # before the run is created: a refused option leaves no record behind
+    run = runner.create(tag=tag, model_dir=model_dir)
+    runner.run(run, skip=skip or ())
     out.print(verdict_table(run.gates, run.decision, run.decision_reason, title=f"gates: {run.image.by_tag}"))
-    run_dir = ws.run_dir(run.run_id)
-    out.print(f"run {run.run_id}: [bold]{run.decision.value}[/] {run.decision_reason}")
-    out.print(f"record: {run_dir / 'run.json'}  report: {run_dir / 'report.html'}")
+    run_dir = state.workspace().run_dir(run.run_id)
+    out.print(Text.assemble(f"run {run.run_id}: ", (run.decision.value, "bold"), " ", plain(run.decision_reason)))
+    out.print(plain(f"image {run.image.by_digest if run.digest else run.image.by_tag}"))
+    if run.model:
+        out.print(plain(f"model {run.model.digest} ({run.model.files} files, {run.model.bytes / 1e6:.1f} MB)"))
+    out.print(plain(f"record: {run_dir / 'run.json'}  report: {run_dir / 'report.html'}"))
     raise typer.Exit(int(exit_code_for(run)))
 
 
 @app.command("new-run")
 @handle_errors
 def new_run_cmd(
-    image: Annotated[str, typer.Option("--image", help="Image already built elsewhere, by digest (repo@sha256:…).")],
+    image: Annotated[str, typer.Option("--image", help="Image built elsewhere, by digest.", metavar="REPO@sha256:…")],
+    model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Weights directory it serves.",
+                                                   metavar="DIR")] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="Tag label for dashboards.")] = None,
-    target: Annotated[str, typer.Option("--target", help="Promotion target the run is for.")] = "default",
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="llmgate.yaml.")] = None,
-    out_path: Annotated[Path | None, typer.Option("--out", help="Also write the record to this run.json.")] = None,
+    target: Annotated[str | None, typer.Option("--target", help="Promotion target the run is for.")] = None,
+    plan: PlanOpt = "dagger",
+    config: ConfigOpt = None,
 ) -> None:
-    """Start a run record for an image built outside `llmgate build` (e.g. by Dagger), identified by digest."""
-    from pipeline.ci_plan import require_digest
-    from pipeline.models import ImageRef
-    from pipeline.runs import new_run
+    """Start a run for an image built outside llmgate (Dagger's BuildKit); prints the run id.
 
-    ref = ImageRef.parse(require_digest(image, where="--image"))
-    cfg = load_config(config)
-    cfg.target = target
-    run = new_run(cfg, tag=tag or ref.tag)
-    run.image = ImageRef(repository=ref.repository, tag=tag or ref.tag, digest=ref.digest)
+    Example: llmgate new-run --image registry.example.com/llm/server@sha256:… --model-dir /models --plan dagger
+    """
+    from pipeline.models import ImageRef
+
+    ref = ImageRef.parse(image)
+    if ref.digest is None:
+        raise BadInput(f"{image!r} is not pinned by digest (repo@sha256:…)", where="--image")
+    runner = make_runner(config, plan=plan)
+    if target is not None:
+        runner.cfg.target = target
+    run = runner.create(tag=tag or ref.tag, image=ref, model_dir=model_dir)
+    out.print(Text(run.run_id))
+
+
+@app.command("stage")
+@handle_errors
+def stage_cmd(
+    stage: Annotated[Stage, typer.Argument(help="The step of the run's plan to run.")],
+    run_ref: RunOpt = None,
+    config: ConfigOpt = None,
+    server_url: ServerUrlOpt = None,
+    fresh: FreshOpt = False,
+) -> None:
+    """Run one step of a stored run's plan (what the Dagger module runs, one step per exec).
+
+    Exit 0 the stage passed, 1 its gate failed / the release is blocked, 2 bad input, 3 infrastructure.
+
+    Example: llmgate stage bench --run 3f2a9c1b7d4e --server-url http://llm:8000
+    """
+    from pipeline.cli.stage_cmds import finish_stage
+
     ws = state.workspace()
-    path = save_run(ws, run, str(out_path) if out_path else None)
-    out.print(f"{run.run_id} {path}")
+    run = ws.load_run(run_ref)
+    runner = make_runner(config, run_plan=run.labels.get("llmgate.plan"), server_url=server_url, fresh=fresh)
+    res = runner.run_stage(run, stage)
+    finish_stage(run, res)
+
+
+export_app = typer.Typer(help="Export a run's records, or gate results to monitoring systems.\n\n"
+                         "Example: llmgate export --run 3f2a9c1b7d4e --out llmgate-out",
+                         invoke_without_command=True)
+app.add_typer(export_app, name="export")
+
+EXPORTED = ("run.json", "verdict.json", "junit.xml", "summary.md", "report.html")
+
+
+@export_app.callback()
+@handle_errors
+def export_run(
+    ctx: typer.Context,
+    run_ref: RunOpt = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Directory to write the files to.",
+                                                 metavar="DIR")] = None,
+) -> None:
+    """Write a run's run.json, verdict.json, junit.xml, summary.md and report.html into one directory.
+
+    Example: llmgate export --run 3f2a9c1b7d4e --out llmgate-out
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if out_dir is None:
+        raise BadInput("where to? give --out DIR", where="--out")
+    from pipeline.orchestrate.runner import write_reports
+
+    ws = state.workspace()
+    run = ws.load_run(run_ref)
+    write_reports(run, ws)
+    src = ws.run_dir(run.run_id)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        missing = []
+        for name in EXPORTED:
+            if (src / name).is_file():
+                shutil.copyfile(src / name, out_dir / name)
+            else:
+                missing.append(name)
+    except OSError as exc:
+        raise BadInput(f"cannot write there: {exc.strerror}", where=str(out_dir)) from exc
+    if missing:
+        console.print(Text(f"not written (the run has no gate verdict yet): {', '.join(missing)}", style="yellow"))
+    out.print(plain(f"exported run {run.run_id} to {out_dir}"))
+    if missing:
+        raise typer.Exit(int(ExitCode.GATE_FAILED))

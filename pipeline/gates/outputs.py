@@ -1,4 +1,5 @@
-"""What a gate evaluation leaves behind: a rich table, `verdict.json`, JUnit XML (one testcase per gate)."""
+"""What a gate evaluation leaves behind: `verdict.json` and JUnit XML (one testcase per gate). The terminal
+table of the verdicts is `pipeline.report.verdict_table`."""
 
 from __future__ import annotations
 
@@ -7,57 +8,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
 from pipeline.gates.engine import Evaluation
 from pipeline.gates.policy import Policy
-from pipeline.models import Decision, GateStatus, GateVerdict, RunRecord
+from pipeline.models import GateStatus, RunRecord
 from pipeline.redact import redact, redact_text
 
 VERDICT_SCHEMA = 1
-_STYLE = {
-    GateStatus.PASS: "green",
-    GateStatus.WARN: "yellow",
-    GateStatus.FAIL: "bold red",
-    GateStatus.NOT_RUN: "magenta",
-}
-
-
-def _num(x: float | None, pct: bool = False) -> str:
-    if x is None:
-        return "—"
-    return f"{x:+.1%}" if pct else f"{x:.4g}"
-
-
-def _relative(v: GateVerdict) -> bool:
-    return str(v.details.get("difference_unit", "")).startswith("relative")
-
-
-def verdict_table(verdicts: list[GateVerdict], decision: Decision, reason: str, title: str = "gates") -> Table:
-    t = Table(title=title, show_lines=False)
-    for col in ("gate", "status", "value", "threshold", "baseline", "difference [CI]", "p (Holm)", "MDE", "", "reason"):
-        t.add_column(col, overflow="fold")
-    for v in verdicts:
-        rel = _relative(v)
-        diff = "—"
-        if v.difference is not None:
-            diff = f"{_num(v.difference, rel)} [{_num(v.ci_low, rel)}, {_num(v.ci_high, rel)}]"
-        op = {"max": "≤ ", "min": "≥ "}.get(v.direction or "", "")
-        flags = ("key " if v.key else "") + ("" if v.required else "optional")
-        t.add_row(
-            v.name,
-            f"[{_STYLE[v.status]}]{v.status.value}[/]",
-            _num(v.value),
-            f"{op}{_num(v.threshold)}" if v.threshold is not None else "—",
-            _num(v.baseline),
-            diff,
-            _num(v.p_value),
-            _num(v.mde, rel) if v.mde is not None else "—",
-            flags.strip(),
-            redact_text(v.reason),
-        )
-    t.caption = f"{decision.value.upper()}: {redact_text(reason)}"
-    return t
 
 
 def verdict_document(ev: Evaluation, run: RunRecord, policy: Policy) -> dict[str, Any]:
@@ -72,6 +28,9 @@ def verdict_document(ev: Evaluation, run: RunRecord, policy: Policy) -> dict[str
             "sha256": policy.sha256,
             "seed": policy.seed,
             "alpha": policy.alpha,
+            "multiplicity": policy.multiplicity,
+            "drift_allowance": policy.drift_allowance,
+            "min_n": policy.min_n,
             "resamples": policy.resamples,
         },
         **ev.to_json(),

@@ -1,25 +1,23 @@
-"""Extension point for policy sections other than `gates:` (`scan:`, `sign:`, `manifests:`, ...).
+"""Policy sections other than `gates:` (`scan:`, `sign:`, `manifests:`, ...), as the engine sees them.
 
-A section owner (supply chain, manifests) registers a `SectionPlugin`: a pydantic model that
-validates its part of `gates.yaml` when the policy is loaded (so its errors, too, stop the run
-before any stage) and an evaluator that turns a run into `GateVerdict`s. The engine treats those
-verdicts like its own (required/key decide the release), without knowing the section.
-
-Plug-ins live next to what they gate and are found by importing the modules in `PLUGIN_MODULES`
-(a module that is not there yet is simply not registered); tests can `register_section` directly.
+A package that gates something of its own (supply chain, manifests) describes its section with a
+`SectionPlugin`: the stage whose result it reads, a validator that turns its part of the policy into
+a pydantic model when the policy loads (so its errors, too, stop the run before any stage), and an
+evaluator that turns a run into `GateVerdict`s the decision treats like any other. The caller that
+loads and evaluates a policy passes the plug-ins it wants as an argument; nothing is discovered.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from pipeline.models import GateVerdict, RunRecord
+from pipeline.models import RunRecord, Stage
+from pipeline.schemas.gate import GateVerdict
 
 
 @dataclass(frozen=True)
@@ -32,57 +30,41 @@ class SectionContext:
 
 Validator = Callable[[dict[str, Any] | None, str], BaseModel]  # (raw section or None, where) -> model
 Evaluator = Callable[[BaseModel, RunRecord, SectionContext], list[GateVerdict]]
+# (parent's model, child's model) -> (field, how) for every way the child accepts more than the parent
+Relaxations = Callable[[BaseModel, BaseModel], list[tuple[str, str]]]
 
 
 @dataclass(frozen=True)
 class SectionPlugin:
     name: str
+    stage: Stage  # the stage whose result the section reads (the plan check shows it)
+    reads: str  # what of that stage it reads, e.g. "report" or "verified"
     validate: Validator  # raises BadInput naming the key; called with None when the section is absent
     evaluate: Evaluator
+    # How a child policy's section relaxes its parent's; without it any change to a locked section
+    # is refused, since the engine cannot tell tightening from relaxing in a section it does not own.
+    relaxations: Relaxations | None = None
     always: bool = False  # evaluate even when the section is absent (a strict default policy applies)
-    owner: str = ""
 
 
-_REGISTRY: dict[str, SectionPlugin] = {}
+# Sections whose stage is known; present in a policy without a plug-in given, they are an error,
+# never a silent pass.
+RESERVED: dict[str, Stage] = {"scan": Stage.SCAN, "sign": Stage.SIGN, "manifests": Stage.MANIFESTS}
 
-# Sections whose owners are known; a section here without a registered plug-in is an error, not a pass.
-RESERVED: dict[str, str] = {
-    "scan": "supply chain (pipeline/supplychain)",
-    "sign": "supply chain (pipeline/supplychain)",
-    "manifests": "manifests (pipeline/stages/manifests.py)",
-}
-
-PLUGIN_MODULES: tuple[str, ...] = (
-    "pipeline.gates.builtin_sections",
-    "pipeline.supplychain.gate_sections",
-    "pipeline.stages.manifests_gate",
-)
-_discovered = False
+ENGINE_SECTION_KEYS = ("required", "key", "reason", "locked", "relaxable")  # keys the engine owns
 
 
-def register_section(plugin: SectionPlugin, *, replace: bool = False) -> None:
-    if plugin.name in _REGISTRY and not replace:
-        raise ValueError(f"gate section {plugin.name!r} is already registered by {_REGISTRY[plugin.name].owner}")
-    _REGISTRY[plugin.name] = plugin
+def by_name(sections: Iterable[SectionPlugin]) -> dict[str, SectionPlugin]:
+    out: dict[str, SectionPlugin] = {}
+    for s in sections:
+        if s.name in out:
+            raise ValueError(f"two section plug-ins named {s.name!r}")
+        out[s.name] = s
+    return out
 
 
-def unregister_section(name: str) -> None:
-    _REGISTRY.pop(name, None)
+SectionSet = Iterable[SectionPlugin] | Mapping[str, SectionPlugin]
 
 
-def discover() -> None:
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    for mod in PLUGIN_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:  # the plug-in exists but is broken: say so instead of hiding it
-                raise
-
-
-def sections() -> dict[str, SectionPlugin]:
-    discover()
-    return dict(_REGISTRY)
+def as_map(sections: SectionSet) -> dict[str, SectionPlugin]:
+    return dict(sections) if isinstance(sections, Mapping) else by_name(sections)

@@ -1,4 +1,6 @@
-"""The manifest gate: pin a digest in an overlay (in a scratch copy), render, validate, apply policy."""
+"""The manifest gate: pin both digests of a release (image and weights) in an overlay (in a scratch copy),
+render, validate, apply policy. An overlay rendered without both digests fails the `model-digest` and
+`image-digest` rules."""
 
 from __future__ import annotations
 
@@ -6,31 +8,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pydantic import BaseModel, Field
-
+from pipeline.adapters.kubectl import Kustomize
 from pipeline.errors import BadInput
 from pipeline.manifests import kustomization, policy, render, validate
-from pipeline.manifests.findings import Finding
 from pipeline.models import ImageRef, RunRecord
-
-
-class ManifestReport(BaseModel):
-    """The `details` payload of the manifests stage."""
-
-    overlay: str
-    image: str | None = None
-    k8s_version: str
-    load_time_s: float | None = None
-    load_time_source: str | None = None
-    objects: list[str] = Field(default_factory=list)
-    schema_errors: list[Finding] = Field(default_factory=list)
-    violations: list[Finding] = Field(default_factory=list)
-    rollout_estimates: list[str] = Field(default_factory=list)
-    rollout_s: float | None = None
-
-    @property
-    def problems(self) -> list[Finding]:
-        return self.schema_errors + self.violations
+from pipeline.schemas.manifests import ManifestReport
 
 
 def measured_load_time(run: RunRecord) -> tuple[float | None, str | None]:
@@ -46,9 +28,10 @@ def measured_load_time(run: RunRecord) -> tuple[float | None, str | None]:
 
 
 def check_rendered(
-    directory: Path, *, overlay: str, load_time_s: float | None, k8s_version: str = validate.DEFAULT_K8S_VERSION
+    directory: Path, *, overlay: str, load_time_s: float | None, k8s_version: str = validate.DEFAULT_K8S_VERSION,
+    kustomize: Kustomize | None = None,
 ) -> ManifestReport:
-    objs = render.render(directory)
+    objs = render.render(directory, kustomize)
     report = ManifestReport(overlay=overlay, k8s_version=validate.resolve_version(k8s_version),
                             load_time_s=load_time_s, objects=[render.object_name(o) for o in objs])
     report.schema_errors = validate.validate_objects(objs, k8s_version)
@@ -75,8 +58,11 @@ def check_overlay(
     image: ImageRef | None,
     load_time_s: float | None,
     k8s_version: str = validate.DEFAULT_K8S_VERSION,
+    model_digest: str | None = None,
+    kustomize: Kustomize | None = None,
 ) -> ManifestReport:
-    """Check `overlay` as it would be deployed with `image` pinned; the source tree is not touched."""
+    """Check `overlay` as it would be deployed with `image` and `model_digest` pinned; the source tree is
+    not touched. Without a model digest the overlay keeps what it pins (a placeholder fails the gate)."""
     overlay_dir(manifests_dir, overlay)
     with tempfile.TemporaryDirectory(prefix="llmgate-manifests-") as tmp:
         copy = Path(tmp) / "manifests"
@@ -85,6 +71,10 @@ def check_overlay(
         if image is not None and image.digest:
             kfile.write_text(kustomization.with_image(kfile.read_text(), repository=image.repository,
                                                       digest=image.digest, where=str(kfile)))
-        report = check_rendered(kfile.parent, overlay=overlay, load_time_s=load_time_s, k8s_version=k8s_version)
+        if model_digest is not None:
+            kfile.write_text(kustomization.with_model_digest(kfile.read_text(), digest=model_digest, where=str(kfile)))
+        report = check_rendered(kfile.parent, overlay=overlay, load_time_s=load_time_s, k8s_version=k8s_version,
+                                kustomize=kustomize)
     report.image = image.by_digest if image is not None and image.digest else None
+    report.model_digest = model_digest
     return report

@@ -1,23 +1,16 @@
-"""A problem found in a rendered manifest, named by object (`Kind/name`) and field path."""
+"""A problem found in a rendered manifest, named by object (`Kind/name`) and field path.
+
+`Finding` is the manifests payload's own model (pipeline.schemas.manifests); this module adds the path
+formatting every check uses."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pipeline.schemas.manifests import Finding
 
-
-class Finding(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    rule: str  # "schema" for schema errors, else the policy rule id
-    object: str  # Kind/name
-    path: str  # spec.template.spec.containers[0].image
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.object} {self.path or '(object)'}: {self.message} [{self.rule}]"
+__all__ = ["Finding", "field_path"]
 
 
 def field_path(parts: Iterable[Any]) -> str:

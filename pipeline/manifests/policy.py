@@ -2,26 +2,36 @@
 
 Each rule returns `Finding`s that name the object (`Kind/name`) and the field path, so a failing
 check points at the line to change. Rules read pod templates of workloads (Rollout, Deployment,
-StatefulSet) and, where they relate, other objects in the same render (AnalysisTemplates).
+StatefulSet, and a KServe InferenceService's predictor merged with the ServingRuntime it runs) and,
+where they relate, other objects in the same render (AnalysisTemplates).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.manifests.findings import Finding
 from pipeline.manifests.render import object_name
 
-# Engineer A's images ship this helper: it sends one real completion (max_tokens=1) and exits 0 only
+# The serving images ship this helper: it sends one real completion (max_tokens=1) and exits 0 only
 # when a token came back. Keep in step with dockerfiles/.
 READINESS_HELPER = "/usr/local/bin/llmgate-ready"
 STARTUP_BUDGET_FACTOR = 1.5
 WORKLOAD_KINDS = {"Rollout", "Deployment", "StatefulSet"}
 DIGEST_REF = re.compile(r"@sha256:[0-9a-f]{64}$")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+# The release's weights, on the pod template and in the server's environment (the readiness helper
+# compares the mounted weights against the env var).
+MODEL_DIGEST_ANNOTATION = "llmgate.dev/model-digest"
+MODEL_DIGEST_ENV = "LLMGATE_MODEL_DIGEST"
+# The fields of a KServe predictor's `model` that are KServe's own, not the Container it embeds.
+KSERVE_MODEL_FIELDS = {"modelFormat", "runtime", "runtimeVersion", "storageUri", "storage", "protocolVersion",
+                       "confidential"}
 INFERENCE_PATHS = re.compile(r"/(v1/)?(chat/)?completions|/generate|/v1/embeddings", re.IGNORECASE)
 
 # Kubernetes probe defaults, used when a field is omitted.
@@ -44,19 +54,64 @@ class Pod:
     name: str  # Kind/name
     spec: dict[str, Any]  # the pod spec
     path: str  # spec.template.spec
+    annotations: dict[str, Any] = field(default_factory=dict)  # the pod template's
+    annotations_path: str = "spec.template.metadata.annotations"
+    # KServe: the server container is the predictor's model merged over the runtime's container.
+    container_paths: list[str] | None = None
+
+    @property
+    def kind(self) -> str:
+        return str(self.obj.get("kind", ""))
 
     def containers(self, *, init: bool = False) -> Iterator[tuple[str, dict[str, Any]]]:
         keys = ["containers", "initContainers"] if init else ["containers"]
         for key in keys:
             for i, c in enumerate(self.spec.get(key) or []):
-                yield f"{self.path}.{key}[{i}]", c
+                if key == "containers" and self.container_paths is not None:
+                    yield self.container_paths[i], c
+                else:
+                    yield f"{self.path}.{key}[{i}]", c
+
+
+def _merge_container(runtime: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+    """What KServe runs: the runtime's container with the predictor model's Container fields over it
+    (lists of named entries, env and volumeMounts, are merged by name)."""
+    merged = copy.deepcopy(runtime)
+    for key, value in model.items():
+        if key in KSERVE_MODEL_FIELDS:
+            continue
+        if key in ("env", "volumeMounts") and isinstance(value, list):
+            named = {e.get("name"): e for e in merged.get(key) or []}
+            named.update({e.get("name"): e for e in value})
+            merged[key] = list(named.values())
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _kserve_pod(isvc: dict[str, Any], objs: list[dict[str, Any]]) -> Pod:
+    predictor = dict((isvc.get("spec") or {}).get("predictor") or {})
+    model = predictor.pop("model", None) or {}
+    runtime_name = model.get("runtime")
+    runtime = next((o for o in objs if o.get("kind") in ("ServingRuntime", "ClusterServingRuntime")
+                    and (o.get("metadata") or {}).get("name") == runtime_name), None)
+    rspec = (runtime or {}).get("spec") or {}
+    server = _merge_container(next(iter(rspec.get("containers") or []), {}), model)
+    spec = {**predictor, "containers": [server, *(predictor.get("containers") or [])],
+            "volumes": [*(rspec.get("volumes") or []), *(predictor.get("volumes") or [])]}
+    paths = ["spec.predictor.model"] + [f"spec.predictor.containers[{i}]" for i in range(len(spec["containers"]) - 1)]
+    return Pod(isvc, object_name(isvc), spec, "spec.predictor", annotations=predictor.get("annotations") or {},
+               annotations_path="spec.predictor.annotations", container_paths=paths)
 
 
 def pods(objs: list[dict[str, Any]]) -> Iterator[Pod]:
     for obj in objs:
         if obj.get("kind") in WORKLOAD_KINDS:
-            spec = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
-            yield Pod(obj, object_name(obj), spec, "spec.template.spec")
+            template = (obj.get("spec") or {}).get("template") or {}
+            yield Pod(obj, object_name(obj), template.get("spec") or {}, "spec.template.spec",
+                      annotations=(template.get("metadata") or {}).get("annotations") or {})
+        elif obj.get("kind") == "InferenceService":
+            yield _kserve_pod(obj, objs)
 
 
 def _f(rule: str, pod_or_obj: Pod | dict[str, Any], path: str, message: str) -> Finding:
@@ -139,6 +194,8 @@ def rule_termination_grace(ctx: Context) -> Iterator[Finding]:
 
 def rule_min_ready_seconds(ctx: Context) -> Iterator[Finding]:
     for pod in pods(ctx.objects):
+        if pod.kind == "InferenceService":
+            continue  # Knative revisions have no minReadySeconds; KServe gates traffic on readiness
         value = (pod.obj.get("spec") or {}).get("minReadySeconds")
         if not isinstance(value, int) or value <= 0:
             yield _f("min-ready-seconds", pod, "spec.minReadySeconds",
@@ -268,8 +325,33 @@ def rule_weights_read_only(ctx: Context) -> Iterator[Finding]:
                              "model weights must be mounted read-only")
 
 
+def rule_model_digest(ctx: Context) -> Iterator[Finding]:
+    """Both digests of the release: the pod names the weights it must serve (annotation) and hands the
+    digest to the server container (env), and the two agree."""
+    for pod in pods(ctx.objects):
+        annotated = pod.annotations.get(MODEL_DIGEST_ANNOTATION)
+        where = f"{pod.annotations_path}[{MODEL_DIGEST_ANNOTATION}]"
+        if not DIGEST.match(str(annotated or "")):
+            yield _f("model-digest", pod, where, f"model digest {annotated!r} is not pinned (sha256:…): the "
+                     "pod does not say which weights it serves")
+            annotated = None
+        server = next(pod.containers(), None)
+        if server is None:
+            continue
+        path, c = server
+        env = {e.get("name"): e.get("value") for e in c.get("env") or [] if isinstance(e, dict)}
+        value = env.get(MODEL_DIGEST_ENV)
+        if not DIGEST.match(str(value or "")):
+            yield _f("model-digest", pod, f"{path}.env[{MODEL_DIGEST_ENV}]", f"{MODEL_DIGEST_ENV} is {value!r}, not a "
+                     "sha256 digest: the readiness check cannot compare the mounted weights")
+        elif annotated is not None and value != annotated:
+            yield _f("model-digest", pod, f"{path}.env[{MODEL_DIGEST_ENV}]",
+                     f"{MODEL_DIGEST_ENV} {value} differs from the annotation's {annotated}")
+
+
 RULES: dict[str, Callable[[Context], Iterator[Finding]]] = {
     "image-digest": rule_image_digest,
+    "model-digest": rule_model_digest,
     "startup-probe": rule_startup_probe,  # also yields startup-budget
     "readiness-probe": rule_readiness_probe,
     "liveness-probe": rule_liveness_probe,

@@ -2,9 +2,11 @@
 
 Core objects are checked against the Kubernetes JSON schemas that kubernetes-validate ships (strict
 variant: unknown fields are errors). Custom resources (Argo Rollouts Rollout and AnalysisTemplate,
-KEDA ScaledObject) are checked against the vendored CRD schemas in `pipeline/data/`, made strict the
-same way, and a Rollout's pod template against the core PodTemplateSpec schema. Every error is
-collected (not only the first), named by object and field path.
+KEDA ScaledObject, KServe InferenceService and ServingRuntime, Argo CD Application) are checked against
+the vendored CRD schemas in `pipeline/data/`, made strict the same way; the core types inside them (a
+Rollout's pod template, a KServe predictor's containers, probes, env, volumes) against the core schemas
+of the target Kubernetes version. Every error is collected (not only the first), named by object and
+field path.
 """
 
 from __future__ import annotations
@@ -30,8 +32,14 @@ DEFAULT_K8S_VERSION = "1.33"
 CRD_FILES = {
     ("argoproj.io", "Rollout"): "crd-rollouts.argoproj.io.yaml",
     ("argoproj.io", "AnalysisTemplate"): "crd-analysistemplates.argoproj.io.yaml",
+    ("argoproj.io", "Application"): "crd-applications.argoproj.io.yaml",
     ("keda.sh", "ScaledObject"): "crd-scaledobjects.keda.sh.yaml",
+    ("serving.kserve.io", "InferenceService"): "crd-inferenceservices.serving.kserve.io.yaml",
+    ("serving.kserve.io", "ServingRuntime"): "crd-servingruntimes.serving.kserve.io.yaml",
 }
+# A vendored CRD marks an open sub-tree that holds a core Kubernetes type with this key (value:
+# `group.version.Kind`, e.g. `core.v1.Container`); it is validated against the core schema.
+CORE_TYPE_KEY = "x-llmgate-core-type"
 
 
 def supported_versions() -> list[str]:
@@ -122,6 +130,8 @@ def validate_object(obj: dict[str, Any], k8s_version: str = DEFAULT_K8S_VERSION)
         template = (obj.get("spec") or {}).get("template")
         if kind == "Rollout" and isinstance(template, dict):
             found += _validate_pod_template(template, name, version)
+        for core_type, data, path in core_subtrees(schema, obj, []):
+            found += _validate_core(core_type, data, name, path, version)
         return found
     schema = _core_schema(version, kind, api_version)
     if schema is None:
@@ -148,6 +158,45 @@ def _validate_pod_template(template: dict[str, Any], name: str, version: str) ->
         f.path = "spec." + f.path if f.path.startswith("template") else f.path
         found.append(f)
     return found
+
+
+def core_subtrees(schema: Any, data: Any, path: list[Any]) -> list[tuple[str, Any, list[Any]]]:
+    """(core type, value, path) for every value that sits where the CRD schema marks a core type."""
+    if not isinstance(schema, dict):
+        return []
+    if CORE_TYPE_KEY in schema:
+        return [(str(schema[CORE_TYPE_KEY]), data, path)]
+    out: list[tuple[str, Any, list[Any]]] = []
+    if isinstance(data, dict):
+        for key, sub in (schema.get("properties") or {}).items():
+            if key in data:
+                out += core_subtrees(sub, data[key], [*path, key])
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key, value in data.items():
+                if key not in (schema.get("properties") or {}):
+                    out += core_subtrees(extra, value, [*path, key])
+    elif isinstance(data, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(data):
+            out += core_subtrees(schema["items"], item, [*path, i])
+    return out
+
+
+@lru_cache(maxsize=8)
+def _definition_names(version: str) -> frozenset[str]:
+    defs = kv.schema_contents(f"kubernetes-json-schema/v{version}-local-strict/_definitions.json", version)
+    return frozenset((defs.get("$defs") or {}).keys())
+
+
+def _validate_core(core_type: str, data: Any, name: str, path: list[Any], version: str) -> list[Finding]:
+    definition = f"io.k8s.api.{core_type}"
+    if definition not in _definition_names(version):
+        # A core type newer than the target Kubernetes version's schemas: the CRD allows it, and no
+        # schema here can say more about it.
+        return []
+    schema = {"$ref": f"https://kubernetes.io/api/_definitions.json#/$defs/{definition}"}
+    validator = jsonschema.Draft202012Validator(schema, registry=_core_definitions(version))
+    return _errors(validator, data, name, path)
 
 
 def validate_objects(objs: list[dict[str, Any]], k8s_version: str = DEFAULT_K8S_VERSION) -> list[Finding]:

@@ -1,13 +1,18 @@
-"""In-cluster promotion of an Argo Rollouts canary with the official `kubernetes` client.
+"""Promotion backend "argo-rollouts": an Argo Rollouts canary in the cluster, through the Kubernetes API.
 
-The image change is one JSON patch guarded by a `test` op on the container name, so a Rollout whose
-containers were reordered or renamed since we read it is refused by the API server instead of
-getting the wrong container patched. The watch trusts `status.phase` only once the controller has
-observed our generation (`status.observedGeneration == metadata.generation`): before that the phase
-describes the previous spec, and a stale "Healthy" would pass a canary nobody looked at. A failed
-analysis, a degraded or aborted rollout, or no verdict before the deadline aborts the rollout through
-the status subresource (`status.abort: true`, what `kubectl argo rollouts abort` does) and restores the
-stable image in the spec, so the controller does not retry the rejected digest.
+The release change is one JSON patch guarded by `test` ops on the container's name (and on the env
+entry it rewrites), so a Rollout whose containers were reordered or renamed since we read it is refused
+by the API server (422) instead of getting the wrong container patched. It sets the image by digest and
+the model digest (pod-template annotation `llmgate.dev/model-digest` and env `LLMGATE_MODEL_DIGEST` on
+the server container), and records what served before in the Rollout's own annotations, so `abort`
+can restore it later from any machine.
+
+The watch trusts `status.phase` only once the controller has observed our generation
+(`status.observedGeneration == metadata.generation`): before that the phase describes the previous
+spec, and a stale "Healthy" would pass a canary nobody looked at. A failed analysis, a degraded or
+aborted rollout, or no verdict before the deadline aborts the rollout through the status subresource
+(`status.abort: true`, what `kubectl argo rollouts abort` does) and restores the previous release in the
+spec, so the controller does not retry the rejected one.
 """
 
 from __future__ import annotations
@@ -15,18 +20,24 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError as Urllib3Error
-
-from pipeline.errors import BadInput, InfraError
+from pipeline.adapters.kube_api import KubeApi, ObjectRef
+from pipeline.errors import BadInput
 from pipeline.progress import NullReporter, Reporter
+from pipeline.promote.backend import (
+    MODEL_DIGEST_ANNOTATION,
+    MODEL_DIGEST_ENV,
+    PREVIOUS_IMAGE_ANNOTATION,
+    PREVIOUS_MODEL_ANNOTATION,
+    AbortResult,
+    Evidence,
+    PromotionResult,
+    TargetStatus,
+    namespace_for,
+)
 
 GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "rollouts"
-JSON_PATCH = "application/json-patch+json"
 FAILED_ANALYSIS = {"Failed", "Error"}
 
 
@@ -36,66 +47,15 @@ class RolloutRef:
     name: str = "llmgate-server"
     container: str = "server"
 
+    def obj(self) -> ObjectRef:
+        return ObjectRef(GROUP, VERSION, PLURAL, "Rollout", self.namespace, self.name)
+
     def __str__(self) -> str:
         return f"Rollout {self.namespace}/{self.name} container {self.container}"
 
 
-@dataclass
-class ClusterResult:
-    outcome: str  # "promoted" | "aborted" | "noop" | "dry-run"
-    previous_image: str
-    image: str
-    patch: list[dict[str, Any]]
-    reason: str = ""
-    events: list[str] = field(default_factory=list)
-    restored: bool = False
-
-
-def api_client(kubeconfig: Path | str | None = None, context: str | None = None) -> client.ApiClient:
-    """A client from a kubeconfig file, or the in-cluster service account when none is given."""
-    try:
-        if kubeconfig is not None:
-            return config.new_client_from_config(config_file=str(kubeconfig), context=context,
-                                                 persist_config=False)
-        config.load_incluster_config()
-        return client.ApiClient()
-    except config.ConfigException as exc:
-        raise BadInput(f"cannot load Kubernetes configuration: {exc}", where=str(kubeconfig or "in-cluster")) from exc
-    except FileNotFoundError as exc:
-        raise BadInput("kubeconfig not found", where=str(kubeconfig)) from exc
-
-
-class RolloutClient:
-    """The few Rollout operations promotion needs, with errors named by endpoint."""
-
-    def __init__(self, api: client.ApiClient, ref: RolloutRef) -> None:
-        self.api = client.CustomObjectsApi(api)
-        self.ref = ref
-        self.where = f"{api.configuration.host}/apis/{GROUP}/{VERSION}/namespaces/{ref.namespace}/{PLURAL}/{ref.name}"
-
-    def _call(self, fn: Callable[..., Any], **kw: Any) -> dict[str, Any]:
-        try:
-            return fn(group=GROUP, version=VERSION, namespace=self.ref.namespace, plural=PLURAL, name=self.ref.name,
-                      _request_timeout=30, **kw)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise BadInput(f"no such Rollout ({exc.reason})", where=self.where) from exc
-            if exc.status == 422:
-                raise BadInput(f"patch refused: {_api_message(exc)}", where=self.where) from exc
-            if exc.status in (401, 403):
-                raise InfraError(f"not allowed: {_api_message(exc)}", where=self.where) from exc
-            raise InfraError(f"API error {exc.status}: {_api_message(exc)}", where=self.where) from exc
-        except Urllib3Error as exc:
-            raise InfraError(f"Kubernetes API unreachable: {exc}", where=self.where) from exc
-
-    def get(self) -> dict[str, Any]:
-        return self._call(self.api.get_namespaced_custom_object)
-
-    def json_patch(self, ops: list[dict[str, Any]]) -> dict[str, Any]:
-        return self._call(self.api.patch_namespaced_custom_object, body=ops, _content_type=JSON_PATCH)
-
-    def abort(self) -> dict[str, Any]:
-        return self._call(self.api.patch_namespaced_custom_object_status, body={"status": {"abort": True}})
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
 
 
 def container_index(rollout: dict[str, Any], container: str, where: str) -> tuple[int, str]:
@@ -111,6 +71,52 @@ def image_patch(index: int, container: str, image: str) -> list[dict[str, Any]]:
     base = f"/spec/template/spec/containers/{index}"
     return [{"op": "test", "path": f"{base}/name", "value": container},
             {"op": "replace", "path": f"{base}/image", "value": image}]
+
+
+def model_digest_of(rollout: dict[str, Any], container: str) -> str | None:
+    template = (rollout.get("spec") or {}).get("template") or {}
+    annotated = ((template.get("metadata") or {}).get("annotations") or {}).get(MODEL_DIGEST_ANNOTATION)
+    if annotated:
+        return str(annotated)
+    for c in (template.get("spec") or {}).get("containers") or []:
+        if c.get("name") == container:
+            for e in c.get("env") or []:
+                if e.get("name") == MODEL_DIGEST_ENV:
+                    return str(e.get("value")) if e.get("value") else None
+    return None
+
+
+def release_patch(rollout: dict[str, Any], ref: RolloutRef, image: str, model_digest: str | None, *,
+                  previous: tuple[str, str | None] | None) -> list[dict[str, Any]]:
+    """The JSON patch that makes `rollout` run (image, model_digest); `previous` is recorded for abort."""
+    index, _ = container_index(rollout, ref.container, str(ref))
+    ops = image_patch(index, ref.container, image)
+    template = (rollout.get("spec") or {}).get("template") or {}
+    if model_digest is not None:
+        base = f"/spec/template/spec/containers/{index}"
+        env = next(c for c in template["spec"]["containers"] if c.get("name") == ref.container).get("env")
+        at = next((i for i, e in enumerate(env or []) if e.get("name") == MODEL_DIGEST_ENV), None)
+        if at is not None:
+            ops += [{"op": "test", "path": f"{base}/env/{at}/name", "value": MODEL_DIGEST_ENV},
+                    {"op": "replace", "path": f"{base}/env/{at}/value", "value": model_digest}]
+        elif env is not None:
+            ops.append({"op": "add", "path": f"{base}/env/-", "value": {"name": MODEL_DIGEST_ENV, "value": model_digest}})
+        else:
+            ops.append({"op": "add", "path": f"{base}/env", "value": [{"name": MODEL_DIGEST_ENV, "value": model_digest}]})
+        if (template.get("metadata") or {}).get("annotations") is None:
+            if template.get("metadata") is None:
+                ops.append({"op": "add", "path": "/spec/template/metadata", "value": {}})
+            ops.append({"op": "add", "path": "/spec/template/metadata/annotations", "value": {}})
+        ops.append({"op": "add", "path": f"/spec/template/metadata/annotations/{_escape(MODEL_DIGEST_ANNOTATION)}",
+                    "value": model_digest})
+    if previous is not None:
+        if (rollout.get("metadata") or {}).get("annotations") is None:
+            ops.append({"op": "add", "path": "/metadata/annotations", "value": {}})
+        ops.append({"op": "add", "path": f"/metadata/annotations/{_escape(PREVIOUS_IMAGE_ANNOTATION)}",
+                    "value": previous[0]})
+        ops.append({"op": "add", "path": f"/metadata/annotations/{_escape(PREVIOUS_MODEL_ANNOTATION)}",
+                    "value": previous[1] or ""})
+    return ops
 
 
 @dataclass
@@ -162,97 +168,152 @@ def observe(rollout: dict[str, Any]) -> Observation:
     )
 
 
-def promote_cluster(
-    api: client.ApiClient,
-    ref: RolloutRef,
-    image: str,
-    *,
-    timeout_s: float = 3600,
-    poll_s: float = 5,
-    restore_timeout_s: float = 300,
-    dry_run: bool = False,
-    reporter: Reporter = NullReporter(),
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> ClusterResult:
-    rc = RolloutClient(api, ref)
-    rollout = rc.get()
-    index, previous = container_index(rollout, ref.container, rc.where)
-    patch = image_patch(index, ref.container, image)
-    obs = observe(rollout)
-    if previous == image and obs.current and obs.phase == "Healthy":
-        return ClusterResult("noop", previous, image, [], reason=f"{ref} already runs {image} (Healthy)")
-    if dry_run:
-        return ClusterResult("dry-run", previous, image, patch)
-    if previous == image:
-        reason = f"{ref} already has {image} but is {obs.phase or 'not observed'}; watching it"
-        reporter.step(reason)
-        generation = (rollout.get("metadata") or {}).get("generation")
-    else:
-        reporter.step(f"cluster: patching {ref}: {previous} -> {image}")
-        patched = rc.json_patch(patch)
-        generation = (patched.get("metadata") or {}).get("generation")
-    result = ClusterResult("promoted", previous, image, patch)
-    verdict = _watch(rc, generation, timeout_s, poll_s, reporter, result, clock, sleep)
-    if verdict is None:
-        return result
-    # Failed analysis, degraded, or timed out: abort, then put the stable image back in the spec.
-    result.outcome, result.reason = "aborted", verdict
-    reporter.step(f"cluster: aborting {ref}: {verdict}")
-    rc.abort()
-    result.events.append("abort requested (status.abort=true)")
-    if previous != image:
-        current = rc.get()
-        idx, _ = container_index(current, ref.container, rc.where)
-        restored = rc.json_patch(image_patch(idx, ref.container, previous))
-        result.events.append(f"spec image restored to stable {previous}")
-        result.restored = _watch(rc, (restored.get("metadata") or {}).get("generation"), restore_timeout_s, poll_s,
-                                 reporter, ClusterResult("restore", image, previous, []), clock, sleep) is None
-    return result
+@dataclass
+class ArgoRolloutsBackend:
+    """`Backend` for Argo Rollouts. `namespaces` maps targets to namespaces (default: TARGET_NAMESPACES)."""
 
+    api: KubeApi
+    rollout: str = "llmgate-server"
+    container: str = "server"
+    namespaces: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = 3600
+    poll_s: float = 5
+    restore_timeout_s: float = 300
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    name: str = "argo-rollouts"
 
-def _watch(
-    rc: RolloutClient,
-    generation: Any,
-    timeout_s: float,
-    poll_s: float,
-    reporter: Reporter,
-    result: ClusterResult,
-    clock: Callable[[], float],
-    sleep: Callable[[float], None],
-) -> str | None:
-    """None once the rollout is fully promoted and healthy; else why it failed."""
-    deadline = clock() + timeout_s
-    last = ""
-    while True:
-        rollout = rc.get()
-        if (rollout.get("metadata") or {}).get("generation") != generation:
-            # Someone else changed the spec meanwhile: what we watch is no longer our promotion.
-            return f"spec changed under us (generation {generation} -> {rollout['metadata'].get('generation')})"
+    def ref(self, target: str) -> RolloutRef:
+        return RolloutRef(namespace_for(target, self.namespaces), self.rollout, self.container)
+
+    # -- promote ---------------------------------------------------------------------------------
+    def promote(self, target: str, image: str, model_digest: str | None, evidence: Evidence, *,
+                dry_run: bool = False, reporter: Reporter = NullReporter()) -> PromotionResult:
+        ref = self.ref(target)
+        obj = ref.obj()
+        rollout = self.api.get(obj)
+        _, previous = container_index(rollout, ref.container, str(ref))
+        previous_model = model_digest_of(rollout, ref.container)
+        result = PromotionResult(backend="argo-rollouts", target=target, outcome="promoted", image=image,
+                                 model_digest=model_digest, previous_image=previous,
+                                 previous_model_digest=previous_model)
         obs = observe(rollout)
-        line = obs.line() if obs.current else f"waiting for the controller to observe generation {generation}"
-        if line != last:
-            result.events.append(line)
-            reporter.step(f"cluster: {line}")
-            last = line
-        if obs.current:
-            if obs.aborted:
-                return f"rollout aborted: {obs.message or 'status.abort is set'}"
-            if obs.analysis.rpartition(":")[2] in FAILED_ANALYSIS:
-                return f"analysis {obs.analysis} ({obs.message or 'canary metrics out of bounds'})"
-            if obs.phase == "Degraded":
-                return f"rollout degraded: {obs.message or 'no message'}"
-            if obs.phase == "Healthy" and obs.promoted:
-                return None
-        if clock() >= deadline:
-            return f"timed out after {timeout_s:g} s ({line})"
-        sleep(poll_s)
+        same = previous == image and (model_digest is None or previous_model == model_digest)
+        if same and obs.current and obs.phase == "Healthy":
+            result.outcome, result.reason = "noop", f"{ref} already runs {image} (Healthy)"
+            return result
+        patch = release_patch(rollout, ref, image, model_digest, previous=(previous, previous_model))
+        result.patches = [patch]
+        if dry_run:
+            result.outcome = "dry-run"
+            return result
+        if same:
+            reporter.step(f"cluster: {ref} already has {image} but is {obs.phase or 'not observed'}; watching it")
+            generation = (rollout.get("metadata") or {}).get("generation")
+            result.patches = []
+        else:
+            reporter.step(f"cluster: patching {ref}: {previous} -> {image}")
+            patched = self.api.patch(obj, patch, patch_type="json")
+            generation = (patched.get("metadata") or {}).get("generation")
+        verdict = self._watch(obj, generation, self.timeout_s, reporter, result.events)
+        if verdict is None:
+            return result
+        # Failed analysis, degraded, or timed out: abort, then put the previous release back in the spec.
+        result.outcome, result.reason = "aborted", verdict
+        reporter.step(f"cluster: aborting {ref}: {verdict}")
+        result.restored = self._abort_and_restore(ref, previous, previous_model, reporter, result.events,
+                                                  result.patches)
+        if not result.restored:
+            result.reason += "; the previous release was written back but the rollout was not Healthy in time"
+        return result
+
+    def _abort_and_restore(self, ref: RolloutRef, image: str, model_digest: str | None, reporter: Reporter,
+                           events: list[str], patches: list[Any]) -> bool:
+        obj = ref.obj()
+        self.api.patch_status(obj, {"status": {"abort": True}})
+        patches.append({"status": {"abort": True}})
+        events.append("abort requested (status.abort=true)")
+        current = self.api.get(obj)
+        _, running = container_index(current, ref.container, str(ref))
+        if running == image and (model_digest is None or model_digest_of(current, ref.container) == model_digest):
+            return self._watch(obj, (current.get("metadata") or {}).get("generation"), self.restore_timeout_s,
+                               reporter, events) is None
+        ops = release_patch(current, ref, image, model_digest, previous=None)
+        restored = self.api.patch(obj, ops, patch_type="json")
+        patches.append(ops)
+        events.append(f"spec restored to the previous release {image}"
+                      + (f" (model {model_digest})" if model_digest else ""))
+        return self._watch(obj, (restored.get("metadata") or {}).get("generation"), self.restore_timeout_s,
+                           reporter, events) is None
+
+    def _watch(self, obj: ObjectRef, generation: Any, timeout_s: float, reporter: Reporter,
+               events: list[str]) -> str | None:
+        """None once the rollout is fully promoted and healthy; else why it failed."""
+        deadline = self.clock() + timeout_s
+        last = ""
+        while True:
+            rollout = self.api.get(obj)
+            if (rollout.get("metadata") or {}).get("generation") != generation:
+                # Someone else changed the spec meanwhile: what we watch is no longer our promotion.
+                return f"spec changed under us (generation {generation} -> {rollout['metadata'].get('generation')})"
+            obs = observe(rollout)
+            line = obs.line() if obs.current else f"waiting for the controller to observe generation {generation}"
+            if line != last:
+                events.append(line)
+                reporter.step(f"cluster: {line}")
+                last = line
+            if obs.current:
+                if obs.aborted:
+                    return f"rollout aborted: {obs.message or 'status.abort is set'}"
+                if obs.analysis.rpartition(":")[2] in FAILED_ANALYSIS:
+                    return f"analysis {obs.analysis} ({obs.message or 'canary metrics out of bounds'})"
+                if obs.phase == "Degraded":
+                    return f"rollout degraded: {obs.message or 'no message'}"
+                if obs.phase == "Healthy" and obs.promoted:
+                    return None
+            if self.clock() >= deadline:
+                return f"timed out after {timeout_s:g} s ({line})"
+            self.sleep(self.poll_s)
+
+    # -- abort / status --------------------------------------------------------------------------
+    def abort(self, target: str, *, reporter: Reporter = NullReporter()) -> AbortResult:
+        ref = self.ref(target)
+        rollout = self.api.get(ref.obj())
+        obs = observe(rollout)
+        annotations = (rollout.get("metadata") or {}).get("annotations") or {}
+        previous = annotations.get(PREVIOUS_IMAGE_ANNOTATION)
+        previous_model = annotations.get(PREVIOUS_MODEL_ANNOTATION) or None
+        result = AbortResult(backend="argo-rollouts", target=target, outcome="aborted",
+                             restored_image=previous, restored_model_digest=previous_model)
+        if obs.current and obs.phase == "Healthy" and obs.promoted:
+            result.outcome, result.reason = "noop", f"{ref} has no canary in flight (Healthy, fully promoted)"
+            return result
+        if not previous:
+            # Not promoted by llmgate: abort only; the controller keeps the stable ReplicaSet serving.
+            self.api.patch_status(ref.obj(), {"status": {"abort": True}})
+            result.events.append("abort requested (status.abort=true); no previous release recorded to restore")
+            result.reason = "aborted; the stable ReplicaSet keeps serving, the spec still names the canary"
+            return result
+        reporter.step(f"cluster: aborting {ref}, restoring {previous}")
+        result.restored = self._abort_and_restore(ref, previous, previous_model, reporter, result.events, [])
+        result.reason = "restored" if result.restored else "the previous release was written back but is not Healthy yet"
+        return result
+
+    def status(self, target: str) -> TargetStatus:
+        ref = self.ref(target)
+        rollout = self.api.get(ref.obj())
+        _, image = container_index(rollout, ref.container, str(ref))
+        obs = observe(rollout)
+        status = rollout.get("status") or {}
+        return TargetStatus(
+            backend="argo-rollouts", target=target, image=image, model_digest=model_digest_of(rollout, ref.container),
+            phase=obs.phase if obs.current else f"{obs.phase} (generation not yet observed)",
+            in_flight=not (obs.current and obs.phase == "Healthy" and obs.promoted),
+            message=obs.line(), revision=str(status.get("currentPodHash") or "") or None,
+            observed={"stableRS": status.get("stableRS"), "currentPodHash": status.get("currentPodHash"),
+                     "step": obs.step, "steps": obs.steps, "canaryWeight": obs.weight, "aborted": obs.aborted},
+        )
 
 
-def _api_message(exc: ApiException) -> str:
-    import json
-
-    try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
-    except ValueError:
-        return str(exc.reason)
+__all__ = ["ArgoRolloutsBackend", "Observation", "RolloutRef", "container_index", "image_patch", "model_digest_of",
+           "observe", "release_patch"]

@@ -1,10 +1,19 @@
-"""GitOps promotion: pin the digest in the target overlay and commit it on a branch.
+"""Promotion backend "gitops": pin the release (image digest and model digest) in the target overlay,
+commit it, push it, and optionally wait for Argo CD to apply it.
 
 All work happens in a temporary `git worktree` at the base commit: the caller's working tree, index,
-HEAD and current branch are never touched, so a failure (bad digest, kustomize error, schema or
-policy violation) leaves the repository as it was. On success the only change is a new branch whose
-tip is one commit: the kustomization diff, with the evidence summary in the message. A branch (not
-a push to main) because the merge is where a person or a merge queue signs off.
+HEAD and current branch are never touched, so a failure (bad digest, kustomize error, schema or policy
+violation, a rejected push) leaves the repository as it was. The commit changes the overlay's
+kustomization only (the image's `images:` entry and the `llmgate-release` model-digest literal), with
+the evidence summary in its message.
+
+Two ways to land it:
+- a promotion branch (`llmgate/promote/<target>/<digest>`), created locally and, with a remote, pushed
+  as a new branch: the merge is where a person or a merge queue signs off;
+- with `push_branch` (the branch Argo CD tracks), the commit is made on that branch's tip as fetched
+  from the remote and pushed to it as a fast-forward. If the branch moved meanwhile (someone promoted
+  first), the push is rejected and the promotion is refused with the remote's reason. Nothing is ever
+  force-pushed.
 """
 
 from __future__ import annotations
@@ -12,26 +21,33 @@ from __future__ import annotations
 import difflib
 import os
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from pipeline.errors import BadInput, GateFailed, InfraError
+from pipeline.adapters.git import Git, GitCli, PushResult
+from pipeline.adapters.kubectl import Kustomize
+from pipeline.errors import BadInput, GateFailed
 from pipeline.manifests import kustomization
 from pipeline.manifests.check import ManifestReport, check_rendered
 from pipeline.manifests.validate import DEFAULT_K8S_VERSION
 from pipeline.models import ImageRef
 from pipeline.progress import NullReporter, Reporter
+from pipeline.promote.argocd import ArgoCdApp
+from pipeline.promote.backend import AbortResult, Evidence, PromotionResult, TargetStatus
 
 DEFAULT_OVERLAY_ROOT = "manifests/overlays"
-GIT_TIMEOUT_S = 60
+TARGET_TRAILER = "Llmgate-Target"
 
 
 class ManifestsRejected(GateFailed):
-    """The overlay with the new digest fails schema validation or policy: nothing is committed."""
+    """The overlay with the new release fails schema validation or policy: nothing is committed."""
+
+
+class PushRejected(GateFailed):
+    """The remote refused the push (it moved since we read it): a refusal, never retried with force."""
 
 
 @dataclass
@@ -44,60 +60,70 @@ class GitopsResult:
     diff: str
     report: ManifestReport | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def _run(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    git = shutil.which("git")
-    if git is None:
-        raise InfraError("git not found", where="git")
-    try:
-        return subprocess.run([git, "-C", str(repo), *args], capture_output=True, text=True,
-                              timeout=GIT_TIMEOUT_S, env=env, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise InfraError(f"git {args[0]} timed out", where=str(repo)) from exc
-
-
-def _git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    proc = _run(repo, *args, env=env)
-    if proc.returncode != 0:
-        raise InfraError(f"git {' '.join(args[:2])} failed: {proc.stderr.strip()}", where=str(repo))
-    return proc.stdout.strip()
-
-
-def _ok(repo: Path, *args: str) -> tuple[bool, str]:
-    proc = _run(repo, *args)
-    return proc.returncode == 0, proc.stdout.strip()
-
-
-def _blob(repo: Path, rev: str, rel: str) -> str | None:
-    """A file's exact content at a commit, or None where it does not exist."""
-    proc = _run(repo, "cat-file", "blob", f"{rev}:{rel}")
-    return proc.stdout if proc.returncode == 0 else None
-
-
-def short_commit(repo: Path, ref: str = "HEAD") -> str:
-    ok, sha = _ok(Path(repo), "rev-parse", "--short=12", "--verify", f"{ref}^{{commit}}")
-    if not ok:
-        raise BadInput(f"no commit {ref!r}", where=str(repo))
-    return sha
+    previous_model_digest: str | None = None
+    pushed_to: str | None = None  # "<remote> <ref>"
 
 
 def branch_name(target: str, digest: str) -> str:
     return f"llmgate/promote/{target}/{digest.removeprefix('sha256:')[:12]}"
 
 
-def _commit_env(repo: Path) -> dict[str, str]:
+def short_commit(repo: Path, ref: str = "HEAD", git: Git | None = None) -> str:
+    sha = (git or GitCli()).resolve(Path(repo), ref, short=12)
+    if sha is None:
+        raise BadInput(f"no commit {ref!r}", where=str(repo))
+    return sha
+
+
+def _commit_env(repo: Path, git: Git) -> dict[str, str]:
     env = dict(os.environ)
-    has_name, _ = _ok(repo, "config", "user.name")
-    has_email, _ = _ok(repo, "config", "user.email")
     # A CI checkout often has no identity; the commit is the pipeline's own.
-    if not has_name:
+    if not git.config(repo, "user.name"):
         env.setdefault("GIT_AUTHOR_NAME", "llmgate")
         env.setdefault("GIT_COMMITTER_NAME", "llmgate")
-    if not has_email:
+    if not git.config(repo, "user.email"):
         env.setdefault("GIT_AUTHOR_EMAIL", "llmgate@localhost")
         env.setdefault("GIT_COMMITTER_EMAIL", "llmgate@localhost")
     return env
+
+
+def _rejected(push: PushResult, remote: str, base: str, what: str) -> PushRejected:
+    detail = push.detail.splitlines()[-1] if push.detail else ""
+    return PushRejected(
+        f"push of {what} to {push.ref} was rejected ({push.summary}{': ' + detail if detail else ''}): the remote "
+        f"moved since {base[:12]}, someone promoted first; nothing was forced", where=remote,
+        hint="re-run the promotion: it starts from the remote's new tip")
+
+
+def _base(git: Git, repo: Path, base_ref: str, remote: str | None, push_branch: str | None) -> str:
+    if remote is not None and push_branch is not None:
+        tip = git.fetch(repo, remote, f"refs/heads/{push_branch}")
+        if tip is None:
+            raise BadInput(f"remote has no branch {push_branch!r}", where=remote)
+        return tip
+    base = git.resolve(repo, base_ref)
+    if base is None:
+        raise BadInput(f"no commit {base_ref!r}", where=str(repo))
+    return base
+
+
+def _commit_in_worktree(git: Git, repo: Path, base: str, rel: str, text: str, message: str,
+                        check: bool, target: str, load_time_s: float | None, k8s_version: str,
+                        kustomize: Kustomize | None, reporter: Reporter, tmp: Path) -> tuple[str, ManifestReport | None]:
+    wt = tmp / "wt"
+    git.worktree_add(repo, wt, base)
+    (wt / rel).write_text(text)
+    report = None
+    if check:
+        reporter.step(f"gitops: rendering {rel}")
+        report = check_rendered((wt / rel).parent, overlay=target, load_time_s=load_time_s, k8s_version=k8s_version,
+                                kustomize=kustomize)
+        if report.problems:
+            raise ManifestsRejected(f"{len(report.problems)} problem(s) with the new release: "
+                                    + "; ".join(map(str, report.problems[:5])), where=rel)
+    msg_file = tmp / "message.txt"
+    msg_file.write_text(message)
+    return git.commit_file(wt, rel, msg_file, _commit_env(repo, git)), report
 
 
 def promote_gitops(
@@ -107,84 +133,257 @@ def promote_gitops(
     *,
     evidence: str,
     load_time_s: float | None,
+    model_digest: str | None = None,
     overlay_root: str = DEFAULT_OVERLAY_ROOT,
     base_ref: str = "HEAD",
     dry_run: bool = False,
     k8s_version: str = DEFAULT_K8S_VERSION,
     reporter: Reporter = NullReporter(),
     branch: str | None = None,
+    remote: str | None = None,
+    push_branch: str | None = None,
+    git: Git | None = None,
+    kustomize: Kustomize | None = None,
 ) -> GitopsResult:
-    repo = Path(repo)
-    ok, top = _ok(repo, "rev-parse", "--show-toplevel")
-    if not ok:
+    git = git or GitCli()
+    top = git.toplevel(Path(repo))
+    if top is None:
         raise BadInput("not a git repository", where=str(repo))
-    repo = Path(top)
+    repo = top
     if not image.digest:
         raise BadInput("promotion needs an image digest, not a tag", where=image.by_tag)
-    ok, base = _ok(repo, "rev-parse", "--verify", f"{base_ref}^{{commit}}")
-    if not ok:
-        raise BadInput(f"no commit {base_ref!r}", where=str(repo))
+    base = _base(git, repo, base_ref, remote, push_branch)
     rel = f"{overlay_root}/{target}/kustomization.yaml"
-    old_text = _blob(repo, base, rel)
+    old_text = git.blob(repo, base, rel)
     if old_text is None:
         raise BadInput(f"overlay {target!r} not found at {base[:12]}", where=f"{repo}/{rel}")
     new_text = kustomization.with_image(old_text, repository=image.repository, digest=image.digest, where=rel)
+    if model_digest is not None:
+        new_text = kustomization.with_model_digest(new_text, digest=model_digest, where=rel)
     previous = _ref_in(old_text)
+    previous_model = _model_in(old_text)
     branch = branch or branch_name(target, image.digest)
     diff = "".join(difflib.unified_diff(old_text.splitlines(True), new_text.splitlines(True),
                                         fromfile=f"a/{rel}", tofile=f"b/{rel}"))
+    same_model = model_digest is None or previous_model == model_digest
 
-    # Idempotence: the base already pins this digest, or the promotion branch already carries it.
-    if previous == image.by_digest:
-        return GitopsResult("noop", branch, base, None, previous, "",
-                            notes=[f"{rel} at {base[:12]} already pins {image.by_digest}"])
-    exists, tip = _ok(repo, "rev-parse", "--verify", f"refs/heads/{branch}")
-    if exists:
-        tip_text = _blob(repo, tip, rel)
-        if tip_text is not None and _ref_in(tip_text) == image.by_digest:
-            return GitopsResult("noop", branch, base, tip, previous, "",
-                                notes=[f"branch {branch} already pins {image.by_digest} (commit {tip[:12]})"])
-        raise BadInput(f"branch {branch} exists and pins something else", where=str(repo),
-                       hint=f"delete it (git branch -D {branch}) or merge it first")
+    # Idempotence: the base already pins this release, or the promotion branch already carries it.
+    if previous == image.by_digest and same_model:
+        return GitopsResult("noop", push_branch or branch, base, None, previous, "", previous_model_digest=previous_model,
+                            notes=[f"{rel} at {base[:12]} already pins {image.by_digest}"
+                                   + (f" and model {model_digest}" if model_digest else "")])
+    if push_branch is None:
+        tip = git.resolve(repo, f"refs/heads/{branch}")
+        if tip is not None:
+            tip_text = git.blob(repo, tip, rel)
+            if tip_text is not None and _ref_in(tip_text) == image.by_digest and (
+                    model_digest is None or _model_in(tip_text) == model_digest):
+                return GitopsResult("noop", branch, base, tip, previous, "", previous_model_digest=previous_model,
+                                    notes=[f"branch {branch} already pins {image.by_digest} (commit {tip[:12]})"])
+            raise BadInput(f"branch {branch} exists and pins something else", where=str(repo),
+                           hint=f"delete it (git branch -D {branch}) or merge it first")
 
+    message = (f"promote {target}: {image.by_digest}\n\n{evidence}\n\n"
+               + (f"Model: {model_digest}\n\n" if model_digest else "")
+               + f"{TARGET_TRAILER}: {target}\nLlmgate-Digest: {image.digest}\n"
+               + (f"Llmgate-Model-Digest: {model_digest}\n" if model_digest else ""))
     tmp = Path(tempfile.mkdtemp(prefix="llmgate-gitops-"))
-    wt = tmp / "wt"
     try:
-        _git(repo, "worktree", "add", "--detach", "--quiet", str(wt), base)
-        (wt / rel).write_text(new_text)
-        reporter.step(f"gitops: rendering {rel} with {image.by_digest}")
-        report = check_rendered((wt / rel).parent, overlay=target, load_time_s=load_time_s, k8s_version=k8s_version)
-        if report.problems:
-            raise ManifestsRejected(
-                f"{len(report.problems)} problem(s) with the new digest: " + "; ".join(map(str, report.problems[:5])),
-                where=rel,
-            )
+        reporter.step(f"gitops: {rel} with {image.by_digest}" + (f" and model {model_digest}" if model_digest else ""))
         if dry_run:
-            return GitopsResult("dry-run", branch, base, None, previous, diff, report)
-        env = _commit_env(repo)
-        _git(wt, "add", "--", rel)
-        message = (f"promote {target}: {image.by_digest}\n\n{evidence}\n\n"
-                   f"Llmgate-Target: {target}\nLlmgate-Digest: {image.digest}\n")
-        msg_file = tmp / "message.txt"
-        msg_file.write_text(message)
-        _git(wt, "commit", "--quiet", "--no-verify", "-F", str(msg_file), env=env)
-        commit = _git(wt, "rev-parse", "HEAD")
-        # Creating the ref is the one step that changes the repository, and it is the last one.
-        _git(repo, "branch", branch, commit)
-        reporter.step(f"gitops: committed {commit[:12]} on {branch}")
-        return GitopsResult("promoted", branch, base, commit, previous, diff, report)
+            wt = tmp / "wt"
+            git.worktree_add(repo, wt, base)
+            (wt / rel).write_text(new_text)
+            report = check_rendered((wt / rel).parent, overlay=target, load_time_s=load_time_s,
+                                    k8s_version=k8s_version, kustomize=kustomize)
+            if report.problems:
+                raise ManifestsRejected(f"{len(report.problems)} problem(s) with the new release: "
+                                        + "; ".join(map(str, report.problems[:5])), where=rel)
+            return GitopsResult("dry-run", push_branch or branch, base, None, previous, diff, report,
+                                previous_model_digest=previous_model)
+        commit, report = _commit_in_worktree(git, repo, base, rel, new_text, message, True, target, load_time_s,
+                                             k8s_version, kustomize, reporter, tmp)
+        pushed = None
+        if push_branch is not None:
+            assert remote is not None
+            push = git.push(repo, remote, commit, f"refs/heads/{push_branch}")
+            if push.rejected:
+                raise _rejected(push, remote, base, f"{image.by_digest} for {target}")
+            pushed = f"{remote} refs/heads/{push_branch}"
+            reporter.step(f"gitops: pushed {commit[:12]} to {pushed}")
+        else:
+            if remote is not None:
+                push = git.push(repo, remote, commit, f"refs/heads/{branch}")
+                if push.rejected:
+                    raise _rejected(push, remote, base, f"branch {branch}")
+                pushed = f"{remote} refs/heads/{branch}"
+            # Creating the local ref is the one step that changes the repository, and it is the last one.
+            git.create_branch(repo, branch, commit)
+            reporter.step(f"gitops: committed {commit[:12]} on {branch}" + (f", pushed to {pushed}" if pushed else ""))
+        return GitopsResult("promoted", push_branch or branch, base, commit, previous, diff, report,
+                            previous_model_digest=previous_model, pushed_to=pushed)
     finally:
-        _ok(repo, "worktree", "remove", "--force", str(wt))
-        _ok(repo, "worktree", "prune")
+        git.worktree_remove(repo, tmp / "wt")
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _ref_in(text: str) -> str | None:
+def _kustomization(text: str) -> dict[str, object]:
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError:
-        return None
-    for e in data.get("images") or [] if isinstance(data, dict) else []:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _ref_in(text: str) -> str | None:
+    images = _kustomization(text).get("images") or []
+    for e in images if isinstance(images, list) else []:
         if isinstance(e, dict) and e.get("name") == kustomization.IMAGE_NAME and e.get("digest"):
             return f"{e.get('newName', kustomization.IMAGE_NAME)}@{e['digest']}"
     return None
+
+
+def _model_in(text: str) -> str | None:
+    try:
+        return kustomization.model_digest_in(text)
+    except BadInput:
+        return None
+
+
+@dataclass
+class GitopsBackend:
+    """`Backend` for a GitOps repository. With `remote` + `push_branch` the commit goes to the branch Argo CD
+    tracks; with `argocd` (one Application per target, `app_for`) the promotion waits until it is Synced
+    and Healthy there, and restores the previous release (another pushed commit) when it is not."""
+
+    repo: Path
+    overlay_root: str = DEFAULT_OVERLAY_ROOT
+    base_ref: str = "HEAD"
+    k8s_version: str = DEFAULT_K8S_VERSION
+    remote: str | None = None
+    push_branch: str | None = None
+    argocd: dict[str, ArgoCdApp] = field(default_factory=dict)  # target -> its Application
+    restore_on_failure: bool = True
+    git: Git = field(default_factory=GitCli)
+    kustomize: Kustomize | None = None
+    name: str = "gitops"
+
+    def __post_init__(self) -> None:
+        if self.push_branch is not None and self.remote is None:
+            raise BadInput("push_branch needs a remote", where="gitops remote")
+        if self.argocd and self.push_branch is None:
+            raise BadInput("waiting for Argo CD needs the branch it tracks (push_branch) on a remote",
+                           where="gitops push_branch")
+
+    def _rel(self, target: str) -> str:
+        return f"{self.overlay_root}/{target}/kustomization.yaml"
+
+    def promote(self, target: str, image: str, model_digest: str | None, evidence: Evidence, *,
+                dry_run: bool = False, reporter: Reporter = NullReporter(), branch: str | None = None) -> PromotionResult:
+        ref = ImageRef.parse(image)
+        g = promote_gitops(self.repo, target, ref, evidence=evidence.summary, load_time_s=evidence.load_time_s,
+                           model_digest=model_digest, overlay_root=self.overlay_root, base_ref=self.base_ref,
+                           dry_run=dry_run, k8s_version=self.k8s_version, reporter=reporter, branch=branch,
+                           remote=self.remote, push_branch=self.push_branch, git=self.git, kustomize=self.kustomize)
+        result = PromotionResult(backend="gitops", target=target, outcome=g.outcome, image=ref.by_digest,  # type: ignore[arg-type]
+                                 model_digest=model_digest, previous_image=g.previous_ref,
+                                 previous_model_digest=g.previous_model_digest, reason="; ".join(g.notes),
+                                 events=[*g.notes, *(g.report.rollout_estimates if g.report else [])],
+                                 branch=g.branch, base_commit=g.base_commit, commit=g.commit, pushed_to=g.pushed_to,
+                                 diff=g.diff)
+        app = self.argocd.get(target)
+        if app is None or dry_run:
+            return result
+        revision = g.commit or g.base_commit
+        result.revision = revision
+        failure = app.wait(revision, reporter=reporter, events=result.events)
+        if failure is None:
+            return result
+        result.outcome, result.reason = "aborted", failure
+        if self.restore_on_failure and g.commit is not None:
+            restore = self._restore(target, g.commit, f"abort {target}: {failure}", reporter, result.events)
+            result.restored = restore.restored
+            if restore.commit:
+                result.events.append(f"restore commit {restore.commit[:12]} pushed")
+        return result
+
+    def _last_promotion(self, tip: str, target: str) -> str | None:
+        rel = self._rel(target)
+        for sha, message in self.git.log_messages(self.repo, tip, rel):
+            if f"\n{TARGET_TRAILER}: {target}\n" in f"\n{message}\n" and not message.startswith("abort "):
+                return sha
+        return None
+
+    def _restore(self, target: str, promotion: str, why: str, reporter: Reporter, events: list[str]) -> AbortResult:
+        """A commit on top of the current tip that gives the overlay back its text from before `promotion`."""
+        rel = self._rel(target)
+        result = AbortResult(backend="gitops", target=target, outcome="aborted")
+        before = self.git.blob(self.repo, f"{promotion}^", rel)
+        if before is None:
+            result.outcome, result.reason = "noop", f"{rel} did not exist before {promotion[:12]}"
+            return result
+        result.restored_image, result.restored_model_digest = _ref_in(before), _model_in(before)
+        base = _base(self.git, self.repo, self.base_ref, self.remote, self.push_branch)
+        if self.git.blob(self.repo, base, rel) == before:
+            result.outcome = "noop"
+            result.reason = f"{rel} at {base[:12]} already has the release from before {promotion[:12]}"
+            return result
+        message = (f"{why}\n\nRestores {rel} to its state before {promotion[:12]} "
+                   f"({result.restored_image or 'no image pinned'}).\n\n"
+                   f"{TARGET_TRAILER}: {target}\nLlmgate-Restores: {promotion}\n")
+        tmp = Path(tempfile.mkdtemp(prefix="llmgate-gitops-"))
+        try:
+            commit, _ = _commit_in_worktree(self.git, self.repo, base, rel, before, message, False, target, None,
+                                            self.k8s_version, self.kustomize, reporter, tmp)
+            if self.push_branch is not None:
+                assert self.remote is not None
+                push = self.git.push(self.repo, self.remote, commit, f"refs/heads/{self.push_branch}")
+                if push.rejected:
+                    raise _rejected(push, self.remote, base, f"the restore of {target}")
+            else:
+                self.git.create_branch(self.repo, f"llmgate/abort/{target}/{promotion[:12]}", commit)
+        finally:
+            self.git.worktree_remove(self.repo, tmp / "wt")
+            shutil.rmtree(tmp, ignore_errors=True)
+        result.commit = commit
+        events.append(f"restore: committed {commit[:12]} ({result.restored_image})")
+        reporter.step(f"gitops: restore of {target} committed {commit[:12]}")
+        app = self.argocd.get(target)
+        if app is None:
+            # Without Argo CD to ask, restored means the repository says so (pushed, or on a branch to merge).
+            result.restored = self.push_branch is not None
+            return result
+        failure = app.wait(commit, reporter=reporter, events=events)
+        result.restored = failure is None
+        result.reason = "restored" if failure is None else f"restore pushed, but {failure}"
+        return result
+
+    def abort(self, target: str, *, reporter: Reporter = NullReporter()) -> AbortResult:
+        tip = _base(self.git, self.repo, self.base_ref, self.remote, self.push_branch)
+        promotion = self._last_promotion(tip, target)
+        if promotion is None:
+            return AbortResult(backend="gitops", target=target, outcome="noop",
+                               reason=f"no llmgate promotion of {target} at {tip[:12]}")
+        events: list[str] = []
+        result = self._restore(target, promotion, f"abort {target}: restore the release before {promotion[:12]}",
+                               reporter, events)
+        result.events = events + result.events
+        return result
+
+    def status(self, target: str) -> TargetStatus:
+        tip = _base(self.git, self.repo, self.base_ref, self.remote, self.push_branch)
+        text = self.git.blob(self.repo, tip, self._rel(target))
+        if text is None:
+            raise BadInput(f"overlay {target!r} not found at {tip[:12]}", where=str(self.repo / self._rel(target)))
+        status = TargetStatus(backend="gitops", target=target, image=_ref_in(text), model_digest=_model_in(text),
+                              revision=tip, observed={"promotion_commit": self._last_promotion(tip, target)})
+        app = self.argocd.get(target)
+        if app is not None:
+            s = app.state()
+            status.phase = f"{s.sync}/{s.health}"
+            status.in_flight = not (s.sync == "Synced" and s.health == "Healthy" and s.revision == tip)
+            status.message = s.line()
+            status.observed["argocd_revision"] = s.revision
+        else:
+            status.phase = "committed"
+        return status

@@ -20,11 +20,22 @@ from pipeline.models import (
     GroundTruthRef,
     ImageRef,
     ItemResult,
+    ModelRef,
+    PolicyRef,
     PromotionRecord,
     RunRecord,
+    Stage,
     StageResult,
     StageStatus,
 )
+from pipeline.schemas import ScanDetails, SignDetails
+from pipeline.schemas.scan import ScanPolicy
+from pipeline.schemas.trivy import Severity, TrivyReport, Vulnerability
+from pipeline.supplychain.scan_policy import evaluate as evaluate_scan
+
+ALPHA = 0.05
+RELATIVE_UNIT = "relative shift (new / baseline - 1, Hodges-Lehmann)"
+SCORE_UNIT = "score (new - baseline)"
 
 
 @dataclass(frozen=True)
@@ -105,13 +116,19 @@ def _verdict(spec: GateSpec, value: float | None, baseline: float | None, rng: r
     ok = value <= spec.threshold if spec.direction == "max" else value >= spec.threshold
     margin = abs(value - spec.threshold) / (abs(spec.threshold) or 1.0)
     status = GateStatus.PASS if ok else GateStatus.FAIL
-    diff = None if baseline is None else value - baseline
-    lo = hi = p = mde = None
-    if diff is not None and spec.source.startswith(("bench.", "eval.")):
-        half = abs(value) * rng.uniform(0.02, 0.08) + 1e-4
+    diff = lo = hi = p = mde = None
+    details: dict[str, object] = {}
+    if baseline is not None and spec.source.startswith(("bench.", "eval.")):
+        # As the engine reports them: latency as a relative shift of the samples, scores as a difference
+        # of paired item means; p is the Holm-adjusted one-sided p of a regression beyond the margin.
+        relative = spec.source.startswith("bench.") and baseline != 0
+        diff = value / baseline - 1 if relative else value - baseline
+        half = abs(diff) * rng.uniform(0.3, 1.4) + (0.01 if relative else 0.005)
         lo, hi = diff - half, diff + half
-        p = round(rng.uniform(0.001, 0.6), 4)
+        worse = (diff > 0) == (spec.direction == "max")
+        p = round(rng.uniform(0.0001, 0.01), 4) if worse and (lo > 0 or hi < 0) else round(rng.uniform(0.2, 0.9), 4)
         mde = half * 1.4
+        details = {"difference_unit": RELATIVE_UNIT if relative else SCORE_UNIT, "alpha": ALPHA}
     if ok and 0 < margin < 0.05:
         status = GateStatus.WARN
     op = "<=" if spec.direction == "max" else ">="
@@ -122,7 +139,7 @@ def _verdict(spec: GateSpec, value: float | None, baseline: float | None, rng: r
     return GateVerdict(
         name=spec.name, source=spec.source, status=status, value=value, threshold=spec.threshold,
         direction=spec.direction, baseline=baseline, difference=diff, ci_low=lo, ci_high=hi, p_value=p,
-        mde=mde, required=spec.required, key=spec.key, reason=reason,
+        mde=mde, required=spec.required, key=spec.key, reason=reason, details=details,
     )
 
 
@@ -140,11 +157,16 @@ def make_run(
     gates: list[GateSpec] | None = None,
     skip_sign: bool = False,
     criticals: int = 0,
+    vuln_not_run: str | None = None,
+    reused_from: str | None = None,
+    model_seed: object | None = None,
 ) -> RunRecord:
     """One complete run: every stage, samples, items and verdicts.
 
     `quality` < 1 degrades eval scores, `latency` > 1 slows the server, `criticals` plants
-    critical CVEs; `skip_sign` leaves the sign stage skipped (its gate becomes not_run).
+    critical CVEs; `skip_sign` leaves the sign stage skipped (its gate becomes not_run);
+    `vuln_not_run` says why trivy's vulnerability scanner did not run; `reused_from` marks the
+    content-addressed stages (leak, scan, sign, eval) as reused from that run.
     """
     rng = random.Random(f"{tag}/{seed}")
     created = created_at or datetime(2026, 8, 1, tzinfo=UTC)
@@ -157,41 +179,70 @@ def make_run(
         source_commit=hashlib.sha1(f"commit/{tag}".encode()).hexdigest(),
         config_hash=hashlib.sha256(b"cfg").hexdigest(),
         ground_truth=GroundTruthRef(version="v1", sha256=hashlib.sha256(b"gt-v1").hexdigest(), n_items=n_items),
+        model=ModelRef(path="/models/demo", digest=_digest("model", tag if model_seed is None else model_seed),
+                       files=4, bytes=1_200_000_000 + int(hashlib.sha1(tag.encode()).hexdigest()[:6], 16)),
+        policy=PolicyRef(name="gates.yaml", files=["gates.yaml"], sha256=hashlib.sha256(b"policy").hexdigest()),
         baseline_run_id=baseline.run_id if baseline else None,
     )
+    clock = {"now": created + timedelta(seconds=1)}
+    # Typical stage lengths (seconds) of the CPU demo; leak, scan and sign run side by side after the build.
+    lengths = {"build": (60, 240), "leak": (8, 20), "scan": (15, 40), "sign": (2, 6), "boot": (20, 60),
+               "bench": (30, 90), "eval": (10, 30), "manifests": (1, 3)}
+    parallel = {"leak", "scan", "sign"}
 
     def stage(name: str, **kw: object) -> StageResult:
-        res = StageResult(stage=name, status=StageStatus.OK, started_at=created, **kw)  # type: ignore[arg-type]
-        res.finished_at = created + timedelta(seconds=rng.uniform(2, 90))
-        res.duration_s = (res.finished_at - created).total_seconds()
+        reused = reused_from is not None and name in ("leak", "scan", "sign", "eval")
+        # A reused result is the stored one: times and all, from the run that computed it.
+        started = created - timedelta(days=1) if reused else clock["now"]
+        took = rng.uniform(*lengths.get(name, (1, 5)))
+        res = StageResult(stage=name, status=StageStatus.OK, started_at=started, **kw)  # type: ignore[arg-type]
+        res.finished_at = started + timedelta(seconds=took)
+        res.duration_s = took
+        if reused:
+            res.reused_from = reused_from
+            res.reason = f"reused from run {reused_from} (same inputs)"
         run.stages[name] = res
+        if reused:
+            return res
+        if name not in parallel or name == "sign":
+            clock["now"] = max([res.finished_at, *(r.finished_at for n, r in run.stages.items()
+                                                   if n in parallel and r.finished_at and not r.reused_from)])
         return res
 
     stage("build", metrics={"build_s": rng.uniform(60, 240), "image_bytes": rng.uniform(6.5e9, 8.5e9)})
     stage("leak", metrics={"leaks": 0.0})
     highs = rng.choice([0, 1, 2, 3, 7])
-    findings = [
-        {"id": f"CVE-2025-{1000 + i}", "severity": "CRITICAL", "package": "openssl", "installed": "3.0.11",
-         "fixed": "3.0.15", "title": "Buffer overread in X.509 name checks"}
+    vulns = [
+        Vulnerability(id=f"CVE-2025-{1000 + i}", pkg="openssl", installed="3.0.11", fixed="3.0.15",
+                      severity=Severity.CRITICAL, target="debian 12", title="Buffer overread in X.509 name checks")
         for i in range(criticals)
     ] + [
-        {"id": f"CVE-2024-{3000 + i}", "severity": "HIGH", "package": rng.choice(["urllib3", "jinja2", "libexpat1"]),
-         "installed": "1.0", "fixed": "1.1", "title": "Denial of service via crafted input"}
+        Vulnerability(id=f"CVE-2024-{3000 + i}", pkg=rng.choice(["urllib3", "jinja2", "libexpat1"]), installed="1.0",
+                      fixed="1.1", severity=Severity.HIGH, target="python-pkg",
+                      title="Denial of service via crafted input")
         for i in range(highs)
+    ] + [
+        Vulnerability(id=f"CVE-2023-{5000 + i}", pkg="zlib1g", installed="1.2.13", severity=Severity.MEDIUM,
+                      target="debian 12", title="Integer overflow in inflate")
+        for i in range(rng.randint(0, 6))
     ]
-    stage(
-        "scan",
-        metrics={"critical": float(criticals), "high": float(highs), "medium": float(rng.randint(0, 12)),
-                 "low": float(rng.randint(0, 30)), "unknown": 0.0, "secrets": 0.0,
-                 "misconfigs": float(rng.randint(0, 2)), "blocking": float(criticals)},
-        details={"scanner": "trivy 0.66.0", "findings": findings},
-    )
+    not_run = {"vuln": vuln_not_run} if vuln_not_run else {}
+    report = TrivyReport(source="trivy.json", format="json", schema_version=2, trivy_version="0.66.0",
+                         vulnerabilities=[] if vuln_not_run else vulns)
+    verdict = evaluate_scan(report, ScanPolicy(max={"critical": 0, "high": 10}), not_run=not_run)
+    stage("scan", metrics=verdict.metrics(), reason=None if verdict.passed else verdict.summary(),
+          details=ScanDetails(target=f"{run.image.repository}@{run.image.digest}", trivy_version="0.66.0",
+                              scanners=["secret", "misconfig"] if vuln_not_run else ["vuln", "secret", "misconfig"],
+                              not_run=not_run, verdict=verdict, report=report))
     if skip_sign:
-        run.stages["sign"] = StageResult(stage="sign", status=StageStatus.SKIPPED, reason="not run: cosign not found")
+        run.stages["sign"] = StageResult(stage=Stage.SIGN, status=StageStatus.SKIPPED,
+                                         reason="not run: cosign not found")
     else:
         stage("sign", metrics={"verified": 1.0},
-              details={"tool": "cosign", "key": "cosign.pub", "digest": run.image.digest,
-                       "signed_at": (created + timedelta(minutes=3)).isoformat(), "tlog": "offline"})
+              details=SignDetails(ref=f"{run.image.repository}@{run.image.digest}", signer="python",
+                                  key_id=hashlib.sha256(b"cosign.pub").hexdigest(),
+                                  signature_ref=f"{run.image.repository}:{(run.image.digest or '').replace(':', '-')}.sig",
+                                  verified=True, verify_reason="signature verified with cosign.pub"))
     port = rng.uniform(2, 6) * latency
     health = port + rng.uniform(15, 50) * latency
     first = health + rng.uniform(0.5, 3)

@@ -23,13 +23,7 @@ class _Site:
         self._stamp: object = None
 
     def _store_stamp(self) -> object:
-        from sqlalchemy import func, select
-
-        from pipeline.store import PromotionRow, RunRow
-
-        with self.store.session() as s:
-            return (s.scalar(select(func.max(RunRow.updated_at))), s.scalar(select(func.count(RunRow.run_id))),
-                    s.scalar(select(func.count(PromotionRow.id))))
+        return self.store.change_stamp()
 
     def refresh(self) -> None:
         with self._lock:

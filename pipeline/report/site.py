@@ -1,9 +1,11 @@
 """`llmgate report`: a static site from the store.
 
 Layout (every page self-contained, CSS and the few lines of JS inlined, charts as inline SVG):
-  index.html                       heatmap of tags x gates (latest run per tag)
+  index.html                       heatmap of tags x gates (latest run per tag), each tag's recent
+                                   decisions, image and model digests, the promoted marker
+  tags/<slug>.html                 one tag's history: decisions and key metrics over time
   runs/<run_id>/report.html|json   one page per run, the same one `llmgate run` writes
-  compare.html                     any two tags side by side per dimension
+  compare.html                     any two tags side by side, with the gate engine's CI and p
   promotions.html                  promotion timeline per target
 """
 
@@ -15,23 +17,28 @@ from pathlib import Path
 from typing import Any
 
 from markupsafe import Markup
-from sqlalchemy import select
 
 from pipeline.models import PromotionRecord, RunRecord
 from pipeline.redact import redact_text
 from pipeline.report import svg
+from pipeline.report.listing import serving_from_store
 from pipeline.report.render import render
 from pipeline.report.run_page import write_run_report
-from pipeline.report.svg import fmt_value
+from pipeline.report.units import fmt_delta
 from pipeline.report.views import (
     GateCellData,
     Redactor,
     RunHead,
     build_heatmap,
+    build_tag_history,
     compare_data,
     heads_from_runs,
+    safe_record,
+    serving_digests,
+    short_digest,
+    tag_slug,
 )
-from pipeline.store import GateRow, RunRow, Store
+from pipeline.store import Store
 
 Promotions = list[tuple[str | None, PromotionRecord]]
 
@@ -41,29 +48,69 @@ class SiteResult:
     out_dir: Path
     index: Path
     run_pages: int
+    tag_pages: int = 0
 
 
 # -- index --------------------------------------------------------------------------------------
 def heads_from_store(store: Store) -> list[RunHead]:
-    """Run heads and gate verdicts from the store's denormalised tables, without parsing records:
-    the index needs only what `runs` and `gate_verdicts` already hold."""
-    with store.session() as s:
-        rows = s.execute(select(RunRow.run_id, RunRow.tag, RunRow.digest, RunRow.created_at, RunRow.decision)).all()
-        gates: dict[str, list[GateCellData]] = {}
-        q = select(GateRow.run_id, GateRow.name, GateRow.status, GateRow.value, GateRow.threshold, GateRow.baseline)
-        for run_id, name, status, value, threshold, baseline in s.execute(q.order_by(GateRow.id)):
-            gates.setdefault(run_id, []).append(GateCellData(name, status, value, threshold, baseline))
-    return [RunHead(r.run_id, r.tag, r.digest, r.created_at, r.decision, gates.get(r.run_id, [])) for r in rows]
+    """Run heads and gate verdicts from the store's denormalised tables. The gate rows do not name the
+    metric a gate reads (its unit): that comes from the newest record holding each gate name, so a
+    store whose runs share one policy parses one record."""
+    summaries = store.history()
+    sources: dict[str, str] = {}
+    missing = {g.name for r in summaries for g in r.gates}
+    for r in reversed(summaries):
+        if not missing:
+            break
+        if missing & {g.name for g in r.gates}:
+            for g in store.get(r.run_id).gates:
+                if g.name in missing:
+                    sources[g.name] = g.source
+                    missing.discard(g.name)
+    return [RunHead(r.run_id, r.tag, r.digest, r.created_at, r.decision,
+                    [GateCellData(g.name, g.status, g.value, g.threshold, g.baseline, sources.get(g.name))
+                     for g in r.gates],
+                    model_digest=r.model_digest, promoted=r.promoted, target=r.target)
+            for r in summaries]
 
 
-def render_index(heads: list[RunHead]) -> str:
-    return render("index.html.j2", root="", hm=build_heatmap(heads))
+def render_index(heads: list[RunHead], serving: dict[str, str] | None = None) -> str:
+    return render("index.html.j2", root="", hm=build_heatmap(heads, serving=serving))
+
+
+# -- per-tag history ------------------------------------------------------------------------------
+def render_tag_page(tag: str, runs: list[RunRecord], serving: dict[str, str] | None = None) -> str:
+    return render("tag.html.j2", root="../", h=build_tag_history(tag, runs, serving))
 
 
 # -- compare ------------------------------------------------------------------------------------
 def _json_for_script(data: Any) -> Markup:
     # "</script>" inside a string must not end the script element.
     return Markup(json.dumps(data, separators=(",", ":")).replace("<", "\\u003c"))
+
+
+def compare_rows(data: dict[str, Any], a: str, b: str) -> list[dict[str, str]]:
+    """The compare table for tags `a` (after) and `b` (before). The engine's interval and p (and so any
+    colour) are shown only when `b` is the baseline `a` was gated against: for any other pair there
+    was no test, and a raw difference is not evidence."""
+    by_tag = {t["tag"]: t for t in data["tags"]}
+    ta, tb = by_tag[a], by_tag[b]
+    tested = ta["baseline_run_id"] is not None and ta["baseline_run_id"] == tb["run_id"]
+    rows = []
+    for i, m in enumerate(data["metrics"]):
+        va, vb = ta["values"][i], tb["values"][i]
+        delta = pct = ""
+        if va is not None and vb is not None:
+            diff = va - vb
+            delta = fmt_delta(diff, m["unit"] or None)
+            pct = f"{diff / abs(vb) * 100:+.1f}%" if vb else ""
+        test = ta["tests"].get(str(i)) if tested else None
+        mx = max(abs(va or 0), abs(vb or 0)) or 1
+        rows.append({"name": m["name"], "a": ta["shown"][i], "b": tb["shown"][i], "delta": delta, "pct": pct,
+                     "ci": test["ci"] if test else "", "p": test["p"] if test else "",
+                     "cls": test["cls"] if test else "",
+                     "wa": f"{100 * abs(va or 0) / mx:.1f}", "wb": f"{100 * abs(vb or 0) / mx:.1f}"})
+    return rows
 
 
 def render_compare(runs: list[RunRecord]) -> str:
@@ -75,25 +122,13 @@ def render_compare(runs: list[RunRecord]) -> str:
         a = tags[0]
         newest = next(r for r in runs if r.run_id == by_tag[a]["run_id"])
         base = next((r for r in runs if r.run_id == newest.baseline_run_id), None)
-        red = Redactor()
-        b = red(base.image.tag or "(untagged)") if base is not None else (tags[1] if len(tags) > 1 else a)
+        b = Redactor()(base.image.tag or "(untagged)") if base is not None else (tags[1] if len(tags) > 1 else a)
         b = b if b in by_tag else a
-    rows, chart, decisions = [], Markup(""), ""
+    rows: list[dict[str, str]] = []
+    chart, decisions = Markup(""), ""
     if a is not None and b is not None:
+        rows = compare_rows(data, a, b)
         ta, tb = by_tag[a], by_tag[b]
-        for i, m in enumerate(data["metrics"]):
-            va, vb = ta["values"][i], tb["values"][i]
-            cls = delta = pct = ""
-            if va is not None and vb is not None:
-                diff = va - vb
-                delta = ("+" if diff > 0 else "") + fmt_value(diff, m["unit"])
-                pct = f"{diff / abs(vb) * 100:.1f}%" if vb else ""
-                if abs(diff) > 1e-12:
-                    cls = "better" if (diff > 0) == m["higher_better"] else "worse"
-            mx = max(abs(va or 0), abs(vb or 0)) or 1
-            rows.append({"name": m["name"], "a": fmt_value(va, m["unit"]), "b": fmt_value(vb, m["unit"]),
-                         "delta": delta, "pct": pct, "cls": cls,
-                         "wa": f"{100 * abs(va or 0) / mx:.1f}", "wb": f"{100 * abs(vb or 0) / mx:.1f}"})
         dims = [d for d in ta["dims"] if d in tb["dims"]]
         chart = svg.bars([(d, [ta["dims"][d], tb["dims"][d]]) for d in dims], series=[a, b], lo=0.0, hi=1.0,
                          title="Mean score per dimension") if dims else Markup("")
@@ -105,6 +140,7 @@ def render_compare(runs: list[RunRecord]) -> str:
 # -- promotions ---------------------------------------------------------------------------------
 def render_promotions(promotions: Promotions, runs: list[RunRecord]) -> str:
     tags = {r.run_id: r.image.tag or r.run_id for r in runs}
+    models = {r.run_id: short_digest(r.model.digest) for r in runs if r.model}
     per_target: dict[str, list[tuple[str | None, PromotionRecord]]] = {}
     for run_id, rec in promotions:
         per_target.setdefault(rec.target, []).append((run_id, rec))
@@ -113,14 +149,26 @@ def render_promotions(promotions: Promotions, runs: list[RunRecord]) -> str:
         events.sort(key=lambda e: e[1].at)
         rows, marks = [], []
         for run_id, rec in events:
-            label = redact_text(tags.get(run_id or "", rec.digest[7:19]))
+            label = redact_text(tags.get(run_id or "", short_digest(rec.digest)))
             href = f"runs/{run_id}/report.html" if run_id in tags else None
             rows.append({"at": f"{rec.at:%Y-%m-%d %H:%M}", "outcome": rec.outcome, "label": label, "href": href,
-                         "digest": rec.digest[:19], "previous": (rec.previous_digest or "–")[:19],
+                         "digest": short_digest(rec.digest), "model": models.get(run_id or "", ""),
+                         "previous": short_digest(rec.previous_digest) or "–",
                          "mode": rec.mode, "who": redact_text(rec.who), "detail": redact_text(rec.detail)})
             marks.append((rec.at, label, rec.outcome, href))
-        current = next((rec.digest[:19] for _, rec in reversed(events) if rec.outcome == "promoted"), None)
-        targets.append({"name": name, "events": list(reversed(rows)), "current": current,
+        current = next(((run_id, rec) for run_id, rec in reversed(events) if rec.outcome == "promoted"), None)
+        serving = None
+        if current is not None:
+            since = current[1]
+            for run_id, rec in reversed(events):  # the first promotion of the serving digest in a row
+                if rec.outcome != "promoted":
+                    continue
+                if rec.digest != current[1].digest:
+                    break
+                since = rec
+            serving = {"digest": short_digest(current[1].digest), "label": rows[events.index(current)]["label"],
+                       "href": rows[events.index(current)]["href"], "since": f"{since.at:%Y-%m-%d %H:%M}"}
+        targets.append({"name": name, "events": list(reversed(rows)), "serving": serving,
                         "chart": svg.timeline(marks, title=f"{name}: promotions over time")})
     return render("promotions.html.j2", root="", targets=targets)
 
@@ -140,12 +188,21 @@ def write_site(
     promotions: Promotions,
     *,
     heads: list[RunHead] | None = None,
+    serving: dict[str, str] | None = None,
     run_pages: bool = True,
 ) -> SiteResult:
     out = Path(out_dir)
-    index = _write(out / "index.html", render_index(heads if heads is not None else heads_from_runs(runs)))
+    serving = serving if serving is not None else serving_digests(promotions)
+    index = _write(out / "index.html", render_index(heads if heads is not None else heads_from_runs(runs), serving))
     _write(out / "compare.html", render_compare(runs))
     _write(out / "promotions.html", render_promotions(promotions, runs))
+    per_tag: dict[str, list[RunRecord]] = {}
+    for r in runs:
+        per_tag.setdefault(r.image.tag or "(untagged)", []).append(r)
+    for tag, tag_runs in per_tag.items():
+        shown = redact_text(tag)  # the page's name and title derive from the tag as shown, never its secret
+        _write(out / "tags" / f"{tag_slug(shown)}.html",
+               render_tag_page(shown, [safe_record(r) for r in tag_runs], serving))
     n = 0
     if run_pages:
         by_id = {r.run_id: r for r in runs}
@@ -153,8 +210,11 @@ def write_site(
             base = by_id.get(run.baseline_run_id or "")
             write_run_report(run, out / "runs" / run.run_id, baseline=base, root="../../")
             n += 1
-    return SiteResult(out, index, n)
+    return SiteResult(out, index, n, len(per_tag))
 
 
 def write_site_from_store(store: Store, out_dir: Path | str, *, run_pages: bool = True) -> SiteResult:
-    return write_site(out_dir, store.runs(), store.promotions(), heads=heads_from_store(store), run_pages=run_pages)
+    heads = heads_from_store(store)
+    promotions = store.promotions()
+    serving = serving_from_store(store, {h.target for h in heads} | {p.target for _, p in promotions})
+    return write_site(out_dir, store.runs(), promotions, heads=heads, serving=serving, run_pages=run_pages)

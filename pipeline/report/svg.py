@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 
 from markupsafe import Markup, escape
 
+from pipeline.report import units
+
 PALETTE = ["#2563eb", "#9ca3af", "#d97706", "#7c3aed"]
 STATUS_COLOURS = {
     "pass": "#16a34a", "warn": "#f59e0b", "fail": "#dc2626", "not_run": "#9ca3af",
@@ -20,24 +22,9 @@ STATUS_COLOURS = {
 }
 
 
-def fmt_value(v: float | None, unit: str = "") -> str:
-    """Compact human figure: 0.084 s -> '84 ms', 7.2e9 B -> '7.2 GB'."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    if unit == "s":
-        if abs(v) < 1e-3 and v != 0:
-            return f"{v * 1e6:.0f} µs"
-        if abs(v) < 1:
-            return f"{v * 1e3:.3g} ms"
-        return f"{v:.3g} s"
-    if unit == "B":
-        for div, suffix in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
-            if abs(v) >= div:
-                return f"{v / div:.3g} {suffix}"
-        return f"{v:.0f} B"
-    if v == int(v) and abs(v) < 1e6:
-        return str(int(v))
-    return f"{v:.4g}"
+def fmt_value(v: float | None, unit: str | None = "") -> str:
+    """Compact human figure in its unit (see `pipeline.report.units`): 0.084 s -> '84 ms'."""
+    return units.fmt_value(v, unit or None)
 
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -282,3 +269,103 @@ def timeline(events: Sequence[tuple[datetime, str, str, str | None]], *, width: 
                 f"{escape(label)}</text>")
         body.append(f'<a href="{escape(href)}">{mark}</a>' if href else mark)
     return _svg(width, height, body, title or "timeline")
+
+
+DECISION_COLOURS = {"pass": "#16a34a", "blocked": "#dc2626", "error": "#991b1b", "pending": "#9ca3af",
+                    "interrupted": "#7c3aed"}
+
+
+def gantt(stages: Sequence[tuple[str, datetime, float | None, str, bool]], *, width: int = 640,
+          title: str = "") -> Markup:
+    """Stages on one time axis from the run's first start: (name, started_at, duration_s, status, reused),
+    in plan order. Stages that ran side by side overlap; a reused stage is a hatched mark with no length
+    of its own (its result was computed by another run)."""
+    rows = [s for s in stages if s[2] is not None or s[4]]
+    measured = [s[1] for s in rows if not s[4]]
+    if not rows or not measured:
+        return Markup('<p class="muted">no stage timings</p>')
+    t0 = min(measured)
+    # A reused result keeps the times of the run that computed it: it is drawn where this run used it,
+    # after the stage before it in plan order.
+    spans: list[tuple[str, float, float, str, bool]] = []
+    for name, start, dur, status, reused in rows:
+        at = spans[-1][1] + spans[-1][2] if reused and spans else (0.0 if reused else (start - t0).total_seconds())
+        spans.append((name, at, 0.0 if reused else float(dur or 0.0), status, reused))
+    end = max(a + b for _, a, b, _, _ in spans) or 1.0
+    height = 44 + 18 * len(spans)
+    f = _Frame(width, height, (0, end * 1.05), (0, 1), left=90, bottom=24, top=24, right=70)
+    body = f.axes(lambda v: fmt_value(v, "s"), lambda v: "", title=title)
+    body = [b for b in body if 'class="grid"' not in b]
+    colours = {"ok": PALETTE[0], "failed": STATUS_COLOURS["fail"], "error": STATUS_COLOURS["failed"],
+               "skipped": STATUS_COLOURS["not_run"]}
+    for i, (name, start, dur, status, reused) in enumerate(spans):
+        y = f.t + 4 + i * 18
+        x0, x1 = f.sx(start), f.sx(start + dur)
+        label = "reused" if reused else fmt_value(dur, "s")
+        fill = 'fill="url(#hatch)"' if reused else f'fill="{colours.get(status, PALETTE[1])}"'
+        body.append(f'<text x="{f.l - 6}" y="{y + 10}" text-anchor="end">{escape(name)}</text>'
+                    f'<rect x="{x0:.1f}" y="{y}" width="{max(3.0, x1 - x0):.1f}" height="12" {fill} '
+                    f'class="st-{escape(status)}"><title>{escape(name)}: {escape(status)}, {escape(label)} '
+                    f"(from +{escape(fmt_value(start, 's'))})</title></rect>"
+                    f'<text x="{max(x1, x0 + 3) + 4:.1f}" y="{y + 10}" class="lbl">{escape(label)}</text>')
+    defs = ('<defs><pattern id="hatch" width="4" height="4" patternUnits="userSpaceOnUse" '
+            'patternTransform="rotate(45)"><rect width="2" height="4" fill="#9ca3af"/></pattern></defs>')
+    return _svg(width, height, [defs, *body], title or "stages")
+
+
+def decisions(points: Sequence[tuple[datetime, str, str]], *, width: int = 640, title: str = "") -> Markup:
+    """A tag's decisions over time: (when, decision, run_id), one dot each, coloured by decision."""
+    if not points:
+        return Markup('<p class="muted">no runs</p>')
+    ts = [p[0].timestamp() for p in points]
+    lo, hi = min(ts), max(ts)
+    pad = (hi - lo) * 0.04 or 3600
+    height = 70
+    f = _Frame(width, height, (lo - pad, hi + pad), (0, 1), left=20, bottom=22, top=22, right=20)
+    y = f.sy(0.5)
+    body = [f'<line x1="{f.l}" y1="{y:.1f}" x2="{width - f.r}" y2="{y:.1f}" class="axis"/>']
+    if title:
+        body.append(f'<text x="{f.l}" y="14" class="ttl">{escape(title)}</text>')
+    for t in nice_ticks(lo - pad, hi + pad, 5):
+        if f.x0 <= t <= f.x1:
+            label = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
+            body.append(f'<text x="{f.sx(t):.1f}" y="{height - 6}" text-anchor="middle">{label}</text>')
+    for when, decision, run_id in points:
+        body.append(f'<circle cx="{f.sx(when.timestamp()):.1f}" cy="{y:.1f}" r="5" '
+                    f'fill="{DECISION_COLOURS.get(decision, "#6b7280")}" class="dec-{escape(decision)}">'
+                    f"<title>{when:%Y-%m-%d %H:%M} {escape(decision)} (run {escape(run_id)})</title></circle>")
+    return _svg(width, height, body, title or "decisions")
+
+
+def metric_line(points: Sequence[tuple[datetime, float, str]], *, unit: str | None = None,
+                threshold: float | None = None, width: int = 320, height: int = 140, title: str = "") -> Markup:
+    """One metric over a tag's runs: (when, value, gate status); dots coloured by status, the threshold dashed."""
+    pts = [p for p in points if p[1] is not None and math.isfinite(p[1])]
+    if not pts:
+        return Markup('<p class="muted">no values</p>')
+    ts = [p[0].timestamp() for p in pts]
+    vals = [p[1] for p in pts] + ([threshold] if threshold is not None else [])
+    lo_t, hi_t = min(ts), max(ts)
+    pad = (hi_t - lo_t) * 0.05 or 3600
+    lo_v, hi_v = min(vals), max(vals)
+    span = (hi_v - lo_v) or abs(hi_v) or 1.0
+    f = _Frame(width, height, (lo_t - pad, hi_t + pad), (lo_v - 0.1 * span, hi_v + 0.1 * span), left=64)
+    whole = unit in ("count", "bool")  # no tick at 0.5 of a finding
+
+    def yfmt(v: float) -> str:
+        return "" if whole and not float(v).is_integer() else fmt_value(v, unit)
+
+    if whole:
+        lo_v, hi_v = math.floor(lo_v) - 0.5, math.ceil(hi_v) + 0.5
+        f = _Frame(width, height, (lo_t - pad, hi_t + pad), (lo_v, hi_v), left=64)
+    body = f.axes(lambda v: "", yfmt, title=title)
+    if threshold is not None:
+        body.append(f'<line x1="{f.l}" y1="{f.sy(threshold):.1f}" x2="{width - f.r}" y2="{f.sy(threshold):.1f}" '
+                    f'class="mark"><title>threshold {escape(fmt_value(threshold, unit))}</title></line>')
+    line = " ".join(f"{f.sx(t):.1f},{f.sy(v):.1f}" for t, (_, v, _) in zip(ts, pts, strict=True))
+    body.append(f'<polyline points="{line}" fill="none" stroke="{PALETTE[1]}" stroke-width="1.5"/>')
+    for t, (when, v, status) in zip(ts, pts, strict=True):
+        body.append(f'<circle cx="{f.sx(t):.1f}" cy="{f.sy(v):.1f}" r="3.5" '
+                    f'fill="{STATUS_COLOURS.get(status, "#6b7280")}"><title>{when:%Y-%m-%d %H:%M}: '
+                    f"{escape(fmt_value(v, unit))} ({escape(status)})</title></circle>")
+    return _svg(width, height, body, title or "metric")

@@ -2,12 +2,15 @@
 
 Templates only loop and print; formatting, ordering, status classes and redaction happen here, once,
 so one template pass renders a page (this is what keeps 1,000 tags x 30 gates under a second).
+Stage payloads are read as their typed models (`run.payload(ScanDetails)`), units and better
+directions from the metric registry (`pipeline.report.units`), never guessed from a name.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,15 +19,21 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from pipeline.models import GateStatus, GateVerdict, ItemResult, PromotionRecord, RunRecord, StageResult
+from pipeline.models import GateStatus, GateVerdict, ItemResult, PromotionRecord, RunRecord, StageResult, StageStatus
 from pipeline.redact import redact, redact_text
 from pipeline.report import svg
-from pipeline.report.svg import fmt_value
+from pipeline.report.units import better_of, fmt_delta, fmt_value, unit_of
+from pipeline.report.verdict_table import p_text, relative_difference, threshold_text
+from pipeline.schemas import BootDetails, ScanDetails, SignDetails
+
+__all__ = ["better_of", "unit_of"]  # re-exported for the markdown summary and the site
 
 STATUS_LABEL = {"pass": "pass", "warn": "warning", "fail": "fail", "not_run": "not run"}
 STATUS_GLYPH = {"pass": "✓", "warn": "!", "fail": "✗", "not_run": "·"}
 SEVERITY_RANK = {"CRITICAL": 0, "HIGH": 1, "MEDIUM": 2, "LOW": 3, "UNKNOWN": 4}
 QUALITY_DIMENSIONS = ["correctness", "correctness_string", "faithfulness", "answer_relevance", "refusal", "latency_ok"]
+DEFAULT_ALPHA = 0.05
+HISTORY_STRIP = 12  # decisions per tag on the index
 
 # What the compare page puts side by side, grouped as people read them; gate sources are added too.
 COMPARE_METRICS: list[str] = [
@@ -36,23 +45,6 @@ COMPARE_METRICS: list[str] = [
     "boot.load_time_s", "boot.port_open_s", "boot.health_ok_s",
     "scan.critical", "scan.high", "scan.medium", "scan.blocking", "build.image_bytes",
 ]
-_HIGHER_IS_BETTER = ("_mean", "accuracy", "adherence", "tokens_per_s", "requests_per_s", "goodput", "verified",
-                     "readiness_honest")
-
-
-def unit_of(source: str) -> str:
-    name = source.rpartition(".")[2]
-    if name.endswith("_s") and "per_s" not in name:
-        return "s"
-    if name.endswith("_bytes"):
-        return "B"
-    return ""
-
-
-def higher_is_better(source: str, direction: str | None = None) -> bool:
-    if direction in ("min", "max"):
-        return direction == "min"
-    return source.rpartition(".")[2].endswith(_HIGHER_IS_BETTER)
 
 
 class Redactor:
@@ -76,15 +68,41 @@ def safe_record(run: RunRecord) -> RunRecord:
     return RunRecord.model_validate(redact(run.model_dump(mode="json")))
 
 
+def short_digest(digest: str | None, n: int = 12) -> str:
+    """'sha256:0123…' -> '0123456789ab' (what people compare by eye); '' when there is none."""
+    if not digest:
+        return ""
+    return digest.partition(":")[2][:n] or digest[:n]
+
+
+def tag_slug(tag: str) -> str:
+    """A file name for a tag's history page: readable, and distinct for distinct tags."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]", "_", tag)[:60] or "_"
+    return f"{readable}-{hashlib.sha1(tag.encode()).hexdigest()[:8]}"
+
+
+def serving_digests(promotions: Iterable[tuple[str | None, PromotionRecord]]) -> dict[str, str]:
+    """Per target, the digest of its newest successful promotion (what `llmgate status` reports)."""
+    out: dict[str, str] = {}
+    for _, rec in sorted(promotions, key=lambda p: p[1].at):
+        if rec.outcome == "promoted":
+            out[rec.target] = rec.digest
+    return out
+
+
 # -- heatmap ------------------------------------------------------------------------------------
 @dataclass
 class HeatRow:
     tag: str
     run_id: str
     href: str
+    tag_href: str
     decision: str
     created: str
     digest: str
+    model_digest: str
+    promoted: str  # "current" (serves its target now), "earlier" (was promoted), "" (never)
+    history: Markup  # the tag's recent decisions, oldest first
     statuses: list[str]
     cells: Markup  # the row's <td>s, built in Python: one string per row instead of 30 template loop turns
 
@@ -105,6 +123,7 @@ class GateCellData:
     value: float | None
     threshold: float | None
     baseline: float | None
+    source: str | None = None
 
 
 @dataclass
@@ -115,25 +134,29 @@ class RunHead:
     created_at: datetime
     decision: str
     gates: list[GateCellData]
+    model_digest: str | None = None
+    promoted: bool = False
+    target: str = "default"
 
 
 def _cell_title(tag: str, gate: str, g: GateCellData | None) -> str:
     if g is None:
         return f"{tag} · {gate}: not in policy for this run"
     text = f"{tag} · {gate}: {STATUS_LABEL.get(g.status, g.status)}"
+    unit = unit_of(g.source) if g.source else None
     if g.value is not None:
-        text += f" · value {_fmt(g.value)}"
+        text += f" · value {_fmt(g.value, unit)}"
     if g.threshold is not None:
-        text += f" · threshold {_fmt(g.threshold)}"
+        text += f" · threshold {_fmt(g.threshold, unit)}"
     if g.baseline is not None:
-        text += f" · baseline {_fmt(g.baseline)}"
+        text += f" · baseline {_fmt(g.baseline, unit)}"
     return text
 
 
 @lru_cache(maxsize=65536)
-def _fmt(v: float) -> str:
+def _fmt(v: float, unit: str | None = None) -> str:
     # Thresholds and baselines repeat across thousands of cells.
-    return fmt_value(v)
+    return str(escape(fmt_value(v, unit)))
 
 
 def heads_from_runs(runs: Iterable[RunRecord]) -> list[RunHead]:
@@ -141,21 +164,37 @@ def heads_from_runs(runs: Iterable[RunRecord]) -> list[RunHead]:
         RunHead(
             run_id=r.run_id, tag=r.image.tag, digest=r.image.digest, created_at=r.created_at,
             decision=r.decision.value,
-            gates=[GateCellData(g.name, g.status.value, g.value, g.threshold, g.baseline)
+            gates=[GateCellData(g.name, g.status.value, g.value, g.threshold, g.baseline, g.source)
                    for g in r.gates],
+            model_digest=r.model.digest if r.model else None,
+            promoted=r.promotion is not None and r.promotion.outcome == "promoted", target=r.target,
         )
         for r in runs
     ]
 
 
-def build_heatmap(heads: list[RunHead], *, href: str = "runs/{run_id}/report.html") -> Heatmap:
-    """Latest run per tag (newest tag first) against the union of gates (policy order of first sight)."""
-    latest: dict[str, RunHead] = {}
+def _strip(heads: list[RunHead], href: str, etag: str) -> Markup:
+    """The tag's last decisions as small squares, oldest first, each linking to its run."""
+    parts = []
+    for h in heads[-HISTORY_STRIP:]:
+        title = f"{h.created_at:%Y-%m-%d %H:%M} · {h.decision} · run {h.run_id}"
+        parts.append(f'<a class="hs {h.decision}" href="{href.format(run_id=h.run_id)}" title="{etag} · {title}">'
+                     "</a>")
+    return Markup("".join(parts))
+
+
+def build_heatmap(heads: list[RunHead], *, href: str = "runs/{run_id}/report.html",
+                  tag_href: str = "tags/{slug}.html", serving: dict[str, str] | None = None) -> Heatmap:
+    """Latest run per tag (newest tag first) against the union of gates (policy order of first sight),
+    with the tag's recent decisions, its release identity and whether it serves its target now."""
+    serving = serving or {}
+    per_tag: dict[str, list[RunHead]] = {}
     for h in heads:
-        key = h.tag or "(untagged)"
-        cur = latest.get(key)
-        if cur is None or h.created_at > cur.created_at:
-            latest[key] = h
+        per_tag.setdefault(h.tag or "(untagged)", []).append(h)
+    latest: dict[str, RunHead] = {}
+    for key, hs in per_tag.items():
+        hs.sort(key=lambda h: (h.created_at, h.run_id))
+        latest[key] = hs[-1]
     ordered = sorted(latest.items(), key=lambda kv: kv[1].created_at, reverse=True)
     gates: dict[str, None] = {}
     for _, h in sorted(ordered, key=lambda kv: kv[1].created_at):
@@ -164,7 +203,7 @@ def build_heatmap(heads: list[RunHead], *, href: str = "runs/{run_id}/report.htm
     names = list(gates)
     red = Redactor()
     safe_names = [red(n) for n in names]
-    # Escaped once here; the numbers formatted into titles need no escaping, so cells are plain f-strings.
+    # Escaped once here; the numbers formatted into titles are escaped by `_fmt`, so cells are plain f-strings.
     esc_names = [str(escape(n)) for n in safe_names]
     totals = dict.fromkeys(("pass", "warn", "fail", "not_run"), 0)
     rows = []
@@ -182,10 +221,13 @@ def build_heatmap(heads: list[RunHead], *, href: str = "runs/{run_id}/report.htm
                 totals[status] += 1
             parts.append(f'<td class="c {status}" title="{_cell_title(etag, ename, g)}">'
                          f"{STATUS_GLYPH.get(status, '')}</td>")
+        current = bool(h.digest) and serving.get(h.target) == h.digest
         rows.append(HeatRow(
-            tag=stag, run_id=h.run_id, href=href.format(run_id=h.run_id), decision=h.decision,
-            created=f"{h.created_at:%Y-%m-%d %H:%M}", digest=(h.digest or "")[7:19], statuses=statuses,
-            cells=Markup("".join(parts)),
+            tag=stag, run_id=h.run_id, href=href.format(run_id=h.run_id), tag_href=tag_href.format(slug=tag_slug(stag)),
+            decision=h.decision, created=f"{h.created_at:%Y-%m-%d %H:%M}", digest=short_digest(h.digest),
+            model_digest=short_digest(h.model_digest),
+            promoted="current" if current else ("earlier" if h.promoted else ""),
+            history=_strip(per_tag[tag], href, etag), statuses=statuses, cells=Markup("".join(parts)),
         ))
     return Heatmap(gates=safe_names, rows=rows, totals=totals)
 
@@ -210,20 +252,18 @@ class VerdictRow:
 
 def verdict_row(g: GateVerdict) -> VerdictRow:
     unit = unit_of(g.source)
-    op = {"max": "≤ ", "min": "≥ "}.get(g.direction or "", "")
+    rel = relative_difference(g)
     interval = ""
     if g.ci_low is not None and g.ci_high is not None:
-        interval = f"[{fmt_value(g.ci_low, unit)}, {fmt_value(g.ci_high, unit)}]"
-    diff = ""
-    if g.difference is not None:
-        diff = ("+" if g.difference > 0 else "") + fmt_value(g.difference, unit)
+        interval = f"[{fmt_delta(g.ci_low, unit, relative=rel)}, {fmt_delta(g.ci_high, unit, relative=rel)}]"
     flags = " ".join(f for f, on in (("required", g.required), ("key", g.key)) if on) or "advisory"
     return VerdictRow(
         name=g.name, source=g.source, status=g.status.value, status_label=STATUS_LABEL[g.status.value],
-        value=fmt_value(g.value, unit), threshold=(op + fmt_value(g.threshold, unit)) if g.threshold is not None
-        else "", baseline=fmt_value(g.baseline, unit) if g.baseline is not None else "", difference=diff,
-        interval=interval, p_value="" if g.p_value is None else f"{g.p_value:.3g}",
-        mde="" if g.mde is None else fmt_value(g.mde, unit), flags=flags, reason=g.reason,
+        value=fmt_value(g.value, unit), threshold=threshold_text(g),
+        baseline=fmt_value(g.baseline, unit) if g.baseline is not None else "",
+        difference="" if g.difference is None else fmt_delta(g.difference, unit, relative=rel),
+        interval=interval, p_value=p_text(g.p_value),
+        mde="" if g.mde is None else fmt_delta(g.mde, unit, relative=rel).lstrip("+"), flags=flags, reason=g.reason,
     )
 
 
@@ -244,45 +284,18 @@ class Finding:
     target: str
 
 
-def _pick(d: dict[str, Any], *keys: str) -> str:
-    for k in keys:
-        v = d.get(k)
-        if v not in (None, ""):
-            return str(v)
-    return ""
-
-
-def scan_findings(details: dict[str, Any]) -> list[Finding]:
-    """Findings from the scan stage's details: its own `findings` list, or a raw trivy report
-    (`Results[].Vulnerabilities/Secrets/Misconfigurations`, SchemaVersion 2) kept as-is."""
-    raw: list[tuple[dict[str, Any], str]] = []
-    for key in ("findings", "vulnerabilities"):
-        if isinstance(details.get(key), list):
-            raw += [(f, "") for f in details[key] if isinstance(f, dict)]
-    # The scan stage keeps its parsed TrivyReport (pipeline/supplychain/trivy_report.py) under "report".
-    typed = details.get("report")
-    if isinstance(typed, dict):
-        for key in ("vulnerabilities", "secrets", "misconfigs"):
-            raw += [(f, "") for f in typed.get(key) or [] if isinstance(f, dict)]
-    report = details.get("trivy") if isinstance(details.get("trivy"), dict) else details
-    for res in report.get("Results") or []:
-        if not isinstance(res, dict):
-            continue
-        tgt = str(res.get("Target", ""))
-        for key in ("Vulnerabilities", "Secrets", "Misconfigurations"):
-            raw += [(f, tgt) for f in res.get(key) or [] if isinstance(f, dict)]
-    out = [
-        Finding(
-            id=_pick(f, "id", "VulnerabilityID", "vulnerability_id", "rule", "RuleID", "ID", "AVDID"),
-            severity=_pick(f, "severity", "Severity").upper() or "UNKNOWN",
-            package=_pick(f, "package", "pkg", "PkgName", "pkg_name", "category", "Category"),
-            installed=_pick(f, "installed", "InstalledVersion", "installed_version"),
-            fixed=_pick(f, "fixed", "FixedVersion", "fixed_version"),
-            title=_pick(f, "title", "Title", "message", "Message", "Description")[:200],
-            target=_pick(f, "target", "Target") or tgt,
-        )
-        for f, tgt in raw
-    ]
+def scan_findings(details: ScanDetails | None) -> list[Finding]:
+    """Every finding of the scan stage's typed trivy report, most severe first."""
+    if details is None:
+        return []
+    rep = details.report
+    out = [Finding(id=v.id, severity=v.severity.value, package=v.pkg, installed=v.installed, fixed=v.fixed or "",
+                   title=(v.title or "")[:200], target=v.target) for v in rep.vulnerabilities]
+    out += [Finding(id=s.rule, severity=s.severity.value, package=s.category or "secret", installed="", fixed="",
+                    title=(s.title or "")[:200], target=f"{s.target}:{s.line}" if s.line else s.target)
+            for s in rep.secrets]
+    out += [Finding(id=m.id, severity=m.severity.value, package=m.type or "misconfig", installed="", fixed="",
+                    title=(m.title or m.message)[:200], target=m.target) for m in rep.misconfigs]
     out.sort(key=lambda f: (SEVERITY_RANK.get(f.severity, 5), f.id))
     return out
 
@@ -336,16 +349,54 @@ def dimension_means(run: RunRecord) -> dict[str, float]:
 @dataclass
 class StageRow:
     stage: str
-    status: str
+    status: str  # badge class
+    label: str  # what the badge says
+    started: str
     duration: str
+    reused_from: str
     reason: str
 
 
-def _details_table(details: dict[str, Any]) -> list[tuple[str, str]]:
-    rows = []
-    for k, v in details.items():
-        text = v if isinstance(v, str) else json.dumps(v, default=str)
-        rows.append((k, text if len(text) <= 300 else text[:300] + "…"))
+def scan_not_run(res: StageResult | None) -> dict[str, str]:
+    """Scanners of an `ok` scan stage that did not run, and why (a partial scan is never a plain pass)."""
+    details = res.payload(ScanDetails) if res is not None else None
+    return dict(details.not_run) if details is not None else {}
+
+
+def stage_row(res: StageResult) -> StageRow:
+    status, label = res.status.value, res.status.value
+    reason = res.reason or ""
+    missing = scan_not_run(res) if res.status is StageStatus.OK else {}
+    if missing:
+        status, label = "not_run", f"partial: {', '.join(sorted(missing))} not run"
+        reason = "; ".join([*(f"{k} scanner not run: {v}" for k, v in sorted(missing.items())),
+                            *([reason] if reason else [])])
+    if res.reused_from:
+        duration = "reused"
+    else:
+        duration = fmt_value(res.duration_s, "s") if res.duration_s is not None else ""
+    # A reused result keeps the start time of the run that computed it: not this run's.
+    started = "" if res.reused_from else f"{res.started_at:%H:%M:%S}"
+    return StageRow(stage=res.stage.value, status=status, label=label, started=started,
+                    duration=duration, reused_from=res.reused_from or "", reason=reason)
+
+
+def release_identity(run: RunRecord) -> list[tuple[str, str]]:
+    """What the verdict is about, as (label, value) rows: image, model, ground truth, policy, config."""
+    rows = [("image", f"{run.image.repository}@{run.image.digest}" if run.image.digest
+             else f"{run.image.by_tag} (not built)")]
+    if run.model is not None:
+        rows.append(("model", f"{run.model.digest} ({run.model.files} files, {fmt_value(run.model.bytes, 'bytes')})"))
+    else:
+        rows.append(("model", "(not recorded)"))
+    gt = run.ground_truth
+    rows.append(("ground truth", f"{gt.version} · {gt.n_items} items · sha256:{gt.sha256[:16]}…" if gt else "(none)"))
+    pol = run.policy
+    rows.append(("policy", f"{pol.name} · sha256:{pol.sha256[:16]}…" if pol else "(not gated yet)"))
+    if run.config_hash:
+        rows.append(("config", f"sha256:{run.config_hash[:16]}…"))
+    if run.source_commit:
+        rows.append(("commit", run.source_commit))
     return rows
 
 
@@ -354,12 +405,14 @@ class RunView:
     run: RunRecord
     title: str
     short_digest: str
+    identity: list[tuple[str, str]]
     verdicts: list[VerdictRow]
     failing: list[VerdictRow]
     stages: list[StageRow]
     charts: dict[str, Any]
     boot_rows: list[tuple[str, str]]
     scan_counts: list[tuple[str, str]]
+    scan_not_run: list[tuple[str, str]]
     findings: list[Finding]
     n_findings: int
     signature: list[tuple[str, str]]
@@ -375,6 +428,16 @@ def _samples(stage: StageResult | None, key: str) -> list[float]:
     return [v for v in stage.samples.get(key, []) if v is not None and math.isfinite(v)]
 
 
+def _signature_rows(sign: SignDetails | None) -> list[tuple[str, str]]:
+    if sign is None:
+        return []
+    rows = [("signed", sign.ref), ("signer", sign.signer), ("key id", f"sha256:{sign.key_id}"),
+            ("verified", "yes" if sign.verified else "no"), ("verification", sign.verify_reason)]
+    if sign.signature_ref:
+        rows.append(("signature", sign.signature_ref))
+    return [(k, v) for k, v in rows if v]
+
+
 def build_run_view(run: RunRecord, baseline: RunRecord | None = None, *, max_findings: int = 50) -> RunView:
     """Everything the run page shows. `run` and `baseline` must already be redacted (`safe_record`)."""
     base_label = f"baseline {baseline.image.tag or baseline.run_id}" if baseline else ""
@@ -387,6 +450,10 @@ def build_run_view(run: RunRecord, baseline: RunRecord | None = None, *, max_fin
         if series["this run"]:
             charts[f"{key}_hist"] = svg.histogram(series, title=f"{label} distribution (share of requests)")
             charts[f"{key}_ecdf"] = svg.ecdf(series, title=f"{label} ECDF")
+    timed = [(s.stage.value, s.started_at, s.duration_s, s.status.value, bool(s.reused_from))
+             for s in run.stages.values() if s.duration_s is not None or s.reused_from]
+    if timed:
+        charts["stages"] = svg.gantt(timed, title="Stages from the run's start (reused: hatched, not re-run)")
     boot = run.stages.get("boot")
     boot_rows: list[tuple[str, str]] = []
     if boot is not None:
@@ -394,7 +461,10 @@ def build_run_view(run: RunRecord, baseline: RunRecord | None = None, *, max_fin
               ("first completion", boot.metrics.get("first_completion_s")),
               ("load time", boot.metrics.get("load_time_s"))]
         charts["milestones"] = svg.milestones(ms, title="Load-time milestones from container start")
-        boot_rows = [(k, fmt_value(v, unit_of("boot." + k))) for k, v in boot.metrics.items()]
+        boot_rows = [(k, fmt_value(v, unit_of(f"boot.{k}"))) for k, v in boot.metrics.items()]
+        details = boot.payload(BootDetails)
+        if details is not None and details.attached:
+            boot_rows.append(("attached to", details.attached))
     dims = dimension_means(run)
     if dims:
         bdims = dimension_means(baseline) if baseline else {}
@@ -402,11 +472,14 @@ def build_run_view(run: RunRecord, baseline: RunRecord | None = None, *, max_fin
         rows = [(d, [v] + ([bdims.get(d)] if bdims else [])) for d, v in dims.items()]
         charts["dimensions"] = svg.bars(rows, series=series, lo=0.0, hi=1.0, title="Mean score per dimension")
     scan = run.stages.get("scan")
-    findings = scan_findings(scan.details) if scan else []
+    scan_details = scan.payload(ScanDetails) if scan else None
+    findings = scan_findings(scan_details)
     scan_counts = []
     if scan is not None:
-        scan_counts = [(k, fmt_value(v)) for k, v in scan.metrics.items()]
-        sev = [(s, [scan.metrics.get(s)]) for s in ("critical", "high", "medium", "low") if s in scan.metrics]
+        scan_counts = [(k, "not run" if v is None else fmt_value(v, unit_of(f"scan.{k}")))
+                       for k, v in scan.metrics.items()]
+        sev = [(s, [scan.metrics.get(s)]) for s in ("critical", "high", "medium", "low")
+               if scan.metrics.get(s) is not None]
         if sev:
             charts["severity"] = svg.bars(sev, hi=None, title="Findings by severity")
     sign = run.stages.get("sign")
@@ -417,16 +490,17 @@ def build_run_view(run: RunRecord, baseline: RunRecord | None = None, *, max_fin
         run=run,
         title=f"{run.image.tag or run.run_id} · {run.decision.value}",
         short_digest=(run.image.digest or "")[:19],
+        identity=release_identity(run),
         verdicts=verdicts,
         failing=[v for v in verdicts if v.name in fail_names],
-        stages=[StageRow(s.stage, s.status.value, fmt_value(s.duration_s, "s") if s.duration_s else "",
-                         s.reason or "") for s in run.stages.values()],
+        stages=[stage_row(s) for s in run.stages.values()],
         charts=charts,
         boot_rows=boot_rows,
         scan_counts=scan_counts,
+        scan_not_run=sorted(scan_not_run(scan).items()),
         findings=findings[:max_findings],
         n_findings=len(findings),
-        signature=_details_table(sign.details) if sign else [],
+        signature=_signature_rows(sign.payload(SignDetails) if sign else None),
         sign_status=(sign.status.value + (f": {sign.reason}" if sign.reason else "")) if sign else "no sign stage",
         promotion=run.promotion,
         worst=worst_items(ev.items) if ev else [],
@@ -434,27 +508,128 @@ def build_run_view(run: RunRecord, baseline: RunRecord | None = None, *, max_fin
     )
 
 
+# -- per-tag history ----------------------------------------------------------------------------
+@dataclass
+class HistoryRow:
+    run_id: str
+    created: str
+    decision: str
+    promoted: str
+    digest: str
+    model_digest: str
+    cells: list[tuple[str, str]]  # (status class, formatted value) per key gate
+
+
+@dataclass
+class TagHistory:
+    tag: str
+    slug: str
+    key_gates: list[str]
+    rows: list[HistoryRow]  # newest first
+    charts: list[Markup]
+
+
+def key_gate_names(runs: list[RunRecord], n: int = 6) -> list[str]:
+    """The gates a tag's history shows: those the newest run's policy marks key, else its first few."""
+    newest = max(runs, key=lambda r: r.created_at)
+    keyed = [g.name for g in newest.gates if g.key]
+    return (keyed or [g.name for g in newest.gates])[:n]
+
+
+def build_tag_history(tag: str, runs: list[RunRecord], serving: dict[str, str] | None = None) -> TagHistory:
+    """Decisions and key metrics of every run of one tag over time. `runs` must be redacted."""
+    serving = serving or {}
+    runs = sorted(runs, key=lambda r: (r.created_at, r.run_id))
+    names = key_gate_names(runs) if runs else []
+    rows, series = [], {n: [] for n in names}
+    for r in runs:
+        by_name = {g.name: g for g in r.gates}
+        cells = []
+        for n in names:
+            g = by_name.get(n)
+            cells.append(("absent", "") if g is None else (g.status.value, fmt_value(g.value, unit_of(g.source))))
+            if g is not None and g.value is not None:
+                series[n].append((r.created_at, g.value, g.status.value, g.threshold, unit_of(g.source)))
+        current = bool(r.digest) and serving.get(r.target) == r.digest
+        promoted = r.promotion is not None and r.promotion.outcome == "promoted"
+        rows.append(HistoryRow(run_id=r.run_id, created=f"{r.created_at:%Y-%m-%d %H:%M}", decision=r.decision.value,
+                               promoted="current" if current else ("earlier" if promoted else ""),
+                               digest=short_digest(r.digest), model_digest=short_digest(r.model.digest if r.model
+                                                                                           else None), cells=cells))
+    charts = [svg.decisions([(r.created_at, r.decision.value, r.run_id) for r in runs],
+                            title="Decisions over time")] if runs else []
+    for n in names:
+        pts = series[n]
+        if pts:
+            charts.append(svg.metric_line([(t, v, s) for t, v, s, _, _ in pts], unit=pts[-1][4],
+                                          threshold=pts[-1][3], title=n))
+    return TagHistory(tag=tag, slug=tag_slug(tag), key_gates=names, rows=list(reversed(rows)), charts=charts)
+
+
 # -- compare ------------------------------------------------------------------------------------
+def significance(g: GateVerdict) -> str:
+    """'better' / 'worse' when the gate engine's test says the difference is real, else ''.
+
+    Worse: the engine found a regression beyond the margin (p below its alpha), or the whole interval
+    of the difference lies on the worse side of zero; better: the interval lies wholly on the better
+    side. Noise (an interval across zero) is not coloured."""
+    alpha = g.details.alpha if g.details.alpha is not None else DEFAULT_ALPHA
+    direction = better_of(g.source, g.direction)
+    if direction is None:
+        return ""
+    up_is_better = direction == "higher"
+    if g.p_value is not None and g.p_value < alpha:
+        return "worse"
+    if g.ci_low is None or g.ci_high is None:
+        return ""
+    if g.ci_low > 0 or g.ci_high < 0:
+        return "better" if (g.ci_low > 0) == up_is_better else "worse"
+    return ""
+
+
+def compare_tests(run: RunRecord) -> dict[str, dict[str, Any]]:
+    """Per metric source, the gate engine's comparison of `run` against its baseline: the difference,
+    its 95 % interval and p, already formatted, and whether it is significant."""
+    out: dict[str, dict[str, Any]] = {}
+    for g in run.gates:
+        if g.difference is None:
+            continue
+        unit, rel = unit_of(g.source), relative_difference(g)
+        ci = ""
+        if g.ci_low is not None and g.ci_high is not None:
+            ci = f"{fmt_delta(g.difference, unit, relative=rel)} [{fmt_delta(g.ci_low, unit, relative=rel)}, " \
+                 f"{fmt_delta(g.ci_high, unit, relative=rel)}]"
+        out[g.source] = {"gate": g.name, "ci": ci, "p": p_text(g.p_value), "cls": significance(g)}
+    return out
+
+
 def compare_data(runs: list[RunRecord]) -> dict[str, Any]:
-    """Latest run per tag, and the metrics the compare page can put side by side."""
+    """Latest run per tag, the metrics the compare page can put side by side (unit, better direction)
+    and each run's tests against its own baseline (valid only for that pair)."""
     latest: dict[str, RunRecord] = {}
     for r in runs:
         key = r.image.tag or "(untagged)"
         if key not in latest or r.created_at > latest[key].created_at:
             latest[key] = r
     ordered = sorted(latest.values(), key=lambda r: r.created_at, reverse=True)
-    metrics: dict[str, bool] = {m: higher_is_better(m) for m in COMPARE_METRICS}
+    metrics: dict[str, str | None] = {m: better_of(m) for m in COMPARE_METRICS}
     for r in ordered:
         for g in r.gates:
-            metrics[g.source] = higher_is_better(g.source, g.direction)
+            metrics.setdefault(g.source, better_of(g.source, g.direction))
     present = [m for m in metrics if any(r.metric(m) is not None for r in ordered)]
     red = Redactor()
+    tags = []
+    for r in ordered:
+        tests = compare_tests(r)
+        tags.append({
+            "tag": red(r.image.tag or "(untagged)"), "run_id": r.run_id, "decision": r.decision.value,
+            "baseline_run_id": r.baseline_run_id,
+            "values": [r.metric(m) for m in present],
+            "shown": [fmt_value(r.metric(m), unit_of(m)) for m in present],
+            "tests": {str(i): tests[m] for i, m in enumerate(present) if m in tests},
+            "dims": dimension_means(r),
+        })
     return {
-        "metrics": [{"name": m, "unit": unit_of(m), "higher_better": metrics[m]} for m in present],
-        "tags": [
-            {"tag": red(r.image.tag or "(untagged)"), "run_id": r.run_id, "decision": r.decision.value,
-             "values": [r.metric(m) for m in present],
-             "dims": dimension_means(r)}
-            for r in ordered
-        ],
+        "metrics": [{"name": m, "unit": unit_of(m) or "", "better": metrics[m] or ""} for m in present],
+        "tags": tags,
     }

@@ -1,9 +1,9 @@
 """Bench stage: streamed requests against a running server; TTFT, TPOT, ITL, E2E, throughput, errors,
 goodput. Definitions: `pipeline.bench.stats` (and docs/METRICS.md).
 
-Target: `base_url`/`model` when given (the main job's booted server, or `llmgate bench --url`), else
-the server a `llmgate boot --keep` left running (`boot.details.server`). Every per-request sample is
-kept as a JSONL artifact; `samples` carries `ttft_s`, `tpot_s`, `e2e_s` for rank tests.
+Target: the server the runner holds (the boot stage started it, or `--server-url` attached to one).
+Every per-request sample is kept as a JSONL artifact; `samples` carries `ttft_s`, `tpot_s`, `e2e_s` for
+rank tests.
 Status: `failed` when the server stopped accepting connections during the run (died), when every
 request failed, or when TPOT is below the decode floor (a broken measurement); otherwise `ok`, with
 the error rate as a metric for the gates.
@@ -17,69 +17,21 @@ import time
 from typing import Any
 
 import httpx
-from pydantic import BaseModel
 
 from pipeline.bench import floor as floor_mod
 from pipeline.bench import prompts as prompts_mod
-from pipeline.bench.client import RequestSample, chat_payload, stream_request
+from pipeline.bench.client import API_PATHS, RequestSample, request_payload, stream_request
+from pipeline.bench.environment import EnvironmentProbe
+from pipeline.bench.interleave import Interleaved, interleave
 from pipeline.bench.load import Target, fixed_concurrency, poisson, sweep
 from pipeline.bench.server_metrics import Scraper, cross_check, detect
 from pipeline.bench.stats import Slo, error_reasons, summarize
 from pipeline.config import PipelineConfig
-from pipeline.errors import InfraError
-from pipeline.models import Artifact, RunRecord, StageResult, StageStatus
-from pipeline.progress import NullReporter, Reporter
-from pipeline.workspace import Workspace
-
-
-class BenchDetails(BaseModel):
-    base_url: str
-    model: str | None
-    shape: str
-    prompts: str
-    exact_input_tokens: bool
-    requests: int
-    warmup: int
-    concurrency: int | None = None
-    rate_rps: float | None = None
-    max_tokens: int
-    ignore_eos: str  # "sent" | "rejected by server: ..." | "not requested"
-    ignore_eos_honoured: float | None = None  # share of OK requests with N == max_tokens
-    tokens_estimated: bool
-    tokens_source: dict[str, int] = {}
-    error_reasons: dict[str, int] = {}
-    slo: dict[str, float | None] = {}
-    server_metrics: dict[str, Any] = {}
-    floor: dict[str, Any] | None = None
-    floor_reason: str = ""
-    sweep: list[dict[str, Any]] = []
-    saturation_concurrency: int | None = None
-    send_lag_p99_s: float | None = None  # Poisson: how late requests left vs their arrival time
-    rx_timestamps: str = "userspace"  # kernel | mixed | userspace: who stamped the chunks' arrival
-
-
-def _resolve_target(run: RunRecord, base_url: str | None, model: str | None) -> tuple[str, str | None]:
-    from pipeline.stages.boot import served_target
-
-    return served_target(run, base_url, model, purpose="bench")
-
-
-async def _reachable(base_url: str) -> bool:
-    """Any HTTP answer (even 404) means the server is still there."""
-    async with httpx.AsyncClient(trust_env=False, timeout=3.0) as c:
-        try:
-            await c.get(base_url + "/")
-            return True
-        except httpx.HTTPError:
-            return False
-
-
-async def _check_up(base_url: str) -> None:
-    async with httpx.AsyncClient(trust_env=False, timeout=5.0) as c:
-        try:
-            await c.get(base_url + "/")
-        except httpx.HTTPError as exc:
-            raise InfraError(f"server not reachable: {exc}", where=base_url, hint="is it still running?") from exc
+from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
+from pipeline.progress import Reporter
+from pipeline.schemas import BenchDetails, BootDetails
+from pipeline.schemas.bench import SameRunBaseline
+from pipeline.stages.context import StageContext
 
 
 async def _probe_ignore_eos(target: Target, payload: dict[str, Any]) -> str:
@@ -91,24 +43,18 @@ async def _probe_ignore_eos(target: Target, payload: dict[str, Any]) -> str:
     return "sent"
 
 
-def _payloads(texts: list[str], model: str | None, max_tokens: int, ignore_eos: bool) -> list[dict[str, Any]]:
-    out = []
-    for t in texts:
-        p = chat_payload(model or "", t, max_tokens, ignore_eos=ignore_eos)
-        if not model:
-            p.pop("model")
-        out.append(p)
-    return out
+def _payloads(texts: list[str], model: str | None, max_tokens: int, ignore_eos: bool, api: str) -> list[dict[str, Any]]:
+    return [request_payload(api, model, t, max_tokens, ignore_eos=ignore_eos) for t in texts]
 
 
 def _floor(cfg: PipelineConfig, run: RunRecord, tpot_p50: float | None) -> tuple[dict[str, Any] | None, str]:
-    mbytes = cfg.bench.model_bytes or floor_mod.model_bytes(cfg.boot.model_dir)
+    mbytes = cfg.bench.model_bytes or (run.model.bytes if run.model else floor_mod.model_bytes(cfg.boot.model_dir))
     bw = cfg.bench.gpu_bandwidth_gbps
     gpu_name = None
-    boot = run.stages.get("boot")
-    gpus = ((boot.details or {}).get("gpu") or {}).get("gpus") if boot else None
+    boot = run.payload(BootDetails)
+    gpus = boot.gpu.gpus if boot else []
     if bw is None and gpus:
-        gpu_name = gpus[0]["name"]
+        gpu_name = gpus[0].name
         bw = floor_mod.bandwidth_for(gpu_name)
     if mbytes is None:
         return None, "not computed: model bytes unknown (set bench.model_bytes)"
@@ -128,9 +74,21 @@ async def _measure(
     scraper: Scraper,
     reporter: Reporter,
     details: BenchDetails,
-) -> tuple[list[RequestSample], dict[str, Any]]:
+    probe: EnvironmentProbe,
+    baseline: tuple[Target, str | None] | None = None,
+    deadline: float | None = None,
+) -> tuple[list[RequestSample], dict[str, Any], Interleaved | None]:
+    """The measured samples, the server-metrics cross-check and, with a baseline server, both sides
+    interleaved block by block. `deadline` (perf_counter) bounds warm-up and measurement together."""
     b = cfg.bench
+    end = deadline if deadline is not None else time.perf_counter() + b.deadline_s
+
+    def left() -> float:
+        return max(0.0, end - time.perf_counter())
+
     slo = Slo(b.slo_ttft_s, b.slo_tpot_s, b.slo_e2e_s)
+    both: Interleaved | None = None
+    probe.before()  # the server is up and idle: a quiet window to judge the machine by
     async with httpx.AsyncClient(trust_env=False) as mclient:
         if b.shape == "sweep":
             base = payloads
@@ -139,9 +97,11 @@ async def _measure(
                 n = max(len(base), 2 * c)
                 return [base[i % len(base)] for i in range(n)]
 
-            await fixed_concurrency(target, [], max(1, b.concurrency), warmup=warm, deadline_s=b.deadline_s)
+            await fixed_concurrency(target, [], max(1, b.concurrency), warmup=warm, deadline_s=left())
             before = await scraper.snapshot(mclient)
-            levels, sat = await sweep(target, make, b.sweep_levels, slo=slo, deadline_s=b.deadline_s)
+            probe.start()
+            levels, sat = await sweep(target, make, b.sweep_levels, slo=slo, deadline_s=left())
+            details.environment = probe.stop()
             after = await scraper.snapshot(mclient)
             details.sweep = [{"concurrency": lv.concurrency, **lv.metrics} for lv in levels]
             details.saturation_concurrency = sat
@@ -150,19 +110,28 @@ async def _measure(
             samples = pick.samples if pick else []
             gauges: dict[str, list[float]] = {}
         else:
-            samples = await fixed_concurrency(target, [], max(1, b.concurrency), warmup=warm, deadline_s=b.deadline_s)
+            interleaved = baseline is not None and b.shape == "concurrency"
+            samples = [] if interleaved else await fixed_concurrency(
+                target, [], max(1, b.concurrency), warmup=warm, deadline_s=left())
             before = await scraper.snapshot(mclient)
             names = detect(before)[1] if before else {}
             poller = asyncio.ensure_future(scraper.poll_gauges(mclient, names)) if before else None
             reporter.total(len(payloads), "bench requests")
+            probe.start()
             try:
-                if b.shape == "poisson":
+                if baseline is not None and interleaved:
+                    both = await interleave(target, baseline[0], payloads, concurrency=b.concurrency,
+                                            block_size=b.block_size, warmup=warm, baseline_model=baseline[1],
+                                            deadline_s=left())
+                    samples = [*both.warmup.get("candidate", []), *both.candidate]
+                elif b.shape == "poisson":
                     samples += await poisson(
-                        target, payloads, b.rate_rps, seed=b.seed, max_concurrency=None, deadline_s=b.deadline_s
+                        target, payloads, b.rate_rps, seed=b.seed, max_concurrency=None, deadline_s=left()
                     )
                 else:
-                    samples += await fixed_concurrency(target, payloads, b.concurrency, deadline_s=b.deadline_s)
+                    samples += await fixed_concurrency(target, payloads, b.concurrency, deadline_s=left())
             finally:
+                details.environment = probe.stop()
                 if poller is not None:
                     poller.cancel()
                     await asyncio.gather(poller, return_exceptions=True)
@@ -178,7 +147,7 @@ async def _measure(
         xc = cross_check(before, after, means, gauges)
         if scraper.available is False:
             xc["reason"] = scraper.reason
-        return samples, xc
+        return samples, xc, both
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -186,31 +155,27 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(v) / len(v) if v else None
 
 
-def bench_stage(
-    run: RunRecord,
-    cfg: PipelineConfig,
-    ws: Workspace,
-    reporter: Reporter = NullReporter(),
-    *,
-    base_url: str | None = None,
-    model: str | None = None,
-) -> StageResult:
+def bench_stage(run: RunRecord, ctx: StageContext) -> StageResult:
+    cfg, reporter = ctx.cfg, ctx.reporter
+    server = ctx.require_server("bench")
     b = cfg.bench
-    url, model = _resolve_target(run, base_url, model or cfg.boot.served_model_name)
-    asyncio.run(_check_up(url))
+    deadline = time.perf_counter() + b.deadline_s  # the whole stage: probe, warm-up and measurement
+    url, model = server.base_url, cfg.boot.served_model_name or server.model
+    ctx.adapters.server().require_up(url)
     tokenizer = prompts_mod.load_tokenizer(cfg.boot.model_dir)
     n = b.requests
     if b.prompts == "synthetic":
         pset = prompts_mod.synthetic(n + b.warmup, b.input_tokens, tokenizer, seed=b.seed)
     else:
         pset = prompts_mod.ground_truth(cfg.eval.ground_truth, n + b.warmup)
-    target = Target(url, timeout_s=b.request_timeout_s, count_tokens=prompts_mod.token_counter(tokenizer))
+    target = Target(url, path=API_PATHS[cfg.boot.api], timeout_s=b.request_timeout_s,
+                    count_tokens=prompts_mod.token_counter(tokenizer))
     ignore = "not requested"
     if b.ignore_eos and b.prompts == "synthetic":
-        ignore = asyncio.run(_probe_ignore_eos(target, _payloads(pset.prompts[:1], model, 2, True)[0]))
+        ignore = asyncio.run(_probe_ignore_eos(target, _payloads(pset.prompts[:1], model, 2, True, cfg.boot.api)[0]))
     send_ignore = ignore == "sent"
-    warm = _payloads(pset.prompts[:b.warmup], model, b.max_tokens, send_ignore)
-    payloads = _payloads(pset.prompts[b.warmup :], model, b.max_tokens, send_ignore)
+    warm = _payloads(pset.prompts[:b.warmup], model, b.max_tokens, send_ignore, cfg.boot.api)
+    payloads = _payloads(pset.prompts[b.warmup :], model, b.max_tokens, send_ignore, cfg.boot.api)
     details = BenchDetails(
         base_url=url,
         model=model,
@@ -226,13 +191,24 @@ def bench_stage(
         tokens_estimated=False,
         slo={"ttft_s": b.slo_ttft_s, "tpot_s": b.slo_tpot_s, "e2e_s": b.slo_e2e_s},
     )
-    reporter.step(f"bench: {len(payloads)} requests ({b.shape}) against {url}")
-    result = StageResult(stage="bench", status=StageStatus.OK)
+    base = ctx.baseline_server
+    against = ""
+    if base is not None and b.shape != "concurrency":
+        reporter.step(f"bench: the same-run baseline needs the concurrency shape, not {b.shape}: stored samples")
+        base = None
+    elif base is not None:
+        against = f", interleaved with baseline run {base.run_id} at {base.base_url}"
+    reporter.step(f"bench: {len(payloads)} requests ({b.shape}) against {url}{against}")
+    result = StageResult(stage=Stage.BENCH, status=StageStatus.OK)
     t_origin = time.perf_counter()
-    samples, xc = asyncio.run(_measure(cfg, target, payloads, warm, Scraper(url, b.metrics_path), reporter, details))
+    base_target = None if base is None else (
+        Target(base.base_url, path=target.path, timeout_s=b.request_timeout_s, count_tokens=target.count_tokens),
+        base.model)
+    samples, xc, both = asyncio.run(_measure(cfg, target, payloads, warm, Scraper(url, b.metrics_path), reporter,
+                                             details, EnvironmentProbe(), base_target, deadline))
     details.server_metrics = xc
     slo = Slo(b.slo_ttft_s, b.slo_tpot_s, b.slo_e2e_s)
-    m = summarize(samples, slo)
+    m = both.metrics("candidate", slo) if both is not None else summarize(samples, slo)
     measured = [s for s in samples if s.phase == "measure"]
     ok = [s for s in measured if s.ok]
     details.tokens_estimated = bool(m.pop("tokens_estimated", 0.0))
@@ -252,20 +228,28 @@ def bench_stage(
     if details.floor:
         m["decode_floor_s"] = details.floor["decode_floor_s"]
         m["mbu"] = details.floor.get("mbu")
+    if details.environment is not None:
+        m |= details.environment.metrics()
     result.metrics = m
-    result.samples = {
+    result.samples = both.samples() if both is not None else {
         "ttft_s": [s.ttft_s for s in ok if s.ttft_s is not None],
         "tpot_s": [s.tpot_s for s in ok if s.tpot_s is not None],
         "e2e_s": [s.e2e_s for s in ok if s.e2e_s is not None],
     }
-    path = ws.run_dir(run.run_id) / "bench-samples.jsonl"
+    if both is not None and base is not None:
+        details.same_run_baseline = SameRunBaseline(
+            run_id=base.run_id, image=base.image, model_digest=base.model_digest, base_url=base.base_url,
+            block_size=b.block_size, blocks=len(both.blocks), metrics=both.metrics("baseline", slo))
+    path = ctx.ws.run_dir(run.run_id) / "bench-samples.jsonl"
     with path.open("w") as f:
         for s in samples:
             f.write(json.dumps(s.to_json(t_origin)) + "\n")
+        for s in both.baseline if both is not None else []:
+            f.write(json.dumps({**s.to_json(t_origin), "side": "baseline"}) + "\n")
     result.artifacts.append(Artifact(name="bench-samples.jsonl", path=str(path), media_type="application/x-ndjson"))
-    result.details = details.model_dump(mode="json")
+    result.details = details
     failed = len(measured) - len(ok)
-    gone = failed > 0 and not asyncio.run(_reachable(url))
+    gone = failed > 0 and not ctx.adapters.server().reachable(url)
     if gone:
         result.status = StageStatus.FAILED
         result.reason = (
@@ -280,11 +264,15 @@ def bench_stage(
             f"broken measurement: TPOT p50 {m.get('tpot_p50_s')}s is below the decode floor "
             f"{details.floor['decode_floor_s']:.6f}s"
         )
+    unsent = sum(1 for s in measured if (s.error or "").startswith("not sent: run deadline"))
+    if unsent:
+        note = f"bench.deadline_s={b.deadline_s:g}s reached: {unsent} of {len(measured)} requests not sent"
+        result.reason = f"{result.reason}; {note}" if result.reason else note
     reporter.step(
         f"bench: TTFT p50 {_ms(m.get('ttft_p50_s'))} p99 {_ms(m.get('ttft_p99_s'))}, TPOT p50 "
         f"{_ms(m.get('tpot_p50_s'))} p99 {_ms(m.get('tpot_p99_s'))}, errors {m.get('error_rate')}"
     )
-    return result.finish()
+    return result
 
 
 def _ms(v: float | None) -> str:

@@ -1,86 +1,42 @@
-"""Boot stage: start the image with the model mounted read-only and measure how long until it serves.
+"""Boot stage: start the image with the weights mounted read-only and measure how long until it serves.
 
 Load time = container start (the engine's start call) -> end of the first successful streamed
 completion. Milestones: `port_open_s` (published port accepts), `health_ok_s` (readiness path
 answers 200), `first_completion_s` (= load time). Each repetition is a cold start (a new container);
 single-value milestones come from the first repetition, `load_time_p50_s`/`load_time_p95_s` from all.
 `readiness_honest` is 1 when the readiness probe agreed with real completions in every repetition
-(see `pipeline.bench.startup`). A server that never becomes ready within `boot.ready_timeout_s`, or
-whose container exits, makes the stage `failed` with the reason, exit code and last log lines; the
-CLI turns that into exit 3. Container logs are kept, redacted, as artifacts.
+(see `pipeline.bench.startup`). The container gets the release's model digest
+(`LLMGATE_MODEL_DIGEST`), so its readiness helper stays not-ready on weights other than the gated ones.
 
-`booted_server(...)` is the context manager the main job uses: it boots, records the stage in the run,
-yields a `ServerHandle` for bench and eval, and stops the container on exit.
+The last repetition's server is handed to the runner's context for bench and eval and stopped when the
+context closes (its full log replaces that repetition's artifact then). With `--server-url` (the
+Dagger plan, where Dagger starts the server as a service) the stage attaches instead: the milestones
+are measured from the stage's start against the given URL, and nothing is started or stopped.
+
+A server that never becomes ready within `boot.ready_timeout_s`, or whose container exits, makes the
+stage `failed` with the reason, exit code and last log lines; the runner turns that into exit 3.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
 
-from pipeline.adapters.docker_run import MODEL_MOUNT, Container, DockerRunner, GpuReport, RunSpec, query_gpus
+from pipeline.adapters.docker_run import MODEL_MOUNT, Container, RunSpec, has_model_files, query_gpus
 from pipeline.bench.startup import StartupTimeline, watch_startup
 from pipeline.config import PipelineConfig
 from pipeline.errors import BadInput, InfraError
-from pipeline.models import Artifact, RunRecord, StageResult, StageStatus
-from pipeline.progress import NullReporter, Reporter
+from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.redact import redact_text
-from pipeline.workspace import Workspace
+from pipeline.schemas.boot import BootDetails, BootRepetition, GpuReport
+from pipeline.stages.context import BaselineServer, ServedModel, StageContext
+from pipeline.supplychain.model_digest import weights_manifest
 
-
-class ServerInfo(BaseModel):
-    base_url: str
-    model: str | None = None
-    container_id: str
-    container_name: str
-    image: str
-
-
-class BootRepetition(BaseModel):
-    rep: int
-    container_name: str
-    container_id: str
-    pull_s: float
-    start_call_s: float
-    timeline: dict[str, Any]
-    log_artifact: str | None = None
-
-
-class BootDetails(BaseModel):
-    image: str
-    model_dir: str
-    readiness_path: str
-    gpus_requested: str
-    gpu: dict[str, Any] | None = None
-    repetitions: list[BootRepetition] = []
-    readiness_reasons: list[str] = []
-    server: ServerInfo | None = None  # set while a server booted by this stage is left running
-
-
-@dataclass
-class ServerHandle:
-    """A running server for bench and eval."""
-
-    base_url: str
-    model: str | None
-    container: Container
-    result: StageResult
-
-    @property
-    def container_id(self) -> str:
-        return self.container.id
-
-    def stop(self) -> None:
-        self.container.stop()
-        self.container.remove()
+MODEL_DIGEST_ENV = "LLMGATE_MODEL_DIGEST"
 
 
 def _alive(c: Container) -> tuple[bool, int | None]:
@@ -88,135 +44,54 @@ def _alive(c: Container) -> tuple[bool, int | None]:
     return status in ("created", "running", "restarting"), code
 
 
-def _save_logs(ws: Workspace, run: RunRecord, c: Container, name: str) -> Artifact:
-    path = ws.run_dir(run.run_id) / name
+def _save_logs(run_dir: Path, c: Container, name: str) -> Artifact:
+    path = run_dir / name
     text = redact_text(c.logs())
     path.write_text(text)
-    return Artifact(
-        name=name, path=str(path), media_type="text/plain", sha256=hashlib.sha256(text.encode()).hexdigest()
-    )
+    return Artifact(name=name, path=str(path), media_type="text/plain",
+                    sha256=hashlib.sha256(text.encode()).hexdigest())
 
 
-def _spec(cfg: PipelineConfig, image: str, run: RunRecord, rep: int) -> RunSpec:
+def model_dir(run: RunRecord, cfg: PipelineConfig) -> Path:
+    """The weights directory of the release (recorded when the run was created)."""
+    path = Path(run.model.path) if run.model else Path(cfg.boot.model_dir)
+    if not has_model_files(path):
+        raise BadInput(f"no model at {path}", where="boot.model_dir", hint="llmgate demo-model OUT")
+    return path
+
+
+def _spec(cfg: PipelineConfig, image: str, run: RunRecord, name: str, labels: dict[str, str]) -> RunSpec:
+    """The container for `run`'s release: its weights read-only, told their digest."""
     b = cfg.boot
-    model_dir = Path(b.model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise BadInput(
-            f"no model at {model_dir} (config.json missing)", where="boot.model_dir", hint="llmgate demo-model OUT"
-        )
-    return RunSpec(
-        image=image,
-        model_dir=model_dir,
-        container_port=b.container_port,
-        env=dict(b.env),
-        gpus=b.gpus,
-        memory=b.memory,
-        name_prefix=f"llmgate-boot-{run.run_id}-{rep}",
-        labels={"llmgate.run": run.run_id},
-    )
+    env = dict(b.env)
+    if run.model is not None:
+        env[MODEL_DIGEST_ENV] = run.model.digest
+    return RunSpec(image=image, model_dir=model_dir(run, cfg), container_port=b.container_port, env=env,
+                   gpus=b.gpus, memory=b.memory, name_prefix=name, labels=labels)
 
 
-def _gpu_report(cfg: PipelineConfig) -> GpuReport | None:
+def _gpu_report(cfg: PipelineConfig) -> GpuReport:
     if cfg.boot.gpus in ("none", 0):
-        return None
+        return GpuReport(reason="not requested (boot.gpus=none)")
     report = query_gpus()
     if not report.gpus:
         raise InfraError(f"GPUs requested (boot.gpus={cfg.boot.gpus}) but {report.reason}", where="boot.gpus")
     return report
 
 
-def boot_once(runner: DockerRunner, spec: RunSpec, cfg: PipelineConfig) -> tuple[Container, StartupTimeline, float]:
-    """One cold start: pull if needed (not timed), start, watch until ready/dead/timeout."""
-    pull_s = runner.ensure_image(spec.image)
-    c = runner.start(spec)
+def _watch(cfg: PipelineConfig, base_url: str, alive, t0: float) -> StartupTimeline:  # type: ignore[no-untyped-def]
     b = cfg.boot
-    if c.host_port is None:  # exited before the engine published the port
-        _status, code = _alive(c)
-        tl = StartupTimeline(died=True, exit_code=code, reason=f"container exited with code {code} at start")
-        return c, tl, pull_s
-    tl = asyncio.run(
+    return asyncio.run(
         watch_startup(
-            base_url=c.base_url,
-            alive=lambda: _alive(c),
-            t0=c.started_at,
-            timeout_s=b.ready_timeout_s,
-            readiness_path=b.readiness_path,
-            completion_path=b.completion_path,
-            model=b.served_model_name,
-            interval_s=b.probe_interval_s,
-            lag_tolerance_s=b.readiness_lag_tolerance_s,
-            request_timeout_s=min(60.0, b.ready_timeout_s),
+            base_url=base_url, alive=alive, t0=t0, timeout_s=b.ready_timeout_s, readiness_path=b.readiness_path,
+            api=b.api, model=b.served_model_name, interval_s=b.probe_interval_s,
+            lag_tolerance_s=b.readiness_lag_tolerance_s, request_timeout_s=min(60.0, b.ready_timeout_s),
         )
     )
-    return c, tl, pull_s
 
 
-def _boot(
-    run: RunRecord,
-    cfg: PipelineConfig,
-    ws: Workspace,
-    reporter: Reporter,
-    runner: DockerRunner,
-    image: str | None,
-    keep: bool,
-) -> tuple[StageResult, Container | None, StartupTimeline | None]:
-    image = image or run.image.by_digest
-    result = StageResult(stage="boot", status=StageStatus.OK)
-    gpu = _gpu_report(cfg)
-    details = BootDetails(
-        image=image,
-        model_dir=str(Path(cfg.boot.model_dir).resolve()),
-        readiness_path=cfg.boot.readiness_path,
-        gpus_requested=str(cfg.boot.gpus),
-        gpu=gpu.as_dict() if gpu else {"gpus": [], "reason": "not requested (boot.gpus=none)"},
-    )
-    loads: list[float] = []
-    first: StartupTimeline | None = None
-    honest: list[bool | None] = []
-    kept: tuple[Container, StartupTimeline] | None = None
-    reps = cfg.boot.repetitions
-    for rep in range(reps):
-        reporter.step(f"boot {rep + 1}/{reps}: starting {image}")
-        c, tl, pull_s = boot_once(runner, _spec(cfg, image, run, rep), cfg)
-        last = keep and rep == reps - 1 and tl.ready
-        log_name = f"boot-rep{rep}.log"
-        if not last:
-            c.stop()
-        art = _save_logs(ws, run, c, log_name)
-        result.artifacts.append(art)
-        details.repetitions.append(
-            BootRepetition(
-                rep=rep,
-                container_name=c.name,
-                container_id=c.id,
-                pull_s=pull_s,
-                start_call_s=c.start_call_s,
-                timeline=tl.as_dict(),
-                log_artifact=art.path,
-            )
-        )
-        first = first or tl
-        honest.append(tl.readiness_honest)
-        details.readiness_reasons.append(tl.readiness_reason)
-        if not tl.ready:
-            tail = "\n".join(c.logs(tail=cfg.boot.log_tail_lines).splitlines()[-cfg.boot.log_tail_lines :])
-            c.remove()
-            result.status = StageStatus.FAILED
-            result.reason = f"{tl.reason}\n--- last log lines ({c.name}) ---\n{tail}"
-            break
-        assert tl.first_completion_s is not None
-        loads.append(tl.first_completion_s)
-        reporter.step(
-            f"boot {rep + 1}/{reps}: ready in {tl.first_completion_s:.2f}s (port {tl.port_open_s}, "
-            f"probe {tl.health_ok_s}); readiness honest: {tl.readiness_honest}"
-        )
-        if last:
-            kept = (c, tl)
-            details.server = ServerInfo(
-                base_url=c.base_url, model=tl.model, container_id=c.id, container_name=c.name, image=image
-            )
-        else:
-            c.remove()
+def _milestones(result: StageResult, first: StartupTimeline | None, loads: list[float],
+                honest: list[bool | None]) -> None:
     if first is not None:
         result.metrics |= {
             "load_time_s": first.first_completion_s,
@@ -230,87 +105,127 @@ def _boot(
         result.metrics["load_time_p95_s"] = float(np.percentile(loads, 95))
     judged = [h for h in honest if h is not None]
     result.metrics["readiness_honest"] = (1.0 if all(judged) else 0.0) if judged else None
-    result.details = details.model_dump(mode="json")
-    result.finish()
-    return result, kept[0] if kept else None, kept[1] if kept else None
 
 
-def boot_stage(
-    run: RunRecord,
-    cfg: PipelineConfig,
-    ws: Workspace,
-    reporter: Reporter = NullReporter(),
-    *,
-    runner: DockerRunner | None = None,
-    image: str | None = None,
-    keep: bool = False,
-) -> StageResult:
-    """Boot `cfg.boot.repetitions` times. With `keep`, the last server stays up and
-    `details.server` says where (for `llmgate bench` run separately); stop it with `stop_server`."""
-    result, _, _ = _boot(run, cfg, ws, reporter, runner or DockerRunner(), image, keep)
+def _attach(run: RunRecord, ctx: StageContext, url: str) -> StageResult:
+    """Measure a server started elsewhere from now on; it is not ours to stop."""
+    cfg = ctx.cfg
+    details = BootDetails(image=run.image.by_digest if run.digest else run.image.by_tag,
+                          model_dir=str(run.model.path if run.model else cfg.boot.model_dir),
+                          readiness_path=cfg.boot.readiness_path, gpus_requested=str(cfg.boot.gpus), attached=url)
+    ctx.reporter.step(f"boot: attaching to {url}")
+    tl = _watch(cfg, url, lambda: (True, None), time.perf_counter())
+    result = StageResult(stage=Stage.BOOT, status=StageStatus.OK)
+    details.repetitions.append(BootRepetition(rep=0, container_name="(attached)", container_id="", pull_s=0.0,
+                                              start_call_s=0.0, timeline=tl.as_dict()))
+    details.readiness_reasons.append(tl.readiness_reason)
+    if not tl.ready:
+        result.status, result.reason = StageStatus.FAILED, tl.reason
+    _milestones(result, tl, [tl.first_completion_s] if tl.first_completion_s is not None else [],
+                [tl.readiness_honest])
+    result.details = details
+    if tl.ready:
+        ctx.hold_server(ServedModel(url.rstrip("/"), tl.model or cfg.boot.served_model_name or MODEL_MOUNT))
     return result
 
 
-@contextmanager
-def booted_server(
-    run: RunRecord,
-    cfg: PipelineConfig,
-    ws: Workspace,
-    reporter: Reporter = NullReporter(),
-    *,
-    runner: DockerRunner | None = None,
-    image: str | None = None,
-) -> Iterator[ServerHandle]:
-    """Boot, record the boot stage in `run`, yield the running server, stop it on exit (its full
-    log replaces the last repetition's artifact, so bench/eval-time server logs are kept too).
-    A failed boot is recorded and raised as InfraError (exit 3)."""
-    runner = runner or DockerRunner()
-    result, container, tl = _boot(run, cfg, ws, reporter, runner, image, keep=True)
-    run.add_stage(result)
-    if container is None or tl is None:
-        raise InfraError(f"server did not boot: {(result.reason or '').splitlines()[0]}", where="boot")
-    # The images serve the model mounted at MODEL_PATH, and `transformers serve` answers only to that
-    # path when the server lists no model name.
-    served = tl.model or cfg.boot.served_model_name or MODEL_MOUNT
-    handle = ServerHandle(container.base_url, served, container, result)
+def boot_stage(run: RunRecord, ctx: StageContext) -> StageResult:
+    """Boot `boot.repetitions` cold starts; the last server stays up for the stages after this one."""
+    if ctx.options.server_url:
+        return _attach(run, ctx, ctx.options.server_url)
+    cfg, reporter = ctx.cfg, ctx.reporter
+    runtime = ctx.adapters.container_runtime()
+    image = run.image.by_digest
+    run_dir = ctx.ws.run_dir(run.run_id)
+    result = StageResult(stage=Stage.BOOT, status=StageStatus.OK)
+    details = BootDetails(image=image, model_dir=str(model_dir(run, cfg).resolve()),
+                          readiness_path=cfg.boot.readiness_path, gpus_requested=str(cfg.boot.gpus),
+                          gpu=_gpu_report(cfg))
+    loads: list[float] = []
+    first: StartupTimeline | None = None
+    honest: list[bool | None] = []
+    reps = cfg.boot.repetitions
+    for rep in range(reps):
+        reporter.step(f"boot {rep + 1}/{reps}: starting {image}")
+        spec = _spec(cfg, image, run, f"llmgate-boot-{run.run_id}-{rep}", {"llmgate.run": run.run_id})
+        pull_s = runtime.ensure_image(spec.image)
+        c = runtime.start(spec)
+        if c.host_port is None:  # exited before the engine published the port
+            _status, code = _alive(c)
+            tl = StartupTimeline(died=True, exit_code=code, reason=f"container exited with code {code} at start")
+        else:
+            tl = _watch(cfg, c.base_url, lambda c=c: _alive(c), c.started_at)
+        keep = rep == reps - 1 and tl.ready
+        if not keep:
+            c.stop()
+        log_name = f"boot-rep{rep}.log"
+        art = _save_logs(run_dir, c, log_name)
+        result.artifacts.append(art)
+        details.repetitions.append(BootRepetition(rep=rep, container_name=c.name, container_id=c.id, pull_s=pull_s,
+                                                  start_call_s=c.start_call_s, timeline=tl.as_dict(),
+                                                  log_artifact=art.path))
+        first = first or tl
+        honest.append(tl.readiness_honest)
+        details.readiness_reasons.append(tl.readiness_reason)
+        if not tl.ready:
+            tail = redact_text("\n".join(c.logs(tail=cfg.boot.log_tail_lines).splitlines()[-cfg.boot.log_tail_lines:]))
+            c.remove()
+            result.status = StageStatus.FAILED
+            result.reason = f"{tl.reason}\n--- last log lines ({c.name}) ---\n{tail}"
+            break
+        assert tl.first_completion_s is not None
+        loads.append(tl.first_completion_s)
+        reporter.step(f"boot {rep + 1}/{reps}: ready in {tl.first_completion_s:.2f}s (port {tl.port_open_s}, "
+                      f"probe {tl.health_ok_s}); readiness honest: {tl.readiness_honest}")
+        if keep:
+            ctx.hold_server(ServedModel(c.base_url, tl.model or cfg.boot.served_model_name or MODEL_MOUNT,
+                                        stop=lambda c=c, name=log_name: _stop(c, run_dir, name)))
+        else:
+            c.remove()
+    _milestones(result, first, loads, honest)
+    if result.status is StageStatus.OK and cfg.bench.same_run_baseline:
+        details.same_run_baseline = _boot_baseline(run, ctx)
+    result.details = details
+    return result
+
+
+def _boot_baseline(run: RunRecord, ctx: StageContext) -> str:
+    """Start the target's last promoted release beside this one (its image by digest, its weights checked
+    against its digest), so the bench measures both on this machine now; returns what happened, for the
+    record. Any reason it cannot be booted means the bench compares with stored samples instead."""
+    baseline = ctx.ws.store.last_promoted(run.target)
+    if baseline is None or baseline.run_id == run.run_id:
+        return "none: nothing promoted to this target yet"
+    if baseline.image.digest is None or baseline.model is None:
+        return f"none: promoted run {baseline.run_id} names no image or model digest"
+    path = Path(baseline.model.path)
+    if not path.is_dir():
+        return f"none: the weights of promoted run {baseline.run_id} are not at {path} on this runner"
+    if weights_manifest(path).digest != baseline.model.digest:
+        return f"none: the weights at {path} are no longer those promoted run {baseline.run_id} was gated with"
+    runtime = ctx.adapters.container_runtime()
+    spec = _spec(ctx.cfg, baseline.image.by_digest, baseline, f"llmgate-baseline-{run.run_id}",
+                 {"llmgate.run": run.run_id, "llmgate.baseline": baseline.run_id})
     try:
-        yield handle
-    finally:
-        container.stop()
-        _save_logs(ws, run, container, f"boot-rep{cfg.boot.repetitions - 1}.log")
-        container.remove()
-        details = dict(result.details)
-        details["server"] = None
-        result.details = details
+        runtime.ensure_image(spec.image)
+        c = runtime.start(spec)
+    except InfraError as exc:
+        return f"none: promoted run {baseline.run_id} could not be started: {exc.message}"
+    tl = _watch(ctx.cfg, c.base_url, lambda: _alive(c), c.started_at) if c.host_port else None
+    if tl is None or not tl.ready:
+        c.stop()
+        c.remove()
+        return f"none: promoted run {baseline.run_id} did not become ready: {tl.reason if tl else 'exited at start'}"
+    ctx.hold_baseline(BaselineServer(c.base_url, tl.model or ctx.cfg.boot.served_model_name or MODEL_MOUNT,
+                                     stop=lambda: (c.stop(), c.remove()), run_id=baseline.run_id,
+                                     image=baseline.image.by_digest, model_digest=baseline.model.digest))
+    ctx.reporter.step(f"boot: baseline run {baseline.run_id} ready in {tl.first_completion_s:.2f}s "
+                      "beside the candidate")
+    return f"run {baseline.run_id} ({baseline.image.by_digest}, model {baseline.model.digest})"
 
 
-def stop_server(result: StageResult, runner: DockerRunner | None = None) -> bool:
-    """Stop and remove the server a `keep` boot left running; False when there was none."""
-    server = (result.details or {}).get("server")
-    if not server:
-        return False
-    import docker.errors
-
-    runner = runner or DockerRunner()
-    try:
-        raw = runner.client.containers.get(server["container_id"])
-    except docker.errors.NotFound:
-        return False
-    raw.stop(timeout=10)
-    raw.remove(force=True)
-    return True
-
-
-def served_target(run: RunRecord, base_url: str | None, model: str | None, *, purpose: str) -> tuple[str, str | None]:
-    """Where a client stage sends requests: `--url`, else the server the boot stage left running."""
-    if base_url:
-        return base_url.rstrip("/"), model
-    boot = run.stages.get("boot")
-    server = (boot.details or {}).get("server") if boot else None
-    if not server:
-        raise BadInput(
-            f"run {run.run_id} has no running server to {purpose}",
-            where="boot.details.server",
-            hint="run `llmgate boot --keep` first, or pass --url",
-        )
-    return str(server["base_url"]).rstrip("/"), model or server.get("model")
+def _stop(c: Container, run_dir: Path, log_name: str) -> None:
+    """Stop the kept server; its whole log (bench and eval included) replaces the boot-time one."""
+    c.stop()
+    _save_logs(run_dir, c, log_name)
+    c.remove()

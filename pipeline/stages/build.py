@@ -10,52 +10,23 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from pipeline.adapters.docker_build import BuildSpec, DockerBuilder
+from pipeline.adapters.docker_build import BuildSpec
 from pipeline.adapters.registry import RegistryClient, split_repository
 from pipeline.baselock import require_lock
 from pipeline.build_secrets import load_build_secrets, secret_files
 from pipeline.config import PipelineConfig
 from pipeline.errors import BadInput, InfraError
-from pipeline.models import DIGEST_RE, Artifact, RunRecord, StageResult, StageStatus
-from pipeline.progress import NullReporter, Reporter
+from pipeline.models import DIGEST_RE, Artifact, RunRecord, Stage, StageResult, StageStatus
+from pipeline.schemas import BuildDetails
 from pipeline.stack import engine_version
-from pipeline.workspace import Workspace
+from pipeline.stages.context import StageContext
 
 WHEEL_DIR = ".whl"
-
-
-class BuildDetails(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    dockerfile: str
-    context: str
-    base_image: str | None = None  # the digest-pinned base the Dockerfile was built FROM
-    image: str  # repository:tag as built
-    image_id: str | None = None
-    digest: str | None = None
-    cli: str = ""
-    cli_mode: str = ""
-    build_s: float = 0.0
-    push_s: float = 0.0
-    secret_ids: list[str] = Field(default_factory=list)
-    build_arg_names: list[str] = Field(default_factory=list)
-    staged_wheels: list[str] = Field(default_factory=list)
-
-
-def default_tag(context: Path) -> str:
-    try:
-        r = subprocess.run(["git", "-C", str(context), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                           text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return "dev"
-    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "dev"
 
 
 def build_args_for(cfg: PipelineConfig) -> dict[str, str]:
@@ -109,16 +80,29 @@ def _image_bytes(reg: RegistryClient, name: str, digest: str) -> tuple[int, str]
     return m.total_bytes, m.config_descriptor.get("digest", "")
 
 
-def build_stage(
-    run: RunRecord,
-    cfg: PipelineConfig,
-    ws: Workspace,
-    reporter: Reporter = NullReporter(),
-    *,
-    builder: DockerBuilder | None = None,
-    registry: RegistryClient | None = None,
-) -> StageResult:
-    result = StageResult(stage="build", status=StageStatus.OK)
+_MIN_SECRET_PART = 8  # shorter strings occur by chance in any large secret file (a CA bundle holds "1")
+
+
+def _check_build_args(build_args: dict[str, str], secrets: dict[str, bytes]) -> None:
+    """A build arg is baked into the image history: refuse one that carries a secret or a part of one.
+
+    A part is a whitespace-, `=`- or `:`-separated token of a secret of at least 8 characters, so
+    `DEBUG=1` is not refused because a certificate bundle contains a "1"."""
+    for key, value in build_args.items():
+        raw = value.encode().strip()
+        if not raw:
+            continue
+        for sid, secret in secrets.items():
+            tokens = {t for t in re.split(rb"[\s=:]+", secret) if len(t) >= _MIN_SECRET_PART}
+            if (len(raw) >= _MIN_SECRET_PART and raw in secret) or any(t in raw for t in tokens):
+                raise BadInput(f"build arg {key} carries (part of) the value of secret '{sid}'; build args are baked "
+                               "into the image history, pass it with --secret instead", where=f"build.build_args.{key}")
+
+
+def build_stage(run: RunRecord, ctx: StageContext) -> StageResult:
+    """BuildKit build with the configured secrets, push, and the digest the registry reports."""
+    cfg, reporter = ctx.cfg, ctx.reporter
+    result = StageResult(stage=Stage.BUILD, status=StageStatus.OK)
     bc = cfg.build
     dockerfile, context = Path(bc.dockerfile), Path(bc.context)
     if not dockerfile.is_file():
@@ -129,26 +113,22 @@ def build_stage(
     engine_version()  # a missing engine is an exact hint now, not a CLI error after staging
     build_args = build_args_for(cfg)
     secrets = load_build_secrets(bc)
-    for key, value in build_args.items():
-        for sid, secret in secrets.items():
-            if value and (value.encode() in secret or secret.strip() in value.encode()):
-                raise BadInput(f"build arg {key} carries the value of secret '{sid}'; build args are baked into "
-                               "the image history, pass it with --secret instead", where=f"build.build_args.{key}")
-    builder = builder or DockerBuilder()
-    tag = bc.tag or run.image.tag or default_tag(context)
+    _check_build_args(build_args, secrets)
+    builder = ctx.adapters.image_builder()
+    tag = run.image.tag or bc.tag or "dev"  # a run created by the runner always has one
     image = f"{bc.repository}:{tag}"
     staged = stage_wheels(cfg, context)
     details = BuildDetails(dockerfile=str(dockerfile), context=str(context), base_image=build_args.get("BASE_IMAGE"),
                            image=image, cli=builder.cli.path, cli_mode=builder.cli.mode, secret_ids=sorted(secrets),
-                           build_arg_names=sorted(build_args), staged_wheels=staged)
+                           build_arg_names=sorted(build_args), staged_wheels=staged,
+                           dockerfile_sha256=hashlib.sha256(dockerfile.read_bytes()).hexdigest())
     reporter.step(f"build {image} from {dockerfile} ({builder.cli.mode} BuildKit via {builder.cli.path})")
     with secret_files(bc, secrets) as files:
         spec = BuildSpec(dockerfile=dockerfile, context=context, image=image, build_args=build_args,
                          secret_files=files, network=bc.network, target=bc.target, timeout_s=bc.timeout_s,
-                         labels={"org.opencontainers.image.revision": default_tag(context)})
+                         labels={"org.opencontainers.image.revision": run.source_commit or "unknown"})
         outcome = builder.build(spec, reporter.step)
-    run_dir = ws.run_dir(run.run_id)
-    log_path = run_dir / "build.log"
+    log_path = ctx.ws.run_dir(run.run_id) / "build.log"
     log_path.write_text("\n".join(outcome.log) + "\n")
     result.artifacts.append(Artifact(name="build-log", path=str(log_path), media_type="text/plain",
                                      sha256=hashlib.sha256(log_path.read_bytes()).hexdigest()))
@@ -158,31 +138,45 @@ def build_stage(
     if not outcome.ok:
         result.status = StageStatus.FAILED
         result.reason = f"docker build failed (exit {outcome.returncode}): {outcome.error}"
-        result.details = details.model_dump(mode="json")
-        return result.finish()
+        result.details = details
+        return result
 
     reporter.step(f"push {image}")
     t0 = time.monotonic()
     builder.push(image, reporter.step, timeout_s=bc.push_timeout_s)
     details.push_s = round(time.monotonic() - t0, 3)
-    reg = registry or RegistryClient(host)
-    try:
-        digest = reg.resolve(name, tag)
-        if digest is None:
-            raise InfraError("pushed, but the registry does not list the tag", where=f"{bc.repository}:{tag}")
-        size, config_digest = _image_bytes(reg, name, digest)
-    finally:
-        if registry is None:
-            reg.close()
+    reg = ctx.adapters.registry(host)
+    digest = reg.resolve(name, tag)
+    if digest is None:
+        raise InfraError("pushed, but the registry does not list the tag", where=f"{bc.repository}:{tag}")
+    size, config_digest = _image_bytes(reg, name, digest)
     if outcome.image_id and outcome.image_id.startswith("sha256:") and config_digest != outcome.image_id:
         raise InfraError(f"registry's {tag} points at config {config_digest}, not the image just built "
                          f"({outcome.image_id}); the tag moved under us", where=f"{bc.repository}:{tag}")
     details.digest = digest
-    run.image.repository = bc.repository
-    run.image.tag = tag
-    run.image.digest = digest
     result.metrics["image_bytes"] = float(size)
     result.metrics["push_s"] = details.push_s
-    result.details = details.model_dump(mode="json")
+    result.details = details
     reporter.step(f"built {bc.repository}@{digest} ({size / 1e6:.0f} MB compressed)")
-    return result.finish()
+    return result
+
+
+def published_stage(run: RunRecord, ctx: StageContext) -> StageResult:
+    """The build step of a plan whose image was built and published elsewhere (Dagger's BuildKit):
+    record what the registry holds under the run's digest, so later stages and gates read one shape."""
+    cfg = ctx.cfg
+    if run.image.digest is None:
+        raise BadInput(f"run {run.run_id} names no image digest", where="--image",
+                       hint="create the run with `llmgate new-run --image REPO@sha256:…`")
+    host, name = split_repository(run.image.repository)
+    size, _config = _image_bytes(ctx.adapters.registry(host), name, run.image.digest)
+    dockerfile = Path(cfg.build.dockerfile)
+    details = BuildDetails(
+        dockerfile=str(dockerfile), context=cfg.build.context,
+        base_image=build_args_for(cfg).get("BASE_IMAGE") if Path(cfg.stack.lock_file).exists() else None,
+        image=run.image.by_tag, digest=run.image.digest, cli="published", cli_mode="external",
+        secret_ids=sorted(cfg.build.secrets), build_arg_names=sorted(cfg.build.build_args),
+        dockerfile_sha256=hashlib.sha256(dockerfile.read_bytes()).hexdigest() if dockerfile.is_file() else None,
+    )
+    return StageResult(stage=Stage.BUILD, status=StageStatus.OK, metrics={"image_bytes": float(size)},
+                       details=details, reason=f"published elsewhere; {size / 1e6:.0f} MB compressed in the registry")

@@ -2,7 +2,7 @@
 
 Dimensions (each its own metric, never averaged together; names in docs/ARCHITECTURE.md):
 correctness (ragas SemanticSimilarity on the offline MiniLM) and correctness_string (token F1);
-refusal (offline scorer, C2's `evals.refusal`), with over- and under-refusal apart; latency
+refusal (the offline scorer, `evals.refusal`), with over- and under-refusal apart; latency
 adherence (end-to-end latency within `eval.latency_slo_s`); faithfulness and answer relevance
 (ragas with an LLM judge, `evals.judged`) only when `eval.judge` is configured, otherwise they are
 absent from the metrics, which the gate engine reports as not run, never as passed.
@@ -18,69 +18,27 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 from evals.behaviour import LATENCY_OK, REFUSAL, aggregate, score_latency, score_refusal
-from evals.collect import CollectionStats, collect
+from evals.collect import collect
 from evals.correctness import CORRECTNESS, CORRECTNESS_STRING, STRING_METRIC_ID, score_semantic, score_string
 from evals.ground_truth import load_ground_truth
 from pipeline.config import JudgeConfig, PipelineConfig
-from pipeline.errors import BadInput
-from pipeline.models import Artifact, ItemResult, RunRecord, StageResult, StageStatus, utcnow
+from pipeline.errors import BadInput, InfraError
+from pipeline.models import Artifact, GroundTruthRef, ItemResult, RunRecord, Stage, StageResult, StageStatus, utcnow
 from pipeline.progress import NullReporter, Reporter
 from pipeline.redact import redact
+from pipeline.schemas.eval import CollectionStats, EvalDetails, ScorerInfo
+from pipeline.stages.context import StageContext
 from pipeline.workspace import Workspace
 
 os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 
 JUDGED = ("faithfulness", "answer_relevance")
 NOT_RUN_NO_JUDGE = "not run: no LLM judge configured (eval.judge)"
-
-
-class ScorerInfo(BaseModel):
-    """Which scorer produced a dimension, precisely enough to reproduce or distrust it."""
-
-    id: str
-    version: str = ""
-    embeddings: str | None = None
-    status: str = "run"  # "run" | "not run: ..." | "failed: ..."
-
-
-class EvalDetails(BaseModel):
-    base_url: str | None
-    model: str | None
-    ground_truth: dict[str, Any]
-    collection: CollectionStats | None
-    scorers: dict[str, ScorerInfo]
-    refusal_counts: dict[str, int] = Field(default_factory=dict)
-    judge: dict[str, Any] | None = None  # evals.judged.JudgeRun, without any key
-    latency_slo_s: float
-    n_answer: int
-    n_refuse: int
-    scored_at: str
-    rescored_from: list[dict[str, Any]] = Field(default_factory=list)  # earlier scorer sets, newest last
-
-
-def _resolve_target(run: RunRecord, base_url: str | None, model: str | None) -> tuple[str, str | None]:
-    from pipeline.stages.boot import served_target
-
-    return served_target(run, base_url, model, purpose="evaluate")
-
-
-async def _discover_model(base_url: str) -> str | None:
-    """The first model the server lists, for servers started on one model (vLLM, TGI)."""
-    import httpx
-
-    try:
-        async with httpx.AsyncClient(trust_env=False, timeout=10.0) as c:
-            r = await c.get(base_url + "/v1/models")
-            data = r.json().get("data") or [] if r.status_code == 200 else []
-            return str(data[0]["id"]) if data else None
-    except (httpx.HTTPError, ValueError, KeyError, TypeError):
-        return None
 
 
 def _refusal_scorer() -> tuple[Any, ScorerInfo]:
@@ -148,14 +106,13 @@ def score_items(
     return scorers, counts, judge_run
 
 
-def _finish(
-    result: StageResult, items: list[ItemResult], collection: CollectionStats | None, ws: Workspace, run: RunRecord
-) -> None:
+def _finish(result: StageResult, items: list[ItemResult], collection: CollectionStats | None, run_dir: Path) -> None:
     metrics = aggregate(items)
     # A dimension nobody scored is left out, so the gate engine reports it as not run.
     result.metrics = {k: v for k, v in metrics.items() if v is not None}
     result.items = items
-    path = ws.run_dir(run.run_id) / "responses.jsonl"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "responses.jsonl"
     with path.open("w", encoding="utf-8") as fh:
         for item in items:
             fh.write(json.dumps(redact(item.model_dump(mode="json"))) + "\n")
@@ -172,45 +129,58 @@ def _finish(
         )
 
 
-def eval_stage(
-    run: RunRecord,
-    cfg: PipelineConfig,
-    ws: Workspace,
-    reporter: Reporter = NullReporter(),
-    *,
-    base_url: str | None = None,
-    model: str | None = None,
-    embeddings: Any = None,
-    judge_llm: Any = None,
-    transport: Any = None,
-) -> StageResult:
-    """`embeddings`, `judge_llm` and `transport` (an httpx transport) replace the real defaults
-    (bundled MiniLM, the configured judge, the network) where a test or rescore needs another."""
+async def _within(coro: Any, seconds: float) -> Any:
+    async with asyncio.timeout(seconds):
+        return await coro
+
+
+def eval_stage(run: RunRecord, ctx: StageContext) -> StageResult:
+    """Ask every ground-truth item of the run's version and score the answers per dimension.
+
+    The model-server transport, the embeddings and the judge come from the context's adapters (the
+    network, the bundled MiniLM and the configured judge unless a test passes doubles)."""
+    cfg, reporter, adapters = ctx.cfg, ctx.reporter, ctx.adapters
     e = cfg.eval
     gt = load_ground_truth(Path(e.ground_truth))
-    run.ground_truth = gt.ref()
-    url, model = _resolve_target(run, base_url, model or cfg.boot.served_model_name)
+    if run.ground_truth is not None and (run.ground_truth.version, run.ground_truth.sha256) != (gt.version, gt.sha256):
+        raise BadInput(f"ground truth {gt.version} ({gt.sha256[:12]}) is not the one this run was created with "
+                       f"({run.ground_truth.version}, {run.ground_truth.sha256[:12]})", where=str(gt.path),
+                       hint="start a new run for the new ground truth")
+    server = ctx.require_server("evaluate")
+    url, model = server.base_url, cfg.boot.served_model_name or server.model
     if model is None:
-        model = asyncio.run(_discover_model(url))
+        model = next(iter(adapters.server().served_models(url)), None)  # a server started on one model
     if model is None:
-        raise BadInput("no model name: the server lists none", where=url + "/v1/models", hint="pass --model")
-    result = StageResult(stage="eval", status=StageStatus.OK)
+        raise BadInput("no model name: the server lists none", where=url + "/v1/models",
+                       hint="set boot.served_model_name")
+    result = StageResult(stage=Stage.EVAL, status=StageStatus.OK)
     reporter.step(f"eval: {len(gt.items)} items of ground truth {gt.version} against {url} ({model})")
-    items, stats = asyncio.run(
-        collect(
-            gt.items,
-            url,
-            model,
-            concurrency=e.concurrency,
-            max_tokens=e.max_tokens,
-            timeout_s=e.request_timeout_s,
-            retries=e.retries,
-            budget=e.retry_budget,
-            reporter=reporter,
-            transport=transport,
-        )
+    collecting = collect(
+        gt.items,
+        url,
+        model,
+        concurrency=e.concurrency,
+        max_tokens=e.max_tokens,
+        timeout_s=e.request_timeout_s,
+        retries=e.retries,
+        budget=e.retry_budget,
+        reporter=reporter,
+        transport=adapters.model_transport,
     )
-    scorers, counts, judge_run = score_items(items, cfg, reporter, judge=e.judge, embeddings=embeddings, judge_llm=judge_llm)
+    try:
+        # The stage's wall-clock bound: a server that keeps every stream alive without finishing it
+        # (keep-alive comments, endless content) cannot hold the run past `eval.deadline_s`.
+        items, stats = asyncio.run(_within(collecting, e.deadline_s))
+    except TimeoutError:
+        raise InfraError(f"the server did not answer the {len(gt.items)} items within eval.deadline_s="
+                         f"{e.deadline_s:g}s (streams kept open without finishing, or far too slow)",
+                         where=f"{url} (eval.deadline_s)") from None
+    if any(not i.error for i in items):
+        scorers, counts, judge_run = score_items(items, cfg, reporter, judge=e.judge, embeddings=adapters.embeddings,
+                                                 judge_llm=adapters.judge_llm)
+    else:  # the server answered nothing (dead, overloaded, refusing every request): nothing to score
+        scorers, counts, judge_run = {}, {}, None
+        reporter.step(f"eval: no item answered ({items[0].error if items else 'no items'}); nothing to score")
     result.details = EvalDetails(
         base_url=url,
         model=model,
@@ -223,16 +193,16 @@ def eval_stage(
         n_answer=sum(1 for i in gt.items if not i.should_refuse),
         n_refuse=sum(1 for i in gt.items if i.should_refuse),
         scored_at=utcnow().isoformat(),
-    ).model_dump(mode="json")
-    _finish(result, items, stats, ws, run)
-    return result.finish()
+    )
+    _finish(result, items, stats, ctx.ws.run_dir(run.run_id))
+    return result
 
 
 def rescore(
     run: RunRecord,
     cfg: PipelineConfig,
-    ws: Workspace,
-    reporter: Reporter = NullReporter(),
+    run_dir: Path,
+    reporter: Reporter | None = None,
     *,
     judge: JudgeConfig | None = None,
     embeddings: Any = None,
@@ -244,14 +214,19 @@ def rescore(
     The previous scorer set is appended to `details.rescored_from`, so the record says what
     produced the numbers it shows and what produced the ones before.
     """
+    reporter = reporter or NullReporter()
     old = run.require_stage("eval", ok=False)
     if not old.items:
         raise BadInput(f"run {run.run_id}: the eval stage kept no responses to rescore", where="eval.items")
-    prev = EvalDetails.model_validate(old.details)
+    prev = old.payload(EvalDetails)
+    if prev is None:
+        raise BadInput(f"run {run.run_id}: its eval stage was recorded before payloads were typed; it cannot be "
+                       "rescored", where="eval.details")
     items = [i.model_copy(deep=True) for i in old.items]
-    scorers, counts, judge_run = score_items(items, cfg, reporter, judge=judge, embeddings=embeddings, judge_llm=judge_llm)
-    result = StageResult(stage="eval", status=StageStatus.OK, started_at=utcnow())
-    details = prev.model_copy(
+    scorers, counts, judge_run = score_items(items, cfg, reporter, judge=judge, embeddings=embeddings,
+                                             judge_llm=judge_llm)
+    result = StageResult(stage=Stage.EVAL, status=StageStatus.OK, started_at=utcnow())
+    result.details = prev.model_copy(
         update={
             "scorers": scorers,
             "refusal_counts": counts,
@@ -269,6 +244,30 @@ def rescore(
             ],
         }
     )
-    result.details = details.model_dump(mode="json")
-    _finish(result, items, prev.collection, ws, run)
+    _finish(result, items, prev.collection, run_dir)
     return result.finish()
+
+
+def baseline_rescorer(cfg: PipelineConfig, ws: Workspace) -> Callable[[RunRecord, GroundTruthRef], RunRecord]:
+    """The gate's re-scoring of a baseline scored on another ground truth: the baseline's stored
+    answers to the items this run's ground truth shares with it, scored again with today's scorers.
+    Raises BadInput when the two versions share no item."""
+
+    def rescore_baseline(baseline: RunRecord, target: GroundTruthRef) -> RunRecord:
+        gt = load_ground_truth(Path(cfg.eval.ground_truth))
+        if (gt.version, gt.sha256) != (target.version, target.sha256):
+            raise BadInput(f"the configured ground truth is {gt.version}, the run was scored on {target.version}",
+                           where="eval.ground_truth")
+        old = baseline.require_stage("eval", ok=False)
+        wanted = {i.id: i for i in gt.items}
+        shared = [i.model_copy(deep=True) for i in old.items if i.item_id in wanted]
+        if not shared:
+            raise BadInput(f"baseline {baseline.run_id} answered none of ground truth {gt.version}'s items",
+                           where=f"run {baseline.run_id}")
+        copy = baseline.model_copy(deep=True)
+        copy.stages["eval"] = old.model_copy(update={"items": shared})
+        copy.stages["eval"] = rescore(copy, cfg, ws.run_dir(baseline.run_id) / "rescored")
+        copy.ground_truth = target
+        return copy
+
+    return rescore_baseline

@@ -1,82 +1,81 @@
-"""Gate stage: judge a run against the policy and its baseline; record verdicts and the decision.
+"""Gate stage: judge a run against the policy and its baseline.
 
-Unlike the measuring stages it returns the verdicts (the decision is on the run), and it records a
-`gate` stage result whose artifacts are `verdict.json` and `junit.xml`. It reads only what is
-stored in the run and the store, and every resample is seeded, so running it again on the same
-stored inputs gives the same verdict.
+It reads only what is stored in the run and the store, and every resample is seeded, so running it
+again on the same stored inputs gives the same verdict. Its payload carries every verdict and the
+decision (which the record mirrors); its artifacts are `verdict.json` and `junit.xml`.
 """
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
 
-from pipeline.config import PipelineConfig
+from evals.calibration import load_calibration
 from pipeline.gates.baseline import Baseline, find_baseline
-from pipeline.gates.engine import Calibration, Evaluation, default_calibration, evaluate
+from pipeline.gates.engine import evaluate
 from pipeline.gates.outputs import write_junit, write_verdict_json
-from pipeline.gates.policy import Policy, load_policy
-from pipeline.models import Artifact, GateVerdict, RunRecord, StageResult, StageStatus
-from pipeline.progress import NullReporter, Reporter
-from pipeline.workspace import Workspace
+from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
+from pipeline.schemas.gate import BaselineInfo, GateDetails
+from pipeline.stages.context import StageContext
+from pipeline.stages.evaluate import baseline_rescorer
+from pipeline.supplychain.gate_sections import SECTIONS
+
+
+def calibration(scorer_id: str) -> float | None:
+    """The weakest agreement with human labels on record for `scorer_id`; None when it has none."""
+    record = load_calibration(scorer_id)
+    if record is None:
+        return None
+    return getattr(record, "worst_agreement", None) or getattr(record, "agreement", None)
 
 
 def _artifact(name: str, path: Path, media_type: str) -> Artifact:
-    return Artifact(
-        name=name, path=str(path), media_type=media_type, sha256=hashlib.sha256(path.read_bytes()).hexdigest()
+    return Artifact(name=name, path=str(path), media_type=media_type,
+                    sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def _baseline_info(run: RunRecord, baseline: Baseline) -> BaselineInfo:
+    other = baseline.run.model if baseline.run is not None else None
+    mine = run.model.digest if run.model else None
+    other_weights = other is not None and mine is not None and other.digest != mine
+    reason = baseline.reason
+    if other_weights and other is not None:
+        reason += f"; the baseline served other weights ({other.digest[:19]}…)"
+    return BaselineInfo(kind=baseline.kind.value, run_id=baseline.run_id,
+                        items_comparable=baseline.items_comparable and baseline.run is not None, reason=reason,
+                        model_digest=other.digest if other else None, other_weights=other_weights)
+
+
+def gate_stage(run: RunRecord, ctx: StageContext) -> StageResult:
+    policy = ctx.require_policy()
+    ctx.reporter.step(f"gate: policy {', '.join(policy.files)} ({len(policy.gates)} gates, "
+                      f"{len(policy.sections)} sections)")
+    baseline = find_baseline(run, ctx.ws.store, rescore=baseline_rescorer(ctx.cfg, ctx.ws))
+    ctx.reporter.step(f"gate: baseline: {baseline.reason}")
+    evaluation = evaluate(policy, run, baseline, sections=SECTIONS, calibration=calibration)
+    for v in evaluation.verdicts:
+        ctx.reporter.step(f"gate {v.name}: {v.status.value}: {v.reason}")
+    ctx.reporter.step(f"gate: {evaluation.reason}")
+    out = ctx.ws.run_dir(run.run_id)
+    verdict_path = write_verdict_json(evaluation, run, policy, out / "verdict.json")
+    junit_path = write_junit(evaluation, run, out / "junit.xml")
+    details = GateDetails(
+        policy_name=Path(policy.files[0]).name,
+        policy_files=list(policy.files),
+        policy_sha256=policy.sha256,
+        baseline=_baseline_info(run, evaluation.baseline),
+        warnings=list(evaluation.warnings),
+        verdicts=list(evaluation.verdicts),
+        decision=evaluation.decision.value,
+        reason=evaluation.reason,
     )
-
-
-def gate_stage(
-    run: RunRecord,
-    cfg: PipelineConfig,
-    ws: Workspace,
-    reporter: Reporter = NullReporter(),
-    *,
-    policy: Policy | None = None,
-    baseline: Baseline | None = None,
-    rescore: Any | None = None,
-    calibration: Calibration = default_calibration,
-) -> list[GateVerdict]:
-    """Set run.gates, run.decision(+reason), run.baseline_run_id; write verdict.json and junit.xml."""
-    policy = policy or load_policy(Path(cfg.gates_file))
-    reporter.step(
-        f"gate: policy {', '.join(policy.files)} ({len(policy.gates)} gates, {len(policy.sections)} sections)"
-    )
-    if baseline is None:
-        baseline = find_baseline(run, ws.store, rescore=rescore)
-    reporter.step(f"gate: baseline: {baseline.reason}")
-    result = evaluate(policy, run, baseline, calibration=calibration)
-    record(run, ws, policy, result)
-    for v in result.verdicts:
-        reporter.step(f"gate {v.name}: {v.status.value}: {v.reason}")
-    reporter.step(f"gate: {result.reason}")
-    return result.verdicts
-
-
-def record(run: RunRecord, ws: Workspace, policy: Policy, result: Evaluation) -> StageResult:
-    run.gates = result.verdicts
-    run.decision = result.decision
-    run.decision_reason = result.reason
-    run.baseline_run_id = result.baseline.run_id
-    out = ws.run_dir(run.run_id)
-    verdict_path = write_verdict_json(result, run, policy, out / "verdict.json")
-    junit_path = write_junit(result, run, out / "junit.xml")
-    stage = StageResult(
-        stage="gate",
+    return StageResult(
+        stage=Stage.GATE,
         status=StageStatus.OK,
-        reason=result.reason,
+        reason=evaluation.reason,
         artifacts=[
             _artifact("verdict.json", verdict_path, "application/json"),
             _artifact("junit.xml", junit_path, "application/xml"),
         ],
-        details={
-            "policy_files": policy.files,
-            "policy_sha256": policy.sha256,
-            "baseline": result.baseline.to_json(),
-            "warnings": result.warnings,
-        },
+        details=details,
     )
-    run.add_stage(stage)
-    return stage

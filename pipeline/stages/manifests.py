@@ -1,50 +1,44 @@
-"""Stage "manifests": the deployment manifests as this digest would ship, checked offline.
+"""Stage "manifests": the deployment manifests as this release would ship, checked offline.
 
+The overlay is rendered (in a scratch copy) with both digests of the release, the image and the
+weights, validated against the Kubernetes and CRD schemas and checked against the manifest policy.
 Metric `violations` counts schema errors plus policy violations (the gate wants 0). A missing
 `kubectl` makes the stage `skipped` ("not run: kubectl not found"), which the gate engine fails.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import inspect
 
-from pipeline.config import PipelineConfig
 from pipeline.manifests.check import check_overlay, measured_load_time
 from pipeline.manifests.render import KubectlNotFound
 from pipeline.manifests.validate import DEFAULT_K8S_VERSION
-from pipeline.models import Artifact, RunRecord, StageResult, StageStatus
-from pipeline.progress import NullReporter, Reporter
-from pipeline.workspace import Workspace
-
-DEFAULT_MANIFESTS_DIR = Path("manifests")
+from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
+from pipeline.stages.context import StageContext
 
 
-def manifests_stage(
-    run: RunRecord,
-    cfg: PipelineConfig,
-    ws: Workspace,
-    reporter: Reporter = NullReporter(),
-    *,
-    overlay: str = "canary",
-    manifests_dir: Path = DEFAULT_MANIFESTS_DIR,
-    k8s_version: str = DEFAULT_K8S_VERSION,
-) -> StageResult:
-    result = StageResult(stage="manifests", status=StageStatus.OK)
+def manifests_stage(run: RunRecord, ctx: StageContext) -> StageResult:
+    overlay, manifests_dir = ctx.options.overlay, ctx.options.manifests_dir
+    result = StageResult(stage=Stage.MANIFESTS, status=StageStatus.OK)
     load_time, source = measured_load_time(run)
-    reporter.step(f"manifests: rendering overlay {overlay} with {run.image.by_digest if run.digest else 'no digest'}")
+    ctx.reporter.step(f"manifests: rendering overlay {overlay} with "
+                      f"{run.image.by_digest if run.digest else 'no digest'}")
+    kwargs = {}
+    if "model_digest" in inspect.signature(check_overlay).parameters:
+        kwargs["model_digest"] = run.model.digest if run.model else None
     try:
-        report = check_overlay(
-            Path(manifests_dir), overlay, image=run.image, load_time_s=load_time, k8s_version=k8s_version
-        )
+        report = check_overlay(manifests_dir, overlay, image=run.image, load_time_s=load_time,
+                               k8s_version=DEFAULT_K8S_VERSION, **kwargs)
     except KubectlNotFound:
         result.status = StageStatus.SKIPPED
         result.reason = "not run: kubectl not found"
-        return result.finish()
+        return result
     report.load_time_source = source
+    report.model_digest = run.model.digest if run.model else None
     for problem in report.problems:
-        reporter.step(f"manifests: {problem}")
+        ctx.reporter.step(f"manifests: {problem}")
     for line in report.rollout_estimates:
-        reporter.step(f"manifests: expected rollout {line}")
+        ctx.reporter.step(f"manifests: expected rollout {line}")
     result.metrics = {
         "violations": float(len(report.problems)),
         "schema_errors": float(len(report.schema_errors)),
@@ -53,9 +47,8 @@ def manifests_stage(
     }
     if report.problems:
         result.reason = f"{len(report.problems)} violation(s); first: {report.problems[0]}"
-    path = ws.run_dir(run.run_id) / "manifests-report.json"
+    path = ctx.ws.run_dir(run.run_id) / "manifests-report.json"
     path.write_text(report.model_dump_json(indent=2))
     result.artifacts.append(Artifact(name=path.name, path=str(path), media_type="application/json"))
-    result.details = report.model_dump(mode="json")
-    return result.finish()
-
+    result.details = report
+    return result

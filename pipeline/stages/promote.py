@@ -1,228 +1,118 @@
-"""Stage "promote": move a gated digest to a target, through GitOps or the cluster's Argo Rollouts.
+"""Stage "promote": move a release (image digest + model digest) to a target, only on signed facts.
 
-Refuses (outcome `refused`, exit 1 at the CLI) unless the run's decision is `pass` and the
-supply-chain guard passes (digest, passing scan in the store, verified signature). A lock makes
-concurrent promotions of one target refuse instead of racing. Every attempt that is not a dry run is
-written to the audit trail, whatever its outcome. `rollback_stage` promotes the previous promoted
-digest of a target again.
+Refused (outcome `refused`, exit 1) unless, for exactly this (image, model) pair:
+- the weights still at the run's model path hash to the gated digest (weights swapped after the
+  verdict are another release);
+- the promotion guard finds a valid image signature and a signed passing verdict made under a policy
+  the target accepts (`pipeline.supplychain.guard`); the store's decision column and any file are
+  never trusted.
+A lease in the store makes concurrent promotions of one target refuse instead of racing, across
+machines sharing the store. Every attempt that is not a dry run is written to the audit trail; only a
+promotion that happened changes the run record (`RunRecord.promotion`), so a refused attempt leaves
+the record as it was.
+
+The backend (Argo Rollouts, GitOps with Argo CD, KServe) does the moving; see `pipeline.promote.backend`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from pipeline.config import PipelineConfig
-from pipeline.errors import BadInput, GateFailed, LlmgateError
+from pipeline.errors import GateFailed, LlmgateError
 from pipeline.manifests.check import measured_load_time
-from pipeline.manifests.validate import DEFAULT_K8S_VERSION
-from pipeline.models import Decision, ImageRef, PromotionRecord, RunRecord, StageResult, StageStatus
-from pipeline.progress import NullReporter, Reporter
+from pipeline.models import ImageRef, PromotionRecord, RunRecord, Stage, StageResult, StageStatus
 from pipeline.promote import audit, evidence
-from pipeline.promote.cluster import RolloutRef, api_client, promote_cluster
-from pipeline.promote.gitops import DEFAULT_OVERLAY_ROOT, branch_name, promote_gitops, short_commit
-from pipeline.promote.lock import promotion_lock
-from pipeline.store import Store
-from pipeline.workspace import Workspace
+from pipeline.promote.backend import Backend, Evidence, PromotionResult
+from pipeline.schemas.promote import PromoteDetails
+from pipeline.stages.context import StageContext
+from pipeline.supplychain.guard import GuardResult, PromotionRefused, TargetPolicy, check_promotable
+from pipeline.supplychain.model_digest import weights_manifest
+from pipeline.supplychain.signing import default_signer, load_public_key
 
-# Guard contract (pipeline/supplychain/guard.py): raise GateFailed to refuse, return evidence otherwise.
-Guard = Callable[[ImageRef, Store, PipelineConfig], Any]
-
-# Namespaces the shipped overlays deploy to; a target not listed deploys to a namespace of its name.
-TARGET_NAMESPACES = {"canary": "llmgate-canary", "production": "llmgate", "deployment": "llmgate"}
+DONE = ("promoted", "noop", "dry-run")
 
 
-@dataclass
-class ClusterTarget:
-    kubeconfig: Path | None
-    context: str | None = None
-    namespace: str | None = None
-    rollout: str = "llmgate-server"
-    container: str = "server"
-    timeout_s: float = 3600
-    poll_s: float = 5
-
-    def ref(self, target: str) -> RolloutRef:
-        return RolloutRef(self.namespace or TARGET_NAMESPACES.get(target, target), self.rollout, self.container)
-
-
-@dataclass
-class GitopsTarget:
-    repo: Path
-    overlay_root: str = DEFAULT_OVERLAY_ROOT
-    base_ref: str = "HEAD"
-    k8s_version: str = DEFAULT_K8S_VERSION
+def _weights_unchanged(run: RunRecord) -> None:
+    """The weights the run was gated with must still be the ones at its model path."""
+    assert run.model is not None
+    path = Path(run.model.path)
+    if not path.is_dir():
+        return  # weights served from elsewhere (a volume in the cluster): the pod's readiness check proves them
+    now = weights_manifest(path).digest
+    if now != run.model.digest:
+        raise PromotionRefused(f"the weights at {path} changed since the verdict: they are {now} now, the verdict "
+                               f"is about {run.model.digest}; gate them as a new release",
+                               where=f"(image {run.image.by_digest}, model {run.model.digest})")
 
 
-class PromoteDetails(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    target: str
-    mode: str  # gitops | cluster
-    dry_run: bool = False
-    image: str
-    outcome: str  # promoted | aborted | refused | noop | failed | dry-run
-    reason: str = ""
-    previous: str | None = None
-    branch: str | None = None
-    commit: str | None = None
-    diff: str = ""  # gitops: the kustomization diff
-    patch: list[dict[str, Any]] = Field(default_factory=list)  # cluster: the JSON patch
-    events: list[str] = Field(default_factory=list)
-    guard: dict[str, Any] = Field(default_factory=dict)
-    rollback_of: str | None = None
-
-
-def default_guard(image: ImageRef, store: Store, cfg: PipelineConfig) -> Any:
-    from pipeline.supplychain.guard import check_promotable
-
-    return check_promotable(image, store, cfg)
-
-
-def _result(details: PromoteDetails) -> StageResult:
-    ok = details.outcome in ("promoted", "noop", "dry-run")
-    res = StageResult(stage="promote", status=StageStatus.OK if ok else StageStatus.FAILED,
-                      reason=None if ok else f"{details.outcome}: {details.reason}")
-    res.metrics = {"promoted": 1.0 if details.outcome == "promoted" else 0.0}
-    res.details = details.model_dump(mode="json")
-    return res.finish()
-
-
-def _record(ws: Workspace, run: RunRecord | None, details: PromoteDetails, run_id: str | None = None) -> None:
-    if details.dry_run:
-        return
-    rec = PromotionRecord(target=details.target, digest=ImageRef.parse(details.image).digest or details.image,
-                          mode=details.mode, outcome=details.outcome,
-                          detail=(f"rollback of {details.rollback_of}; " if details.rollback_of else "")
-                          + (details.reason or details.branch or ""),
-                          previous_digest=ImageRef.parse(details.previous).digest if details.previous else None)
-    audit.record(ws.store, rec, run.run_id if run else run_id)
-    # A refused retry must not hide that this run was promoted before (the gate engine's baseline).
-    if run is not None and (details.outcome == "promoted" or run.promotion is None
-                            or run.promotion.outcome != "promoted"):
-        run.promotion = rec
-
-
-def _execute(
-    details: PromoteDetails,
-    image: ImageRef,
-    *,
-    evidence_text: str,
-    load_time_s: float | None,
-    gitops: GitopsTarget | None,
-    cluster: ClusterTarget | None,
-    ws: Workspace,
-    reporter: Reporter,
-    branch: str | None = None,
-) -> None:
-    with promotion_lock(ws.store, details.target, holder=audit.actor()):
-        if gitops is not None:
-            g = promote_gitops(gitops.repo, details.target, image, evidence=evidence_text, load_time_s=load_time_s,
-                               overlay_root=gitops.overlay_root, base_ref=gitops.base_ref,
-                               dry_run=details.dry_run, k8s_version=gitops.k8s_version, reporter=reporter,
-                               branch=branch)
-            details.outcome, details.branch, details.commit = g.outcome, g.branch, g.commit
-            details.previous, details.diff = g.previous_ref, g.diff
-            details.events = g.notes + (g.report.rollout_estimates if g.report else [])
-            details.reason = "; ".join(g.notes)
-        else:
-            assert cluster is not None
-            c = promote_cluster(api_client(cluster.kubeconfig, cluster.context), cluster.ref(details.target),
-                                image.by_digest, timeout_s=cluster.timeout_s, poll_s=cluster.poll_s,
-                                dry_run=details.dry_run, reporter=reporter)
-            details.outcome, details.previous, details.patch = c.outcome, c.previous_image, c.patch
-            details.events, details.reason = c.events, c.reason
-            if c.outcome == "aborted" and not c.restored:
-                details.reason += "; the stable image was written back but the rollout was not Healthy in time"
-
-
-def promote_stage(
-    run: RunRecord,
-    cfg: PipelineConfig,
-    ws: Workspace,
-    reporter: Reporter = NullReporter(),
-    *,
-    target: str,
-    gitops: GitopsTarget | None = None,
-    cluster: ClusterTarget | None = None,
-    dry_run: bool = False,
-    guard: Guard = default_guard,
-) -> StageResult:
-    if (gitops is None) == (cluster is None):
-        raise BadInput("promote needs exactly one of a GitOps repository or a cluster", where="--gitops-repo/--kubeconfig")
+def guard(run: RunRecord, ctx: StageContext, target: str) -> GuardResult:
+    """Every check a promotion of `run` to `target` must pass; `PromotionRefused` says which failed."""
     shown = run.image.by_digest if run.digest else run.image.by_tag
-    details = PromoteDetails(target=target, mode="gitops" if gitops else "cluster", dry_run=dry_run, image=shown,
-                             outcome="refused")
+    if run.model is None:
+        raise PromotionRefused("the run names no weights (model digest): what it would serve is unproven",
+                               where=f"(image {shown}, model unknown)")
+    _weights_unchanged(run)
+    accepted = ctx.cfg.promote.accepted_policies.get(target)
+    return check_promotable(run.image, run.model.digest, TargetPolicy.for_target(target, accepted),
+                            load_public_key(ctx.cfg.sign.public_key), signer=default_signer())
+
+
+def _apply(details: PromoteDetails, result: PromotionResult) -> None:
+    details.outcome = result.outcome
+    details.previous = result.previous_image
+    details.branch, details.commit, details.diff = result.branch, result.commit, result.diff
+    details.patch = [p if isinstance(p, dict) else {"patch": p} for p in result.patches]
+    details.events = list(result.events)
+    details.reason = result.reason
+
+
+def promotion_record(details: PromoteDetails) -> PromotionRecord:
+    return PromotionRecord(
+        target=details.target, digest=ImageRef.parse(details.image).digest or details.image, mode=details.mode,
+        outcome=details.outcome, who=audit.actor(),
+        detail=(f"rollback of {details.rollback_of}; " if details.rollback_of else "")
+        + (f"model {details.model_digest}; " if details.model_digest else "")
+        + (details.reason or details.branch or ""),
+        previous_digest=ImageRef.parse(details.previous).digest if details.previous else None,
+    )
+
+
+def promote_stage(run: RunRecord, ctx: StageContext) -> StageResult:
+    req = ctx.options.promote
+    if req is None:
+        from pipeline.errors import BadInput
+
+        raise BadInput("no promotion target given", where="--target")
+    backend: Backend = req.backend
+    details = PromoteDetails(target=req.target, mode=backend.name, dry_run=req.dry_run,
+                             image=run.image.by_digest if run.digest else run.image.by_tag,
+                             model_digest=run.model.digest if run.model else None, outcome="refused",
+                             rollback_of=req.rollback_of)
     try:
-        if run.decision is not Decision.PASS:
-            raise GateFailed(f"run {run.run_id} decision is {run.decision.value}, not pass"
-                             + (f" ({run.decision_reason})" if run.decision_reason else ""), where="run.decision")
-        verdict = guard(run.image, ws.store, cfg)
-        details.guard = {k: v for k, v in vars(verdict).items()} if hasattr(verdict, "__dict__") else {}
+        checked = guard(run, ctx, req.target)
+        details.guard = {"verdict_run": checked.verdict.run_id, "signature": checked.signature_reason,
+                         "verdict": checked.verdict_reason, "policy": checked.verdict.policy.name
+                         if checked.verdict.policy else None}
         load_time, _ = measured_load_time(run)
-        _execute(details, run.image, evidence_text=evidence.summary(run), load_time_s=load_time, gitops=gitops,
-                 cluster=cluster, ws=ws, reporter=reporter)
+        proof = Evidence(summary=evidence.summary(run, checked), run_id=run.run_id, load_time_s=load_time)
+        with ctx.ws.store.promotion_lock(req.target, holder=audit.actor(),
+                                         lease_s=ctx.cfg.promote.lock_lease_s) as lock:
+            taken_over = lock.takeover_note
+            _apply(details, backend.promote(req.target, run.image.by_digest, run.model.digest if run.model else None,
+                                            proof, dry_run=req.dry_run, reporter=ctx.reporter))
+        if taken_over:
+            details.events.insert(0, taken_over)
     except GateFailed as exc:
         details.outcome, details.reason = "refused", exc.render()
     except LlmgateError as exc:
         details.outcome, details.reason = "failed", exc.render()
-        _record(ws, run, details)
+        if not req.dry_run:
+            audit.record(ctx.ws.store, promotion_record(details), run.run_id)
         raise
-    _record(ws, run, details)
-    reporter.step(f"promote {target}: {details.outcome}" + (f" ({details.reason})" if details.reason else ""))
-    return _result(details)
-
-
-def rollback_stage(
-    cfg: PipelineConfig,
-    ws: Workspace,
-    reporter: Reporter = NullReporter(),
-    *,
-    target: str,
-    gitops: GitopsTarget | None = None,
-    cluster: ClusterTarget | None = None,
-    dry_run: bool = False,
-) -> StageResult:
-    """Promote the target's previous promoted digest again (it passed the guard when first promoted)."""
-    if (gitops is None) == (cluster is None):
-        raise BadInput("rollback needs exactly one of a GitOps repository or a cluster", where="--gitops-repo/--kubeconfig")
-    current, previous = audit.current_and_previous(ws.store, target)
-    if current is None or previous is None:
-        raise BadInput(f"no earlier promoted digest of {target!r} to roll back to", where="store promotions")
-    run_id, rec = previous
-    original = None
-    if run_id:
-        try:
-            original = ws.store.get(run_id)
-        except BadInput:
-            original = None
-    if original is None:
-        raise BadInput(f"cannot tell the repository of {rec.digest} (run {run_id} is not in the store)",
-                       where="store runs")
-    image = ImageRef(repository=original.image.repository, digest=rec.digest)
-    load_time, _ = measured_load_time(original)
-    details = PromoteDetails(target=target, mode="gitops" if gitops else "cluster", dry_run=dry_run,
-                             image=image.by_digest, outcome="failed", rollback_of=current[1].digest)
-    text = (f"Rollback of {target}: {current[1].digest} -> {rec.digest}\n"
-            f"Returns to the digest promoted by run {run_id} at {rec.at.isoformat()} (by {rec.who}).")
-    branch = None
-    if gitops is not None:
-        # Not the original promotion branch (it pins the same digest on an older base): a new one.
-        base = short_commit(gitops.repo, gitops.base_ref)
-        branch = branch_name(target, rec.digest).replace("llmgate/promote/", "llmgate/rollback/") + f"-on-{base}"
-    try:
-        _execute(details, image, evidence_text=text, load_time_s=load_time, gitops=gitops, cluster=cluster, ws=ws,
-                 reporter=reporter, branch=branch)
-    except GateFailed as exc:
-        details.outcome, details.reason = "refused", exc.render()
-    except LlmgateError as exc:
-        details.outcome, details.reason = "failed", exc.render()
-        _record(ws, None, details, run_id)
-        raise
-    # Audit only: the rolled-back-to run's own record keeps the promotion it had.
-    _record(ws, None, details, run_id)
-    return _result(details)
+    if not req.dry_run:
+        audit.record(ctx.ws.store, promotion_record(details), run.run_id)
+    ctx.reporter.step(f"promote {req.target}: {details.outcome}" + (f" ({details.reason})" if details.reason else ""))
+    ok = details.outcome in DONE
+    return StageResult(stage=Stage.PROMOTE, status=StageStatus.OK if ok else StageStatus.FAILED,
+                       reason=None if ok else f"{details.outcome}: {details.reason}",
+                       metrics={"promoted": 1.0 if details.outcome == "promoted" else 0.0}, details=details)

@@ -14,11 +14,11 @@ from pathlib import Path
 from pipeline.adapters.trivy import Trivy, TrivyOptions
 from pipeline.config import PipelineConfig, ScanConfig
 from pipeline.errors import BadInput
-from pipeline.models import Artifact, RunRecord, StageResult, StageStatus
-from pipeline.progress import NullReporter, Reporter
+from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
+from pipeline.schemas import ScanDetails
+from pipeline.stages.context import StageContext
 from pipeline.supplychain.scan_policy import ScanPolicy, ScanVerdict, evaluate, load_ignores, load_policy
 from pipeline.supplychain.trivy_report import TrivyReport, load_report
-from pipeline.workspace import Workspace
 
 TRIVY_NOT_FOUND = "not run: trivy not found"
 
@@ -61,59 +61,42 @@ def _tarball(run: RunRecord, sc: ScanConfig) -> Path:
                    where="scan.tarball")
 
 
-def scan_stage(
-    run: RunRecord,
-    cfg: PipelineConfig,
-    ws: Workspace,
-    reporter: Reporter = NullReporter(),
-    *,
-    trivy: Trivy | None = None,
-    policy: ScanPolicy | None = None,
-    ignore_file: str | Path | None = None,
-    today: date | None = None,
-) -> StageResult:
-    sc = cfg.scan
-    trivy = trivy or Trivy.discover(trivy_options(sc))
+def scan_stage(run: RunRecord, ctx: StageContext) -> StageResult:
+    sc = ctx.cfg.scan
+    trivy = ctx.adapters.trivy or Trivy.discover(trivy_options(sc))
     if trivy is None:
-        return StageResult(stage="scan", status=StageStatus.SKIPPED, reason=TRIVY_NOT_FOUND).finish()
-    policy = policy or policy_for(cfg)
-    out_dir = ws.run_dir(run.run_id) / "scan"
+        return StageResult(stage=Stage.SCAN, status=StageStatus.SKIPPED, reason=TRIVY_NOT_FOUND)
+    section = ctx.policy.sections.get("scan") if ctx.policy is not None else None
+    policy = section if isinstance(section, ScanPolicy) else policy_for(ctx.cfg)
+    out_dir = ctx.ws.run_dir(run.run_id) / "scan"
     json_path = out_dir / "trivy.json"
 
     if sc.source == "tarball":
         target = _tarball(run, sc)
-        reporter.step(f"scan: trivy image --input {target}")
+        ctx.reporter.step(f"scan: trivy image --input {target}")
         scan = trivy.scan_image(json_path, tarball=target, scanners=list(sc.scanners))
         target_name = str(target)
     else:
         ref = run.image.by_digest
-        reporter.step(f"scan: trivy image {ref}")
+        ctx.reporter.step(f"scan: trivy image {ref}")
         scan = trivy.scan_image(json_path, ref=ref, scanners=list(sc.scanners), insecure=sc.insecure_registry)
         target_name = ref
     for scanner, why in scan.not_run.items():
-        reporter.step(f"scan: {scanner} scanner not run: {why}")
+        ctx.reporter.step(f"scan: {scanner} scanner not run: {why}")
 
     report = load_report(scan.report)
-    verdict = apply_policy(report, policy, ignore_file=ignore_file, not_run=scan.not_run, today=today)
+    verdict = apply_policy(report, policy, not_run=scan.not_run)
     artifacts = [Artifact(name="trivy-report", path=str(json_path), media_type="application/json")]
     if sc.sarif:
         sarif = trivy.convert(json_path, "sarif", out_dir / "trivy.sarif.json")
         artifacts.append(Artifact(name="trivy-sarif", path=str(sarif), media_type="application/sarif+json"))
-    reporter.step(f"scan: {verdict.summary()}")
+    ctx.reporter.step(f"scan: {verdict.summary()}")
     return StageResult(
-        stage="scan",
+        stage=Stage.SCAN,
         status=StageStatus.OK,
         reason=None if verdict.passed else verdict.summary()[:2000],
         metrics=verdict.metrics(),
         artifacts=artifacts,
-        details={
-            "target": target_name,
-            "trivy_version": trivy.version(),
-            "scanners": scan.scanners,
-            "not_run": scan.not_run,
-            "policy": policy.model_dump(mode="json"),
-            "verdict": verdict.model_dump(mode="json"),
-            "report": report.model_dump(mode="json"),
-            "warnings": scan.warnings,
-        },
-    ).finish()
+        details=ScanDetails(target=target_name, trivy_version=trivy.version(), scanners=list(scan.scanners),
+                            not_run=dict(scan.not_run), verdict=verdict, report=report, warnings=list(scan.warnings)),
+    )

@@ -18,14 +18,13 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.adapters.tools import find_tool
+from pipeline.adapters.hadolint import Hadolint, HadolintCli
 from pipeline.errors import BadInput
 from pipeline.redact import redact_text
 
@@ -299,25 +298,12 @@ def check_dockerfile(path: str | Path, *, build_args: dict[str, str] | None = No
     return sorted(out, key=lambda x: (x.line, x.rule))
 
 
-def run_hadolint(path: Path, *, binary: str | None = None) -> tuple[list[Violation], str | None]:
+def run_hadolint(path: Path, *, binary: str | None = None, linter: Hadolint | None = None,
+                 ) -> tuple[list[Violation], str | None]:
     """hadolint's findings as violations (only its `error` level blocks); (findings, not-run reason)."""
-    exe = binary or find_tool("hadolint")
-    if exe is None:
-        return [], "not run: hadolint not found"
-    try:
-        proc = subprocess.run([exe, "--no-fail", "--format", "json", str(path)], capture_output=True, text=True,
-                              timeout=120, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return [], f"not run: hadolint failed: {exc}"
-    try:
-        items = json.loads(proc.stdout or "[]")
-    except json.JSONDecodeError:
-        return [], f"not run: hadolint printed no JSON (exit {proc.returncode}): {proc.stderr.strip()[:200]}"
-    return [
-        Violation(file=str(path), line=int(it.get("line", 0)), rule=f"hadolint:{it.get('code')}",
-                  message=f"{it.get('level')}: {it.get('message')}", blocking=it.get("level") == "error")
-        for it in items
-    ], None
+    found, why = (linter or HadolintCli(binary)).lint(path)
+    return [Violation(file=str(path), line=f.line, rule=f"hadolint:{f.code}", message=f"{f.level}: {f.message}",
+                      blocking=f.level == "error") for f in found], why
 
 
 class LintResult(BaseModel):

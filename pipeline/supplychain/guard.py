@@ -1,73 +1,117 @@
-"""Promotion guard: the last check before the promote stage moves a digest to an environment.
+"""Promotion guard: the last check before a release moves to a target.
 
-It refuses (exit 1, `PromotionRefused`) an image given by tag, a digest with no passing scan
-recorded in the store, and a digest whose signature does not verify against the configured key.
-Kargo-style promotion without this check would happily move an unsigned image.
+A release is the pair (image digest, model digest). It is promotable to a target only on signed
+facts read from the registry and verified with the configured public key:
+
+1. a valid signature of the image digest, and
+2. a valid verdict attestation about that digest whose decision is `pass`, whose model digest is
+   the pair's, and which was made under a policy the target accepts: a production target never
+   accepts a verdict made under the embedded local policy (gates.local.yaml, or a policy that
+   extends it), and a target configured with accepted policy digests accepts only those.
+
+Nothing else is trusted: not the store's decision column, not a run file. Each refusal is a
+`PromotionRefused` (exit 1) naming the (image, model) pair and the reason.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 
-from sqlalchemy import select
-
-from pipeline.adapters.cosign import COSIGN_NOT_FOUND, Cosign
-from pipeline.config import PipelineConfig
+from pipeline.adapters.signer import Signer
 from pipeline.errors import GateFailed
-from pipeline.models import ImageRef, RunRecord, StageStatus
-from pipeline.store import RunRow, Store
+from pipeline.models import Decision, ImageRef
+from pipeline.supplychain.predicates import VerdictPredicate
+from pipeline.supplychain.signing import PublicKey, verified_verdicts
+
+PRODUCTION_TARGETS = frozenset({"production", "prod"})
 
 
 class PromotionRefused(GateFailed):
-    """The guard refused the promotion; `where` names the image reference."""
+    """The guard refused the promotion; `where` names the (image, model) pair."""
 
 
-@dataclass
+@dataclass(frozen=True)
+class TargetPolicy:
+    """Which verdicts a target accepts."""
+
+    target: str
+    allow_local_policy: bool
+    accepted_policy_sha256: frozenset[str] | None = None  # None: any policy (subject to allow_local_policy)
+
+    @classmethod
+    def for_target(cls, target: str, accepted_policy_sha256: Collection[str] | None = None) -> TargetPolicy:
+        return cls(target=target, allow_local_policy=target not in PRODUCTION_TARGETS,
+                   accepted_policy_sha256=frozenset(accepted_policy_sha256) if accepted_policy_sha256 else None)
+
+
+@dataclass(frozen=True)
 class GuardResult:
-    ref: str
-    scan_run_id: str
-    verify_reason: str
+    image: str
+    model_digest: str
+    target: str
+    verdict: VerdictPredicate
+    signature_reason: str
+    verdict_reason: str
+    refused_verdicts: list[str] = field(default_factory=list)  # verdicts that did not speak for this pair
 
 
-def passing_scan(store: Store, digest: str) -> RunRecord | None:
-    """The newest run of this digest whose scan ran and passed its policy."""
-    with store.session() as s:
-        rows = s.scalars(select(RunRow).where(RunRow.digest == digest).order_by(RunRow.updated_at.desc())).all()
-        runs = [RunRecord.model_validate_json(r.record_json) for r in rows]
-    for run in runs:
-        scan = run.stage("scan")
-        if scan is None or scan.status is not StageStatus.OK:
-            continue
-        verdict = scan.details.get("verdict") or {}
-        if verdict.get("passed") is True and not scan.details.get("not_run") and scan.metrics.get("blocking") == 0:
-            return run
+def _pair(image: str, model_digest: str | None) -> str:
+    return f"(image {image}, model {model_digest or 'unknown'})"
+
+
+def _not_about(v: VerdictPredicate, model_digest: str, policy: TargetPolicy) -> str | None:
+    """Why verdict `v` does not speak for this pair at this target (None: it does)."""
+    if v.model is None or v.model.digest != model_digest:
+        other = v.model.digest if v.model else "no weights"
+        return f"run {v.run_id}: judged model {other}, not {model_digest}"
+    if v.policy is None:
+        return f"run {v.run_id}: verdict names no policy"
+    if v.policy.is_local and not policy.allow_local_policy:
+        return (f"run {v.run_id}: made under the local policy {v.policy.name} (sha256 {v.policy.sha256[:12]}), "
+                f"which target {policy.target} does not accept")
+    if policy.accepted_policy_sha256 is not None and v.policy.sha256 not in policy.accepted_policy_sha256:
+        return (f"run {v.run_id}: made under policy {v.policy.name} (sha256 {v.policy.sha256[:12]}), "
+                f"not one target {policy.target} accepts")
     return None
 
 
 def check_promotable(
-    image: str | ImageRef,
-    store: Store,
-    cfg: PipelineConfig,
+    image: ImageRef | str,
+    model_digest: str | None,
+    target: str | TargetPolicy,
+    public_key: PublicKey,
     *,
-    cosign: Cosign | None = None,
+    signer: Signer,
 ) -> GuardResult:
+    """The newest signed passing verdict for the (image, model) pair under a policy `target`
+    accepts, or `PromotionRefused` saying why there is none."""
     ref = image if isinstance(image, ImageRef) else ImageRef.parse(image)
-    shown = ref.by_tag if ref.digest is None else ref.by_digest
+    policy = target if isinstance(target, TargetPolicy) else TargetPolicy.for_target(target)
+    shown = ref.by_digest if ref.digest else ref.by_tag
+    where = _pair(shown, model_digest)
     if ref.digest is None:
-        raise PromotionRefused(
-            "refusing to promote an image given by tag; promote the digest that was scanned and signed",
-            where=shown, hint=f"use {ref.repository}@sha256:<digest>",
-        )
-    run = passing_scan(store, ref.digest)
-    if run is None:
-        raise PromotionRefused(f"no passing scan recorded in the store for {ref.digest}", where=shown,
-                               hint="run `llmgate scan` on this digest first")
-    from pipeline.stages.sign import cosign_options, verify_image
-
-    cosign = cosign or Cosign.discover(cosign_options(cfg.sign, ref.by_digest))
-    if cosign is None:
-        raise PromotionRefused(f"signature cannot be verified: {COSIGN_NOT_FOUND}", where=shown)
-    result = verify_image(cosign, ref.by_digest, cfg.sign)
-    if not result.verified:
-        raise PromotionRefused(f"signature does not verify: {result.reason}", where=shown)
-    return GuardResult(ref=ref.by_digest, scan_run_id=run.run_id, verify_reason=result.reason)
+        raise PromotionRefused("refusing to promote an image given by tag; promote the digest that was gated",
+                               where=where, hint=f"use {ref.repository}@sha256:<digest>")
+    if not model_digest:
+        raise PromotionRefused("refusing to promote a release without a model digest: the weights it serves "
+                               "would be unproven", where=where)
+    sig = signer.verify_image(ref.by_digest, public_key.pem)
+    if not sig.verified:
+        raise PromotionRefused(f"image signature: {sig.reason}", where=where)
+    verdicts, reason = verified_verdicts(ref, public_key, signer=signer)
+    if not verdicts:
+        raise PromotionRefused(f"no signed verdict: {reason}", where=where)
+    skipped: list[str] = []
+    for v in verdicts:  # newest first: the newest verdict about this pair decides, a pass or not
+        why = _not_about(v, model_digest, policy)
+        if why is not None:
+            skipped.append(why)
+            continue
+        if v.decision is not Decision.PASS:
+            raise PromotionRefused(
+                f"the newest signed verdict for this pair (run {v.run_id}) is {v.decision.value}"
+                + (f": {v.decision_reason}" if v.decision_reason else ""), where=where)
+        return GuardResult(image=ref.by_digest, model_digest=model_digest, target=policy.target, verdict=v,
+                           signature_reason=sig.reason, verdict_reason=reason, refused_verdicts=skipped)
+    raise PromotionRefused("no signed verdict for this pair: " + "; ".join(skipped), where=where)

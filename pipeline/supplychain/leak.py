@@ -24,16 +24,17 @@ import time
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 from ahocorasick_rs import BytesAhoCorasick
-from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.adapters.registry import RegistryClient
 from pipeline.errors import BadInput, InfraError
+from pipeline.redact import MASK, MIN_SECRET_CHARS
+from pipeline.schemas.leak import LeakFinding, LeakReport
 
 MIN_LINE = 20  # shorter lines (base64 tails, "MIIB…" prefixes) are too common to be evidence
-MIN_VALUE = 8  # a shorter secret cannot be told apart from ordinary bytes
+MIN_VALUE = MIN_SECRET_CHARS  # a shorter secret cannot be told apart from ordinary bytes (nor masked in text)
 CHUNK = 8 * 1024 * 1024
 _ARMOUR = re.compile(rb"^-----(BEGIN|END) [A-Z0-9 ]+-----$")
 _GZIP = b"\x1f\x8b"
@@ -45,49 +46,6 @@ class Needle:
     secret_id: str
     label: str  # "value" or "line N" (1-based line of the secret file)
     data: bytes
-
-
-class LeakFinding(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    secret_id: str
-    needle: str
-    where: Literal["manifest", "config", "history", "layer", "layer-blob"]
-    layer_digest: str | None = None
-    history_index: int | None = None
-    path: str | None = None  # file path in the layer, or JSON path in the config
-    in_name: bool = False  # the secret is in a file or link name, not its content
-
-    def describe(self) -> str:
-        loc = {
-            "manifest": "manifest",
-            "config": f"config {self.path}",
-            "history": f"history[{self.history_index}] {self.path or ''}".strip(),
-            "layer": f"layer {self.layer_digest} {'name of ' if self.in_name else ''}{self.path}",
-            "layer-blob": f"layer {self.layer_digest} (compressed bytes)",
-        }[self.where]
-        return f"secret '{self.secret_id}' ({self.needle}) in {loc}"
-
-
-class LeakReport(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    image: str
-    digest: str
-    secrets: list[str]
-    needles: dict[str, int] = Field(default_factory=dict)  # per secret: how many byte sequences searched
-    public_lines_excluded: dict[str, int] = Field(default_factory=dict)
-    reference_image: str | None = None
-    layers_scanned: int = 0
-    files_scanned: int = 0
-    bytes_scanned: int = 0
-    history_entries: int = 0
-    duration_s: float = 0.0
-    findings: list[LeakFinding] = Field(default_factory=list)
-
-    @property
-    def leaks(self) -> int:
-        return len(self.findings)
 
 
 # -- needles -----------------------------------------------------------------------------------------
@@ -174,8 +132,17 @@ class LeakScanner:
         self.needles = needles
 
     def _found(self, hits: set[int], **where: Any) -> list[LeakFinding]:
+        if hits and where.get("path"):
+            where["path"] = self._mask(where["path"])
         return [LeakFinding(secret_id=self.needles[i].secret_id, needle=self.needles[i].label, **where)
                 for i in sorted(hits)]
+
+    def _mask(self, text: str) -> str:
+        """A path that holds a secret (a file named after it) is kept with the secret's bytes masked:
+        findings name the place and the secret's id, never its value."""
+        for needle in sorted(self.needles, key=lambda n: len(n.data), reverse=True):
+            text = text.replace(needle.data.decode("utf-8", "surrogateescape"), MASK)
+        return text
 
     def scan_json(self, raw: bytes, data: Any, *, where: str) -> list[LeakFinding]:
         findings: list[LeakFinding] = []

@@ -1,7 +1,7 @@
-"""The scan gate: a policy model (the `scan:` section of gates.yaml) and its evaluator.
+"""The scan gate: a policy model (the `scan:` section of a gate policy) and its evaluator.
 
-Self-contained so that the gate engine only has to call `policy_from_gates(data)` and
-`scan_gate_verdict(run, policy)`; the scan stage calls `evaluate` itself to fill `scan.blocking`.
+The gate engine reaches it through `SCAN_SECTION` (a `SectionPlugin`); the scan stage calls `evaluate`
+itself to fill `scan.blocking`; `scan --report FILE` calls `check_report`.
 
 ```yaml
 scan:
@@ -12,54 +12,45 @@ scan:
   require_scanners: [vuln, secret, misconfig]   # a scanner that did not run fails the gate
 ```
 Any secret finding fails; that is not configurable.
+
+A trivy report does not say which scanners made it, and trivy leaves out every result without a
+finding, so a report read from a file proves only the scanners whose findings it holds. Checked on
+its own (`check_report`), a report fails closed: each required scanner it cannot prove is a blocking
+problem, unless the caller states which scanners ran.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from pipeline.config import describe_validation_error
 from pipeline.errors import BadInput
-from pipeline.models import GateStatus, GateVerdict, RunRecord, StageStatus
+from pipeline.gates.sections import ENGINE_SECTION_KEYS, SectionContext, SectionPlugin
+from pipeline.models import GateStatus, GateVerdict, RunRecord, Stage, StageStatus
+from pipeline.schemas.gate import VerdictDetails
+from pipeline.schemas.scan import (  # noqa: F401  (re-exported: the policy's types)
+    BlockingFinding,
+    IgnoredFinding,
+    ScanDetails,
+    Scanner,
+    ScanPolicy,
+    ScanVerdict,
+    SeverityLimits,
+)
 from pipeline.supplychain.ignore_file import IgnoreEntry, load_ignore_file
 from pipeline.supplychain.trivy_report import (
     SEVERITIES,
     Misconfiguration,
     SecretFinding,
-    Severity,
     TrivyReport,
     Vulnerability,
     count_by_severity,
 )
-
-Scanner = Literal["vuln", "secret", "misconfig"]
-
-
-class SeverityLimits(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    critical: int | None = Field(default=None, ge=0)
-    high: int | None = Field(default=None, ge=0)
-    medium: int | None = Field(default=None, ge=0)
-    low: int | None = Field(default=None, ge=0)
-    unknown: int | None = Field(default=None, ge=0)
-
-    def limit(self, sev: Severity) -> int | None:
-        return getattr(self, sev.value.lower())
-
-
-class ScanPolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    max: SeverityLimits = Field(default_factory=lambda: SeverityLimits(critical=0, high=0))
-    ignore_unfixed: bool = False
-    ignore_file: str | None = ".trivyignore.yaml"
-    misconfig_max: SeverityLimits = Field(default_factory=lambda: SeverityLimits(critical=0, high=0))
-    require_scanners: list[Scanner] = Field(default_factory=lambda: ["vuln", "secret", "misconfig"])
 
 
 def policy_from_gates(data: dict[str, Any] | None, *, where: str = "gates.yaml") -> ScanPolicy:
@@ -69,88 +60,34 @@ def policy_from_gates(data: dict[str, Any] | None, *, where: str = "gates.yaml")
         return ScanPolicy()
     if not isinstance(section, dict):
         raise BadInput("the scan section must be a mapping", where=f"{where}: scan")
-    # required/key/reason describe the gate, not the scan rules (the gate engine reads them)
-    rules = {k: v for k, v in section.items() if k not in ("required", "key", "reason")}
+    # required/key/reason/locked/relaxable describe the gate, not the scan rules (the gate engine reads them)
+    rules = {k: v for k, v in section.items() if k not in ENGINE_SECTION_KEYS}
     try:
         return ScanPolicy.model_validate(rules)
     except ValidationError as exc:
         raise BadInput(describe_validation_error(exc), where=f"{where}: scan") from exc
 
 
-def load_policy(path: str | Path | None) -> ScanPolicy:
-    """Policy from a gates.yaml path; a missing default file means the default policy."""
+def _all_sections() -> tuple[SectionPlugin, ...]:
+    # imported here, not at the top: gate_sections builds its list from SCAN_SECTION in this module
+    from pipeline.supplychain.gate_sections import SECTIONS
+
+    return SECTIONS
+
+
+def load_policy(path: str | Path | None, *, sections: Sequence[SectionPlugin] | None = None) -> ScanPolicy:
+    """The scan rules of the gate policy at `path` (through the gate policy loader, so `extends:` and
+    locks resolve exactly as the engine sees them); no path or a missing file means the default rules.
+    `sections`: every section plug-in the policy may hold (default: the supply-chain ones)."""
     if path is None:
         return ScanPolicy()
     p = Path(path)
     if not p.exists():
         return ScanPolicy()
-    # Through the gate policy loader, so that `extends:` resolves exactly as the gate engine sees it.
     from pipeline.gates.policy import load_policy as load_gate_policy
 
-    section = load_gate_policy(p).sections.get("scan")
+    section = load_gate_policy(p, sections=sections or _all_sections()).sections.get("scan")
     return section if isinstance(section, ScanPolicy) else ScanPolicy()
-
-
-class BlockingFinding(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["vulnerability", "secret", "misconfig"]
-    id: str
-    severity: Severity
-    target: str = ""
-    pkg: str | None = None
-    installed: str | None = None
-    fixed: str | None = None
-    line: int | None = None
-    rule: str  # why it blocks
-
-    def render(self) -> str:
-        if self.kind == "vulnerability":
-            fix = f"fixed in {self.fixed}" if self.fixed else "no fix available"
-            return f"{self.severity.value} {self.id} in {self.pkg} {self.installed} ({fix}) [{self.target}]: {self.rule}"
-        loc = f"{self.target}:{self.line}" if self.line else self.target
-        return f"{self.severity.value} {self.kind} {self.id} at {loc}: {self.rule}"
-
-
-class IgnoredFinding(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: str
-    pkg: str | None = None
-    target: str = ""
-    by: str  # "ignore-unfixed" or the ignore entry's source
-
-
-class ScanVerdict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    passed: bool
-    vuln_scanned: bool
-    counts: dict[str, int | None]  # per severity (lower case) after ignores; None when vuln did not run
-    raw_counts: dict[str, int | None]
-    secrets: int | None
-    misconfigs: int | None  # failing misconfigurations after ignores
-    blocking: list[BlockingFinding] = Field(default_factory=list)
-    problems: list[str] = Field(default_factory=list)  # blockers that are not findings (expired entry, scanner not run)
-    ignored: list[IgnoredFinding] = Field(default_factory=list)
-    unused_ignores: list[str] = Field(default_factory=list)
-
-    @property
-    def blocking_count(self) -> int:
-        return len(self.blocking) + len(self.problems)
-
-    def metrics(self) -> dict[str, float | None]:
-        m: dict[str, float | None] = {k: (None if v is None else float(v)) for k, v in self.counts.items()}
-        m["secrets"] = None if self.secrets is None else float(self.secrets)
-        m["misconfigs"] = None if self.misconfigs is None else float(self.misconfigs)
-        m["blocking"] = float(self.blocking_count)
-        return m
-
-    def summary(self) -> str:
-        if self.passed:
-            return "scan policy passed"
-        parts = list(self.problems) + [b.render() for b in self.blocking]
-        return f"scan policy blocked ({self.blocking_count}): " + "; ".join(parts)
 
 
 def _active(entries: list[IgnoreEntry], finding: Vulnerability | Misconfiguration, today: date) -> IgnoreEntry | None:
@@ -277,17 +214,129 @@ def scan_gate_verdict(
     today: date | None = None,
 ) -> GateVerdict:
     """One `scan` gate for the gate engine, re-evaluated from the findings the scan stage recorded."""
-    res = run.stage("scan")
+    res = run.stage(Stage.SCAN.value)
     base = {"name": "scan", "source": "scan.blocking", "threshold": 0.0, "direction": "max", "required": True}
-    if res is None or res.status is not StageStatus.OK or "report" not in res.details:
+    details = None if res is None else res.payload(ScanDetails)
+    if res is None or res.status is not StageStatus.OK or details is None:
         why = "no scan stage result" if res is None else f"scan stage {res.status.value}: {res.reason or ''}"
         return GateVerdict(status=GateStatus.NOT_RUN, reason=why, **base)
-    report = TrivyReport.model_validate(res.details["report"])
-    verdict = evaluate(report, policy, ignores=ignores, today=today, not_run=res.details.get("not_run") or {})
+    verdict = evaluate(details.report, policy, ignores=ignores, today=today, not_run=details.not_run)
     return GateVerdict(
         status=GateStatus.PASS if verdict.passed else GateStatus.FAIL,
         value=float(verdict.blocking_count),
         reason=verdict.summary(),
-        details={"blocking": [b.render() for b in verdict.blocking], "problems": verdict.problems},
+        details=VerdictDetails(blocking=[b.render() for b in verdict.blocking], problems=list(verdict.problems)),
         **base,
     )
+
+
+# -- a report read from a file: fail closed ------------------------------------------------------
+
+SCANNERS: tuple[str, ...] = get_args(Scanner)
+
+
+def parse_scanners(items: Sequence[str], *, where: str = "--scanners") -> list[str]:
+    """`["vuln", "secret"]` checked against trivy's scanner names; BadInput names the bad one."""
+    out: list[str] = []
+    for raw in items:
+        name = raw.strip()
+        if name not in SCANNERS:
+            raise BadInput(f"unknown scanner {name!r}; known: {', '.join(SCANNERS)}", where=where)
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise BadInput(f"name at least one scanner ({', '.join(SCANNERS)})", where=where)
+    return out
+
+
+def proven_scanners(report: TrivyReport) -> set[str]:
+    """The scanners a report proves ran: those with at least one finding in it. A clean scanner's
+    results are left out of trivy's output, so nothing else can be told from the file."""
+    proven = set()
+    if report.vulnerabilities:
+        proven.add("vuln")
+    if report.secrets:
+        proven.add("secret")
+    if report.misconfigs:
+        proven.add("misconfig")
+    return proven
+
+
+def unproven_scanners(report: TrivyReport, policy: ScanPolicy, *, stated: Sequence[str] | None) -> dict[str, str]:
+    """The `not_run` map for a report from a file: each required scanner neither proven by the
+    report nor stated by the caller, with why."""
+    stated_set = set(parse_scanners(stated)) if stated is not None else set()
+    proven = proven_scanners(report)
+    out: dict[str, str] = {}
+    for scanner in policy.require_scanners:
+        if scanner in proven or scanner in stated_set:
+            continue
+        if stated is not None:
+            out[scanner] = f"not among the scanners stated to have run ({', '.join(sorted(stated_set))})"
+        else:
+            out[scanner] = (
+                f"not proven: {report.source} holds no {scanner} finding and a trivy report does not say which "
+                "scanners made it; state them with --scanners if it ran"
+            )
+    return out
+
+
+def check_report(
+    report: str | Path | TrivyReport,
+    policy: str | Path | ScanPolicy | None,
+    *,
+    scanners: Sequence[str] | None,
+    ignore_file: str | Path | None = None,
+    today: date | None = None,
+) -> ScanVerdict:
+    """`scan --report`: apply a gate policy's scan rules to a trivy report read from a file, failing
+    closed on every required scanner the report cannot prove and `scanners` does not state."""
+    from pipeline.supplychain.trivy_report import load_report
+
+    rep = report if isinstance(report, TrivyReport) else load_report(report)
+    pol = policy if isinstance(policy, ScanPolicy) else load_policy(policy)
+    base = Path(policy).parent if isinstance(policy, str | Path) else None
+    ignores = load_ignores(pol, ignore_file, base=base)
+    return evaluate(rep, pol, ignores=ignores, today=today, not_run=unproven_scanners(rep, pol, stated=scanners))
+
+
+# -- the gate engine's view ------------------------------------------------------------------------
+
+
+def relaxations(parent: BaseModel, child: BaseModel) -> list[tuple[str, str]]:
+    """(field, how) for every way the `child` rules accept more than the `parent`'s."""
+    assert isinstance(parent, ScanPolicy) and isinstance(child, ScanPolicy)
+    out: list[tuple[str, str]] = []
+    for fld in ("max", "misconfig_max"):
+        p, c = getattr(parent, fld), getattr(child, fld)
+        for sev in SEVERITIES:
+            lp, lc = p.limit(sev), c.limit(sev)
+            if lp is not None and (lc is None or lc > lp):
+                out.append((fld, f"{fld}.{sev.value.lower()} may only get stricter ({lp} -> {lc})"))
+    if child.ignore_unfixed and not parent.ignore_unfixed:
+        out.append(("ignore_unfixed", "ignore_unfixed cannot be turned on (unfixed vulnerabilities would stop counting)"))
+    if child.ignore_file != parent.ignore_file:
+        out.append(("ignore_file", f"ignore_file cannot change ({parent.ignore_file!r} -> {child.ignore_file!r})"))
+    dropped = [s for s in parent.require_scanners if s not in child.require_scanners]
+    if dropped:
+        out.append(("require_scanners", f"require_scanners cannot drop {', '.join(dropped)}"))
+    return out
+
+
+def _validate(raw: dict[str, Any] | None, where: str) -> BaseModel:
+    return policy_from_gates({"scan": raw} if raw is not None else {}, where=where.rsplit(": scan", 1)[0])
+
+
+def _evaluate(section: BaseModel, run: RunRecord, ctx: SectionContext) -> list[GateVerdict]:
+    assert isinstance(section, ScanPolicy)
+    return [scan_gate_verdict(run, section, ignores=load_ignores(section, base=ctx.policy_dir))]
+
+
+SCAN_SECTION = SectionPlugin(
+    name="scan",
+    stage=Stage.SCAN,
+    reads="report",
+    validate=_validate,
+    evaluate=_evaluate,
+    relaxations=relaxations,
+)

@@ -1,115 +1,36 @@
-"""Typed findings from a trivy report (JSON SchemaVersion 2, or trivy's SARIF 2.1.0 rendering).
-
-Only what a policy or a person needs is kept. A secret finding keeps its rule, severity, file and
-line but never the matched text or the surrounding code: trivy masks the match itself, yet its
-context lines can hold other credentials verbatim (the real `secrets.json` fixture carries a GitHub
-token in a context line), and this model is dumped into the run record.
-"""
+"""Reading a trivy report (JSON SchemaVersion 2, or trivy's SARIF 2.1.0 rendering) into the typed
+findings of `pipeline.schemas.trivy`; any defect is a BadInput naming the file and field."""
 
 from __future__ import annotations
 
 import json
 import re
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.errors import BadInput
+from pipeline.schemas.trivy import (  # noqa: F401  (re-exported: the parser's output types)
+    SEVERITIES,
+    Misconfiguration,
+    SecretFinding,
+    Severity,
+    TrivyReport,
+    Vulnerability,
+    count_by_severity,
+)
 
 SUPPORTED_SCHEMA = 2
-
-
-class Severity(StrEnum):
-    CRITICAL = "CRITICAL"
-    HIGH = "HIGH"
-    MEDIUM = "MEDIUM"
-    LOW = "LOW"
-    UNKNOWN = "UNKNOWN"
-
-
-SEVERITIES: tuple[Severity, ...] = tuple(Severity)
-
-
-class _Finding(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Vulnerability(_Finding):
-    kind: Literal["vulnerability"] = "vulnerability"
-    id: str
-    pkg: str
-    installed: str
-    fixed: str | None = None
-    severity: Severity
-    status: str | None = None  # trivy: fixed, affected, will_not_fix, fix_deferred, end_of_life, ...
-    target: str = ""
-    pkg_path: str | None = None
-    purl: str | None = None
-    title: str | None = None
-
-    @property
-    def has_fix(self) -> bool:
-        # trivy's --ignore-unfixed keeps only status "fixed"; reports without Status use FixedVersion.
-        if self.status:
-            return self.status == "fixed"
-        return bool(self.fixed)
-
-
-class SecretFinding(_Finding):
-    kind: Literal["secret"] = "secret"
-    rule: str
-    category: str | None = None
-    severity: Severity
-    title: str | None = None
-    target: str
-    line: int | None = None
-    end_line: int | None = None
-
-
-class Misconfiguration(_Finding):
-    kind: Literal["misconfig"] = "misconfig"
-    id: str
-    avd_id: str | None = None
-    severity: Severity
-    title: str | None = None
-    message: str = ""
-    target: str
-    type: str | None = None
-    resolution: str | None = None
-    start_line: int | None = None
-    end_line: int | None = None
-    cause_lines: list[int] = Field(default_factory=list)
-
-
-class TrivyReport(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    source: str  # file the report was read from
-    format: Literal["json", "sarif"]
-    schema_version: int | None = None
-    artifact_name: str | None = None
-    artifact_type: str | None = None
-    trivy_version: str | None = None
-    vulnerabilities: list[Vulnerability] = Field(default_factory=list)
-    secrets: list[SecretFinding] = Field(default_factory=list)
-    misconfigs: list[Misconfiguration] = Field(default_factory=list)
-
-    def vuln_counts(self) -> dict[Severity, int]:
-        return count_by_severity(self.vulnerabilities)
-
-
-def count_by_severity(findings: list[Vulnerability] | list[Misconfiguration] | list[SecretFinding]) -> dict[Severity, int]:
-    counts = dict.fromkeys(SEVERITIES, 0)
-    for f in findings:
-        counts[f.severity] += 1
-    return counts
 
 
 # --- trivy's JSON, as written by `trivy --format json` (fields we read; the rest is ignored) ----------
 class _Raw(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class _RawPkgId(_Raw):
+    PURL: str | None = None
 
 
 class _RawVuln(_Raw):
@@ -121,7 +42,7 @@ class _RawVuln(_Raw):
     Status: str | None = None
     Severity: Severity
     Title: str | None = None
-    PkgIdentifier: dict[str, Any] | None = None
+    PkgIdentifier: _RawPkgId | None = None
 
 
 class _RawSecret(_Raw):
@@ -212,6 +133,8 @@ def load_report(path: str | Path) -> TrivyReport:
             f"not valid JSON (truncated or corrupt): {exc.msg} at line {exc.lineno} column {exc.colno}",
             where=f"{p}:{exc.lineno}",
         ) from exc
+    except RecursionError as exc:
+        raise BadInput("not a trivy report: JSON nested too deeply", where=str(p)) from exc
     return parse_report(data, source=str(p))
 
 
@@ -255,7 +178,7 @@ def parse_report(data: Any, *, source: str = "<report>") -> TrivyReport:
                     status=v.Status,
                     target=res.Target,
                     pkg_path=v.PkgPath,
-                    purl=(v.PkgIdentifier or {}).get("PURL"),
+                    purl=v.PkgIdentifier.PURL if v.PkgIdentifier else None,
                     title=v.Title,
                 )
             )
@@ -307,44 +230,112 @@ def _message_fields(text: str) -> dict[str, str]:
     return out
 
 
+class _SarifText(_Raw):
+    text: str = ""
+
+
+class _SarifRegion(_Raw):
+    startLine: int | None = None
+    endLine: int | None = None
+
+
+class _SarifArtifact(_Raw):
+    uri: str = ""
+
+
+class _SarifPhysical(_Raw):
+    artifactLocation: _SarifArtifact | None = None
+    region: _SarifRegion | None = None
+
+
+class _SarifLocation(_Raw):
+    physicalLocation: _SarifPhysical | None = None
+
+
+class _SarifResult(_Raw):
+    ruleId: str
+    message: _SarifText | None = None
+    locations: list[_SarifLocation] | None = None
+
+
+class _SarifRuleProps(_Raw):
+    tags: list[str] = []
+
+
+class _SarifRule(_Raw):
+    id: str | None = None
+    properties: _SarifRuleProps | None = None
+
+
+class _SarifDriver(_Raw):
+    name: str | None = None
+    version: str | None = None
+    rules: list[_SarifRule] | None = None
+
+
+class _SarifTool(_Raw):
+    driver: _SarifDriver | None = None
+
+
+class _SarifRunProps(_Raw):
+    imageName: str | None = None
+
+
+class _SarifRun(_Raw):
+    """The part of a SARIF 2.1.0 run trivy writes and this parser reads, typed so that a field of the
+    wrong shape is a BadInput naming it, never an AttributeError later."""
+
+    tool: _SarifTool | None = None
+    properties: _SarifRunProps | None = None
+    results: list[Any]
+
+
 def _parse_sarif(data: dict[str, Any], source: str) -> TrivyReport:
     runs = data.get("runs")
     if not isinstance(runs, list) or not runs:
         raise BadInput("SARIF report has no runs", where=f"{source}: runs")
     report = TrivyReport(source=source, format="sarif")
-    for ri, run in enumerate(runs):
-        if not isinstance(run, dict):
+    for ri, raw_run in enumerate(runs):
+        if not isinstance(raw_run, dict):
             raise BadInput("expected an object", where=f"{source}: runs[{ri}]")
-        driver = (run.get("tool") or {}).get("driver") or {}
-        if driver.get("name") != "Trivy":
-            raise BadInput(f"SARIF from {driver.get('name')!r}, not Trivy", where=f"{source}: runs[{ri}].tool.driver.name")
-        report.trivy_version = driver.get("version")
-        props = run.get("properties") or {}
-        report.artifact_name = props.get("imageName") or report.artifact_name
-        rules = {r.get("id"): r for r in driver.get("rules") or [] if isinstance(r, dict)}
-        results = run.get("results")
-        if not isinstance(results, list):
+        tool = raw_run.get("tool")
+        driver_raw = tool.get("driver") if isinstance(tool, dict) else None
+        name = driver_raw.get("name") if isinstance(driver_raw, dict) else None
+        if name != "Trivy":
+            raise BadInput(f"SARIF from {name!r}, not Trivy", where=f"{source}: runs[{ri}].tool.driver.name")
+        if not isinstance(raw_run.get("results"), list):
             raise BadInput("expected a list", where=f"{source}: runs[{ri}].results")
-        for i, res in enumerate(results):
+        try:
+            run = _SarifRun.model_validate(raw_run)
+        except ValidationError as exc:
+            raise _bad_fields(exc, f"{source}: runs[{ri}]") from exc
+        driver = run.tool.driver if run.tool and run.tool.driver else _SarifDriver()
+        report.trivy_version = driver.version
+        report.artifact_name = (run.properties.imageName if run.properties else None) or report.artifact_name
+        rules = {r.id: r for r in driver.rules or [] if r.id is not None}
+        for i, raw_res in enumerate(run.results):
             where = f"{source}: runs[{ri}].results[{i}]"
-            if not isinstance(res, dict) or not isinstance(res.get("ruleId"), str):
+            if not isinstance(raw_res, dict) or not isinstance(raw_res.get("ruleId"), str):
                 raise BadInput("result without a ruleId", where=where)
-            text = ((res.get("message") or {}).get("text")) or ""
-            fields = _message_fields(text)
-            rule = rules.get(res["ruleId"], {})
-            tags = [str(t) for t in (rule.get("properties") or {}).get("tags", [])]
+            try:
+                res = _SarifResult.model_validate(raw_res)
+            except ValidationError as exc:
+                raise _bad_fields(exc, where) from exc
+            fields = _message_fields(res.message.text if res.message else "")
+            rule = rules.get(res.ruleId)
+            tags = list(rule.properties.tags) if rule and rule.properties else []
             sev_text = fields.get("severity") or next((t for t in tags if t.upper() in Severity.__members__), "")
             try:
                 severity = Severity(sev_text.upper())
             except ValueError as exc:
                 raise BadInput(f"unknown severity {sev_text!r}", where=f"{where}.message") from exc
-            loc = ((res.get("locations") or [{}])[0]).get("physicalLocation") or {}
-            target = (loc.get("artifactLocation") or {}).get("uri", "")
-            region = loc.get("region") or {}
+            loc = (res.locations[0].physicalLocation if res.locations else None) or _SarifPhysical()
+            target = loc.artifactLocation.uri if loc.artifactLocation else ""
+            region = loc.region or _SarifRegion()
             if "vulnerability" in tags and "package" in fields:
                 report.vulnerabilities.append(
                     Vulnerability(
-                        id=res["ruleId"],
+                        id=res.ruleId,
                         pkg=fields["package"],
                         installed=fields.get("installed version", ""),
                         fixed=fields.get("fixed version") or None,
@@ -354,18 +345,16 @@ def _parse_sarif(data: dict[str, Any], source: str) -> TrivyReport:
                 )
             elif "secret" in tags:
                 report.secrets.append(
-                    SecretFinding(
-                        rule=res["ruleId"], severity=severity, target=target, line=region.get("startLine"),
-                        end_line=region.get("endLine"),
-                    )
+                    SecretFinding(rule=res.ruleId, severity=severity, target=target, line=region.startLine,
+                                  end_line=region.endLine)
                 )
             elif "misconfiguration" in tags:
                 report.misconfigs.append(
                     Misconfiguration(
-                        id=res["ruleId"], severity=severity, message=fields.get("message", ""), target=target,
-                        start_line=region.get("startLine"), end_line=region.get("endLine"),
+                        id=res.ruleId, severity=severity, message=fields.get("message", ""), target=target,
+                        start_line=region.startLine, end_line=region.endLine,
                     )
                 )
             else:
-                raise BadInput(f"cannot tell the finding kind of rule {res['ruleId']!r} (tags {tags})", where=where)
+                raise BadInput(f"cannot tell the finding kind of rule {res.ruleId!r} (tags {tags})", where=where)
     return report

@@ -14,7 +14,13 @@ chunk is sent at once (content-free, so it must not count as TTFT). Then a finis
 
 Fault modes (global `--fault`, or per request with the text `FAULT:<mode>` in the prompt):
 malformed (invalid JSON after 2 tokens), cut (connection closed mid-stream after 2 tokens),
-http500, hang (headers and role chunk, then silence), die (process exits at once with --exit-code).
+http500, hang (headers and role chunk, then silence), die (process exits at once with --exit-code),
+silent (the request is read, nothing is ever answered), keepalive (headers and role chunk, then an SSE
+comment line every 0.2 s, never a token: how a proxy or server keeps an idle stream open), drip (content
+tokens every --gap-ms forever, never a finish_reason). --error-body sets the http500 body (default
+`{"error":{"message":"injected failure"}}`). --reject-ignore-eos answers a request carrying `ignore_eos`
+with HTTP 400 and the body vLLM's validation handler sends for a field its request model forbids
+(`{"error": {"message": <the pydantic errors>, "type": "BadRequestError", "param": null, "code": 400}}`).
 Start-up: --listen-after-s (port closed until then), --ready-after-s (readiness path and /health 503
 until then), --complete-after-s (completions 503 until then), --never-ready, --die-after-s,
 --die-after-requests. Every option also reads METRONOME_<OPTION> from the environment.
@@ -175,6 +181,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fault", default=_env("fault", "none"))
     p.add_argument("--no-usage", action="store_true", default=_env("no_usage", "") == "1")
     p.add_argument("--no-metrics", action="store_true", default=_env("no_metrics", "") == "1")
+    p.add_argument("--error-body", default=_env("error_body", '{"error":{"message":"injected failure"}}'))
+    p.add_argument("--reject-ignore-eos", action="store_true", default=_env("reject_ignore_eos", "") == "1")
     p.add_argument("--print-port", action="store_true")
     return p.parse_args(argv)
 
@@ -224,7 +232,8 @@ class Metronome:
             conn.close()
 
     async def _send(self, conn: Conn, status: int, body: bytes, ctype: str) -> bool:
-        reason = {200: "OK", 404: "Not Found", 500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "X")
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error",
+                  503: "Service Unavailable"}.get(status, "X")
         conn.write(
             f"HTTP/1.1 {status} {reason}\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}\r\n\r\n".encode()
             + body
@@ -287,7 +296,15 @@ class Metronome:
             print("metronome: dying on request", flush=True)
             os._exit(self.a.exit_code)
         if fault == "http500":
-            return await self._send(conn, 500, b'{"error":{"message":"injected failure"}}', "application/json")
+            return await self._send(conn, 500, self.a.error_body.encode(), "application/json")
+        if self.a.reject_ignore_eos and "ignore_eos" in req:
+            errors = [{"type": "extra_forbidden", "loc": ("body", "ignore_eos"), "msg": "Extra inputs are not permitted",
+                       "input": req["ignore_eos"]}]
+            body = {"error": {"message": str(errors), "type": "BadRequestError", "param": None, "code": 400}}
+            return await self._send(conn, 400, json.dumps(body).encode(), "application/json")
+        if fault == "silent":
+            await asyncio.sleep(3600)
+            return False
         ttft, gap = self.a.ttft_ms / 1000.0, self.a.gap_ms / 1000.0
         if not req.get("stream"):
             await asyncio.sleep(max(0.0, recv + ttft + gap * (n - 1) - time.perf_counter()))
@@ -336,6 +353,13 @@ class Metronome:
                 head = 'data: {{"id":"{}","object":"text_completion","model":{},"choices":[{{"index":0,"text":'.format(
                     base["id"], json.dumps(self.a.model_name))
                 tail = ',"finish_reason":null}],'
+            if fault == "keepalive":
+                while True:  # the stream stays open and busy, and never carries a token
+                    await asyncio.sleep(0.2)
+                    conn.write(b"%x\r\n: keep-alive\n\n\r\n" % len(b": keep-alive\n\n"))
+                    await conn.drain()
+            if fault == "drip":
+                n = 1 << 62  # content without end: never a finish_reason
             for i in range(n):
                 await asyncio.sleep(max(0.0, recv + ttft + gap * i - time.perf_counter()))
                 if fault == "hang" and i == 0:

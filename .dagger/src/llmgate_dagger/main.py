@@ -1,25 +1,45 @@
-"""The llmgate Dagger module: containers, secrets and services around `pipeline/`.
+"""The llmgate Dagger module: `dagger call run` runs the dagger plan, each stage as the `llmgate` CLI.
 
-Thin by design: every decision (secret ids, tool pins, command lines, digest checks) comes from
-`pipeline.ci_plan`, and every stage runs as the `llmgate` CLI inside this project's own image, so the
-logic that decides a release is the one tested in `tests/`. Secrets are only ever `dagger.Secret`.
+Thin by design. Which steps run, in which order, with which credentials and which command lines comes
+from the one plan (`pipeline.orchestrate.plan.DAGGER`) through `pipeline.ci_plan`; the module builds
+the images, publishes the serving image, starts it once as a GPU service and wires containers, secrets
+and services. The decisions are made by the CLI the test suite runs, inside this project's own image
+(dockerfiles/llmgate.Dockerfile). Every credential is a `dagger.Secret`, reaching the tool container
+only as a secret variable or a mounted secret file, and only for the steps that read it.
 """
 
 from __future__ import annotations
 
+import sys
+import uuid
 from typing import Annotated
 
 import dagger
 from dagger import DefaultPath, Doc, Ignore, dag, function, object_type
 
 from pipeline import ci_plan
+from pipeline.errors import BadInput, InfraError
+from pipeline.orchestrate.plan import Credential
 
 SOURCE_IGNORE = [".venv", ".llmgate", ".git", "**/__pycache__", ".pytest_cache", "tests/artifacts"]
+
+Secret = dagger.Secret | None
+CaBundle = Annotated[
+    Secret, Doc("CA bundle for pip (a TLS-intercepting proxy or a private index): BuildKit secret 'ca_bundle'.")
+]
+PipConf = Annotated[Secret, Doc("pip.conf for a private index or the CPU torch index: BuildKit secret 'pip_conf'.")]
+Dockerfile = Annotated[str, Doc("Dockerfile of the serving image, relative to the source.")]
+BuildArgs = Annotated[list[str] | None, Doc("KEY=VALUE build arguments of the serving image (never credentials).")]
+Address = Annotated[
+    str, Doc("Repository and tag to publish the serving image to, e.g. registry.example.com/llm/server:v1.")
+]
+RegistryUsername = Annotated[str, Doc("Registry user name (not a secret).")]
+RegistryPassword = Annotated[Secret, Doc("Registry password or token.")]
 
 
 @object_type
 class Llmgate:
-    """Build, scan, sign, measure, gate and promote an LLM-serving image by digest."""
+    """Publish an LLM-serving image, measure and gate it by digest, and promote it only on a pass."""
 
     source: Annotated[
         dagger.Directory,
@@ -28,212 +48,211 @@ class Llmgate:
         Doc("The llmgate project: Dockerfiles, gates.yaml, ground truth, manifests."),
     ]
 
-    # -- images ------------------------------------------------------------------------------------
-    async def _secrets(self, dockerfile: str, provided: dict[str, dagger.Secret | None]) -> list[dagger.Secret]:
+    # -- images -----------------------------------------------------------------------------------
+    async def _build_secrets(self, dockerfile: str, ca_bundle: Secret, pip_conf: Secret) -> list[dagger.Secret]:
         text = await self.source.file(dockerfile).contents()
-        matched = ci_plan.match_build_secrets(dockerfile, text, provided)
-        # BuildKit mounts a secret under its name: rename each to the id the Dockerfile mounts.
-        return [dag.set_secret(sid, await secret.plaintext()) for sid, secret in matched.items()]  # type: ignore[union-attr]
+        matched = ci_plan.match_build_secrets(dockerfile, text, {"ca_bundle": ca_bundle, "pip_conf": pip_conf})
+        # BuildKit mounts a Dagger secret at /run/secrets/<its name>, and a secret given as env://,
+        # file:// or cmd:// has no name. Dagger 0.21 names a secret only through `set_secret`, so a
+        # build secret is re-registered under the id the Dockerfile mounts, inside the engine session.
+        return [dag.set_secret(sid, await s.plaintext()) for sid, s in matched.items()]  # type: ignore[union-attr]
 
-    def _tool(self) -> dagger.Container:
-        """This project's own image: the `llmgate` CLI with the scorers, used to run stage clients."""
-        return (
-            self.source.docker_build(dockerfile=ci_plan.TOOL_DOCKERFILE)
-            .with_directory(ci_plan.WORK, self.source)
-            .with_workdir(ci_plan.WORK)
+    def _context(self) -> dagger.Directory:
+        ctx = self.source
+        for d in ci_plan.STAGED_CONTEXT_DIRS:  # merged with an empty directory: created when missing
+            ctx = ctx.with_directory(d, dag.directory())
+        return ctx
+
+    @function
+    async def tool(
+        self,
+        base_image: Annotated[str, Doc("Base of the tool image: Debian bookworm with python3-venv, by digest.")] = (
+            ci_plan.TOOL_BASE_IMAGE
+        ),
+        ca_bundle: CaBundle = None,
+        pip_conf: PipConf = None,
+    ) -> dagger.Container:
+        """The tool image, from dockerfiles/llmgate.Dockerfile: the llmgate CLI with its scorers and scanners."""
+        secrets = await self._build_secrets(ci_plan.TOOL_DOCKERFILE, ca_bundle, pip_conf)
+        return self._context().docker_build(
+            dockerfile=ci_plan.TOOL_DOCKERFILE,
+            build_args=[dagger.BuildArg(name="BASE_IMAGE", value=ci_plan.pinned(base_image, where="base_image"))],
+            secrets=secrets,
         )
 
     @function
     async def build(
         self,
-        dockerfile: Annotated[str, Doc("Dockerfile of the serving image, relative to the source.")] = ci_plan.SERVER_DOCKERFILE,
-        pip_credentials: Annotated[dagger.Secret | None, Doc("pip credentials (netrc/pip.conf) mounted as BuildKit secret 'pip_credentials'.")] = None,
-        ca_bundle: Annotated[dagger.Secret | None, Doc("CA bundle for the package index, BuildKit secret 'ca_bundle'.")] = None,
-        build_args: Annotated[list[str] | None, Doc("KEY=VALUE build arguments (never credentials).")] = None,
+        dockerfile: Dockerfile = ci_plan.SERVER_DOCKERFILE,
+        build_args: BuildArgs = None,
+        ca_bundle: CaBundle = None,
+        pip_conf: PipConf = None,
     ) -> dagger.Container:
-        """Build the serving image with BuildKit secrets; nothing secret reaches a layer."""
-        secrets = await self._secrets(dockerfile, {"pip_credentials": pip_credentials, "ca_bundle": ca_bundle})
+        """Build the serving image with BuildKit secrets (the ids its Dockerfile mounts), none in a layer."""
+        secrets = await self._build_secrets(dockerfile, ca_bundle, pip_conf)
         args = [dagger.BuildArg(name=k, value=v) for k, v in ci_plan.parse_build_args(build_args or []).items()]
-        return self.source.docker_build(dockerfile=dockerfile, secrets=secrets, build_args=args)
+        return self._context().docker_build(dockerfile=dockerfile, build_args=args, secrets=secrets)
 
     @function(cache="never")
     async def publish(
         self,
-        address: Annotated[str, Doc("Repository to push to, e.g. registry.example.com/llm/server:TAG.")],
-        dockerfile: Annotated[str, Doc("Dockerfile of the serving image.")] = ci_plan.SERVER_DOCKERFILE,
-        registry_username: Annotated[str, Doc("Registry user name.")] = "",
-        registry_password: Annotated[dagger.Secret | None, Doc("Registry password or token.")] = None,
-        pip_credentials: Annotated[dagger.Secret | None, Doc("BuildKit secret 'pip_credentials'.")] = None,
-        ca_bundle: Annotated[dagger.Secret | None, Doc("BuildKit secret 'ca_bundle'.")] = None,
+        address: Address,
+        dockerfile: Dockerfile = ci_plan.SERVER_DOCKERFILE,
+        build_args: BuildArgs = None,
+        registry_username: RegistryUsername = "",
+        registry_password: RegistryPassword = None,
+        ca_bundle: CaBundle = None,
+        pip_conf: PipConf = None,
     ) -> str:
-        """Build and push; returns the digest reference (repo@sha256:…) that identifies the run from here on."""
-        ctr = await self.build(dockerfile=dockerfile, pip_credentials=pip_credentials, ca_bundle=ca_bundle)
+        """Build and push the serving image; returns repo@sha256:…, the digest that identifies the run."""
+        ctr = await self.build(dockerfile=dockerfile, build_args=build_args, ca_bundle=ca_bundle, pip_conf=pip_conf)
         if registry_password is not None:
             ctr = ctr.with_registry_auth(address, registry_username, registry_password)
         return ci_plan.require_digest(await ctr.publish(address), where="publish")
 
-    # -- supply chain: the same `llmgate scan/sign` stages, inside the tool image ------------------
-    def _with_run(self, image: str, run: dagger.File | None) -> dagger.Container:
-        tool = self._tool()
-        if run is not None:
-            return tool.with_file(ci_plan.RUN_FILE, run)
-        return tool.with_exec(ci_plan.new_run_command(image))
-
+    # -- the run ------------------------------------------------------------------------------------
     @function(cache="never")
-    async def scan(
+    async def run(
         self,
-        image: Annotated[str, Doc("Image by digest (repo@sha256:…).")],
-        run: Annotated[dagger.File | None, Doc("Run record to extend (default: a new one for this digest).")] = None,
-        registry_username: Annotated[str, Doc("Registry user name.")] = "",
-        registry_password: Annotated[dagger.Secret | None, Doc("Registry password or token.")] = None,
-    ) -> dagger.File:
-        """Scan with trivy (vuln, secret, misconfig; its DB cached in a volume) and apply the scan policy.
+        address: Address,
+        model: Annotated[dagger.Directory, Doc("Model weights, mounted read-only at /models (server and tool).")],
+        dockerfile: Dockerfile = ci_plan.SERVER_DOCKERFILE,
+        build_args: BuildArgs = None,
+        tool_base: Annotated[str, Doc("Base of the tool image (Debian bookworm with python3-venv), by digest.")] = (
+            ci_plan.TOOL_BASE_IMAGE
+        ),
+        registry_username: RegistryUsername = "",
+        registry_password: RegistryPassword = None,
+        cosign_key: Annotated[Secret, Doc("Signing key, cosign's encrypted PEM.")] = None,
+        cosign_password: Annotated[Secret, Doc("Password of the signing key.")] = None,
+        cosign_public_key: Annotated[Secret, Doc("Public key signatures and attestations must verify with.")] = None,
+        judge_api_key: Annotated[Secret, Doc("API key of the OpenAI-compatible LLM judge.")] = None,
+        kubeconfig: Annotated[Secret, Doc("kubeconfig for promoting into the cluster's Rollout.")] = None,
+        store_url: Annotated[
+            Secret, Doc("Results store URL (PostgreSQL) every runner shares: baselines, the promotion lock.")
+        ] = None,
+        ca_bundle: CaBundle = None,
+        pip_conf: PipConf = None,
+        gpus: Annotated[bool, Doc("Give the server every GPU of the runner.")] = True,
+        target: Annotated[
+            str, Doc("Deployment target: the baseline the gates compare against, where promotion goes.")
+        ] = "",
+        promote: Annotated[
+            bool, Doc("Run the promotion step (needs --target); it promotes only on a signed passing verdict.")
+        ] = False,
+    ) -> dagger.Directory:
+        """Run the dagger plan: publish, then every stage in the tool image against one GPU service.
 
-        Returns run.json with the scan stage, the trivy JSON and SARIF kept as its artifacts.
+        The directory holds run.json, verdict.json, junit.xml, summary.md and report.html at its root,
+        whatever the verdict: a blocked gate is a result, not an error (read `decision` in run.json).
         """
-        ctr = self._with_run(image, run).with_mounted_cache(
-            ci_plan.TRIVY_CACHE_DIR, dag.cache_volume(ci_plan.TRIVY_CACHE_VOLUME)
+        if promote and not target:
+            raise BadInput("promotion needs a target", where="--target")
+        given: dict[str, dagger.Secret | None] = {
+            "registry_password": registry_password, "cosign_key": cosign_key, "cosign_password": cosign_password,
+            "cosign_public_key": cosign_public_key, "judge_api_key": judge_api_key, "kubeconfig": kubeconfig,
+            "store_url": store_url,
+        }
+        unwired = {c.name for c in ci_plan.credentials()} - set(given)
+        if unwired:
+            raise BadInput(f"the dagger plan reads credentials this module does not take: {sorted(unwired)}")
+
+        image = await self.publish(address, dockerfile=dockerfile, build_args=build_args,
+                                   registry_username=registry_username, registry_password=registry_password,
+                                   ca_bundle=ca_bundle, pip_conf=pip_conf)
+        tool = await self._tool_container(tool_base, model, given, ca_bundle, pip_conf)
+
+        def step_container(state: dagger.Directory, creds: list[Credential]) -> dagger.Container:
+            ctr = tool.with_mounted_directory(ci_plan.STATE, state, owner=ci_plan.TOOL_UID)
+            ctr = _with_credentials(ctr, creds, given)
+            reads_registry = any(c.name == "registry_password" for c in creds)
+            if reads_registry and registry_password is not None and registry_username:
+                ctr = ctr.with_env_variable(ci_plan.REGISTRY_USERNAME_ENV, registry_username)
+            return ctr
+
+        started = (
+            step_container(dag.directory(), [])
+            .with_env_variable(ci_plan.INVOCATION_ENV, uuid.uuid4().hex)
+            .with_exec(ci_plan.new_run_command(image, tag=ci_plan.image_tag(address), target=target))
         )
-        if registry_password is not None:
-            ctr = ctr.with_env_variable("TRIVY_USERNAME", registry_username).with_secret_variable(
-                "TRIVY_PASSWORD", registry_password
-            )
-        return ctr.with_exec(ci_plan.stage_command("scan")).file(ci_plan.RUN_FILE)
+        run_id = ci_plan.parse_run_id(await started.stdout())
+        state = started.directory(ci_plan.STATE)
+        server = self._server(image, model, gpus, address, registry_username, registry_password)
 
-    @function(cache="never")
-    async def sign(
-        self,
-        image: Annotated[str, Doc("Image by digest (repo@sha256:…).")],
-        cosign_key: Annotated[dagger.Secret, Doc("cosign private key (PEM), passed as COSIGN_PRIVATE_KEY.")],
-        cosign_password: Annotated[dagger.Secret, Doc("Password of the cosign key.")],
-        run: Annotated[dagger.File | None, Doc("Run record to extend (default: a new one for this digest).")] = None,
-        registry_password: Annotated[dagger.Secret | None, Doc("Registry password or token.")] = None,
-    ) -> dagger.File:
-        """Sign the digest with cosign (key-based; sigstore bundle as OCI referrer), verify it, attest the scan.
+        service: dagger.Service | None = None
+        try:
+            for step in ci_plan.steps(promote=promote):
+                ctr = step_container(state, ci_plan.step_credentials(step))
+                if ci_plan.uses_server(step):
+                    # Started once, before boot measures it; bench and eval talk to the same instance.
+                    service = service or await server.start()
+                    ctr = ctr.with_service_binding(ci_plan.SERVER_ALIAS, service)
+                elif service is not None:
+                    await service.stop()
+                    service = None
+                done = ctr.with_exec(ci_plan.stage_command(step, run_id), expect=dagger.ReturnType.ANY)
+                # Each step runs here, in plan order; a blocked gate (1) or a failed stage is recorded in
+                # the run by the CLI, and the export below still runs.
+                print(f"llmgate stage {step.stage}: exit {await done.exit_code()}", file=sys.stderr)
+                state = done.directory(ci_plan.STATE)
+        finally:
+            if service is not None:
+                await service.stop()
+        exported = step_container(state, []).with_exec(ci_plan.export_command(run_id), expect=dagger.ReturnType.ANY)
+        out = exported.directory(ci_plan.OUT)
+        # Export mirrors the verdict in its exit code; what must hold is that every file is there.
+        missing = ci_plan.missing_export_files(await out.entries())
+        if missing:
+            code, err = await exported.exit_code(), await exported.stderr()
+            raise InfraError(f"`llmgate export` (exit {code}) wrote no {', '.join(missing)}: {err.strip()[-2000:]}",
+                             where=ci_plan.OUT)
+        return out
 
-        Returns run.json with the signature reference recorded.
-        """
+    async def _tool_container(self, base_image: str, model: dagger.Directory, given: dict[str, dagger.Secret | None],
+                              ca_bundle: Secret, pip_conf: Secret) -> dagger.Container:
+        """The one tool container every command runs in: the project at /work/src, the weights, the store."""
         ctr = (
-            self._with_run(image, run)
-            .with_secret_variable("COSIGN_PRIVATE_KEY", cosign_key)
-            .with_secret_variable("COSIGN_PASSWORD", cosign_password)
+            (await self.tool(base_image=base_image, ca_bundle=ca_bundle, pip_conf=pip_conf))
+            .with_mounted_directory(ci_plan.SOURCE, self.source, owner=ci_plan.TOOL_UID)
+            .with_workdir(ci_plan.SOURCE)
+            .with_mounted_directory(ci_plan.MODELS, model, read_only=True)
+            .with_mounted_cache(ci_plan.TRIVY_CACHE_DIR, dag.cache_volume(ci_plan.TRIVY_CACHE_VOLUME),
+                                owner=ci_plan.TOOL_UID)
         )
-        if registry_password is not None:
-            ctr = ctr.with_secret_variable("COSIGN_REGISTRY_PASSWORD", registry_password)
-        return ctr.with_exec(ci_plan.stage_command("sign")).file(ci_plan.RUN_FILE)
+        run_wide = ci_plan.run_wide_credentials()
+        ctr = _with_credentials(ctr, run_wide, given)
+        store = next(c for c in run_wide if c.name == "store_url")
+        if given["store_url"] is not None and store.file:
+            ctr = ctr.with_env_variable(ci_plan.STORE_URL_FILE_ENV, store.file)  # a path, not the URL
+        return ctr
 
-    # -- serving: boot as a service, measure from the tool image ------------------------------------
-    def _server(self, image: str, model: dagger.Directory, gpus: bool) -> dagger.Service:
+    def _server(self, image: str, model: dagger.Directory, gpus: bool, address: str, username: str,
+                password: Secret) -> dagger.Service:
+        """The published digest as a service: weights read-only at /models, port 8000, all GPUs."""
+        ctr = dag.container()
+        if password is not None:
+            ctr = ctr.with_registry_auth(address, username, password)
         ctr = (
-            dag.container()
-            .from_(ci_plan.require_digest(image))
-            .with_mounted_directory("/models", model)
-            .with_env_variable("MODEL_PATH", "/models")
-            .with_exposed_port(ci_plan.SERVER_PORT)
+            ctr.from_(ci_plan.require_digest(image))
+            .with_mounted_directory(ci_plan.MODELS, model, read_only=True)
+            .with_env_variable("MODEL_PATH", ci_plan.MODELS)
+            # Readiness is the boot stage's measurement (port, health, first completion), not Dagger's.
+            .with_exposed_port(ci_plan.SERVER_PORT, experimental_skip_healthcheck=True)
         )
         if gpus:
             ctr = ctr.experimental_with_all_gp_us()
         return ctr.as_service(use_entrypoint=True)
 
-    def _client(self, image: str, model: dagger.Directory, gpus: bool, run: dagger.File | None) -> dagger.Container:
-        return self._with_run(image, run).with_service_binding(ci_plan.SERVER_ALIAS, self._server(image, model, gpus))
 
-    @function(cache="never")
-    async def bench(
-        self,
-        image: Annotated[str, Doc("Serving image by digest.")],
-        model: Annotated[dagger.Directory, Doc("Model weights directory, mounted read-only at /models.")],
-        gpus: Annotated[bool, Doc("Give the server every GPU of the runner.")] = True,
-        run: Annotated[dagger.File | None, Doc("Run record to extend (default: a new one for this digest).")] = None,
-    ) -> dagger.File:
-        """Boot the image as a service and measure TTFT, TPOT, throughput and errors; returns run.json."""
-        ctr = self._client(image, model, gpus, run).with_exec(ci_plan.stage_command("bench", url=ci_plan.server_url()))
-        return ctr.file(ci_plan.RUN_FILE)
-
-    @function(cache="never")
-    async def evaluate(
-        self,
-        image: Annotated[str, Doc("Serving image by digest.")],
-        model: Annotated[dagger.Directory, Doc("Model weights directory, mounted read-only at /models.")],
-        gpus: Annotated[bool, Doc("Give the server every GPU of the runner.")] = True,
-        run: Annotated[dagger.File | None, Doc("Run record to extend (default: a new one for this digest).")] = None,
-        judge_api_key: Annotated[dagger.Secret | None, Doc("API key of the OpenAI-compatible judge.")] = None,
-    ) -> dagger.File:
-        """Score the served model on the versioned ground truth, per dimension; returns run.json."""
-        ctr = self._client(image, model, gpus, run)
-        if judge_api_key is not None:
-            ctr = ctr.with_secret_variable("LLMGATE_JUDGE_API_KEY", judge_api_key)
-        return ctr.with_exec(ci_plan.stage_command("eval", url=ci_plan.server_url())).file(ci_plan.RUN_FILE)
-
-    # -- decision and promotion -----------------------------------------------------------------------
-    @function(cache="never")
-    async def gate(
-        self,
-        run: Annotated[dagger.File, Doc("Run record (run.json) with the measured stages.")],
-        policy: Annotated[str, Doc("Gate policy file in the source.")] = "gates.yaml",
-    ) -> dagger.Directory:
-        """Apply the gate policy; returns run.json, verdict.json and junit.xml (the exec fails when blocked)."""
-        ctr = (
-            self._tool()
-            .with_file(ci_plan.RUN_FILE, run)
-            .with_exec(ci_plan.stage_command("gate", extra=["--policy", policy]), expect=dagger.ReturnType.ANY)
-        )
-        return ctr.directory(ci_plan.WORK)
-
-    @function(cache="never")
-    async def promote(
-        self,
-        run: Annotated[dagger.File, Doc("Run record whose decision is pass.")],
-        target: Annotated[str, Doc("Promotion target (overlay / cluster name).")],
-        kubeconfig: Annotated[dagger.Secret | None, Doc("kubeconfig for cluster promotion of the Rollout.")] = None,
-        cosign_public_key: Annotated[dagger.Secret | None, Doc("Public key the signature must verify against.")] = None,
-        dry_run: Annotated[bool, Doc("Print exactly what would change, change nothing.")] = True,
-    ) -> str:
-        """Promote the run's digest into the canary rollout, only if every gate passed and the signature verifies."""
-        ctr = self._tool().with_file(ci_plan.RUN_FILE, run)
-        extra = ["--target", target]
-        if kubeconfig is not None:
-            ctr = ctr.with_mounted_secret("/secrets/kubeconfig", kubeconfig)
-            extra += ["--kubeconfig", "/secrets/kubeconfig"]
-        if cosign_public_key is not None:
-            # the promotion guard verifies against sign.public_key (cosign.pub in the source by default)
-            ctr = ctr.with_mounted_secret(f"{ci_plan.WORK}/cosign.pub", cosign_public_key)
-        if dry_run:
-            extra.append("--dry-run")
-        return await ctr.with_exec(ci_plan.stage_command("promote", extra=extra)).stdout()
-
-    @function(cache="never")
-    async def run(
-        self,
-        address: Annotated[str, Doc("Repository to publish the serving image to (with tag).")],
-        model: Annotated[dagger.Directory, Doc("Model weights directory, mounted read-only at /models.")],
-        cosign_key: Annotated[dagger.Secret, Doc("cosign private key (PEM).")],
-        cosign_password: Annotated[dagger.Secret, Doc("Password of the cosign key.")],
-        dockerfile: Annotated[str, Doc("Dockerfile of the serving image.")] = ci_plan.SERVER_DOCKERFILE,
-        registry_username: Annotated[str, Doc("Registry user name.")] = "",
-        registry_password: Annotated[dagger.Secret | None, Doc("Registry password or token.")] = None,
-        pip_credentials: Annotated[dagger.Secret | None, Doc("BuildKit secret 'pip_credentials'.")] = None,
-        ca_bundle: Annotated[dagger.Secret | None, Doc("BuildKit secret 'ca_bundle'.")] = None,
-        judge_api_key: Annotated[dagger.Secret | None, Doc("API key of the OpenAI-compatible judge.")] = None,
-        gpus: Annotated[bool, Doc("Give the server every GPU of the runner.")] = True,
-        policy: Annotated[str, Doc("Gate policy file in the source.")] = "gates.yaml",
-        promote_target: Annotated[str, Doc("Promote to this target when every gate passes (empty: gates only).")] = "",
-        kubeconfig: Annotated[dagger.Secret | None, Doc("kubeconfig for cluster promotion.")] = None,
-    ) -> dagger.Directory:
-        """The main job: publish → scan → sign → bench → evaluate → gate [→ promote]; returns the run record and reports."""
-        image = await self.publish(
-            address,
-            dockerfile=dockerfile,
-            registry_username=registry_username,
-            registry_password=registry_password,
-            pip_credentials=pip_credentials,
-            ca_bundle=ca_bundle,
-        )
-        record = await self.scan(image, registry_username=registry_username, registry_password=registry_password)
-        record = await self.sign(image, cosign_key, cosign_password, run=record, registry_password=registry_password)
-        record = await self.bench(image, model, gpus=gpus, run=record)
-        record = await self.evaluate(image, model, gpus=gpus, run=record, judge_api_key=judge_api_key)
-        out = await self.gate(record, policy=policy)
-        if promote_target:
-            await self.promote(out.file("run.json"), promote_target, kubeconfig=kubeconfig, dry_run=False)
-        return out
+def _with_credentials(ctr: dagger.Container, creds: list[Credential],
+                      given: dict[str, dagger.Secret | None]) -> dagger.Container:
+    """Each credential where the plan says the CLI reads it: a secret variable or a mounted secret file."""
+    for cred in creds:
+        secret = given[cred.name]
+        if secret is None:
+            continue
+        if cred.env:
+            ctr = ctr.with_secret_variable(cred.env, secret)
+        elif cred.file:
+            ctr = ctr.with_mounted_secret(cred.file, secret, owner=ci_plan.TOOL_UID, mode=0o400)
+    return ctr

@@ -1,0 +1,94 @@
+"""Content-addressed reuse: the inputs a stage's result depends on, hashed into its `input_key`.
+
+A stage whose key equals that of a stored result with status ok reuses it (recorded as reused, with
+the run it came from) instead of doing the work again. The key covers the release identity parts the
+stage reads, the stage's own configuration and the versions of the tools and scorers it runs; a stage
+that signs, gates or talks to a live server has no key and always runs (bench only with
+`--reuse-bench`). Anything unknown (a dirty source tree, no digest yet) means no key: when in doubt,
+recompute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import PipelineConfig
+from pipeline.models import RunRecord, Stage
+from pipeline.stages.context import StageOptions
+
+_TOOL_VERSIONS: dict[str, str] = {}
+
+
+def _llmgate_version() -> str:
+    try:
+        return metadata.version("llmgate")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _file_sha(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _tree_sha(root: Path) -> str | None:
+    """sha256 over every file's relative path and content under `root` (small trees: manifests)."""
+    if not root.is_dir():
+        return None
+    h = hashlib.sha256()
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        h.update(str(p.relative_to(root)).encode() + b"\0")
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _key(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def input_key(stage: Stage, run: RunRecord, cfg: PipelineConfig, options: StageOptions,
+              tools: dict[str, str] | None = None) -> str | None:
+    """The stage's input key for this run, or None when its result must be recomputed."""
+    release = run.release
+    common = {"stage": stage.value, "llmgate": _llmgate_version(), **(tools or {})}
+    if stage is Stage.BUILD:
+        commit = run.source_commit
+        if not commit or commit.endswith("-dirty"):
+            return None
+        dockerfile = _file_sha(Path(cfg.build.dockerfile))
+        lock = _file_sha(Path(cfg.stack.lock_file))
+        build = cfg.build.model_dump(mode="json", exclude={"tag"})
+        return _key({**common, "commit": commit, "dockerfile": dockerfile, "base_lock": lock, "build": build,
+                     "repository": run.image.repository})
+    digest = release.image_digest
+    if digest is None:
+        return None
+    if stage is Stage.LEAK:
+        return _key({**common, "image": digest, "secret_ids": sorted(cfg.build.secrets)})
+    if stage is Stage.SCAN:
+        return _key({**common, "image": digest, "scan": cfg.scan.model_dump(mode="json"),
+                     "policy": release.policy_sha256})
+    if stage is Stage.EVAL:
+        if release.model_digest is None or release.ground_truth is None:
+            return None
+        return _key({**common, "image": digest, "model": release.model_digest, "ground_truth": release.ground_truth,
+                     "eval": cfg.eval.model_dump(mode="json"), "boot": cfg.boot.model_dump(mode="json",
+                                                                                        exclude={"repetitions"})})
+    if stage is Stage.BENCH and options.reuse_bench:
+        if release.model_digest is None:
+            return None
+        return _key({**common, "image": digest, "model": release.model_digest,
+                     "bench": cfg.bench.model_dump(mode="json"), "boot": cfg.boot.model_dump(mode="json")})
+    if stage is Stage.MANIFESTS:
+        # The overlay is sized by the measured load time, so a new boot means a new check.
+        boot = run.stage(Stage.BOOT.value)
+        load = None if boot is None else boot.metrics.get("load_time_p95_s", boot.metrics.get("load_time_s"))
+        return _key({**common, "image": digest, "model": release.model_digest, "overlay": options.overlay,
+                     "tree": _tree_sha(options.manifests_dir), "load_time_s": load})
+    return None

@@ -1,0 +1,26 @@
+"""Building a stage context the way the Runner does, for tests that call one stage function directly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.adapters.bundle import Adapters
+from pipeline.config import PipelineConfig
+from pipeline.progress import NullReporter, Reporter
+from pipeline.stages.context import StageContext, StageOptions
+from pipeline.workspace import Workspace
+
+
+def stage_ctx(cfg: PipelineConfig, ws: Workspace, reporter: Reporter | None = None, *, adapters: Adapters | None = None,
+              policy: Any = None, **options: Any) -> StageContext:
+    return StageContext(cfg=cfg, ws=ws, reporter=reporter or NullReporter(), adapters=adapters or Adapters(),
+                        policy=policy, options=StageOptions(**options))
+
+
+def served_ctx(cfg: PipelineConfig, ws: Workspace, base_url: str, model: str | None = None, **options: Any) -> StageContext:
+    """A context holding a server started elsewhere (a double), as the boot stage or `--server-url` leaves it."""
+    from pipeline.stages.context import ServedModel
+
+    ctx = stage_ctx(cfg, ws, **options)
+    ctx.hold_server(ServedModel(base_url.rstrip("/"), model))
+    return ctx

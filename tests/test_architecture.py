@@ -1,0 +1,64 @@
+"""The architecture the code keeps: layers checked by import-linter, typed payloads read as models,
+no plug-ins loaded by name, and one plan that every face runs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.models import Stage
+from pipeline.orchestrate.plan import PLANS
+
+REPO = Path(__file__).resolve().parents[1]
+CODE = [p for root in ("pipeline", "evals") for p in (REPO / root).rglob("*.py")]
+
+
+def test_import_contracts_hold():
+    """faces -> orchestrate -> stages -> domain -> adapters/store -> core, SQL only in the store, and the
+    docker SDK, the Kubernetes client and subprocesses only behind adapters (pyproject.toml)."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    proc = subprocess.run([str(lint), "--no-cache"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    kept = re.findall(r"^(.+) KEPT$", proc.stdout, re.M)
+    assert len(kept) == 3, proc.stdout
+
+
+def test_the_import_contract_catches_an_upward_import(tmp_path):
+    """The check is not vacuous: a domain module importing a stage breaks it."""
+    bad = REPO / "pipeline" / "gates" / "_upward_probe.py"
+    bad.write_text("from pipeline.stages import context  # noqa: F401\n")
+    try:
+        lint = Path(sys.executable).with_name("lint-imports")
+        proc = subprocess.run([str(lint), "--no-cache"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                              check=False)
+    finally:
+        bad.unlink()
+    assert proc.returncode != 0
+    assert "pipeline.gates._upward_probe" in proc.stdout
+
+
+def test_payloads_are_never_read_by_string_keys():
+    """`details["…"]` / `details.get(…)` only in the module that owns a stage's payload (none today:
+    every payload is a model)."""
+    offenders = []
+    for path in CODE:
+        text = path.read_text()
+        for n, line in enumerate(text.splitlines(), 1):
+            if re.search(r"\bdetails(\[\s*[\"']|\.get\()", line):
+                offenders.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
+    assert offenders == []
+
+
+def test_no_module_is_loaded_by_name():
+    offenders = [str(p.relative_to(REPO)) for p in CODE if "import_module(" in p.read_text()]
+    assert offenders == []
+
+
+def test_every_stage_runs_in_every_plan_in_one_order():
+    for plan in PLANS.values():
+        assert plan.stages == list(Stage), plan.name
+        for i, step in enumerate(plan.steps):
+            assert all(plan.stages.index(n) < i for n in step.needs), (plan.name, step.stage)
