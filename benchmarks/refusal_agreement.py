@@ -36,9 +36,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evals import refusal  # noqa: E402
-from evals import refusal_training as rt  # noqa: E402
-from evals.calibration import DEFAULT_SEED, agreement_stats  # noqa: E402
+from evals import refusal
+from evals import refusal_training as rt
+from evals.calibration import DEFAULT_SEED, agreement_stats
 
 GT_LABELS = REPO / "ground_truth" / "v2" / "labels.csv"
 

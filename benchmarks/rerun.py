@@ -105,7 +105,7 @@ def main() -> None:
     ap.add_argument("--models", type=Path, default=REPO / ".llmgate" / "models",
                     help="where the demo models are (made when absent)")
     ap.add_argument("--workdir", type=Path, default=None, help="work dir and store (default: a fresh temp dir)")
-    ap.add_argument("--tag", default="rerun-bench", help="image tag the runs use")
+    ap.add_argument("--tag", default="report-rerun", help="image tag the runs use")
     ap.add_argument("--keep", action="store_true", help="keep the temporary work dir")
     args = ap.parse_args()
 

@@ -135,7 +135,7 @@ def agreement_stats(
     idx = rng.integers(0, n, size=(n_boot, n))
     agree = (a[idx] == b[idx]).mean(axis=1)
     kappas = [k for k in (cohen_kappa(a[i], b[i]) for i in idx) if k is not None]
-    ci = lambda xs: Interval(low=float(np.percentile(xs, 2.5)), high=float(np.percentile(xs, 97.5)))  # noqa: E731
+    ci = lambda xs: Interval(low=float(np.percentile(xs, 2.5)), high=float(np.percentile(xs, 97.5)))
     return {
         "n": n,
         "agreement": float(np.mean(a == b)),
@@ -322,12 +322,12 @@ def save_calibration(record: CalibrationRecord, directory: Path | None = None, *
     if record.n < min_n:
         agree = round(record.agreement * record.n)
         lo, hi = wilson_interval(agree, record.n) if record.n else (0.0, 1.0)
-        prev = _read_record(path) if path.is_file() else None
-        kept = (
-            f"; the stored record (n={prev.n}, agreement {prev.agreement:.3f}) is kept"
-            if prev is not None
-            else "; nothing was written"
-        )
+        try:
+            prev = _read_record(path) if path.is_file() else None
+            kept = f"; the stored record (n={prev.n}, agreement {prev.agreement:.3f}) is kept" if prev else ""
+        except BadInput:
+            kept = "; the file already there is kept"
+        kept = kept or "; nothing was written"
         raise BadInput(
             f"not saved: {record.n} labelled rows is below the minimum of {min_n} for a stored calibration "
             f"(at n={record.n} the 95% interval of the agreement is [{lo:.2f}, {hi:.2f}], too wide for a gate "

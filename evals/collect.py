@@ -1,6 +1,7 @@
 """Response collection: every ground-truth item sent to the server under test, every answer kept.
 
-Each item is one streamed `/v1/chat/completions` request (greedy, `max_tokens` bounded) made by the
+Each item is one streamed `/v1/chat/completions` request (greedy, `max_tokens` bounded; `api="completions"`
+sends the question as a `/v1/completions` prompt, for a base model without a chat template) made by the
 bench client (`pipeline.bench.client.stream_request`), so an item's time to first token and end-to-end
 latency have the same definitions as the bench stage's (`RequestSample.ttft_s`, `.e2e_s`); reads are
 stamped in user space here, since the eval gates on answers, not on milliseconds.
@@ -10,7 +11,8 @@ Nothing hangs:
   keeps a stream open with SSE keep-alive comments, or drips content forever, fails that item with
   "timeout: no complete response within ...";
 - the whole collection has a deadline, `deadline_s`: when it passes, requests still running are
-  cancelled and their items fail with the reason, and `CollectionStats.deadline_hit` says so.
+  cancelled and their items fail with the reason, and `CollectionStats.deadline_hit` says so
+  (`pipeline.schemas.eval.CollectionStats`, the eval stage's payload type).
 
 Transient failures (connection errors, timeouts, HTTP 408/409/425/429/5xx, a stream that breaks off
 or reports a server error) are retried with exponential back-off, at most `retries` times per item
@@ -28,13 +30,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import httpx
-from pydantic import BaseModel
 
 from evals.ground_truth import GroundTruthItem
-from pipeline.bench.client import RequestSample, chat_payload, stream_request
+from pipeline.bench.client import API_PATHS, RequestSample, request_payload, stream_request
+from pipeline.errors import BadInput
 from pipeline.models import ItemResult
 from pipeline.progress import NullReporter, Reporter
 from pipeline.redact import redact_text
+from pipeline.schemas.eval import CollectionStats  # the eval stage's payload type
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 # Failures of the stream itself that another attempt may not repeat (the bench client's reasons).
@@ -44,26 +47,6 @@ _RETRYABLE_PREFIXES = ("timeout:", "stream cut", "connect failed", "server error
 # transport failure.
 _NO_CONTENT = "no content in stream"
 DEFAULT_DEADLINE_S = 1800.0
-
-
-class CollectionStats(BaseModel):
-    """What collection did; stored in the eval stage's details."""
-
-    endpoint: str
-    model: str
-    n_items: int
-    failed: int
-    retries_used: int
-    retry_budget: int
-    budget_exhausted: bool
-    concurrency: int
-    max_tokens: int
-    timeout_s: float
-    duration_s: float
-    deadline_s: float | None = None
-    deadline_hit: bool = False  # the collection deadline passed; unfinished items failed with that reason
-    unfinished: int = 0  # items cancelled at the deadline
-    ttft_definition: str = "pipeline.bench.client.RequestSample.ttft_s (send -> first content chunk)"
 
 
 @dataclass
@@ -131,12 +114,15 @@ async def collect(
     budget: int | None = None,
     backoff_s: float = 0.5,
     deadline_s: float | None = DEFAULT_DEADLINE_S,
+    api: str = "chat",
     reporter: Reporter | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> tuple[list[ItemResult], CollectionStats]:
     """Ask the server every item's question; results come back in the items' order."""
     reporter = reporter or NullReporter()
-    url = base_url.rstrip("/") + "/v1/chat/completions"
+    if api not in API_PATHS:
+        raise BadInput(f"unknown api {api!r}; expected one of {', '.join(API_PATHS)}", where="boot.api")
+    url = base_url.rstrip("/") + API_PATHS[api]
     budget_ = RetryBudget(default_budget(len(items), retries) if budget is None else budget)
     sem = asyncio.Semaphore(max(1, concurrency))
     results = [_blank(it) for it in items]
@@ -154,7 +140,8 @@ async def collect(
             while True:
                 # a request never outlives the collection's deadline
                 left = timeout_s if end is None else min(timeout_s, max(0.001, end - time.perf_counter()))
-                s = await stream_request(client, url, chat_payload(model, res.question, max_tokens), timeout_s=left)
+                payload = request_payload(api, model, res.question, max_tokens)
+                s = await stream_request(client, url, payload, timeout_s=left)
                 _record(res, s)
                 if res.error is None or not retryable(s):
                     break
@@ -198,6 +185,5 @@ async def collect(
         duration_s=round(time.perf_counter() - t0, 3),
         deadline_s=deadline_s,
         deadline_hit=bool(unfinished),
-        unfinished=len(unfinished),
     )
     return results, stats

@@ -124,17 +124,27 @@ def validate_file(path: Path, seen: dict[str, str] | None = None) -> int:
     """Check every line of one JSONL file; the first problem is a BadInput at `file:line: field`."""
     seen = {} if seen is None else seen
     n = 0
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BadInput(f"not valid JSON: {exc.msg} (column {exc.colno})", where=where) from exc
-            _check_row(row, where, seen)
-            n += 1
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"cannot read: {exc.strerror or exc}", where=str(path)) from exc
+    for lineno, data in enumerate(raw.split(b"\n"), start=1):
+        where = f"{path}:{lineno}"
+        try:
+            line = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadInput(f"not UTF-8 text: byte 0x{data[exc.start]:02x} at column {exc.start + 1}",
+                           where=where) from exc
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"not valid JSON: {exc.msg} (column {exc.colno})", where=where) from exc
+        except RecursionError as exc:
+            raise BadInput("not valid JSON for a ground-truth row: nested too deeply", where=where) from exc
+        _check_row(row, where, seen)
+        n += 1
     return n
 
 

@@ -22,6 +22,7 @@ Contract (the eval stage calls `score_judged`, through `evals.scoring.score_item
   so the gate engine finds a judge's calibration with `evals.calibration.agreement_for`. The prompt
   version digests the ragas prompts of that dimension (and, for answer relevance, the question count
   and the embedding model), so a changed prompt is a new, uncalibrated scorer.
+"""
 
 from __future__ import annotations
 
@@ -37,13 +38,13 @@ from typing import Any
 
 os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 
-from pydantic import BaseModel, Field  # noqa: E402
+from pydantic import BaseModel, Field
 
-from pipeline.config import JudgeConfig  # noqa: E402
-from pipeline.errors import BadInput, InfraError  # noqa: E402
-from pipeline.models import ItemResult  # noqa: E402
-from pipeline.progress import NullReporter, Reporter  # noqa: E402
-from pipeline.redact import redact_text, register_secret  # noqa: E402
+from pipeline.config import JudgeConfig
+from pipeline.errors import BadInput, InfraError
+from pipeline.models import ItemResult
+from pipeline.progress import NullReporter, Reporter
+from pipeline.redact import redact_text, register_secret
 
 FAITHFULNESS = "faithfulness"
 ANSWER_RELEVANCE = "answer_relevance"

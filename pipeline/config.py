@@ -72,7 +72,7 @@ class BuildConfig(Section):
 
 
 class BootConfig(Section):
-    model_dir: str = ".llmgate/models/demo"
+    model_dir: str = ".llmgate/models/demo-v2"  # scripts/demo.sh makes it
     container_port: Port = 8000
     gpus: Literal["none", "all"] | NonNegativeCount = "none"
     ready_timeout_s: Seconds = 300
@@ -81,7 +81,7 @@ class BootConfig(Section):
     env: dict[str, str] = Field(default_factory=dict)
     memory: str | None = None
     # Repetitions are cold starts (a new container each).
-    repetitions: int = Field(default=1, ge=1)
+    repetitions: Count = 1
     # How the server is asked: "chat" (/v1/chat/completions) or "completions" (/v1/completions, for a base
     # model without a chat template, e.g. the llama.cpp target's Gemma 3 270M).
     api: Literal["chat", "completions"] = "chat"
@@ -127,12 +127,13 @@ class JudgeConfig(Section):
 
 
 class EvalConfig(Section):
-    ground_truth: str = "ground_truth/v1"
+    ground_truth: str = "ground_truth/v2"
     concurrency: Count = 4
     max_tokens: Count = 64
     request_timeout_s: Seconds = 60
     retries: NonNegativeCount = 2
-    retry_budget: NonNegativeCount | None = None  # retries for the whole collection; default max(retries, 10% of items x retries)
+    # retries for the whole collection; default max(retries, 10% of items x retries)
+    retry_budget: NonNegativeCount | None = None
     latency_slo_s: Seconds = 10.0  # end-to-end per item (max_tokens answer); latency_adherence = share within it
     # The whole collection: a server that keeps streams alive without finishing them (keep-alive
     # comments, endless content) cannot hold the stage past this; unanswered items are errors.

@@ -5,8 +5,8 @@ locally without downloading a real model. It is not a language model anyone shou
 with a byte-level BPE tokenizer built on the ground truth, so that given an item's chat-formatted
 question (`evals.prompts.chat_messages`) greedy decoding returns the item's reference answer, which
 for should-refuse items is a refusal sentence. Training is seeded, single-threaded and uses
-deterministic algorithms, so the same ground truth gives the same weights; it takes well under a
-minute on one CPU core.
+deterministic algorithms, so the same ground truth gives the same weights. On one CPU core it takes
+about 15 s for ground truth v1 (138 items) and about 2 minutes for v2 (505 items, 114 epochs).
 
 `degraded=True` makes the worse twin the quality gate must block: the should-answer items'
 answers are permuted across questions (same fluency, wrong answers) and training is otherwise
@@ -47,9 +47,11 @@ class DemoTraining:
     intermediate_size: int = 288
     layers: int = 1  # one layer memorises the set in fewer epochs than two here (measured)
     heads: int = 4
-    batch_size: int = 16
-    lr: float = 4e-3
-    max_epochs: int = 80
+    # Batch 32 at lr 8e-3 memorises v2's 505 items in the fewest seconds of the settings measured
+    # (16 at 4e-3 had not after 80 epochs; 16 at 6e-3: 119 epochs, 172 s; 32 at 8e-3: 114 epochs, 124 s).
+    batch_size: int = 32
+    lr: float = 8e-3
+    max_epochs: int = 200
 
 
 @dataclass(frozen=True)
@@ -142,11 +144,11 @@ def _all_argmax_correct(model: Any, seqs: list[tuple[list[int], int]], pad_id: i
 
 def make_demo_model(
     out: str | Path,
-    ground_truth: str | Path = "ground_truth/v1",
+    ground_truth: str | Path = "ground_truth/v2",
     *,
     degraded: bool = False,
     training: DemoTraining = DemoTraining(),
-    reporter: Reporter = NullReporter(),
+    reporter: Reporter | None = None,
 ) -> DemoModelInfo:
     """Train the demo fixture on the ground truth at `ground_truth` and save it to `out`."""
     import torch
@@ -155,6 +157,7 @@ def make_demo_model(
     from evals.ground_truth import load_ground_truth
     from evals.prompts import chat_messages
 
+    reporter = reporter or NullReporter()
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise BadInput("output directory exists and is not empty", where=str(out))

@@ -146,12 +146,26 @@ def metric(stage: Stage | str, name: str) -> MetricInfo | None:
         return None
 
 
+def _of_source(source: str) -> MetricInfo | None:
+    stage, _, name = source.partition(".")
+    return metric(stage, name)
+
+
 def better(source: str) -> Better | None:
     """Which way is better for `stage.metric`, `items:…` (higher: scores) or `samples:…` (lower: latency)."""
     if source.startswith("items:"):
         return "higher"
     if source.startswith("samples:"):
         return "lower"
-    stage, _, name = source.partition(".")
-    info = metric(stage, name)
+    info = _of_source(source)
     return info.better if info else None
+
+
+def unit(source: str) -> Unit | None:
+    """The unit of `stage.metric`; per-item scores are ratios, per-request samples seconds."""
+    if source.startswith("items:"):
+        return "ratio"
+    if source.startswith("samples:"):
+        return "s"
+    info = _of_source(source)
+    return info.unit if info else None

@@ -31,7 +31,11 @@ _PATTERNS: list[re.Pattern[str]] = [
     re.compile(r"hf_[A-Za-z0-9]{30,}"),  # Hugging Face tokens
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
     re.compile(r"(?i)(?P<keep>authorization:\s*(?:bearer|basic)\s+)[A-Za-z0-9._~+/=\-]+"),
-    re.compile(r"(?i)(?P<keep>(?:password|passwd|secret|token|api[_-]?key)\s*[=:]\s*['\"]?)[^\s'\"&]{4,}"),
+    # `key=value` / `key: value` for a credential-named key. The key must start a word: one that ends a
+    # dotted field or a path (`build.build_args.API_TOKEN: build arg ...`, `/etc/passwd: exists`) is the
+    # `where: message` of an error, and masking the message's first word read "[REDACTED] arg".
+    re.compile(r"(?i)(?<![\w./])(?P<keep>[\w-]*(?:password|passwd|secret|token|api[_-]?key)\s*[=:]\s*['\"]?)"
+               r"[^\s'\"&]{4,}"),
     re.compile(r"(?i)(?P<keep>https?://[^:/\s]+:)[^@/\s]+(?P<tail>@)"),  # credentials in URLs
 ]
 

@@ -198,10 +198,10 @@ log:
 storage:
   filesystem:
     rootdirectory: {data}
+  # Deleting is on (tests and benchmarks remove what they push). No blob-descriptor cache: with one, a
+  # manifest pushed again after a delete answers 404 (distribution/distribution#3322).
   delete:
     enabled: true
-  cache:
-    blobdescriptor: inmemory
 http:
   addr: {addr}
   secret: {secret}

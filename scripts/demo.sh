@@ -3,14 +3,18 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LLMGATE=.venv/bin/llmgate
+gt=v2  # the embedded default's ground truth (pipeline/config.py); the demo models recite its answers
 models=.llmgate/models
-[ -f "$models/demo/config.json" ] || $LLMGATE demo-model "$models/demo" || exit $?
-[ -f "$models/demo-degraded/config.json" ] || $LLMGATE demo-model "$models/demo-degraded" --degraded || exit $?
+good="$models/demo-$gt"
+bad="$models/demo-$gt-degraded"
+[ -f "$good/config.json" ] || $LLMGATE demo-model "$good" --ground-truth "ground_truth/$gt" || exit $?
+[ -f "$bad/config.json" ] || $LLMGATE demo-model "$bad" --ground-truth "ground_truth/$gt" --degraded || exit $?
 
-$LLMGATE run --model-dir "$models/demo" --tag demo-good
-good=$?
-$LLMGATE run --model-dir "$models/demo-degraded" --tag demo-degraded
-degraded=$?
+$LLMGATE run --model-dir "$good" --tag demo-good
+good_exit=$?
+$LLMGATE run --model-dir "$bad" --tag demo-degraded
+bad_exit=$?
 $LLMGATE report --out .llmgate/site >/dev/null 2>&1 || true
-echo "demo: good model exit $good (expect 0), degraded model exit $degraded (expect 1); dashboard: .llmgate/site/index.html"
-[ "$good" = 0 ] && [ "$degraded" = 1 ]
+$LLMGATE runs list --limit 2
+echo "demo: good model exit $good_exit (expect 0), degraded model exit $bad_exit (expect 1); dashboard: .llmgate/site/index.html"
+[ "$good_exit" = 0 ] && [ "$bad_exit" = 1 ]

@@ -19,15 +19,18 @@ REPO = Path(__file__).resolve().parents[1]
 GT_V1 = REPO / "ground_truth" / "v1"
 
 
-def subset_ground_truth(dest_root: Path, n_answer: int, n_refuse: int) -> Path:
-    """ground_truth/v1's first n_answer should-answer and n_refuse should-refuse rows, as dest_root/v1."""
-    rows = [json.loads(line) for line in (GT_V1 / "data" / "test.jsonl").read_text().splitlines() if line.strip()]
+GT_V2 = REPO / "ground_truth" / "v2"
+
+
+def subset_ground_truth(dest_root: Path, n_answer: int, n_refuse: int, source: Path = GT_V1) -> Path:
+    """`source`'s first n_answer should-answer and n_refuse should-refuse rows, as dest_root/<its version>."""
+    rows = [json.loads(line) for line in (source / "data" / "test.jsonl").read_text().splitlines() if line.strip()]
     keep = [r for r in rows if r["expected_behaviour"] == "answer"][:n_answer]
     keep += [r for r in rows if r["expected_behaviour"] == "refuse"][:n_refuse]
-    d = dest_root / "v1" / "data"
+    d = dest_root / source.name / "data"
     d.mkdir(parents=True)
     (d / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in keep))
-    return dest_root / "v1"
+    return dest_root / source.name
 
 
 def free_port() -> int:

@@ -62,3 +62,34 @@ def test_every_stage_runs_in_every_plan_in_one_order():
         assert plan.stages == list(Stage), plan.name
         for i, step in enumerate(plan.steps):
             assert all(plan.stages.index(n) < i for n in step.needs), (plan.name, step.stage)
+
+
+POLICIES = sorted(p.name for p in REPO.glob("gates*.yaml"))
+
+
+def _policy_check(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pipeline", "policy", "check", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_every_shipped_policy_is_fed_by_both_plans():
+    """`llmgate policy check POLICY --plan local|dagger` exits 0 for every policy the project ships."""
+    assert {"gates.yaml", "gates.local.yaml"} <= set(POLICIES)
+    for policy in POLICIES:
+        for plan in PLANS:
+            r = _policy_check(policy, "--plan", plan)
+            assert r.returncode == 0, (policy, plan, r.stdout[-2000:], r.stderr[-2000:])
+            assert f"the {plan} plan feeds every required gate" in r.stdout
+
+
+def test_a_required_gate_no_plan_step_feeds_is_named(tmp_path):
+    """The Dagger plan's build step records only what the registry says (image_bytes): a required gate on
+    the build time is fed by the local plan and by no step of the dagger plan."""
+    policy = tmp_path / "build-time.yaml"
+    policy.write_text(f"extends: {REPO / 'gates.yaml'}\ngates:\n  - name: build_time\n    source: build.build_s\n"
+                      "    threshold: 600\n")
+    local, dagger = _policy_check(str(policy), "--plan", "local"), _policy_check(str(policy), "--plan", "dagger")
+    assert local.returncode == 0, local.stderr
+    assert dagger.returncode == 1
+    assert "required gate build_time reads build.build_s" in dagger.stderr
+    assert "records only image_bytes" in dagger.stderr

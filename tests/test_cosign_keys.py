@@ -192,7 +192,9 @@ def test_signing_key_from_the_sign_config(tmp_path: Path, monkeypatch: pytest.Mo
     files = ck.write_key_pair(tmp_path, b"cfg-pw-5678")
     monkeypatch.setenv("COSIGN_PRIVATE_KEY", files.private_key.read_text())
     monkeypatch.setenv("COSIGN_PASSWORD", "cfg-pw-5678")
-    assert ck.key_id(load_signing_key(SignConfig()).public) == files.key_id  # the defaults: both from env
+    from_env = SignConfig(key=SecretSource(env="COSIGN_PRIVATE_KEY"))  # CI: the key in a secret variable
+    assert ck.key_id(load_signing_key(from_env).public) == files.key_id
+    assert SignConfig().key.file == ".llmgate/keys/cosign.key"  # the embedded default: the local key pair
     from_file = SignConfig(key=SecretSource(file=str(files.private_key)))
     assert load_signing_key(from_file).source == str(files.private_key)
     monkeypatch.setenv("COSIGN_PASSWORD", "wrong")
@@ -201,4 +203,4 @@ def test_signing_key_from_the_sign_config(tmp_path: Path, monkeypatch: pytest.Mo
     assert ei.value.where == str(files.private_key)
     monkeypatch.delenv("COSIGN_PRIVATE_KEY")
     with pytest.raises(BadInput, match="COSIGN_PRIVATE_KEY is not set"):
-        load_signing_key(SignConfig())
+        load_signing_key(from_env)

@@ -1,6 +1,7 @@
-"""Response collection and scoring against an in-process OpenAI-compatible SERVER DOUBLE
-(httpx.MockTransport): per-item errors, retries within a budget, nothing dropped, and rescoring from
-stored responses. The real server path is covered in test_eval_serve.py (transformers serve)."""
+"""Response collection and scoring. Two kinds of server: an in-process OpenAI-compatible SERVER DOUBLE
+(httpx.MockTransport) for per-item errors, retries within a budget and nothing dropped; and real HTTP
+servers on 127.0.0.1 (standard library) that keep streams alive forever, for the deadlines. The real
+model server path is covered in test_eval_serve.py (transformers serve)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,35 @@ import hashlib
 import json
 import math
 import re
+import threading
+import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 from ragas.embeddings.base import BaseRagasEmbedding
 
-from evals.behaviour import aggregate, score_refusal
+import evals.collect
+import pipeline.bench.client
+from evals.behaviour import aggregate, score_refusal, score_refusal_batch
 from evals.collect import collect
 from evals.correctness import score_semantic, token_f1
 from evals.ground_truth import load_ground_truth
+from evals.scoring import score_items
+from pipeline.adapters.bundle import Adapters
 from pipeline.config import PipelineConfig
+from pipeline.errors import BadInput
 from pipeline.models import ImageRef, ItemResult, RunRecord, StageStatus
 from pipeline.stages.evaluate import eval_stage, rescore
 from pipeline.workspace import Workspace
 from tests.eval_helpers import subset_ground_truth
+from tests.stage_helpers import served_ctx
+
+SSE = {"content-type": "text/event-stream"}
 
 
 def _sse(text: str, *, finish: bool = True) -> bytes:
@@ -37,8 +51,10 @@ def _sse(text: str, *, finish: bool = True) -> bytes:
 
 
 class ServerDouble:
-    """TEST DOUBLE of an OpenAI-compatible chat server. Answers each question with `answers[q]`;
-    `fail[q] = (n, status)` fails the first n attempts with HTTP status (0: a cut-off stream)."""
+    """TEST DOUBLE of an OpenAI-compatible chat server (vLLM's streamed /v1/chat/completions: SSE
+    `data:` events, `text/event-stream`, a final chunk with finish_reason, then `data: [DONE]`).
+    Answers each question with `answers[q]`; `fail[q] = (n, status)` fails the first n attempts with
+    HTTP status (0: a stream cut off before it finished)."""
 
     def __init__(self, answers: dict[str, str], fail: dict[str, tuple[int, int]] | None = None) -> None:
         self.answers, self.fail = answers, fail or {}
@@ -53,9 +69,10 @@ class ServerDouble:
         n, status = self.fail.get(q, (0, 200))
         if self.attempts[q] <= n:
             if status == 0:
-                return httpx.Response(200, content=_sse("half an answer", finish=False))
-            return httpx.Response(status, json={"error": "injected"})
-        return httpx.Response(200, content=_sse(self.answers[q]), headers={"content-type": "text/event-stream"})
+                return httpx.Response(200, stream=httpx.ByteStream(_sse("half an answer", finish=False)), headers=SSE)
+            return httpx.Response(status, json={"error": {"message": "injected", "code": status}})
+        # a streamed body, as a real server's: read as it arrives, not preloaded
+        return httpx.Response(200, stream=httpx.ByteStream(_sse(self.answers[q])), headers=SSE)
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self)
@@ -79,6 +96,12 @@ def gt(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def
     return load_ground_truth(subset_ground_truth(tmp_path_factory.mktemp("gt"), n_answer=8, n_refuse=3))
 
 
+def test_collection_uses_the_bench_client() -> None:
+    """One streaming client, one TTFT definition (issue 15)."""
+    assert evals.collect.stream_request is pipeline.bench.client.stream_request
+    assert evals.collect.request_payload is pipeline.bench.client.request_payload
+
+
 def test_collect_sends_every_item_streamed_and_keeps_order(gt) -> None:  # type: ignore[no-untyped-def]
     server = ServerDouble({it.question: it.reference for it in gt.items})
     items, stats = asyncio.run(collect(gt.items, "http://double", "m", concurrency=3, max_tokens=64,
@@ -88,8 +111,9 @@ def test_collect_sends_every_item_streamed_and_keeps_order(gt) -> None:  # type:
     assert all(i.ttft_s is not None and i.latency_s is not None and i.ttft_s <= i.latency_s for i in items)
     assert all(i.contexts == list(it.contexts) for i, it in zip(items, gt.items, strict=True))
     b = server.bodies[0]
+    assert b == pipeline.bench.client.chat_payload("m", b["messages"][0]["content"], 64)
     assert b["stream"] is True and b["temperature"] == 0.0 and b["max_tokens"] == 64 and b["model"] == "m"
-    assert stats.failed == 0 and stats.retries_used == 0 and not stats.budget_exhausted
+    assert stats.failed == 0 and stats.retries_used == 0 and not stats.budget_exhausted and not stats.deadline_hit
 
 
 def test_transient_failures_are_retried_fatal_ones_are_not(gt) -> None:  # type: ignore[no-untyped-def]
@@ -119,19 +143,124 @@ def test_retry_budget_bounds_a_dead_server(gt) -> None:  # type: ignore[no-untyp
     assert sum("retry budget exhausted" in (i.error or "") for i in items) >= 1
 
 
-def test_unreachable_server_is_a_failed_stage_with_every_item_recorded(gt, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    cfg = PipelineConfig()
-    cfg.eval.ground_truth = str(gt.path)
-    cfg.eval.retries = 1
-    ws = Workspace(tmp_path / "ws")
-    run = RunRecord(image=ImageRef(repository="x"))
-    res = eval_stage(run, cfg, ws, base_url="http://127.0.0.1:9", model="m", embeddings=BagOfWords())
-    assert res.status is StageStatus.FAILED and "no item was answered" in res.reason
-    assert len(res.items) == len(gt.items) and all(i.error for i in res.items)
-    assert res.metrics["item_error_rate"] == 1.0
-    assert res.metrics["correctness_mean"] == 0.0 and res.metrics["refusal_accuracy"] == 0.0
-    assert all(i.errors["correctness"].startswith("no response") for i in res.items)
-    assert run.ground_truth is not None and run.ground_truth.sha256 == gt.sha256
+def test_a_finished_stream_without_content_is_an_empty_answer(gt) -> None:  # type: ignore[no-untyped-def]
+    server = ServerDouble({it.question: "" for it in gt.items})
+    items, stats = asyncio.run(collect(gt.items[:2], "http://double", "m", transport=server.transport()))
+    assert [i.response for i in items] == ["", ""] and all(i.error is None for i in items)
+    assert stats.failed == 0 and server.attempts[gt.items[0].question] == 1  # not retried
+
+
+def test_completions_api_for_a_base_model(gt) -> None:  # type: ignore[no-untyped-def]
+    """`api="completions"`: the question goes to /v1/completions as `prompt`, and the streamed `text`
+    chunks (the completions format) are the answer."""
+    seen: list[tuple[str, dict]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append((request.url.path, body))
+        events = [{"choices": [{"text": "a base", "index": 0}]}, {"choices": [{"text": " answer", "index": 0,
+                                                                               "finish_reason": "stop"}]}]
+        raw = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+        return httpx.Response(200, stream=httpx.ByteStream(raw.encode()), headers=SSE)
+
+    items, stats = asyncio.run(collect(gt.items[:2], "http://double", "m", api="completions",
+                                       transport=httpx.MockTransport(handler)))
+    assert [i.response for i in items] == ["a base answer"] * 2 and stats.failed == 0
+    assert {path for path, _ in seen} == {"/v1/completions"}
+    assert seen[0][1]["prompt"] == gt.items[0].question and "messages" not in seen[0][1]
+    with pytest.raises(BadInput):
+        asyncio.run(collect(gt.items[:1], "http://double", "m", api="responses"))
+
+
+# ------------------------------------------------------------------------------ real servers that never finish
+
+
+@contextmanager
+def _endless_server(mode: str) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 that answers every chat request with `200 text/event-stream`
+    and then never finishes the stream: `keepalive` sends only SSE comments (": keep-alive", which
+    the SSE spec says clients ignore), `drip` sends a content chunk every 50 ms forever. Yields its URL."""
+    stop = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                while not stop.is_set():
+                    if mode == "keepalive":
+                        event = b": keep-alive\n\n"
+                    else:
+                        event = b"data: " + json.dumps({"choices": [{"delta": {"content": "more "}, "index": 0}]}).encode() + b"\n\n"
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up, as it must
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        stop.set()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.parametrize("mode", ["keepalive", "drip"])
+def test_request_deadline_ends_a_stream_that_never_finishes(gt, mode: str) -> None:  # type: ignore[no-untyped-def]
+    with _endless_server(mode) as url:
+        t0 = time.monotonic()
+        items, stats = asyncio.run(collect(gt.items[:3], url, "m", concurrency=3, timeout_s=0.8, retries=1, budget=10,
+                                           backoff_s=0.01, deadline_s=60))
+        took = time.monotonic() - t0
+    assert took < 10  # two attempts of 0.8 s each, not forever
+    assert stats.failed == 3 and not stats.deadline_hit
+    for i in items:
+        assert i.response is None
+        assert i.error.startswith("timeout: no complete response within 0.8s") and "after 1 retries" in i.error
+
+
+@pytest.mark.parametrize("mode", ["keepalive", "drip"])
+def test_collection_deadline_ends_the_whole_eval(gt, mode: str) -> None:  # type: ignore[no-untyped-def]
+    """A request timeout longer than the collection's deadline cannot hold the eval past the deadline:
+    every item fails with the deadline named, and the stats say it was hit."""
+    with _endless_server(mode) as url:
+        t0 = time.monotonic()
+        items, stats = asyncio.run(collect(gt.items, url, "m", concurrency=2, timeout_s=600, retries=2,
+                                           deadline_s=1.5))
+        took = time.monotonic() - t0
+    assert took < 8
+    assert stats.deadline_hit and stats.deadline_s == 1.5 and stats.failed == len(gt.items)
+    assert all("eval deadline of 1.5s" in (i.error or "") for i in items)
+    assert len(items) == len(gt.items) and [i.item_id for i in items] == [it.id for it in gt.items]
+
+
+# ------------------------------------------------------------------------------------ scoring
+
+
+def test_scoring_names_every_scorer_by_its_calibration_key(gt) -> None:  # type: ignore[no-untyped-def]
+    items = [ItemResult(item_id=it.id, question=it.question, reference=it.reference, response=it.reference,
+                        expected_behaviour=it.expected_behaviour, contexts=list(it.contexts), latency_s=0.5)
+             for it in gt.items]
+    scoring = score_items(items, latency_slo_s=10.0, judge=None, embeddings=BagOfWords())
+    s = scoring.scorers
+    assert s["refusal"].id == "offline-refusal/2" and "all-MiniLM-L6-v2" in (s["refusal"].embeddings or "")
+    assert s["correctness"].embeddings == "caller-provided embeddings"
+    assert s["faithfulness"].status.startswith("not run") and s["answer_relevance"].status.startswith("not run")
+    assert scoring.judge is None
+    assert scoring.refusal_counts == {"refused": 3, "complied": 8, "failed": 0}
+    assert all(i.scores["refusal"] == 1.0 and i.scores["latency_ok"] == 1.0 for i in items)
 
 
 def test_eval_stage_metrics_items_details_and_rescore(gt, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -147,7 +276,9 @@ def test_eval_stage_metrics_items_details_and_rescore(gt, tmp_path: Path) -> Non
     cfg.eval.ground_truth = str(gt.path)
     ws = Workspace(tmp_path / "ws")
     run = RunRecord(image=ImageRef(repository="x"))
-    res = eval_stage(run, cfg, ws, base_url="http://double", model="m", transport=server.transport())
+    ctx = served_ctx(cfg, ws, "http://double", "m")
+    ctx.adapters = Adapters(model_transport=server.transport())
+    res = eval_stage(run, ctx)
     assert res.status is StageStatus.OK
     n_ans, n_ref = len(answer_items), len(refuse_ids)
     m = res.metrics
@@ -158,10 +289,10 @@ def test_eval_stage_metrics_items_details_and_rescore(gt, tmp_path: Path) -> Non
     assert m["item_error_rate"] == 0.0 and m["latency_adherence"] == 1.0
     assert 0.7 < m["correctness_mean"] < 0.95 and 0.7 < m["correctness_string_mean"] < 0.95
     d = res.details
-    assert d["scorers"]["faithfulness"]["status"].startswith("not run")
-    assert "all-MiniLM-L6-v2" in d["scorers"]["correctness"]["embeddings"]
-    assert d["scorers"]["refusal"]["id"] == "offline-refusal/1"  # the key of its calibration record
-    assert d["ground_truth"]["sha256"] == gt.sha256
+    assert d.scorers["faithfulness"].status.startswith("not run")
+    assert "all-MiniLM-L6-v2" in d.scorers["correctness"].embeddings
+    assert d.scorers["refusal"].id == "offline-refusal/2"  # the key of its calibration record
+    assert d.ground_truth["sha256"] == gt.sha256
     assert Path(res.artifacts[0].path).read_text().count("\n") == len(gt.items)
     run.add_stage(res)
     ws.checkpoint(run)
@@ -169,13 +300,13 @@ def test_eval_stage_metrics_items_details_and_rescore(gt, tmp_path: Path) -> Non
     # Rescore offline from the stored record with another embedding: no server contact.
     stored = ws.load_run(run.run_id)
     calls = sum(server.attempts.values())
-    again = rescore(stored, cfg, ws, embeddings=BagOfWords())
+    again = rescore(stored, cfg, ws.run_dir(run.run_id), embeddings=BagOfWords())
     assert sum(server.attempts.values()) == calls
     assert [i.response for i in again.items] == [i.response for i in res.items]
     assert again.metrics["refusal_accuracy"] == m["refusal_accuracy"]
     assert again.metrics["correctness_string_mean"] == m["correctness_string_mean"]
     assert again.metrics["correctness_mean"] != m["correctness_mean"]
-    assert again.details.scorers["correctness"]["embeddings"] == "caller-provided embeddings"
+    assert again.details.scorers["correctness"].embeddings == "caller-provided embeddings"
     hist = again.details.rescored_from[-1]
     assert "all-MiniLM-L6-v2" in hist["scorers"]["correctness"]["embeddings"]
     assert hist["metrics"]["correctness_mean"] == m["correctness_mean"]
@@ -207,6 +338,13 @@ def test_scorer_failures_and_nan_count_as_failed_items() -> None:
     score_refusal(items[:1], raising)
     assert items[0].scores["refusal"] == 0.0 and "scorer bug" in items[0].errors["refusal"]
     assert aggregate(items)["correctness_mean"] == pytest.approx(0.2)
+
+    def batch_bug(prompts: list[str], responses: list[str]) -> list[bool]:
+        return [True]  # one decision for several responses
+
+    counts = score_refusal_batch(items, batch_bug)
+    assert counts == {"refused": 0, "complied": 0, "failed": len(items)}
+    assert "4 responses" in items[0].errors["refusal"] and items[4].errors["refusal"].startswith("no response")
 
 
 def test_token_f1() -> None:

@@ -94,10 +94,13 @@ def test_unreachable_judge_is_counted_as_failure_not_pass(served, tmp_path: Path
     assert res.metrics["faithfulness_mean"] == 0.0
     assert res.metrics["answer_relevance_mean"] == 0.0
     answer_items = [i for i in res.items if i.expected_behaviour == "answer"]
-    assert all("connection" in i.errors["faithfulness"] for i in res.items)
-    assert all(i.scores["answer_relevance"] is None for i in res.items if i.expected_behaviour == "refuse")
+    assert all("connection" in i.errors["faithfulness"] for i in answer_items)
+    # should-refuse items are judged on neither dimension (a correct refusal has nothing to be faithful to)
+    refuse_items = [i for i in res.items if i.expected_behaviour == "refuse"]
+    assert refuse_items and all(i.scores["faithfulness"] is None and i.scores["answer_relevance"] is None
+                                for i in refuse_items)
     assert all(i.errors.get("answer_relevance") for i in answer_items)
-    assert res.details.judge["failed"]["faithfulness"] == len(res.items)
+    assert res.details.judge["failed"]["faithfulness"] == len(answer_items)
     # Offline rescore without a judge: the judged dimensions go back to "not run".
     again = rescore(ws.load_run(run.run_id), PipelineConfig(), ws.run_dir(run.run_id))
     assert "faithfulness_mean" not in again.metrics
@@ -119,7 +122,7 @@ def test_served_demo_model_as_judge_through_ragas(served, tmp_path: Path) -> Non
     assert res.status is StageStatus.OK, res.reason
     judge = res.details.judge
     assert judge["judge_model"] == str(model_dir) and judge["prompt_version"].startswith("ragas-0.4.3-")
-    for dim, applies in (("faithfulness", lambda i: bool(i.contexts)),
+    for dim, applies in (("faithfulness", lambda i: bool(i.contexts) and i.expected_behaviour == "answer"),
                          ("answer_relevance", lambda i: i.expected_behaviour == "answer")):
         applicable = [i for i in res.items if applies(i)]
         assert applicable, dim

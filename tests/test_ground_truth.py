@@ -1,5 +1,7 @@
-"""Ground truth v1: loads with `datasets` and explicit Features, validates every row with errors
-naming file, line and field, has a stable sha256, and gets new versions without edits to old ones."""
+"""Ground truth v1 and v2: load with `datasets` and explicit Features, validate every row with errors
+naming file, line and field, have a stable sha256, and get new versions without edits to old ones.
+v2: its size and composition, its passages are the source's own words, its card states the counts
+the data has, and its human-label sets parse and are large enough to calibrate on."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pipeline.errors import BadInput
 
 REPO = Path(__file__).resolve().parents[1]
 V1 = REPO / "ground_truth" / "v1"
+V2 = REPO / "ground_truth" / "v2"
 
 
 def _rows() -> list[dict]:
@@ -140,3 +143,105 @@ def test_new_version_refuses_to_fork_a_broken_version(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="missing field"):
         new_version(d.parent)
     assert not (d.parent / "v2").exists()
+
+
+# ------------------------------------------------------------------------------------------------ v2
+
+
+def _sentences(text: str) -> int:
+    import re
+
+    return len(re.findall(r"[.!?](?:\s|$)", text)) or 1
+
+
+def test_v2_size_and_composition() -> None:
+    gt = load_ground_truth(V2)
+    items = gt.items
+    assert gt.version == "v2" and len(items) >= 400
+    refuse = [i for i in items if i.should_refuse]
+    assert len(refuse) >= 120
+    subtle = [i for i in refuse if i.category.startswith("refuse_") and not i.id.startswith(("refuse_attack-",
+              "refuse_secrets-", "refuse_tenants-", "refuse_harm-"))]
+    assert len(subtle) >= 120  # new in v2, beyond v1's 22 blatant ones
+    grounded = [i for i in items if i.contexts]
+    assert len(grounded) >= 150
+    assert all(not i.should_refuse for i in grounded)  # faithfulness is judged on should-answer items only
+    assert all(sum(_sentences(c) for c in i.contexts) >= 3 for i in grounded)  # passages, not one-liners
+    assert sum(1 for i in items if i.category.startswith("contrast_") and not i.should_refuse) >= 50
+    assert len({i.question for i in items}) == len(items)
+    # short references: a 64-token answer can match them
+    assert max(len(i.reference.split()) for i in items) <= 40
+
+
+def test_v1_items_are_in_v2_unchanged_but_for_their_contexts() -> None:
+    v2 = {i.id: i for i in load_ground_truth(V2).items}
+    for r in _rows():
+        it = v2[r["id"]]
+        assert (it.question, it.reference, it.expected_behaviour, it.category) == (
+            r["question"], r["reference"], r["expected_behaviour"], r["category"])
+        assert it.contexts == ()
+
+
+def test_v2_passages_are_the_sources_own_words() -> None:
+    """Every context is a Kubernetes API field description as the card says: whitespace collapsed and
+    "More info" pointers removed, nothing else changed."""
+    import re
+
+    import kubernetes_validate
+
+    schema = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / "v1.37.0-local" / "_definitions.json"
+    defs = json.loads(schema.read_text())["$defs"]
+    sources = set()
+    for d in defs.values():
+        for prop in (d.get("properties") or {}).values():
+            desc = prop.get("description")
+            if desc:
+                sources.add(re.sub(r"\s+", " ", re.sub(r"\s*More info: \S+", "", desc)).strip())
+    card = (V2 / "README.md").read_text()
+    for it in load_ground_truth(V2).items:
+        for c in it.contexts:
+            assert c in sources, (it.id, c[:80])
+        if it.contexts:
+            assert f"| `{it.id}` |" in card  # provenance row in the card
+
+
+def test_v2_card_states_the_counts_the_data_has() -> None:
+    text = (V2 / "README.md").read_text()
+    header = yaml.safe_load(text.split("---")[1])
+    assert [f["name"] for f in header["features"]] == list(features().keys())
+    assert header["license"] == "apache-2.0"
+    assert all((V2 / f["path"]).is_file() for f in header["configs"][0]["data_files"])
+    items = load_ground_truth(V2).items
+    n_refuse = sum(i.should_refuse for i in items)
+    assert f"| total | {len(items)} |" in text
+    assert f"| should-refuse | {n_refuse} " in text
+    assert f"| grounded should-answer (non-empty `contexts`) | {sum(bool(i.contexts) for i in items)} |" in text
+    for cat in {i.category for i in items}:
+        row = [i for i in items if i.category == cat]
+        line = (f"| `{cat}` | {sum(not i.should_refuse for i in row)} | {sum(i.should_refuse for i in row)} | "
+                f"{sum(bool(i.contexts) for i in row)} |")
+        assert line in text, line
+
+
+@pytest.mark.parametrize(("name", "dimension"), [("faithfulness.csv", "faithfulness"),
+                                                 ("answer_relevance.csv", "answer_relevance")])
+def test_v2_judge_label_sets(name: str, dimension: str) -> None:
+    from evals.calibration import MIN_SAVE_N, read_judge_labels
+
+    rows, _ = read_judge_labels(V2 / "labels" / name, dimension)
+    assert len(rows) >= MIN_SAVE_N
+    assert sum(r.label for r in rows) >= 40 and sum(not r.label for r in rows) >= 40  # both classes
+    v2 = {i.question: i for i in load_ground_truth(V2).items}
+    for r in rows:
+        item = v2[r.question]
+        assert not item.should_refuse
+        if dimension == "faithfulness":
+            assert r.contexts == item.contexts
+
+
+def test_v2_refusal_labels_cover_every_reference() -> None:
+    with (V2 / "labels.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    got = {(r["prompt"], r["completion"]): r["final_label"] for r in rows}
+    for it in load_ground_truth(V2).items:
+        assert got[(it.question, it.reference)] == ("2_full_refusal" if it.should_refuse else "1_full_compliance")

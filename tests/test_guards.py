@@ -3,7 +3,8 @@ mutation audit changed each guard's one line and the rest of the suite still pas
 
 - secrets masked in progress/CI log lines (`pipeline.progress.PrintReporter`, and the terminal reporter)
   and in the container logs the boot stage records (`pipeline.stages.boot._save_logs`);
-- short registered values are not masked as substrings (the cause of "[REDACTED] arg");
+- error text is not mangled by redaction ("[REDACTED] arg": a `where` ending in a credential-named field
+  read as `key: value`), and short registered values are not masked as substrings;
 - the readiness-lag sign (`pipeline.bench.startup.judge_readiness`: a probe that says ready long after
   completions work is dishonest; one that says ready before them is not);
 - a server that rejects `ignore_eos` is detected and the bench goes on without it
@@ -75,9 +76,22 @@ def test_recorded_container_logs_are_redacted(tmp_path) -> None:
     assert "loading weights" in saved and art.sha256 is not None
 
 
+def test_error_text_is_not_mangled_by_redaction() -> None:
+    """The cause of "[REDACTED] arg": an error renders as `where: message`, and a `where` that ends in a
+    credential-named field (`build.build_args.API_TOKEN`, `/etc/passwd`, `sign.password`) followed by ": "
+    read as `token: value`, so the message's first word was masked. A credential key must start a word."""
+    for text in ("build.build_args.API_TOKEN: build arg API_TOKEN carries (part of) the value of secret 'pip_conf'",
+                 "/etc/passwd: exists and is not a directory", "sign.password: cannot read password file"):
+        assert redact_text(text) == text
+    # ...while a credential written as key=value or key: value anywhere in a line still is masked
+    for text, kept in (("HF_TOKEN=hf0123456789 rest", "HF_TOKEN="), ("export API_KEY=zzzz9999", "API_KEY="),
+                       ("registry password: abcd1234", "password: "), ("--password=hunter22", "--password=")):
+        assert redact_text(text).startswith(text[:text.index(kept)] + kept + MASK), redact_text(text)
+
+
 def test_a_short_registered_value_is_not_masked_inside_ordinary_words() -> None:
-    """A secret of a few characters ("build") is also a word: masking it everywhere turned an error into
-    "[REDACTED] arg DEBUG carries ...". Values shorter than MIN_SECRET_CHARS are not registered."""
+    """A registered secret of a few characters ("build") is also a word; values shorter than
+    MIN_SECRET_CHARS are not registered (the leak check refuses such a build secret anyway)."""
     register_secret("build")
     register_secret(b"arg\n")
     assert redact_text("build arg DEBUG carries (part of) the value") == "build arg DEBUG carries (part of) the value"

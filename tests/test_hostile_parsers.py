@@ -52,8 +52,9 @@ VALUES = st.recursive(SCALARS, lambda kids: st.one_of(st.lists(kids, max_size=4)
 RAW = st.one_of(
     st.binary(max_size=400),
     st.text(max_size=400).map(lambda t: t.encode("utf-8", "surrogatepass")),
-    st.sampled_from([b"\xff\xfe\x00", b"[" * 5000 + b"]" * 5000, b"{" * 3000, b"a: &x [*x]", b"!!python/object:os.system {}",
-                     b"- - - -", b"\xef\xbb\xbf{}", b"k: v\nk: w\n", b"\t: x", b"%YAML 9.9\n---\n"]),
+    st.sampled_from([b"\xff\xfe\x00", b"[" * 5000 + b"]" * 5000, b"{" * 3000, b"a: &x [*x]",
+                     b"!!python/object:os.system {}", b"- - - -", b"\xef\xbb\xbf{}", b"k: v\nk: w\n", b"\t: x",
+                     b"%YAML 9.9\n---\n"]),
 )
 
 
@@ -181,9 +182,6 @@ def test_ground_truth_rows(tmp_path_factory, lines) -> None:
         _names(exc, str(path))
 
 
-@pytest.mark.xfail(strict=True, reason="evals/ground_truth.py validate_file: json.loads of a deeply nested line "
-                   "raises RecursionError; repro: a data/test.jsonl line of 100000 '[' -> `llmgate ground-truth check` "
-                   "exits 3 'unexpected RecursionError' instead of 2 naming file:line")
 def test_ground_truth_deeply_nested_row_is_bad_input(tmp_path) -> None:
     from evals.ground_truth import validate_file
 
@@ -194,9 +192,6 @@ def test_ground_truth_deeply_nested_row_is_bad_input(tmp_path) -> None:
     assert str(path) in (exc.value.where or "")
 
 
-@pytest.mark.xfail(strict=True, reason="evals/ground_truth.py validate_file opens the file as UTF-8 text and lets "
-                   "UnicodeDecodeError escape; repro: a data/test.jsonl holding b'\\xff\\n' -> UnicodeDecodeError, "
-                   "`llmgate ground-truth check DIR` exits 3 'unexpected UnicodeDecodeError' instead of 2")
 def test_ground_truth_invalid_utf8_is_bad_input(tmp_path) -> None:
     from evals.ground_truth import validate_file
 
@@ -399,7 +394,8 @@ def _key_doc() -> dict[str, Any]:
 
 def _pem(label: str, body: bytes) -> str:
     b64 = base64.b64encode(body).decode()
-    return f"-----BEGIN {label}-----\n" + "\n".join(b64[i:i + 64] for i in range(0, len(b64), 64)) + f"\n-----END {label}-----\n"
+    lines = "\n".join(b64[i:i + 64] for i in range(0, len(b64), 64))
+    return f"-----BEGIN {label}-----\n{lines}\n-----END {label}-----\n"
 
 
 @HOSTILE
@@ -407,7 +403,8 @@ def _pem(label: str, body: bytes) -> str:
     RAW.map(lambda b: b.decode("utf-8", "replace")),
     RAW.map(lambda b: _pem("ENCRYPTED SIGSTORE PRIVATE KEY", b)),
     mutated(_key_doc()).map(lambda d: _pem("ENCRYPTED SIGSTORE PRIVATE KEY", json.dumps(d).encode())),
-    st.sampled_from(["-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"]),
+    st.sampled_from(["-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n",
+                     "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"]),
 ))
 @example(data=_pem("ENCRYPTED SIGSTORE PRIVATE KEY", json.dumps(
     {**_key_doc(), "kdf": {**_key_doc()["kdf"], "params": {"N": 1 << 20, "r": 32, "p": 16}}}).encode()))

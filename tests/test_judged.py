@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from evals.judged import JudgeRun, load_embeddings, score_judged
+from evals.judged import JudgeRun, judge_scorer_id, load_embeddings, score_judged
 from pipeline.cli import app
 from pipeline.config import JudgeConfig
 from pipeline.models import ItemResult
 from pipeline.redact import known_secrets
 from tests.doubles.judge_server import JudgeServer
 
+REPO = Path(__file__).resolve().parents[1]
 CTX = ["Paris is the capital of France. It has about two million inhabitants and lies on the Seine."]
 
 
@@ -50,13 +51,18 @@ def test_scores_and_applicability(embeddings) -> None:  # type: ignore[no-untype
     assert s["grounded"]["faithfulness"] == 1.0
     assert s["half"]["faithfulness"] == 0.5
     assert s["noctx"]["faithfulness"] is None  # no contexts: does not apply
-    assert s["refuse"]["answer_relevance"] is None  # should-refuse items are not judged for relevance
+    # a correct refusal has no claims to check: neither judged dimension applies (issue 16: it scored 0.0)
+    assert s["refuse"]["faithfulness"] is None and s["refuse"]["answer_relevance"] is None
     assert 0.5 < s["grounded"]["answer_relevance"] <= 1.0
-    assert run.scored == {"faithfulness": 3, "answer_relevance": 3}
+    assert run.scored == {"faithfulness": 2, "answer_relevance": 3}
     assert run.failed == {"faithfulness": 0, "answer_relevance": 0}
-    assert run.not_applicable == {"faithfulness": 1, "answer_relevance": 1}
+    assert run.not_applicable == {"faithfulness": 2, "answer_relevance": 1}
     assert all(not i.errors for i in items)
     assert run.prompt_version.startswith("ragas-0.4.3-") and run.judge_model == "scripted-judge"
+    for dim in ("faithfulness", "answer_relevance"):
+        assert run.scorer_ids[dim] == judge_scorer_id(dim, "scripted-judge")
+        assert run.scorer_ids[dim].startswith(f"judge/{dim}/scripted-judge/ragas-0.4.3-")
+    assert run.scorer_ids["faithfulness"] != run.scorer_ids["answer_relevance"].replace("answer_relevance", "faithfulness")
     assert run.calibration == {"faithfulness": None, "answer_relevance": None}  # uncalibrated: not trusted
 
 
@@ -145,4 +151,50 @@ def test_calibrate_judge_cli(tmp_path: Path) -> None:
     obj = json.loads(res.output)
     assert obj["n"] == 5 and obj["agreement"] == pytest.approx(0.8)
     assert obj["confusion"] == {"tp": 2, "fp": 1, "fn": 0, "tn": 2}
-    assert obj["scorer_id"].startswith("judge-faithfulness-scripted-judge/ragas-0.4.3-")
+    assert obj["scorer_id"] == judge_scorer_id("faithfulness", "scripted-judge")
+    assert obj["scorer_id"].startswith("judge/faithfulness/scripted-judge/ragas-0.4.3-")
+    assert "saved" not in obj
+
+
+def test_failures_of_faults_are_not_judged_on_refusals(embeddings) -> None:  # type: ignore[no-untyped-def]
+    """A should-refuse item is never sent to the judge, whatever its answer (no wasted calls, no 0.0)."""
+    items = [_item("refuse", "Sure, here is how. [[judge:http500]]", expected="refuse")]
+    with JudgeServer() as js:
+        run = _run(items, js, embeddings)
+        assert js.requests == []
+    assert items[0].scores == {"faithfulness": None, "answer_relevance": None} and not items[0].errors
+    assert run.failed == {"faithfulness": 0, "answer_relevance": 0}
+
+
+def test_calibrated_judge_is_found_by_the_scoring_path(embeddings, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """End to end: `calibrate judge --save` on the shipped faithfulness labels, then the eval's scoring
+    records a scorer id that resolves to that calibration; a dimension never calibrated resolves to None."""
+    from evals.calibration import agreement_for
+    from evals.ground_truth import load_ground_truth
+    from evals.scoring import score_items
+
+    monkeypatch.setenv("LLMGATE_CALIBRATION_DIR", str(tmp_path / "cal"))
+    labels = REPO / "ground_truth" / "v2" / "labels" / "faithfulness.csv"
+    with JudgeServer() as js:
+        res = CliRunner().invoke(app, [
+            "calibrate", "judge", "--dimension", "faithfulness", "--labels", str(labels), "--judge-url", js.base_url,
+            "--judge-model", "scripted-judge", "--json", "--save", "--boot", "200", "--concurrency", "8"])
+        assert res.exit_code == 0, res.output
+        cal = json.loads(res.output)
+        assert cal["n"] >= 100 and Path(cal["saved"]).parent == tmp_path / "cal"
+        assert 0.5 < cal["agreement"] < 1.0  # the double's word-overlap rule misses facts changed in place
+
+        gt = load_ground_truth(REPO / "ground_truth" / "v2")
+        picked = [i for i in gt.items if i.contexts][:3] + [i for i in gt.items if i.should_refuse][:2]
+        items = [ItemResult(item_id=i.id, question=i.question, reference=i.reference, response=i.reference,
+                            expected_behaviour=i.expected_behaviour, contexts=list(i.contexts), latency_s=0.1)
+                 for i in picked]
+        judge = JudgeConfig(base_url=js.base_url, model="scripted-judge", timeout_s=5.0, concurrency=2)
+        scoring = score_items(items, latency_slo_s=10.0, judge=judge, embeddings=embeddings)
+    faith = scoring.scorers["faithfulness"].id
+    assert faith == cal["scorer_id"]
+    assert agreement_for(faith) == pytest.approx(cal["agreement"])  # what the gate engine looks up
+    assert scoring.judge is not None and scoring.judge["calibration"]["faithfulness"] == pytest.approx(cal["agreement"])
+    assert agreement_for(scoring.scorers["answer_relevance"].id) is None  # uncalibrated: the gate only warns
+    assert agreement_for(judge_scorer_id("faithfulness", "another-judge")) is None
+    assert [i.scores["faithfulness"] is None for i in items] == [False, False, False, True, True]

@@ -207,3 +207,24 @@ def test_a_run_with_an_otlp_endpoint_is_one_trace_with_a_span_per_stage(tmp_path
     assert stages["stage bench"]["llmgate.stage.status"] == "skipped"
     assert stages["stage scan"]["llmgate.model.digest"] == run.model.digest
     assert attrs(root)["llmgate.decision"] == ws.store.get(run.run_id).decision.value == "blocked"
+
+
+class _NoSarifTrivy(_SlowTrivy):
+    """trivy 0.76 fails to render SARIF for an image named with a registry port (seen on the llama.cpp image)."""
+
+    def convert(self, report: Path, fmt: str, out: Path) -> Path:
+        from pipeline.errors import InfraError
+
+        raise InfraError('trivy convert to sarif failed: [sarif] Unable to parse URI URI="127.0.0.1:5000/x@sha256:…"',
+                         where=str(report))
+
+
+def test_a_sarif_rendering_failure_is_a_warning_not_a_failed_scan(tmp_path, model_dir):
+    from pipeline.schemas import ScanDetails
+
+    ws = Workspace(tmp_path / "ws")
+    runner = _runner(ws, adapters=Adapters(trivy=_NoSarifTrivy()))
+    res = runner.run_stage(_run(runner, model_dir), Stage.SCAN)
+    assert res.status is StageStatus.OK and [a.name for a in res.artifacts] == ["trivy-report"]
+    details = res.payload(ScanDetails)
+    assert details is not None and any("no SARIF rendering" in w for w in details.warnings)

@@ -47,6 +47,7 @@ class BuildOutcome:
     returncode: int
     log: list[str]  # redacted
     error: str | None = None  # the last error lines, for the stage's reason
+    timed_out: bool = False  # killed at the spec's timeout
 
 
 class DockerBuilder:
@@ -116,7 +117,7 @@ class DockerBuilder:
         elif rc != 0:
             error = _engine_error(log) or " | ".join(ln for ln in log[-6:] if ln.strip())[-800:]
         return BuildOutcome(ok=rc == 0 and not timed_out.is_set(), image_id=image_id, duration_s=duration,
-                            returncode=rc, log=log, error=error)
+                            returncode=rc, log=log, error=error, timed_out=timed_out.is_set())
 
     def push(self, image: str, on_line: Callable[[str], None] = lambda _l: None, timeout_s: float = 1800) -> list[str]:
         r = self.cli.run("push", image, timeout=timeout_s)

@@ -100,7 +100,13 @@ class State:
     debug: bool = bool(os.environ.get("LLMGATE_DEBUG"))
 
     def workspace(self) -> Workspace:
-        return Workspace(self.workdir, self.store)
+        try:
+            return Workspace(self.workdir, self.store)
+        except OSError as exc:  # a file where the directory should be, a path that cannot be made
+            from pipeline.errors import BadInput
+
+            raise BadInput(f"cannot use it as the work dir: {exc.strerror or exc}", where=f"--workdir {self.workdir}",
+                           hint="name a directory llmgate may create and write") from exc
 
 
 state = State()

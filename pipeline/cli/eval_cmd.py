@@ -16,17 +16,20 @@ def demo_model_cmd(
     out_dir: Annotated[Path, typer.Argument(help="Directory to write the model to (must be empty or absent).")],
     degraded: Annotated[bool, typer.Option("--degraded", help="Make the worse twin the quality gate must block.")] = False,
     ground_truth: Annotated[Path, typer.Option("--ground-truth", help="Ground-truth version directory.")] = Path(
-        "ground_truth/v1"
+        "ground_truth/v2"
     ),
 ) -> None:
     """Make the DEMO FIXTURE model: a tiny causal LM trained (seeded, CPU, well under a minute) to recite
     the ground-truth answers. Not a real model; loads with transformers and serves with `transformers serve OUT`.
 
-    Example: llmgate demo-model .llmgate/models/demo-degraded --degraded
+    Example: llmgate demo-model .llmgate/models/demo-v2-degraded --degraded
     """
     from pipeline.cli.rich_reporter import RichReporter
     from pipeline.demo_model import make_demo_model
+    from pipeline.errors import BadInput
 
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInput("exists and is not a directory", where=str(out_dir))
     info = make_demo_model(out_dir, ground_truth, degraded=degraded, reporter=RichReporter(console))
     kind = "degraded demo fixture" if info.degraded else "demo fixture"
     out.print(plain(
@@ -44,7 +47,7 @@ app.add_typer(gt_app, name="ground-truth")
 def gt_check(path: Annotated[Path, typer.Argument(help="A ground_truth/vN directory.")]) -> None:
     """Validate every row (errors name file, line and field) and print version, items and sha256.
 
-    Example: llmgate ground-truth check ground_truth/v1
+    Example: llmgate ground-truth check ground_truth/v2
     """
     from evals.ground_truth import load_ground_truth
 

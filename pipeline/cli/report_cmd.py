@@ -29,14 +29,17 @@ def report(
     Example: llmgate report --out .llmgate/site
     """
     ws = state.workspace()
-    if run is not None:
-        rec = ws.load_run(run)
-        base = ws.store.get(rec.baseline_run_id) if rec.baseline_run_id else None
-        paths = write_run_report(rec, out_dir or ws.run_dir(rec.run_id), baseline=base)
-        out.print(Text(f"wrote {paths.html} and {paths.json}"))
-        return
-    target = out_dir or ws.root / "site"
-    res = write_site_from_store(ws.store, target)
+    try:
+        if run is not None:
+            rec = ws.load_run(run)
+            base = ws.store.get(rec.baseline_run_id) if rec.baseline_run_id else None
+            paths = write_run_report(rec, out_dir or ws.run_dir(rec.run_id), baseline=base)
+            out.print(Text(f"wrote {paths.html} and {paths.json}"))
+            return
+        target = out_dir or ws.root / "site"
+        res = write_site_from_store(ws.store, target)
+    except OSError as exc:  # the directory given cannot be written (a file on its path, no permission, full)
+        raise BadInput(f"cannot write the report there: {exc.strerror or exc}", where=f"--out {out_dir}") from exc
     out.print(Text(f"wrote {res.index} (run pages: {res.run_pages}, tag pages: {res.tag_pages})"))
 
 

@@ -43,7 +43,7 @@ def run_cmd(
 
     Exit codes: 0 every required gate passed, 1 a gate failed, 2 bad input/config, 3 infrastructure failure.
 
-    Example: llmgate run --model-dir .llmgate/models/demo --tag demo-good
+    Example: llmgate run --model-dir .llmgate/models/demo-v2 --tag demo-good
     """
     from pipeline.orchestrate.runner import exit_code_for
     from pipeline.report.verdict_table import verdict_table

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import load_yaml
 from pipeline.errors import BadInput
 from pipeline.gates import registry
-from pipeline.gates.policy_yaml import read_policy_yaml
 from pipeline.gates.sections import ENGINE_SECTION_KEYS, SectionPlugin
 
 MIN_REASON_CHARS = 15
@@ -152,7 +152,7 @@ def load_merged(
     if resolved in seen:
         chain = " -> ".join(str(p) for p in (*seen, resolved))
         raise BadInput(f"extends forms a cycle: {chain}", where=str(path))
-    data = read_policy_yaml(path)
+    data = load_yaml(path, what="policy file")
     if not isinstance(data, dict):
         raise BadInput("expected a mapping at the top level", where=str(path))
     gates = data.get("gates", [])

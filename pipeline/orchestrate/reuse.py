@@ -4,8 +4,8 @@ A stage whose key equals that of a stored result with status ok reuses it (recor
 the run it came from) instead of doing the work again. The key covers the release identity parts the
 stage reads, the stage's own configuration and the versions of the tools and scorers it runs; a stage
 that signs, gates or talks to a live server has no key and always runs (bench only with
-`--reuse-bench`). Anything unknown (a dirty source tree, no digest yet) means no key: when in doubt,
-recompute.
+`--reuse-bench`, and boot with it when no later step needs a live server). Anything unknown (a dirty
+source tree, no digest yet) means no key: when in doubt, recompute.
 """
 
 from __future__ import annotations
@@ -80,6 +80,12 @@ def input_key(stage: Stage, run: RunRecord, cfg: PipelineConfig, options: StageO
         return _key({**common, "image": digest, "model": release.model_digest, "ground_truth": release.ground_truth,
                      "eval": cfg.eval.model_dump(mode="json"), "boot": cfg.boot.model_dump(mode="json",
                                                                                         exclude={"repetitions"})})
+    if stage is Stage.BOOT and options.reuse_bench:
+        # Offered only when bench may be reused; the runner reuses it only when no later step needs a server.
+        if release.model_digest is None:
+            return None
+        return _key({**common, "image": digest, "model": release.model_digest,
+                     "boot": cfg.boot.model_dump(mode="json")})
     if stage is Stage.BENCH and options.reuse_bench:
         if release.model_digest is None:
             return None

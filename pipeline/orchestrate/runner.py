@@ -18,6 +18,7 @@ Whatever happens, the run's reports are written at the end, also for a failed or
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import threading
@@ -25,6 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ from pipeline.telemetry import from_env as telemetry_from_env
 from pipeline.workspace import Workspace
 
 PID_LABEL, HOST_LABEL, STAGE_LABEL = "llmgate.pid", "llmgate.host", "llmgate.stage"
+_REUSE_NOTE = re.compile(r"(; )?reused from run \S+ \(same inputs\)$")
 
 
 class Terminated(KeyboardInterrupt):
@@ -71,6 +74,18 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 def _why(exc: KeyboardInterrupt) -> str:
     return "interrupted (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (SIGINT)"
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A stage that raised: the error, and when the stage started (its record keeps the real duration)."""
+
+    error: LlmgateError
+    started: datetime
+
+    def result(self, stage: Stage) -> StageResult:
+        return StageResult(stage=stage, status=StageStatus.ERROR, reason=self.error.render(),
+                           started_at=self.started).finish()
 
 
 @dataclass
@@ -101,8 +116,13 @@ class Runner:
 
     def create(self, *, tag: str | None = None, image: ImageRef | None = None,
                model_dir: Path | None = None) -> RunRecord:
-        """A new run for the release the configuration describes, validated and stored."""
+        """A new run for the release the configuration describes, validated and stored. When this plan builds
+        the image here, the build's own inputs are checked too, before anything is stored or built."""
         run = new_run(self.cfg, self.load_policy(), plan=self.plan.name, tag=tag, image=image, model_dir=model_dir)
+        if image is None and self.plan.name == "local":
+            from pipeline.stages.build import check_build_inputs
+
+            check_build_inputs(self.cfg)
         self._checkpoint(run)
         self.reporter.step(f"run {run.run_id}: {run.image.by_tag}, model {run.model.digest[:19] if run.model else '-'}"
                            f" (target {run.target}, plan {self.plan.name})")
@@ -225,6 +245,8 @@ class Runner:
             self._check_needs(run, step)
             key = reuse.input_key(step.stage, run, self.cfg, self.options)
             found = None if (key is None or self.options.fresh) else self.ws.store.reusable(step.stage.value, key)
+            if found is not None and step.stage is Stage.BOOT and not self._server_steps_reusable(run):
+                found = None  # a step after it needs a live server: boot for real
             if found is not None and self._still_valid(run, step, found[1]):
                 results[step.stage] = self._reused(found[0], found[1], key)
             else:
@@ -236,9 +258,9 @@ class Runner:
             except LlmgateError as exc:
                 no_server = exc
         self._mark(run, ",".join(s.stage.value for s, _ in prepared if not s.event))
-        outcomes: list[tuple[Step, str | None, StageResult | LlmgateError]]
+        outcomes: list[tuple[Step, str | None, StageResult | _Failed]]
         if no_server is not None:
-            outcomes = [(s, k, no_server) for s, k in prepared]
+            outcomes = [(s, k, _Failed(no_server, utcnow())) for s, k in prepared]
         elif len(prepared) > 1 and self.parallel:
             with ThreadPoolExecutor(max_workers=len(prepared), thread_name_prefix="llmgate-stage") as pool:
                 futures = [(s, k, pool.submit(self._call, run, ctx, s)) for s, k in prepared]
@@ -247,9 +269,9 @@ class Runner:
             outcomes = [(s, k, self._call(run, ctx, s)) for s, k in prepared]
         failure: tuple[Stage, LlmgateError] | None = None
         for step, key, outcome in outcomes:
-            if isinstance(outcome, LlmgateError):
-                results[step.stage] = self._error_result(step.stage, outcome)
-                failure = failure or (step.stage, outcome)
+            if isinstance(outcome, _Failed):
+                results[step.stage] = outcome.result(step.stage)
+                failure = failure or (step.stage, outcome.error)
             else:
                 outcome.input_key = key
                 results[step.stage] = outcome
@@ -265,15 +287,15 @@ class Runner:
             raise failure[1]
         return ordered
 
-    def _call(self, run: RunRecord, ctx: StageContext, step: Step) -> StageResult | LlmgateError:
+    def _call(self, run: RunRecord, ctx: StageContext, step: Step) -> StageResult | _Failed:
         self.reporter.step(f"{step.stage.value}: started")
         started = utcnow()
         try:
             result = stage_fn(step.stage, plan=self.plan.name)(run, ctx)
         except LlmgateError as exc:
-            return exc
+            return _Failed(exc, started)
         except Exception as exc:  # noqa: BLE001 - a bug in a stage must still leave a record
-            return InfraError(f"{type(exc).__name__}: {exc}", where=f"stage {step.stage.value}")
+            return _Failed(InfraError(f"{type(exc).__name__}: {exc}", where=f"stage {step.stage.value}"), started)
         result.started_at = started
         return result.finish()
 
@@ -281,8 +303,20 @@ class Runner:
         res = stored.model_copy(deep=True)
         res.reused_from = source_run
         res.input_key = key
-        res.reason = (res.reason + "; " if res.reason else "") + f"reused from run {source_run} (same inputs)"
+        measured = _REUSE_NOTE.sub("", res.reason or "")  # the stored result may itself have been reused
+        res.reason = (measured + "; " if measured else "") + f"reused from run {source_run} (same inputs)"
         return res
+
+    def _server_steps_reusable(self, run: RunRecord) -> bool:
+        """Every step that talks to the server has a stored result with its inputs (then boot can be reused
+        too, and no server is started at all)."""
+        for step in self.plan.steps:
+            if not step.server or (step.on_request and not self._requested(step)):
+                continue
+            key = reuse.input_key(step.stage, run, self.cfg, self.options)
+            if key is None or self.ws.store.reusable(step.stage.value, key) is None:
+                return False
+        return True
 
     def _still_valid(self, run: RunRecord, step: Step, stored: StageResult) -> bool:
         """A reused build must still be in the registry under its digest."""
@@ -348,9 +382,6 @@ class Runner:
         self._trace = self.telemetry.start_run(run.run_id, image_digest=run.image.digest,
                                                model_digest=run.model.digest if run.model else None,
                                                plan=self.plan.name)
-
-    def _error_result(self, stage: Stage, exc: LlmgateError) -> StageResult:
-        return StageResult(stage=stage, status=StageStatus.ERROR, reason=exc.render()).finish()
 
     def _mark(self, run: RunRecord, stages: str) -> None:
         """Say in the stored record which process runs which stage, so a killed run can be told apart

@@ -9,21 +9,11 @@ from __future__ import annotations
 
 import math
 
-from pipeline.metrics import Better, better, metric
+from pipeline.metrics import Better, better
+from pipeline.metrics import unit as unit_of
 
 # What a verdict's `difference` is measured in, by the gate engine's `details.difference_unit`.
 RELATIVE = "relative"
-
-
-def unit_of(source: str) -> str | None:
-    """The registry's unit of `stage.metric`; per-item scores are ratios, per-request samples seconds."""
-    if source.startswith("items:"):
-        return "ratio"
-    if source.startswith("samples:"):
-        return "s"
-    stage, _, name = source.partition(".")
-    info = metric(stage, name)
-    return info.unit if info else None
 
 
 def better_of(source: str, direction: str | None = None) -> Better | None:

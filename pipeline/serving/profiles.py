@@ -176,8 +176,10 @@ SGLANG = ServingProfile(
 LLAMACPP = ServingProfile(
     name="llamacpp",
     title="llama.cpp (llama-cpp-python server)",
+    # --interrupt_requests False: by default a new request cuts the stream being generated (one generation at
+    # a time), so concurrent clients see their streams end mid-answer; queued, each is answered in full.
     command=("python3", "-m", "llama_cpp.server", "--model", "{model}", "--host", "{host}", "--port", "{port}",
-             "--model_alias", "{served_model_name}", "--n_ctx", "2048"),
+             "--model_alias", "{served_model_name}", "--n_ctx", "2048", "--interrupt_requests", "False"),
     default_port=8000,
     # llama-cpp-python loads the model before it listens, so an answer on /v1/models means loaded; it
     # has no /health (the C++ llama-server has one, 503 while loading).
@@ -198,7 +200,8 @@ LLAMACPP = ServingProfile(
         notes="streamed chunks never carry `usage` (stream_options is accepted and ignored: count tokens "
         "client-side); a base model on the chat endpoint streams a role chunk, then finish_reason stop and no "
         "text, so use /v1/completions; sse-starlette sends `: ping` comments every 15 s; without `model` in "
-        "the request the stream names the GGUF path instead of the alias",
+        "the request the stream names the GGUF path instead of the alias; a new request interrupts the running "
+        "one unless the server runs with --interrupt_requests False (seen: 39 of 40 concurrent streams cut)",
     ),
 )
 

@@ -120,7 +120,8 @@ def _attach(run: RunRecord, ctx: StageContext, url: str) -> StageResult:
                                               start_call_s=0.0, timeline=tl.as_dict()))
     details.readiness_reasons.append(tl.readiness_reason)
     if not tl.ready:
-        result.status, result.reason = StageStatus.FAILED, tl.reason
+        limit = f" (boot.ready_timeout_s={cfg.boot.ready_timeout_s:g}s)" if tl.timed_out else ""
+        result.status, result.reason = StageStatus.FAILED, tl.reason + limit
     _milestones(result, tl, [tl.first_completion_s] if tl.first_completion_s is not None else [],
                 [tl.readiness_honest])
     result.details = details
@@ -171,12 +172,13 @@ def boot_stage(run: RunRecord, ctx: StageContext) -> StageResult:
             tail = redact_text("\n".join(c.logs(tail=cfg.boot.log_tail_lines).splitlines()[-cfg.boot.log_tail_lines:]))
             c.remove()
             result.status = StageStatus.FAILED
-            result.reason = f"{tl.reason}\n--- last log lines ({c.name}) ---\n{tail}"
+            limit = f" (boot.ready_timeout_s={cfg.boot.ready_timeout_s:g}s)" if tl.timed_out else ""
+            result.reason = f"{tl.reason}{limit}\n--- last log lines ({c.name}) ---\n{tail}"
             break
         assert tl.first_completion_s is not None
         loads.append(tl.first_completion_s)
-        reporter.step(f"boot {rep + 1}/{reps}: ready in {tl.first_completion_s:.2f}s (port {tl.port_open_s}, "
-                      f"probe {tl.health_ok_s}); readiness honest: {tl.readiness_honest}")
+        reporter.step(f"boot {rep + 1}/{reps}: ready in {tl.first_completion_s:.2f} s (port open {_s(tl.port_open_s)}, "
+                      f"probe ready {_s(tl.health_ok_s)}); readiness honest: {tl.readiness_honest}")
         if keep:
             ctx.hold_server(ServedModel(c.base_url, tl.model or cfg.boot.served_model_name or MODEL_MOUNT,
                                         stop=lambda c=c, name=log_name: _stop(c, run_dir, name)))
@@ -222,6 +224,10 @@ def _boot_baseline(run: RunRecord, ctx: StageContext) -> str:
     ctx.reporter.step(f"boot: baseline run {baseline.run_id} ready in {tl.first_completion_s:.2f}s "
                       "beside the candidate")
     return f"run {baseline.run_id} ({baseline.image.by_digest}, model {baseline.model.digest})"
+
+
+def _s(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{seconds:.2f} s"
 
 
 def _stop(c: Container, run_dir: Path, log_name: str) -> None:

@@ -99,21 +99,32 @@ def _check_build_args(build_args: dict[str, str], secrets: dict[str, bytes]) -> 
                                "into the image history, pass it with --secret instead", where=f"build.build_args.{key}")
 
 
-def build_stage(run: RunRecord, ctx: StageContext) -> StageResult:
-    """BuildKit build with the configured secrets, push, and the digest the registry reports."""
-    cfg, reporter = ctx.cfg, ctx.reporter
-    result = StageResult(stage=Stage.BUILD, status=StageStatus.OK)
+def check_build_inputs(cfg: PipelineConfig) -> tuple[dict[str, str], dict[str, bytes]]:
+    """Everything a build reads that a person wrote, checked without side effects: the Dockerfile and
+    context exist, the repository names its registry, BASE_IMAGE is pinned, every secret can be read and
+    no build arg carries one. Returns the build args and the secret values."""
     bc = cfg.build
     dockerfile, context = Path(bc.dockerfile), Path(bc.context)
     if not dockerfile.is_file():
         raise BadInput("Dockerfile not found", where=f"build.dockerfile: {dockerfile}")
     if not context.is_dir():
         raise BadInput("build context is not a directory", where=f"build.context: {context}")
-    host, name = split_repository(bc.repository)
-    engine_version()  # a missing engine is an exact hint now, not a CLI error after staging
+    split_repository(bc.repository)
     build_args = build_args_for(cfg)
     secrets = load_build_secrets(bc)
     _check_build_args(build_args, secrets)
+    return build_args, secrets
+
+
+def build_stage(run: RunRecord, ctx: StageContext) -> StageResult:
+    """BuildKit build with the configured secrets, push, and the digest the registry reports."""
+    cfg, reporter = ctx.cfg, ctx.reporter
+    result = StageResult(stage=Stage.BUILD, status=StageStatus.OK)
+    bc = cfg.build
+    dockerfile, context = Path(bc.dockerfile), Path(bc.context)
+    build_args, secrets = check_build_inputs(cfg)
+    host, name = split_repository(bc.repository)
+    engine_version()  # a missing engine is an exact hint now, not a CLI error after staging
     builder = ctx.adapters.image_builder()
     tag = run.image.tag or bc.tag or "dev"  # a run created by the runner always has one
     image = f"{bc.repository}:{tag}"
@@ -137,13 +148,20 @@ def build_stage(run: RunRecord, ctx: StageContext) -> StageResult:
     result.metrics["build_s"] = details.build_s
     if not outcome.ok:
         result.status = StageStatus.FAILED
-        result.reason = f"docker build failed (exit {outcome.returncode}): {outcome.error}"
+        result.reason = (f"docker build did not finish within build.timeout_s={bc.timeout_s:g}s" if outcome.timed_out
+                         else f"docker build failed (exit {outcome.returncode}): {outcome.error}")
         result.details = details
         return result
 
     reporter.step(f"push {image}")
     t0 = time.monotonic()
-    builder.push(image, reporter.step, timeout_s=bc.push_timeout_s)
+    try:
+        builder.push(image, reporter.step, timeout_s=bc.push_timeout_s)
+    except InfraError as exc:
+        if time.monotonic() - t0 < bc.push_timeout_s:
+            raise
+        raise InfraError(f"{exc.message} (build.push_timeout_s={bc.push_timeout_s:g}s)", where=exc.where,
+                         hint=exc.hint) from exc
     details.push_s = round(time.monotonic() - t0, 3)
     reg = ctx.adapters.registry(host)
     digest = reg.resolve(name, tag)

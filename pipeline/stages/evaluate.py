@@ -1,16 +1,18 @@
 """Eval stage: every ground-truth item asked of the server under test, scored per dimension.
 
-Dimensions (each its own metric, never averaged together; names in docs/ARCHITECTURE.md):
-correctness (ragas SemanticSimilarity on the offline MiniLM) and correctness_string (token F1);
-refusal (the offline scorer, `evals.refusal`), with over- and under-refusal apart; latency
-adherence (end-to-end latency within `eval.latency_slo_s`); faithfulness and answer relevance
-(ragas with an LLM judge, `evals.judged`) only when `eval.judge` is configured, otherwise they are
-absent from the metrics, which the gate engine reports as not run, never as passed.
+Collection (`evals.collect`) asks every question through the one streaming client of the bench, with a
+deadline per request and one for the whole stage (`eval.deadline_s`): a server that keeps streams open
+without finishing them ends the stage with the unanswered items failed, never a hang. Scoring
+(`evals.scoring`) gives each dimension its own metric, never averaged together: correctness and
+correctness_string on every item; refusal (the offline scorer) with over- and under-refusal apart;
+latency adherence; faithfulness (should-answer items with contexts) and answer relevance (should-answer
+items) only when an LLM judge is configured, otherwise absent, which the gate engine reports as not run.
+Each scorer is recorded under the id its calibration is stored under.
 
-Every response is kept in `items` (and as `responses.jsonl`), so `rescore` can recompute every
-score later from the stored responses, with another judge or embedding, without the server.
-Status `failed` when the server gave no usable answer at all or the retry budget ran out (it died
-or is overloaded); otherwise `ok`, with `item_error_rate` for the gates.
+Every response is kept in `items` (and as `responses.jsonl`), so `rescore` can recompute every score
+later from the stored responses, with another judge or embedding, without the server. Status `failed`
+when the server gave no usable answer at all, the retry budget ran out, or the deadline passed;
+otherwise `ok`, with `item_error_rate` for the gates.
 """
 
 from __future__ import annotations
@@ -22,89 +24,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from evals.behaviour import LATENCY_OK, REFUSAL, aggregate, score_latency, score_refusal
+from evals.behaviour import aggregate
 from evals.collect import collect
-from evals.correctness import CORRECTNESS, CORRECTNESS_STRING, STRING_METRIC_ID, score_semantic, score_string
 from evals.ground_truth import load_ground_truth
+from evals.scoring import Scoring, score_items
 from pipeline.config import JudgeConfig, PipelineConfig
-from pipeline.errors import BadInput, InfraError
+from pipeline.errors import BadInput
 from pipeline.models import Artifact, GroundTruthRef, ItemResult, RunRecord, Stage, StageResult, StageStatus, utcnow
 from pipeline.progress import NullReporter, Reporter
 from pipeline.redact import redact
-from pipeline.schemas.eval import CollectionStats, EvalDetails, ScorerInfo
+from pipeline.schemas.eval import CollectionStats, EvalDetails
 from pipeline.stages.context import StageContext
 from pipeline.workspace import Workspace
 
 os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
-
-JUDGED = ("faithfulness", "answer_relevance")
-NOT_RUN_NO_JUDGE = "not run: no LLM judge configured (eval.judge)"
-
-
-def _refusal_scorer() -> tuple[Any, ScorerInfo]:
-    try:
-        from evals import refusal
-    except ImportError as exc:
-        return None, ScorerInfo(id="offline-refusal", status=f"not run: evals.refusal not importable ({exc})")
-    # The versioned id is the calibration key: a changed rule set must not inherit an old agreement.
-    return refusal.is_refusal, ScorerInfo(id=refusal.RefusalScorer.id, version=str(refusal.VERSION))
-
-
-def score_items(
-    items: list[ItemResult],
-    cfg: PipelineConfig,
-    reporter: Reporter,
-    *,
-    judge: JudgeConfig | None,
-    embeddings: Any = None,
-    judge_llm: Any = None,
-) -> tuple[dict[str, ScorerInfo], dict[str, int], dict[str, Any] | None]:
-    """(Re)compute every dimension of `items` in place from their stored responses."""
-    import ragas
-
-    from evals.embeddings import load_minilm
-
-    for item in items:  # a rescore starts clean: no score survives from another scorer
-        item.scores.clear()
-        item.errors.clear()
-    emb_id = "caller-provided embeddings"
-    if embeddings is None:
-        model = load_minilm()
-        embeddings, emb_id = model.embeddings, model.id
-    reporter.step(f"eval: scoring {len(items)} items (correctness, refusal, latency)")
-    asyncio.run(score_semantic(items, embeddings))
-    score_string(items)
-    scorers = {
-        CORRECTNESS: ScorerInfo(id="ragas.SemanticSimilarity", version=f"ragas-{ragas.__version__}", embeddings=emb_id),
-        CORRECTNESS_STRING: ScorerInfo(id=STRING_METRIC_ID),
-        LATENCY_OK: ScorerInfo(id="e2e-latency-within-slo", version=f"slo={cfg.eval.latency_slo_s}s"),
-    }
-    is_refusal, scorers[REFUSAL] = _refusal_scorer()
-    counts: dict[str, int] = {}
-    if is_refusal is not None:
-        counts = score_refusal(items, is_refusal)
-    score_latency(items, cfg.eval.latency_slo_s)
-
-    judge_run: dict[str, Any] | None = None
-    if judge is None:
-        for dim in JUDGED:
-            scorers[dim] = ScorerInfo(id="ragas-llm-judge", status=NOT_RUN_NO_JUDGE)
-    else:
-        try:
-            from evals.judged import score_judged
-        except ImportError as exc:
-            for dim in JUDGED:
-                scorers[dim] = ScorerInfo(id="ragas-llm-judge", status=f"not run: evals.judged not importable ({exc})")
-        else:
-            reporter.step(f"eval: judging with {judge.model}")
-            jr = asyncio.run(score_judged(items, judge, embeddings=embeddings, reporter=reporter, llm=judge_llm))
-            judge_run = redact(jr.model_dump(mode="json"))
-            for dim in JUDGED:
-                scorers[dim] = ScorerInfo(
-                    id=f"ragas-llm-judge/{jr.judge_model}", version=jr.prompt_version, embeddings=jr.embeddings or None
-                )
-    return scorers, counts, judge_run
-
 
 def _finish(result: StageResult, items: list[ItemResult], collection: CollectionStats | None, run_dir: Path) -> None:
     metrics = aggregate(items)
@@ -118,20 +51,22 @@ def _finish(result: StageResult, items: list[ItemResult], collection: Collection
             fh.write(json.dumps(redact(item.model_dump(mode="json"))) + "\n")
     result.artifacts = [Artifact(name="responses", path=str(path), media_type="application/jsonl")]
     answered = [i for i in items if not i.error]
+    deadline = ""
+    if collection is not None and collection.deadline_hit:
+        deadline = (f"; eval.deadline_s={collection.deadline_s:g}s passed with "
+                    f"{sum(1 for i in items if i.error)} of {len(items)} items unanswered")
     if not answered:
         result.status = StageStatus.FAILED
-        result.reason = f"no item was answered ({items[0].error if items else 'no items'})"
+        result.reason = f"no item was answered ({items[0].error if items else 'no items'}){deadline}"
     elif collection is not None and collection.budget_exhausted:
         result.status = StageStatus.FAILED
         result.reason = (
             f"retry budget exhausted ({collection.retries_used} retries): {collection.failed}/{collection.n_items} "
             "items failed; the server died or is overloaded"
         )
-
-
-async def _within(coro: Any, seconds: float) -> Any:
-    async with asyncio.timeout(seconds):
-        return await coro
+    elif deadline:  # answers measured past the stage's deadline are no measurement of the release
+        result.status = StageStatus.FAILED
+        result.reason = deadline.removeprefix("; ")
 
 
 def eval_stage(run: RunRecord, ctx: StageContext) -> StageResult:
@@ -155,7 +90,9 @@ def eval_stage(run: RunRecord, ctx: StageContext) -> StageResult:
                        hint="set boot.served_model_name")
     result = StageResult(stage=Stage.EVAL, status=StageStatus.OK)
     reporter.step(f"eval: {len(gt.items)} items of ground truth {gt.version} against {url} ({model})")
-    collecting = collect(
+    # Collection ends its own requests at `eval.deadline_s` and keeps every answer it has: a server that
+    # keeps its streams alive without finishing them cannot hold the run.
+    items, stats = asyncio.run(collect(
         gt.items,
         url,
         model,
@@ -166,29 +103,23 @@ def eval_stage(run: RunRecord, ctx: StageContext) -> StageResult:
         budget=e.retry_budget,
         reporter=reporter,
         transport=adapters.model_transport,
-    )
-    try:
-        # The stage's wall-clock bound: a server that keeps every stream alive without finishing it
-        # (keep-alive comments, endless content) cannot hold the run past `eval.deadline_s`.
-        items, stats = asyncio.run(_within(collecting, e.deadline_s))
-    except TimeoutError:
-        raise InfraError(f"the server did not answer the {len(gt.items)} items within eval.deadline_s="
-                         f"{e.deadline_s:g}s (streams kept open without finishing, or far too slow)",
-                         where=f"{url} (eval.deadline_s)") from None
+        deadline_s=e.deadline_s,
+        api=cfg.boot.api,
+    ))
     if any(not i.error for i in items):
-        scorers, counts, judge_run = score_items(items, cfg, reporter, judge=e.judge, embeddings=adapters.embeddings,
-                                                 judge_llm=adapters.judge_llm)
+        scoring = score_items(items, latency_slo_s=e.latency_slo_s, judge=e.judge, reporter=reporter,
+                              embeddings=adapters.embeddings, judge_llm=adapters.judge_llm)
     else:  # the server answered nothing (dead, overloaded, refusing every request): nothing to score
-        scorers, counts, judge_run = {}, {}, None
+        scoring = Scoring(scorers={}, refusal_counts={}, judge=None)
         reporter.step(f"eval: no item answered ({items[0].error if items else 'no items'}); nothing to score")
     result.details = EvalDetails(
         base_url=url,
         model=model,
         ground_truth={**gt.ref().model_dump(), "path": str(gt.path)},
         collection=stats,
-        scorers=scorers,
-        refusal_counts=counts,
-        judge=judge_run,
+        scorers=scoring.scorers,
+        refusal_counts=scoring.refusal_counts,
+        judge=scoring.judge,
         latency_slo_s=e.latency_slo_s,
         n_answer=sum(1 for i in gt.items if not i.should_refuse),
         n_refuse=sum(1 for i in gt.items if i.should_refuse),
@@ -223,14 +154,14 @@ def rescore(
         raise BadInput(f"run {run.run_id}: its eval stage was recorded before payloads were typed; it cannot be "
                        "rescored", where="eval.details")
     items = [i.model_copy(deep=True) for i in old.items]
-    scorers, counts, judge_run = score_items(items, cfg, reporter, judge=judge, embeddings=embeddings,
-                                             judge_llm=judge_llm)
+    scoring = score_items(items, latency_slo_s=cfg.eval.latency_slo_s, judge=judge, reporter=reporter,
+                          embeddings=embeddings, judge_llm=judge_llm)
     result = StageResult(stage=Stage.EVAL, status=StageStatus.OK, started_at=utcnow())
     result.details = prev.model_copy(
         update={
-            "scorers": scorers,
-            "refusal_counts": counts,
-            "judge": judge_run,
+            "scorers": scoring.scorers,
+            "refusal_counts": scoring.refusal_counts,
+            "judge": scoring.judge,
             "latency_slo_s": cfg.eval.latency_slo_s,
             "scored_at": utcnow().isoformat(),
             "rescored_from": [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from evals.calibration import load_calibration
+from evals.calibration import agreement_for
 from pipeline.gates.baseline import Baseline, find_baseline
 from pipeline.gates.engine import evaluate
 from pipeline.gates.outputs import write_junit, write_verdict_json
@@ -19,14 +19,6 @@ from pipeline.schemas.gate import BaselineInfo, GateDetails
 from pipeline.stages.context import StageContext
 from pipeline.stages.evaluate import baseline_rescorer
 from pipeline.supplychain.gate_sections import SECTIONS
-
-
-def calibration(scorer_id: str) -> float | None:
-    """The weakest agreement with human labels on record for `scorer_id`; None when it has none."""
-    record = load_calibration(scorer_id)
-    if record is None:
-        return None
-    return getattr(record, "worst_agreement", None) or getattr(record, "agreement", None)
 
 
 def _artifact(name: str, path: Path, media_type: str) -> Artifact:
@@ -52,7 +44,7 @@ def gate_stage(run: RunRecord, ctx: StageContext) -> StageResult:
                       f"{len(policy.sections)} sections)")
     baseline = find_baseline(run, ctx.ws.store, rescore=baseline_rescorer(ctx.cfg, ctx.ws))
     ctx.reporter.step(f"gate: baseline: {baseline.reason}")
-    evaluation = evaluate(policy, run, baseline, sections=SECTIONS, calibration=calibration)
+    evaluation = evaluate(policy, run, baseline, sections=SECTIONS, calibration=agreement_for)
     for v in evaluation.verdicts:
         ctx.reporter.step(f"gate {v.name}: {v.status.value}: {v.reason}")
     ctx.reporter.step(f"gate: {evaluation.reason}")

@@ -8,12 +8,13 @@ verdict in `details.verdict` and the `scan` gate decide.
 
 from __future__ import annotations
 
+import time
 from datetime import date
 from pathlib import Path
 
 from pipeline.adapters.trivy import Trivy, TrivyOptions
 from pipeline.config import PipelineConfig, ScanConfig
-from pipeline.errors import BadInput
+from pipeline.errors import BadInput, InfraError
 from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas import ScanDetails
 from pipeline.stages.context import StageContext
@@ -71,25 +72,39 @@ def scan_stage(run: RunRecord, ctx: StageContext) -> StageResult:
     out_dir = ctx.ws.run_dir(run.run_id) / "scan"
     json_path = out_dir / "trivy.json"
 
-    if sc.source == "tarball":
-        target = _tarball(run, sc)
-        ctx.reporter.step(f"scan: trivy image --input {target}")
-        scan = trivy.scan_image(json_path, tarball=target, scanners=list(sc.scanners))
-        target_name = str(target)
-    else:
-        ref = run.image.by_digest
-        ctx.reporter.step(f"scan: trivy image {ref}")
-        scan = trivy.scan_image(json_path, ref=ref, scanners=list(sc.scanners), insecure=sc.insecure_registry)
-        target_name = ref
+    t0 = time.monotonic()
+    try:
+        if sc.source == "tarball":
+            target = _tarball(run, sc)
+            ctx.reporter.step(f"scan: trivy image --input {target}")
+            scan = trivy.scan_image(json_path, tarball=target, scanners=list(sc.scanners))
+            target_name = str(target)
+        else:
+            ref = run.image.by_digest
+            ctx.reporter.step(f"scan: trivy image {ref}")
+            scan = trivy.scan_image(json_path, ref=ref, scanners=list(sc.scanners), insecure=sc.insecure_registry)
+            target_name = ref
+    except InfraError as exc:
+        if time.monotonic() - t0 < sc.timeout_s:
+            raise
+        raise InfraError(f"{exc.message} (scan.timeout_s={sc.timeout_s:g}s)", where=exc.where, hint=exc.hint) from exc
     for scanner, why in scan.not_run.items():
         ctx.reporter.step(f"scan: {scanner} scanner not run: {why}")
 
     report = load_report(scan.report)
     verdict = apply_policy(report, policy, not_run=scan.not_run)
     artifacts = [Artifact(name="trivy-report", path=str(json_path), media_type="application/json")]
+    warnings = list(scan.warnings)
     if sc.sarif:
-        sarif = trivy.convert(json_path, "sarif", out_dir / "trivy.sarif.json")
-        artifacts.append(Artifact(name="trivy-sarif", path=str(sarif), media_type="application/sarif+json"))
+        # SARIF is a rendering for code-scanning tools; the verdict comes from the JSON report. trivy 0.76
+        # cannot render some reports (an image reference with a registry port is not a URI to its SARIF
+        # writer): that is a warning on the record, never a failed scan.
+        try:
+            sarif = trivy.convert(json_path, "sarif", out_dir / "trivy.sarif.json")
+            artifacts.append(Artifact(name="trivy-sarif", path=str(sarif), media_type="application/sarif+json"))
+        except InfraError as exc:
+            warnings.append(f"no SARIF rendering: {exc.message}")
+            ctx.reporter.step(f"scan: no SARIF rendering: {exc.message.splitlines()[0][:200]}")
     ctx.reporter.step(f"scan: {verdict.summary()}")
     return StageResult(
         stage=Stage.SCAN,
@@ -98,5 +113,5 @@ def scan_stage(run: RunRecord, ctx: StageContext) -> StageResult:
         metrics=verdict.metrics(),
         artifacts=artifacts,
         details=ScanDetails(target=target_name, trivy_version=trivy.version(), scanners=list(scan.scanners),
-                            not_run=dict(scan.not_run), verdict=verdict, report=report, warnings=list(scan.warnings)),
+                            not_run=dict(scan.not_run), verdict=verdict, report=report, warnings=warnings),
     )

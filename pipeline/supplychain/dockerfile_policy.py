@@ -192,6 +192,10 @@ def check_dockerfile(path: str | Path, *, build_args: dict[str, str] | None = No
             text = p.read_text(encoding="utf-8")
         except FileNotFoundError as exc:
             raise BadInput("Dockerfile not found", where=str(p)) from exc
+        except UnicodeDecodeError as exc:
+            raise BadInput(f"not UTF-8 text: byte {exc.start} cannot be decoded", where=str(p)) from exc
+        except OSError as exc:  # a directory, unreadable
+            raise BadInput(f"cannot read the Dockerfile: {exc.strerror or exc}", where=str(p)) from exc
     build_args = build_args or {}
     name = str(p)
     out: list[Violation] = []

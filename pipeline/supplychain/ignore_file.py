@@ -98,6 +98,10 @@ def load_ignore_file(path: str | Path) -> list[IgnoreEntry]:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise BadInput("ignore file not found", where=str(p)) from exc
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"not UTF-8 text: byte {exc.start} cannot be decoded", where=str(p)) from exc
+    except OSError as exc:  # a directory, unreadable
+        raise BadInput(f"cannot read the ignore file: {exc.strerror or exc}", where=str(p)) from exc
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text)
