@@ -9,7 +9,7 @@ locked gate stays required, key and locked; its threshold may only move to the s
 margin only shrink, its alpha only grow; what it measures (source, direction, compare, test) and how
 it trusts a scorer (min_agreement, min_n) do not change; `on_inconclusive`/`on_underpowered` may go
 from warn to fail only. A locked section stays required and key; its rules may change only in ways
-the section's owner calls tightening, except the fields the parent lists in `relaxable:`.
+the section's plug-in calls tightening, except the fields the parent lists in `relaxable:`.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def _section_relaxations(
     if not changed:
         return out
     if plugin is None or plugin.relaxations is None:
-        out.append(f"{', '.join(sorted(changed))} cannot change (the section's owner defines no tightening)")
+        out.append(f"{', '.join(sorted(changed))} cannot change (the section's plug-in defines no tightening)")
         return out
     try:
         before = plugin.validate(body_p, where)
