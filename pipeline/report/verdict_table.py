@@ -67,7 +67,7 @@ def verdict_table(verdicts: list[GateVerdict], decision: Decision | str, reason:
         ("threshold", {"no_wrap": True, "justify": "right"}),
         ("baseline", {"no_wrap": True, "justify": "right"}),
         ("Δ [95% CI]", {"no_wrap": True, "justify": "right"}),
-        ("p (Holm)", {"no_wrap": True, "justify": "right"}),
+        ("p", {"no_wrap": True, "justify": "right"}),
         ("MDE", {"no_wrap": True, "justify": "right"}),
         ("", {"no_wrap": True}),
         ("reason", {"overflow": "fold", "min_width": 20}),
