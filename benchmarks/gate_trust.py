@@ -41,11 +41,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import load_yaml
 from pipeline.gates.baseline import Baseline, BaselineKind
 from pipeline.gates.engine import Evaluation, evaluate
 from pipeline.gates.outcomes import INCONCLUSIVE
 from pipeline.gates.policy import Policy, policy_from_dict
-from pipeline.gates.policy_yaml import read_policy_yaml
 from pipeline.metrics import same_run_series
 from pipeline.models import ImageRef, ItemResult, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas.gate import GateStatus
@@ -55,7 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def shipped_comparison_policy(path: Path) -> Policy:
     """The shipped policy's comparison gates, thresholds and min_agreement dropped (no sections)."""
-    raw = read_policy_yaml(path)
+    raw = load_yaml(path, what="policy file")
     keep = [
         {k: v for k, v in g.items() if k not in ("threshold", "direction", "min_agreement", "locked")}
         for g in raw["gates"]
@@ -211,7 +211,7 @@ def tally(policy: Policy, world: World, sc: Scenario, trials: int) -> dict[str, 
         if sc.measure not in ("block", "warn", "pass"):
             v = next(v for v in ev.verdicts if v.name == sc.measure)
             out["gate_fail"] += v.status is GateStatus.FAIL
-        if blocked and any(v.status is GateStatus.FAIL and v.details.get("outcome") in INCONCLUSIVE for v in ev.verdicts):
+        if blocked and any(v.status is GateStatus.FAIL and v.details.outcome in INCONCLUSIVE for v in ev.verdicts):
             out["named"] += 1  # blocked as inconclusive, by name (too_few, underpowered, ...)
     return out
 

@@ -43,6 +43,9 @@ class NullReporter:
         pass
 
 
+NULL_REPORTER = NullReporter()  # stateless: one instance serves every default
+
+
 def eta_text(done: int, total: int, elapsed_s: float) -> str:
     """'12/40 (30%), 8.1 s elapsed, about 19 s left' from a constant-rate estimate."""
     pct = f" ({done / total:.0%})" if total else ""

@@ -24,7 +24,7 @@ from pipeline.baselock import BaseLock, read_lock, write_lock
 from pipeline.config import StackConfig
 from pipeline.errors import BadInput, InfraError
 from pipeline.process import pid_alive
-from pipeline.progress import NullReporter, Reporter
+from pipeline.progress import NULL_REPORTER, Reporter
 
 APT_PACKAGES = ("docker.io", "docker-registry", "debootstrap")
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
@@ -399,7 +399,7 @@ def stack_status(cfg: StackConfig, root: Path, lock_path: Path) -> StackStatus:
     return st
 
 
-def stack_up(cfg: StackConfig, root: Path, lock_path: Path, reporter: Reporter = NullReporter(), *,
+def stack_up(cfg: StackConfig, root: Path, lock_path: Path, reporter: Reporter = NULL_REPORTER, *,
              install: bool = False) -> StackStatus:
     paths = StackPaths(root)
     actions: list[str] = []
@@ -430,7 +430,7 @@ def stack_up(cfg: StackConfig, root: Path, lock_path: Path, reporter: Reporter =
     return st
 
 
-def stack_down(cfg: StackConfig, root: Path, reporter: Reporter = NullReporter()) -> list[str]:
+def stack_down(cfg: StackConfig, root: Path, reporter: Reporter = NULL_REPORTER) -> list[str]:
     """Stop what this workspace started (the registry). The shared engine is left running."""
     paths = StackPaths(root)
     actions = []

@@ -66,3 +66,16 @@ def snapshot(repo: Path) -> dict[str, object]:
         "worktrees": git(repo, "worktree", "list", "--porcelain"),
         "index": (repo / ".git" / "index").read_bytes(),
     }
+
+
+class VirtualClock:
+    """A backend's clock and sleep: polls advance virtual time instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.t += s

@@ -12,8 +12,8 @@ from pipeline.models import ImageRef, RunRecord, StageStatus
 from pipeline.schemas import BenchDetails
 from pipeline.stages.bench import bench_stage
 from pipeline.workspace import Workspace
-from tests.stage_helpers import served_ctx
 from tests.doubles.metronome import Running
+from tests.stage_helpers import served_ctx
 
 ARCH_METRICS = {
     *(f"ttft_{s}_s" for s in ("mean", "p50", "p90", "p99")),
@@ -106,7 +106,7 @@ def test_bandwidth_table_and_floor(tmp_path) -> None:
     assert not chk["below_floor"] and floor.floor_check(0.005, 16 * 10**9, 2000.0)["below_floor"]
 
 
-def test_ground_truth_prompts_are_the_default(tmp_path) -> None:  # noqa: ANN001
+def test_ground_truth_prompts_are_the_default(tmp_path) -> None:
     from tests.conftest import REPO
 
     cfg = _cfg(tmp_path, prompts="ground_truth", requests=3, warmup=0)

@@ -16,26 +16,13 @@ from pipeline.errors import BadInput, InfraError
 from pipeline.promote.backend import Evidence
 from pipeline.promote.cluster import ArgoRolloutsBackend, RolloutRef, image_patch, release_patch
 from tests.doubles.rollouts_api import FakeKubeAPI, make_rollout
-from tests.promote_helpers import REPOSITORY, digest
+from tests.promote_helpers import REPOSITORY, VirtualClock, digest
 
 NS = "llmgate-canary"
 OLD = f"{REPOSITORY}@{digest('old')}"
 NEW = f"{REPOSITORY}@{digest('new')}"
 OLD_MODEL, NEW_MODEL = digest("weights-old"), digest("weights-new")
 EVIDENCE = Evidence(summary="Run: r1", run_id="r1", load_time_s=120.0)
-
-
-class FakeClock:
-    """Polls advance a virtual clock instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, s: float) -> None:
-        self.t += s
 
 
 @pytest.fixture
@@ -50,7 +37,7 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-
 
 
 def backend(kube: KubernetesApi, **kw) -> ArgoRolloutsBackend:  # type: ignore[no-untyped-def]
-    clock = FakeClock()
+    clock = VirtualClock()
     return ArgoRolloutsBackend(kube, clock=clock, sleep=clock.sleep, **kw)
 
 

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.slow]
 
 def _llmgate(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-    return subprocess.run([*LLMGATE, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*LLMGATE, *args], check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

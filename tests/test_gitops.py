@@ -23,7 +23,7 @@ from pipeline.promote.argocd import ArgoCdApp
 from pipeline.promote.backend import Evidence
 from pipeline.promote.gitops import GitopsBackend, ManifestsRejected, PushRejected, branch_name, promote_gitops
 from tests.doubles.rollouts_api import FakeKubeAPI, make_application
-from tests.promote_helpers import REPOSITORY, digest, git, gitops_repo, snapshot
+from tests.promote_helpers import REPOSITORY, VirtualClock, digest, git, gitops_repo, snapshot
 
 KFILE = "manifests/overlays/canary/kustomization.yaml"
 MODEL = digest("weights")
@@ -259,17 +259,6 @@ def test_branch_mode_pushes_a_new_branch_and_refuses_to_overwrite_one(remote: tu
 
 
 # -- Argo CD ---------------------------------------------------------------------------------------
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, s: float) -> None:
-        self.t += s
-
-
 @pytest.fixture
 def argocd(remote: tuple[Path, Path], tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     bare, clone = remote
@@ -278,7 +267,7 @@ def argocd(remote: tuple[Path, Path], tmp_path: Path, request: pytest.FixtureReq
                              repo_url=str(bare)))
     kc = tmp_path / "kubeconfig"
     kc.write_text(yaml.safe_dump(api.kubeconfig()))
-    clock = Clock()
+    clock = VirtualClock()
     with api:
         app = ArgoCdApp(KubernetesApi.from_kubeconfig(kc), "llmgate-canary", timeout_s=300, poll_s=5, clock=clock,
                         sleep=clock.sleep)

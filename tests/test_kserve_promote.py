@@ -16,23 +16,12 @@ from pipeline.promote.backend import Evidence
 from pipeline.promote.kserve import KServeBackend
 from tests.doubles.prometheus_api import FakePrometheus
 from tests.doubles.rollouts_api import FakeKubeAPI, make_inferenceservice
-from tests.promote_helpers import REPOSITORY, digest
+from tests.promote_helpers import REPOSITORY, VirtualClock, digest
 
 NS = "llmgate-kserve"
 OLD, NEW = f"{REPOSITORY}@{digest('old')}", f"{REPOSITORY}@{digest('new')}"
 OLD_MODEL, NEW_MODEL = digest("weights-old"), digest("weights-new")
 EVIDENCE = Evidence(summary="Run: r1")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, s: float) -> None:
-        self.t += s
 
 
 @pytest.fixture
@@ -46,7 +35,7 @@ def kserve(tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-u
 
 
 def backend(kube: KubernetesApi, **kw) -> KServeBackend:  # type: ignore[no-untyped-def]
-    clock = Clock()
+    clock = VirtualClock()
     return KServeBackend(kube, clock=clock, sleep=clock.sleep, timeout_s=120, restore_timeout_s=120,
                          analysis_interval_s=60, **kw)
 

@@ -110,7 +110,11 @@ def test_missing_engine_exits_3_with_exact_hint(tmp_path):
 
 def test_missing_engine_build_exits_3(tmp_path):
     dead = f"unix://{tmp_path}/no-docker.sock"
-    r = _llmgate("--workdir", str(tmp_path / "ws"), "build", "--tag", "never", env={"DOCKER_HOST": dead})
+    weights = tmp_path / "weights"  # its own model, so the check reached is the engine's, whatever ran before
+    weights.mkdir()
+    (weights / "model.safetensors").write_bytes(b"\0" * 64)
+    r = _llmgate("--workdir", str(tmp_path / "ws"), "build", "--tag", "never", "--model-dir", str(weights),
+                 env={"DOCKER_HOST": dead})
     assert r.returncode == 3, r.stdout + r.stderr
     assert "no Docker Engine reachable" in " ".join(r.stderr.split())
 

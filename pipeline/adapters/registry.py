@@ -66,17 +66,23 @@ def _descriptor(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+def json_object(raw: bytes, what: str, *, where: str) -> dict[str, Any]:
+    """`raw` parsed as a JSON object; anything else the registry sent is InfraError naming `what` and `where`."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InfraError(f"{what} is not JSON", where=where) from exc
+    if not isinstance(data, dict):
+        raise InfraError(f"{what} is a JSON {type(data).__name__}, not an object", where=where)
+    return data
+
+
 def parse_manifest(raw: bytes, *, header_type: str = "", where: str) -> Manifest:
     """A manifest or index the registry sent, checked against the shape the OCI image spec gives it
     (config and layer descriptors, or the entries of an index). A registry that sends anything else is
     misbehaving: InfraError naming `where`, never a KeyError or TypeError later on."""
     digest = "sha256:" + hashlib.sha256(raw).hexdigest()
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise InfraError("manifest is not JSON", where=where) from exc
-    if not isinstance(data, dict):
-        raise InfraError(f"manifest is a JSON {type(data).__name__}, not an object", where=where)
+    data = json_object(raw, "manifest", where=where)
     media_type = data.get("mediaType") or header_type.split(";")[0].strip()
     if not isinstance(media_type, str):
         raise InfraError("manifest mediaType is not a string", where=where)
@@ -223,12 +229,7 @@ class RegistryClient:
         if "digest" not in manifest.config_descriptor:
             raise InfraError("the manifest names no config blob", where=f"{name}@{manifest.digest}")
         raw = self.blob_bytes(name, manifest.config_descriptor["digest"])
-        try:
-            config = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            raise InfraError("image config is not JSON", where=where) from exc
-        if not isinstance(config, dict):
-            raise InfraError(f"image config is a JSON {type(config).__name__}, not an object", where=where)
+        config = json_object(raw, "image config", where=where)
         return raw, config
 
     def blob_to_file(self, name: str, digest: str) -> tempfile.SpooledTemporaryFile[bytes]:

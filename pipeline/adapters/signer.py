@@ -17,7 +17,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -188,12 +188,8 @@ class PythonSigner:
         layers = self._existing(reg, name, tag)
         if not layers:
             return SignatureCheck(False, f"no signature: nothing is tagged {repo}:{tag}")
-        reasons: list[str] = []
-        good: list[dict[str, Any]] = []
-        for layer in layers:
-            reason = self._check_signature_layer(reg, name, layer, pub, digest, good)
-            if reason:
-                reasons.append(reason)
+        good, reasons = _sweep(layers, lambda layer, good: self._check_signature_layer(
+            reg, name, layer, pub, digest, good))
         if good:
             return SignatureCheck(True, f"signature verified with key {_key_id(pub)}", good)
         return SignatureCheck(False, "; ".join(dict.fromkeys(reasons)) or "no signature layer")
@@ -231,12 +227,8 @@ class PythonSigner:
         layers = self._existing(reg, name, tag)
         if not layers:
             return AttestationCheck(False, f"no attestation: nothing is tagged {repo}:{tag}")
-        reasons: list[str] = []
-        good: list[dict[str, Any]] = []
-        for layer in layers:
-            reason = self._check_attestation_layer(reg, name, layer, pub, digest, predicate_type, good)
-            if reason:
-                reasons.append(reason)
+        good, reasons = _sweep(layers, lambda layer, good: self._check_attestation_layer(
+            reg, name, layer, pub, digest, predicate_type, good))
         if good:
             return AttestationCheck(True, f"{len(good)} attestation(s) of {predicate_type} verified with key "
                                           f"{_key_id(pub)}", good)
@@ -270,3 +262,11 @@ class PythonSigner:
             return f"signed statement is about {', '.join(d for _, d in st.subjects)}, not {digest}"
         good.append(json.loads(env.body))
         return ""
+
+
+def _sweep(layers: list[L.LayerDescriptor],
+           check: Callable[[L.LayerDescriptor, list[dict[str, Any]]], str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every layer checked: the payloads that verified, and why each other layer did not."""
+    good: list[dict[str, Any]] = []
+    reasons = [reason for layer in layers if (reason := check(layer, good))]
+    return good, reasons

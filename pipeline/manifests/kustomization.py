@@ -19,16 +19,23 @@ IMAGE_NAME = "llmgate-server"  # the name the base manifests use; overlays pin i
 _TOP_KEY = re.compile(r"^[A-Za-z_][\w-]*\s*:")
 
 
+def parse(text: str, *, where: str = "") -> dict[str, Any]:
+    """A kustomization's text as a mapping (an empty file is an empty one); BadInput naming `where`."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise BadInput(f"not valid YAML: {exc}", where=where) from exc
+    if not isinstance(data, dict):
+        raise BadInput("expected a mapping", where=where)
+    return data
+
+
 def load(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except FileNotFoundError as exc:
         raise BadInput("kustomization not found", where=str(path)) from exc
-    except yaml.YAMLError as exc:
-        raise BadInput(f"not valid YAML: {exc}", where=str(path)) from exc
-    if not isinstance(data, dict):
-        raise BadInput("expected a mapping", where=str(path))
-    return data
+    return parse(text, where=str(path))
 
 
 def current_image(path: Path, name: str = IMAGE_NAME) -> dict[str, Any] | None:
@@ -50,12 +57,7 @@ def with_image(text: str, *, repository: str, digest: str, name: str = IMAGE_NAM
     """The kustomization text with `name` pinned to `repository@digest`."""
     if not DIGEST_RE.match(digest):
         raise BadInput(f"not a sha256 digest: {digest!r}", where=where or "digest")
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise BadInput(f"not valid YAML: {exc}", where=where) from exc
-    if not isinstance(data, dict):
-        raise BadInput("expected a mapping", where=where)
+    data = parse(text, where=where)
     images = [dict(e) for e in data.get("images") or []]
     entry = next((e for e in images if e.get("name") == name), None)
     if entry is None:
@@ -96,12 +98,7 @@ def _release_literals(data: dict[str, Any], where: str) -> list[str]:
 
 def model_digest_in(text: str, *, where: str = "") -> str | None:
     """The model digest the kustomization pins (None when it is a placeholder such as `unpinned`)."""
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise BadInput(f"not valid YAML: {exc}", where=where) from exc
-    if not isinstance(data, dict):
-        raise BadInput("expected a mapping", where=where)
+    data = parse(text, where=where)
     for lit in _release_literals(data, where):
         key, _, value = lit.partition("=")
         if key == MODEL_DIGEST_KEY:

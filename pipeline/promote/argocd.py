@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.adapters.kube_api import KubeApi, ObjectRef
-from pipeline.progress import NullReporter, Reporter
+from pipeline.progress import NULL_REPORTER, Reporter
 
 REFRESH_ANNOTATION = "argocd.argoproj.io/refresh"
 FAILED_PHASES = {"Failed", "Error"}
@@ -70,7 +70,7 @@ class ArgoCdApp:
     def refresh(self) -> None:
         self.api.patch(self.ref, {"metadata": {"annotations": {REFRESH_ANNOTATION: "normal"}}})
 
-    def wait(self, revision: str, *, reporter: Reporter = NullReporter(), events: list[str] | None = None,
+    def wait(self, revision: str, *, reporter: Reporter = NULL_REPORTER, events: list[str] | None = None,
              timeout_s: float | None = None) -> str | None:
         """None once the Application is Synced and Healthy at `revision`; else why not (a failed sync,
         a degraded result, or the deadline)."""

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.progress import NullReporter, Reporter
+from pipeline.progress import NULL_REPORTER, Reporter
 
 BackendName = Literal["argo-rollouts", "gitops", "kserve"]
 Outcome = Literal["promoted", "aborted", "refused", "noop", "dry-run", "failed"]
@@ -112,11 +112,11 @@ class Backend(Protocol):
     name: BackendName
 
     def promote(self, target: str, image: str, model_digest: str | None, evidence: Evidence, *,
-                dry_run: bool = False, reporter: Reporter = NullReporter()) -> PromotionResult:
+                dry_run: bool = False, reporter: Reporter = NULL_REPORTER) -> PromotionResult:
         """Move `image` (repository@sha256:…) and `model_digest` to `target`."""
         ...
 
-    def abort(self, target: str, *, reporter: Reporter = NullReporter()) -> AbortResult:
+    def abort(self, target: str, *, reporter: Reporter = NULL_REPORTER) -> AbortResult:
         """Stop an in-flight promotion of `target` and restore what served before it."""
         ...
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from pipeline.adapters.kube_api import KubeApi, ObjectRef
 from pipeline.errors import BadInput
-from pipeline.progress import NullReporter, Reporter
+from pipeline.progress import NULL_REPORTER, Reporter
 from pipeline.promote.backend import (
     MODEL_DIGEST_ANNOTATION,
     MODEL_DIGEST_ENV,
@@ -188,7 +188,7 @@ class ArgoRolloutsBackend:
 
     # -- promote ---------------------------------------------------------------------------------
     def promote(self, target: str, image: str, model_digest: str | None, evidence: Evidence, *,
-                dry_run: bool = False, reporter: Reporter = NullReporter()) -> PromotionResult:
+                dry_run: bool = False, reporter: Reporter = NULL_REPORTER) -> PromotionResult:
         ref = self.ref(target)
         obj = ref.obj()
         rollout = self.api.get(obj)
@@ -276,7 +276,7 @@ class ArgoRolloutsBackend:
             self.sleep(self.poll_s)
 
     # -- abort / status --------------------------------------------------------------------------
-    def abort(self, target: str, *, reporter: Reporter = NullReporter()) -> AbortResult:
+    def abort(self, target: str, *, reporter: Reporter = NULL_REPORTER) -> AbortResult:
         ref = self.ref(target)
         rollout = self.api.get(ref.obj())
         obs = observe(rollout)

@@ -34,7 +34,7 @@ from pipeline.manifests import kustomization
 from pipeline.manifests.check import ManifestReport, check_rendered
 from pipeline.manifests.validate import DEFAULT_K8S_VERSION
 from pipeline.models import ImageRef
-from pipeline.progress import NullReporter, Reporter
+from pipeline.progress import NULL_REPORTER, Reporter
 from pipeline.promote.argocd import ArgoCdApp
 from pipeline.promote.backend import AbortResult, Evidence, PromotionResult, TargetStatus
 
@@ -138,7 +138,7 @@ def promote_gitops(
     base_ref: str = "HEAD",
     dry_run: bool = False,
     k8s_version: str = DEFAULT_K8S_VERSION,
-    reporter: Reporter = NullReporter(),
+    reporter: Reporter = NULL_REPORTER,
     branch: str | None = None,
     remote: str | None = None,
     push_branch: str | None = None,
@@ -279,7 +279,7 @@ class GitopsBackend:
         return f"{self.overlay_root}/{target}/kustomization.yaml"
 
     def promote(self, target: str, image: str, model_digest: str | None, evidence: Evidence, *,
-                dry_run: bool = False, reporter: Reporter = NullReporter(), branch: str | None = None) -> PromotionResult:
+                dry_run: bool = False, reporter: Reporter = NULL_REPORTER, branch: str | None = None) -> PromotionResult:
         ref = ImageRef.parse(image)
         g = promote_gitops(self.repo, target, ref, evidence=evidence.summary, load_time_s=evidence.load_time_s,
                            model_digest=model_digest, overlay_root=self.overlay_root, base_ref=self.base_ref,
@@ -358,7 +358,7 @@ class GitopsBackend:
         result.reason = "restored" if failure is None else f"restore pushed, but {failure}"
         return result
 
-    def abort(self, target: str, *, reporter: Reporter = NullReporter()) -> AbortResult:
+    def abort(self, target: str, *, reporter: Reporter = NULL_REPORTER) -> AbortResult:
         tip = _base(self.git, self.repo, self.base_ref, self.remote, self.push_branch)
         promotion = self._last_promotion(tip, target)
         if promotion is None:

@@ -29,7 +29,7 @@ from typing import Any
 from pipeline.adapters.kube_api import KubeApi, ObjectRef
 from pipeline.adapters.prometheus import PromQL
 from pipeline.errors import BadInput
-from pipeline.progress import NullReporter, Reporter
+from pipeline.progress import NULL_REPORTER, Reporter
 from pipeline.promote.backend import (
     MODEL_DIGEST_ANNOTATION,
     MODEL_DIGEST_ENV,
@@ -109,7 +109,7 @@ class KServeBackend:
 
     # -- promote ---------------------------------------------------------------------------------
     def promote(self, target: str, image: str, model_digest: str | None, evidence: Evidence, *,
-                dry_run: bool = False, reporter: Reporter = NullReporter()) -> PromotionResult:
+                dry_run: bool = False, reporter: Reporter = NULL_REPORTER) -> PromotionResult:
         ref = self.ref(target)
         isvc = self.api.get(ref)
         previous, previous_model = release_of(isvc)
@@ -301,7 +301,7 @@ class KServeBackend:
             events.append(f"restore: {exc}")
             return False
 
-    def abort(self, target: str, *, reporter: Reporter = NullReporter()) -> AbortResult:
+    def abort(self, target: str, *, reporter: Reporter = NULL_REPORTER) -> AbortResult:
         ref = self.ref(target)
         isvc = self.api.get(ref)
         annotations = (isvc.get("metadata") or {}).get("annotations") or {}
