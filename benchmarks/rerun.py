@@ -15,7 +15,7 @@ that rebuilds nothing (build, leak and scan reused).
 
 "Cold" means no stored results; BuildKit's layer cache is the machine's own (pruning shared caches is
 not this script's business), so the cold build may be faster than on a new machine. A build is
-reused only from a clean source tree (its key includes the commit).
+reused from the same tracked source content (commit, plus uncommitted changes keyed by their content).
 
 Usage: python benchmarks/rerun.py [--models DIR] [--workdir DIR] [--tag TAG] [--keep]
 Needs: `llmgate stack up` (registry and engine); makes the demo models under --models when absent.
@@ -115,10 +115,6 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "rerun.log"
     print(f"work dir {workdir} (log {log})")
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True,
-                           check=False).stdout.strip()
-    if dirty:
-        print("note: the source tree has uncommitted changes, so no build can be reused (its key names the commit)")
     try:
         runs = [
             run_once("cold", workdir, good, args.tag, log=log),
@@ -147,11 +143,7 @@ def main() -> None:
     if not rebuilt:
         print("target changed weights rebuild nothing: met (build, leak, scan reused)")
     else:
-        build = changed.stages.get("build")
-        why = (f"; the build step ran (no build key from a dirty tree) in {fmt_seconds(build.duration_s)} and "
-               f"{'gave the same digest' if same_image else 'gave another digest'}"
-               if dirty and build is not None and build.duration_s is not None else "")
-        print(f"target changed weights rebuild nothing: MISSED (recomputed: {', '.join(rebuilt)}{why})")
+        print(f"target changed weights rebuild nothing: MISSED (recomputed: {', '.join(rebuilt)})")
     if args.workdir is None and not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from pipeline.adapters.git import GitCli, source_commit
+from pipeline.adapters.git import GitCli, source_commit, source_tree
 from tests.promote_helpers import git, gitops_repo
 
 
@@ -19,6 +19,27 @@ def test_source_commit_marks_uncommitted_tracked_changes(tmp_path: Path) -> None
     (repo / "manifests" / "base" / "rollout.yaml").write_text("changed\n")
     assert source_commit(repo) == f"{head}-dirty"
     assert source_commit(tmp_path / "nowhere") is None
+
+
+def test_source_tree_keys_uncommitted_changes_by_content(tmp_path: Path) -> None:
+    repo = gitops_repo(tmp_path)
+    rollout = repo / "manifests" / "base" / "rollout.yaml"
+    clean = source_tree(repo)
+    assert clean == git(repo, "rev-parse", "HEAD^{tree}")
+    (repo / "notes.txt").write_text("untracked does not count\n")
+    assert source_tree(repo) == clean
+    original = rollout.read_text()
+    rollout.write_text("changed\n")
+    changed = source_tree(repo)
+    assert changed not in (None, clean)
+    assert source_tree(repo) == changed  # the same changes, the same key, call after call
+    assert git(repo, "status", "--porcelain", "--untracked-files=no") == "M manifests/base/rollout.yaml"
+    assert git(repo, "stash", "list") == ""  # nothing stashed, nothing reverted
+    rollout.write_text("changed again\n")
+    assert source_tree(repo) not in (None, clean, changed)
+    rollout.write_text(original)
+    assert source_tree(repo) == clean
+    assert source_tree(tmp_path / "nowhere") is None
 
 
 def test_fetch_and_rejected_push(tmp_path: Path) -> None:

@@ -228,3 +228,28 @@ def test_a_sarif_rendering_failure_is_a_warning_not_a_failed_scan(tmp_path, mode
     assert res.status is StageStatus.OK and [a.name for a in res.artifacts] == ["trivy-report"]
     details = res.payload(ScanDetails)
     assert details is not None and any("no SARIF rendering" in w for w in details.warnings)
+
+
+def test_a_build_from_uncommitted_changes_is_keyed_by_their_content(tmp_path, model_dir):
+    """A checkout whose only change is machine-local (the re-pinned base lock) still reuses its build;
+    any other change to a tracked file is another build."""
+    from pipeline.orchestrate.reuse import input_key
+    from tests.promote_helpers import git, gitops_repo
+
+    src = gitops_repo(tmp_path)
+    lock = src / "manifests" / "base" / "kustomization.yaml"  # any tracked file stands in for the lock
+    runner = _runner(Workspace(tmp_path / "ws"))
+    runner.cfg.build.context = str(src)
+
+    def key() -> str | None:
+        run = runner.create(image=ImageRef(repository="127.0.0.1:5000/llmgate/runner-test"), model_dir=model_dir)
+        return input_key(Stage.BUILD, run, runner.cfg, runner.options)
+
+    clean = key()
+    assert clean is not None and key() == clean
+    lock.write_text(lock.read_text() + "# re-pinned\n")
+    dirty = key()
+    assert dirty is not None and dirty != clean and key() == dirty
+    assert git(src, "status", "--porcelain").startswith("M")  # the change is left where it was
+    lock.write_text(lock.read_text() + "# again\n")
+    assert key() not in (None, clean, dirty)

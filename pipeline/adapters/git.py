@@ -56,6 +56,10 @@ class Git(Protocol):
         """A file's exact text at a commit, None where it does not exist."""
         ...
 
+    def worktree_tree(self, repo: Path) -> str | None:
+        """The tree id of the tracked files as they are in the checkout now (HEAD's tree when clean)."""
+        ...
+
     def config(self, repo: Path, key: str) -> str | None: ...
 
     def worktree_add(self, repo: Path, path: Path, commit: str) -> None: ...
@@ -136,6 +140,20 @@ class GitCli:
         proc = self.run(repo, "cat-file", "blob", f"{rev}:{path}")
         return proc.stdout if proc.returncode == 0 else None
 
+    def worktree_tree(self, repo: Path) -> str | None:
+        # `stash create` writes the working tree as an unreferenced commit and touches no ref, index or
+        # file; its tree id is content-addressed (the commit's own id carries a timestamp), so the same
+        # uncommitted changes give the same id on every call. It prints nothing for a clean tree, and fails
+        # on files whose stat changed but whose content did not, so refresh the index first as `git status`
+        # does (its exit code says only whether files differ).
+        self.run(repo, "update-index", "-q", "--refresh")
+        proc = self.run(repo, "stash", "create")
+        if proc.returncode != 0:
+            return None
+        rev = proc.stdout.strip() or "HEAD"
+        tree = self.run(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{tree}}")
+        return tree.stdout.strip() if tree.returncode == 0 and tree.stdout.strip() else None
+
     def config(self, repo: Path, key: str) -> str | None:
         proc = self.run(repo, "config", key)
         return proc.stdout.strip() if proc.returncode == 0 else None
@@ -203,5 +221,15 @@ def source_commit(repo: Path = Path("."), git: Git | None = None) -> str | None:
         if head is None:
             return None
         return f"{head}-dirty" if git.is_dirty(repo) else head
+    except InfraError:
+        return None
+
+
+def source_tree(repo: Path = Path("."), git: Git | None = None) -> str | None:
+    """The git tree id of the source tree's tracked files as they are now, uncommitted changes included:
+    a content key for a build from a dirty tree. None where it cannot be read."""
+    git = git or GitCli()
+    try:
+        return git.worktree_tree(repo)
     except InfraError:
         return None

@@ -4,8 +4,10 @@ A stage whose key equals that of a stored result with status ok reuses it (recor
 the run it came from) instead of doing the work again. The key covers the release identity parts the
 stage reads, the stage's own configuration and the versions of the tools and scorers it runs; a stage
 that signs, gates or talks to a live server has no key and always runs (bench only with
-`--reuse-bench`, and boot with it when no later step needs a live server). Anything unknown (a dirty
-source tree, no digest yet) means no key: when in doubt, recompute.
+`--reuse-bench`, and boot with it when no later step needs a live server). A build from a checkout with
+uncommitted changes is keyed by the content of its tracked files (git's tree id of the working tree), so
+a machine-local change such as the re-pinned base lock does not defeat reuse. Anything unknown (a tree
+git cannot read, no digest yet) means no key: when in doubt, recompute.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pipeline.adapters.git import source_tree
 from pipeline.config import PipelineConfig
 from pipeline.models import RunRecord, Stage
 from pipeline.stages.context import StageOptions
@@ -59,13 +62,16 @@ def input_key(stage: Stage, run: RunRecord, cfg: PipelineConfig, options: StageO
     common = {"stage": stage.value, "llmgate": _llmgate_version(), **(tools or {})}
     if stage is Stage.BUILD:
         commit = run.source_commit
-        if not commit or commit.endswith("-dirty"):
+        if not commit:
+            return None
+        tree = source_tree(Path(cfg.build.context)) if commit.endswith("-dirty") else None
+        if commit.endswith("-dirty") and tree is None:
             return None
         dockerfile = _file_sha(Path(cfg.build.dockerfile))
         lock = _file_sha(Path(cfg.stack.lock_file))
         build = cfg.build.model_dump(mode="json", exclude={"tag"})
-        return _key({**common, "commit": commit, "dockerfile": dockerfile, "base_lock": lock, "build": build,
-                     "repository": run.image.repository})
+        return _key({**common, "commit": commit, "tree": tree, "dockerfile": dockerfile, "base_lock": lock,
+                     "build": build, "repository": run.image.repository})
     digest = release.image_digest
     if digest is None:
         return None
