@@ -109,8 +109,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temporary work dir")
     args = ap.parse_args()
 
-    good = ensure_model(args.models, "demo", degraded=False)
-    other = ensure_model(args.models, "demo-degraded", degraded=True)
+    good = ensure_model(args.models, "demo-v2", degraded=False)
+    other = ensure_model(args.models, "demo-v2-degraded", degraded=True)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="llmgate-rerun-"))
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "rerun.log"
