@@ -15,7 +15,7 @@ from pipeline.adapters.bundle import Adapters
 from pipeline.adapters.trivy import TrivyScan
 from pipeline.config import PipelineConfig
 from pipeline.errors import BadInput, InfraError
-from pipeline.models import Decision, ImageRef, RunRecord, Stage, StageStatus
+from pipeline.models import Decision, ImageRef, RunRecord, Stage, StageResult, StageStatus
 from pipeline.orchestrate.plan import get_plan
 from pipeline.orchestrate.runner import Runner
 from pipeline.progress import NullReporter
@@ -253,3 +253,29 @@ def test_a_build_from_uncommitted_changes_is_keyed_by_their_content(tmp_path, mo
     assert git(src, "status", "--porcelain").startswith("M")  # the change is left where it was
     lock.write_text(lock.read_text() + "# again\n")
     assert key() not in (None, clean, dirty)
+
+
+def test_a_plain_run_records_the_bench_that_a_later_reuse_bench_reuses(tmp_path, model_dir):
+    """Bench re-measures by default, yet its result is keyed and stored, so `--reuse-bench` can take it."""
+    from tests.doubles.metronome import Running
+
+    ws = Workspace(tmp_path / "ws")
+
+    def bench(m: Running, **options: object) -> StageResult:
+        runner = _runner(ws, server_url=m.base_url, **options)
+        runner.cfg.bench = runner.cfg.bench.model_copy(update={
+            "prompts": "synthetic", "requests": 6, "warmup": 1, "concurrency": 2, "max_tokens": 4,
+            "input_tokens": 8, "request_timeout_s": 5})
+        run = _run(runner, model_dir)
+        run.add_stage(StageResult(stage=Stage.BOOT, status=StageStatus.OK, metrics={"load_time_s": 1.0}))
+        return runner.run_stage(run, Stage.BENCH)
+
+    with Running("--ttft-ms", "5", "--gap-ms", "2") as m:
+        measured = bench(m)
+        assert measured.status is StageStatus.OK and measured.reused_from is None and measured.input_key
+        again = bench(m)
+        assert again.reused_from is None  # the default re-measures
+        reused = bench(m, reuse_bench=True)
+        assert reused.reused_from is not None and reused.input_key == measured.input_key
+        assert reused.samples == ws.store.get(reused.reused_from).stages["bench"].samples
+        assert bench(m, reuse_bench=True, fresh=True).reused_from is None

@@ -2,12 +2,13 @@
 
 A stage whose key equals that of a stored result with status ok reuses it (recorded as reused, with
 the run it came from) instead of doing the work again. The key covers the release identity parts the
-stage reads, the stage's own configuration and the versions of the tools and scorers it runs; a stage
-that signs, gates or talks to a live server has no key and always runs (bench only with
-`--reuse-bench`, and boot with it when no later step needs a live server). A build from a checkout with
-uncommitted changes is keyed by the content of its tracked files (git's tree id of the working tree), so
-a machine-local change such as the re-pinned base lock does not defeat reuse. Anything unknown (a tree
-git cannot read, no digest yet) means no key: when in doubt, recompute.
+stage reads, the stage's own configuration and the versions of the tools and scorers it runs. Stages
+that sign or gate have no key and always run. Boot and bench are keyed and recorded like the rest but
+reused only with `--reuse-bench` (boot only when no later step needs a live server), so a measurement
+made by a plain run can serve a later `--reuse-bench`. A build from a checkout with uncommitted changes
+is keyed by the content of its tracked files (git's tree id of the working tree), so a machine-local
+change such as the re-pinned base lock does not defeat reuse. Anything unknown (a tree git cannot read,
+no digest yet) means no key: when in doubt, recompute.
 """
 
 from __future__ import annotations
@@ -55,6 +56,14 @@ def _key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def may_reuse(stage: Stage, options: StageOptions) -> bool:
+    """Whether a stored result with this stage's key may stand in for running it. Every keyed result is
+    recorded with its key, so a measurement made today can be reused by a later `--reuse-bench`."""
+    if options.fresh:
+        return False
+    return options.reuse_bench or stage not in (Stage.BOOT, Stage.BENCH)
+
+
 def input_key(stage: Stage, run: RunRecord, cfg: PipelineConfig, options: StageOptions,
               tools: dict[str, str] | None = None) -> str | None:
     """The stage's input key for this run, or None when its result must be recomputed."""
@@ -86,13 +95,13 @@ def input_key(stage: Stage, run: RunRecord, cfg: PipelineConfig, options: StageO
         return _key({**common, "image": digest, "model": release.model_digest, "ground_truth": release.ground_truth,
                      "eval": cfg.eval.model_dump(mode="json"), "boot": cfg.boot.model_dump(mode="json",
                                                                                         exclude={"repetitions"})})
-    if stage is Stage.BOOT and options.reuse_bench:
-        # Offered only when bench may be reused; the runner reuses it only when no later step needs a server.
+    if stage is Stage.BOOT:
+        # Reused only with bench (`may_reuse`), and only when no later step needs a live server.
         if release.model_digest is None:
             return None
         return _key({**common, "image": digest, "model": release.model_digest,
                      "boot": cfg.boot.model_dump(mode="json")})
-    if stage is Stage.BENCH and options.reuse_bench:
+    if stage is Stage.BENCH:
         if release.model_digest is None:
             return None
         return _key({**common, "image": digest, "model": release.model_digest,

@@ -244,7 +244,8 @@ class Runner:
         for step in steps:
             self._check_needs(run, step)
             key = reuse.input_key(step.stage, run, self.cfg, self.options)
-            found = None if (key is None or self.options.fresh) else self.ws.store.reusable(step.stage.value, key)
+            found = (self.ws.store.reusable(step.stage.value, key)
+                     if key is not None and reuse.may_reuse(step.stage, self.options) else None)
             if found is not None and step.stage is Stage.BOOT and not self._server_steps_reusable(run):
                 found = None  # a step after it needs a live server: boot for real
             if found is not None and self._still_valid(run, step, found[1]):
@@ -314,7 +315,8 @@ class Runner:
             if not step.server or (step.on_request and not self._requested(step)):
                 continue
             key = reuse.input_key(step.stage, run, self.cfg, self.options)
-            if key is None or self.ws.store.reusable(step.stage.value, key) is None:
+            if (key is None or not reuse.may_reuse(step.stage, self.options)
+                    or self.ws.store.reusable(step.stage.value, key) is None):
                 return False
         return True
 
