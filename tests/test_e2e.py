@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.adapters.registry import RegistryClient
 from pipeline.models import Decision, GateStatus
 from pipeline.store import Store
 
@@ -81,6 +82,12 @@ def test_main_job_promotes_good_and_blocks_degraded(local_stack, demo_models, tm
     # same Dockerfile and context: the same image digest is measured, only the model differs
     assert blocked.image.digest == run.image.digest
     assert blocked.model.digest != run.model.digest
+    # the unchanged source was not built again; the reused image answers to this run's tag as well
+    assert blocked.stages["build"].reused_from == run.run_id
+    assert blocked.image.tag == "e2e-degraded"
+    with RegistryClient(local_stack.registry) as reg:
+        assert reg.resolve("llmgate/server", "e2e-degraded") == run.image.digest
+        assert reg.resolve("llmgate/server", "e2e-good") == run.image.digest
 
     # Promotion trusts the signed verdict for the exact (image, model) pair.
     from tests.promote_helpers import git, gitops_repo

@@ -249,7 +249,7 @@ class Runner:
             if found is not None and step.stage is Stage.BOOT and not self._server_steps_reusable(run):
                 found = None  # a step after it needs a live server: boot for real
             if found is not None and self._still_valid(run, step, found[1]):
-                results[step.stage] = self._reused(found[0], found[1], key)
+                results[step.stage] = self._reused(run, found[0], found[1], key)
             else:
                 prepared.append((step, key))
         no_server: LlmgateError | None = None
@@ -300,8 +300,13 @@ class Runner:
         result.started_at = started
         return result.finish()
 
-    def _reused(self, source_run: str, stored: StageResult, key: str) -> StageResult:
+    def _reused(self, run: RunRecord, source_run: str, stored: StageResult, key: str) -> StageResult:
+        from pipeline.schemas import BuildDetails
+
         res = stored.model_copy(deep=True)
+        build = res.payload(BuildDetails)
+        if build is not None and run.image.tag:  # the same digest, under the tag this run asked for
+            res.details = build.model_copy(update={"image": f"{run.image.repository}:{run.image.tag}"})
         res.reused_from = source_run
         res.input_key = key
         measured = _REUSE_NOTE.sub("", res.reason or "")  # the stored result may itself have been reused
@@ -321,7 +326,8 @@ class Runner:
         return True
 
     def _still_valid(self, run: RunRecord, step: Step, stored: StageResult) -> bool:
-        """A reused build must still be in the registry under its digest."""
+        """A reused build must still be in the registry under its digest, and answer to this run's tag
+        there as a build would have made it (the same manifest put under the tag; never a rebuild)."""
         if step.stage is not Stage.BUILD:
             return True
         from pipeline.adapters.registry import split_repository
@@ -332,7 +338,14 @@ class Runner:
             return False
         host, name = split_repository(run.image.repository)
         try:
-            return self.context().adapters.registry(host).resolve(name, details.digest) == details.digest
+            reg = self.context().adapters.registry(host)
+            if reg.resolve(name, details.digest) != details.digest:
+                return False
+            tag = run.image.tag
+            if tag and reg.resolve(name, tag) != details.digest:
+                manifest = reg.manifest(name, details.digest)
+                return reg.put_manifest(name, tag, manifest.raw, manifest.media_type) == details.digest
+            return True
         except LlmgateError:
             return False
 
