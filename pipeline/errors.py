@@ -8,6 +8,9 @@ instead of a bare exception so that the CLI, the Dagger module and tests agree o
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import IntEnum
 
 
@@ -46,6 +49,19 @@ class InfraError(LlmgateError):
     """Something the pipeline depends on is missing, down or misbehaving."""
 
     exit_code = ExitCode.INFRA
+
+
+@contextmanager
+def names_its_limit(setting: str, limit_s: float) -> Iterator[None]:
+    """An InfraError raised once `limit_s` has run out says which setting set the limit, so the person
+    who reads it knows what to raise."""
+    t0 = time.monotonic()
+    try:
+        yield
+    except InfraError as exc:
+        if time.monotonic() - t0 < limit_s:
+            raise
+        raise InfraError(f"{exc.message} ({setting}={limit_s:g}s)", where=exc.where, hint=exc.hint) from exc
 
 
 class GateFailed(LlmgateError):

@@ -306,7 +306,7 @@ class Runner:
         res = stored.model_copy(deep=True)
         build = res.payload(BuildDetails)
         if build is not None and run.image.tag:  # the same digest, under the tag this run asked for
-            res.details = build.model_copy(update={"image": f"{run.image.repository}:{run.image.tag}"})
+            res.details = build.model_copy(update={"image": run.image.by_tag})
         res.reused_from = source_run
         res.input_key = key
         measured = _REUSE_NOTE.sub("", res.reason or "")  # the stored result may itself have been reused

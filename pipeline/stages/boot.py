@@ -120,8 +120,7 @@ def _attach(run: RunRecord, ctx: StageContext, url: str) -> StageResult:
                                               start_call_s=0.0, timeline=tl.as_dict()))
     details.readiness_reasons.append(tl.readiness_reason)
     if not tl.ready:
-        limit = f" (boot.ready_timeout_s={cfg.boot.ready_timeout_s:g}s)" if tl.timed_out else ""
-        result.status, result.reason = StageStatus.FAILED, tl.reason + limit
+        result.status, result.reason = StageStatus.FAILED, _not_ready(tl, cfg)
     _milestones(result, tl, [tl.first_completion_s] if tl.first_completion_s is not None else [],
                 [tl.readiness_honest])
     result.details = details
@@ -172,8 +171,7 @@ def boot_stage(run: RunRecord, ctx: StageContext) -> StageResult:
             tail = redact_text("\n".join(c.logs(tail=cfg.boot.log_tail_lines).splitlines()[-cfg.boot.log_tail_lines:]))
             c.remove()
             result.status = StageStatus.FAILED
-            limit = f" (boot.ready_timeout_s={cfg.boot.ready_timeout_s:g}s)" if tl.timed_out else ""
-            result.reason = f"{tl.reason}{limit}\n--- last log lines ({c.name}) ---\n{tail}"
+            result.reason = f"{_not_ready(tl, cfg)}\n--- last log lines ({c.name}) ---\n{tail}"
             break
         assert tl.first_completion_s is not None
         loads.append(tl.first_completion_s)
@@ -224,6 +222,11 @@ def _boot_baseline(run: RunRecord, ctx: StageContext) -> str:
     ctx.reporter.step(f"boot: baseline run {baseline.run_id} ready in {tl.first_completion_s:.2f}s "
                       "beside the candidate")
     return f"run {baseline.run_id} ({baseline.image.by_digest}, model {baseline.model.digest})"
+
+
+def _not_ready(tl: StartupTimeline, cfg: PipelineConfig) -> str:
+    """Why the server was not ready, naming the setting when it ran out of time."""
+    return tl.reason + (f" (boot.ready_timeout_s={cfg.boot.ready_timeout_s:g}s)" if tl.timed_out else "")
 
 
 def _s(seconds: float | None) -> str:

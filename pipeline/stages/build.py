@@ -20,7 +20,7 @@ from pipeline.adapters.registry import RegistryClient, split_repository
 from pipeline.baselock import require_lock
 from pipeline.build_secrets import load_build_secrets, secret_files
 from pipeline.config import PipelineConfig
-from pipeline.errors import BadInput, InfraError
+from pipeline.errors import BadInput, InfraError, names_its_limit
 from pipeline.models import DIGEST_RE, Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas import BuildDetails
 from pipeline.stack import engine_version
@@ -155,13 +155,8 @@ def build_stage(run: RunRecord, ctx: StageContext) -> StageResult:
 
     reporter.step(f"push {image}")
     t0 = time.monotonic()
-    try:
+    with names_its_limit("build.push_timeout_s", bc.push_timeout_s):
         builder.push(image, reporter.step, timeout_s=bc.push_timeout_s)
-    except InfraError as exc:
-        if time.monotonic() - t0 < bc.push_timeout_s:
-            raise
-        raise InfraError(f"{exc.message} (build.push_timeout_s={bc.push_timeout_s:g}s)", where=exc.where,
-                         hint=exc.hint) from exc
     details.push_s = round(time.monotonic() - t0, 3)
     reg = ctx.adapters.registry(host)
     digest = reg.resolve(name, tag)

@@ -8,13 +8,12 @@ verdict in `details.verdict` and the `scan` gate decide.
 
 from __future__ import annotations
 
-import time
 from datetime import date
 from pathlib import Path
 
 from pipeline.adapters.trivy import Trivy, TrivyOptions
 from pipeline.config import PipelineConfig, ScanConfig
-from pipeline.errors import BadInput, InfraError
+from pipeline.errors import BadInput, InfraError, names_its_limit
 from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas import ScanDetails
 from pipeline.stages.context import StageContext
@@ -72,8 +71,7 @@ def scan_stage(run: RunRecord, ctx: StageContext) -> StageResult:
     out_dir = ctx.ws.run_dir(run.run_id) / "scan"
     json_path = out_dir / "trivy.json"
 
-    t0 = time.monotonic()
-    try:
+    with names_its_limit("scan.timeout_s", sc.timeout_s):
         if sc.source == "tarball":
             target = _tarball(run, sc)
             ctx.reporter.step(f"scan: trivy image --input {target}")
@@ -84,10 +82,6 @@ def scan_stage(run: RunRecord, ctx: StageContext) -> StageResult:
             ctx.reporter.step(f"scan: trivy image {ref}")
             scan = trivy.scan_image(json_path, ref=ref, scanners=list(sc.scanners), insecure=sc.insecure_registry)
             target_name = ref
-    except InfraError as exc:
-        if time.monotonic() - t0 < sc.timeout_s:
-            raise
-        raise InfraError(f"{exc.message} (scan.timeout_s={sc.timeout_s:g}s)", where=exc.where, hint=exc.hint) from exc
     for scanner, why in scan.not_run.items():
         ctx.reporter.step(f"scan: {scanner} scanner not run: {why}")
 

@@ -7,9 +7,7 @@ unreadable key is bad input (exit 2), never a skipped pass.
 
 from __future__ import annotations
 
-import time
-
-from pipeline.errors import InfraError
+from pipeline.errors import names_its_limit
 from pipeline.models import RunRecord, Stage, StageResult, StageStatus
 from pipeline.stages.context import StageContext
 from pipeline.supplychain.signing import default_signer, load_public_key, load_signing_key, sign_image
@@ -21,13 +19,8 @@ def sign_stage(run: RunRecord, ctx: StageContext) -> StageResult:
     public_key = load_public_key(sc.public_key)
     signer = default_signer(timeout_s=ctx.cfg.sign.timeout_s)
     ctx.reporter.step(f"sign: {run.image.by_digest} ({signer.name} signer)")
-    t0 = time.monotonic()
-    try:
+    with names_its_limit("sign.timeout_s", sc.timeout_s):
         details = sign_image(run.image, key, public_key, signer=signer)
-    except InfraError as exc:
-        if time.monotonic() - t0 < sc.timeout_s:
-            raise
-        raise InfraError(f"{exc.message} (sign.timeout_s={sc.timeout_s:g}s)", where=exc.where, hint=exc.hint) from exc
     ctx.reporter.step(f"sign: {details.verify_reason}")
     return StageResult(
         stage=Stage.SIGN,
