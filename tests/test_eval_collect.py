@@ -24,7 +24,7 @@ from ragas.embeddings.base import BaseRagasEmbedding
 
 import evals.collect
 import pipeline.bench.client
-from evals.behaviour import aggregate, score_refusal, score_refusal_batch
+from evals.behaviour import aggregate, score_refusal_batch
 from evals.collect import collect
 from evals.correctness import score_semantic, token_f1
 from evals.ground_truth import load_ground_truth
@@ -332,10 +332,10 @@ def test_scorer_failures_and_nan_count_as_failed_items() -> None:
     assert "RuntimeError" in items[1].errors["correctness"] and items[2].errors["correctness"].startswith("nan")
     assert items[3].errors["correctness"] == "empty response" and "HTTP 500" in items[4].errors["correctness"]
 
-    def raising(prompt: str, response: str) -> bool:
+    def raising(prompts: list[str], responses: list[str]) -> list[bool]:
         raise ValueError("scorer bug")
 
-    score_refusal(items[:1], raising)
+    score_refusal_batch(items[:1], raising)
     assert items[0].scores["refusal"] == 0.0 and "scorer bug" in items[0].errors["refusal"]
     assert aggregate(items)["correctness_mean"] == pytest.approx(0.2)
 
