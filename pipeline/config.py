@@ -92,7 +92,15 @@ class BootConfig(Section):
 
 class BenchConfig(Section):
     warmup: NonNegativeCount = 2
-    requests: Count = 40  # at least the gate policy's min_n (30) per series, so comparisons are not too few
+    # None: as many as the gate policy needs (pipeline/gates/sizing.py: every comparison at its margin, every
+    # rate and percentile threshold robust to a few unlucky requests), at most max_requests. A number: exactly
+    # that many; fewer than the policy needs is stated in the bench result, and the gates judge what was sent.
+    requests: Count | None = None
+    max_requests: Count = 5000  # the most the policy's sizing or a re-measure may send (per side)
+    # Re-measurements after a disturbed machine (once it is quiet again, with a fresh interleaved baseline) or
+    # an underpowered latency comparison (with the requests it needs, up to max_requests), within deadline_s.
+    remeasure: NonNegativeCount = 1
+    quiet_wait_s: Seconds = 60  # how long a re-measure waits for the machine to become quiet
     concurrency: Count = 4
     max_tokens: Count = 32
     request_timeout_s: Seconds = 60
