@@ -376,13 +376,13 @@ def test_scorer_trusted_by_the_lower_end_of_held_out_agreement(world: dict[str, 
     end must reach min_agreement, on held-out labels; an untrusted required gate shows nothing either way."""
     gate = {**REFUSAL, "threshold": 0.99, "min_agreement": 0.85}
     run = make_run(world["base"], world["refusal_base"])  # accuracy ~0.95 < 0.99
-    point = lambda sid: trust(sid, 0.9184, 98)  # noqa: E731 - the issue's figures
+    point = lambda sid: trust(sid, 0.9184, 98)
     ev = judge(policy(CORR, gate), run, calibration=point)
     v = by_name(ev.verdicts)["refusal"]
     assert v.status is GateStatus.INCONCLUSIVE and v.details.outcome == "uncalibrated"
     assert "[84.7%, 95.8%]" in v.reason and "below min_agreement 85.0%" in v.reason and v.details.would_be == "fail"
     assert ev.decision is Decision.INCONCLUSIVE
-    in_sample = lambda sid: trust(sid, 0.99, 2000, held_out=False)  # noqa: E731
+    in_sample = lambda sid: trust(sid, 0.99, 2000, held_out=False)
     v = by_name(judge(policy(CORR, gate), run, calibration=in_sample).verdicts)["refusal"]
     assert v.status is GateStatus.INCONCLUSIVE and "trained on" in v.reason
     unknown = make_run(world["base"], world["refusal_base"], details=eval_details())

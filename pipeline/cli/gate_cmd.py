@@ -74,12 +74,11 @@ def policy_check(
 
     Example: llmgate policy check gates.yaml --plan dagger
     """
+    from pipeline.config import load_config
     from pipeline.gates.policy import load_policy
     from pipeline.orchestrate.plan import get_plan
     from pipeline.orchestrate.plan_check import unfed_gates
     from pipeline.supplychain.gate_sections import SECTIONS
-
-    from pipeline.config import load_config
 
     chosen = get_plan(plan) if plan is not None else None  # an unknown plan is bad input before anything else
     cfg = load_config(config)

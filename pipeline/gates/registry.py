@@ -11,7 +11,6 @@ from pipeline import metrics
 from pipeline.metrics import ITEM_DIMENSIONS, ITEM_STAGE, SAMPLES, Better, DimensionInfo, MetricInfo
 from pipeline.models import Stage
 
-
 _PERCENTILE = re.compile(r"_p(\d{2})_s$")
 
 

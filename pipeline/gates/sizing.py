@@ -274,12 +274,13 @@ def design_problems(
         for need in item_needs(policy):
             have = items.get(need.population or "all", 0)
             if have < need.n:
-                out.append((f"gates.{need.gate}.margin", f"{need.why}; the ground truth has {have}: {need.n} needed "
-                            "(a larger ground truth, a wider margin, or a measured planning_sd)"))
+                out.append((f"gates.{need.gate}.margin", (f"{need.why}; the ground truth has {have}: {need.n} needed "
+                                                          "(a larger ground truth, a wider margin, or a measured "
+                                                          "planning_sd)")))
     for need in bench_needs(policy, stored=stored):
         if requests is not None and requests < need.n:
-            out.append((f"gates.{need.gate}", f"{need.why}; bench.requests={requests} is configured: {need.n} needed "
-                        "(leave bench.requests unset to size the bench by the policy)"))
+            out.append((f"gates.{need.gate}", (f"{need.why}; bench.requests={requests} is configured: {need.n} "
+                                               "needed (leave bench.requests unset to size the bench by the policy)")))
         elif requests is None and need.n > max_requests:
             out.append((f"gates.{need.gate}", f"{need.why}; above bench.max_requests={max_requests}: {need.n} needed"))
     return out

@@ -25,8 +25,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "llmgate_gate_baseline": ("gauge", "Baseline value the gate compared against."),
     "llmgate_gate_passed": ("gauge", "1 pass or warning, 0 fail, -1 not run, -2 inconclusive."),
     "llmgate_gate_status": ("gauge", "1 for the gate's current status (pass, warn, fail, not_run, inconclusive)."),
-    "llmgate_run_decision": ("gauge", "1 for the decision of the tag's latest run (pass, blocked, inconclusive, "
-                                      "error, pending)."),
+    "llmgate_run_decision": ("gauge", ("1 for the decision of the tag's latest run (pass, blocked, inconclusive, "
+                                       "error, pending).")),
     "llmgate_run_timestamp_seconds": ("gauge", "Creation time of the tag's latest run (Unix seconds)."),
 }
 _PASSED = {"pass": 1, "warn": 1, "fail": 0, "not_run": -1, "inconclusive": -2}

@@ -295,10 +295,10 @@ def bench_stage(run: RunRecord, ctx: StageContext) -> StageResult:
         if again is None or len(attempts) > b.remeasure or time.perf_counter() >= deadline:
             break
         reporter.step(f"bench: measuring again: {again}")
-        if details.environment is not None and details.environment.disturbed:
-            if not _wait_quiet(probe, b.quiet_wait_s, deadline, reporter):
-                attempts[-1].repeat_because = f"{again}; the machine did not become quiet within {b.quiet_wait_s:g} s"
-                break
+        disturbed = details.environment is not None and details.environment.disturbed
+        if disturbed and not _wait_quiet(probe, b.quiet_wait_s, deadline, reporter):
+            attempts[-1].repeat_because = f"{again}; the machine did not become quiet within {b.quiet_wait_s:g} s"
+            break
         if next_n != n:
             n, sized = next_n, f"{next_n} requests after an underpowered measurement"
     details.attempts = attempts
