@@ -241,7 +241,7 @@ def test_refusal_margin_carries_the_scorer_error() -> None:
     v = ev.verdicts[0]
     eps = 1 - record.lower
     assert v.details.scorer_error == pytest.approx(eps)
-    assert v.details.tested_margin == pytest.approx(0.02 * (1 - 2 * eps))
+    assert v.details.tested_margin == pytest.approx(0.03 * (1 - 2 * eps))
     assert "for the scorer's error rate" in v.reason
 
 
@@ -289,14 +289,14 @@ def test_policy_check_refuses_what_the_planned_sizes_cannot_support(tmp_path: Pa
     assert res.exit_code == 2 and "bench.requests=40 is configured" in res.output and "needed" in res.output
     small = tmp_path / "gt" / "v9" / "data"
     small.mkdir(parents=True)
-    rows = [r for r in V2 if r["expected_behaviour"] == "refuse"][:60] + [
+    rows = [r for r in V2 if r["expected_behaviour"] == "refuse"][:40] + [
         r for r in V2 if r["expected_behaviour"] == "answer"][:200]
     (small / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg.write_text(f"eval:\n  ground_truth: {small.parent}\n")
     res = runner.invoke(app, ["policy", "check", str(REPO / "gates.yaml"), "-c", str(cfg)])
     assert res.exit_code == 2, res.output
-    assert "gates.refusal.margin" in res.output and "447 needed" in res.output
-    assert "gates.under_refusal.margin" in res.output and "the ground truth has 60: 72 needed" in res.output
+    assert "gates.refusal.margin" in res.output and "the ground truth has 240: 412 needed" in res.output
+    assert "gates.under_refusal.margin" in res.output and "the ground truth has 40: 58 needed" in res.output
 
 
 # -- issue 26: G and the busy machine -----------------------------------------------------------------

@@ -33,6 +33,16 @@ def _ground_truth_sizes(path: str) -> dict[str, int] | None:
             "grounded": sum(1 for i in answer if i.contexts)}
 
 
+def _scorer_error() -> dict[str, float]:
+    """The offline refusal scorer's plausible error rate (1 - the lower end of its held-out agreement), which
+    shrinks a refusal margin at gate time; none when it has no trusted calibration on record."""
+    from evals.refusal import VERSION
+    from pipeline.stages.gate import scorer_trust
+
+    trust = scorer_trust(f"offline-refusal/{VERSION}")
+    return {"refusal": trust.error_rate} if trust is not None and trust.held_out else {}
+
+
 def _check_design(policy: Policy, cfg: PipelineConfig, path: Path) -> None:
     """Print what the policy needs; refuse (exit 2) sizes that cannot support its margins and thresholds."""
     from pipeline.errors import BadInput
@@ -41,17 +51,18 @@ def _check_design(policy: Policy, cfg: PipelineConfig, path: Path) -> None:
     b = cfg.bench
     stored = not (b.same_run_baseline and b.shape == "concurrency")
     items = _ground_truth_sizes(cfg.eval.ground_truth)
+    eps = _scorer_error()
     n, needs = sizing.bench_requests(policy, stored=stored)
     against = "a stored baseline" if stored else "a baseline measured in the same run"
     shown = b.requests if b.requests is not None else min(n, b.max_requests)
     out.print(plain(f"sizing: the bench sends {shown} requests per side (comparisons against {against}; "
                     f"{'configured' if b.requests is not None else 'derived from this policy'})"))
-    for need in [*needs[:4], *sizing.item_needs(policy)]:
+    for need in [*needs[:4], *sizing.item_needs(policy, eps)]:
         out.print(plain(f"  {need.gate}: {need.why}"))
     if items is None:
         out.print(plain(f"  ground truth {cfg.eval.ground_truth} not readable here: item sizes not checked"))
     problems = sizing.design_problems(policy, items=items, requests=b.requests, max_requests=b.max_requests,  # type: ignore[arg-type]
-                                      stored=stored)
+                                      stored=stored, scorer_error=eps)
     if problems:
         raise BadInput("the planned sizes cannot support this policy:\n" + "\n".join(f"  {k}: {m}" for k, m in problems),
                        where=str(path))

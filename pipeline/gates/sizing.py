@@ -106,17 +106,25 @@ def _cap(x: float) -> int:
     return MAX_PLANNED if not math.isfinite(x) or x > MAX_PLANNED else max(1, math.ceil(x))
 
 
-def comparison_need(g: GateSpec, policy: Policy, *, stored: bool = False) -> Need | None:
-    """Items or requests per side that catch a regression of twice the margin with the policy's power."""
+def comparison_need(g: GateSpec, policy: Policy, *, stored: bool = False,
+                    scorer_error: dict[str, float] | None = None) -> Need | None:
+    """Items or requests per side that catch a regression of twice the margin with the policy's power
+    (and, for a key gate, show an unchanged release non-inferior with that probability). `scorer_error`:
+    the plausible error rate of the scorer of a 0/1 dimension, which shrinks the tested margin by
+    (1 - 2 eps) (pipeline/gates/engine.py)."""
     cmp, margin, sd = g.parsed_compare, g.margin, planning_sd(g)
     if cmp is None or margin is None or margin <= 0 or sd is None:
         return None
     zz = _z(1 - (g.alpha or policy.alpha)) + _z(policy.power)
     if cmp.kind == "items":
         population: Population = g.subset or POPULATION.get(cmp.name, "all")
-        n = _cap((zz * sd / margin) ** 2)
-        why = (f"margin {margin:g} on {cmp} (planning sd {sd:g}): {n} {POPULATION_TEXT[population]} catch a drop "
-               f"of {2 * margin:g} with power {policy.power:g}")
+        dim = cmp.dimension
+        eps = (scorer_error or {}).get(cmp.name, 0.0) if dim is not None and dim.binary else 0.0
+        tested = margin * (1 - 2 * eps)
+        n = MAX_PLANNED if tested <= 0 else _cap((zz * sd / tested) ** 2)
+        scorer = f", tested at {tested:.3g} for a scorer error rate of {eps:.1%}" if eps else ""
+        why = (f"margin {margin:g} on {cmp} (planning sd {sd:g}{scorer}): {n} {POPULATION_TEXT[population]} catch a "
+               f"drop of {2 * margin:g} with power {policy.power:g}")
         return Need(g.name, "items", n, why, population)
     drift = policy.drift_for(g) if stored else 0.0
     tested = (1 + margin) * (1 + drift) - 1
@@ -213,13 +221,13 @@ def bench_requests(policy: Policy, *, stored: bool) -> tuple[int, list[Need]]:
     return max([policy.min_n, *(n.n for n in needs)]), needs
 
 
-def item_needs(policy: Policy) -> list[Need]:
+def item_needs(policy: Policy, scorer_error: dict[str, float] | None = None) -> list[Need]:
     """Ground-truth items every required item comparison needs, per population."""
     out = []
     for g in policy.gates:
         cmp = g.parsed_compare
         if g.required and cmp is not None and cmp.kind == "items":
-            need = comparison_need(g, policy)
+            need = comparison_need(g, policy, scorer_error=scorer_error)
             if need is not None:
                 out.append(need)
     return out
@@ -265,13 +273,14 @@ def design_problems(
     requests: int | None,
     max_requests: int,
     stored: bool,
+    scorer_error: dict[str, float] | None = None,
 ) -> list[tuple[str, str]]:
     """(key path, problem) for every margin or threshold the planned sizes cannot support: ground-truth
     `items` per population (None: not checked), the configured bench `requests` (None: derived from the
     policy, at most `max_requests`)."""
     out: list[tuple[str, str]] = []
     if items is not None:
-        for need in item_needs(policy):
+        for need in item_needs(policy, scorer_error):
             have = items.get(need.population or "all", 0)
             if have < need.n:
                 out.append((f"gates.{need.gate}.margin", (f"{need.why}; the ground truth has {have}: {need.n} needed "
