@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,18 +50,18 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.gates import sizing  # noqa: E402
-from pipeline.gates.baseline import Baseline, BaselineKind, first_release  # noqa: E402
-from pipeline.gates.engine import Calibration, Evaluation, evaluate  # noqa: E402
-from pipeline.gates.policy import Policy, load_policy, policy_from_dict  # noqa: E402
-from pipeline.gates.stats import wilson  # noqa: E402
-from pipeline.metrics import same_run_series  # noqa: E402
-from pipeline.models import Decision, ImageRef, ItemResult, RunRecord, Stage, StageResult, StageStatus  # noqa: E402
-from pipeline.schemas.eval import EvalDetails, ScorerInfo  # noqa: E402
-from pipeline.schemas.gate import GateStatus  # noqa: E402
-from pipeline.schemas.trust import ScorerTrust  # noqa: E402
-from pipeline.stages.gate import scorer_trust  # noqa: E402
-from pipeline.supplychain.gate_sections import SECTIONS  # noqa: E402
+from pipeline.gates import sizing
+from pipeline.gates.baseline import Baseline, BaselineKind, first_release
+from pipeline.gates.engine import Calibration, Evaluation, evaluate
+from pipeline.gates.policy import Policy, load_policy, policy_from_dict
+from pipeline.gates.stats import wilson
+from pipeline.metrics import same_run_series
+from pipeline.models import ImageRef, ItemResult, RunRecord, Stage, StageResult, StageStatus
+from pipeline.schemas.eval import EvalDetails, ScorerInfo
+from pipeline.schemas.gate import GateStatus
+from pipeline.schemas.trust import ScorerTrust
+from pipeline.stages.gate import scorer_trust
+from pipeline.supplychain.gate_sections import SECTIONS
 
 REFUSAL_SCORER = "offline-refusal/2"
 JUDGE = "judge/{}/simulated"  # the LLM judge: not simulated, trusted at the figures below
@@ -207,18 +207,27 @@ class Scenario:
     gate: str | None = None  # also show this gate's not-passed rate
 
 
-def tally(policy: Policy, world: World, sc: Scenario, trials: int, calibration: Calibration) -> dict[str, int]:
-    out = {"passed": 0, "blocked": 0, "inconclusive": 0, "gate": 0, "gate_fail": 0}
+def tally(policy: Policy, world: World, sc: Scenario, trials: int,
+          calibration: Calibration) -> tuple[dict[str, int], Counter[str]]:
+    """Decisions and the named gate's results over `trials`, and which gates kept a release from passing."""
+    out = {"pass": 0, "blocked": 0, "inconclusive": 0, "gate": 0, "gate_fail": 0, "gate_compared": 0}
+    why: Counter[str] = Counter()
     for t in range(trials):
         base, new = sc.make(world, t)
         baseline = Baseline(BaselineKind.SAME, "simulated", base) if base is not None else first_release("sim")
         ev: Evaluation = evaluate(policy, new, baseline, sections=(), calibration=calibration)
         out[ev.decision.value] += 1
+        for v in ev.verdicts:
+            if v.required and v.status not in (GateStatus.PASS, GateStatus.WARN):
+                why[f"{v.name} {v.details.outcome}"] += 1
         if sc.gate is not None:
             v = next(v for v in ev.verdicts if v.name == sc.gate)
             out["gate"] += v.status not in (GateStatus.PASS, GateStatus.WARN)
             out["gate_fail"] += v.status is GateStatus.FAIL
-    return out
+            # the comparison's own finding, whatever the threshold says
+            out["gate_compared"] += v.p_value is not None and v.p_value < (v.details.alpha or policy.alpha) or bool(
+                v.details.categories)
+    return out, why
 
 
 def main() -> None:
@@ -242,7 +251,7 @@ def main() -> None:
     trust = scorer_trust(REFUSAL_SCORER)
     lo, hi = wilson(380, 400)
     judge = ScorerTrust(scorer_id="judge", agreement=0.95, lower=lo, upper=hi, n=400, held_out=True)
-    calibration: Calibration = lambda sid: trust if sid == REFUSAL_SCORER else judge  # noqa: E731
+    calibration: Calibration = lambda sid: trust if sid == REFUSAL_SCORER else judge
     for g in policy.gates:
         extra = f", margin {g.margin:g} on {g.parsed_compare} ({g.resolved_test})" if g.margin is not None else ""
         print(f"gate {g.name}: {g.source} {g.direction or ''} {g.threshold if g.threshold is not None else ''}{extra}"
@@ -319,18 +328,21 @@ def main() -> None:
         ]
     t0 = time.monotonic()
     for sc in scenarios:
-        r = tally(policy, world, sc, args.trials, calibration)
+        r, why = tally(policy, world, sc, args.trials, calibration)
         n = args.trials
         not_passed = r["blocked"] + r["inconclusive"]
         split = f"(blocked {r['blocked']}, inconclusive {r['inconclusive']})"
         if sc.measure == "passed":
-            print(f"{sc.label:56s} passed {rate(r['passed'], n)} (target {sc.target}) {split}")
+            print(f"{sc.label:56s} passed {rate(r['pass'], n)} (target {sc.target}) {split}")
         elif sc.measure == "not_passed":
-            gate = f"; {sc.gate} not passed {rate(r['gate'], n)}" if sc.gate else ""
+            gate = (f"; {sc.gate} not passed {rate(r['gate'], n)}, its comparison alone shows the regression "
+                    f"{rate(r['gate_compared'], n)}") if sc.gate else ""
             print(f"{sc.label:56s} not passed {rate(not_passed, n)} (target {sc.target}) {split}{gate}")
         else:
             print(f"{sc.label:56s} {sc.gate} failed {rate(r['gate_fail'], n)} (target {sc.target}); "
                   f"not passed {rate(r['gate'], n)}")
+        if sc.gate is None and why:
+            print(f"{'':56s} kept from passing by: " + ", ".join(f"{k} x{c}" for k, c in why.most_common()))
         sys.stdout.flush()
     print(f"wall {time.monotonic() - t0:.1f} s")
 
