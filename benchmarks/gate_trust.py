@@ -31,7 +31,7 @@ Simulation (the assumptions every figure depends on; change them with the flags)
 - answer_relevance (judge, no per-item data here) is recorded as 0.85, eval item errors as 0. The LLM judge
   is taken as calibrated (agreement 0.95 on 400 held-out labels); the refusal scorer's trust is its record's.
 
-Usage: nice -n 10 python benchmarks/gate_trust.py [--trials 100] [--quick]
+Usage: nice -n 10 python benchmarks/gate_trust.py [--trials 100] [--quick] [--only A/A]
 """
 
 from __future__ import annotations
@@ -234,6 +234,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--quick", action="store_true", help="only the issue-27 scenarios")
+    ap.add_argument("--only", default="", help="only scenarios whose label contains this text (e.g. A/A)")
     ap.add_argument("--changed", type=float, default=0.2, help="share of answers a rerun changes")
     ap.add_argument("--score-sd", type=float, default=0.15, help="score spread of a re-drawn answer")
     ap.add_argument("--affected", type=float, default=0.3, help="share of items a quality drop touches")
@@ -327,7 +328,7 @@ def main() -> None:
             Scenario("correctness -0.05", pair(corr_drop=0.05), "not_passed", ">= 80 %", "correctness"),
         ]
     t0 = time.monotonic()
-    for sc in scenarios:
+    for sc in [s for s in scenarios if args.only in s.label]:
         r, why = tally(policy, world, sc, args.trials, calibration)
         n = args.trials
         not_passed = r["blocked"] + r["inconclusive"]

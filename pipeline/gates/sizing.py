@@ -198,14 +198,15 @@ def threshold_need(g: GateSpec, policy: Policy) -> Need | None:
     return None
 
 
-def bench_needs(policy: Policy, *, stored: bool) -> list[Need]:
-    """Every bench requirement of the policy's required gates, largest first."""
+def bench_needs(policy: Policy, *, stored: bool, comparisons: bool = True) -> list[Need]:
+    """Every bench requirement of the policy's required gates, largest first (`comparisons` False: a
+    first release, whose latency has nothing to be compared with)."""
     out: list[Need] = []
     for g in policy.gates:
         if not g.required:
             continue
         cmp = g.parsed_compare
-        if cmp is not None and cmp.kind == "samples" and cmp.stage is Stage.BENCH:
+        if comparisons and cmp is not None and cmp.kind == "samples" and cmp.stage is Stage.BENCH:
             need = comparison_need(g, policy, stored=stored)
             if need is not None:
                 out.append(need)
@@ -215,9 +216,9 @@ def bench_needs(policy: Policy, *, stored: bool) -> list[Need]:
     return sorted(out, key=lambda n: -n.n)
 
 
-def bench_requests(policy: Policy, *, stored: bool) -> tuple[int, list[Need]]:
+def bench_requests(policy: Policy, *, stored: bool, comparisons: bool = True) -> tuple[int, list[Need]]:
     """The bench request count the policy needs (at least its min_n), and why."""
-    needs = bench_needs(policy, stored=stored)
+    needs = bench_needs(policy, stored=stored, comparisons=comparisons)
     return max([policy.min_n, *(n.n for n in needs)]), needs
 
 

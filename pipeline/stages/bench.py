@@ -158,13 +158,15 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(v) / len(v) if v else None
 
 
-def planned_requests(cfg: PipelineConfig, ctx: StageContext, *, same_run: bool) -> tuple[int, str]:
-    """How many requests (per side) to send, and why: the configured number, or what the policy needs."""
+def planned_requests(cfg: PipelineConfig, ctx: StageContext, run: RunRecord, *, same_run: bool) -> tuple[int, str]:
+    """How many requests (per side) to send, and why: the configured number, or what the policy needs
+    (its latency comparisons only when there is a baseline release to compare with)."""
     b = cfg.bench
     policy = ctx.policy
     need = None
     if policy is not None:
-        need, needs = sizing.bench_requests(policy, stored=not same_run)
+        compared = same_run or ctx.ws.store.last_promoted(run.target) is not None
+        need, needs = sizing.bench_requests(policy, stored=not same_run, comparisons=compared)
         top = needs[0].why if needs else f"min_n {policy.min_n}"
     if b.requests is not None:
         if need is not None and b.requests < need:
@@ -241,7 +243,7 @@ def bench_stage(run: RunRecord, ctx: StageContext) -> StageResult:
     if base is not None and b.shape != "concurrency":
         reporter.step(f"bench: the same-run baseline needs the concurrency shape, not {b.shape}: stored samples")
         base = None
-    n, sized = planned_requests(cfg, ctx, same_run=base is not None)
+    n, sized = planned_requests(cfg, ctx, run, same_run=base is not None)
     target = Target(url, path=API_PATHS[cfg.boot.api], timeout_s=b.request_timeout_s,
                     count_tokens=prompts_mod.token_counter(tokenizer))
     ignore = "not requested"
