@@ -662,7 +662,7 @@ def _finish(p: _Pending, p_adj: float | None, policy: Policy) -> GateVerdict:
             outcome = Outcome.FIRST_RELEASE
         if p.warn and status is GateStatus.PASS:
             status = GateStatus.WARN
-    if p.untrusted and status is not GateStatus.NOT_RUN:
+    if p.untrusted and p.status is None:  # a failed or missing stage stays what it is
         v["details"].would_be = status.value
         v["details"].calibration = Outcome.UNCALIBRATED.value
         if spec.required:
