@@ -57,6 +57,7 @@ from pipeline.gates.policy import Policy, load_policy, policy_from_dict
 from pipeline.gates.stats import wilson
 from pipeline.metrics import same_run_series
 from pipeline.models import ImageRef, ItemResult, RunRecord, Stage, StageResult, StageStatus
+from pipeline.schemas.bench import BenchDetails
 from pipeline.schemas.eval import EvalDetails, ScorerInfo
 from pipeline.schemas.gate import GateStatus
 from pipeline.schemas.trust import ScorerTrust
@@ -186,7 +187,11 @@ def run_record(w: World, run_id: str, d: Draw, same_run: Draw | None = None,
         "tpot_p50_s": float(np.percentile(d.tpot[ok], 50)), "tpot_p99_s": float(np.percentile(d.tpot[ok], 99)),
         "error_rate": d.errors / m, "goodput": float(good.mean()), "env_disturbed": 0.0, **(bench_extra or {}),
     }
-    bench = StageResult(stage=Stage.BENCH, status=StageStatus.OK, samples=samples, metrics=bench_metrics)
+    details = BenchDetails(base_url="sim", model=None, shape="concurrency", prompts="synthetic",
+                           exact_input_tokens=True, requests=m, warmup=0, max_tokens=32, ignore_eos="sent",
+                           tokens_estimated=False, slo={"ttft_s": 0.5, "tpot_s": 0.05})
+    bench = StageResult(stage=Stage.BENCH, status=StageStatus.OK, samples=samples, metrics=bench_metrics,
+                        details=details)
     return RunRecord(run_id=run_id, image=ImageRef(repository="sim"), stages={"eval": ev, "bench": bench})
 
 
@@ -235,6 +240,9 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--quick", action="store_true", help="only the issue-27 scenarios")
     ap.add_argument("--only", default="", help="only scenarios whose label contains this text (e.g. A/A)")
+    ap.add_argument("--scorer-lower", type=float, default=None,
+                    help="replace the refusal scorer's record by a held-out agreement interval with this lower end "
+                         "(n=400): what a better-calibrated scorer changes")
     ap.add_argument("--changed", type=float, default=0.2, help="share of answers a rerun changes")
     ap.add_argument("--score-sd", type=float, default=0.15, help="score spread of a re-drawn answer")
     ap.add_argument("--affected", type=float, default=0.3, help="share of items a quality drop touches")
@@ -250,6 +258,9 @@ def main() -> None:
     n_same, _ = sizing.bench_requests(policy, stored=False)
     n_stored, _ = sizing.bench_requests(policy, stored=True)
     trust = scorer_trust(REFUSAL_SCORER)
+    if args.scorer_lower is not None:
+        trust = ScorerTrust(scorer_id=REFUSAL_SCORER, agreement=min(1.0, args.scorer_lower + 0.02),
+                            lower=args.scorer_lower, upper=min(1.0, args.scorer_lower + 0.04), n=400, held_out=True)
     lo, hi = wilson(380, 400)
     judge = ScorerTrust(scorer_id="judge", agreement=0.95, lower=lo, upper=hi, n=400, held_out=True)
     calibration: Calibration = lambda sid: trust if sid == REFUSAL_SCORER else judge
