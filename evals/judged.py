@@ -9,6 +9,9 @@ Contract (the eval stage calls `score_judged`, through `evals.scoring.score_item
 - Nothing is silently missing: an item whose collection failed, or whose judging failed (timeout,
   HTTP error, malformed judge JSON, NaN), gets score 0.0 and `item.errors[dimension]` with the reason,
   and the failure is counted in the returned `JudgeRun`.
+- A judge that measured nothing is an error, not a score: when it answers 401/403 (a wrong key), or
+  fails every sample it was given (down, every call an HTTP error), `score_judged` raises `InfraError`
+  naming the judge endpoint, so the eval ends with exit 3 instead of "eval ok" with zeros.
 - ragas 0.4.3 "collections" metrics are used per sample (`metric.ascore(...)`) inside our own
   `asyncio.Semaphore`-bounded loop, because ragas' batch runner has no concurrency limit. They
   accept only the instructor-based LLM from `ragas.llms.llm_factory` (JSON mode: the judge must
@@ -44,13 +47,15 @@ from pipeline.config import JudgeConfig
 from pipeline.errors import BadInput, InfraError
 from pipeline.models import ItemResult
 from pipeline.progress import NullReporter, Reporter
-from pipeline.redact import redact_text, register_secret
+from pipeline.redact import install_log_redaction, redact_text, register_secret
 
 FAITHFULNESS = "faithfulness"
 ANSWER_RELEVANCE = "answer_relevance"
 DIMENSIONS = (FAITHFULNESS, ANSWER_RELEVANCE)
 # LLM calls per sample: Faithfulness = statements + NLI; AnswerRelevancy = `strictness` questions.
 _CALLS = {FAITHFULNESS: 2, ANSWER_RELEVANCE: 3}
+NO_RESPONSE = "no response"  # the server under test gave nothing to judge: not the judge's failure
+_AUTH_FAILURES = frozenset({"http 401", "http 403"})
 
 
 class JudgeRun(BaseModel):
@@ -126,6 +131,8 @@ def make_judge_llm(judge: JudgeConfig, api_key: str | None = None) -> Any:
     """
     from openai import AsyncOpenAI
     from ragas.llms import llm_factory
+
+    install_log_redaction()  # the client's and ragas' own log lines may quote a judge body echoing the key
 
     client = AsyncOpenAI(
         base_url=judge.base_url,
@@ -268,7 +275,7 @@ async def score_judged(
                 # The server under test gave nothing to judge: a failed item, not a missing one.
                 item.scores[dim] = 0.0
                 item.errors[dim] = f"no response to judge: {item.error or 'empty response'}"
-                reasons[dim]["no response"] += 1
+                reasons[dim][NO_RESPONSE] += 1
             else:
                 jobs.append((dim, item))
 
@@ -308,7 +315,27 @@ async def score_judged(
         run.scored[dim] = n_applicable - n_failed
         run.failure_reasons[dim] = dict(reasons[dim])
         run.not_applicable.setdefault(dim, 0)
+    _raise_if_judge_unusable(judge, reasons, len(jobs))
     return run
+
+
+def _raise_if_judge_unusable(judge: JudgeConfig, reasons: dict[str, Counter[str]], n_calls: int) -> None:
+    """A judge that refuses our credentials, or fails every sample it was given, measured nothing: that
+    is an error of the eval (exit 3, naming the endpoint), never a column of zeros that a gate could read
+    as the server's quality. Failures of some samples stay counted zeros with their reasons."""
+    judge_side = Counter[str]()
+    for per_dim in reasons.values():
+        judge_side.update({r: n for r, n in per_dim.items() if r != NO_RESPONSE})
+    where = f"judge {redact_text(judge.base_url)}"
+    refused = {r: n for r, n in judge_side.items() if r in _AUTH_FAILURES}
+    if refused:
+        said = ", ".join(f"{r} on {n} call(s)" for r, n in sorted(refused.items()))
+        raise InfraError(f"the judge refused the request's credentials ({said}); no judged score was recorded",
+                         where=where, hint="check eval.judge.api_key_env / api_key_file and the judge's key")
+    if n_calls and sum(judge_side.values()) >= n_calls:
+        said = ", ".join(f"{r}: {n}" for r, n in judge_side.most_common())
+        raise InfraError(f"the judge failed every one of its {n_calls} samples ({said}); no judged score was "
+                         "recorded", where=where, hint=f"check that {judge.model!r} is served there and answers")
 
 
 class _NonFinite(Exception):
