@@ -90,6 +90,9 @@ class Quantity:
             return self.dim == other.dim and abs(self.raw - other.raw) < 1e-9
         if abs(self.raw - other.raw) < 1e-9:
             return True
+        timed = self if self.dim == "time" else other if other.dim == "time" else None
+        if timed is not None and abs(timed.value - (other.raw if timed is self else self.raw)) < 1e-9:
+            return True  # a bare number of a Kubernetes *Seconds field: "3600" is "1 hour"
         pct, frac = (self, other) if self.dim == "percent" else (other, self)
         return pct.dim == "percent" and not frac.dim and 0 < frac.raw <= 1 and abs(frac.raw * 100 - pct.raw) < 1e-6
 
@@ -106,25 +109,30 @@ def _num(text: str) -> float | None:
 
 def quantities(text: str) -> list[Quantity]:
     """Every number in `text` with its unit, in order."""
+    return [q for _, q in quantity_spans(text)]
+
+
+def quantity_spans(text: str) -> list[tuple[tuple[int, int], Quantity]]:
+    """`quantities` with where each stands in `text` (after normalising quotes and dashes)."""
     text = text.translate(_TR)
     found: list[tuple[int, int, float, str | None]] = []
     for m in _NUMBER.finditer(text):
         word = not m.group("num")[0].isdigit() and m.group("num")[0] != "."
         unit = (m.group("unit") or "").lower() or None
-        if word and (unit is None or m.group("num").lower() in ("a", "an", "half") and unit not in _TIME):
-            continue  # "one of the pods" is no quantity; "a"/"an" only counts before a time unit ("an hour")
+        if word and m.group("num").lower() in ("a", "an", "half", "single") and unit not in _TIME:
+            continue  # "a"/"an" only count before a time unit ("an hour")
         value = _num(m.group("num"))
         if value is not None:
             found.append((m.start(), m.end(), value, unit))
-    out: list[Quantity] = []
-    for i, (_start, end, value, unit) in enumerate(found):
+    out: list[tuple[tuple[int, int], Quantity]] = []
+    for i, (start, end, value, unit) in enumerate(found):
         if unit is None and i + 1 < len(found) and found[i + 1][3] and _RANGE_GAP.match(text[end:found[i + 1][0]]):
             unit = found[i + 1][3]
         if unit is None:
-            out.append(Quantity(value, "", value))
+            out.append(((start, end), Quantity(value, "", value)))
             continue
         dim, factor = _UNITS[unit]
-        out.append(Quantity(value * factor, dim, value, approx=dim == "bytes"))
+        out.append(((start, end), Quantity(value * factor, dim, value, approx=dim == "bytes")))
     return out
 
 
@@ -156,17 +164,20 @@ def versions(text: str) -> set[str]:
 
 def _name_pattern(name: str) -> re.Pattern[str]:
     """A name as a whole token. One capitalised word that is also an ordinary word (Always, Never, Delete)
-    must keep its capital; a compound name (ClusterFirstWithHostNet, failureThreshold) matches in any case
-    and with spaces, hyphens or underscores between its parts."""
-    parts = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z0-9]+|[^A-Za-z0-9]+", name)
-    if len(parts) <= 1 and re.fullmatch(r"[A-Z][a-z]+", name):
-        return re.compile(rf"(?<![\w./-]){re.escape(name)}(?![\w/-])")
+    must keep its capital; a compound name (ClusterFirstWithHostNet, failureThreshold, no_new_privs)
+    matches in any case and with spaces, hyphens or underscores between its parts; a dotted or slashed
+    name (nvidia.com/gpu) matches as written, in any case."""
+    if re.fullmatch(r"[A-Z][a-z]+", name):
+        return re.compile(rf"(?<![\w./-]){re.escape(name)}(?![\w/-]|\.\w)")
+    if re.search(r"[./:]", name):
+        return re.compile(rf"(?<![\w./-]){re.escape(name)}(?![\w/-]|\.\w)", re.IGNORECASE)
+    parts = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+", name)
     body = r"[\s_-]?".join(re.escape(p) for p in parts)
-    return re.compile(rf"(?<![\w./-]){body}(?![\w/-])", re.IGNORECASE)
+    return re.compile(rf"(?<![\w./-]){body}(?![\w/-]|\.\w)", re.IGNORECASE)
 
 
 def _path_pattern(path: str) -> re.Pattern[str]:
-    return re.compile(rf"(?<![\w/]){re.escape(path)}(?![\w-])")
+    return re.compile(rf"(?<![\w/]){re.escape(path)}(?![\w-]|\.\w)")
 
 
 def clauses(text: str) -> list[str]:
@@ -244,22 +255,18 @@ class _Slot:
             return self.value in versions(text)
         return bool(self.pattern.search(text))
 
-    def other_in_clause(self, text: str) -> str | None:
-        """Another value of this slot stated in a clause bound to the fact's cue."""
+    def spans(self, text: str) -> list[tuple[int, int, bool, str]]:
+        """Values of this slot in `text`: (start, end, is this fact's value, as written)."""
         if self.kind is FactKind.NUMBER:
-            for q in quantities(text):
-                if (not q.dim or not self.q.dim or q.dim == self.q.dim) and not self.q.same(q, loose_units=True):
-                    return f"{q.raw:g} {q.dim}".strip()
-            return None
+            return [(a, b, self.q.same(q, loose_units=True), text[a:b]) for (a, b), q in quantity_spans(text)
+                    if not q.dim or not self.q.dim or q.dim == self.q.dim]
         if self.kind is FactKind.FLAG:
-            return next(iter(sorted(flags(text) - {self.value})), None)
+            return [(m.start(), m.end(), _norm_flag(m.group(0)) == self.value, m.group(0)) for m in _FLAG.finditer(text)]
         if self.kind is FactKind.VERSION:
-            return next(iter(sorted(versions(text) - {self.value})), None)
-        for p in self.others:
-            m = p.search(text)
-            if m:
-                return m.group(0)
-        return None
+            return [(m.start(), m.end(), m.group(1) == self.value, m.group(0)) for m in _VERSION.finditer(text)]
+        out = [(m.start(), m.end(), True, m.group(0)) for m in self.pattern.finditer(text)]
+        out += [(m.start(), m.end(), False, m.group(0)) for p in self.others for m in p.finditer(text)]
+        return out
 
     def conflict_anywhere(self, text: str) -> str | None:
         """A rival, or a value of the same type the item does not know, stated where the value is absent."""
@@ -286,9 +293,26 @@ class _Slot:
         return None
 
 
-def _cue_clauses(cues: Iterable[str], parts: list[str]) -> list[str]:
+def _cue_bindings(cues: Iterable[str], parts: list[str], slot: _Slot) -> list[tuple[bool, str]]:
+    """For each cue in each clause, the value of the slot nearest to it (is it the fact's value, as written).
+    "3 successful and 1 failed" binds 3 to "successful" and 1 to "failed"; a swap binds them the other way."""
     rx = [re.compile(rf"(?<![\w-]){re.escape(c)}", re.IGNORECASE) for c in cues]
-    return [p for p in parts if any(r.search(p) for r in rx)]
+    out: list[tuple[bool, str]] = []
+    for part in parts:
+        cands = slot.spans(part)
+        if not cands:
+            continue
+        for r in rx:
+            for m in r.finditer(part):
+                def gap(c: tuple[int, int, bool, str], m: re.Match[str] = m, part: str = part) -> tuple[int, int, bool]:
+                    # Nearest within the same comma-separated segment first ("Always if the tag is :latest,
+                    # IfNotPresent otherwise" binds Always to "latest"), then by characters.
+                    a, b, is_value, _ = c
+                    lo, hi = (m.end(), a) if a >= m.end() else (b, m.start()) if b <= m.start() else (a, a)
+                    return (part.count(",", lo, hi), hi - lo, not is_value)  # a tie goes to the fact's value
+                best = min(cands, key=gap)
+                out.append((best[2], best[3]))
+    return out
 
 
 def check_fact(fact: Fact, response: str, *, siblings: Sequence[Fact] = (), accepted_text: str = "") -> FactResult:
@@ -298,13 +322,11 @@ def check_fact(fact: Fact, response: str, *, siblings: Sequence[Fact] = (), acce
     slot = _Slot(fact, siblings, accepted_text)
     text = response.translate(_TR)
     if fact.about:
-        bound = _cue_clauses(fact.about, clauses(text))
-        if any(slot.has_value(c) for c in bound):
+        bound = _cue_bindings(fact.about, clauses(text), slot)
+        if any(is_value for is_value, _ in bound):
             return FactResult(fact, Status.SUPPORTED, "stated where the reference states it")
-        for c in bound:
-            other = slot.other_in_clause(c)
-            if other is not None:
-                return FactResult(fact, Status.CONTRADICTED, f"{other!r} where the reference has {fact.value!r}")
+        if bound:
+            return FactResult(fact, Status.CONTRADICTED, f"{bound[0][1]!r} where the reference has {fact.value!r}")
     if slot.has_value(text):
         return FactResult(fact, Status.SUPPORTED)
     conflict = slot.conflict_anywhere(text)

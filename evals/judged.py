@@ -22,7 +22,7 @@ Contract (the eval stage calls `score_judged`, through `evals.scoring.score_item
   with `pipeline.redact`, and is never put in the `JudgeRun` (base URL, model, prompt version only).
 - Scorer ids: `judge_scorer_id(dimension, model)` = `judge/<dimension>/<model>/<prompt version>`, the
   same id `llmgate calibrate judge --save` stores and the eval stage records (`JudgeRun.scorer_ids`),
-  so the gate engine finds a judge's calibration with `evals.calibration.agreement_for`. The prompt
+  so the gate engine finds a judge's calibration with `evals.calibration.trust_for`. The prompt
   version digests the ragas prompts of that dimension (and, for answer relevance, the question count
   and the embedding model), so a changed prompt is a new, uncalibrated scorer.
 """
@@ -48,6 +48,7 @@ from pipeline.errors import BadInput, InfraError
 from pipeline.models import ItemResult
 from pipeline.progress import NullReporter, Reporter
 from pipeline.redact import install_log_redaction, redact_text, register_secret
+from pipeline.schemas.trust import ScorerTrust
 
 FAITHFULNESS = "faithfulness"
 ANSWER_RELEVANCE = "answer_relevance"
@@ -74,7 +75,7 @@ class JudgeRun(BaseModel):
     not_applicable: dict[str, int] = Field(default_factory=dict)
     failure_reasons: dict[str, dict[str, int]] = Field(default_factory=dict)
     scorer_ids: dict[str, str] = Field(default_factory=dict)  # dimension -> judge_scorer_id (the calibration key)
-    calibration: dict[str, float | None] = Field(default_factory=dict)  # agreement per dimension, None: uncalibrated
+    calibration: dict[str, ScorerTrust | None] = Field(default_factory=dict)  # per dimension; None: uncalibrated
     duration_s: float = 0.0
 
 
@@ -249,7 +250,7 @@ async def score_judged(
     if ANSWER_RELEVANCE in dimensions:
         metrics[ANSWER_RELEVANCE] = AnswerRelevancy(llm=llm, embeddings=embeddings, strictness=_CALLS[ANSWER_RELEVANCE])
 
-    from evals.calibration import agreement_for
+    from evals.calibration import trust_for
 
     ids = {dim: judge_scorer_id(dim, judge.model) for dim in metrics}
     run = JudgeRun(
@@ -262,7 +263,7 @@ async def score_judged(
         timeout_s=judge.timeout_s,
         n_items=len(items),
         scorer_ids=ids,
-        calibration={dim: agreement_for(sid) for dim, sid in ids.items()},
+        calibration={dim: trust_for(sid) for dim, sid in ids.items()},
     )
     reasons: dict[str, Counter[str]] = {d: Counter() for d in metrics}
     jobs: list[tuple[str, ItemResult]] = []

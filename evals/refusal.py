@@ -455,6 +455,20 @@ class RefusalScorer:
                 out[i] = RefusalDecision(refused, round(p, 6) if math.isfinite(p) else p, rule, cue)
         return [d for d in out if d is not None]
 
+    @property
+    def seen_rows(self) -> frozenset[str]:
+        """Row keys (evals.calibration.row_key) of the rows the weights were trained on."""
+        return frozenset(self.model.meta.get("training_rows") or ())
+
+    def refit_without(self, row_keys: frozenset[str] | set[str]) -> RefusalScorer:
+        """The same training without `row_keys`: a scorer that never saw those rows, for measuring
+        agreement on them (leave-one-file-out). Needs the training files the weights were made from."""
+        from evals import refusal_training
+
+        refusal_training.check_same_training(self.model)
+        model = refusal_training.train_default(rules=self.model.rules, exclude=frozenset(row_keys))
+        return RefusalScorer(model=model, encoder=self._encoder, disabled=self.disabled)
+
     def explain(self, prompt: str, response: str) -> RefusalDecision:
         return self.decide_many([prompt], [response])[0]
 
