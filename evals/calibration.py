@@ -279,6 +279,8 @@ class _Seen:
 
 
 def _read(path: Path, dimension: str) -> tuple[list[LabelRow], str]:
+    """Refusal labels in XSTest's format; every other dimension (judges, correctness) as question,
+    response, label (and contexts for faithfulness)."""
     return read_refusal_labels(path) if dimension == "refusal" else read_judge_labels(path, dimension)
 
 
