@@ -6,9 +6,9 @@ row's question is looked up in the ground truth, which gives the reference, the 
 the row is scored exactly as the eval stage scores an answer (`score_semantic`, then `score_facts`) and
 the score becomes a yes at `CORRECT_AT`.
 
-The fact checker's rules were written looking at `correctness_dev.csv` (its rows are the scorer's
-`seen_rows`), so a calibration on that file is in-sample and never trusted; the other label files were
-scored only after the rules were fixed.
+The fact checker's rules were written looking at `correctness_dev.csv` and corrected after scoring
+`correctness_tuning.csv` (their rows are the scorer's `seen_rows`), so a calibration on those files is
+in-sample and never trusted; `correctness.csv` was written and scored once the rules were fixed.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ from pipeline.models import ItemResult
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_GROUND_TRUTH = REPO / "ground_truth" / "v3"
-DEV_LABELS = DEFAULT_GROUND_TRUTH / "labels" / "correctness_dev.csv"
+# Label files the fact checker's rules were written or corrected against: never held out for it.
+TUNING_LABELS = (DEFAULT_GROUND_TRUTH / "labels" / "correctness_dev.csv",
+                 DEFAULT_GROUND_TRUTH / "labels" / "correctness_tuning.csv")
 
 
 class FactCorrectnessScorer:
@@ -46,11 +48,14 @@ class FactCorrectnessScorer:
 
     @cached_property
     def seen_rows(self) -> frozenset[str]:
-        try:
-            with DEV_LABELS.open(newline="", encoding="utf-8") as fh:
-                return frozenset(row_key(r["question"], r["response"]) for r in csv.DictReader(fh))
-        except OSError:
-            return frozenset()
+        keys: set[str] = set()
+        for path in TUNING_LABELS:
+            try:
+                with path.open(newline="", encoding="utf-8") as fh:
+                    keys.update(row_key(r["question"], r["response"]) for r in csv.DictReader(fh))
+            except OSError:
+                continue
+        return frozenset(keys)
 
 
 def score_rows(rows: Sequence[LabelRow], items: dict[str, GroundTruthItem], embeddings: Any) -> list[float]:

@@ -173,7 +173,8 @@ def _name_pattern(name: str) -> re.Pattern[str]:
         return re.compile(rf"(?<![\w./-]){re.escape(name)}(?![\w/-]|\.\w)", re.IGNORECASE)
     parts = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+", name)
     body = r"[\s_-]?".join(re.escape(p) for p in parts)
-    return re.compile(rf"(?<![\w./-]){body}(?![\w/-]|\.\w)", re.IGNORECASE)
+    # a field name may sit in a path: spec.activeDeadlineSeconds, lastState.terminated
+    return re.compile(rf"(?<![\w/-]){body}(?![\w/-])", re.IGNORECASE)
 
 
 def _path_pattern(path: str) -> re.Pattern[str]:
@@ -305,11 +306,13 @@ def _cue_bindings(cues: Iterable[str], parts: list[str], slot: _Slot) -> list[tu
         for r in rx:
             for m in r.finditer(part):
                 def gap(c: tuple[int, int, bool, str], m: re.Match[str] = m, part: str = part) -> tuple[int, int, bool]:
-                    # Nearest within the same comma-separated segment first ("Always if the tag is :latest,
-                    # IfNotPresent otherwise" binds Always to "latest"), then by characters.
+                    # Nearest within the same segment (between commas and brackets) first ("Always if the tag
+                    # is :latest, IfNotPresent otherwise" binds Always to "latest"), then by characters.
                     a, b, is_value, _ = c
                     lo, hi = (m.end(), a) if a >= m.end() else (b, m.start()) if b <= m.start() else (a, a)
-                    return (part.count(",", lo, hi), hi - lo, not is_value)  # a tie goes to the fact's value
+                    between = part[lo:hi]
+                    seps = sum(between.count(x) for x in ",()")  # an aside in brackets is its own segment
+                    return (seps, hi - lo, not is_value)  # a tie goes to the fact's value
                 best = min(cands, key=gap)
                 out.append((best[2], best[3]))
     return out
