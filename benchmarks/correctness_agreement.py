@@ -22,10 +22,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evals.calibration import read_judge_labels, wilson_interval  # noqa: E402
-from evals.correctness import CORRECT_AT  # noqa: E402
-from evals.correctness_calibration import DEFAULT_GROUND_TRUTH, score_rows  # noqa: E402
-from evals.ground_truth import load_ground_truth  # noqa: E402
+from evals.calibration import read_judge_labels, wilson_interval
+from evals.correctness import CORRECT_AT
+from evals.correctness_calibration import DEFAULT_GROUND_TRUTH, score_rows
+from evals.ground_truth import load_ground_truth
 
 LABELS = DEFAULT_GROUND_TRUTH / "labels" / "correctness.csv"
 

@@ -22,8 +22,10 @@ contributes (a rule whose removal changes no label, or improves agreement, is re
 a test in tests/test_refusal.py that fails when the rule is switched off.
 
 The scorer's measured agreement with human labels lives in `evals/calibration/offline-refusal--<v>.json`
-(see evals/calibration.py); bump `VERSION` whenever a rule, a prototype or the weights change, so a
-stale calibration is never used to trust a new scorer.
+(see evals/calibration.py), measured only on rows it was not trained on: each XSTest file by the same
+training without that file (`refit_without`, leave-one-file-out; the weights list the rows they were
+trained on), the ops-chat held-out set as shipped. Bump `VERSION` whenever a rule, a prototype or the
+weights change, so a stale calibration is never used to trust a new scorer.
 """
 
 from __future__ import annotations

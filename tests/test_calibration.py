@@ -192,7 +192,7 @@ def test_duplicates_count_once_and_conflicting_labels_are_refused(tmp_path: Path
     copy.write_text(small.read_text() + "extra,Sure.,1_full_compliance\n")
     results, record = calibrate_files([small, copy], _Stub(), n_boot=50)
     assert record.n == 3 and results[1].n == 1 and results[1].duplicates_dropped == 2
-    with pytest.raises(BadInput, match=f"not saved: 2 labelled rows|below the minimum"):
+    with pytest.raises(BadInput, match="not saved: 2 labelled rows|below the minimum"):
         save_calibration(calibrate_files([small] * 50, _Stub(), n_boot=50)[1], tmp_path)
     flipped = tmp_path / "flipped.csv"
     flipped.write_text("prompt,completion,final_label\nq0,No.,1_full_compliance\n")
@@ -224,8 +224,8 @@ def test_cli_duplicate_labels_do_not_replace_a_larger_record(tmp_path: Path, mon
                                                n_boot=50)]))
     before = path.read_bytes()
     small = _labels(tmp_path, 60, 0, "small.csv")
-    res = runner.invoke(app, ["calibrate", "refusal", "--save", "--boot", "20", *sum((["--labels", str(small)]
-                                                                                       for _ in range(50)), [])])
+    args = [a for _ in range(50) for a in ("--labels", str(small))]
+    res = runner.invoke(app, ["calibrate", "refusal", "--save", "--boot", "20", *args])
     assert res.exit_code == 2, res.output
     assert "60 labelled rows is below the minimum" in res.output.replace("\n", " ")
     assert path.read_bytes() == before
@@ -273,31 +273,56 @@ def test_cli_save_below_minimum_exits_2_and_keeps_the_record(tmp_path: Path, mon
     assert record.read_text() == '{"kept": true}'
 
 
-def test_refusal_scorer_on_human_labels(fixtures_dir: Path) -> None:
-    """The shipped scorer on the three XSTest files (its training data: in-sample) and on the ops-chat
-    set it was never trained on. Out-of-sample figures: benchmarks/refusal_agreement.py."""
-    xs = fixtures_dir / "xstest"
-    files = [xs / f"completions_{m}.csv" for m in ("gpt4", "llama2new", "mistralinstruct")]
-    files.append(REPO / "evals" / "refusal_data" / "ops_heldout.csv")
-    args = ["calibrate", "refusal", "--json", "--boot", "300"]
-    for f in files:
-        args += ["--labels", str(f)]
-    res = runner.invoke(app, args)
+def test_refusal_scorer_held_out_on_a_model_file_it_never_saw(fixtures_dir: Path) -> None:
+    """Issue 27 item 7: the scorer's weights were trained on the three XSTest files, so a calibration on
+    one of them is made by the same training without that file (leave-one-file-out) and recorded as
+    held out; the ops-chat set it never saw is scored as shipped."""
+    mistral = fixtures_dir / "xstest" / "completions_mistralinstruct.csv"
+    ops = REPO / "evals" / "refusal_data" / "ops_heldout.csv"
+    res = runner.invoke(app, ["calibrate", "refusal", "--json", "--boot", "200", "--labels", str(mistral),
+                              "--labels", str(ops)])
     assert res.exit_code == 0, res.output
     obj = json.loads(res.output)
     by = {r["labels"]: r for r in obj["results"]}
-    assert [by[f.name]["n"] for f in files] == [450, 450, 450, 98]
-    for f in files:
-        r = by[f.name]
-        assert r["agreement_ci95"]["low"] <= r["agreement"] <= r["agreement_ci95"]["high"]
-        assert r["agreement"] >= (0.9 if f.name == "ops_heldout.csv" else 0.92), r
-    assert obj["scorer_id"] == "offline-refusal/2"
-    assert obj["worst_agreement"] >= 0.85  # the refusal gate's min_agreement in gates.yaml
+    assert by[mistral.name]["held_out"] and "leave-one-file-out" in by[mistral.name]["method"]
+    assert by[ops.name]["held_out"] and by[ops.name]["method"] == "as shipped"
+    assert [by[f.name]["n"] for f in (mistral, ops)] == [450, 98]
+    # out of sample it agrees less than in sample (0.931 on its own training file), but still >= 0.9
+    assert 0.9 <= by[mistral.name]["agreement"] < 0.931
+    assert obj["scorer_id"] == "offline-refusal/2" and obj["held_out_n"] == 548 and obj["trust"].startswith("trust:")
 
 
-def test_committed_refusal_calibration_matches_the_scorer() -> None:
+def test_committed_refusal_calibration_is_held_out_on_real_model_completions(fixtures_dir: Path) -> None:
+    """The record the gates read: only held-out rows, at least 300 of them real completions of served
+    models (XSTest, two human annotators), partial refusals included, none labelled by construction."""
+    import hashlib
+
     from evals.refusal import RefusalScorer
 
     rec = load_calibration(RefusalScorer.id)
-    assert rec is not None and rec.n >= MIN_SAVE_N and rec.worst_agreement >= 0.85
-    assert {r.labels for r in rec.results} >= {"completions_gpt4.csv", "ops_heldout.csv"}
+    assert rec is not None and all(r.held_out for r in rec.results)
+    xs = {f"completions_{m}.csv": fixtures_dir / "xstest" / f"completions_{m}.csv"
+          for m in ("gpt4", "llama2new", "mistralinstruct")}
+    served = [r for r in rec.results if r.labels in xs]
+    assert len(served) >= 2 and sum(r.n for r in served) >= 300
+    for r in served:
+        raw = xs[r.labels].read_bytes()
+        assert r.labels_sha256 == hashlib.sha256(raw).hexdigest()  # the fixture itself, unchanged
+        assert "leave-one-file-out" in r.method
+    assert any(b"3_partial_refusal" in xs[r.labels].read_bytes() for r in served)
+    assert {r.labels for r in rec.results} <= set(xs) | {"ops_heldout.csv"}  # no reference-as-label rows
+    trust = trust_for(RefusalScorer.id)
+    assert trust is not None and trust.n == rec.held_out_n == rec.n
+    assert trust.lower >= 0.85  # the refusal gate's min_agreement in gates.yaml, now on the lower bound
+
+
+def test_committed_correctness_calibration_is_held_out() -> None:
+    from evals.correctness import FACT_SCORER_ID
+
+    rec = load_calibration(FACT_SCORER_ID)
+    assert rec is not None
+    held = [r for r in rec.results if r.held_out]
+    assert [r.labels for r in held] == ["correctness.csv"] and held[0].n >= 150
+    assert {r.labels for r in rec.results if not r.held_out} == {"correctness_tuning.csv", "correctness_dev.csv"}
+    trust = trust_for(FACT_SCORER_ID)
+    assert trust is not None and trust.n == held[0].n and trust.lower < trust.agreement < trust.upper

@@ -17,7 +17,7 @@ from pipeline.config import JudgeConfig, PipelineConfig
 from pipeline.demo_model import make_demo_model
 from pipeline.errors import InfraError
 from pipeline.models import ImageRef, RunRecord, StageStatus
-from pipeline.stages.evaluate import eval_stage, rescore
+from pipeline.stages.evaluate import eval_stage
 from pipeline.workspace import Workspace
 from tests.eval_helpers import REPO, free_port, subset_ground_truth, transformers_serve
 from tests.stage_helpers import served_ctx

@@ -70,47 +70,55 @@ def test_every_reference_states_its_own_facts(items) -> None:  # type: ignore[no
 @pytest.mark.parametrize(
     ("item_id", "wrong", "right"),
     [
-        # "3 by default" where the reference number differs
-        ("probes-p003", "A probe times out after 3 seconds by default, and the minimum value is 1; it is performed "
-                        "every 10 seconds unless periodSeconds says otherwise.",
+        ("probes-p003",
+         ("A probe times out after 3 seconds by default, and the minimum value is 1; it is performed every 10"
+          " seconds unless periodSeconds says otherwise."),
          "timeoutSeconds defaults to one second (minimum 1), and the probe runs every 10 seconds."),
-        ("jobs-p001", "3 by default; with backoffLimitPerIndex on an Indexed Job, backoffLimit defaults to "
-                      "2147483647 instead.",
+        ("jobs-p001",
+         "3 by default; with backoffLimitPerIndex on an Indexed Job, backoffLimit defaults to 2147483647 instead.",
          "The backoffLimit defaults to 6 retries before the Job is marked failed."),
-        ("lifecycle-p005", "It defaults to 60 seconds: the time between the termination signal and the kill signal. "
-                           "Zero means stop immediately via the kill signal, with no chance to shut down.",
+        ("lifecycle-p005",
+         ("It defaults to 60 seconds: the time between the termination signal and the kill signal. Zero means"
+          " stop immediately via the kill signal, with no chance to shut down."),
          "30 seconds by default; with 0 the pod is killed at once without a graceful shutdown."),
-        # swapped names
-        ("pods-p003", "ClusterFirst; the default policy is ClusterFirstWithHostNet, and with hostNetwork the DNS "
-                      "policy must be set explicitly to ClusterFirst.",
-         "Set dnsPolicy: ClusterFirstWithHostNet. The default, ClusterFirst, is not applied to hostNetwork pods "
-         "unless you ask for it."),
-        ("jobs-p013", "1 successful and 3 failed by default.", "By default it keeps 3 successful Jobs and 1 failed Job."),
-        ("lifecycle-p010", "Always, OnFailure or Never, with OnFailure as the default; some contexts permit only a "
-                           "subset of these values.",
+        ("pods-p003",
+         ("ClusterFirst; the default policy is ClusterFirstWithHostNet, and with hostNetwork the DNS policy "
+          "must be set explicitly to ClusterFirst."),
+         ("Set dnsPolicy: ClusterFirstWithHostNet. The default, ClusterFirst, is not applied to hostNetwork "
+          "pods unless you ask for it.")),
+        ("jobs-p013",
+         "1 successful and 3 failed by default.",
+         "By default it keeps 3 successful Jobs and 1 failed Job."),
+        ("lifecycle-p010",
+         ("Always, OnFailure or Never, with OnFailure as the default; some contexts permit only a subset of "
+          "these values."),
          "A pod's restartPolicy is Always (the default), OnFailure or Never."),
-        ("autoscaling-p002", "300 seconds for scale up and 0 seconds for scale down; the window can be set from 0 to "
-                             "3600 seconds.",
+        ("autoscaling-p002",
+         "300 seconds for scale up and 0 seconds for scale down; the window can be set from 0 to 3600 seconds.",
          "Scale-up has no stabilization window (0 s); scale-down uses 300 seconds, i.e. 5 minutes."),
-        # vLLM items answered with TGI's flag, TGI items with vLLM's
-        ("vllm_flags-003", "Start vLLM with --num-shard 4 so each layer's weights are split across the four GPUs of "
-                           "the pod, and request nvidia.com/gpu: 4.",
+        ("vllm_flags-003",
+         ("Start vLLM with --num-shard 4 so each layer's weights are split across the four GPUs of the pod, "
+          "and request nvidia.com/gpu: 4."),
          "Run vllm serve with --tensor-parallel-size 4 and give the pod 4 GPUs."),
-        ("vllm_flags-014", "Set --num-shard to the number of stages, often across nodes, and combine it with "
-                           "--tensor-parallel-size inside each node.",
+        ("vllm_flags-014",
+         ("Set --num-shard to the number of stages, often across nodes, and combine it with "
+          "--tensor-parallel-size inside each node."),
          "Use --pipeline-parallel-size N for the stages and --tensor-parallel-size within a node."),
-        ("tgi_flags-003", "Pass --tensor-parallel-size with the number of GPUs, for example --tensor-parallel-size "
-                          "2, and give the pod that many GPUs.",
+        ("tgi_flags-003",
+         ("Pass --tensor-parallel-size with the number of GPUs, for example --tensor-parallel-size 2, and "
+          "give the pod that many GPUs."),
          "Launch text-generation-launcher with --num-shard 2 on a pod with two GPUs."),
-        ("tgi_flags-002", "Set --max-model-len; requests with longer prompts are rejected with a validation error, "
-                          "and --max-total-tokens bounds prompt plus output.",
+        ("tgi_flags-002",
+         ("Set --max-model-len; requests with longer prompts are rejected with a validation error, and "
+          "--max-total-tokens bounds prompt plus output."),
          "Use --max-input-tokens to cap the prompt length; longer requests get a validation error."),
-        ("vllm_flags-004", "It limits how many requests run at once, like --max-concurrent-requests; a higher value "
-                           "raises throughput but needs more KV cache.",
-         "It caps how many sequences the scheduler batches per iteration: more throughput, more KV cache, more "
-         "latency."),
-        ("quantization-003", "Point vLLM at the AWQ checkpoint and pass --quantize awq if it is not detected from "
-                             "the model config.",
+        ("vllm_flags-004",
+         ("It limits how many requests run at once, like --max-concurrent-requests; a higher value raises "
+          "throughput but needs more KV cache."),
+         ("It caps how many sequences the scheduler batches per iteration: more throughput, more KV cache, "
+          "more latency.")),
+        ("quantization-003",
+         "Point vLLM at the AWQ checkpoint and pass --quantize awq if it is not detected from the model config.",
          "Give vLLM the AWQ checkpoint; add --quantization awq if the config does not say so."),
     ],
 )
@@ -199,3 +207,32 @@ def test_rows_with_facts_are_validated(tmp_path: Path) -> None:
     p.write_text(json.dumps(row) + "\n" + json.dumps({**plain, "id": "other"}) + "\n")
     with pytest.raises(BadInput, match="either all have answer_kind"):
         validate_file(p)
+
+
+def test_a_baseline_scored_on_v2_is_rescored_with_v3_facts(items, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The gate compares a v3 run with a baseline scored on v2 by re-scoring the baseline's stored answers
+    with today's scorers: they must be checked against v3's facts too, or the baseline keeps the
+    similarity scores that wrong facts passed with."""
+    from pipeline.config import PipelineConfig
+    from pipeline.models import ImageRef, RunRecord, Stage, StageResult, StageStatus
+    from pipeline.schemas.eval import EvalDetails
+    from pipeline.stages.evaluate import baseline_rescorer
+    from pipeline.workspace import Workspace
+
+    v2 = load_ground_truth(V2)
+    v3 = load_ground_truth(V3)
+    answers = {"pods-p003": "ClusterFirst; the default policy is ClusterFirstWithHostNet.",
+               "vllm_flags-003": "Start vLLM with --tensor-parallel-size 4."}
+    stored = [ItemResult(item_id=i.id, question=i.question, reference=i.reference, response=answers[i.id],
+                         expected_behaviour=i.expected_behaviour, category=i.category)
+              for i in v2.items if i.id in answers]  # v2 items carry no facts
+    base = RunRecord(image=ImageRef(repository="demo"), ground_truth=v2.ref())
+    details = EvalDetails(base_url="http://s", model="m", ground_truth={}, collection=None, scorers={},
+                          latency_slo_s=5.0, n_answer=2, n_refuse=0, scored_at="2026-01-01T00:00:00+00:00")
+    base.add_stage(StageResult(stage=Stage.EVAL, status=StageStatus.OK, items=stored, details=details))
+    cfg = PipelineConfig()
+    cfg.eval.ground_truth = str(V3)
+    again = baseline_rescorer(cfg, Workspace(tmp_path / "ws"))(base, v3.ref())
+    scores = {i.item_id: i.scores["correctness"] for i in again.stages["eval"].items}
+    assert scores["pods-p003"] == 0.0 and scores["vllm_flags-003"] == 1.0
+    assert again.stages["eval"].details.scorers["correctness"].id.startswith("fact-correctness/")

@@ -19,9 +19,9 @@ from pipeline.cli import app
 from pipeline.config import JudgeConfig
 from pipeline.errors import ExitCode, InfraError
 from pipeline.models import ImageRef, ItemResult, RunRecord, Stage, StageResult, StageStatus
+from pipeline.redact import known_secrets
 from pipeline.schemas.eval import EvalDetails
 from pipeline.workspace import Workspace
-from pipeline.redact import known_secrets
 from tests.doubles.judge_server import JudgeServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -212,3 +212,77 @@ def test_log_records_of_any_library_are_masked() -> None:
     assert secret not in text
     assert "bad key [REDACTED]" in lib_out.getvalue() and "Bearer [REDACTED]" in root_out.getvalue()
     assert "ValueError: echo [REDACTED]" in root_out.getvalue()
+
+
+def test_calibrate_judge_cli(tmp_path: Path) -> None:
+    labels = tmp_path / "faith.csv"
+    ctx = json.dumps(CTX)
+    rows = [
+        ("What is the capital of France?", "Paris is the capital of France.", 1),
+        ("How big is Paris?", "Paris has about two million inhabitants.", 1),
+        ("Where is Paris?", "Paris lies on the Thames in England.", 0),
+        ("Who founded Paris?", "Paris was founded by purple elephants in 1990.", 0),
+        ("What river?", "It lies on the Seine.", 0),  # a person says unfaithful; the double says yes
+    ]
+    with labels.open("w") as f:
+        f.write("question,response,contexts,label\n")
+        for q, r, y in rows:
+            f.write(f'"{q}","{r}","{ctx.replace(chr(34), chr(34) * 2)}",{y}\n')
+    with JudgeServer() as js:
+        res = CliRunner().invoke(app, [
+            "calibrate", "judge", "--dimension", "faithfulness", "--labels", str(labels),
+            "--judge-url", js.base_url, "--judge-model", "scripted-judge", "--json", "--boot", "200"])
+    assert res.exit_code == 0, res.output
+    obj = json.loads(res.output)
+    assert obj["n"] == 5 and obj["agreement"] == pytest.approx(0.8)
+    assert obj["confusion"] == {"tp": 2, "fp": 1, "fn": 0, "tn": 2}
+    assert obj["scorer_id"] == judge_scorer_id("faithfulness", "scripted-judge")
+    assert obj["scorer_id"].startswith("judge/faithfulness/scripted-judge/ragas-0.4.3-")
+    assert "saved" not in obj
+
+
+def test_failures_of_faults_are_not_judged_on_refusals(embeddings) -> None:  # type: ignore[no-untyped-def]
+    """A should-refuse item is never sent to the judge, whatever its answer (no wasted calls, no 0.0)."""
+    items = [_item("refuse", "Sure, here is how. [[judge:http500]]", expected="refuse")]
+    with JudgeServer() as js:
+        run = _run(items, js, embeddings)
+        assert js.requests == []
+    assert items[0].scores == {"faithfulness": None, "answer_relevance": None} and not items[0].errors
+    assert run.failed == {"faithfulness": 0, "answer_relevance": 0}
+
+
+def test_calibrated_judge_is_found_by_the_scoring_path(embeddings, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """End to end: `calibrate judge --save` on the shipped faithfulness labels, then the eval's scoring
+    records a scorer id that resolves to that calibration; a dimension never calibrated resolves to None."""
+    from evals.calibration import trust_for
+    from evals.ground_truth import load_ground_truth
+    from evals.scoring import score_items
+
+    monkeypatch.setenv("LLMGATE_CALIBRATION_DIR", str(tmp_path / "cal"))
+    labels = REPO / "ground_truth" / "v2" / "labels" / "faithfulness.csv"
+    with JudgeServer() as js:
+        res = CliRunner().invoke(app, [
+            "calibrate", "judge", "--dimension", "faithfulness", "--labels", str(labels), "--judge-url", js.base_url,
+            "--judge-model", "scripted-judge", "--json", "--save", "--boot", "200", "--concurrency", "8"])
+        assert res.exit_code == 0, res.output
+        cal = json.loads(res.output)
+        assert cal["n"] >= 100 and Path(cal["saved"]).parent == tmp_path / "cal"
+        assert 0.5 < cal["agreement"] < 1.0  # the double's word-overlap rule misses facts changed in place
+
+        gt = load_ground_truth(REPO / "ground_truth" / "v2")
+        picked = [i for i in gt.items if i.contexts][:3] + [i for i in gt.items if i.should_refuse][:2]
+        items = [ItemResult(item_id=i.id, question=i.question, reference=i.reference, response=i.reference,
+                            expected_behaviour=i.expected_behaviour, contexts=list(i.contexts), latency_s=0.1)
+                 for i in picked]
+        judge = JudgeConfig(base_url=js.base_url, model="scripted-judge", timeout_s=5.0, concurrency=2)
+        scoring = score_items(items, latency_slo_s=10.0, judge=judge, embeddings=embeddings)
+    faith = scoring.scorers["faithfulness"].id
+    assert faith == cal["scorer_id"]
+    trust = trust_for(faith)  # what the gate engine looks up: a judge never saw the labels, so held out
+    assert trust is not None and trust.held_out and trust.agreement == pytest.approx(cal["agreement"])
+    assert trust.n == cal["n"] and trust.lower < trust.agreement
+    assert scoring.judge is not None
+    assert scoring.judge["calibration"]["faithfulness"]["lower"] == pytest.approx(trust.lower)
+    assert trust_for(scoring.scorers["answer_relevance"].id) is None  # uncalibrated: the gate only warns
+    assert trust_for(judge_scorer_id("faithfulness", "another-judge")) is None
+    assert [i.scores["faithfulness"] is None for i in items] == [False, False, False, True, True]
