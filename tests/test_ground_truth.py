@@ -297,3 +297,13 @@ def test_v3_correctness_labels() -> None:
             assert 0.35 <= n1 / len(rows) <= 0.65
         else:
             assert keys <= seen
+
+
+def test_cli_check_names_v3_sha_and_fact_items() -> None:
+    gt = load_ground_truth(V3)
+    ok = subprocess.run([sys.executable, "-m", "pipeline", "ground-truth", "check", str(V3)], check=False,
+                        capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    out = ok.stdout.replace("\n", "")
+    n_facts = sum(i.answer_kind == "facts" for i in gt.items)
+    assert gt.sha256 in out and f"{n_facts} scored on their facts" in out and gt.sha256 != load_ground_truth(V2).sha256
