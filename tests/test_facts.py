@@ -236,3 +236,13 @@ def test_a_baseline_scored_on_v2_is_rescored_with_v3_facts(items, tmp_path: Path
     scores = {i.item_id: i.scores["correctness"] for i in again.stages["eval"].items}
     assert scores["pods-p003"] == 0.0 and scores["vllm_flags-003"] == 1.0
     assert again.stages["eval"].details.scorers["correctness"].id.startswith("fact-correctness/")
+
+
+def test_collected_items_carry_their_kind_and_facts(items) -> None:  # type: ignore[no-untyped-def]
+    """What the eval stage stores per item is enough to rescore it later without the ground truth."""
+    from evals.collect import _blank
+
+    stored = ItemResult.model_validate_json(_blank(items["pods-p003"]).model_dump_json())
+    assert stored.answer_kind == "facts" and stored.facts == list(items["pods-p003"].facts)
+    check = check_facts(stored.facts, "ClusterFirst; the default policy is ClusterFirstWithHostNet.")
+    assert check.score == 0.0
