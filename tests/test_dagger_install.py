@@ -106,6 +106,28 @@ def test_the_installed_module_registers_its_functions(installed: Installed):
     assert typedef.calls("withConstructor"), "no constructor registered (the source directory argument)"
 
 
+def test_the_installed_module_runs_every_step_of_the_plan(installed: Installed, tmp_path: Path):
+    """`dagger call run` once more, recorded on the wire, with the module as the runtime installed it (the
+    engine's SDK copy, llmgate without extras): the constructor, then `run`, through every step."""
+    from pipeline import ci_plan
+    from pipeline.orchestrate.plan import DAGGER
+    from tests.test_dagger_module import ModuleRuntime, record_run
+
+    inst = installed.install
+    assert inst.ok, inst.output[-3000:]
+    entrypoint = inst.venv / "runtime"
+    entrypoint.write_text(rt.RUNTIME_ENTRYPOINT)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(inst.venv), **rt.runtime_env(rt.ModuleConfig.read(), inst.module_source)}
+    runtime = ModuleRuntime(argv=(str(inst.python), str(entrypoint)), cwd=inst.module_source, env=tuple(env.items()))
+    rec = record_run(tmp_path, runtime=runtime, exits={"gate": 1, "export": 1}, target="production")
+    assert rec.runtime.returncode == 0 and rec.run.error is None, rec.runtime.stderr[-4000:]
+    runs = [ctx.argv for ctx in rec.stage_execs() if ctx.argv[3] == "run"]
+    only = [[a[i + 1] for i, x in enumerate(a) if x == "--only"] for a in runs]
+    assert only == [s.stages for s in ci_plan.segments(promote=False)]
+    assert [s for seg in only for s in seg] == [str(s.stage) for s in DAGGER.steps if not s.on_request]
+    assert rec.llmgate_verbs()[0] == "new-run" and rec.llmgate_verbs()[-1] == "export"
+
+
 def test_a_dagger_io_pin_reachable_from_the_module_breaks_the_install(tmp_path: Path):
     """What the reproduction guards against: llmgate pinning dagger-io again, as it did."""
     pyproject = (REPO / "pyproject.toml").read_text()
