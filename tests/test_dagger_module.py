@@ -462,6 +462,12 @@ def test_server_is_started_once_with_all_gpus_right_before_the_segment_that_boot
     assert len(starts) == 1 and len(stops) == 1, kinds  # started once, never just-in-time per exec
     assert [k[1] for k in kinds[starts[0] + 1:stops[0]]] == ["run boot,bench,eval"]
     assert kinds[starts[0] - 1] == ("exec", "run build,leak,scan,sign")  # not before the supply-chain checks
+    # Before anything is built, one container with every GPU asks the engine whether it has any.
+    events = recorded.engine.events
+    (probe,) = [e for e in recorded.engine.execs if e.detail["ctx"].argv == ["true"]]
+    assert "experimentalWithAllGPUs" in [o.field for o in probe.obj.chain()]
+    assert ci_plan.INVOCATION_ENV in probe.detail["ctx"].env  # never answered from the cache
+    assert events.index(probe) < min(i for i, e in enumerate(events) if e.kind in ("build", "publish"))
 
 
 def test_secrets_travel_only_as_secret_ids(recorded: Recorded):

@@ -246,7 +246,9 @@ class Llmgate:
         """A container with every GPU runs `true`, or the engine cannot give GPUs: a clear error, not an
         engine error deep inside the run."""
         probe = (dag.container().from_(ci_plan.pinned(base_image, where="tool_base"))
-                 .experimental_with_all_gp_us().with_exec(["true"]))
+                 .experimental_with_all_gp_us()
+                 .with_env_variable(ci_plan.INVOCATION_ENV, uuid.uuid4().hex)  # asked of this engine, not a cache
+                 .with_exec(["true"]))
         try:
             await probe.sync()
         except dagger.QueryError as exc:
