@@ -1,7 +1,7 @@
 """The one Runner: runs the steps of a plan on one run record, and is the only thing that records.
 
 Every way of running a stage goes through here: `llmgate run` (the whole plan), `llmgate stage NAME`
-and the per-stage commands (one step), and the Dagger module (one `llmgate stage` per step). For
+and the per-stage commands (one step), and the Dagger module (`llmgate run --run ID --only …` per segment). For
 each step the runner:
 
 - checks that the steps it needs have results, and gives it a server when it talks to one (the boot
