@@ -18,7 +18,9 @@ fails here first. The project venv cannot show it: it has PyPI's dagger-io, vers
   (sdk/python/runtime/images/uv/Dockerfile), `UV_LINK_MODE=copy`, `UV_NATIVE_TLS=1`; in the module
   source directory, without a `uv.lock` or `requirements.lock` there: `uv pip install -e ./sdk -e .`,
   then `uv pip check`. The runtime installs into the base image's Python (`UV_SYSTEM_PYTHON=1`,
-  python:<requires-python>-slim); here into a fresh virtual environment of this Python.
+  python:<requires-python>-slim); here into a fresh virtual environment of this Python. The runtime's
+  `UV_COMPILE_BYTECODE=1` is left out: it compiles what was installed, changes nothing uv resolves, and
+  takes several times as long as the install itself.
 - The entrypoint (sdk/python/runtime/template/runtime.py): `dagger.mod.cli.app`, which finds the
   main object through the `dagger.mod` entry point, with `DAGGER_MODULE`,
   `DAGGER_DEFAULT_PYTHON_PACKAGE` and `DAGGER_MAIN_OBJECT` set (main.go `WithSource`).
