@@ -51,10 +51,10 @@ def run_cmd(
     """Build, push, check, sign, boot, measure, score, gate, attest and report one release.
 
     Exit codes: 0 every required gate passed, 1 a gate failed, 2 bad input/config, 3 infrastructure failure.
-    With --only, a run whose gates have not run yet exits 0 when its steps did not fail.
+    Some steps only: exit 0 when they did not fail and the gates have not run yet. The dagger plan measures
+    an image and a server started elsewhere (Dagger's; or by hand).
 
-    Examples: llmgate run --model-dir .llmgate/models/demo-v2 --tag demo-good
-              llmgate run --plan dagger --image reg.example.com/llm@sha256:… --model-dir /models --server-url http://llm:8000
+    Example: llmgate run --model-dir .llmgate/models/demo-v2 --tag demo-good
     """
     from pipeline.models import Decision
     from pipeline.orchestrate.runner import exit_code_for
@@ -83,7 +83,7 @@ def run_cmd(
         runner.check_skip(skip or ())  # before the run is created: a refused option leaves no record behind
         if only is not None:
             runner.check_stages(only, where="--only")
-        run = runner.create(tag=tag or (ref.tag if ref else None), image=ref, model_dir=model_dir)
+        run = runner.create(tag=tag if tag is not None else (ref.tag if ref else None), image=ref, model_dir=model_dir)
     runner.run(run, skip=skip or (), only=only)
     run_dir = state.workspace().run_dir(run.run_id)
     if run.gates or run.decision is not Decision.PENDING:
