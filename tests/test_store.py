@@ -355,7 +355,7 @@ def test_runners_writing_one_store_at_once_all_land(store_url):
 
 def test_gate_baseline_is_chosen_from_the_store(store_url):
     """The gate engine's baseline query (last promoted run of the target, on the same ground truth)
-    against a real store: the newest promoted run on this ground truth, not a newer one on another."""
+    against a real store: the most recently promoted run on this ground truth, not a newer one on another."""
     from pipeline.gates.baseline import BaselineKind, find_baseline
 
     store = Store(store_url)
@@ -365,7 +365,8 @@ def test_gate_baseline_is_chosen_from_the_store(store_url):
     newer = _run("c", D2, at=T0 + timedelta(days=1))
     for run, gt, minutes in ((old, gt1, 10), (older, gt1, 5), (newer, gt2, 20)):
         run.ground_truth = gt
-        run.promotion = PromotionRecord(target="prod", digest=run.image.digest, mode="gitops", outcome="promoted")
+        run.promotion = PromotionRecord(target="prod", digest=run.image.digest, mode="gitops", outcome="promoted",
+                                        at=T0 + timedelta(minutes=minutes))
         run.updated_at = T0 + timedelta(minutes=minutes)
         store.save(run)
     blocked = _run("d", D2, at=T0 + timedelta(days=2))
@@ -382,3 +383,26 @@ def test_gate_baseline_is_chosen_from_the_store(store_url):
     assert base.kind is BaselineKind.INCOMPARABLE and not base.items_comparable
     elsewhere = candidate.model_copy(update={"target": "staging"})
     assert find_baseline(elsewhere, store, rescore=None).kind is BaselineKind.NONE
+
+
+def test_regating_an_older_promoted_run_never_makes_it_the_baseline(store_url):
+    """#26 C: the target serves the run promoted last. Saving an older promoted run again (as `gate --run`
+    does, which moves its updated_at) must not make it the baseline of new runs; the audit trail's
+    promotion time decides, and a rollback (a newer promotion of the older run) does make it the baseline."""
+    store = Store(store_url)
+    gt = GroundTruthRef(version="v1", sha256="1" * 64, n_items=1)
+    first, second = _run("a", D1, at=T0), _run("b", D2, at=T0 + timedelta(days=1))
+    for run, day in ((first, 1), (second, 2)):
+        run.ground_truth = gt
+        run.promotion = PromotionRecord(target="prod", digest=run.image.digest, mode="gitops", outcome="promoted",
+                                        at=T0 + timedelta(days=day))
+        store.save(run)
+        store.record_promotion(run.promotion, run.run_id)
+    assert store.last_promoted("prod").run_id == second.run_id
+    first.updated_at = T0 + timedelta(days=30)  # re-gated long after
+    store.save(first)
+    assert store.last_promoted("prod").run_id == second.run_id
+    assert store.last_promoted("prod", ground_truth_version="v1").run_id == second.run_id
+    store.record_promotion(PromotionRecord(target="prod", digest=D1, mode="gitops", outcome="promoted",
+                                           at=T0 + timedelta(days=3)), first.run_id)  # rollback to it
+    assert store.last_promoted("prod").run_id == first.run_id

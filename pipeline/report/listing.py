@@ -23,7 +23,7 @@ from pipeline.promote.backend import TargetStatus as LiveTargetStatus
 from pipeline.redact import redact, redact_text
 from pipeline.report.units import fmt_value, unit_of
 from pipeline.report.verdict_table import DECISION_STYLE, STYLE, verdict_table
-from pipeline.report.views import scan_not_run, short_digest
+from pipeline.report.views import Serving, is_serving, scan_not_run, short_digest
 from pipeline.store import RunSummary, Store
 from pipeline.store import TargetStatus as StoreTargetStatus
 
@@ -73,28 +73,28 @@ class RunRow(_View):
     image_digest: str | None
     model_digest: str | None
     promoted: bool  # this run was promoted to its target
-    serving: bool  # its image is what the target serves now (the newest promotion there)
+    serving: bool  # its release (image and model) is what the target serves now (the newest promotion there)
 
 
-def run_rows(runs: list[RunRecord], serving: dict[str, str]) -> list[RunRow]:
+def run_rows(runs: list[RunRecord], serving: Serving) -> list[RunRow]:
     return [
         RunRow(run_id=r.run_id, tag=redact_text(r.image.tag) if r.image.tag else None, target=r.target,
                created_at=r.created_at, decision=r.decision.value, reason=redact_text(r.decision_reason),
                image=redact_text(r.image.repository), image_digest=r.image.digest,
                model_digest=r.model.digest if r.model else None,
                promoted=r.promotion is not None and r.promotion.outcome == "promoted",
-               serving=bool(r.image.digest) and serving.get(r.target) == r.image.digest)
+               serving=is_serving(serving, r.target, r.image.digest, r.model.digest if r.model else None))
         for r in runs
     ]
 
 
-def serving_from_store(store: Store, targets: set[str]) -> dict[str, str]:
-    """Per target, the digest the store says is promoted there now (`Store.target_status`)."""
-    out = {}
+def serving_from_store(store: Store, targets: set[str]) -> Serving:
+    """Per target, the release pair the store says is promoted there now (`Store.target_status`)."""
+    out: Serving = {}
     for t in sorted(targets):
         st = store.target_status(t)
         if st is not None and st.digest:
-            out[t] = st.digest
+            out[t] = (st.digest, st.model_digest)
     return out
 
 
@@ -338,7 +338,10 @@ class StatusView(_View):
     since: datetime | None
     who: str | None
     mode: str | None
+    verdict_run_id: str | None  # the signed verdict that authorised the release: its run and gate time
+    verdict_at: datetime | None
     previous_digest: str | None
+    previous_model_digest: str | None
     last_attempt: dict[str, Any] | None
     last_attempt_run_id: str | None
     lock: str | None
@@ -347,8 +350,8 @@ class StatusView(_View):
 
 def status_view(target: str, st: StoreTargetStatus | None, store: Store,
                 live: LiveTargetStatus | None = None) -> StatusView:
-    model = None
-    if st is not None and st.run_id:
+    model = st.model_digest if st is not None else None
+    if st is not None and st.run_id and model is None:  # audit rows from before promotions named the model
         try:
             rec = store.get(st.run_id)
             model = rec.model.digest if rec.model else None
@@ -361,15 +364,18 @@ def status_view(target: str, st: StoreTargetStatus | None, store: Store,
                                model_digest=live.model_digest, phase=redact_text(live.phase), in_flight=live.in_flight,
                                message=redact_text(live.message), revision=live.revision,
                                matches_store=None if st is None or st.digest is None or live_digest is None
-                               else live_digest == st.digest)
+                               else live_digest == st.digest and (st.model_digest is None
+                                                                  or live.model_digest == st.model_digest))
     if st is None:
         return StatusView(target=target, promoted_digest=None, model_digest=None, run_id=None, tag=None, since=None,
-                          who=None, mode=None, previous_digest=None, last_attempt=None, last_attempt_run_id=None,
-                          lock=None, live=live_view)
+                          who=None, mode=None, verdict_run_id=None, verdict_at=None, previous_digest=None,
+                          previous_model_digest=None, last_attempt=None, last_attempt_run_id=None, lock=None,
+                          live=live_view)
     return StatusView(
         target=target, promoted_digest=st.digest, model_digest=model, run_id=st.run_id,
         tag=redact_text(st.tag) if st.tag else None, since=st.since, who=redact_text(st.who) if st.who else None,
-        mode=st.mode, previous_digest=st.previous_digest,
+        mode=st.mode, verdict_run_id=st.verdict_run_id, verdict_at=st.verdict_at, previous_digest=st.previous_digest,
+        previous_model_digest=st.previous_model_digest,
         last_attempt=redact(st.last_attempt.model_dump(mode="json")) if st.last_attempt else None,
         last_attempt_run_id=st.last_attempt_run_id, lock=redact_text(st.lock.describe()) if st.lock else None,
         live=live_view,
@@ -387,8 +393,13 @@ def status_renderable(v: StatusView) -> RenderableType:
         t.add_row(Text("since"), Text(f"{_ago(v.since)} UTC" if v.since else "-"))
         t.add_row(Text("by run"), Text(f"{v.run_id or '-'}" + (f" (tag {v.tag})" if v.tag else "")
                                        + (f", {v.who}" if v.who else "") + (f", via {v.mode}" if v.mode else "")))
+        t.add_row(Text("authorised by"), Text(f"signed verdict of run {v.verdict_run_id}, gated {v.verdict_at:%Y-%m-%d %H:%M:%S} UTC"
+                                              if v.verdict_run_id and v.verdict_at else
+                                              f"signed verdict of run {v.verdict_run_id}" if v.verdict_run_id else
+                                              "(not recorded: promoted before verdicts were named)"))
         if v.previous_digest:
-            t.add_row(Text("previous"), Text(v.previous_digest))
+            t.add_row(Text("previous"), Text(v.previous_digest + (f", model {v.previous_model_digest}"
+                                                                  if v.previous_model_digest else "")))
     else:
         t.add_row(Text("serves"), Text("nothing promoted yet" if v.last_attempt else "no promotion recorded",
                                        style="yellow"))
@@ -408,6 +419,6 @@ def status_renderable(v: StatusView) -> RenderableType:
         if lv.message:
             t.add_row(Text("message"), Text(lv.message))
         if lv.matches_store is False:
-            t.add_row(Text("mismatch"), Text("the target runs another image than the store's last promotion",
-                                             style="bold red"))
+            t.add_row(Text("mismatch"), Text("the target runs another release (image or model) than the store's last "
+                                             "promotion", style="bold red"))
     return Group(Text.assemble(("target ", "bold"), (v.target, "bold")), t)
