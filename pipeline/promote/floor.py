@@ -65,8 +65,10 @@ class PolicyFloor:
 
     def _content(self, policy: PolicyIdentity) -> _Loaded | None:
         """The verdict's policy content, from the file it names, if that file has exactly its digest."""
-        name = Path(policy.name)
-        candidates = [name] if name.is_absolute() else [self.target.root / name, name]
+        candidates: list[Path] = []
+        for given in [*policy.files[:1], policy.name]:  # the top file as it was given, then its name
+            path = Path(given)
+            candidates += [path] if path.is_absolute() else [self.target.root / path, path]
         for candidate in dict.fromkeys(candidates):
             try:
                 got = _load(candidate)
