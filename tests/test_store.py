@@ -406,3 +406,27 @@ def test_regating_an_older_promoted_run_never_makes_it_the_baseline(store_url):
     store.record_promotion(PromotionRecord(target="prod", digest=D1, mode="gitops", outcome="promoted",
                                            at=T0 + timedelta(days=3)), first.run_id)  # rollback to it
     assert store.last_promoted("prod").run_id == first.run_id
+
+
+def test_a_run_gated_as_a_first_release_stays_one_when_gated_again(store_url):
+    """#26 C: `gate --run <an older promoted run>` compares it with nothing newer: it was its target's first
+    release when it was gated, so it stays one (and keeps its decision), however many releases came after."""
+    from pipeline.gates.baseline import BaselineKind, find_baseline
+    from pipeline.schemas.gate import BaselineInfo, GateDetails
+
+    store = Store(store_url)
+    gt = GroundTruthRef(version="v1", sha256="1" * 64, n_items=1)
+    first, later = _run("a", D1, at=T0), _run("b", D2, at=T0 + timedelta(days=1))
+    first.ground_truth = later.ground_truth = gt
+    first.add_stage(StageResult(stage="gate", status=StageStatus.OK, details=GateDetails(
+        policy_name="gates.yaml", policy_files=["gates.yaml"], policy_sha256="a" * 64, decision="pass", reason="",
+        baseline=BaselineInfo(kind=BaselineKind.NONE.value, reason="first release"))))
+    for run, day in ((first, 1), (later, 2)):
+        run.promotion = PromotionRecord(target="prod", digest=run.image.digest, mode="gitops", outcome="promoted",
+                                        at=T0 + timedelta(days=day))
+        store.save(run)
+    regated = find_baseline(store.get(first.run_id), store, rescore=None)
+    assert regated.kind is BaselineKind.NONE and regated.run is None
+    fresh = _run("c", D2, decision=Decision.PENDING, at=T0 + timedelta(days=3))
+    fresh.ground_truth = gt
+    assert find_baseline(fresh, store, rescore=None).run_id == later.run_id
