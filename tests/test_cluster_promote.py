@@ -230,6 +230,6 @@ def test_the_api_server_refuses_a_patch_when_the_fence_moved_since_it_was_read(c
     with pytest.raises(PatchRefused, match="test failed"):
         backend(kube, timeout_s=600).promote("canary", NEW, NEW_MODEL, EVIDENCE, fence=FakeFence(4, race))
     assert api.image(NS, "llmgate-server") == OLD
-    body = [b for p, _, b in patches(api) if isinstance(b, list)][0]
+    body = next(b for _, _, b in patches(api) if isinstance(b, list))
     assert body[0] == {"op": "test", "path": FENCE_PATH, "value": "3"}
     assert body[-1] == {"op": "replace", "path": FENCE_PATH, "value": "4"}

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from sqlalchemy import text
 
 from pipeline.errors import ExitCode
