@@ -224,3 +224,18 @@ def test_a_weights_only_release_is_named_by_status_and_marked_serving_by_its_pai
     rows = {r["run_id"]: r for r in json.loads(text)["runs"]}
     assert rows[new.run_id]["serving"] and not rows[first.run_id]["serving"] and rows[first.run_id]["promoted"]
     assert not rows[blocked.run_id]["serving"]
+    code, text = invoke([*base, "history", "--target", "canary", "--json"])
+    serving = json.loads(text)["serving"]
+    assert (serving["model_digest"], serving["verdict_run_id"]) == ("sha256:" + "b" * 64, new.run_id)
+
+
+def test_history_of_a_target_names_the_verdict_that_authorised_what_it_serves(demo) -> None:  # type: ignore[no-untyped-def]
+    base, _, good, degraded = demo
+    code, text = invoke([*base, "history", "--target", "canary", "--json"])
+    doc = json.loads(text)
+    assert code == 0 and doc["serving"]["image_digest"] == good.image.digest
+    assert doc["serving"]["verdict_run_id"] is None  # the demo's promotion predates naming verdicts: said so
+    code, text = invoke([*base, "history", "--target", "canary"])
+    assert "promoted before verdicts were named" in " ".join(text.split())
+    row = next(line for line in text.splitlines() if good.run_id in line)
+    assert "★ serving" in row and "★ serving" not in next(line for line in text.splitlines() if degraded.run_id in line)

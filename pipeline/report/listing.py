@@ -254,11 +254,21 @@ class HistoryEntry(_View):
     gates: dict[str, dict[str, Any]]  # key gate -> {status, value, threshold}
 
 
+class ServingNote(_View):
+    """What a target serves and the signed verdict that authorised it (from the audit trail)."""
+
+    image_digest: str
+    model_digest: str | None
+    verdict_run_id: str | None
+    verdict_at: datetime | None
+
+
 class History(_View):
     tag: str | None
     target: str | None
     key_gates: list[str]
     runs: list[HistoryEntry]  # oldest first
+    serving: ServingNote | None = None  # with --target: the release it serves and the verdict behind it
 
 
 def key_gates(summaries: list[RunSummary], store: Store, n: int = 5) -> list[str]:
@@ -285,14 +295,29 @@ def history(store: Store, *, tag: str | None, target: str | None) -> History:
             gates={n: {"status": cells[n].status, "value": cells[n].value, "threshold": cells[n].threshold,
                        "unit": unit_of(sources.get(n, ""))} for n in names if n in cells},
         ))
+    serving = None
+    if target is not None:
+        st = store.target_status(target)
+        if st is not None and st.digest:
+            serving = ServingNote(image_digest=st.digest, model_digest=st.model_digest,
+                                  verdict_run_id=st.verdict_run_id, verdict_at=st.verdict_at)
     return History(tag=redact_text(tag) if tag else None, target=target, key_gates=[redact_text(n) for n in names],
-                   runs=entries)
+                   runs=entries, serving=serving)
+
+
+def _serving_caption(s: ServingNote) -> str:
+    verdict = (f"the signed verdict of run {s.verdict_run_id}" + (f", gated {s.verdict_at:%Y-%m-%d %H:%M:%S} UTC"
+                                                                 if s.verdict_at else "")
+               if s.verdict_run_id else "a verdict not recorded (promoted before verdicts were named)")
+    return (f"serves image {short_digest(s.image_digest)}, model {short_digest(s.model_digest) or '(not recorded)'}, "
+            f"authorised by {verdict}")
 
 
 def history_table(h: History) -> Table:
     what = " · ".join(p for p in (f"tag {h.tag}" if h.tag else "", f"target {h.target}" if h.target else "") if p)
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, title=Text(f"{what}: {_count(len(h.runs), 'run')}, oldest first"),
-              title_justify="left", pad_edge=False)
+              title_justify="left", pad_edge=False,
+              caption=Text(_serving_caption(h.serving)) if h.serving else None, caption_justify="left")
     for col in ("created (UTC)", "run", *([] if h.tag else ["tag"]), "decision", "promoted", "image", "model"):
         t.add_column(col, no_wrap=True)
     for name in h.key_gates:
@@ -301,7 +326,9 @@ def history_table(h: History) -> Table:
         cells: list[Text] = [Text(_ago(e.created_at)), Text(e.run_id)]
         if not h.tag:
             cells.append(Text(e.tag or "-"))
-        cells += [_decision_text(e.decision), _promoted_text(e.promoted, False),
+        serving = h.serving is not None and is_serving({e.target: (h.serving.image_digest, h.serving.model_digest)},
+                                                       e.target, e.image_digest, e.model_digest)
+        cells += [_decision_text(e.decision), _promoted_text(e.promoted, serving),
                   Text(short_digest(e.image_digest) or "-"), Text(short_digest(e.model_digest) or "-")]
         for name in h.key_gates:
             g = e.gates.get(name)
