@@ -258,3 +258,14 @@ def test_rollback_after_a_weights_only_promotion_finds_the_earlier_pair(tmp_path
     assert current is not None and previous is not None
     assert (current[0], previous[0], previous[1].model_digest) == ("r2", "r1", digest("m1"))
     assert audit.pair_text(current[1]) == f"(image {image}, model {digest('m2')})"
+
+
+def test_the_lock_lease_is_shorter_than_any_rollout_it_guards() -> None:
+    """#22 repro 8: the lease (3600 s) equalled the Rollouts timeout, so a long canary outlived its lock; now
+    it is short and renewed every third of itself by the heartbeat (tests/test_store_lock.py)."""
+    from pipeline.config import PromoteConfig
+    from pipeline.store.lock import DEFAULT_LEASE_S, HEARTBEAT_FRACTION
+
+    lease = PromoteConfig().lock_lease_s
+    assert lease == DEFAULT_LEASE_S and HEARTBEAT_FRACTION >= 2
+    assert all(lease < t.config.timeout_s for t in load_targets(SHIPPED).targets.values())

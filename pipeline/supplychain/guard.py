@@ -39,7 +39,7 @@ class TargetPolicy:
     (`pipeline.promote.trust.target_policy`)."""
 
     target: str
-    allow_local_policy: bool = True
+    allow_local_policy: bool = False  # fail closed: a target says when it accepts local policies
     accepted_policy_sha256: frozenset[str] | None = None  # None: any policy (subject to the rest)
     production: bool = False
     local_policy_sha256: frozenset[str] = frozenset()  # effective digests of the local policies
