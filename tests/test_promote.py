@@ -406,3 +406,23 @@ def test_cli_takes_run_ids_only_and_needs_an_explicit_release(env) -> None:  # t
     r = _cli(env, "promote", "--target", "canary", "--gitops-repo", str(env.gitops))
     assert r.returncode == 2 and "--run" in r.stderr  # no default: the newest run of all is never promoted
     assert env.runs_table() == before and not (env.tmp.parent / "escape").exists()
+
+
+def test_cli_promotes_to_the_target_its_configuration_declares(env) -> None:  # type: ignore[no-untyped-def]
+    """The command line names the target and how to reach it; targets.yaml (next to --config) says where it
+    is and what it trusts, and the output names the verdict and the key that authorised the move."""
+    good = env.gated("passing", env.weights("good", b"good weights"))
+    project = env.tmp / "project"
+    project.mkdir()
+    (project / "llmgate.yaml").write_text(yaml.safe_dump({"sign": {
+        "key": {"file": str(env.keys / "cosign.key")}, "public_key": str(env.keys / "cosign.pub")}}))
+    (project / "targets.yaml").write_text(yaml.safe_dump({"version": 1, "targets": {"canary": {
+        "backend": "gitops", "namespace": "llmgate-canary", "gitops": {"overlay": "manifests/overlays/canary"},
+        "accept_local_policy": True, "accept_local_key": True}}}))
+    cfg = ["--config", str(project / "llmgate.yaml")]
+    r = _cli(env, "promote", "--target", "canary", "--run", good.run_id, "--gitops-repo", str(env.gitops), *cfg)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"verdict: run {good.run_id}, gated " in r.stdout and "key: local key" in r.stdout
+    assert "branch: llmgate/promote/canary/" in r.stdout
+    r = _cli(env, "promote", "--target", "production", "--run", good.run_id, "--gitops-repo", str(env.gitops), *cfg)
+    assert r.returncode == 2 and "no target 'production'" in r.stderr  # only what the file declares
