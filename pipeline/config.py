@@ -127,7 +127,7 @@ class JudgeConfig(Section):
 
 
 class EvalConfig(Section):
-    ground_truth: str = "ground_truth/v2"
+    ground_truth: str = "ground_truth/v3"
     concurrency: Count = 4
     max_tokens: Count = 64
     request_timeout_s: Seconds = 60

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.errors import BadInput
 from pipeline.schemas import BuildDetails, GateDetails, Payload, PromoteDetails, StageDetails
+from pipeline.schemas.facts import Fact
 from pipeline.schemas.gate import GateStatus, GateVerdict  # noqa: F401  (part of the record's API)
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -155,6 +156,8 @@ class ItemResult(_Model):
     category: str = ""
     response: str | None = None
     contexts: list[str] = Field(default_factory=list)  # grounding passages; faithfulness is judged against them
+    answer_kind: str = ""  # pipeline.schemas.facts.AnswerKind from the ground truth; "" before ground truth v3
+    facts: list[Fact] = Field(default_factory=list)  # what a correct answer states (evals/facts.py checks it)
     latency_s: float | None = None
     ttft_s: float | None = None
     scores: dict[str, float | None] = Field(default_factory=dict)

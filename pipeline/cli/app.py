@@ -22,7 +22,7 @@ from typer.core import TyperArgument, TyperGroup, TyperOption
 from pipeline.cli.output import OutputConsole
 from pipeline.errors import ExitCode, LlmgateError
 from pipeline.progress import Reporter
-from pipeline.redact import redact_text
+from pipeline.redact import install_log_redaction, redact_text
 from pipeline.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -125,6 +125,7 @@ def _global(
     state.workdir = workdir
     state.store = store
     state.debug = state.debug or debug
+    install_log_redaction()  # library log lines (httpx, openai, ragas) reach stderr masked too
 
 
 _LABEL = {ExitCode.BAD_INPUT: "bad input", ExitCode.INFRA: "infrastructure", ExitCode.GATE_FAILED: "blocked"}
