@@ -33,8 +33,9 @@ SaveOpt = Annotated[
     bool,
     typer.Option("--save", help=f"Store the record for the gates (at least {MIN_SAVE_N} labelled rows in total)."),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Bootstrap seed.")]
-BootOpt = Annotated[int, typer.Option("--boot", help="Bootstrap resamples.")]
+# Refused by click (exit 2, naming the option) before any labels are read or a scorer is loaded.
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Bootstrap seed.")]
+BootOpt = Annotated[int, typer.Option("--boot", min=1, max=1_000_000, help="Bootstrap resamples.")]
 
 
 def _fmt(x: float | None) -> str:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from pipeline.cli.app import ConfigOpt, app, console, handle_errors, make_runner, out, state
+from pipeline.cli.app import ConfigOpt, app, console, handle_errors, make_runner, out, positive_seconds, state
 from pipeline.errors import BadInput, ExitCode
 
 TargetOpt = Annotated[str, typer.Option("--target", help="Environment / overlay, e.g. canary or production.")]
@@ -32,7 +32,8 @@ InClusterOpt = Annotated[bool, typer.Option("--in-cluster", help="Use the pod's 
 BackendOpt = Annotated[str, typer.Option("--backend", help="In-cluster backend.", metavar="argo-rollouts|kserve")]
 ContextOpt = Annotated[str | None, typer.Option("--context", help="kubeconfig context.")]
 NamespaceOpt = Annotated[str | None, typer.Option("--namespace", help="Namespace (default: the target's).")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait for the canary before aborting.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", callback=positive_seconds,
+                                           help="Seconds to wait for the canary before aborting.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print exactly what would change; change nothing.")]
 
 

@@ -231,6 +231,10 @@ def write_key_pair(out_dir: str | Path, password: bytes | str, *, key: ec.Ellipt
     """Write `cosign.key` (mode 0600) and `cosign.pub` into `out_dir`; refuses to overwrite either."""
     out = Path(out_dir)
     priv_path, pub_path = out / "cosign.key", out / "cosign.pub"
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:  # a file where the directory should be: nothing would be overwritten
+        what = "is not a directory" if blocker == out else f"cannot be made: {blocker} is not a directory"
+        raise BadInput(f"{what}; --out names the directory for cosign.key and cosign.pub", where=str(out))
     for p in (priv_path, pub_path):
         if p.exists() or p.is_symlink():
             raise BadInput("refusing to overwrite an existing key file", where=str(p),
