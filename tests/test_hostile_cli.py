@@ -205,7 +205,8 @@ CASES: list[Case | Any] = [
     Case("verify-key-dir", ["verify", f"r.example/x@{DIGEST}", "--key", "{w}"], 2, "{w}"),
     Case("verify-key-garbage", ["verify", f"r.example/x@{DIGEST}", "--key", "{w}/llmgate.yaml"], 2,
          "not a PEM key file"),
-    Case("keys-generate-unwritable", ["keys", "generate", "--out", "/etc/passwd/x"], 2, "cannot write key files"),
+    Case("keys-generate-unwritable", ["keys", "generate", "--out", "/etc/passwd/x"], 2,
+         "/etc/passwd is not a directory"),
     # -- export, ground truth, lint, eval options ------------------------------------------------------------------
     Case("export-unwritable", ["export", "--run", "{run}", "--out", "/etc/passwd/x"], 2, "cannot write there"),
     Case("export-no-out", ["export", "--run", "{run}"], 2, "give --out DIR"),
