@@ -328,13 +328,19 @@ def load_yaml(path: Path, *, what: str = "file") -> Any:
     except UnicodeDecodeError as exc:
         raise BadInput(f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start} cannot be decoded",
                        where=where) from exc
+    return parse_yaml(text, where=where)[1] or {}
+
+
+def parse_yaml(text: str, *, where: str) -> tuple[Node | None, Any]:
+    """The composed node (for line numbers) and the document of `text`, read by StrictLoader with the
+    alias-expansion limit; every defect is BadInput at `where` (and the line)."""
     loader = StrictLoader(text)  # a SafeLoader
     try:
         node = loader.get_single_node()
         if node is None:
-            return {}
+            return None, None
         _check_aliases(node)
-        return loader.construct_document(node) or {}
+        return node, loader.construct_document(node)
     except _AliasBomb as exc:
         raise BadInput(f"not accepted: {exc.message}", where=f"{where}:{exc.line}") from None
     except _DuplicateKey as exc:

@@ -41,12 +41,12 @@ def _refuse(path: Path, what: str, where: str | None, st: os.stat_result) -> Bad
     return BadInput(f"is {kind_of(st.st_mode)}, not a {what}; give a regular file", where=where or str(path))
 
 
-def read_regular(path: str | Path, *, what: str = "file", limit: int, where: str | None = None) -> bytes:
+def read_regular(path: str | Path, *, what: str = "file", limit: int, where: str | None = None,
+                 not_found: str = "file not found") -> bytes:
     """The bytes of the regular file at `path`, at most `limit` of them.
 
-    BadInput naming `where` (default: the path) when it is missing, not a regular file (directory, FIFO,
-    device, socket), a symlink loop, unreadable, or larger than `limit`. FileNotFoundError is kept as
-    the BadInput's cause, so a caller may treat a missing optional file differently."""
+    BadInput naming `where` (default: the path) when it is missing (`not_found`), not a regular file
+    (directory, FIFO, device, socket), a symlink loop, unreadable, or larger than `limit`."""
     p = Path(path)
     at = where or str(p)
     if not str(path):
@@ -54,7 +54,7 @@ def read_regular(path: str | Path, *, what: str = "file", limit: int, where: str
     try:
         st = os.stat(p)
     except FileNotFoundError as exc:
-        raise BadInput("file not found", where=at) from exc
+        raise BadInput(not_found, where=at) from exc
     except OSError as exc:
         raise BadInput(f"cannot read: {_why(exc)}", where=at) from exc
     if not stat.S_ISREG(st.st_mode):

@@ -119,6 +119,8 @@ def export_prometheus(
     """
     if textfile is None and pushgateway is None:
         raise BadInput("give --textfile PATH or --pushgateway URL", where="export prometheus")
+    if textfile is not None:  # replaced by rename: a device there would be replaced too
+        check_output(textfile, what="textfile", where=f"--textfile {textfile}")
     runs = state.workspace().store.runs()
     if textfile is not None:
         prometheus.write_textfile(runs, textfile)

@@ -18,6 +18,7 @@ from pipeline.cli.run_cmd import FreshOpt, ServerUrlOpt
 from pipeline.errors import ExitCode
 from pipeline.models import Decision, RunRecord, Stage, StageResult, StageStatus
 from pipeline.orchestrate.stage_check import CHECKS, check_passed, outcome
+from pipeline.regular_files import check_output
 
 manifests_app = typer.Typer(help="Deployment manifests (kustomize overlays).", no_args_is_help=True)
 app.add_typer(manifests_app, name="manifests")
@@ -236,6 +237,8 @@ def gate(
 
     Example: llmgate gate --run 3f2a9c1b7d4e --junit reports/llmgate.xml
     """
+    if junit is not None:
+        check_output(junit, what="JUnit file", where=f"--junit {junit}")  # a FIFO or a device: refused up front
     ws = state.workspace()
     run = ws.load_run(run_ref)
     runner = make_runner(config, run_plan=run.labels.get("llmgate.plan"))
