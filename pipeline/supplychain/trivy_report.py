@@ -122,7 +122,11 @@ def _bad_fields(exc: ValidationError, source: str) -> BadInput:
 def load_report(path: str | Path) -> TrivyReport:
     """Read a trivy JSON or SARIF report; any defect is a BadInput naming the file and field."""
     p = Path(path)
-    raw = read_regular(p, what="trivy report", limit=MAX_REPORT_BYTES, not_found="report not found")
+    try:
+        raw = read_regular(p, what="trivy report", limit=MAX_REPORT_BYTES, not_found="report not found")
+    except BadInput as exc:
+        raise BadInput(exc.message if exc.message == "report not found" else f"cannot read report: {exc.message}",
+                       where=str(p)) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
