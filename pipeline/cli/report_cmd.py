@@ -88,6 +88,8 @@ def summary(
     """
     if fmt != "markdown":
         raise BadInput(f"unknown format {fmt!r}; supported: markdown", where="--format")
+    if output is not None:
+        check_output(output, what="summary file", where=f"--output {output}")  # before the work, not after
     ws = state.workspace()
     rec = ws.load_run(run)
     base = None
@@ -96,8 +98,6 @@ def summary(
             base = ws.store.get(rec.baseline_run_id)
         except BadInput:
             base = None  # baseline pruned from this store: the gate verdicts still carry its values
-    if output is not None:
-        check_output(output, what="summary file", where=f"--output {output}")  # before the work, not after
     text = markdown.render_summary(rec, base, report_url=report_url)
     if output is None:
         typer.echo(text, nl=False)
