@@ -1,8 +1,8 @@
 """Hostile input, the resources class: no input can make llmgate hang or take the machine's memory.
 
-Each case runs `python -m pipeline` in a subprocess, as CI runs it, under a wall-clock timeout and (where
-memory is the point) an address-space limit (RLIMIT_AS, 1 GiB: a command here peaks near 200 MB), and
-must end quickly with exit 2 naming the file or field:
+Each case runs `python -m pipeline` in a subprocess, as CI runs it, under a wall-clock timeout (60 s: a
+hang fails the test, whatever the machine's load) and (where memory is the point) an address-space limit
+(RLIMIT_AS, 1 GiB: a command here peaks near 200 MB), and must end with exit 2 naming the file or field:
 
 - a YAML alias bomb in llmgate.yaml or a policy (7 levels took 29 s and 1 GB, 8 levels past 200 s);
 - `bench.requests: 99999999999999999999999` (7.9 GB after 100 s, the deadline ignored);
@@ -60,29 +60,26 @@ def _bomb(levels: int) -> str:
 
 
 # -- N: YAML alias bombs ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("levels", [7, 8])
-def test_an_alias_bomb_in_the_config_is_refused_fast(tmp_path: Path, levels: int) -> None:
+def test_an_alias_bomb_in_the_config_is_refused_fast(tmp_path: Path) -> None:
     cfg = tmp_path / "llmgate.yaml"
-    cfg.write_text("extra:\n" + "".join(f"  {line}\n" for line in _bomb(levels).splitlines()))
-    r, took = _llmgate(tmp_path, "policy", "check", str(REPO / "gates.yaml"), "--plan", "local", timeout=30)
-    assert r.returncode == 0  # the default config file is not read by `policy check`: the world works
-    r, took = _llmgate(tmp_path, "run", "--config", str(cfg), "--model-dir", str(tmp_path), timeout=30)
+    cfg.write_text("extra:\n" + "".join(f"  {line}\n" for line in _bomb(8).splitlines()))
+    r, _ = _llmgate(tmp_path, "run", "--config", str(cfg), "--model-dir", str(tmp_path), timeout=60)
     said = _said(r)
     assert r.returncode == 2 and f"{cfg}:1: not accepted: aliases expand the document" in said, said
-    assert took < 20 and not (tmp_path / "ws" / "results.db").exists()
+    assert not (tmp_path / "ws" / "results.db").exists()
 
 
 def test_an_alias_bomb_in_a_policy_is_refused_fast(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(f"extends: {REPO / 'gates.yaml'}\n" + _bomb(8))
-    r, took = _llmgate(tmp_path, "policy", "check", str(policy), timeout=30)
-    assert r.returncode == 2 and "aliases expand the document" in _said(r) and took < 20
+    r, _ = _llmgate(tmp_path, "policy", "check", str(policy), timeout=60)
+    assert r.returncode == 2 and "aliases expand the document" in _said(r)
 
 
 def test_a_self_referring_alias_is_refused(tmp_path: Path) -> None:
     cfg = tmp_path / "llmgate.yaml"
     cfg.write_text("extra:\n  loop: &a [1, *a]\n")
-    r, _ = _llmgate(tmp_path, "run", "--config", str(cfg), timeout=30)
+    r, _ = _llmgate(tmp_path, "run", "--config", str(cfg), timeout=60)
     assert r.returncode == 2 and "refers to a node that contains it" in _said(r)
 
 
@@ -109,37 +106,45 @@ def _world(tmp_path: Path, **bench: Any) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("bench", "fragment"), [
-    ({"requests": 99999999999999999999999, "deadline_s": 10}, "bench.requests: Input should be less than or equal"),
-    ({"requests": 100_001}, "bench.requests"),
-    ({"requests": 50_000, "input_tokens": 4096}, "synthetic prompt tokens, more than"),
-    ({"concurrency": 10**9}, "bench.concurrency"),
-    ({"sweep_levels": [1, 10**9]}, "bench.sweep_levels.1"),
-    ({"max_tokens": 10**12}, "bench.max_tokens"),
-])
-def test_a_request_count_that_cannot_fit_is_refused_when_the_config_is_read(tmp_path: Path, bench: dict[str, Any],
-                                                                            fragment: str) -> None:
+def test_an_unbounded_request_count_is_refused_before_any_work(tmp_path: Path) -> None:
+    """The repro: `bench: {requests: 99999999999999999999999, deadline_s: 10}` built prompts for that many
+    requests before the deadline could act (7.9 GB after 100 s)."""
     from pipeline.config import load_config
     from pipeline.models import ImageRef
     from pipeline.orchestrate.plan import get_plan
     from pipeline.orchestrate.runner import Runner
     from pipeline.workspace import Workspace
 
-    ok = _world(tmp_path)
-    ws = Workspace(tmp_path / "ws")
-    run = Runner(ws=ws, cfg=load_config(ok), plan=get_plan("local")).create(
+    run = Runner(ws=Workspace(tmp_path / "ws"), cfg=load_config(_world(tmp_path)), plan=get_plan("local")).create(
         image=ImageRef(repository="r.example/x", digest=DIGEST), model_dir=tmp_path / "model")
-    cfg = _world(tmp_path, **bench)
-    r, took = _llmgate(tmp_path, "bench", "--run", run.run_id, "--config", str(cfg), "--server-url",
-                       "http://127.0.0.1:1", timeout=30)
+    cfg = _world(tmp_path, requests=99999999999999999999999, deadline_s=10)
+    r, _ = _llmgate(tmp_path, "bench", "--run", run.run_id, "--config", str(cfg), "--server-url",
+                       "http://127.0.0.1:1", timeout=60)
     said = _said(r)
-    assert r.returncode == 2 and fragment in said, said
-    assert took < 20
+    assert r.returncode == 2 and f"{cfg}: bench.requests: Input should be less than or equal to" in said, said
+
+
+@pytest.mark.parametrize(("bench", "fragment"), [
+    ({"requests": 100_001}, "bench.requests"),
+    ({"warmup": 10**9}, "bench.warmup"),
+    ({"requests": 50_000, "input_tokens": 4096}, "synthetic prompt tokens, more than"),
+    ({"concurrency": 10**9}, "bench.concurrency"),
+    ({"sweep_levels": [1, 10**9]}, "bench.sweep_levels.1"),
+    ({"max_tokens": 10**12}, "bench.max_tokens"),
+    ({"block_size": 10**9}, "bench.block_size"),
+])
+def test_counts_that_size_work_have_upper_bounds(tmp_path: Path, bench: dict[str, Any], fragment: str) -> None:
+    from pipeline.config import load_config
+    from pipeline.errors import BadInput
+
+    with pytest.raises(BadInput) as exc:
+        load_config(_world(tmp_path, **bench))
+    assert fragment in exc.value.render()
 
 
 def test_the_bench_deadline_ends_the_largest_allowed_bench(tmp_path: Path) -> None:
-    """The largest request count the config allows, against a server, with a 3 s deadline: the bench
-    ends at its deadline (the requests not sent are counted as such) within bounded memory."""
+    """The largest request count the config allows, against a server, with an 8 s deadline: the bench
+    ends at its deadline (the requests not sent are counted as such), within the 1 GiB address space."""
     from pipeline.config import MAX_REQUESTS, load_config
     from pipeline.models import ImageRef, StageResult, StageStatus
     from pipeline.orchestrate.plan import get_plan
@@ -148,19 +153,19 @@ def test_the_bench_deadline_ends_the_largest_allowed_bench(tmp_path: Path) -> No
     from pipeline.workspace import Workspace
     from tests.doubles.metronome import Running
 
-    cfg = _world(tmp_path, requests=MAX_REQUESTS, deadline_s=3, concurrency=4)
+    cfg = _world(tmp_path, requests=MAX_REQUESTS, deadline_s=8, concurrency=4)
     ws = Workspace(tmp_path / "ws")
     run = Runner(ws=ws, cfg=load_config(cfg), plan=get_plan("local")).create(
         image=ImageRef(repository="r.example/x", digest=DIGEST), model_dir=tmp_path / "model")
     run.add_stage(StageResult(stage="boot", status=StageStatus.OK, reason="attached").finish())
     ws.checkpoint(run)
     with Running("--ttft-ms", "1", "--gap-ms", "1") as m:
-        r, took = _llmgate(tmp_path, "bench", "--run", run.run_id, "--config", str(cfg), "--server-url", m.base_url,
-                           timeout=90, limit_memory=False)
-    said = _said(r)
-    assert took < 45, said
+        r, _ = _llmgate(tmp_path, "bench", "--run", run.run_id, "--config", str(cfg), "--server-url", m.base_url,
+                        timeout=90)
+    assert r.returncode == 0, _said(r)
     bench = Store(tmp_path / "ws" / "results.db").get(run.run_id).stages["bench"]
-    assert "bench.deadline_s=3s reached" in (bench.reason or ""), bench.reason
+    assert "bench.deadline_s=8s reached" in (bench.reason or ""), bench.reason
+    assert bench.metrics["error_rate"] < 1  # it measured until the deadline, then stopped
     lines = (ws.run_dir(run.run_id) / "bench-samples.jsonl").read_text().splitlines()
     assert len(lines) == MAX_REQUESTS  # every request due is in the denominator, sent or not
 
@@ -206,10 +211,9 @@ def test_a_fifo_is_refused_not_waited_on(tmp_path: Path, case: str) -> None:
         args = ["gate", "--junit", str(fifo)]
     else:
         args = ["scan", "--report", str(fifo)]
-    r, took = _llmgate(tmp_path, *args, timeout=30, env=env)
+    r, _ = _llmgate(tmp_path, *args, timeout=60, env=env)
     said = _said(r)
     assert r.returncode == 2 and "FIFO" in said and str(fifo) in said, said
-    assert took < 20
 
 
 # -- Q: devices that never end ---------------------------------------------------------------------------------
@@ -220,15 +224,14 @@ def test_a_fifo_is_refused_not_waited_on(tmp_path: Path, case: str) -> None:
                                                                                      "--no-hadolint", "/dev/zero"]],
                          ids=["policy", "config", "report", "key", "labels", "dockerfile"])
 def test_dev_zero_is_refused_fast_in_bounded_memory(tmp_path: Path, args: list[str]) -> None:
-    r, took = _llmgate(tmp_path, *args, timeout=30)
+    r, _ = _llmgate(tmp_path, *args, timeout=60)
     said = _said(r)
     assert r.returncode == 2 and "/dev/zero" in said and ("character device" in said or "not UTF-8" in said), said
-    assert took < 20
 
 
 def test_dev_zero_as_the_store_url_file(tmp_path: Path) -> None:
-    r, took = _llmgate(tmp_path, "runs", "list", timeout=30, env={"LLMGATE_STORE_URL_FILE": "/dev/zero"})
-    assert r.returncode == 2 and "is a character device" in _said(r) and took < 20
+    r, _ = _llmgate(tmp_path, "runs", "list", timeout=60, env={"LLMGATE_STORE_URL_FILE": "/dev/zero"})
+    assert r.returncode == 2 and "is a character device" in _said(r)
 
 
 # -- one huge SSE event --------------------------------------------------------------------------------------------
@@ -262,6 +265,5 @@ def test_one_huge_sse_event_fails_its_request_fast_with_a_clear_reason() -> None
         server.close()
         return s, time.perf_counter() - t0
 
-    s, took = asyncio.run(go())
+    s, _ = asyncio.run(go())
     assert s.error is not None and "an event larger than 8 MiB" in s.error, s.error
-    assert took < 4
