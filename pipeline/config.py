@@ -334,8 +334,9 @@ def load_yaml(path: Path, *, what: str = "file") -> Any:
 def parse_yaml(text: str, *, where: str) -> tuple[Node | None, Any]:
     """The composed node (for line numbers) and the document of `text`, read by StrictLoader with the
     alias-expansion limit; every defect is BadInput at `where` (and the line)."""
-    loader = StrictLoader(text)  # a SafeLoader
+    loader: StrictLoader | None = None
     try:
+        loader = StrictLoader(text)  # a SafeLoader; it refuses a non-printable character at once
         node = loader.get_single_node()
         if node is None:
             return None, None
@@ -353,7 +354,8 @@ def parse_yaml(text: str, *, where: str) -> tuple[Node | None, Any]:
     except RecursionError as exc:
         raise BadInput("not valid YAML: nested too deeply", where=where) from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_config(path: str | Path | None = None) -> PipelineConfig:
