@@ -35,9 +35,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.adapters.registry import RegistryClient, split_repository  # noqa: E402
-from pipeline.baselock import require_lock  # noqa: E402
-from pipeline.supplychain.leak import check_image  # noqa: E402
+from pipeline.adapters.registry import RegistryClient, split_repository
+from pipeline.baselock import require_lock
+from pipeline.supplychain.leak import check_image
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "llmgate/bench-leak"
