@@ -426,3 +426,11 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code(world: dict[str, Any]
     res = CliRunner().invoke(app, ["--debug", *_global(world, ["summary", "--run", world["run"]])], env=NO_ENGINE)
     assert res.exit_code == 3, (res.exit_code, res.output)
     assert "Traceback" in res.output and "unexpected RuntimeError: renderer broke" in res.output
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:p4ssw0rd-hostile@[::1/db", "postgresql://u:p4ssw0rd-hostile@h:x/db",
+                                 "postgresql://u:p4ssw0rd-hostile@h:99999/db"])
+def test_a_malformed_store_url_is_bad_input_that_never_shows_its_password(world: dict[str, Any], url: str) -> None:
+    res = CliRunner().invoke(app, _global(world, ["runs", "list"]), env={"LLMGATE_STORE_URL": url, **NO_ENGINE})
+    assert res.exit_code == 2 and "LLMGATE_STORE_URL" in res.output, res.output
+    assert "p4ssw0rd-hostile" not in res.output and "unexpected" not in res.output
