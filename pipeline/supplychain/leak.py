@@ -207,11 +207,21 @@ class _Detector:
     def scan(self, *, decompress: bool = True) -> _Scan:
         return _Scan(self, decompress=decompress and self.decode)
 
-    def search(self, data: bytes) -> set[tuple[int, str]]:
+    def search(self, data: bytes, *, decompress: bool = True) -> set[tuple[int, str]]:
         """(needle index, encoding) of every match in `data`."""
+        if not decompress:  # a name or a short string, tens of thousands of them: no stream around it
+            loose = self.loose_hits(data.translate(None, _SPLITTERS)) if self.loose else set()
+            exact = self.exact(data) if loose or self.exact_only else set()
+            return {(self.forms[i].needle, self._label(i, exact)) for i in loose | exact}
         scan = self.scan()
         scan.feed(data)
         return scan.close()
+
+    def _label(self, i: int, exact: set[int]) -> str:
+        enc = self.forms[i].encoding
+        if i in exact:
+            return enc
+        return SPLIT if enc == "as is" else f"{enc}, {SPLIT}"
 
 
 class _Scan:
@@ -247,27 +257,20 @@ class _Scan:
             self._loose_tail = buf[-det.loose_overlap:] if det.loose_overlap else b""
         else:
             found = set()
-        exact_buf = self._exact_tail + chunk
         if det.exact_only or found - self.exact:
-            self.exact |= det.exact(exact_buf)
-        self._exact_tail = exact_buf[-det.exact_overlap:] if det.exact_overlap else b""
+            self.exact |= det.exact(self._exact_tail + chunk)
+        self._exact_tail = _tail(self._exact_tail, chunk, det.exact_overlap)
         self.loose |= found
         if self._inflate is not None:
             self._inflate_feed(chunk)
 
     def close(self) -> set[tuple[int, str]]:
         """(needle index, encoding) of every match."""
-        hits = {(self.det.forms[i].needle, self._label(i)) for i in self.loose | self.exact}
+        hits = {(self.det.forms[i].needle, self.det._label(i, self.exact)) for i in self.loose | self.exact}
         if self._inflated is not None:
             with_codec = self._inflated.close()
             hits |= {(n, f"{self._codec}, {enc}" if enc != "as is" else self._codec) for n, enc in with_codec}
         return hits
-
-    def _label(self, i: int) -> str:
-        enc = self.det.forms[i].encoding
-        if i in self.exact:
-            return enc
-        return SPLIT if enc == "as is" else f"{enc}, {SPLIT}"
 
     # -- a compressed file, searched decompressed -------------------------------------------------
     def _start_inflate(self, head: bytes) -> None:
@@ -313,6 +316,13 @@ class _Scan:
             out, self.decode_cut, self._inflate = out[:room], True, None
         self.decoded += len(out)
         self._inflated.feed(out)
+
+
+def _tail(before: bytes, chunk: bytes, n: int) -> bytes:
+    """The last `n` bytes of `before + chunk`, without copying a large chunk whole."""
+    if n <= 0:
+        return b""
+    return chunk[-n:] if len(chunk) >= n else (before + chunk)[-n:]
 
 
 def _read_chunks(fh: IO[bytes]) -> Iterator[bytes]:
@@ -415,7 +425,8 @@ class LeakScanner:
                         report.files_scanned += 1
                         names = "\n".join([member.name, member.linkname or "",
                                            *(f"{k}={v}" for k, v in member.pax_headers.items())])
-                        findings += self._found(self.detector.search(names.encode("utf-8", "surrogateescape")),
+                        findings += self._found(self.detector.search(names.encode("utf-8", "surrogateescape"),
+                                                                     decompress=False),
                                                 where="layer", layer_digest=digest, path=member.name, in_name=True)
                         if member.isfile():
                             fh = tar.extractfile(member)
