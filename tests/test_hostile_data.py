@@ -171,3 +171,34 @@ def test_sarif_is_written_for_an_image_on_a_registry_with_a_port(tmp_path: Path)
     assert json.loads(src.read_text())["Results"][0]["Target"] == ref  # the verdict's report is untouched
     assert not list(tmp_path.glob(".*input*"))
 
+
+
+def test_an_unreadable_promoted_run_is_never_passed_over_for_an_older_baseline(tmp_path: Path) -> None:
+    """The baseline is the run the target received last. An unreadable older promoted run is left out (and
+    named); an unreadable newest one is an error naming it: falling back to the run before would compare
+    the next release against the wrong baseline."""
+    from datetime import timedelta
+
+    from pipeline.models import PromotionRecord, utcnow
+    from pipeline.store import Store, UnreadableRecord
+
+    store = Store(tmp_path / "results.db")
+    t0 = utcnow()
+    for i, rid in enumerate(("older001", "newer001")):
+        run = RunRecord(run_id=rid, image=ImageRef(repository="r.example/x", tag=rid, digest=DIGEST))
+        run.promotion = PromotionRecord(target="default", digest=DIGEST, mode="gitops", outcome="promoted",
+                                        at=t0 + timedelta(minutes=i))
+        store.save(run)
+        store.record_promotion(run.promotion, rid)
+
+    def corrupt(rid: str) -> None:
+        with sqlite3.connect(tmp_path / "results.db") as db:
+            db.execute("UPDATE runs SET record_json = '{' WHERE run_id = ?", (rid,))
+
+    assert store.last_promoted("default").run_id == "newer001"
+    corrupt("older001")
+    assert store.last_promoted("default").run_id == "newer001" and "older001" in store.unreadable
+    corrupt("newer001")
+    with pytest.raises(UnreadableRecord) as exc:
+        store.last_promoted("default")
+    assert exc.value.run_id == "newer001" and exc.value.where == "run newer001"

@@ -310,7 +310,8 @@ class Store:
             return at, _utc(r.updated_at)
 
         newest = max(runs, key=when) if runs else None
-        for exc in unreadable:
+        last = datetime.max.replace(tzinfo=UTC)  # no audit row: it may be the newest
+        for exc in sorted(unreadable, key=lambda e: promoted_at.get(e.run_id) or last, reverse=True):
             # one that may be the newest is an error naming it, never a silent fall-back to an older baseline
             at = promoted_at.get(exc.run_id)
             if newest is None or at is None or at >= when(newest)[0]:
