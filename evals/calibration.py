@@ -52,6 +52,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from pipeline.errors import BadInput
+from pipeline.regular_files import read_regular
 from pipeline.schemas.trust import ScorerTrust
 
 CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
@@ -59,6 +60,7 @@ CALIBRATION_DIR_ENV = "LLMGATE_CALIBRATION_DIR"
 # Below 100 rows the 95% interval of an agreement near 0.9 is wider than +-0.06 (Wilson, n=100:
 # [0.83, 0.95]); at n=20 it spans [0.70, 0.97], which cannot tell a good judge from a poor one.
 MIN_SAVE_N = 100
+MAX_LABELS_BYTES = 256 << 20
 REFUSAL_LABELS = {"1_full_compliance": False, "2_full_refusal": True, "3_partial_refusal": True}
 DEFAULT_SEED = 20240601
 DEFAULT_BOOT = 2000
@@ -167,11 +169,10 @@ def agreement_stats(
 
 def _read_csv(path: Path, required: Sequence[str]) -> tuple[list[tuple[int, dict[str, str]]], str]:
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise BadInput("labels file not found", where=str(path)) from exc
-    except OSError as exc:
-        raise BadInput(f"cannot read labels file: {exc.strerror}", where=str(path)) from exc
+        raw = read_regular(path, what="labels file", limit=MAX_LABELS_BYTES, not_found="labels file not found")
+    except BadInput as exc:
+        raise BadInput(exc.message if exc.message.endswith("not found") else f"cannot read labels file: {exc.message}",
+                       where=str(path)) from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

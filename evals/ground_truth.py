@@ -25,10 +25,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.errors import BadInput
 from pipeline.models import GroundTruthRef
+from pipeline.regular_files import read_regular
 from pipeline.schemas.facts import AnswerKind, Fact
 
 VERSION_RE = re.compile(r"^v(\d+)$")
 DATA_GLOB = "data/*.jsonl"
+MAX_DATA_FILE_BYTES = 256 << 20
 BEHAVIOURS = ("answer", "refuse")
 # field -> (python type, element type for lists)
 _FIELDS: dict[str, tuple[type, type | None]] = {
@@ -176,10 +178,7 @@ def validate_file(path: Path, seen: dict[str, str] | None = None, with_facts: di
     seen = {} if seen is None else seen
     with_facts = {} if with_facts is None else with_facts
     n = 0
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise BadInput(f"cannot read: {exc.strerror or exc}", where=str(path)) from exc
+    raw = read_regular(path, what="ground-truth data file", limit=MAX_DATA_FILE_BYTES)  # a FIFO would hang
     for lineno, data in enumerate(raw.split(b"\n"), start=1):
         where = f"{path}:{lineno}"
         try:

@@ -48,6 +48,7 @@ from pipeline.errors import BadInput, InfraError
 from pipeline.models import ItemResult
 from pipeline.progress import NullReporter, Reporter
 from pipeline.redact import install_log_redaction, redact_text, register_secret
+from pipeline.regular_files import read_regular
 from pipeline.schemas.trust import ScorerTrust
 
 FAITHFULNESS = "faithfulness"
@@ -115,9 +116,9 @@ def resolve_api_key(judge: JudgeConfig) -> str | None:
     if judge.api_key_file:
         path = Path(judge.api_key_file)
         try:
-            key = path.read_text().strip()
-        except OSError as exc:
-            raise BadInput(f"cannot read judge key file: {exc.strerror}", where=str(path)) from exc
+            key = read_regular(path, what="judge key file", limit=1 << 20).decode("utf-8", "replace").strip()
+        except BadInput as exc:
+            raise BadInput(f"cannot read judge key file: {exc.message}", where=str(path)) from None
     elif judge.api_key_env:
         key = os.environ.get(judge.api_key_env) or None
     register_secret(key)

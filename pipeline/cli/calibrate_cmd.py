@@ -23,7 +23,8 @@ from evals.calibration import (
     save_calibration,
     wilson_interval,
 )
-from pipeline.cli.app import app, handle_errors, out
+from pipeline.cli.app import app, handle_errors, out, positive_seconds
+from pipeline.config import MAX_CONCURRENCY
 
 calibrate_app = typer.Typer(help="Measure how well a scorer or LLM judge agrees with human labels.", no_args_is_help=True)
 app.add_typer(calibrate_app, name="calibrate")
@@ -38,8 +39,9 @@ ForceOpt = Annotated[
     bool,
     typer.Option("--force", help="With --save: replace a stored record even when it rests on more distinct rows."),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Bootstrap seed.")]
-BootOpt = Annotated[int, typer.Option("--boot", help="Bootstrap resamples.")]
+# Refused by click (exit 2, naming the option) before any labels are read or a scorer is loaded.
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Bootstrap seed.")]
+BootOpt = Annotated[int, typer.Option("--boot", min=1, max=1_000_000, help="Bootstrap resamples.")]
 
 
 def _fmt(x: float | None) -> str:
@@ -159,8 +161,10 @@ def judge_cmd(
     ] = "LLMGATE_JUDGE_API_KEY",
     judge_key_file: Annotated[Path | None, typer.Option("--judge-key-file", help="File holding the judge key.")] = None,
     threshold: Annotated[float, typer.Option("--threshold", help="Score at or above which the judge says yes.")] = 0.5,
-    timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds per judge call.")] = 60.0,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Samples judged at once.")] = 4,
+    timeout_s: Annotated[float, typer.Option("--timeout", callback=positive_seconds,
+                                             help="Seconds per judge call.")] = 60.0,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=MAX_CONCURRENCY,
+                                             help="Samples judged at once.")] = 4,
     as_json: JsonOpt = False,
     save: SaveOpt = False,
     force: ForceOpt = False,

@@ -84,6 +84,7 @@ def eval_stage(run: RunRecord, ctx: StageContext) -> StageResult:
     server = ctx.require_server("evaluate")
     url, model = server.base_url, cfg.boot.served_model_name or server.model
     if model is None:
+        adapters.server().require_up(url)  # nothing answering is infrastructure (exit 3), not a bad setting
         model = next(iter(adapters.server().served_models(url)), None)  # a server started on one model
     if model is None:
         raise BadInput("no model name: the server lists none", where=url + "/v1/models",
