@@ -50,6 +50,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from evals.calibration import trust_for
 from pipeline.gates import sizing
 from pipeline.gates.baseline import Baseline, BaselineKind, first_release
 from pipeline.gates.engine import Calibration, Evaluation, evaluate
@@ -61,7 +62,6 @@ from pipeline.schemas.bench import BenchDetails
 from pipeline.schemas.eval import EvalDetails, ScorerInfo
 from pipeline.schemas.gate import GateStatus
 from pipeline.schemas.trust import ScorerTrust
-from pipeline.stages.gate import scorer_trust
 from pipeline.supplychain.gate_sections import SECTIONS
 
 REFUSAL_SCORER = "offline-refusal/2"
@@ -257,7 +257,7 @@ def main() -> None:
     rows = [json.loads(x) for x in args.ground_truth.read_text().splitlines() if x.strip()]
     n_same, _ = sizing.bench_requests(policy, stored=False)
     n_stored, _ = sizing.bench_requests(policy, stored=True)
-    trust = scorer_trust(REFUSAL_SCORER)
+    trust = trust_for(REFUSAL_SCORER)
     if args.scorer_lower is not None:
         trust = ScorerTrust(scorer_id=REFUSAL_SCORER, agreement=min(1.0, args.scorer_lower + 0.02),
                             lower=args.scorer_lower, upper=min(1.0, args.scorer_lower + 0.04), n=400, held_out=True)

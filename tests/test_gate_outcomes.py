@@ -236,11 +236,10 @@ def test_shipped_policy_sizes_the_bench_so_one_request_cannot_block() -> None:
 def test_refusal_margin_carries_the_scorer_error() -> None:
     """#7: the scorer's 7-9 % error rate was ~4x the refusal margin and the gate ignored it. A 0/1 verdict
     misclassified with rate eps shows a true drop d as (1 - 2 eps) d: the margin is tested at that."""
-    from pipeline.stages.gate import trust_from_record
+    from evals.calibration import trust_for
 
-    record = trust_from_record("offline-refusal/2")
-    assert record is not None and record.held_out and record.n == 98  # the held-out ops set, not the pooled 1992
-    assert record.lower == pytest.approx(0.847, abs=0.001)
+    record = trust_for("offline-refusal/2")  # held-out labels only, with their Wilson interval
+    assert record is not None and record.held_out and record.lower < record.agreement < record.upper
     base = refusal_world()
     new = base.copy()
     new[np.flatnonzero(base == 1)[:3]] = 0
@@ -296,14 +295,22 @@ def test_policy_check_refuses_what_the_planned_sizes_cannot_support(tmp_path: Pa
     assert res.exit_code == 2 and "bench.requests=40 is configured" in res.output and "needed" in res.output
     small = tmp_path / "gt" / "v9" / "data"
     small.mkdir(parents=True)
-    rows = [r for r in V2 if r["expected_behaviour"] == "refuse"][:40] + [
+    rows = [r for r in V2 if r["expected_behaviour"] == "refuse"][:20] + [
         r for r in V2 if r["expected_behaviour"] == "answer"][:200]
     (small / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg.write_text(f"eval:\n  ground_truth: {small.parent}\n")
     res = runner.invoke(app, ["policy", "check", str(REPO / "gates.yaml"), "-c", str(cfg)])
     assert res.exit_code == 2, res.output
-    assert "gates.refusal.margin" in res.output and "the ground truth has 240: 412 needed" in res.output
-    assert "gates.under_refusal.margin" in res.output and "the ground truth has 40: 58 needed" in res.output
+    from evals.calibration import trust_for
+
+    prod = load_policy(REPO / "gates.yaml", sections=SECTIONS)
+    trust = trust_for("offline-refusal/2")
+    eps = {"refusal": trust.error_rate} if trust is not None else {}
+    refusal = sizing.comparison_need(prod.gate("refusal"), prod, scorer_error=eps)
+    under = sizing.comparison_need(prod.gate("under_refusal"), prod, scorer_error=eps)
+    assert refusal is not None and under is not None and refusal.n > 220 and under.n > 20
+    assert "gates.refusal.margin: margin 0.03" in res.output and f"has 220: {refusal.n} needed" in res.output
+    assert "gates.under_refusal.margin" in res.output and f"has 20: {under.n} needed" in res.output
 
 
 # -- issue 26: G and the busy machine -----------------------------------------------------------------

@@ -36,8 +36,8 @@ def _ground_truth_sizes(path: str) -> dict[str, int] | None:
 def _scorer_error() -> dict[str, float]:
     """The offline refusal scorer's plausible error rate (1 - the lower end of its held-out agreement), which
     shrinks a refusal margin at gate time; none when it has no trusted calibration on record."""
+    from evals.calibration import trust_for as scorer_trust
     from evals.refusal import VERSION
-    from pipeline.stages.gate import scorer_trust
 
     trust = scorer_trust(f"offline-refusal/{VERSION}")
     return {"refusal": trust.error_rate} if trust is not None and trust.held_out else {}

@@ -14,10 +14,10 @@ import typer
 from pydantic import BaseModel
 from rich.text import Text
 
-from pipeline.cli.app import app, handle_errors, out, state
+from pipeline.cli.app import ConfigOpt, app, handle_errors, out, state, warn_unreadable
 from pipeline.errors import BadInput
 from pipeline.models import Decision, RunRecord, check_run_id
-from pipeline.store import Store
+from pipeline.store import Store, UnreadableRecord
 
 runs_app = typer.Typer(help="Runs in the store: list them, show one.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
@@ -44,11 +44,13 @@ def find_run(store: Store, ref: str) -> RunRecord:
         exact = store.get(ref)
         if exact.run_id == ref:
             return exact
+    except UnreadableRecord:
+        raise
     except BadInput:
         exact = None
-    tagged = store.runs(tag=ref, limit=1)
-    if tagged:
-        return tagged[0]
+    tagged = store.newest(tag=ref)
+    if tagged is not None:
+        return tagged
     if exact is not None:
         return exact  # a unique id prefix
     raise BadInput(f"no run with id {ref!r} and no run tagged {ref!r} in the store", where="RUN|TAG",
@@ -78,9 +80,10 @@ def runs_list(
                       limit=limit or None)
     rows = run_rows(runs, serving_from_store(store, {r.target for r in runs}))
     if as_json:
-        _print_json({"runs": rows})
+        _print_json({"runs": rows, "unreadable": dict(sorted(store.unreadable.items()))})
         return
     out.print(runs_table(rows))
+    warn_unreadable(store.unreadable)
 
 
 @runs_app.command("show")
@@ -134,41 +137,33 @@ def history_cmd(
 @app.command("status")
 @handle_errors
 def status_cmd(
-    target: Annotated[str, typer.Option("--target", help="Environment / overlay, e.g. canary or production.")],
+    target: Annotated[str, typer.Option("--target", help="A target declared in targets.yaml, e.g. canary.")],
     gitops_repo: Annotated[Path | None, typer.Option("--gitops-repo", help="Also read the overlay the GitOps "
                                                      "repository holds for TARGET.", metavar="DIR")] = None,
-    remote: Annotated[str | None, typer.Option("--remote", help="With --gitops-repo: read the remote's branch.",
-                                               metavar="NAME")] = None,
-    push_branch: Annotated[str | None, typer.Option("--push-branch", help="With --remote: the branch Argo CD "
-                                                    "tracks.", metavar="BRANCH")] = None,
-    argocd_app: Annotated[str | None, typer.Option("--argocd-app", help="With --gitops-repo and a cluster: the "
-                                                   "Argo CD Application's sync and health.", metavar="NAME")] = None,
-    kubeconfig: Annotated[Path | None, typer.Option("--kubeconfig", help="Also read the live rollout in this "
-                                                    "cluster (a mounted secret file).", metavar="FILE")] = None,
+    kubeconfig: Annotated[Path | None, typer.Option("--kubeconfig", help="Also read the live rollout in the "
+                                                    "target's cluster (a mounted secret file).", metavar="FILE")] = None,
     in_cluster: Annotated[bool, typer.Option("--in-cluster", help="Use the pod's service account.")] = False,
-    backend: Annotated[str, typer.Option("--backend", help="In-cluster backend.",
-                                         metavar="argo-rollouts|kserve")] = "argo-rollouts",
-    context: Annotated[str | None, typer.Option("--context", help="kubeconfig context.")] = None,
-    namespace: Annotated[str | None, typer.Option("--namespace", help="Namespace (default: the target's).")] = None,
+    config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """What TARGET serves according to the store (digest, since when, by which run, the last attempt,
-    a promotion in progress) and, with a cluster or GitOps repository given, what the backend says
-    runs there now (rollout phase, in flight or not). Exit 0; 3 when the backend cannot be read.
+    """What TARGET serves according to the store (the release pair, since when, by which run, the signed
+    verdict that authorised it, the last attempt, a promotion in progress) and, with a cluster or GitOps
+    repository given, what the backend says runs there now (rollout phase, in flight or not). Exit 0;
+    3 when the backend cannot be read.
 
     Example: llmgate status --target canary --kubeconfig /run/secrets/kubeconfig
     """
+    from pipeline.cli.promote_cmd import load_target, target_backend
     from pipeline.report.listing import status_renderable, status_view
 
     store = state.workspace().store
     live = None
     if gitops_repo is not None or kubeconfig is not None or in_cluster:
-        from pipeline.cli.promote_cmd import _backend
-
-        chosen = _backend(target, gitops_repo, remote, push_branch, argocd_app, kubeconfig, in_cluster, backend,
-                          context, namespace, 60.0)
-        live = chosen.status(target)
-    view = status_view(target, store.target_status(target), store, live)
+        chosen, backend = target_backend(target, config, gitops_repo, kubeconfig, in_cluster)
+        live = backend.status(target)
+    else:
+        chosen = load_target(target, config)
+    view = status_view(target, store.target_status(target, lock_key=chosen.lock_key), store, live)
     if as_json:
         _print_json(view)
         return

@@ -29,6 +29,7 @@ from pipeline.report.views import (
     GateCellData,
     Redactor,
     RunHead,
+    Serving,
     build_heatmap,
     build_tag_history,
     compare_data,
@@ -38,7 +39,7 @@ from pipeline.report.views import (
     short_digest,
     tag_slug,
 )
-from pipeline.store import Store
+from pipeline.store import Store, UnreadableRecord
 
 Promotions = list[tuple[str | None, PromotionRecord]]
 
@@ -63,7 +64,12 @@ def heads_from_store(store: Store) -> list[RunHead]:
         if not missing:
             break
         if missing & {g.name for g in r.gates}:
-            for g in store.get(r.run_id).gates:
+            try:
+                gates = store.get(r.run_id).gates
+            except UnreadableRecord as exc:  # its heatmap row stays (from the tables); the store names it
+                store.unreadable[exc.run_id] = exc.why
+                continue
+            for g in gates:
                 if g.name in missing:
                     sources[g.name] = g.source
                     missing.discard(g.name)
@@ -74,12 +80,12 @@ def heads_from_store(store: Store) -> list[RunHead]:
             for r in summaries]
 
 
-def render_index(heads: list[RunHead], serving: dict[str, str] | None = None) -> str:
+def render_index(heads: list[RunHead], serving: Serving | None = None) -> str:
     return render("index.html.j2", root="", hm=build_heatmap(heads, serving=serving))
 
 
 # -- per-tag history ------------------------------------------------------------------------------
-def render_tag_page(tag: str, runs: list[RunRecord], serving: dict[str, str] | None = None) -> str:
+def render_tag_page(tag: str, runs: list[RunRecord], serving: Serving | None = None) -> str:
     return render("tag.html.j2", root="../", h=build_tag_history(tag, runs, serving))
 
 
@@ -188,7 +194,7 @@ def write_site(
     promotions: Promotions,
     *,
     heads: list[RunHead] | None = None,
-    serving: dict[str, str] | None = None,
+    serving: Serving | None = None,
     run_pages: bool = True,
 ) -> SiteResult:
     out = Path(out_dir)

@@ -312,6 +312,10 @@ def bench_stage(run: RunRecord, ctx: StageContext) -> StageResult:
     m.pop("requests", None)
     for s in ok:
         details.tokens_source[s.tokens_source or "?"] = details.tokens_source.get(s.tokens_source or "?", 0) + 1
+    implausible = [s for s in ok if s.tokens_discrepancy]
+    if implausible:
+        details.token_count_discrepancies = len(implausible)
+        details.token_count_discrepancy = implausible[0].tokens_discrepancy
     if send_ignore and ok:
         details.ignore_eos_honoured = sum(1 for s in ok if s.output_tokens == s.max_tokens) / len(ok)
     details.error_reasons = error_reasons(samples)
@@ -362,6 +366,9 @@ def bench_stage(run: RunRecord, ctx: StageContext) -> StageResult:
             f"{details.floor['decode_floor_s']:.6f}s"
         )
     notes = []
+    if implausible:
+        notes.append(f"server token counts implausible in {len(implausible)} of {len(ok)} requests "
+                     f"({details.token_count_discrepancy}); counted from the stream instead")
     if "fewer than" in sized or "capped" in sized:
         notes.append(sized)
     if len(attempts) > 1:

@@ -8,17 +8,14 @@ decision (which the record mirrors); its artifacts are `verdict.json` and `junit
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
-from evals import calibration as calibration_records
-from evals.calibration import load_calibration, wilson_interval
+from evals.calibration import trust_for
 from pipeline.gates.baseline import Baseline, find_baseline
 from pipeline.gates.engine import evaluate
 from pipeline.gates.outputs import write_junit, write_verdict_json
 from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas.gate import BaselineInfo, GateDetails
-from pipeline.schemas.trust import ScorerTrust
 from pipeline.stages.context import StageContext
 from pipeline.stages.evaluate import baseline_rescorer
 from pipeline.supplychain.gate_sections import SECTIONS
@@ -41,49 +38,13 @@ def _baseline_info(run: RunRecord, baseline: Baseline) -> BaselineInfo:
                         model_digest=other.digest if other else None, other_weights=other_weights)
 
 
-def _trained_on(scorer_id: str) -> set[str]:
-    """sha256 of the label files a scorer was fitted on (the offline refusal model records them)."""
-    if not scorer_id.startswith("offline-refusal/"):
-        return set()  # judges are prompted, not trained on label files
-    from evals.refusal import MODEL_FILE
-
-    try:
-        meta = json.loads(MODEL_FILE.read_text()).get("meta") or {}
-    except (OSError, ValueError):
-        return set()
-    return {str(v.get("sha256")) for v in (meta.get("trained_on") or {}).values() if isinstance(v, dict)}
-
-
-def trust_from_record(scorer_id: str) -> ScorerTrust | None:
-    """The scorer's trust from its calibration record: the weakest label set it was not trained on, with
-    that set's 95% Wilson interval (a pooled figure would count the sets it was fitted on, and a point
-    estimate says nothing about how sure it is). None when there is no record; `held_out` False when
-    every label set was training data."""
-    rec = load_calibration(scorer_id)
-    if rec is None or not rec.results:
-        return None
-    trained = _trained_on(scorer_id)
-    held = [r for r in rec.results if r.labels_sha256 not in trained and r.n > 0]
-    pick = min(held or rec.results, key=lambda r: r.agreement)
-    agree = round(pick.agreement * pick.n)
-    lower, upper = wilson_interval(agree, pick.n) if pick.n else (0.0, 1.0)
-    return ScorerTrust(scorer_id=scorer_id, agreement=pick.agreement, lower=lower, upper=upper, n=pick.n,
-                       held_out=bool(held))
-
-
-def scorer_trust(scorer_id: str) -> ScorerTrust | None:
-    """`evals.calibration.trust_for` when the calibration records provide it, else read from the record."""
-    trust_for = getattr(calibration_records, "trust_for", None)
-    return trust_for(scorer_id) if trust_for is not None else trust_from_record(scorer_id)
-
-
 def gate_stage(run: RunRecord, ctx: StageContext) -> StageResult:
     policy = ctx.require_policy()
     ctx.reporter.step(f"gate: policy {', '.join(policy.files)} ({len(policy.gates)} gates, "
                       f"{len(policy.sections)} sections)")
     baseline = find_baseline(run, ctx.ws.store, rescore=baseline_rescorer(ctx.cfg, ctx.ws))
     ctx.reporter.step(f"gate: baseline: {baseline.reason}")
-    evaluation = evaluate(policy, run, baseline, sections=SECTIONS, calibration=scorer_trust,
+    evaluation = evaluate(policy, run, baseline, sections=SECTIONS, calibration=trust_for,
                           approval=run.first_release_approval)
     for v in evaluation.verdicts:
         ctx.reporter.step(f"gate {v.name}: {v.status.value}: {v.reason}")
