@@ -19,8 +19,9 @@ def demo_model_cmd(
         "ground_truth/v2"
     ),
 ) -> None:
-    """Make the DEMO FIXTURE model: a tiny causal LM trained (seeded, CPU, well under a minute) to recite
-    the ground-truth answers. Not a real model; loads with transformers and serves with `transformers serve OUT`.
+    """Make the DEMO FIXTURE model: a tiny causal LM constructed (not trained; about a second, the same bytes
+    on every machine) to recite the ground-truth answers. Not a real model; loads with transformers and
+    serves with `transformers serve OUT`.
 
     Example: llmgate demo-model .llmgate/models/demo-v2-degraded --degraded
     """
@@ -34,7 +35,7 @@ def demo_model_cmd(
     kind = "degraded demo fixture" if info.degraded else "demo fixture"
     out.print(plain(
         f"{kind} written to {info.out}: {info.n_items} items of ground truth {info.ground_truth_version}, "
-        f"{info.epochs} epochs in {info.train_s:.1f}s (answer loss {info.final_loss:.4f})"
+        f"{info.steps} answer steps, built in {info.build_s:.1f}s (recites every answer: {info.recites_all})"
     ))
 
 
