@@ -32,8 +32,9 @@ def run_cmd(
     skip: Annotated[list[str] | None, typer.Option("--skip", help="Stage to skip (recorded as not run; its gates "
                                                    "decide).", metavar="STAGE")] = None,
     fresh: FreshOpt = False,
-    reuse_bench: Annotated[bool, typer.Option("--reuse-bench", help="Reuse a stored bench of the same release "
-                                              "instead of measuring again.")] = False,
+    remeasure: Annotated[bool, typer.Option("--remeasure", help="Boot and bench again even when this machine "
+                                            "measured the same release recently enough for the policy's "
+                                            "reuse.bench_max_age_s.")] = False,
     server_url: ServerUrlOpt = None,
     server: Annotated[str, typer.Option("--server", help="Which serving image and API: transformers (the demo "
                                         "default) or llamacpp (llama.cpp serving a GGUF base model).",
@@ -49,7 +50,7 @@ def run_cmd(
     from pipeline.report.verdict_table import verdict_table
     from pipeline.serving.presets import apply_server
 
-    runner = make_runner(config, fresh=fresh, reuse_bench=reuse_bench, server_url=server_url)
+    runner = make_runner(config, fresh=fresh, remeasure=remeasure, server_url=server_url)
     apply_server(runner.cfg, server)
     if policy is not None:
         runner.cfg.gates_file = str(policy)
