@@ -37,9 +37,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.report.units import fmt_seconds  # noqa: E402
-from pipeline.store import Store  # noqa: E402
-from pipeline.supplychain.weights_manifest import build_manifest  # noqa: E402
+from pipeline.report.units import fmt_seconds
+from pipeline.store import Store
+from pipeline.supplychain.weights_manifest import build_manifest
 
 DEMO_TARGET_S = 300.0
 TRACE = re.compile(r"^@+@(\d+\.\d+)@@ (.*)$")
