@@ -2,7 +2,7 @@
 measured on this machine within the policy's `reuse.bench_max_age_s` and not on a disturbed machine,
 stand for new ones (with boot and eval, no server is started at all), and the record and the CLI say
 which run they came from and why. A measurement that is too old, disturbed, from another machine, taken
-against another baseline, or of an attached server is measured again; `--remeasure` and `--fresh` measure
+against another baseline or under another policy, or of an attached server is measured again; `--remeasure` and `--fresh` measure
 again; the `bench_reuse` gate fails a reused bench outside the policy; a child policy cannot lengthen the
 locked age."""
 
@@ -116,8 +116,8 @@ def test_an_unchanged_rerun_reuses_boot_bench_and_eval_and_says_why(tmp_path, mo
     assert bench_reuse_verdict(ReusePolicy(), stored).status is GateStatus.PASS
 
 
-@pytest.mark.parametrize("case", ["too old", "disturbed", "other machine", "new baseline", "remeasure", "fresh",
-                                  "attached server"])
+@pytest.mark.parametrize("case", ["too old", "disturbed", "other machine", "new baseline", "other policy",
+                                  "remeasure", "fresh", "attached server"])
 def test_a_measurement_the_policy_does_not_cover_is_taken_again(tmp_path, model_dir, monkeypatch, case):
     ws = Workspace(tmp_path / "ws")
     _measured(_runner(ws), model_dir, age_s=7200 if case == "too old" else 60, disturbed=case == "disturbed")
@@ -126,6 +126,9 @@ def test_a_measurement_the_policy_does_not_cover_is_taken_again(tmp_path, model_
     runner = _runner(ws, **options)
     if case == "other machine":
         monkeypatch.setattr(reuse, "machine_fingerprint", lambda: "another machine")
+    if case == "other policy":  # it may size the bench differently
+        (tmp_path / "policy.yaml").write_text(f"extends: {REPO / 'gates.local.yaml'}\nseed: 7\n")
+        runner.cfg.gates_file = str(tmp_path / "policy.yaml")
     if case == "new baseline":
         promoted = _again(runner, model_dir)
         promoted.decision = Decision.PASS
@@ -141,7 +144,7 @@ def test_a_measurement_the_policy_does_not_cover_is_taken_again(tmp_path, model_
         assert "bench: measuring again" in said and "2.0 h ago, more than reuse.bench_max_age_s=3600s" in said
     if case == "disturbed":
         assert "measured on a disturbed machine" in said
-    # eval reads no timing of this machine: it is reused whatever the case, except --fresh
+    # eval reads no timing of this machine nor the policy: it is reused whatever the case, except --fresh
     assert (runner._reusable(run, Stage.EVAL)[1] is None) == (case == "fresh")
 
 

@@ -148,8 +148,10 @@ def input_key(stage: Stage, run: RunRecord, cfg: PipelineConfig, options: StageO
     if stage is Stage.BENCH:
         if release.model_digest is None:
             return None
+        # The policy too: it may size the bench (how many requests its comparisons need).
         return _key({**common, **measured, "image": digest, "model": release.model_digest,
-                     "bench": cfg.bench.model_dump(mode="json"), "boot": cfg.boot.model_dump(mode="json")})
+                     "bench": cfg.bench.model_dump(mode="json"), "boot": cfg.boot.model_dump(mode="json"),
+                     "policy": release.policy_sha256})
     if stage is Stage.MANIFESTS:
         # The overlay is sized by the measured load time, so a new boot means a new check.
         boot = run.stage(Stage.BOOT.value)
