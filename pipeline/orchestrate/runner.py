@@ -1,7 +1,7 @@
 """The one Runner: runs the steps of a plan on one run record, and is the only thing that records.
 
 Every way of running a stage goes through here: `llmgate run` (the whole plan), `llmgate stage NAME`
-and the per-stage commands (one step), and the Dagger module (one `llmgate stage` per step). For
+and the per-stage commands (one step), and the Dagger module (`llmgate run --run ID --only …` per segment). For
 each step the runner:
 
 - checks that the steps it needs have results, and gives it a server when it talks to one (the boot
@@ -145,18 +145,21 @@ class Runner:
         return StageContext(cfg=self.cfg, ws=self.ws, reporter=self.reporter, adapters=self.adapters,
                             policy=self.load_policy(), options=self.options)
 
-    def run(self, run: RunRecord, *, skip: Iterable[str] = ()) -> RunRecord:
-        """Every step of the plan (a step `on_request` only when asked for), then the reports."""
+    def run(self, run: RunRecord, *, skip: Iterable[str] = (), only: Iterable[str] | None = None) -> RunRecord:
+        """Every step of the plan (a step `on_request` only when asked for), then the reports. `only`: just
+        these steps, in plan order and with their groups, the others left as they are (the Dagger module
+        runs the plan in segments, starting the server between them)."""
         with _sigterm_interrupts():
-            return self._run_plan(run, skip)
+            return self._run_plan(run, skip, None if only is None else self.check_stages(only, where="--only"))
 
-    def _run_plan(self, run: RunRecord, skip: Iterable[str]) -> RunRecord:
+    def _run_plan(self, run: RunRecord, skip: Iterable[str], only: set[str] | None = None) -> RunRecord:
         skipped = self.check_skip(skip)
         reap_interrupted(self.ws, self.reporter, self._runtime)
         ctx = self.context()
         self._start_trace(run)
         try:
-            steps = [s for s in self.plan.steps if not s.on_request or self._requested(s)]
+            steps = [s for s in self.plan.steps if (not s.on_request or self._requested(s))
+                     and (only is None or s.stage.value in only)]
             i = 0
             while i < len(steps):
                 group = [steps[i]]
@@ -401,14 +404,18 @@ class Runner:
 
     def check_skip(self, skip: Iterable[str]) -> set[str]:
         """The stage names `--skip` gives, each a stage of this plan (BadInput otherwise, before anything runs)."""
-        names = set(skip)
-        unknown = names - {s.value for s in self.plan.stages}
+        return self.check_stages(skip, where="--skip")
+
+    def check_stages(self, names: Iterable[str], *, where: str) -> set[str]:
+        """Stage names given on the command line, each a stage of this plan (BadInput otherwise)."""
+        given = set(names)
+        unknown = given - {s.value for s in self.plan.stages}
         if unknown:
             from pipeline.errors import BadInput
 
             raise BadInput(f"unknown stage(s) {sorted(unknown)}; the {self.plan.name} plan has "
-                           f"{', '.join(s.value for s in self.plan.stages)}", where="--skip")
-        return names
+                           f"{', '.join(s.value for s in self.plan.stages)}", where=where)
+        return given
 
     def _requested(self, step: Step) -> bool:
         return step.stage is Stage.PROMOTE and self.options.promote is not None
