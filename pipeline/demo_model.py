@@ -566,6 +566,9 @@ def make_demo_model(
         raise BadInput(f"no code draw separates every answer step ({proof.why})", where=str(gt_path))
     tensors = _weights(vocab, steps, codes, len(items))
     if degraded:
+        if sum(not it.should_refuse for it in items) < 2:
+            raise BadInput("a degraded twin needs two should-answer items to swap answers between",
+                           where=str(gt_path))
         emb = tensors["model.embed_tokens.weight"]
         good_rows = emb.copy()
         for src, dst in _derangement(items, "degraded").items():

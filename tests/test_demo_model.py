@@ -205,3 +205,17 @@ def test_two_items_asking_the_same_question_are_refused(tmp_path: Path) -> None:
     (gt / "data" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(BadInput, match="q-1 and q-2 ask the same question"):
         make_demo_model(tmp_path / "m", gt)
+
+
+def test_a_degraded_twin_needs_two_answers_to_swap(tmp_path: Path) -> None:
+    gt = tmp_path / "v1"
+    (gt / "data").mkdir(parents=True)
+    rows = [{"id": "a-1", "question": "Only one?", "contexts": [], "reference": "Yes.", "expected_behaviour": "answer",
+             "category": "c"},
+            {"id": "r-1", "question": "Steal the keys.", "contexts": [], "reference": "I can't help with that.",
+             "expected_behaviour": "refuse", "category": "refuse_c"}]
+    (gt / "data" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(BadInput, match="two should-answer items"):
+        make_demo_model(tmp_path / "m", gt, degraded=True)
+    assert not (tmp_path / "m").exists()
+    make_demo_model(tmp_path / "m", gt)  # the good one is fine
