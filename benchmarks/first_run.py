@@ -17,7 +17,7 @@ clone writes on any machine). The load average before and after is printed: the 
 The serving image is built with the machine's BuildKit cache as it is: on a machine that built it before,
 the build is mostly cached (a new machine adds the torch and transformers layers).
 
-Usage: python benchmarks/first_run.py [--dir DIR] [--keep] [--tag-prefix PREFIX]
+Usage: python benchmarks/first_run.py [--dir DIR] [--keep] [--tag-prefix PREFIX] [--demo-only]
 Needs: what scripts/setup.sh needs (Debian, root for missing packages, PyPI); takes several minutes.
 """
 
@@ -67,8 +67,12 @@ class Traced:
 
 
 def traced(script: str, cwd: Path, env: dict[str, str], log: Path) -> Traced:
-    """Run `bash -x script`, each traced command's wall time summed into its phase ("other" otherwise)."""
-    env = {**env, "PS4": "@@${EPOCHREALTIME}@@ "}
+    """Run `bash -x script`, each traced command's wall time summed into its phase ("other" otherwise).
+    bash ignores a PS4 from the environment when run as root, so the trace format comes in through BASH_ENV
+    (a file every non-interactive bash reads first)."""
+    rc = log.with_suffix(".bashenv")
+    rc.write_text("PS4='@@${EPOCHREALTIME}@@ '\n")
+    env = {**env, "BASH_ENV": str(rc)}
     start = time.time()
     with log.open("w") as fh:
         proc = subprocess.run(["bash", "-x", script], cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
@@ -80,7 +84,8 @@ def traced(script: str, cwd: Path, env: dict[str, str], log: Path) -> Traced:
         if m:
             marks.append((float(m.group(1)), m.group(2)))
     phases: dict[str, float] = {}
-    for (t, text), nxt in zip(marks, [*(t for t, _ in marks[1:]), end], strict=True):
+    ends = [t for t, _ in marks[1:]] + [end]
+    for (t, text), nxt in zip(marks, ends[: len(marks)], strict=True):
         name = next((n for n, pat in PHASES if pat.search(text)), "other")
         phases[name] = phases.get(name, 0.0) + (nxt - t)
     return Traced(wall_s=end - start, exit_code=proc.returncode, phases=phases)
@@ -124,27 +129,44 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=None, help="where to clone (default: a fresh temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the clone")
     ap.add_argument("--tag-prefix", default="demo", help="image tags the demo pushes: PREFIX-good, PREFIX-degraded")
+    ap.add_argument("--demo-only", action="store_true",
+                    help="time only the demo, in the clone --dir already holds (set up by an earlier run); its "
+                         "demo models and runs are removed first")
     args = ap.parse_args()
 
     root = args.dir or Path(tempfile.mkdtemp(prefix="llmgate-first-run-"))
     clone = root / "llmgate"
     load_before = uptime()
     print(f"machine: {os.cpu_count()} CPUs; {load_before}")
-    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(REPO), str(clone)], check=True)
+    if args.demo_only:
+        if not (clone / ".venv" / "bin" / "llmgate").exists():
+            raise SystemExit(f"--demo-only: no set-up clone at {clone}")
+        for stale in ("models", "runs", "site", "results.db"):
+            path = clone / ".llmgate" / stale
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    else:
+        subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(REPO), str(clone)], check=True)
     head = subprocess.run(["git", "-C", str(clone), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True, check=True).stdout.strip()
     print(f"fresh clone of {head} in {clone}")
     env = {**os.environ, "NO_COLOR": "1", "DEMO_TAG": args.tag_prefix}
     env.pop("VIRTUAL_ENV", None)
     try:
-        setup = traced("scripts/setup.sh", clone, env, root / "setup.log")
-        print(f"set-up: exit {setup.exit_code} in {fmt_seconds(setup.wall_s)} (log {root / 'setup.log'})")
-        if setup.exit_code != 0:
-            raise SystemExit("set-up failed; see the log")
+        setup = Traced(wall_s=0.0, exit_code=0)
+        if not args.demo_only:
+            setup = traced("scripts/setup.sh", clone, env, root / "setup.log")
+            print(f"set-up: exit {setup.exit_code} in {fmt_seconds(setup.wall_s)} (log {root / 'setup.log'})")
+            if setup.exit_code != 0:
+                raise SystemExit("set-up failed; see the log")
         demo = traced("scripts/demo.sh", clone, env, root / "demo.log")
         print(f"demo:   exit {demo.exit_code} in {fmt_seconds(demo.wall_s)} (log {root / 'demo.log'})")
         print("\nphases (wall time):")
         for label, t in (("set-up", setup), ("demo", demo)):
+            if not t.wall_s:
+                continue
             for name, s in sorted(t.phases.items(), key=lambda kv: -kv[1]):
                 print(f"  {label:<7} {name:<42} {fmt_seconds(s):>10}  {s / t.wall_s:6.1%}")
         print("\nruns (per stage, from the records):")

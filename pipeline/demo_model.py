@@ -321,7 +321,7 @@ def _check(steps: Sequence[_Step], codes: _Codes, end_id: int, first_question: i
     worst_item = float(gram.max())
     if ITEM_WEIGHT * (1 - worst_item) < 0.5 + MARGIN:
         return _Proof(False, f"item codes too alike ({worst_item:.3f})", 0.0, 0.0)
-    margin = ITEM_WEIGHT * (1 - worst_item) - 0.5  # another item's neuron, all four tokens matching
+    margin = ITEM_WEIGHT * (1 - worst_item) - 0.5  # another item's neuron with every token of its key matching
     by_item: dict[int, list[int]] = {}
     for n, s in enumerate(steps):
         by_item.setdefault(s.item, []).append(n)
