@@ -72,13 +72,14 @@ def _runner(ws: Workspace, **options: object) -> Runner:
                   options=StageOptions(**options))  # type: ignore[arg-type]
 
 
-def _measured(runner: Runner, model_dir: Path, *, age_s: float = 60, disturbed: bool = False) -> RunRecord:
+def _measured(runner: Runner, model_dir: Path, *, age_s: float = 60, disturbed: bool | None = False) -> RunRecord:
     """A run whose boot, bench and eval were measured `age_s` ago, stored with their input keys."""
     run = runner.create(image=ImageRef(repository="127.0.0.1:5000/llmgate/reuse-test", digest=DIGEST),
                         model_dir=model_dir)
     when = utcnow() - timedelta(seconds=age_s)
+    env = {} if disturbed is None else {"env_disturbed": 1.0 if disturbed else 0.0}
     metrics = {Stage.BOOT: {"load_time_s": 2.0}, Stage.EVAL: {"correctness_mean": 0.9},
-               Stage.BENCH: {"ttft_p99_s": 0.1, "env_disturbed": 1.0 if disturbed else 0.0}}
+               Stage.BENCH: {"ttft_p99_s": 0.1, **env}}
     for stage, m in metrics.items():
         key = runner._reusable(run, stage)[0]
         assert key is not None
@@ -116,11 +117,12 @@ def test_an_unchanged_rerun_reuses_boot_bench_and_eval_and_says_why(tmp_path, mo
     assert bench_reuse_verdict(ReusePolicy(), stored).status is GateStatus.PASS
 
 
-@pytest.mark.parametrize("case", ["too old", "disturbed", "other machine", "new baseline", "other policy",
+@pytest.mark.parametrize("case", ["too old", "disturbed", "not judged", "other machine", "new baseline", "other policy",
                                   "remeasure", "fresh", "attached server"])
 def test_a_measurement_the_policy_does_not_cover_is_taken_again(tmp_path, model_dir, monkeypatch, case):
     ws = Workspace(tmp_path / "ws")
-    _measured(_runner(ws), model_dir, age_s=7200 if case == "too old" else 60, disturbed=case == "disturbed")
+    _measured(_runner(ws), model_dir, age_s=7200 if case == "too old" else 60,
+              disturbed=None if case == "not judged" else case == "disturbed")
     options = {"remeasure": {"remeasure": True}, "fresh": {"fresh": True},
                "attached server": {"server_url": "http://127.0.0.1:9"}}.get(case, {})
     runner = _runner(ws, **options)
@@ -144,6 +146,8 @@ def test_a_measurement_the_policy_does_not_cover_is_taken_again(tmp_path, model_
         assert "bench: measuring again" in said and "2.0 h ago, more than reuse.bench_max_age_s=3600s" in said
     if case == "disturbed":
         assert "measured on a disturbed machine" in said
+    if case == "not judged":
+        assert "its machine was not judged for disturbance" in said
     # eval reads no timing of this machine nor the policy: it is reused whatever the case, except --fresh
     assert (runner._reusable(run, Stage.EVAL)[1] is None) == (case == "fresh")
 

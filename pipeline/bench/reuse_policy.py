@@ -43,8 +43,10 @@ def why_not_reusable(stored: StageResult, policy: ReusePolicy, now: datetime) ->
     """Why a stored boot or bench with this run's inputs may not stand for it now (None: it may)."""
     if stored.status is not StageStatus.OK:
         return f"it is {stored.status.value}"
-    if stored.metrics.get("env_disturbed") == 1.0:
-        return "it was measured on a disturbed machine"
+    if stored.stage is Stage.BENCH and stored.metrics.get("env_disturbed") != 0.0:
+        # disturbed (1.0), or never judged (no reading): either way not evidence to carry forward
+        return ("it was measured on a disturbed machine" if stored.metrics.get("env_disturbed") == 1.0
+                else "its machine was not judged for disturbance")
     age = measured_age_s(stored, now)
     if age is None:
         return "its measurement time is unknown"
