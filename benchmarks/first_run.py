@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -63,6 +64,7 @@ PHASES = [
 class Traced:
     wall_s: float
     exit_code: int
+    cpu_s: float = 0.0  # the script's processes and the tools they ran (not a container's, nor dockerd's)
     phases: dict[str, float] = field(default_factory=dict)
 
 
@@ -73,11 +75,14 @@ def traced(script: str, cwd: Path, env: dict[str, str], log: Path) -> Traced:
     rc = log.with_suffix(".bashenv")
     rc.write_text("PS4='@@${EPOCHREALTIME}@@ '\n")
     env = {**env, "BASH_ENV": str(rc)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.time()
     with log.open("w") as fh:
         proc = subprocess.run(["bash", "-x", script], cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
                               check=False)
     end = time.time()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     marks: list[tuple[float, str]] = []
     for line in log.read_text(errors="replace").splitlines():
         m = TRACE.match(line)
@@ -88,7 +93,7 @@ def traced(script: str, cwd: Path, env: dict[str, str], log: Path) -> Traced:
     for (t, text), nxt in zip(marks, ends[: len(marks)], strict=True):
         name = next((n for n, pat in PHASES if pat.search(text)), "other")
         phases[name] = phases.get(name, 0.0) + (nxt - t)
-    return Traced(wall_s=end - start, exit_code=proc.returncode, phases=phases)
+    return Traced(wall_s=end - start, exit_code=proc.returncode, cpu_s=cpu, phases=phases)
 
 
 def uptime() -> str:
@@ -158,11 +163,13 @@ def main() -> None:
         setup = Traced(wall_s=0.0, exit_code=0)
         if not args.demo_only:
             setup = traced("scripts/setup.sh", clone, env, root / "setup.log")
-            print(f"set-up: exit {setup.exit_code} in {fmt_seconds(setup.wall_s)} (log {root / 'setup.log'})")
+            print(f"set-up: exit {setup.exit_code} in {fmt_seconds(setup.wall_s)}, {fmt_seconds(setup.cpu_s)} CPU "
+                  f"(log {root / 'setup.log'})")
             if setup.exit_code != 0:
                 raise SystemExit("set-up failed; see the log")
         demo = traced("scripts/demo.sh", clone, env, root / "demo.log")
-        print(f"demo:   exit {demo.exit_code} in {fmt_seconds(demo.wall_s)} (log {root / 'demo.log'})")
+        print(f"demo:   exit {demo.exit_code} in {fmt_seconds(demo.wall_s)}, {fmt_seconds(demo.cpu_s)} CPU of llmgate "
+              f"and its tools, the serving containers not counted (log {root / 'demo.log'})")
         print("\nphases (wall time):")
         for label, t in (("set-up", setup), ("demo", demo)):
             if not t.wall_s:
