@@ -214,6 +214,20 @@ def parse_run_id(stdout: str) -> str:
     return check_run_id(lines[-1], where="llmgate new-run")
 
 
+MODEL_DIGEST_ENV = "LLMGATE_MODEL_DIGEST"
+_MODEL_LINE = re.compile(r"model (sha256:[0-9a-f]{64})")
+
+
+def parse_model_digest(stdout: str) -> str:
+    """The weights digest `llmgate new-run` printed (`model sha256:…`): the serving container is given it, and
+    its entrypoint checks the mounted weights against it before the server starts."""
+    for line in stdout.splitlines():
+        found = _MODEL_LINE.fullmatch(line.strip())
+        if found:
+            return found.group(1)
+    raise BadInput("`llmgate new-run` printed no model digest", where="llmgate new-run")
+
+
 def server_url() -> str:
     return f"http://{SERVER_ALIAS}:{SERVER_PORT}"
 

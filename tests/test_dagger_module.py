@@ -54,6 +54,7 @@ SECRET_NAME = re.compile(
 )
 ADDRESS = "registry.example.com/llm/server:v7"
 RUN_ID = "run-20260101-0001"
+MODEL_DIGEST = "sha256:" + "7" * 64  # what new-run prints for the weights
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +233,13 @@ def test_run_id_is_the_last_line_new_run_prints():
             ci_plan.parse_run_id(bad)
 
 
+def test_the_model_digest_new_run_prints_is_what_the_server_is_told():
+    assert ci_plan.parse_model_digest(f"model {MODEL_DIGEST}\n{RUN_ID}\n") == MODEL_DIGEST
+    for bad in (f"{RUN_ID}\n", "model sha256:abc\n", f"a model {MODEL_DIGEST}\n"):
+        with pytest.raises(BadInput, match="no model digest"):
+            ci_plan.parse_model_digest(bad)
+
+
 # -- the protocol: `run` driven by the SDK's module entrypoint against a recording endpoint -------------
 def _gated_record(decision: str = "blocked") -> RunRecord:
     return RunRecord(run_id=RUN_ID, image=ImageRef(repository="r/x", digest="sha256:" + "a" * 64),
@@ -281,7 +289,8 @@ class CliDouble:
     def __call__(self, ctx: ExecContext) -> ExecResult:
         verb = ctx.argv[3] if ctx.argv[:1] == ["llmgate"] else ""
         if verb == "new-run":
-            return ExecResult(self.exits.get("new-run", 0), f"{RUN_ID}\n", f"run {RUN_ID}: {ctx.argv[5]}\n")
+            return ExecResult(self.exits.get("new-run", 0), f"model {MODEL_DIGEST}\n{RUN_ID}\n",
+                              f"run {RUN_ID}: {ctx.argv[5]}\n")
         if verb == "run":
             stages = _only(ctx.argv)
             code = next((self.exits[s] for s in stages if s in self.exits), 0)
@@ -450,6 +459,8 @@ def test_server_is_started_once_with_all_gpus_right_before_the_segment_that_boot
     assert from_.args["address"] == ci_plan.require_digest(publish.detail["ref"])  # what was pushed, by digest
     (models,) = service.calls("withMountedDirectory")
     assert models.args == {"path": ci_plan.MODELS, "source": recorded.model_id, "readOnly": True}
+    env = {c.args["name"]: c.args["value"] for c in service.calls("withEnvVariable")}
+    assert env[ci_plan.MODEL_DIGEST_ENV] == MODEL_DIGEST  # the entrypoint checks the weights before serving
     (port,) = service.calls("withExposedPort")
     assert port.args["port"] == ci_plan.SERVER_PORT
     (auth,) = service.calls("withRegistryAuth")

@@ -128,7 +128,8 @@ def new_run_cmd(
     plan: PlanOpt = "dagger",
     config: ConfigOpt = None,
 ) -> None:
-    """Start a run for an image built outside llmgate (Dagger's BuildKit); prints the run id.
+    """Start a run for an image built outside llmgate (Dagger's BuildKit); prints the weights' digest
+    (`model sha256:…`) and, last, the run id.
 
     Example: llmgate new-run --image registry.example.com/llm/server@sha256:… --model-dir /models --plan dagger
     """
@@ -141,6 +142,8 @@ def new_run_cmd(
     if target is not None:
         runner.cfg.target = target
     run = runner.create(tag=tag or ref.tag, image=ref, model_dir=model_dir)
+    if run.model is not None:  # the serving container is told this digest and checks its weights against it
+        out.print(Text(f"model {run.model.digest}"))
     out.print(Text(run.run_id))
 
 

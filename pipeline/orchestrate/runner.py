@@ -270,10 +270,16 @@ class Runner:
         else:
             outcomes = [(s, k, self._call(run, ctx, s)) for s, k in prepared]
         failure: tuple[Stage, LlmgateError] | None = None
+        event_failure: LlmgateError | None = None
         for step, key, outcome in outcomes:
             if isinstance(outcome, _Failed):
                 results[step.stage] = outcome.result(step.stage)
-                failure = failure or (step.stage, outcome.error)
+                if step.event is not None:
+                    # An event about a target (a promotion that failed) is no fact about the release: the
+                    # run's decision stays what its gate said, and the error goes on up.
+                    event_failure = event_failure or outcome.error
+                else:
+                    failure = failure or (step.stage, outcome.error)
             else:
                 outcome.input_key = key
                 results[step.stage] = outcome
@@ -287,6 +293,8 @@ class Runner:
             run.decision_reason = f"stage {failure[0].value}: {failure[1].message}"
             self._checkpoint(run)
             raise failure[1]
+        if event_failure is not None:
+            raise event_failure
         return ordered
 
     def _call(self, run: RunRecord, ctx: StageContext, step: Step) -> StageResult | _Failed:

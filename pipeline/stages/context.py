@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pipeline.adapters.bundle import Adapters
 from pipeline.config import PipelineConfig
@@ -23,6 +23,8 @@ from pipeline.progress import NullReporter, Reporter
 
 if TYPE_CHECKING:
     from pipeline.gates.policy import Policy
+    from pipeline.promote.backend import Backend
+    from pipeline.promote.targets import Target
     from pipeline.workspace import Workspace
 
 
@@ -46,10 +48,11 @@ class BaselineServer(ServedModel):
 
 @dataclass
 class PromoteRequest:
-    """Where a promote step moves the release; set by the command that asks for a promotion."""
+    """Where a promote step moves the release; set by the command that asks for a promotion. The target
+    is its configuration (targets.yaml) and the backend is built from it (pipeline.promote.factory)."""
 
-    target: str
-    backend: Any  # a pipeline.promote.backend.Backend
+    target: Target
+    backend: Backend
     dry_run: bool = False
     rollback_of: str | None = None  # the digest a rollback replaces
 

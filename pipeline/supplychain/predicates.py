@@ -76,6 +76,10 @@ class VerdictPredicate(_Strict):
     decision_reason: str = ""
     source_commit: str | None = None
     config_hash: str | None = None
+    # The target the run was gated for and the run it was compared with: a verdict is for that target and
+    # its baseline only (the guard refuses it anywhere else). None in verdicts from before this field.
+    target: str | None = None
+    baseline_run_id: str | None = None
 
     @classmethod
     def from_run(cls, run: RunRecord, *, created: datetime | None = None) -> VerdictPredicate:
@@ -94,6 +98,8 @@ class VerdictPredicate(_Strict):
             decision_reason=run.decision_reason,
             source_commit=run.source_commit,
             config_hash=run.config_hash,
+            target=run.target,
+            baseline_run_id=run.baseline_run_id,
         )
 
 

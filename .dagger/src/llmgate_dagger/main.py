@@ -207,9 +207,11 @@ class Llmgate:
             .with_env_variable(ci_plan.INVOCATION_ENV, uuid.uuid4().hex)
             .with_exec(ci_plan.new_run_command(image, tag=ci_plan.image_tag(address), target=target))
         )
-        run_id = ci_plan.parse_run_id(await started.stdout())
+        printed = await started.stdout()
+        run_id = ci_plan.parse_run_id(printed)
         state = started.directory(ci_plan.STATE)
-        server = self._server(image, model, gpus, address, registry_username, registry_password)
+        server = self._server(image, model, ci_plan.parse_model_digest(printed), gpus, address, registry_username,
+                              registry_password)
 
         for segment in ci_plan.segments(promote=promote):
             ctr = container(state, ci_plan.segment_credentials(segment))
@@ -281,9 +283,10 @@ class Llmgate:
             ctr = ctr.with_env_variable(ci_plan.STORE_URL_FILE_ENV, store.file)  # a path, not the URL
         return ctr
 
-    def _server(self, image: str, model: dagger.Directory, gpus: bool, address: str, username: str,
-                password: Secret) -> dagger.Service:
-        """The published digest as a service: weights read-only at /models, port 8000, all GPUs."""
+    def _server(self, image: str, model: dagger.Directory, model_digest: str, gpus: bool, address: str,
+                username: str, password: Secret) -> dagger.Service:
+        """The published digest as a service: weights read-only at /models (their digest given, which the
+        image's entrypoint checks before the server starts), port 8000, all GPUs."""
         ctr = dag.container()
         if password is not None:
             ctr = ctr.with_registry_auth(address, username, password)
@@ -291,6 +294,7 @@ class Llmgate:
             ctr.from_(ci_plan.require_digest(image))
             .with_mounted_directory(ci_plan.MODELS, model, read_only=True)
             .with_env_variable("MODEL_PATH", ci_plan.MODELS)
+            .with_env_variable(ci_plan.MODEL_DIGEST_ENV, model_digest)
             # Readiness is the boot stage's measurement (port, health, first completion), not Dagger's.
             .with_exposed_port(ci_plan.SERVER_PORT, experimental_skip_healthcheck=True)
         )
