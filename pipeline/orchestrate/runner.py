@@ -249,6 +249,8 @@ class Runner:
             key, found = self._reusable(run, step.stage, say=True)
             if found is not None and step.stage is Stage.BOOT and not self._server_steps_reusable(run):
                 found = None  # a step after it needs a live server: boot for real
+                self.reporter.step("boot: measuring again: a later step needs a live server (its stored result "
+                                   "cannot stand for it)")
             if found is not None and self._still_valid(run, step, found[1]):
                 results[step.stage] = self._reused(run, found[0], found[1], key)
             else:
