@@ -54,6 +54,7 @@ class Timed:
     wall_s: float
     exit_code: int
     run: RunRecord
+    remeasured: list[str]  # the command's own lines saying why a stored measurement was not reused
 
 
 def llmgate() -> list[str]:
@@ -74,12 +75,13 @@ def run_once(label: str, workdir: Path, model: Path, tag: str, *extra: str, log:
     cmd = [*llmgate(), "--workdir", str(workdir), "run", "--model-dir", str(model), "--tag", tag, *extra]
     print(f"\n== {label}: {' '.join(cmd)}", flush=True)
     start = time.perf_counter()
-    with log.open("a") as fh:
-        fh.write(f"\n== {label}: {' '.join(cmd)}\n")
-        fh.flush()
-        proc = subprocess.run(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, check=False,
-                              env={**os.environ, "NO_COLOR": "1"})
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False,
+                          env={**os.environ, "NO_COLOR": "1"})
     wall = time.perf_counter() - start
+    with log.open("a") as fh:
+        fh.write(f"\n== {label}: {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+    remeasured = [line.split("] ", 1)[-1] for line in (proc.stdout + proc.stderr).splitlines()
+                  if ": measuring again: " in line]
     store = Store(workdir / "results.db")
     try:
         newest = store.runs(limit=1)
@@ -89,7 +91,7 @@ def run_once(label: str, workdir: Path, model: Path, tag: str, *extra: str, log:
         raise SystemExit(f"{label}: no run recorded (exit {proc.returncode}); see {log}")
     run = newest[0]
     print(f"   exit {proc.returncode} ({run.decision.value}) in {fmt_seconds(wall)}; run {run.run_id}", flush=True)
-    return Timed(label, wall, proc.returncode, run)
+    return Timed(label, wall, proc.returncode, run, remeasured)
 
 
 def stage_split(t: Timed) -> str:
@@ -145,6 +147,8 @@ def main() -> None:
             print(f"  {name}: {res.reason}")
         elif name in ("boot", "bench"):
             print(f"  {name}: measured again ({fmt_seconds(res.duration_s) if res.duration_s else '-'})")
+    for line in unchanged.remeasured:
+        print(f"  why: {line}")
     changed = runs[3].run
     rebuilt = [s for s in NEVER_REBUILT if (r := changed.stages.get(s)) is None or not r.reused_from]
     same_image = changed.image.digest == runs[0].run.image.digest
