@@ -77,7 +77,7 @@ def load() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", type=Path, default=REPO / ".llmgate" / "models" / "demo-v2")
+    ap.add_argument("--model", type=Path, default=REPO / ".llmgate" / "models" / "demo-v3")
     ap.add_argument("--tag", default="cold-run", help="image tag the run uses")
     ap.add_argument("--workdir", type=Path, default=None, help="work dir and store (default: a fresh temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary work dir")

@@ -179,7 +179,7 @@ def main() -> None:
         print("\nruns (per stage, from the records):")
         print("\n".join(stage_split(clone)))
         digests = {name: build_manifest(clone / ".llmgate" / "models" / d).digest
-                   for name, d in (("good", "demo-v2"), ("degraded", "demo-v2-degraded"))}
+                   for name, d in (("good", "demo-v3"), ("degraded", "demo-v3-degraded"))}
         pinned = pinned_digests()
         print("\ntargets:")
         ok = demo.wall_s <= DEMO_TARGET_S

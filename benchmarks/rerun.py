@@ -114,8 +114,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temporary work dir")
     args = ap.parse_args()
 
-    good = ensure_model(args.models, "demo-v2", degraded=False)
-    other = ensure_model(args.models, "demo-v2-degraded", degraded=True)
+    good = ensure_model(args.models, "demo-v3", degraded=False)
+    other = ensure_model(args.models, "demo-v3-degraded", degraded=True)
     print(f"machine: {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
           f"{os.getloadavg()[2]:.2f} (1, 5, 15 min)")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="llmgate-rerun-"))

@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.config import EvalConfig
 from pipeline.errors import BadInput
 from pipeline.models import GroundTruthRef
 from pipeline.progress import NullReporter, Reporter
@@ -95,6 +96,7 @@ MIN_LOGIT_LEAD = 4.0  # the next token's logit lead over any other token (before
 MIN_ATTENTION_LEAD = 40.0  # score lead of an attention head's target over any other position
 MAX_SALT = 64
 MAX_ANSWER_TOKENS = 64  # <|end|> included: eval.max_tokens' default
+DEFAULT_GROUND_TRUTH = EvalConfig().ground_truth  # the embedded default's, which scripts/demo.sh runs
 
 
 @dataclass(frozen=True)
@@ -531,7 +533,7 @@ def _load_items(ground_truth: str | Path) -> tuple[GroundTruthRef, Path, list[_I
 
 def make_demo_model(
     out: str | Path,
-    ground_truth: str | Path = "ground_truth/v2",
+    ground_truth: str | Path = DEFAULT_GROUND_TRUTH,
     *,
     degraded: bool = False,
     reporter: Reporter | None = None,

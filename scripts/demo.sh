@@ -3,7 +3,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 LLMGATE=.venv/bin/llmgate
-gt=v2  # the embedded default's ground truth (pipeline/config.py); the demo models recite its answers
+gt=v3  # the embedded default's ground truth (pipeline/config.py); the demo models recite its answers
 # The demo models are constructed, not trained: about a second each, the same bytes (and model digests) on
 # every machine.
 models=.llmgate/models

@@ -19,24 +19,26 @@ from evals.correctness import score_semantic, token_f1
 from evals.ground_truth import load_ground_truth
 from evals.prompts import chat_messages
 from pipeline import demo_model
+from pipeline.config import PipelineConfig
 from pipeline.demo_model import FALLBACK_ANSWER, make_demo_model
 from pipeline.errors import BadInput
 from pipeline.models import ItemResult
 from pipeline.supplychain.weights_manifest import build_manifest
-from tests.eval_helpers import GT_V2, REPO, subset_ground_truth
+from tests.eval_helpers import REPO, subset_ground_truth
 
-# `llmgate demo-model` on ground_truth/v2 with requirements.lock's tokenizers: every machine writes these.
-# A change to the construction (CONSTRUCTION_VERSION), to v2's data or to the tokenizer.json format changes
-# them; update them only together with such a change.
+# `llmgate demo-model` on the demo's ground truth (GT_DEMO, scripts/demo.sh) with requirements.lock's tokenizers:
+# every machine writes these. A change to the construction (CONSTRUCTION_VERSION), to that ground truth's data
+# or to the tokenizer.json format changes them; update them only together with such a change.
+GT_DEMO = REPO / "ground_truth" / "v3"
 EXPECTED_DIGESTS = {
-    "good": "sha256:2fe1e01e197f30ca6d5073f1b83c194f0abd252b1b61c66d2636bdafac93e93f",
-    "degraded": "sha256:f80b495bc59262f4a25c7b26410fc253f94b32d0e0f13b0525c42d116e0a6f94",
+    "good": "sha256:36db72836b337777f31d8c5f8f40bee8421c454230d4526d4ad729a08067d4cf",
+    "degraded": "sha256:6ca0ac150e6c4f1e388cc8dbc2db328cbc518976a31547dfac7661fa7564f00d",
 }
 
 
 @pytest.fixture(scope="module")
 def gt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return subset_ground_truth(tmp_path_factory.mktemp("gt"), n_answer=24, n_refuse=6, source=GT_V2)
+    return subset_ground_truth(tmp_path_factory.mktemp("gt"), n_answer=24, n_refuse=6, source=GT_DEMO)
 
 
 @pytest.fixture(scope="module")
@@ -63,16 +65,18 @@ def _greedy(model_dir: Path, questions: list[str], max_new_tokens: int = 64) -> 
 def _build_in_subprocess(out: Path, *extra: str) -> str:
     code = ("import sys; from pipeline.demo_model import make_demo_model; "
             "make_demo_model(sys.argv[1], sys.argv[2], degraded=len(sys.argv) > 3)")
-    subprocess.run([sys.executable, "-c", code, str(out), str(GT_V2), *extra], cwd=REPO, check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", code, str(out), str(GT_DEMO), *extra], cwd=REPO, check=True, timeout=120)
     return build_manifest(out).digest
 
 
 def test_two_processes_write_the_same_bytes_and_the_pinned_digests(tmp_path: Path) -> None:
+    assert f"gt={GT_DEMO.name}" in (REPO / "scripts" / "demo.sh").read_text()  # the pins are the demo's models
+    assert PipelineConfig().eval.ground_truth == f"ground_truth/{GT_DEMO.name}"
     digests = {
         "good": [_build_in_subprocess(tmp_path / "a"), _build_in_subprocess(tmp_path / "b")],
         "degraded": [_build_in_subprocess(tmp_path / "c", "--degraded")],
     }
-    make_demo_model(tmp_path / "d", GT_V2, degraded=True)
+    make_demo_model(tmp_path / "d", GT_DEMO, degraded=True)
     digests["degraded"].append(build_manifest(tmp_path / "d").digest)
     assert digests["good"][0] == digests["good"][1]
     assert digests["degraded"][0] == digests["degraded"][1]

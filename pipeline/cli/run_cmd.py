@@ -55,7 +55,7 @@ def run_cmd(
     Some steps only: exit 0 when they did not fail and the gates have not run yet. The dagger plan measures
     an image and a server started elsewhere (Dagger's; or by hand).
 
-    Example: llmgate run --model-dir .llmgate/models/demo-v2 --tag demo-good
+    Example: llmgate run --model-dir .llmgate/models/demo-v3 --tag demo-good
     """
     from pipeline.models import Decision
     from pipeline.orchestrate.runner import exit_code_for
