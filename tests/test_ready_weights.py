@@ -182,3 +182,121 @@ def test_every_entrypoint_checks_the_weights_before_its_server() -> None:
         text = (REPO / "dockerfiles" / "runtime" / f"llmgate-serve-{name}").read_text()
         check = text.index("llmgate-ready --before-start || exit 1")
         assert check < text.index(server), name
+
+
+# --- the second half of ready: a real streamed token from the server ------------------------------------
+
+
+class _Server:
+    """A stand-in OpenAI-compatible server on a free port: answers each POST with `status` and `body`
+    (an SSE stream as servers send it) and records the requests it got."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        import http.server
+        import threading
+
+        outer = self
+        self.requests: list[tuple[str, dict[str, str], dict]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                data = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                outer.requests.append((self.path, dict(self.headers), json.loads(data)))
+                self.send_response(status)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> _Server:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _sse(*events: object, space: bool = True) -> bytes:
+    sep = "data: " if space else "data:"
+    return "".join(f"{sep}{e if isinstance(e, str) else json.dumps(e)}\n\n" for e in events).encode()
+
+
+ROLE = {"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}  # vLLM's first chunk
+TOKEN = {"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]}
+
+
+def ready(weights: Path, tmp_path: Path, server: _Server | None, **env: str) -> subprocess.CompletedProcess[str]:
+    extra = {"PORT": str(server.port) if server else "9", "READY_HOST": "127.0.0.1", **env}
+    keep = {k: v for k, v in os.environ.items() if not k.startswith("READY_")}
+    keep.update({"MODEL_PATH": str(weights), "LLMGATE_READY_CACHE": str(tmp_path / "c.json"),
+                 "LLMGATE_MODEL_DIGEST": model_ref(weights).digest, "READY_TIMEOUT_S": "5", **extra})
+    return subprocess.run([sys.executable, str(HELPER)], capture_output=True, text=True, env=keep, timeout=60,
+                          check=False)
+
+
+def test_ready_needs_a_streamed_token_and_asks_for_exactly_one(weights: Path, tmp_path: Path) -> None:
+    with _Server(200, _sse(ROLE, TOKEN, "[DONE]")) as srv:
+        res = ready(weights, tmp_path, srv)
+    assert res.returncode == 0 and "ready: streamed a completion token" in res.stdout, res.stdout + res.stderr
+    [(path, headers, body)] = srv.requests
+    assert path == "/v1/chat/completions"
+    assert headers["Accept"] == "text/event-stream" and headers["Content-Type"] == "application/json"
+    assert body == {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1, "stream": True,
+                    "temperature": 0}  # no "model": the server is pinned to the one it started with
+
+
+def test_ready_model_and_path_come_from_the_environment(weights: Path, tmp_path: Path) -> None:
+    with _Server(200, _sse(TOKEN)) as srv:
+        res = ready(weights, tmp_path, srv, READY_MODEL="tiny", READY_PATH="/openai/v1/chat/completions")
+    assert res.returncode == 0, res.stdout + res.stderr
+    [(path, _, body)] = srv.requests
+    assert path == "/openai/v1/chat/completions" and body["model"] == "tiny"
+
+
+def test_a_finish_reason_alone_is_a_generated_token(weights: Path, tmp_path: Path) -> None:
+    """max_tokens 1 can end on a token that decodes to nothing: the finish reason still shows generation."""
+    done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}
+    with _Server(200, _sse(ROLE, done, "[DONE]", space=False)) as srv:
+        res = ready(weights, tmp_path, srv)
+    assert res.returncode == 0 and "ready: streamed" in res.stdout, res.stdout + res.stderr
+
+
+def test_comments_and_unparsable_events_are_skipped_not_taken_as_tokens(weights: Path, tmp_path: Path) -> None:
+    body = b": keep-alive\n\nevent: ping\n\n" + _sse("{not json", {"choices": None}, TOKEN, space=False)
+    with _Server(200, body) as srv:
+        res = ready(weights, tmp_path, srv)
+    assert res.returncode == 0 and "ready: streamed" in res.stdout, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("body", [
+    _sse(ROLE, "[DONE]", TOKEN),  # nothing generated before [DONE]; what follows it is not the answer
+    _sse(ROLE),  # the stream ends after the role chunk
+    b"",  # 200 with an empty body
+    b'{"choices": [{"delta": {"content": "Hi"}}]}\n',  # not an event stream
+], ids=["done-first", "role-only", "empty", "not-sse"])
+def test_a_stream_without_a_generated_token_is_not_ready(weights: Path, tmp_path: Path, body: bytes) -> None:
+    with _Server(200, body) as srv:
+        res = ready(weights, tmp_path, srv)
+    assert res.returncode == 1 and "ready: streamed" not in res.stdout
+    assert "not ready: the stream ended without a generated token" in res.stderr
+
+
+@pytest.mark.parametrize("status", [202, 503])
+def test_a_status_other_than_200_is_not_ready(weights: Path, tmp_path: Path, status: int) -> None:
+    with _Server(status, _sse(TOKEN)) as srv:
+        res = ready(weights, tmp_path, srv)
+    assert res.returncode == 1 and "ready: streamed" not in res.stdout
+    assert f"not ready: HTTP {'Error ' if status >= 400 else ''}{status}" in res.stderr
+
+
+def test_no_server_is_not_ready(weights: Path, tmp_path: Path) -> None:
+    res = ready(weights, tmp_path, None)
+    assert res.returncode == 1 and res.stderr.startswith("not ready: ") and "Connection refused" in res.stderr
