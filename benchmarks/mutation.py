@@ -37,6 +37,7 @@ import ast
 import hashlib
 import json
 import os
+import random
 import shlex
 import shutil
 import signal
@@ -87,7 +88,13 @@ MODULES: tuple[Module, ...] = (
                      "tests/test_leak.py::test_planted_secret_is_caught_by_leak_stage"),
            note="secrets in image layers (the two docker-build tests are left out: minutes a mutant)"),
     Module("gate-engine", "pipeline/gates/engine.py", ("tests/test_gate_engine.py", "tests/test_gate_outcomes.py"),
-           note="metrics to gate verdicts"),
+           deselect=("tests/test_gate_engine.py::test_gate_cli_exit_codes",
+                     "tests/test_gate_outcomes.py::test_an_inconclusive_verdict_is_signed_as_such_and_promotion_refuses_it",
+                     "tests/test_gate_outcomes.py::test_policy_check_refuses_what_the_planned_sizes_cannot_support",
+                     "tests/test_gate_outcomes.py::test_gate_command_exits_1_and_says_inconclusive_and_why",
+                     "tests/test_gate_outcomes.py::test_bench_measures_again_once_the_machine_is_quiet"),
+           note="metrics to gate verdicts (CLI, signing, sizing and bench tests left out: seconds each, "
+                "and they reach the engine only through what the others test)"),
 )
 
 _CMP = ("Eq_NotEq", "NotEq_Eq", "Lt_LtE", "Lt_GtE", "LtE_Lt", "LtE_Gt", "Gt_GtE", "Gt_LtE", "GtE_Gt",
@@ -218,7 +225,7 @@ def test_command(m: Module) -> list[str]:
 
 
 def run_module(m: Module, root: Path, *, timeout_s: float, budget_s: float, allow: list[dict],
-               count_only: bool = False, previous: dict | None = None) -> dict:
+               count_only: bool = False, previous: dict | None = None, sample: int | None = None) -> dict:
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
@@ -275,6 +282,15 @@ def run_module(m: Module, root: Path, *, timeout_s: float, budget_s: float, allo
                 skipped[why] = skipped.get(why, 0) + 1
                 wdb.set_result(item.job_id, WorkResult(output=why, worker_outcome=WorkerOutcome.SKIPPED))
         total = len(pending) - sum(skipped.values())
+        if sample is not None and retest is None and total > sample:
+            done = {jid for jid, _ in wdb.results}
+            live = sorted(i.job_id for i in pending if i.job_id not in done)
+            chosen = set(random.Random(f"{m.key}:{digest}").sample(live, sample))
+            for jid in live:
+                if jid not in chosen:
+                    wdb.set_result(jid, WorkResult(output="not in the sample", worker_outcome=WorkerOutcome.SKIPPED))
+            skipped["not in the sample"] = total - sample
+            total = sample
         carried = skipped.get("killed in the --retest record", 0)
     log(f"{m.key}: {total} mutants to test (skipped: {skipped})")
     if count_only:
@@ -333,6 +349,7 @@ def run_module(m: Module, root: Path, *, timeout_s: float, budget_s: float, allo
     return {
         "module": m.key, "path": m.path, "sha256": digest, "note": m.note, "tests": list(m.tests),
         "retested_survivors_only": retest is not None,
+        "sampled": "not in the sample" in skipped,
         "functions": list(m.functions), "deselected": list(m.deselect),
         "mutants": total, "tested": tested, "partial": partial or tested < total,
         "killed": caught, "incompetent": incompetent, "survived": survived, "explained": explained,
@@ -382,7 +399,7 @@ def print_table(results: list[dict]) -> None:
         if "error" in r:
             print(f"{r['module']:<14} {r['path']:<38} {r['error']}")
             continue
-        flag = " (partial)" if r["partial"] else ""
+        flag = " (partial)" if r["partial"] else " (sample)" if r.get("sampled") else ""
         print(f"{r['module']:<14} {r['path']:<38} {r['killed']:>6} {r['tested']:>6} {r['mutants']:>5} "
               f"{_pct(r['score']):>8} {r['explained']:>5} {_pct(r['score_with_explained']):>8} "
               f"{r['seconds_per_mutant'] or 0:>6}{flag}")
@@ -403,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nice", type=int, default=10)
     ap.add_argument("--keep-tmp", action="store_true")
     ap.add_argument("--count", action="store_true", help="only count the mutants of each module")
+    ap.add_argument("--sample", type=int, metavar="N",
+                    help="of a module with more than N mutants, test a seeded random sample of N (an estimate of "
+                         "its score, marked as such)")
     ap.add_argument("--retest", type=Path, metavar="JSON",
                     help="a record of an earlier run: of a module whose source is unchanged, run only the mutants "
                          "that survived then (tests are only ever added, so a killed mutant stays killed)")
@@ -438,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in wanted:
             results.append(run_module(by_key[key], root, timeout_s=args.timeout_s, budget_s=args.budget_s,
                                       allow=allow, count_only=args.count,
-                                      previous=earlier.get(key)))
+                                      previous=earlier.get(key), sample=args.sample))
             if args.count:
                 continue
             print_table(results[-1:])

@@ -5,6 +5,7 @@ and each refusal names the (image, model) pair and the reason."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -122,6 +123,9 @@ def test_guard_passes_the_signed_pair_and_evidence_names_both_digests(env, keys)
     assert f"Image: {run.image.by_digest}" in text and f"Model: {GOOD_MODEL}" in text
     assert f"Signed verdict: run {run.run_id}, decision pass" in text
     assert "target production, baseline none (first release)" in text
+    # What the guard vouched for cannot be edited on its way into the evidence.
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.model_digest = BAD_MODEL  # type: ignore[misc]
 
 
 def test_evidence_quotes_the_signed_verdict_not_the_store(env, keys) -> None:  # type: ignore[no-untyped-def]
@@ -193,10 +197,10 @@ def test_local_policy_verdict_is_never_promotable_to_production(env, keys) -> No
     prod_as_canary = TargetPolicy.for_target("production")  # the same name, not production by configuration
     assert check_promotable(run.image, GOOD_MODEL, prod_as_canary, keys[1], signer=signer).verdict.run_id == run.run_id
     err = _refused(signer, run.image.by_digest, GOOD_MODEL, PRODUCTION, keys[1])
-    assert "made under the local policy gates.local.yaml" in err.message
+    assert "made under the local policy gates.local.yaml (sha256 bbbbbbbbbbbb), which target production" in err.message
     only = TargetPolicy.for_target("production", accepted_policy_sha256=["f" * 64])
     err = _refused(signer, run.image.by_digest, GOOD_MODEL, only, keys[1])
-    assert "not one target production accepts" in err.message
+    assert "made under policy gates.local.yaml (sha256 bbbbbbbbbbbb), not one target production accepts" in err.message
 
 
 def test_a_local_policy_is_recognised_by_digest_under_any_name(env, keys) -> None:  # type: ignore[no-untyped-def]
