@@ -15,7 +15,8 @@ Which mutants count (the rest are marked skipped before `exec`, see `_skip_reaso
   inverse (cosmic-ray's other operators swap each binary operator for every other one, ten variants a
   site, which mostly repeats what the inverse already shows);
 - not inside a type annotation (the modules use `from __future__ import annotations`, so an annotation
-  is a string nobody evaluates: a mutant there is equivalent by construction);
+  is a string nobody evaluates: a mutant there is equivalent by construction), and not the bare `*` of
+  a signature (cosmic-ray's parser takes it for a multiplication);
 - for a module that also holds code outside the guard, only inside the functions named in `functions`.
 
 A surviving mutant that is equivalent (no input can tell it apart) is listed in
@@ -170,6 +171,13 @@ def _skip_reason(mutation, notes, ranges, lines: list[str]) -> str | None:
         return "outside the guard's functions"
     if "pragma: no mutate" in lines[line - 1]:
         return "pragma: no mutate"
+    col = mutation.start_pos[1]
+    text = lines[line - 1]
+    if mutation.operator_name.startswith("core/ReplaceBinaryOperator_Mul_") and text[col:col + 1] == "*" \
+            and text[col + 1:].lstrip()[:1] in (",", ")", ""):
+        # parso reads the bare `*` of a signature (keyword-only marker) as a multiplication; `/` there
+        # only makes the parameters before it positional-only, which no keyword-free call can notice
+        return "bare * of a signature"
     return None
 
 

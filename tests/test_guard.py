@@ -198,6 +198,11 @@ def test_local_policy_verdict_is_never_promotable_to_production(env, keys) -> No
     assert check_promotable(run.image, GOOD_MODEL, prod_as_canary, keys[1], signer=signer).verdict.run_id == run.run_id
     err = _refused(signer, run.image.by_digest, GOOD_MODEL, PRODUCTION, keys[1])
     assert "made under the local policy gates.local.yaml (sha256 bbbbbbbbbbbb), which target production" in err.message
+    # Fail closed: a target built without saying it accepts local policies does not.
+    unsaid = TargetPolicy(target="production", local_policy_sha256=frozenset([LOCAL_POLICY.sha256]))
+    assert "made under the local policy" in _refused(signer, run.image.by_digest, GOOD_MODEL, unsaid, keys[1]).message
+    with pytest.raises(dataclasses.FrozenInstanceError):  # a shared target policy cannot be loosened in place
+        PRODUCTION.allow_local_policy = True  # type: ignore[misc]
     only = TargetPolicy.for_target("production", accepted_policy_sha256=["f" * 64])
     err = _refused(signer, run.image.by_digest, GOOD_MODEL, only, keys[1])
     assert "made under policy gates.local.yaml (sha256 bbbbbbbbbbbb), not one target production accepts" in err.message
