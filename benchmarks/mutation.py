@@ -20,7 +20,8 @@ Which mutants count (the rest are marked skipped before `exec`, see `_skip_reaso
 - for a module that also holds code outside the guard, only inside the functions named in `functions`.
 
 A surviving mutant that is equivalent (no input can tell it apart) is listed in
-benchmarks/mutation_allowlist.yaml with the reason; it is counted as "explained", not as killed.
+benchmarks/mutation_allowlist.yaml (path, operator, the line and the mutated line, as this script prints
+them) with the reason; it is counted as "explained", not as killed.
 
 Prints a table (killed / total / score, explained, score with explained, seconds per mutant) and every
 surviving mutant (file:line, operator, the line), and writes a JSON record (default
@@ -190,15 +191,16 @@ def load_allowlist(path: Path) -> list[dict]:
     doc = yaml.safe_load(path.read_text()) or {}
     entries = doc.get("explained", [])
     for i, e in enumerate(entries):
-        for k in ("path", "operator", "source", "reason"):
+        for k in ("path", "operator", "source", "mutant", "reason"):
             if not str(e.get(k, "")).strip():
                 raise SystemExit(f"mutation: {path}: explained[{i}] needs a non-empty {k!r}")
     return entries
 
 
-def explained_by(entries: list[dict], path: str, operator: str, source: str) -> dict | None:
+def explained_by(entries: list[dict], path: str, operator: str, source: str, mutant: str) -> dict | None:
     for e in entries:
-        if e["path"] == path and e["operator"] == operator and e["source"].strip() == source.strip():
+        if (e["path"], e["operator"], e["source"].strip(), e["mutant"].strip()) == (path, operator, source.strip(),
+                                                                                  mutant.strip()):
             return e
     return None
 
@@ -337,7 +339,7 @@ def run_module(m: Module, root: Path, *, timeout_s: float, budget_s: float, allo
             if result.test_outcome is not None and result.test_outcome.value == "survived":
                 entry = {"file": f"{m.path}:{line}", "operator": mu.operator_name, "occurrence": mu.occurrence,
                          "source": text, "diff": _diff_line(result.diff)}
-                hit = explained_by(allow, m.path, mu.operator_name, text)
+                hit = explained_by(allow, m.path, mu.operator_name, text, entry["diff"])
                 if hit:
                     explained += 1
                     explained_list.append(entry | {"reason": hit["reason"]})

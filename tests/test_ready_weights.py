@@ -300,3 +300,56 @@ def test_a_status_other_than_200_is_not_ready(weights: Path, tmp_path: Path, sta
 def test_no_server_is_not_ready(weights: Path, tmp_path: Path) -> None:
     res = ready(weights, tmp_path, None)
     assert res.returncode == 1 and res.stderr.startswith("not ready: ") and "Connection refused" in res.stderr
+
+
+def test_a_pass_cut_short_resumes_and_only_a_complete_match_is_trusted(weights: Path, tmp_path: Path) -> None:
+    """A probe's timeout can cut the first pass short: its entries are reused by the next probe, which
+    completes the pass and records it; a mismatch is never recorded as a complete pass."""
+    cache = tmp_path / "c.json"
+    good = model_ref(weights).digest
+    assert probe(weights, cache, good, "--weights-only").returncode == 0
+    data = json.loads(cache.read_text())
+    data["complete"] = False
+    del data["digest"]
+    cache.write_text(json.dumps(data))  # as left by a pass that hashed every file but did not finish
+    res = probe(weights, cache, good, "--weights-only")
+    assert res.returncode == 0 and "0 file(s) read, 3 hashed earlier in this start" in res.stdout
+    data = json.loads(cache.read_text())
+    assert data["complete"] is True and data["digest"] == good
+    assert "verified at this start; 0 file(s)" in probe(weights, cache, good, "--weights-only").stdout
+
+    (weights / "config.json").write_text('{"model_type": "other"}')
+    assert probe(weights, cache, good, "--weights-only").returncode == 1
+    assert json.loads(cache.read_text())["complete"] is False
+
+
+def test_a_malformed_cache_entry_costs_that_file_a_read_and_no_other(weights: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "c.json"
+    good = model_ref(weights).digest
+    assert probe(weights, cache, good, "--weights-only").returncode == 0
+    data = json.loads(cache.read_text())
+    first = sorted(data["entries"])[0]
+    data["entries"] = {first: "not a stat key", **{k: v for k, v in data["entries"].items() if k != first}}
+    cache.write_text(json.dumps(data))
+    res = probe(weights, cache, good, "--weights-only")
+    assert res.returncode == 0 and "verified at this start; 1 file(s) with a changed" in res.stdout, res.stdout
+
+
+def test_a_start_identity_without_proc_is_still_a_start_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a kernel without /proc/1/stat or boot_id the helper still runs: the identity is just weaker."""
+    import importlib.machinery
+    import importlib.util
+
+    loader = importlib.machinery.SourceFileLoader("llmgate_ready", str(HELPER))
+    spec = importlib.util.spec_from_loader("llmgate_ready", loader)
+    assert spec is not None
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    real = mod.start_id()
+    assert real.count(":") == 1 and all(real.split(":"))  # boot id and PID 1's start time, both read
+
+    def unreadable(self: Path, *a: object, **k: object) -> str:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", unreadable)
+    assert mod.start_id() == ":"
