@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -46,6 +47,8 @@ def test_match_then_cache_hit_then_changed_file(weights: Path, tmp_path: Path) -
     first = probe(weights, cache, good, "--weights-only")
     assert first.returncode == 0, first.stdout + first.stderr
     assert f"weights verified: {weights} has digest {good}" in first.stdout
+    took = re.search(r"; (\d+\.\d)s\)$", first.stdout.strip())
+    assert took is not None and float(took.group(1)) < 60, first.stdout  # the pass's own duration
     assert "3 file(s) read, 0 hashed earlier in this start" in first.stdout
     assert json.loads(cache.read_text())["digest"] == good
 
@@ -346,10 +349,22 @@ def test_a_start_identity_without_proc_is_still_a_start_identity(monkeypatch: py
     mod = importlib.util.module_from_spec(spec)
     loader.exec_module(mod)
     real = mod.start_id()
-    assert real.count(":") == 1 and all(real.split(":"))  # boot id and PID 1's start time, both read
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    # proc(5): "pid (comm) state ..." where comm may hold spaces and parentheses; starttime is field 22
+    fields = re.fullmatch(r"\d+ \(.*\) (.*)", Path("/proc/1/stat").read_text().strip(), re.S)
+    assert fields is not None
+    assert real == f"{boot}:{fields.group(1).split()[22 - 3]}"
 
     def unreadable(self: Path, *a: object, **k: object) -> str:
         raise PermissionError(13, "Permission denied", str(self))
 
     monkeypatch.setattr(Path, "read_text", unreadable)
     assert mod.start_id() == ":"
+
+
+def test_an_unwritable_cache_costs_speed_never_readiness(weights: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    res = probe(weights, blocker / "c.json", model_ref(weights).digest, "--weights-only")
+    assert res.returncode == 0 and "weights verified" in res.stdout, res.stdout + res.stderr
+    assert f"cannot write cache {blocker / 'c.json'}" in res.stdout
