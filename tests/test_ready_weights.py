@@ -368,3 +368,16 @@ def test_an_unwritable_cache_costs_speed_never_readiness(weights: Path, tmp_path
     res = probe(weights, blocker / "c.json", model_ref(weights).digest, "--weights-only")
     assert res.returncode == 0 and "weights verified" in res.stdout, res.stdout + res.stderr
     assert f"cannot write cache {blocker / 'c.json'}" in res.stdout
+
+
+def test_a_complete_pass_for_another_digest_is_not_trusted(weights: Path, tmp_path: Path) -> None:
+    """A cache vouches only for the digest it verified: a complete pass recorded for other weights is a
+    cache of hashes, not a verification."""
+    cache = tmp_path / "c.json"
+    good = model_ref(weights).digest
+    assert probe(weights, cache, good, "--weights-only").returncode == 0
+    data = json.loads(cache.read_text())
+    data["digest"] = "sha256:" + "7" * 64
+    cache.write_text(json.dumps(data))
+    res = probe(weights, cache, good, "--weights-only")
+    assert res.returncode == 0 and "0 file(s) read, 3 hashed earlier in this start" in res.stdout, res.stdout
