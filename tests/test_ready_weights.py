@@ -327,19 +327,20 @@ def test_a_pass_cut_short_resumes_and_only_a_complete_match_is_trusted(weights: 
 
 
 def test_a_malformed_cache_entry_costs_that_file_a_read_and_no_other(weights: Path, tmp_path: Path) -> None:
-    cache = tmp_path / "c.json"
+    cache = tmp_path / "new" / "dirs" / "c.json"  # the cache's folders are made as needed
     good = model_ref(weights).digest
     assert probe(weights, cache, good, "--weights-only").returncode == 0
     data = json.loads(cache.read_text())
-    first = sorted(data["entries"])[0]
-    data["entries"] = {first: "not a stat key", **{k: v for k, v in data["entries"].items() if k != first}}
+    first, second, third = sorted(data["entries"])
+    # an entry of another shape (an older helper's), and one that is no list at all
+    data["entries"] = {first: "not a stat key", second: 5, third: data["entries"][third]}
     cache.write_text(json.dumps(data))
     res = probe(weights, cache, good, "--weights-only")
-    assert res.returncode == 0 and "verified at this start; 1 file(s) with a changed" in res.stdout, res.stdout
+    assert res.returncode == 0 and "verified at this start; 2 file(s) with a changed" in res.stdout, res.stdout
 
 
-def test_a_start_identity_without_proc_is_still_a_start_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a kernel without /proc/1/stat or boot_id the helper still runs: the identity is just weaker."""
+def _helper_module():  # type: ignore[no-untyped-def]
+    """The helper loaded in this process (it has no .py name), to reach its functions directly."""
     import importlib.machinery
     import importlib.util
 
@@ -348,6 +349,37 @@ def test_a_start_identity_without_proc_is_still_a_start_identity(monkeypatch: py
     assert spec is not None
     mod = importlib.util.module_from_spec(spec)
     loader.exec_module(mod)
+    return mod
+
+
+def test_a_long_first_pass_saves_its_progress_and_a_trusted_pass_does_not(
+        weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first pass saves what it hashed every SAVE_EVERY_S (here: after every file), so a probe cut
+    short by its timeout resumes; a pass that starts from a verification of this start writes nothing."""
+    mod = _helper_module()
+    cache = tmp_path / "c.json"
+    monkeypatch.setenv("MODEL_PATH", str(weights))
+    monkeypatch.setenv("LLMGATE_READY_CACHE", str(cache))
+    monkeypatch.setattr(mod, "SAVE_EVERY_S", -1.0)
+    saved: list[tuple[bool, int]] = []
+    real_save = mod.save_cache
+
+    def spy(path: Path, data: dict) -> None:  # type: ignore[type-arg]
+        saved.append((bool(data["complete"]), len(data["entries"])))
+        real_save(path, data)
+
+    monkeypatch.setattr(mod, "save_cache", spy)
+    good = model_ref(weights).digest
+    assert mod.check_weights(good) is True
+    assert saved == [(False, 1), (False, 2), (False, 3), (True, 3)]
+    saved.clear()
+    assert mod.check_weights(good) is True
+    assert saved == []
+
+
+def test_a_start_identity_without_proc_is_still_a_start_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a kernel without /proc/1/stat or boot_id the helper still runs: the identity is just weaker."""
+    mod = _helper_module()
     real = mod.start_id()
     boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     # proc(5): "pid (comm) state ..." where comm may hold spaces and parentheses; starttime is field 22
