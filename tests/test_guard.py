@@ -29,7 +29,7 @@ from pipeline.schemas.gate import GateStatus, GateVerdict
 from pipeline.supplychain import cosign_keys as ck
 from pipeline.supplychain.guard import PromotionRefused, TargetPolicy, check_promotable
 from pipeline.supplychain.predicates import PROVENANCE_TYPE, SBOM_TYPE, VERDICT_TYPE, VerdictPredicate
-from pipeline.supplychain.signing import attest_release, load_public_key, sign_image, verify_release
+from pipeline.supplychain.signing import attest_release, load_public_key, sign_image, verified_verdicts, verify_release
 from tests.trust_images import trust_repo
 
 GOOD_MODEL = "sha256:" + "1" * 64
@@ -264,3 +264,33 @@ def test_cli_verify_prints_each_check_and_exits_by_outcome(env, keys, tmp_path: 
     garbled.write_text("-----BEGIN PUBLIC KEY-----\nAAAA\n")
     bad = CliRunner().invoke(app, ["verify", run.image.by_digest, "--key", str(garbled)])
     assert bad.exit_code == 2 and "truncated PEM" in " ".join(bad.output.split())
+
+
+def test_the_newest_verdict_about_the_pair_decides(env, keys) -> None:  # type: ignore[no-untyped-def]
+    """A pass followed by a blocked re-run of the same pair: the blocked one is newest, so it decides."""
+    _, signer, _, _ = env
+    first = release(env, keys)
+    second = release(env, keys, decision=Decision.BLOCKED, image=first.image.by_digest)
+    v = verify_release(first.image, keys[1], signer=signer)
+    assert v.verdict.valid and v.verdict.reason.endswith(f"newest: run {second.run_id}, decision blocked")
+    assert v.verdict.predicate.run_id == second.run_id
+    err = _refused(signer, first.image.by_digest, GOOD_MODEL, CANARY, keys[1])
+    assert f"the newest signed verdict for this pair (run {second.run_id}) is blocked" in err.message
+
+
+def test_signed_statements_that_are_no_verdict_about_the_image_are_not_verdicts(env, keys) -> None:  # type: ignore[no-untyped-def]
+    repo, signer, _, _ = env
+    key, pub = keys[0], keys[1]
+    run = release(env, keys)
+    about_other = verify_release(run.image, pub, signer=signer).verdict.predicate.model_dump(mode="json")
+    image = repo.image()
+    digest = image.split("@")[1]
+    sign_image(image, key, pub, signer=signer)
+    # validly signed under the verdict type: one is no verdict at all, one is a verdict about another image
+    signer.attest(image, VERDICT_TYPE, {"decision": "pass"}, key)
+    signer.attest(image, VERDICT_TYPE, about_other, key)
+    verdicts, reason = verified_verdicts(image, pub, signer=signer)
+    assert verdicts == [] and reason.startswith("2 attestation(s) of ") and \
+        reason.endswith(f", but none is a verdict about {digest}")
+    err = _refused(signer, image, GOOD_MODEL, CANARY, pub)
+    assert err.message.startswith("no signed verdict: 2 attestation(s)") and "none is a verdict about" in err.message

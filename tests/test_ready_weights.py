@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -202,7 +203,7 @@ class _Server:
         self.requests: list[tuple[str, dict[str, str], dict]] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 data = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 outer.requests.append((self.path, dict(self.headers), json.loads(data)))
                 self.send_response(status)
@@ -218,7 +219,7 @@ class _Server:
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> _Server:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -383,7 +384,7 @@ def test_a_start_identity_without_proc_is_still_a_start_identity(monkeypatch: py
     real = mod.start_id()
     boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     # proc(5): "pid (comm) state ..." where comm may hold spaces and parentheses; starttime is field 22
-    fields = re.fullmatch(r"\d+ \(.*\) (.*)", Path("/proc/1/stat").read_text().strip(), re.S)
+    fields = re.fullmatch(r"\d+ \(.*\) (.*)", Path("/proc/1/stat").read_text().strip(), re.DOTALL)
     assert fields is not None
     assert real == f"{boot}:{fields.group(1).split()[22 - 3]}"
 
