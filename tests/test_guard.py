@@ -294,3 +294,7 @@ def test_signed_statements_that_are_no_verdict_about_the_image_are_not_verdicts(
         reason.endswith(f", but none is a verdict about {digest}")
     err = _refused(signer, image, GOOD_MODEL, CANARY, pub)
     assert err.message.startswith("no signed verdict: 2 attestation(s)") and "none is a verdict about" in err.message
+    # Junk signed before a real verdict does not hide it.
+    real = release(env, keys, image=image)
+    assert [v.run_id for v in verified_verdicts(image, pub, signer=signer)[0]] == [real.run_id]
+    assert check_promotable(image, GOOD_MODEL, CANARY, pub, signer=signer).verdict.run_id == real.run_id
