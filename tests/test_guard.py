@@ -276,6 +276,12 @@ def test_the_newest_verdict_about_the_pair_decides(env, keys) -> None:  # type: 
     assert v.verdict.predicate.run_id == second.run_id
     err = _refused(signer, first.image.by_digest, GOOD_MODEL, CANARY, keys[1])
     assert f"the newest signed verdict for this pair (run {second.run_id}) is blocked" in err.message
+    # SBOM and provenance: the last one attached is the one shown
+    newer = {"bomFormat": "CycloneDX", "specVersion": "1.6", "version": 2, "components": []}
+    signer.attest(first.image.by_digest, SBOM_TYPE, newer, keys[0])
+    signer.attest(first.image.by_digest, PROVENANCE_TYPE, {"buildType": "newest"}, keys[0])
+    v = verify_release(first.image, keys[1], signer=signer)
+    assert v.sbom.predicate == newer and v.provenance.predicate == {"buildType": "newest"}
 
 
 def test_signed_statements_that_are_no_verdict_about_the_image_are_not_verdicts(env, keys) -> None:  # type: ignore[no-untyped-def]
