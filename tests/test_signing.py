@@ -4,6 +4,7 @@ keys (the cosign-generated fixture key and keys made here). Every refusal is che
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -256,3 +257,38 @@ def test_an_attestation_without_the_predicate_type_annotation_still_verifies(rep
     assert ok.verified and [st["predicate"] for st in ok.statements] == [{"answer": 42}]
     other = signer.verify_attestations(image, "https://llmgate.dev/other/v1", pub.pem)
     assert not other.verified and other.reason == "no attestation of https://llmgate.dev/other/v1"
+
+
+def test_strict_base64_oversized_layers_and_signed_non_statements_are_refused(repo, signer, keys) -> None:  # type: ignore[no-untyped-def]
+    key, pub, _, _ = keys
+    image = repo.image()
+    digest = image.split("@")[1]
+    # A valid signature with a stray character inside: cosign's base64 decoding refuses it, and so does this.
+    payload = L.simple_signing_payload(repo.repository, digest)
+    good_b64 = base64.b64encode(key.sign(payload)).decode()
+    _put_layers(repo, image, L.SIG_SUFFIX, [(L.SIMPLESIGNING_MEDIA_TYPE, payload,
+                                             {L.SIGNATURE_ANNOTATION: good_b64[:10] + "!" + good_b64[10:]})])
+    check = signer.verify_image(image, pub.pem)
+    assert not check.verified and check.reason.startswith("layer sha256:") and "does not verify" not in check.reason
+    _put_layers(repo, image, L.SIG_SUFFIX, [(L.SIMPLESIGNING_MEDIA_TYPE, payload, {L.SIGNATURE_ANNOTATION: good_b64})])
+    assert signer.verify_image(image, pub.pem).verified  # the same layer, well encoded
+
+    # A descriptor claiming more than a payload may hold is refused before its blob is read.
+    blob = b"{}"
+    repo.reg.upload_blob(repo.name, blob)
+    huge = L.LayerDescriptor(L.SIMPLESIGNING_MEDIA_TYPE, "sha256:" + hashlib.sha256(blob).hexdigest(),
+                             L.MAX_PAYLOAD_BYTES + 1, {L.SIGNATURE_ANNOTATION: good_b64})
+    config = L.config_blob([huge])
+    repo.reg.upload_blob(repo.name, config)
+    repo.reg.put_manifest(repo.name, L.tag_for(digest, L.SIG_SUFFIX), L.signatures_manifest([huge], config),
+                          L.OCI_MANIFEST)
+    check = signer.verify_image(image, pub.pem)
+    assert not check.verified and f"exceeds {L.MAX_PAYLOAD_BYTES}" in check.reason
+
+    # A validly signed envelope whose payload is no in-toto statement.
+    ptype = "https://llmgate.dev/test/v1"
+    body = b'{"not": "a statement"}'
+    env = L.envelope(body, key.sign(L.pae(L.INTOTO_PAYLOAD_TYPE, body)))
+    _put_layers(repo, image, L.ATT_SUFFIX, [(L.DSSE_MEDIA_TYPE, env, {L.PREDICATE_TYPE_ANNOTATION: ptype})])
+    att = signer.verify_attestations(image, ptype, pub.pem)
+    assert not att.verified and att.reason.startswith("signed statement is malformed: ")
