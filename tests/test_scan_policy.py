@@ -15,6 +15,7 @@ from pipeline.models import GateStatus, ImageRef, RunRecord, Stage, StageResult,
 from pipeline.schemas.scan import ScanDetails
 from pipeline.supplychain.ignore_file import load_ignore_file
 from pipeline.supplychain.scan_policy import (
+    SCAN_SECTION,
     ScanPolicy,
     SeverityLimits,
     check_report,
@@ -225,6 +226,9 @@ def test_scanner_not_run_is_never_zero(fixtures_dir: Path) -> None:
     v = evaluate(report, ScanPolicy(misconfig_max=SeverityLimits()), not_run={"vuln": why}, today=TODAY)
     assert not v.passed and v.problems == [f"vuln scanner not run: {why}"]
     assert v.counts["critical"] is None and v.metrics()["critical"] is None and v.metrics()["misconfigs"] == 1
+    assert set(v.raw_counts.values()) == {None}  # before ignores too: unknown, not zero
+    scanned = evaluate(_report(fixtures_dir, "pip.json"), ScanPolicy(ignore_unfixed=True), today=TODAY)
+    assert scanned.raw_counts["high"] == 1 and None not in scanned.raw_counts.values()
     relaxed = ScanPolicy(misconfig_max=SeverityLimits(), require_scanners=["secret", "misconfig"])
     assert evaluate(report, relaxed, not_run={"vuln": why}, today=TODAY).passed
 
@@ -238,10 +242,18 @@ def test_policy_from_gates_yaml() -> None:
     assert ei.value.where == "gates.yaml: scan" and "critcal" in ei.value.message
     with pytest.raises(BadInput):
         policy_from_gates({"scan": {"max": {"high": -1}}})
+    # through the gate engine's section plug-in: the error names the policy file's scan section once
+    with pytest.raises(BadInput) as ei:
+        SCAN_SECTION.validate({"max": {"critcal": 0}}, "gates.prod.yaml: scan")
+    assert ei.value.where == "gates.prod.yaml: scan"
 
 
 def test_load_ignores_default_file_may_be_absent(tmp_path: Path) -> None:
     assert load_ignores(ScanPolicy(), base=tmp_path) == []
+    # the policy's ignore file, found beside the policy, is in force; a policy without one has no ignores
+    _ignore(tmp_path, "vulnerabilities:\n  - id: CVE-1\n    statement: unreachable\n    expired_at: 2030-01-01\n")
+    assert [e.id for e in load_ignores(ScanPolicy(ignore_file=".trivyignore.yaml"), base=tmp_path)] == ["CVE-1"]
+    assert load_ignores(ScanPolicy(ignore_file=None), base=tmp_path) == []
     with pytest.raises(BadInput, match="not found"):
         load_ignores(ScanPolicy(), tmp_path / "explicit.yaml")
 
@@ -255,6 +267,8 @@ def test_gate_verdict_from_run(fixtures_dir: Path) -> None:
     run.add_stage(StageResult(stage=Stage.SCAN, status=StageStatus.OK, details=details))
     g = scan_gate_verdict(run, ScanPolicy(), today=TODAY)
     assert g.status is GateStatus.FAIL and g.value == 1.0 and "Werkzeug 0.11 (fixed in 0.15.3)" in g.reason
+    # at most 0 blocking findings, and a gate no policy can make optional
+    assert (g.name, g.source, g.threshold, g.direction, g.required) == ("scan", "scan.blocking", 0.0, "max", True)
     assert scan_gate_verdict(run, ScanPolicy(max=SeverityLimits(high=1)), today=TODAY).status is GateStatus.PASS
     run.add_stage(StageResult(stage=Stage.SCAN, status=StageStatus.SKIPPED, reason="not run: trivy not found"))
     g = scan_gate_verdict(run, ScanPolicy())
