@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import BadInput
+from pipeline.gates.sections import SectionContext
 from pipeline.models import GateStatus, ImageRef, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas.scan import ScanDetails
 from pipeline.supplychain.ignore_file import load_ignore_file
@@ -26,6 +27,7 @@ from pipeline.supplychain.scan_policy import (
     proven_scanners,
     relaxations,
     scan_gate_verdict,
+    unproven_scanners,
 )
 from pipeline.supplychain.trivy_report import load_report
 
@@ -246,6 +248,9 @@ def test_policy_from_gates_yaml() -> None:
     with pytest.raises(BadInput) as ei:
         SCAN_SECTION.validate({"max": {"critcal": 0}}, "gates.prod.yaml: scan")
     assert ei.value.where == "gates.prod.yaml: scan"
+    with pytest.raises(BadInput) as ei:  # a folder whose name holds ": scan" is still the folder
+        SCAN_SECTION.validate({"max": {"critcal": 0}}, "odd: scan dir/gates.yaml: scan")
+    assert ei.value.where == "odd: scan dir/gates.yaml: scan"
 
 
 def test_load_ignores_default_file_may_be_absent(tmp_path: Path) -> None:
@@ -270,6 +275,12 @@ def test_gate_verdict_from_run(fixtures_dir: Path) -> None:
     # at most 0 blocking findings, and a gate no policy can make optional
     assert (g.name, g.source, g.threshold, g.direction, g.required) == ("scan", "scan.blocking", 0.0, "max", True)
     assert scan_gate_verdict(run, ScanPolicy(max=SeverityLimits(high=1)), today=TODAY).status is GateStatus.PASS
+    ctx = SectionContext(baseline=None, policy_dir=Path("/nonexistent"))
+    assert [v.status for v in SCAN_SECTION.evaluate(ScanPolicy(), run, ctx)] == [GateStatus.FAIL]
+    # a scan stage that failed part-way: its findings are not a verdict, whatever it recorded
+    run.add_stage(StageResult(stage=Stage.SCAN, status=StageStatus.FAILED, reason="trivy crashed", details=details))
+    g = scan_gate_verdict(run, ScanPolicy(max=SeverityLimits(high=1)), today=TODAY)
+    assert g.status is GateStatus.NOT_RUN and g.reason == "scan stage failed: trivy crashed"
     run.add_stage(StageResult(stage=Stage.SCAN, status=StageStatus.SKIPPED, reason="not run: trivy not found"))
     g = scan_gate_verdict(run, ScanPolicy())
     assert g.status is GateStatus.NOT_RUN and "trivy not found" in g.reason
@@ -318,6 +329,10 @@ def test_findings_prove_their_scanners(fixtures_dir: Path) -> None:
     assert proven_scanners(_report(fixtures_dir, "pip.json")) == {"vuln"}
     assert proven_scanners(_report(fixtures_dir, "secrets.json")) == {"secret"}
     assert proven_scanners(_report(fixtures_dir, "dockerfile.json")) == {"misconfig"}
+    # each required scanner is judged on its own: one proven does not vouch for the ones after it
+    pip = _report(fixtures_dir, "pip.json")
+    assert sorted(unproven_scanners(pip, ScanPolicy(), stated=None)) == ["misconfig", "secret"]
+    assert sorted(unproven_scanners(pip, ScanPolicy(), stated=["secret"])) == ["misconfig"]
 
 
 def test_scanner_names_are_checked() -> None:
