@@ -233,6 +233,12 @@ def test_scanner_not_run_is_never_zero(fixtures_dir: Path) -> None:
     assert scanned.raw_counts["high"] == 1 and None not in scanned.raw_counts.values()
     relaxed = ScanPolicy(misconfig_max=SeverityLimits(), require_scanners=["secret", "misconfig"])
     assert evaluate(report, relaxed, not_run={"vuln": why}, today=TODAY).passed
+    # misconfigurations: the limit is a maximum, so exactly as many as allowed passes and one more fails
+    at_limit = ScanPolicy(misconfig_max=SeverityLimits(high=1), require_scanners=["secret", "misconfig"])
+    assert evaluate(report, at_limit, not_run={"vuln": why}, today=TODAY).passed
+    over = ScanPolicy(misconfig_max=SeverityLimits(high=0), require_scanners=["secret", "misconfig"])
+    v = evaluate(report, over, not_run={"vuln": why}, today=TODAY)
+    assert not v.passed and [b.id for b in v.blocking] == ["DS-0002"]
 
 
 def test_policy_from_gates_yaml() -> None:
