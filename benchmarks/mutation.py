@@ -350,10 +350,12 @@ def run_module(m: Module, root: Path, *, timeout_s: float, budget_s: float, allo
                 incompetent += 1
             else:
                 killed += 1
+    carried_killed = 0
     if retest is not None:
         log(f"{m.key}: {carried} mutants killed in the --retest record counted as killed, not run again")
         killed += carried
         total += carried
+        carried_killed = carried
     tested = killed + incompetent + survived + explained
     caught = killed + incompetent
     return {
@@ -365,7 +367,8 @@ def run_module(m: Module, root: Path, *, timeout_s: float, budget_s: float, allo
         "killed": caught, "incompetent": incompetent, "survived": survived, "explained": explained,
         "score": round(caught / tested, 4) if tested else None,
         "score_with_explained": round((caught + explained) / tested, 4) if tested else None,
-        "seconds": round(elapsed, 1), "seconds_per_mutant": round(elapsed / tested, 2) if tested else None,
+        "seconds": round(elapsed, 1), "run": tested - carried_killed,
+        "seconds_per_mutant": round(elapsed / (tested - carried_killed), 2) if tested > carried_killed else None,
         "baseline_s": round(base_s, 1), "skipped": skipped,
         "survivors": sorted(survivors, key=_line_key), "explained_mutants": sorted(explained_list, key=_line_key),
     }
