@@ -28,7 +28,12 @@ from pipeline.schemas.gate import GateStatus, GateVerdict
 from pipeline.supplychain import cosign_keys as ck
 from pipeline.supplychain.guard import PromotionRefused, TargetPolicy, check_promotable
 from pipeline.supplychain.predicates import PROVENANCE_TYPE, SBOM_TYPE, VERDICT_TYPE, VerdictPredicate
+from pipeline.models import utcnow
+from pipeline.schemas.gate import BaselineInfo, GateDetails
+from pipeline.store import Store
 from pipeline.supplychain.signing import attest_release, load_public_key, sign_image, verify_release
+from pipeline.supplychain.verdict_log import VerdictLog
+from pipeline.supplychain.verdicts import SignedVerdict, sign_verdict
 from tests.trust_images import trust_repo
 
 GOOD_MODEL = "sha256:" + "1" * 64
@@ -58,6 +63,22 @@ def env(local_stack, tmp_path: Path):  # type: ignore[no-untyped-def]
     signer.close()
 
 
+def verdict_log(env, keys) -> VerdictLog:  # type: ignore[no-untyped-def]
+    """The verdict log of the test's store, read with the configured public key."""
+    _, _, _, tmp = env
+    return VerdictLog(Store(tmp / "results.db"), keys[1].key, seen_dir=tmp / "seen")
+
+
+def gate_verdict(run: RunRecord, key: ck.SigningKey) -> SignedVerdict:
+    """The verdict a gate would sign for `run` (its gates and decision), dated now."""
+    assert run.policy is not None
+    details = GateDetails(policy_name=run.policy.name, policy_files=list(run.policy.files),
+                          policy_sha256=run.policy.sha256,
+                          baseline=BaselineInfo(kind="first_release", reason="first release"),
+                          verdicts=list(run.gates), decision=run.decision.value, reason=run.decision_reason)
+    return sign_verdict(run, details, [], key, created=utcnow())
+
+
 def make_run(image: str, model: str, decision: Decision, policy: PolicyRef = PROD_POLICY) -> RunRecord:
     run = RunRecord(image=ImageRef.parse(image), model=ModelRef(path="/m", digest=model, files=3, bytes=1234),
                     policy=policy, ground_truth=GroundTruthRef(version="v1", sha256="c" * 64, n_items=10),
@@ -79,7 +100,10 @@ def release(env, keys, model: str = GOOD_MODEL, decision: Decision = Decision.PA
     key, pub = keys[key_index], keys[key_index + 1]
     run = make_run(image or repo.image(), model, decision, policy)
     sign_image(run.image, key, pub, signer=signer)
-    details = attest_release(run, key, pub, signer=signer, work_dir=tmp, sbom=sbom)
+    verdict = gate_verdict(run, key)
+    if key_index == 0:  # the gate appends to the log it signs checkpoints of; a forger has no such log
+        verdict_log(env, keys).append(run.image.repository, verdict.entry(), key)
+    details = attest_release(run, verdict, key, pub, signer=signer, work_dir=tmp, sbom=sbom)
     assert [a.verified for a in details.attestations] == [True, True, True], details
     return run
 
@@ -87,8 +111,11 @@ def release(env, keys, model: str = GOOD_MODEL, decision: Decision = Decision.PA
 def test_attest_release_and_verify_release(env, keys) -> None:  # type: ignore[no-untyped-def]
     _, signer, _, _ = env
     run = release(env, keys)
-    v = verify_release(run.image, keys[1], signer=signer)
-    assert v.valid, [c.reason for c in v.checks]
+    v = verify_release(run.image, keys[1], signer=signer, log=verdict_log(env, keys))
+    # A verdict signed outside a gate names no evidence links: everything else about it verifies.
+    assert [c.name for c in v.checks if not c.valid] == ["evidence"], [c.reason for c in v.checks]
+    assert v.evidence.reason == f"the verdict of run {run.run_id} names no evidence links"
+    assert v.log.reason.startswith("entry #0 of 1 (checkpoint root ") and v.position.is_newest
     verdict = v.verdict.predicate
     assert isinstance(verdict, VerdictPredicate)
     assert (verdict.image.digest, verdict.model.digest, verdict.decision) == (run.image.digest, GOOD_MODEL, Decision.PASS)
@@ -103,22 +130,23 @@ def test_attest_release_and_verify_release(env, keys) -> None:  # type: ignore[n
     assert {"uri": "oci://127.0.0.1:5000/llmgate/base", "digest": {"sha256": "d" * 64}} in \
         prov["buildDefinition"]["resolvedDependencies"]
     other = verify_release(run.image, keys[3], signer=signer)
-    assert [c.valid for c in other.checks] == [False, False, False, False]
+    assert not any(c.valid for c in other.checks)
 
 
 def test_guard_passes_the_signed_pair_and_evidence_names_both_digests(env, keys) -> None:  # type: ignore[no-untyped-def]
     _, signer, _, _ = env
     run = release(env, keys)
-    res = check_promotable(run.image, GOOD_MODEL, "production", keys[1], signer=signer)
+    res = check_promotable(run.image, GOOD_MODEL, "production", keys[1], signer=signer,
+                           log=verdict_log(env, keys))
     assert res.verdict.run_id == run.run_id and res.model_digest == GOOD_MODEL
     text = summary(run, res)
     assert f"Image: {run.image.by_digest}" in text and f"Model: {GOOD_MODEL}" in text
     assert f"Signed verdict: run {run.run_id}, decision pass" in text
 
 
-def _refused(signer, image, model, target, pub) -> PromotionRefused:  # type: ignore[no-untyped-def]
+def _refused(signer, image, model, target, pub, log) -> PromotionRefused:  # type: ignore[no-untyped-def]
     with pytest.raises(PromotionRefused) as ei:
-        check_promotable(image, model, target, pub, signer=signer)
+        check_promotable(image, model, target, pub, signer=signer, log=log)
     assert ei.value.exit_code == 1
     assert ei.value.where == f"(image {ImageRef.parse(image).by_digest}, model {model or 'unknown'})"
     return ei.value
@@ -129,23 +157,25 @@ def test_degraded_weights_on_the_same_image_are_refused(env, keys) -> None:  # t
     good = release(env, keys)
     # The degraded model's run: same image digest, other weights, blocked.
     release(env, keys, model=BAD_MODEL, decision=Decision.BLOCKED, image=good.image.by_digest)
-    err = _refused(signer, good.image.by_digest, BAD_MODEL, "canary", keys[1])
+    err = _refused(signer, good.image.by_digest, BAD_MODEL, "canary", keys[1], verdict_log(env, keys))
     assert "is blocked: fail correctness" in err.message
     # Weights swapped after the verdict: a digest no verdict names.
     swapped = "sha256:" + "3" * 64
-    err = _refused(signer, good.image.by_digest, swapped, "canary", keys[1])
+    err = _refused(signer, good.image.by_digest, swapped, "canary", keys[1], verdict_log(env, keys))
     assert f"judged model {GOOD_MODEL}, not {swapped}" in err.message
-    assert check_promotable(good.image, GOOD_MODEL, "canary", keys[1], signer=signer).verdict.run_id == good.run_id
+    ok = check_promotable(good.image, GOOD_MODEL, "canary", keys[1], signer=signer, log=verdict_log(env, keys))
+    assert ok.verdict.run_id == good.run_id
 
 
 def test_local_policy_verdict_is_never_promotable_to_production(env, keys) -> None:  # type: ignore[no-untyped-def]
     _, signer, _, _ = env
     run = release(env, keys, policy=LOCAL_POLICY)
-    assert check_promotable(run.image, GOOD_MODEL, "canary", keys[1], signer=signer).verdict.run_id == run.run_id
-    err = _refused(signer, run.image.by_digest, GOOD_MODEL, "production", keys[1])
+    ok = check_promotable(run.image, GOOD_MODEL, "canary", keys[1], signer=signer, log=verdict_log(env, keys))
+    assert ok.verdict.run_id == run.run_id
+    err = _refused(signer, run.image.by_digest, GOOD_MODEL, "production", keys[1], verdict_log(env, keys))
     assert "made under the local policy gates.local.yaml" in err.message
     only = TargetPolicy.for_target("canary", accepted_policy_sha256=["f" * 64])
-    err = _refused(signer, run.image.by_digest, GOOD_MODEL, only, keys[1])
+    err = _refused(signer, run.image.by_digest, GOOD_MODEL, only, keys[1], verdict_log(env, keys))
     assert "not one target canary accepts" in err.message
 
 
@@ -153,25 +183,27 @@ def test_forgeries_are_refused(env, keys) -> None:  # type: ignore[no-untyped-de
     repo, signer, _, _ = env
     # A verdict signed by another key: nothing verifies with the configured key.
     forged = release(env, keys, key_index=2)
-    err = _refused(signer, forged.image.by_digest, GOOD_MODEL, "canary", keys[1])
+    err = _refused(signer, forged.image.by_digest, GOOD_MODEL, "canary", keys[1], verdict_log(env, keys))
     assert err.message.startswith("image signature: signature does not verify with key")
     # Signed image, but no verdict at all.
     key, pub = keys[0], keys[1]
     bare = repo.image()
     sign_image(bare, key, pub, signer=signer)
-    err = _refused(signer, bare, GOOD_MODEL, "canary", pub)
+    err = _refused(signer, bare, GOOD_MODEL, "canary", pub, verdict_log(env, keys))
     assert err.message.startswith("no signed verdict: no attestation: nothing is tagged")
     # No model digest, and a tag instead of a digest.
-    assert "without a model digest" in _refused(signer, bare, None, "canary", pub).message
+    assert "without a model digest" in _refused(signer, bare, None, "canary", pub, verdict_log(env, keys)).message
     with pytest.raises(PromotionRefused, match="given by tag"):
-        check_promotable(f"{repo.repository}:v1", GOOD_MODEL, "canary", pub, signer=signer)
+        check_promotable(f"{repo.repository}:v1", GOOD_MODEL, "canary", pub, signer=signer,
+                         log=verdict_log(env, keys))
 
 
 def test_attest_release_without_sbom_or_build_says_why(env, keys) -> None:  # type: ignore[no-untyped-def]
     repo, signer, _, tmp = env
     run = make_run(repo.image(), GOOD_MODEL, Decision.PASS)
     del run.stages["build"]
-    details = attest_release(run, keys[0], keys[1], signer=signer, work_dir=tmp, trivy=None, sbom=None)
+    details = attest_release(run, gate_verdict(run, keys[0]), keys[0], keys[1], signer=signer, work_dir=tmp,
+                             trivy=None, sbom=None)
     by_type = {a.predicate_type: a for a in details.attestations}
     assert by_type[VERDICT_TYPE].verified
     assert not by_type[SBOM_TYPE].verified and by_type[SBOM_TYPE].reason == "no SBOM: trivy not found"
@@ -179,20 +211,25 @@ def test_attest_release_without_sbom_or_build_says_why(env, keys) -> None:  # ty
 
 
 def test_cli_verify_prints_each_check_and_exits_by_outcome(env, keys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A verdict signed outside a gate (no evidence links) is shown with every check and refused; the
+    passing case, with links from the real stages, is tests/test_evidence.py's."""
     from typer.testing import CliRunner
 
     from pipeline.cli import app
 
     run = release(env, keys)
     pub = Path(keys[1].source)
-    ok = CliRunner().invoke(app, ["verify", run.image.by_digest, "--key", str(pub)])
-    assert ok.exit_code == 0, ok.output
-    for name in ("signature", "verdict", "sbom", "provenance"):
-        assert f"  {name:<10} valid:" in ok.output
-    assert f"decision pass, model {GOOD_MODEL}, policy gates.yaml" in ok.output
-    refused = CliRunner().invoke(app, ["verify", run.image.by_digest, "--key", keys[3].source])
-    assert refused.exit_code == 1 and refused.output.count("REFUSED") == 4
+    workdir = ["--workdir", str(tmp_path), "--store", str(tmp_path / "results.db")]
+    shown = CliRunner().invoke(app, [*workdir, "verify", run.image.by_digest, "--key", str(pub)])
+    assert shown.exit_code == 1, shown.output
+    for name in ("signature", "verdict", "log", "sbom", "provenance"):
+        assert f"  {name:<10} valid:" in shown.output
+    assert f"  evidence   REFUSED: the verdict of run {run.run_id} names no evidence links" in shown.output
+    assert f"decision pass, model {GOOD_MODEL}, policy gates.yaml" in shown.output
+    assert "entry #0 of 1" in shown.output and "newest for the pair: yes" in shown.output
+    refused = CliRunner().invoke(app, [*workdir, "verify", run.image.by_digest, "--key", keys[3].source])
+    assert refused.exit_code == 1 and refused.output.count("REFUSED") == 6
     garbled = tmp_path / "garbled.pub"
     garbled.write_text("-----BEGIN PUBLIC KEY-----\nAAAA\n")
-    bad = CliRunner().invoke(app, ["verify", run.image.by_digest, "--key", str(garbled)])
+    bad = CliRunner().invoke(app, [*workdir, "verify", run.image.by_digest, "--key", str(garbled)])
     assert bad.exit_code == 2 and "truncated PEM" in " ".join(bad.output.split())

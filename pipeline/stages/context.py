@@ -23,6 +23,7 @@ from pipeline.progress import NullReporter, Reporter
 
 if TYPE_CHECKING:
     from pipeline.gates.policy import Policy
+    from pipeline.supplychain.signing import ReleaseKeys
     from pipeline.workspace import Workspace
 
 
@@ -78,7 +79,16 @@ class StageContext:
     options: StageOptions = field(default_factory=StageOptions)
     server: ServedModel | None = None
     baseline_server: BaselineServer | None = None
+    keys: ReleaseKeys | None = None  # loaded once per invocation by the runner (`release_keys`)
     _resources: ExitStack = field(default_factory=ExitStack, repr=False)
+
+    def release_keys(self) -> ReleaseKeys:
+        """The signing key (None in an unsigned preview) and the public key verification trusts."""
+        if self.keys is None:
+            from pipeline.supplychain.signing import release_keys
+
+            self.keys = release_keys(self.cfg.sign)
+        return self.keys
 
     def hold_server(self, server: ServedModel) -> None:
         """Keep `server` for the stages after this one; it is stopped when the context closes."""

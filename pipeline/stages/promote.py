@@ -28,6 +28,7 @@ from pipeline.stages.context import StageContext
 from pipeline.supplychain.guard import GuardResult, PromotionRefused, TargetPolicy, check_promotable
 from pipeline.supplychain.model_digest import weights_manifest
 from pipeline.supplychain.signing import default_signer, load_public_key
+from pipeline.supplychain.verdict_log import SEEN_DIR, VerdictLog
 
 DONE = ("promoted", "noop", "dry-run")
 
@@ -53,8 +54,10 @@ def guard(run: RunRecord, ctx: StageContext, target: str) -> GuardResult:
                                where=f"(image {shown}, model unknown)")
     _weights_unchanged(run)
     accepted = ctx.cfg.promote.accepted_policies.get(target)
+    public_key = load_public_key(ctx.cfg.sign.public_key)
+    log = VerdictLog(ctx.ws.store, public_key.key, seen_dir=ctx.ws.root / SEEN_DIR)
     return check_promotable(run.image, run.model.digest, TargetPolicy.for_target(target, accepted),
-                            load_public_key(ctx.cfg.sign.public_key), signer=default_signer())
+                            public_key, signer=default_signer(), log=log)
 
 
 def _apply(details: PromoteDetails, result: PromotionResult) -> None:

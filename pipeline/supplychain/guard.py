@@ -3,11 +3,12 @@
 A release is the pair (image digest, model digest). It is promotable to a target only on signed
 facts read from the registry and verified with the configured public key:
 
-1. a valid signature of the image digest, and
+1. a valid signature of the image digest,
 2. a valid verdict attestation about that digest whose decision is `pass`, whose model digest is
    the pair's, and which was made under a policy the target accepts: a production target never
    accepts a verdict made under the embedded local policy (gates.local.yaml, or a policy that
-   extends it), and a target configured with accepted policy digests accepts only those.
+   extends it), and a target configured with accepted policy digests accepts only those, and
+3. that pass is the newest entry for the pair in the verdict log (`require_newest_in_log`).
 
 Nothing else is trusted: not the store's decision column, not a run file. Each refusal is a
 `PromotionRefused` (exit 1) naming the (image, model) pair and the reason.
@@ -22,7 +23,8 @@ from pipeline.adapters.signer import Signer
 from pipeline.errors import GateFailed
 from pipeline.models import Decision, ImageRef
 from pipeline.supplychain.predicates import VerdictPredicate
-from pipeline.supplychain.signing import PublicKey, verified_verdicts
+from pipeline.supplychain.signing import PublicKey, verdict_digest, verified_verdicts
+from pipeline.supplychain.verdict_log import LogRefused, VerdictLog, require_newest
 
 PRODUCTION_TARGETS = frozenset({"production", "prod"})
 
@@ -76,6 +78,20 @@ def _not_about(v: VerdictPredicate, model_digest: str, policy: TargetPolicy) -> 
     return None
 
 
+def require_newest_in_log(log: VerdictLog, v: VerdictPredicate, ref: ImageRef, model_digest: str, *,
+                          where: str) -> int:
+    """The pass `v` must be the newest entry for the pair in the verdict log (a registry writer can hide
+    attestation layers, not log entries); its index, or PromotionRefused saying which entry is newer."""
+    try:
+        view = log.view(ref.repository)
+        index = require_newest(view, image=ref.digest or "", model=model_digest, verdict_sha=verdict_digest(v),
+                               what=f"the signed pass of run {v.run_id}")
+    except LogRefused as exc:
+        raise PromotionRefused(f"verdict log: {exc.message}", where=where) from exc
+    log.remember(view)
+    return index
+
+
 def check_promotable(
     image: ImageRef | str,
     model_digest: str | None,
@@ -83,6 +99,7 @@ def check_promotable(
     public_key: PublicKey,
     *,
     signer: Signer,
+    log: VerdictLog,
 ) -> GuardResult:
     """The newest signed passing verdict for the (image, model) pair under a policy `target`
     accepts, or `PromotionRefused` saying why there is none."""
@@ -112,6 +129,7 @@ def check_promotable(
             raise PromotionRefused(
                 f"the newest signed verdict for this pair (run {v.run_id}) is {v.decision.value}"
                 + (f": {v.decision_reason}" if v.decision_reason else ""), where=where)
+        require_newest_in_log(log, v, ref, model_digest, where=where)
         return GuardResult(image=ref.by_digest, model_digest=model_digest, target=policy.target, verdict=v,
                            signature_reason=sig.reason, verdict_reason=reason, refused_verdicts=skipped)
     raise PromotionRefused("no signed verdict for this pair: " + "; ".join(skipped), where=where)
