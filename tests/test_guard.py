@@ -21,16 +21,15 @@ from pipeline.models import (
     Stage,
     StageResult,
     StageStatus,
+    utcnow,
 )
 from pipeline.promote.evidence import summary
 from pipeline.schemas.build import BuildDetails
-from pipeline.schemas.gate import GateStatus, GateVerdict
+from pipeline.schemas.gate import BaselineInfo, GateDetails, GateStatus, GateVerdict
+from pipeline.store import Store
 from pipeline.supplychain import cosign_keys as ck
 from pipeline.supplychain.guard import PromotionRefused, TargetPolicy, check_promotable
 from pipeline.supplychain.predicates import PROVENANCE_TYPE, SBOM_TYPE, VERDICT_TYPE, VerdictPredicate
-from pipeline.models import utcnow
-from pipeline.schemas.gate import BaselineInfo, GateDetails
-from pipeline.store import Store
 from pipeline.supplychain.signing import attest_release, load_public_key, sign_image, verify_release
 from pipeline.supplychain.verdict_log import VerdictLog
 from pipeline.supplychain.verdicts import SignedVerdict, sign_verdict
