@@ -56,7 +56,6 @@ def _newest(run: RunRecord, ctx: StageContext, signed: SignedVerdict, log: Verdi
                              f"gated {v.created.isoformat(timespec='seconds')} (this one was gated "
                              f"{p.created.isoformat(timespec='seconds')})", where=f"run {run.run_id}",
                              hint="gate the release again to judge it anew")
-    log.remember(view)
     return view
 
 

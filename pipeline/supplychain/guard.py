@@ -88,7 +88,6 @@ def require_newest_in_log(log: VerdictLog, v: VerdictPredicate, ref: ImageRef, m
                                what=f"the signed pass of run {v.run_id}")
     except LogRefused as exc:
         raise PromotionRefused(f"verdict log: {exc.message}", where=where) from exc
-    log.remember(view)
     return index
 
 

@@ -343,7 +343,6 @@ def _log_check(v: VerdictPredicate | None, log: VerdictLog | None) -> tuple[Chec
     pos = LogPosition(origin=view.origin, index=index, size=view.size,
                       root=view.checkpoint.root_b64 if view.checkpoint else "",
                       newest=(newest[0], newest[1].describe()) if newest else None)
-    log.remember(view)
     if index is None:
         return Check("log", False, f"the verdict of run {v.run_id} is not in the verdict log ({view.describe()})"), pos
     if not pos.is_newest:

@@ -376,6 +376,7 @@ class VerdictLog:
                   if c is not None]
         view = combine(origin, copies, self._seen(origin))
         view.notes.extend(notes)
+        self.remember(view)  # verified: from now on a smaller or different log is refused here
         return view
 
     def append(self, repository: str, entry: LogEntry, key: cosign_keys.SigningKey) -> tuple[int, LogView]:
