@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from sqlalchemy import create_engine, text
 
+from pipeline.adapters import log_artifact
 from pipeline.config import PipelineConfig
 from pipeline.models import ImageRef, ItemResult, RunRecord, Stage, StageResult, StageStatus
 from pipeline.orchestrate import runner as runner_module
@@ -22,6 +23,7 @@ from pipeline.progress import NullReporter
 from pipeline.promote.gitops import GitopsBackend
 from pipeline.stages.context import PromoteRequest, StageContext, StageOptions
 from pipeline.supplychain.cosign_keys import write_key_pair
+from pipeline.supplychain.verdict_log import log_id, origin_for
 from pipeline.workspace import Workspace
 from tests.promote_helpers import gitops_repo
 from tests.stage_helpers import record_measured
@@ -113,6 +115,19 @@ class Env:
         runner = self.runner(self.cfg("passing"), promote=PromoteRequest(
             target=target, backend=GitopsBackend(repo=self.gitops), dry_run=False))
         return runner.run_stage(self.ws.store.get(run_id), Stage.PROMOTE).details
+
+    @property
+    def log_id(self) -> str:
+        return log_id(self.ws.store.location)
+
+    @property
+    def origin(self) -> str:
+        """The verdict log of this store for the image's repository."""
+        return origin_for(self.repository, self.log_id)
+
+    @property
+    def log_tag(self) -> str:
+        return log_artifact.tag_for(self.log_id)
 
     def sql(self, statement: str, **params: object) -> list[tuple[Any, ...]]:
         """Raw SQL on the store, as someone with database access would run it."""

@@ -27,7 +27,6 @@ from pipeline.supplychain.verdict_log import (
     VerdictLog,
     note_key_id,
     open_checkpoint,
-    origin_for,
     sign_checkpoint,
     tree_root,
 )
@@ -118,7 +117,8 @@ def test_appends_land_in_order_when_another_gate_appends_first(tmp_path: Path, k
                 VerdictLog(store, key.public, seen_dir=None, read_registry=False).append(repo, _entry("r1", "blocked"), key)
             return store.append_verdict_log(origin, index, leaf, note)
 
-    index, view = VerdictLog(Racing(), key.public, seen_dir=None, read_registry=False).append(  # type: ignore[arg-type]
+    index, view = VerdictLog(Racing(), key.public, seen_dir=None, read_registry=False,  # type: ignore[arg-type]
+                             location=store.location).append(
         repo, _entry("r2", "pass"), key)
     assert index == 2 and [e.run_id for e in view.entries()] == ["r0", "r1", "r2"]
     assert log.view(repo).newest_for("sha256:" + "a" * 64, "sha256:" + "1" * 64)[1].run_id == "r2"
@@ -145,7 +145,7 @@ def _pass_then_blocked(env: Env):  # type: ignore[no-untyped-def]
     weights = env.weights("good", b"good weights")
     passed = env.gated("passing", weights)
     reg, name = _registry(env)
-    after_pass = reg.manifest(name, log_artifact.TAG).raw  # what a registry writer saw (and kept) then
+    after_pass = reg.manifest(name, env.log_tag).raw  # what a registry writer saw (and kept) then
     blocked = env.gated("blocking", weights)
     assert (passed.decision, blocked.decision) == (Decision.PASS, Decision.BLOCKED)
     return passed, blocked, after_pass
@@ -185,13 +185,13 @@ def test_repro2_a_newer_blocked_verdict_hidden_in_the_registry_still_refuses_the
 
     # The registry writer also puts back the log artifact from before the blocked verdict: the store's copy
     # is longer and consistent with it, so the blocked verdict still decides.
-    reg.put_manifest(name, log_artifact.TAG, after_pass, L.OCI_MANIFEST)
+    reg.put_manifest(name, env.log_tag, after_pass, L.OCI_MANIFEST)
     assert "entry #1 (run" in env.promote(passed.run_id).reason
     # ...or publishes the whole log with the blocked entry turned into a pass (it cannot sign a checkpoint).
-    stored = env.ws.store.verdict_log(origin_for(env.repository))
+    stored = env.ws.store.verdict_log(env.origin)
     assert stored.checkpoint is not None and len(stored.entries) == 2
     forged = [leaf.replace('"decision":"blocked"', '"decision":"pass"') for _, leaf in stored.entries]
-    log_artifact.push(reg, name, stored.checkpoint, forged)
+    log_artifact.push(reg, name, env.log_tag, stored.checkpoint, forged)
     reason = env.promote(passed.run_id).reason
     assert "the verdict log entries in the registry do not hash to its signed checkpoint" in reason
 
@@ -203,7 +203,7 @@ def test_repro2_a_newer_blocked_verdict_hidden_in_the_registry_still_refuses_the
 def test_a_store_rollback_of_the_log_is_detected(env) -> None:  # type: ignore[no-untyped-def]
     passed, blocked, _ = _pass_then_blocked(env)
     _hide_verdict(env, blocked.run_id)  # so that only the log can still tell about the blocked verdict
-    origin = origin_for(env.repository)
+    origin = env.origin
     # Someone with SQL access deletes the newest entry and its checkpoint: a consistent, older log.
     env.sql("DELETE FROM verdict_log WHERE origin = :o AND idx = 1", o=origin)
     env.sql("DELETE FROM verdict_log_checkpoints WHERE origin = :o AND size = 2", o=origin)
@@ -211,7 +211,7 @@ def test_a_store_rollback_of_the_log_is_detected(env) -> None:  # type: ignore[n
     assert details.outcome == "refused" and f"entry #1 (run {blocked.run_id}, blocked" in details.reason
     # The registry's copy goes too (an attacker with both): this verifier has seen the longer log.
     reg, name = _registry(env)
-    reg.delete_manifest(name, str(reg.resolve(name, log_artifact.TAG)))
+    reg.delete_manifest(name, str(reg.resolve(name, env.log_tag)))
     details = env.promote(passed.run_id)
     assert details.outcome == "refused"
     assert "the verdict log was rolled back: this verifier has seen a checkpoint of 2 entries, but the store holds 1" \
@@ -230,7 +230,7 @@ def test_a_store_rollback_of_the_log_is_detected(env) -> None:  # type: ignore[n
 def test_store_edits_of_the_log_are_refused(env, attack: str, why: str) -> None:  # type: ignore[no-untyped-def]
     passed, blocked, _ = _pass_then_blocked(env)
     _hide_verdict(env, blocked.run_id)  # the registry no longer shows it: the log must
-    env.sql(attack, o=origin_for(env.repository))
+    env.sql(attack, o=env.origin)
     details = env.promote(passed.run_id)
     assert details.outcome == "refused" and why in details.reason, details.reason
 
@@ -239,7 +239,7 @@ def test_a_log_signed_by_another_key_is_refused(env, tmp_path: Path) -> None:  #
     passed, blocked, _ = _pass_then_blocked(env)
     _hide_verdict(env, blocked.run_id)
     other = ck.SigningKey(private=ck.generate_key(), source="forger")
-    origin = origin_for(env.repository)
+    origin = env.origin
     stored = env.ws.store.verdict_log(origin)
     leaves = [leaf for _, leaf in stored.entries]
     forged = sign_checkpoint(origin, len(leaves), tree_root(leaves), other)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pipeline.adapters import cosign_layout as L
-from pipeline.adapters.log_artifact import TAG as LOG_TAG
+from pipeline.adapters.log_artifact import TAG_PREFIX as LOG_TAG_PREFIX
 from pipeline.adapters.registry import RegistryClient
 
 REGISTRY = "127.0.0.1:5000"
@@ -46,7 +46,7 @@ def push_image(reg: RegistryClient, name: str, tag: str = "t") -> str:
 
 def cleanup(reg: RegistryClient, name: str, digests: list[str]) -> None:
     """The images, their `.sig`/`.att` manifests, the bundles that refer to them (and the referrers tag
-    listing them), and the repository's verdict log artifact."""
+    listing them), and the repository's verdict log artifacts."""
     for d in digests:
         for entry in reg.referrers(name, d):
             reg.delete_manifest(name, str(entry["digest"]))
@@ -55,9 +55,9 @@ def cleanup(reg: RegistryClient, name: str, digests: list[str]) -> None:
             if found:
                 reg.delete_manifest(name, found)
         reg.delete_manifest(name, d)
-    found = reg.resolve(name, LOG_TAG)
-    if found:
-        reg.delete_manifest(name, found)
+    for tag in reg.tags(name):
+        if tag.startswith(LOG_TAG_PREFIX) and (found := reg.resolve(name, tag)):
+            reg.delete_manifest(name, found)
 
 
 class TrustRepo:

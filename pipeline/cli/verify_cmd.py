@@ -21,7 +21,7 @@ def _log(public_key):  # type: ignore[no-untyped-def]
     ws = state.workspace()
     path = ws.store_location.path
     store = ws.store if path is None or path.exists() else None
-    return VerdictLog(store, public_key.key, seen_dir=ws.root / SEEN_DIR)
+    return VerdictLog(store, public_key.key, seen_dir=ws.root / SEEN_DIR, location=ws.store_location)
 
 
 @app.command()

@@ -12,11 +12,12 @@ signs a checkpoint over the whole log:
 - a checkpoint is a C2SP tlog-checkpoint (https://c2sp.org/tlog-checkpoint): the signed note
   (https://c2sp.org/signed-note) `<origin>\\n<size>\\n<base64 root>\\n`, signed with the release key as
   an ECDSA note signature (type 0x02: key ID = the first four bytes of SHA-256 of the DER public key,
-  signature ASN.1 DER over SHA-256 of the note text). The origin is `<image repository>/llmgate-verdicts`,
-  one log per repository, and is also the key name.
+  signature ASN.1 DER over SHA-256 of the note text). The origin, also the key name, is
+  `<image repository>/llmgate-verdicts/<log id>`: one log per repository and store, the id derived from
+  the store's location (`log_id`).
 
 Copies: the store (`verdict_log` and `verdict_log_checkpoints` tables, entry and checkpoint written
-in one transaction), the registry (an OCI artifact tagged `llmgate-verdict-log` in the repository,
+in one transaction), the registry (an OCI artifact tagged `llmgate-verdict-log-<log id>` in the repository,
 written by attest) and, per verifier, the last checkpoint it accepted (`<work dir>/verdict-log/`).
 A reader verifies each copy against its checkpoint, checks that every copy and the remembered
 checkpoint are consistent (the smaller is a prefix of the larger: the root of the larger's first n
@@ -44,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pipeline.adapters import log_artifact
 from pipeline.adapters.registry import RegistryClient, split_repository
 from pipeline.errors import GateFailed, InfraError, LlmgateError
-from pipeline.store import Store
+from pipeline.store import Store, StoreLocation
 from pipeline.supplychain import cosign_keys
 from pipeline.supplychain.evidence import canonical_json
 
@@ -59,8 +60,16 @@ class LogRefused(GateFailed):
     """The verdict log cannot vouch for what was asked (tampered, rolled back, or a newer verdict). Exit 1."""
 
 
-def origin_for(repository: str) -> str:
-    return repository + ORIGIN_SUFFIX
+def log_id(location: StoreLocation) -> str:
+    """Which log a store keeps: derived from where the promoter finds the store (the SQLite file, or the
+    server URL without its password), so each store has its own log, and a store writer cannot point a
+    verifier at another store's log by editing rows."""
+    where = str(location.path.resolve()) if location.path is not None else location.shown
+    return hashlib.sha256(where.encode()).hexdigest()[:16]
+
+
+def origin_for(repository: str, log: str) -> str:
+    return f"{repository}{ORIGIN_SUFFIX}/{log}"
 
 
 class LogEntry(BaseModel):
@@ -302,12 +311,20 @@ class VerdictLog:
     """One store's logs, their registry copies and this verifier's memory, checked with the public key."""
 
     def __init__(self, store: Store | None, public_key: ec.EllipticCurvePublicKey, *, seen_dir: Path | None,
-                 registry: RegistryClient | None = None, read_registry: bool = True) -> None:
+                 registry: RegistryClient | None = None, read_registry: bool = True,
+                 location: StoreLocation | None = None) -> None:
         self.store = store
         self.public_key = public_key
         self.seen_dir = seen_dir
         self._registry = registry
         self.read_registry = read_registry
+        where = location or (store.location if store is not None else None)
+        if where is None:
+            raise InfraError("a verdict log is named after its store: give the store or its location")
+        self.log_id = log_id(where)
+
+    def origin(self, repository: str) -> str:
+        return origin_for(repository, self.log_id)
 
     def _client(self, repository: str) -> tuple[RegistryClient, str]:
         host, name = split_repository(repository)
@@ -359,7 +376,7 @@ class VerdictLog:
             return None
         try:
             reg, name = self._client(repository)
-            pulled = log_artifact.pull(reg, name)
+            pulled = log_artifact.pull(reg, name, log_artifact.tag_for(self.log_id))
         except LlmgateError as exc:
             notes.append(f"registry copy not read: {exc.render().splitlines()[0]}")
             return None
@@ -370,7 +387,7 @@ class VerdictLog:
 
     def view(self, repository: str) -> LogView:
         """The log of `repository`, every copy checked (LogRefused if any is tampered with)."""
-        origin = origin_for(repository)
+        origin = self.origin(repository)
         notes: list[str] = []
         copies = [c for c in (self._store_copy(origin, notes), self._registry_copy(repository, origin, notes))
                   if c is not None]
@@ -381,7 +398,7 @@ class VerdictLog:
 
     def append(self, repository: str, entry: LogEntry, key: cosign_keys.SigningKey) -> tuple[int, LogView]:
         """Append `entry` to the store's log under a new signed checkpoint; its index and the new view."""
-        origin = origin_for(repository)
+        origin = self.origin(repository)
         if self.store is None:
             raise InfraError("no store to append the verdict to", where=origin)
         for _ in range(16):
@@ -406,7 +423,7 @@ class VerdictLog:
         if view.checkpoint is None or view.sizes.get("registry", -1) >= view.size:
             return None
         reg, name = self._client(repository)
-        return log_artifact.push(reg, name, view.checkpoint.note, view.leaves)
+        return log_artifact.push(reg, name, log_artifact.tag_for(self.log_id), view.checkpoint.note, view.leaves)
 
 
 def require_newest(view: LogView, *, image: str, model: str | None, verdict_sha: str, what: str) -> int:
