@@ -41,10 +41,9 @@ def verify(
     from pipeline.models import ImageRef
     from pipeline.supplychain.signing import default_signer, load_public_key, verify_release
 
-    ref = ImageRef.parse(image)
     pub = load_public_key(key if key is not None else Path(load_config(config).sign.public_key))
     signer = default_signer()
-    result = verify_release(ref, pub, signer=signer, log=_log(pub))
+    result = verify_release(ImageRef.parse(image), pub, signer=signer, log=_log(pub))
     say = lambda text: out.print(plain(text), highlight=False, soft_wrap=True)
     say(f"{result.image} (key {pub.key_id}, {signer.name} verifier)")
     for c in result.checks:
