@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.models import (  # noqa: E402
+from pipeline.models import (
     GroundTruthRef,
     ImageRef,
     ItemResult,
@@ -39,10 +39,10 @@ from pipeline.models import (  # noqa: E402
     StageStatus,
     utcnow,
 )
-from pipeline.store import Store  # noqa: E402
-from pipeline.supplychain import cosign_keys as ck  # noqa: E402
-from pipeline.supplychain.evidence import require_evidence, result_digest, sign_result  # noqa: E402
-from pipeline.supplychain.verdict_log import LogEntry, VerdictLog  # noqa: E402
+from pipeline.store import Store
+from pipeline.supplychain import cosign_keys as ck
+from pipeline.supplychain.evidence import require_evidence, result_digest, sign_result
+from pipeline.supplychain.verdict_log import LogEntry, VerdictLog
 
 REPOSITORY = "127.0.0.1:5000/llmgate/server"
 
