@@ -247,8 +247,9 @@ def require_evidence(run: RunRecord, public_key: ec.EllipticCurvePublicKey | Non
         subject = what or f"run {run.run_id}"
         raise EvidenceRefused(f"refusing to judge {subject}: " + "; ".join(c.line() for c in bad),
                               where=f"run {run.run_id}",
-                              hint="results are trusted only with a link signed when they were measured; "
-                                   "measure the stage again (`llmgate stage NAME --run ID --fresh`)")
+                              hint="results are trusted only with a link signed when they were measured; measure "
+                                   f"the stage of run {run.run_id} again where the signing key is configured "
+                                   f"(`llmgate stage NAME --run {run.run_id} --fresh`)")
     return checks
 
 
