@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from sqlalchemy import create_engine, text
 
 from pipeline.adapters import cosign_layout as L
 from pipeline.adapters import log_artifact
@@ -218,6 +219,16 @@ def test_a_store_rollback_of_the_log_is_detected(env) -> None:  # type: ignore[n
         in details.reason
 
 
+def _logged(store_url: str, key: ck.SigningKey) -> tuple[VerdictLog, str]:
+    """A store's log with a pass and then a blocked verdict for one pair, appended as two gates would."""
+    store = Store(store_url)
+    log = VerdictLog(store, key.public, seen_dir=None, read_registry=False)
+    repo = "127.0.0.1:5000/llmgate/server"
+    for run_id, decision in (("r0", "pass"), ("r1", "blocked")):
+        log.append(repo, _entry(run_id, decision), key)
+    return log, log.origin(repo)
+
+
 @pytest.mark.parametrize(("attack", "why"), [
     ("DELETE FROM verdict_log_checkpoints WHERE origin = :o AND size = 2",
      ("holds 2 verdict log entries, but its newest signed checkpoint covers 1: checkpoints were deleted or entries "
@@ -226,26 +237,36 @@ def test_a_store_rollback_of_the_log_is_detected(env) -> None:  # type: ignore[n
      "the verdict log entries in the store do not hash to its signed checkpoint"),
     ("DELETE FROM verdict_log WHERE origin = :o AND idx = 0", "has no entry #0 (deleted)"),
     ("INSERT INTO verdict_log (origin, idx, leaf) VALUES (:o, 2, '{}')", "checkpoints were deleted or entries planted"),
+    ("UPDATE verdict_log_checkpoints SET note = replace(note, '\n2\n', '\n3\n') WHERE origin = :o AND size = 2",
+     "the checkpoint in the store does not verify: checkpoint signature does not verify"),
 ])
-def test_store_edits_of_the_log_are_refused(env, attack: str, why: str) -> None:  # type: ignore[no-untyped-def]
-    passed, blocked, _ = _pass_then_blocked(env)
-    _hide_verdict(env, blocked.run_id)  # the registry no longer shows it: the log must
-    env.sql(attack, o=env.origin)
-    details = env.promote(passed.run_id)
-    assert details.outcome == "refused" and why in details.reason, details.reason
+def test_store_edits_of_the_log_are_refused(store_url: str, key, attack: str, why: str) -> None:  # type: ignore[no-untyped-def]
+    log, origin = _logged(store_url, key)
+    engine = create_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(attack), {"o": origin})
+    finally:
+        engine.dispose()
+    with pytest.raises(LogRefused) as ei:
+        log.view("127.0.0.1:5000/llmgate/server")
+    assert why in ei.value.message and ei.value.exit_code == 1
 
 
-def test_a_log_signed_by_another_key_is_refused(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    passed, blocked, _ = _pass_then_blocked(env)
-    _hide_verdict(env, blocked.run_id)
+def test_a_log_signed_by_another_key_is_refused(store_url: str, key) -> None:  # type: ignore[no-untyped-def]
+    log, origin = _logged(store_url, key)
     other = ck.SigningKey(private=ck.generate_key(), source="forger")
-    origin = env.origin
-    stored = env.ws.store.verdict_log(origin)
+    with pytest.raises(LogRefused, match="is not signed by key"):
+        VerdictLog(log.store, other.public, seen_dir=None, read_registry=False).view("127.0.0.1:5000/llmgate/server")
+    stored = log.store.verdict_log(origin)
     leaves = [leaf for _, leaf in stored.entries]
     forged = sign_checkpoint(origin, len(leaves), tree_root(leaves), other)
-    env.sql("UPDATE verdict_log_checkpoints SET note = :n WHERE origin = :o AND size = 2", n=forged.note, o=origin)
-    details = env.promote(passed.run_id)
-    assert details.outcome == "refused" and "the checkpoint in the store does not verify" in details.reason
-    with pytest.raises(LogRefused):
-        VerdictLog(env.ws.store, load_public_key(env.keys / "cosign.pub").key, seen_dir=None,
-                   read_registry=False).view(env.repository)
+    engine = create_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE verdict_log_checkpoints SET note = :n WHERE origin = :o AND size = 2"),
+                         {"n": forged.note, "o": origin})
+    finally:
+        engine.dispose()
+    with pytest.raises(LogRefused, match="the checkpoint in the store does not verify"):
+        log.view("127.0.0.1:5000/llmgate/server")
