@@ -10,7 +10,8 @@
 # TLS-intercepting proxy or private index) and `pip_conf` (a pip.conf for a private index).
 # Staged inputs, bind-mounted for one RUN and never copied whole into a layer:
 #   .whl/   wheels pip may take instead of the index (the CPU torch wheel `llmgate build` stages)
-#   .tools/ extra static binaries installed into /usr/local/bin when present (cosign, kubectl)
+#   .tools/ extra static binaries installed into /usr/local/bin when present (cosign, kubectl); cosign
+#           v2.0.0 or later: llmgate reads its version and passes the flags it has (pipeline/adapters/cosign.py)
 # dockerfiles/llmgate.Dockerfile.dockerignore says which files of the repository reach the build.
 ARG BASE_IMAGE
 

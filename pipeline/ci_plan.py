@@ -1,19 +1,22 @@
 """What the Dagger module runs, decided here so that the module stays a thin shell.
 
-The module only wires containers, secrets and services together. Which steps run and in which order
-comes from the one plan (`pipeline.orchestrate.plan.DAGGER`); which command runs a step, where each
-credential reaches the tool container, which secret ids a Dockerfile mounts and whether a reference
-is a digest are plain functions here, tested without an engine. This module imports nothing heavy:
-the Dagger runtime installs `llmgate` without its extras.
+The module only builds, publishes, starts the server as a service and wires containers and secrets.
+The steps run through the Runner's own step loop inside the tool container (`llmgate run --run ID
+--only …`), the same loop `llmgate run` uses, so parallel groups, stop-on-failure, reuse and
+checkpoints are the CLI's; which segments of the one plan (`pipeline.orchestrate.plan.DAGGER`) the
+module runs, which command runs each, where each credential reaches the tool container, which secret
+ids a Dockerfile mounts and whether a reference is a digest are plain functions here, tested without
+an engine. This module imports nothing heavy: the Dagger runtime installs `llmgate` without its extras.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+from dataclasses import dataclass
 
-from pipeline.errors import BadInput
-from pipeline.models import ImageRef, Stage, check_run_id
+from pipeline.errors import BadInput, InfraError
+from pipeline.models import ImageRef, RunRecord, Stage, check_run_id
 from pipeline.orchestrate.plan import CREDENTIALS, DAGGER, Credential, Step
 
 TOOL_DOCKERFILE = "dockerfiles/llmgate.Dockerfile"
@@ -38,8 +41,10 @@ OUT = "/work/out"  # what `llmgate export` writes and the module returns
 TRIVY_CACHE_DIR = f"{SOURCE}/.llmgate/cache/trivy"  # the scan stage's default cache_dir, from SOURCE
 TRIVY_CACHE_VOLUME = "llmgate-trivy-db"
 
-# The files `llmgate export` writes at the root of OUT; .github/workflows/llmgate.yml reads these.
+# The files `llmgate export` writes at the root of OUT; .github/workflows/llmgate.yml reads these. The gate
+# step writes verdict.json and junit.xml: a run the Runner stopped before its gates has the other three.
 EXPORT_FILES = ("run.json", "verdict.json", "junit.xml", "summary.md", "report.html")
+VERDICT_FILES = ("verdict.json", "junit.xml")
 
 # Every command of a run reads and writes the run's record, so the store URL reaches all of them,
 # not only the steps the plan names it for.
@@ -47,6 +52,25 @@ RUN_WIDE_CREDENTIALS = ("store_url",)
 STORE_URL_FILE_ENV = "LLMGATE_STORE_URL_FILE"  # names the mounted file that holds the store URL
 REGISTRY_USERNAME_ENV = "LLMGATE_REGISTRY_USERNAME"  # a name, not a secret; beside the password
 INVOCATION_ENV = "LLMGATE_CI_INVOCATION"  # differs per call, so `new-run` is never a cached exec
+
+# GPUs. The dagger CLI starts the GPU variant of its engine (`--gpus all`) only when this variable is set
+# (cmd/dagger/engine.go); an engine started without it refuses every container that asks for GPUs with
+# ENGINE_NO_GPU_SUPPORT (core/container_exec.go, engine v0.21.x).
+GPU_SUPPORT_ENV = "_EXPERIMENTAL_DAGGER_GPU_SUPPORT"
+ENGINE_NO_GPU_SUPPORT = "GPU support is not enabled, set _EXPERIMENTAL_DAGGER_GPU_SUPPORT"
+
+
+def no_gpus(engine_message: str) -> InfraError:
+    """The error `dagger call run` ends with when it asked for GPUs and the engine has none to give."""
+    first = (engine_message.strip().splitlines() or ["no reason given"])[0][:500]
+    if ENGINE_NO_GPU_SUPPORT in engine_message:
+        why = f"the Dagger engine was started without GPU support ({first})"
+    else:
+        why = f"the Dagger engine could not give a container the runner's GPUs ({first})"
+    return InfraError(why, where="--gpus",
+                      hint=f"on a GPU runner, set {GPU_SUPPORT_ENV}=1 for the dagger CLI (it then starts its GPU "
+                           "engine); on a CPU runner, call `dagger call run --gpus=false …`")
+
 
 # Secret ids the module accepts for image builds: the ids the Dockerfiles mount.
 BUILD_SECRET_IDS = ("ca_bundle", "pip_conf")
@@ -56,10 +80,49 @@ _ID = re.compile(r"(?:^|,)id=([A-Za-z0-9_.\-]+)")
 _REQUIRED = re.compile(r"(?:^|,)required(?:=true)?(?:,|$)")
 
 
-# -- the plan, as the module walks it -----------------------------------------------------------------
-def steps(*, promote: bool) -> list[Step]:
-    """The dagger plan's steps in order; steps run only on request (promotion) only when asked for."""
-    return [s for s in DAGGER.steps if promote or not s.on_request]
+# -- the plan, in the pieces the module runs it in -----------------------------------------------------
+@dataclass(frozen=True)
+class Segment:
+    """Consecutive steps of the dagger plan that one `llmgate` command runs through the Runner's step loop.
+
+    The plan is cut only where the server must come up or go down: boot measures the load time from its
+    own start, so the GPU service is started right before the segment that boots it, not minutes earlier
+    while the supply-chain checks run, and it is stopped once the steps that talk to it are done.
+    Promotion, when asked for, is `llmgate promote` (the Runner's promote step with its backend).
+    """
+
+    steps: tuple[Step, ...]
+    server: bool = False  # the GPU service is started for it and bound as SERVER_ALIAS
+    promote: bool = False
+
+    @property
+    def stages(self) -> list[str]:
+        return [str(s.stage) for s in self.steps]
+
+    @property
+    def name(self) -> str:
+        return "promote" if self.promote else "run " + ",".join(self.stages)
+
+
+def segments(*, promote: bool) -> list[Segment]:
+    """The dagger plan's steps in order, in segments; a step run only on request (promotion) only when asked."""
+    out: list[Segment] = []
+    for step in DAGGER.steps:
+        if step.on_request:
+            if promote:
+                out.append(Segment(steps=(step,), promote=True))
+            continue
+        server = uses_server(step)
+        last = out[-1] if out else None
+        if last is not None and not last.promote and last.server == server:
+            out[-1] = Segment(steps=(*last.steps, step), server=server)
+        else:
+            out.append(Segment(steps=(step,), server=server))
+    for seg in out:  # a group the Runner runs side by side is never split between two commands
+        for other in out:
+            if other is not seg and {s.group for s in seg.steps if s.group} & {s.group for s in other.steps if s.group}:
+                raise ValueError(f"the dagger plan's group is split between {seg.name} and {other.name}")
+    return out
 
 
 def uses_server(step: Step) -> bool:
@@ -72,13 +135,22 @@ def credentials() -> list[Credential]:
     return DAGGER.credentials()
 
 
-def step_credentials(step: Step) -> list[Credential]:
-    """The credentials one step's exec gets (run-wide ones are wired once for every command)."""
-    return [CREDENTIALS[n] for n in step.credentials if n not in RUN_WIDE_CREDENTIALS]
+def segment_credentials(segment: Segment) -> list[Credential]:
+    """The credentials one segment's command gets: what its steps read (run-wide ones are wired once
+    for every command)."""
+    names = dict.fromkeys(n for s in segment.steps for n in s.credentials if n not in RUN_WIDE_CREDENTIALS)
+    return [CREDENTIALS[n] for n in names]
 
 
 def run_wide_credentials() -> list[Credential]:
     return [CREDENTIALS[n] for n in RUN_WIDE_CREDENTIALS]
+
+
+def continues(exit_code: int) -> bool:
+    """Whether the run goes on after a segment exited with `exit_code`: only after 0. The Runner stopped
+    the segment at a failed step (3) or refused its input (2); a blocked gate (1) ends the run too, and
+    promotion never follows it."""
+    return exit_code == 0
 
 
 # -- commands inside the tool container ---------------------------------------------------------------
@@ -96,19 +168,42 @@ def new_run_command(image: str, *, tag: str = "", target: str = "") -> list[str]
     return argv + ["--plan", DAGGER.name]
 
 
-def stage_command(step: Step, run_id: str) -> list[str]:
-    argv = [*_llmgate(), "stage", str(step.stage), "--run", check_run_id(run_id, where="llmgate new-run")]
-    return argv + (["--server-url", server_url()] if uses_server(step) else [])
+def segment_command(segment: Segment, run_id: str, *, target: str = "") -> list[str]:
+    """`llmgate run --run ID --only …` (the Runner's step loop over the segment's steps), or `llmgate
+    promote` for the promotion step."""
+    run_id = check_run_id(run_id, where="llmgate new-run")
+    if segment.promote:
+        if not target:
+            raise BadInput("promotion needs a target", where="--target")
+        kubeconfig = CREDENTIALS["kubeconfig"].file
+        assert kubeconfig is not None
+        return [*_llmgate(), "promote", "--run", run_id, "--target", target, "--kubeconfig", kubeconfig]
+    argv = [*_llmgate(), "run", "--run", run_id]
+    for stage in segment.stages:
+        argv += ["--only", stage]
+    return argv + (["--server-url", server_url()] if segment.server else [])
 
 
 def export_command(run_id: str) -> list[str]:
     return [*_llmgate(), "export", "--run", check_run_id(run_id, where="llmgate new-run"), "--out", OUT]
 
 
-def missing_export_files(entries: list[str]) -> list[str]:
-    """The export files `llmgate export` did not write at the root of OUT."""
+def expected_export_files(run_json: str | None) -> tuple[str, ...]:
+    """What the export of this run must hold: every file once its gates judged it, else the record and the
+    pages that say why it stopped. No run.json at all: everything is expected (and missing)."""
+    if run_json is None:
+        return EXPORT_FILES
+    try:
+        run = RunRecord.model_validate_json(run_json)
+    except ValueError as exc:
+        raise InfraError(f"`llmgate export` wrote a run.json that is not a run record: {exc}", where=OUT) from None
+    return EXPORT_FILES if run.gates else tuple(f for f in EXPORT_FILES if f not in VERDICT_FILES)
+
+
+def missing_export_files(entries: list[str], expected: tuple[str, ...] = EXPORT_FILES) -> list[str]:
+    """The expected export files `llmgate export` did not write at the root of OUT."""
     present = {e.rstrip("/") for e in entries}
-    return [f for f in EXPORT_FILES if f not in present]
+    return [f for f in expected if f not in present]
 
 
 def parse_run_id(stdout: str) -> str:
@@ -117,6 +212,20 @@ def parse_run_id(stdout: str) -> str:
     if not lines:
         raise BadInput("`llmgate new-run` printed no run id", where="llmgate new-run")
     return check_run_id(lines[-1], where="llmgate new-run")
+
+
+MODEL_DIGEST_ENV = "LLMGATE_MODEL_DIGEST"
+_MODEL_LINE = re.compile(r"model (sha256:[0-9a-f]{64})")
+
+
+def parse_model_digest(stdout: str) -> str:
+    """The weights digest `llmgate new-run` printed (`model sha256:…`): the serving container is given it, and
+    its entrypoint checks the mounted weights against it before the server starts."""
+    for line in stdout.splitlines():
+        found = _MODEL_LINE.fullmatch(line.strip())
+        if found:
+            return found.group(1)
+    raise BadInput("`llmgate new-run` printed no model digest", where="llmgate new-run")
 
 
 def server_url() -> str:

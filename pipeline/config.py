@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 from yaml.nodes import MappingNode
 
 from pipeline.errors import BadInput
@@ -175,16 +175,26 @@ class SignConfig(Section):
 
 
 class PromoteConfig(Section):
-    """Which verdicts each target accepts. A production target never accepts a verdict made under the
-    embedded local policy; a target listed here accepts only verdicts made under these policy digests
-    (sha256 of the effective policy, as `llmgate policy check` and every verdict show it)."""
+    """How promotions run on this machine. Which verdicts a target accepts, its keys and its policy floor
+    are the target's configuration (targets.yaml, `pipeline.promote.targets`), not settings here."""
 
-    accepted_policies: dict[str, list[str]] = Field(default_factory=dict)
-    lock_lease_s: Seconds = 3600
+    # The promotion lock's lease; a heartbeat renews it every third while a promotion runs, so a rollout
+    # may take far longer, and a crashed promoter's lock frees itself within one lease.
+    lock_lease_s: Seconds = 120
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "accepted_policies" in data:
+            raise ValueError("accepted_policies moved to the target's configuration: targets.yaml, "
+                             "targets.<name>.accepted_policies")
+        return data
 
 
 class PipelineConfig(Section):
-    target: str = "default"
+    # The target a run is gated for: its baseline is that target's last promoted release, and its verdict
+    # promotes to that target only (targets.yaml declares them).
+    target: str = "canary"
     # The embedded local default runs offline on a CPU: its policy extends the strict production
     # policy (gates.yaml) and relaxes, each with a stated reason, only what cannot hold here.
     gates_file: str = "gates.local.yaml"

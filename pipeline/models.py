@@ -263,6 +263,11 @@ class PromotionRecord(_Model):
     at: datetime = Field(default_factory=utcnow)
     detail: str = ""
     previous_digest: str | None = None
+    # A release is the pair (image digest, model digest); the signed verdict that authorised it (its run
+    # and gate time): what status, history and rollback name.
+    model_digest: str | None = None
+    verdict_run_id: str | None = None
+    verdict_at: datetime | None = None
 
 
 class RunRecord(_Model):
@@ -342,7 +347,10 @@ class RunRecord(_Model):
                                              mode=promoted.mode, outcome=promoted.outcome,
                                              detail=promoted.branch or promoted.reason,
                                              previous_digest=ImageRef.parse(promoted.previous).digest
-                                             if promoted.previous else None)
+                                             if promoted.previous else None,
+                                             model_digest=promoted.model_digest,
+                                             verdict_run_id=promoted.guard.verdict_run,
+                                             verdict_at=promoted.guard.verdict_at)
         gate = result.payload(GateDetails)
         if gate is not None:  # the record's verdicts and decision mirror the latest gate stage
             self.gates = list(gate.verdicts)

@@ -23,9 +23,10 @@ from pipeline.progress import NullReporter
 from pipeline.promote.gitops import GitopsBackend
 from pipeline.stages.context import PromoteRequest, StageContext, StageOptions
 from pipeline.supplychain.cosign_keys import write_key_pair
+from pipeline.supplychain.signing import load_public_key
 from pipeline.supplychain.verdict_log import log_id, origin_for
 from pipeline.workspace import Workspace
-from tests.promote_helpers import gitops_repo
+from tests.promote_helpers import gitops_repo, make_target
 from tests.stage_helpers import record_measured
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,13 +113,14 @@ class Env:
         return self.ws.store.get(run.run_id)
 
     def promote(self, run_id: str, target: str = "canary"):  # type: ignore[no-untyped-def]
+        chosen = make_target(target)
         runner = self.runner(self.cfg("passing"), promote=PromoteRequest(
-            target=target, backend=GitopsBackend(repo=self.gitops), dry_run=False))
+            target=chosen, backend=GitopsBackend(repo=self.gitops, overlays={chosen.name: chosen.overlay})))
         return runner.run_stage(self.ws.store.get(run_id), Stage.PROMOTE).details
 
     @property
     def log_id(self) -> str:
-        return log_id(self.ws.store.location)
+        return log_id(self.ws.store.location, load_public_key(self.keys / "cosign.pub").key)
 
     @property
     def origin(self) -> str:

@@ -79,3 +79,25 @@ class VirtualClock:
 
     def sleep(self, s: float) -> None:
         self.t += s
+
+
+def make_target(name: str = "canary", *, root: Path = REPO, **config: object):  # type: ignore[no-untyped-def]
+    """A configured target (what targets.yaml declares), resolved against `root` (floor and local policies).
+    Defaults: a non-production GitOps target in `llmgate-<name>` that accepts local policies and the local
+    key pair, with no floor."""
+    from pipeline.promote.targets import Target, TargetConfig
+
+    fields: dict[str, object] = {"backend": "gitops", "namespace": f"llmgate-{name}",
+                                 "gitops": {"overlay": f"manifests/overlays/{name}"}}
+    if not config.get("production"):
+        fields.update(accept_local_policy=True, accept_local_key=True)
+    fields.update(config)
+    return Target(name=name, config=TargetConfig.model_validate(fields), root=root, source=f"test: targets.{name}")
+
+
+def shipped_floor() -> dict[str, str]:
+    """The floor every shipped target names: gates.yaml with its current digest."""
+    from pipeline.gates.policy import load_policy
+    from pipeline.supplychain.gate_sections import SECTIONS
+
+    return {"policy": "gates.yaml", "sha256": load_policy(REPO / "gates.yaml", sections=SECTIONS).sha256}

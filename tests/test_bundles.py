@@ -147,7 +147,7 @@ def test_a_cosign_v3_signature_bundle_verifies_the_image(repo, signer, keys) -> 
 def _verdict_statement(image: str, model: str, key: ck.SigningKey, decision: Decision) -> tuple[bytes, Any]:
     from pipeline.models import ImageRef, ModelRef, PolicyRef, RunRecord
 
-    run = RunRecord(image=ImageRef.parse(image), model=ModelRef(path="/m", digest=model, files=1, bytes=1),
+    run = RunRecord(image=ImageRef.parse(image), model=ModelRef(path="/m", digest=model, files=1, bytes=1), target="canary",
                     policy=PolicyRef(name="gates.yaml", files=["gates.yaml"], sha256="a" * 64))
     status = GateStatus.PASS if decision is Decision.PASS else GateStatus.FAIL
     gate = GateDetails(policy_name="gates.yaml", policy_files=["gates.yaml"], policy_sha256="a" * 64,

@@ -13,7 +13,7 @@ import yaml
 
 from pipeline.adapters.kube_api import KubernetesApi, ObjectConflict, ObjectNotFound, PatchRefused
 from pipeline.errors import BadInput, InfraError
-from pipeline.promote.backend import Evidence
+from pipeline.promote.backend import Evidence, FenceRefused
 from pipeline.promote.cluster import ArgoRolloutsBackend, RolloutRef, image_patch, release_patch
 from tests.doubles.rollouts_api import FakeKubeAPI, make_rollout
 from tests.promote_helpers import REPOSITORY, VirtualClock, digest
@@ -38,6 +38,7 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-
 
 def backend(kube: KubernetesApi, **kw) -> ArgoRolloutsBackend:  # type: ignore[no-untyped-def]
     clock = VirtualClock()
+    kw.setdefault("namespaces", {"canary": NS})
     return ArgoRolloutsBackend(kube, clock=clock, sleep=clock.sleep, **kw)
 
 
@@ -142,7 +143,9 @@ def test_test_op_refuses_a_patch_for_a_renamed_container(cluster) -> None:  # ty
     with pytest.raises(BadInput, match="no container 'model'"):
         backend(kube, container="model").promote("canary", NEW, NEW_MODEL, EVIDENCE)
     with pytest.raises(ObjectNotFound, match='rollouts.argoproj.io "llmgate-server" not found'):
-        backend(kube).promote("elsewhere", NEW, NEW_MODEL, EVIDENCE)
+        backend(kube, namespaces={"elsewhere": "elsewhere"}).promote("elsewhere", NEW, NEW_MODEL, EVIDENCE)
+    with pytest.raises(BadInput, match="no namespace configured for target 'canary-x'"):
+        backend(kube).promote("canary-x", NEW, NEW_MODEL, EVIDENCE)  # a name alone reaches no place
 
 
 def test_stale_replace_is_a_conflict_and_a_bad_type_is_invalid(cluster) -> None:  # type: ignore[no-untyped-def]
@@ -181,3 +184,52 @@ def test_unreachable_api_is_an_infrastructure_error(tmp_path: Path) -> None:
         backend(kube).promote("canary", NEW, NEW_MODEL, EVIDENCE)
     with pytest.raises(BadInput, match="kubeconfig not found"):
         KubernetesApi.from_kubeconfig(tmp_path / "nope")
+
+
+class FakeFence:
+    """A promotion lock as the backend sees it: its number, and the test before each write."""
+
+    def __init__(self, fence: int, on_check=None) -> None:  # type: ignore[no-untyped-def]
+        self.fence, self.on_check, self.checks = fence, on_check, 0
+
+    def check(self) -> None:
+        self.checks += 1
+        if self.on_check is not None:
+            self.on_check()
+
+
+FENCE_PATH = "/metadata/annotations/llmgate.dev~1promotion-fence"
+
+
+def test_every_release_patch_carries_the_fence_and_a_newer_one_stops_us(cluster) -> None:  # type: ignore[no-untyped-def]
+    api, kube = cluster
+    fence = FakeFence(7)
+    res = backend(kube, timeout_s=600).promote("canary", NEW, NEW_MODEL, EVIDENCE, fence=fence)
+    assert res.outcome == "promoted" and fence.checks >= 1
+    annotations = api.get("rollouts", NS, "llmgate-server")["metadata"]["annotations"]
+    assert annotations["llmgate.dev/promotion-fence"] == "7"
+    # A later promoter (fence 8) wrote the object; we (fence 7) must not write over it.
+    ref = RolloutRef(NS).obj()
+    kube.patch(ref, {"metadata": {"annotations": {"llmgate.dev/promotion-fence": "8"}}})
+    writes = len(patches(api))
+    with pytest.raises(FenceRefused, match="fence 8, newer than ours"):
+        backend(kube, timeout_s=600).promote("canary", OLD, OLD_MODEL, EVIDENCE, fence=FakeFence(7))
+    assert len(patches(api)) == writes
+
+
+def test_the_api_server_refuses_a_patch_when_the_fence_moved_since_it_was_read(cluster) -> None:  # type: ignore[no-untyped-def]
+    """Compare-and-set at the storage: the patch tests the fence value read before; another promoter writing
+    between our read and our patch makes the API server refuse it (422), whatever our own check said."""
+    api, kube = cluster
+    ref = RolloutRef(NS).obj()
+    kube.patch(ref, {"metadata": {"annotations": {"llmgate.dev/promotion-fence": "3"}}})
+
+    def race() -> None:  # after we read the object, before our patch reaches the server
+        kube.patch(ref, {"metadata": {"annotations": {"llmgate.dev/promotion-fence": "5"}}})
+
+    with pytest.raises(PatchRefused, match="test failed"):
+        backend(kube, timeout_s=600).promote("canary", NEW, NEW_MODEL, EVIDENCE, fence=FakeFence(4, race))
+    assert api.image(NS, "llmgate-server") == OLD
+    body = next(b for _, _, b in patches(api) if isinstance(b, list))
+    assert body[0] == {"op": "test", "path": FENCE_PATH, "value": "3"}
+    assert body[-1] == {"op": "replace", "path": FENCE_PATH, "value": "4"}

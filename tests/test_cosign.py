@@ -33,6 +33,13 @@ IMAGE = "127.0.0.1:5000/trust-cli/img@sha256:" + "d" * 64
 
 DOUBLE = r'''#!__PYTHON__
 import json, os, sys
+if sys.argv[1:2] == ["version"]:
+    # `cosign version --json`: sigs.k8s.io/release-utils prints Info as indented JSON with cobra's
+    # cmd.Println, which writes to stderr unless the command sets an output.
+    sys.stderr.write(json.dumps({"gitVersion": __VERSION__, "gitCommit": "0" * 40, "gitTreeState": "clean",
+                                 "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.24.6",
+                                 "compiler": "gc", "platform": "linux/amd64"}, indent=2) + "\n")
+    sys.exit(0)
 rec = {"argv": sys.argv[1:], "env": {k: os.environ.get(k) for k in ("COSIGN_PRIVATE_KEY", "COSIGN_PASSWORD")}}
 with open(__LOG__, "a") as f:
     f.write(json.dumps(rec) + "\n")
@@ -41,12 +48,18 @@ sys.exit(1)
 '''
 
 
-@pytest.fixture
-def refusing_cosign(tmp_path: Path) -> tuple[CosignCliSigner, Path]:
+def _double(tmp_path: Path, version: str = "v3.0.2") -> tuple[Path, Path]:
     log = tmp_path / "calls.jsonl"
     exe = tmp_path / "cosign"
-    exe.write_text(DOUBLE.replace("__PYTHON__", sys.executable).replace("__LOG__", repr(str(log))))
+    exe.write_text(DOUBLE.replace("__PYTHON__", sys.executable).replace("__LOG__", repr(str(log)))
+                   .replace("__VERSION__", repr(version)))
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    return exe, log
+
+
+@pytest.fixture
+def refusing_cosign(tmp_path: Path) -> tuple[CosignCliSigner, Path]:
+    exe, log = _double(tmp_path)
     return CosignCliSigner(Cosign(exe)), log
 
 
@@ -103,6 +116,43 @@ def test_tags_are_refused_before_cosign_runs(refusing_cosign, fixture_key) -> No
     with pytest.raises(BadInput, match="by digest"):
         signer.sign_image("127.0.0.1:5000/trust-cli/img:latest", fixture_key[0])
     assert not log.exists()
+
+
+@pytest.mark.parametrize(("version", "flags"), [
+    ("v2.0.0", ["--tlog-upload=false"]),
+    ("v2.5.3", ["--tlog-upload=false"]),  # attest had --new-bundle-format (off); sign had neither
+    ("v2.6.0", LEGACY_SIGN_FLAGS),  # both flags arrive, off by default
+    ("v3.0.2", LEGACY_SIGN_FLAGS),  # both on by default: turned off for the tag layout
+])
+def test_sign_and_attest_flags_follow_the_cosign_version(tmp_path: Path, fixture_key, version, flags) -> None:  # type: ignore[no-untyped-def]
+    exe, log = _double(tmp_path, version)
+    signer = CosignCliSigner(Cosign(exe))
+    key, _ = fixture_key
+    with pytest.raises(InfraError, match="cosign sign failed"):
+        signer.sign_image(IMAGE, key)
+    with pytest.raises(InfraError, match="cosign attest failed"):
+        signer.attest(IMAGE, "https://llmgate.dev/verdict/v1", {"decision": "pass"}, key)
+    sign, attest = (c["argv"] for c in _calls(log))
+    assert sign == ["sign", "--yes", "--key", "env://COSIGN_PRIVATE_KEY", *flags, "--allow-http-registry=true", IMAGE]
+    at = attest.index("--predicate") + 2
+    assert attest[at:] == [*flags, "--allow-http-registry=true", IMAGE]
+    assert str(signer.cosign.version()) == version
+
+
+@pytest.mark.parametrize(("version", "message"), [
+    ("v1.13.1", "cosign v1.13.1 is older than llmgate supports"),
+    ("devel", "cannot tell which cosign this is"),
+])
+def test_an_old_or_unknown_cosign_is_refused_before_it_signs(tmp_path: Path, fixture_key, monkeypatch, version,  # type: ignore[no-untyped-def]
+                                                             message) -> None:
+    exe, log = _double(tmp_path, version)
+    with pytest.raises(InfraError, match=message) as exc:
+        CosignCliSigner(Cosign(exe)).sign_image(IMAGE, fixture_key[0])
+    assert "v2.0.0 or later" in (exc.value.hint or "")
+    assert not log.exists()  # nothing was signed
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")  # the cosign on PATH, found at start
+    with pytest.raises(InfraError, match=message):
+        CosignCliSigner.discover()
 
 
 def test_missing_binary_is_infra_error(tmp_path: Path, fixture_key) -> None:  # type: ignore[no-untyped-def]

@@ -46,7 +46,7 @@ def image(seed: str) -> ImageRef:
 def test_promotion_commits_the_digest_on_a_branch_with_evidence(repo: Path, tmp_path: Path) -> None:
     before = snapshot(repo)
     res = promote_gitops(repo, "canary", image("a"), evidence="Run: r1\nGates:\n  pass ttft", load_time_s=120.0, model_digest=MODEL)
-    assert res.outcome == "promoted" and res.branch == branch_name("canary", digest("a"))
+    assert res.outcome == "promoted" and res.branch == branch_name("canary", digest("a"), MODEL)
     after = snapshot(repo)
     # Only a new branch ref appeared; the caller's tree, index, HEAD and branch are as they were.
     assert {k: v for k, v in after.items() if k != "refs"} == {k: v for k, v in before.items() if k != "refs"}
@@ -248,14 +248,19 @@ def test_a_rejected_push_is_a_refusal_and_never_forced(remote: tuple[Path, Path]
 def test_branch_mode_pushes_a_new_branch_and_refuses_to_overwrite_one(remote: tuple[Path, Path]) -> None:
     bare, clone = remote
     res = GitopsBackend(clone, remote="origin").promote("canary", image("a").by_digest, MODEL, EVIDENCE)
-    branch = branch_name("canary", digest("a"))
+    branch = branch_name("canary", digest("a"), MODEL)
     assert res.outcome == "promoted" and git(bare, "rev-parse", f"refs/heads/{branch}") == res.commit
     assert remote_head(bare) == res.base_commit  # main untouched: the merge is a person's
     # the same branch name on the remote at another commit (another promoter): rejected, not forced
     git(clone, "branch", "-D", branch)
     with pytest.raises(PushRejected, match="rejected"):
-        GitopsBackend(clone, remote="origin").promote("canary", image("a").by_digest, digest("w2"), EVIDENCE)
+        GitopsBackend(clone, remote="origin").promote("canary", image("a").by_digest, MODEL,
+                                                      Evidence(summary="Run: r2", load_time_s=120.0))
     assert git(bare, "rev-parse", f"refs/heads/{branch}") == res.commit
+    # the same image with other weights is another release: a branch of its own, no collision
+    other = GitopsBackend(clone, remote="origin").promote("canary", image("a").by_digest, digest("w2"), EVIDENCE)
+    assert other.outcome == "promoted" and other.branch == branch_name("canary", digest("a"), digest("w2"))
+    assert other.branch != branch
 
 
 # -- Argo CD ---------------------------------------------------------------------------------------

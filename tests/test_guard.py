@@ -78,8 +78,14 @@ def gate_verdict(run: RunRecord, key: ck.SigningKey) -> SignedVerdict:
     return sign_verdict(run, details, [], key, created=utcnow())
 
 
-def make_run(image: str, model: str, decision: Decision, policy: PolicyRef = PROD_POLICY) -> RunRecord:
+CANARY = TargetPolicy.for_target("canary")
+PRODUCTION = TargetPolicy.for_target("production", production=True, local_policy_sha256=[LOCAL_POLICY.sha256])
+
+
+def make_run(image: str, model: str, decision: Decision, policy: PolicyRef = PROD_POLICY,
+             target: str = "canary") -> RunRecord:
     run = RunRecord(image=ImageRef.parse(image), model=ModelRef(path="/m", digest=model, files=3, bytes=1234),
+                    target=target,
                     policy=policy, ground_truth=GroundTruthRef(version="v1", sha256="c" * 64, n_items=10),
                     source_commit="0123456789ab", decision=decision,
                     decision_reason="" if decision is Decision.PASS else "fail correctness",
@@ -94,10 +100,11 @@ def make_run(image: str, model: str, decision: Decision, policy: PolicyRef = PRO
 
 
 def release(env, keys, model: str = GOOD_MODEL, decision: Decision = Decision.PASS,  # type: ignore[no-untyped-def]
-            policy: PolicyRef = PROD_POLICY, image: str | None = None, key_index: int = 0) -> RunRecord:
+            policy: PolicyRef = PROD_POLICY, image: str | None = None, key_index: int = 0,
+            target: str = "canary") -> RunRecord:
     repo, signer, sbom, tmp = env
     key, pub = keys[key_index], keys[key_index + 1]
-    run = make_run(image or repo.image(), model, decision, policy)
+    run = make_run(image or repo.image(), model, decision, policy, target)
     sign_image(run.image, key, pub, signer=signer)
     verdict = gate_verdict(run, key)
     if key_index == 0:  # the gate appends to the log it signs checkpoints of; a forger has no such log
@@ -134,13 +141,29 @@ def test_attest_release_and_verify_release(env, keys) -> None:  # type: ignore[n
 
 def test_guard_passes_the_signed_pair_and_evidence_names_both_digests(env, keys) -> None:  # type: ignore[no-untyped-def]
     _, signer, _, _ = env
-    run = release(env, keys)
-    res = check_promotable(run.image, GOOD_MODEL, "production", keys[1], signer=signer,
-                           log=verdict_log(env, keys))
+    run = release(env, keys, target="production")
+    res = check_promotable(run.image, GOOD_MODEL, PRODUCTION, keys[1], signer=signer, log=verdict_log(env, keys))
     assert res.verdict.run_id == run.run_id and res.model_digest == GOOD_MODEL
     text = summary(run, res)
     assert f"Image: {run.image.by_digest}" in text and f"Model: {GOOD_MODEL}" in text
     assert f"Signed verdict: run {run.run_id}, decision pass" in text
+    assert "target production, baseline none (first release)" in text
+
+
+def test_evidence_quotes_the_signed_verdict_not_the_store(env, keys) -> None:  # type: ignore[no-untyped-def]
+    """#22 repro 9: the commit message's gate lines come from the signed statement; a store record edited
+    afterwards (correctness 0.97, decision pass) changes nothing in it."""
+    _, signer, _, _ = env
+    run = release(env, keys, model=BAD_MODEL, decision=Decision.BLOCKED)
+    res = _refused(signer, run.image.by_digest, BAD_MODEL, CANARY, keys[1], verdict_log(env, keys))
+    assert "blocked" in res.message
+    good = release(env, keys, image=run.image.by_digest)
+    checked = check_promotable(good.image, GOOD_MODEL, CANARY, keys[1], signer=signer, log=verdict_log(env, keys))
+    edited = good.model_copy(deep=True)
+    edited.gates[0] = edited.gates[0].model_copy(update={"value": 0.97})
+    text = summary(edited, checked)
+    assert "correctness: eval.correctness_mean = 0.9 (min 0.6)" in text and "0.97" not in text
+    assert "Gates (signed):" in text
 
 
 def _refused(signer, image, model, target, pub, log) -> PromotionRefused:  # type: ignore[no-untyped-def]
@@ -156,45 +179,77 @@ def test_degraded_weights_on_the_same_image_are_refused(env, keys) -> None:  # t
     good = release(env, keys)
     # The degraded model's run: same image digest, other weights, blocked.
     release(env, keys, model=BAD_MODEL, decision=Decision.BLOCKED, image=good.image.by_digest)
-    err = _refused(signer, good.image.by_digest, BAD_MODEL, "canary", keys[1], verdict_log(env, keys))
+    err = _refused(signer, good.image.by_digest, BAD_MODEL, CANARY, keys[1], verdict_log(env, keys))
     assert "is blocked: fail correctness" in err.message
     # Weights swapped after the verdict: a digest no verdict names.
     swapped = "sha256:" + "3" * 64
-    err = _refused(signer, good.image.by_digest, swapped, "canary", keys[1], verdict_log(env, keys))
+    err = _refused(signer, good.image.by_digest, swapped, CANARY, keys[1], verdict_log(env, keys))
     assert f"judged model {GOOD_MODEL}, not {swapped}" in err.message
-    ok = check_promotable(good.image, GOOD_MODEL, "canary", keys[1], signer=signer, log=verdict_log(env, keys))
-    assert ok.verdict.run_id == good.run_id
+    assert check_promotable(good.image, GOOD_MODEL, CANARY, keys[1], signer=signer, log=verdict_log(env, keys)).verdict.run_id == good.run_id
+
+
+def test_a_verdict_is_for_the_target_it_was_gated_for(env, keys) -> None:  # type: ignore[no-untyped-def]
+    """#26 B: gated for `default` (compared with that target's baseline), the pass is refused for canary."""
+    _, signer, _, _ = env
+    run = release(env, keys, target="default")
+    err = _refused(signer, run.image.by_digest, GOOD_MODEL, CANARY, keys[1], verdict_log(env, keys))
+    assert f"run {run.run_id}: gated for target default (compared with that target's baseline), not for canary" \
+        in err.message
+    assert check_promotable(run.image, GOOD_MODEL, TargetPolicy.for_target("default"), keys[1],
+                            signer=signer, log=verdict_log(env, keys)).verdict.run_id == run.run_id
+
+
+def test_a_target_with_a_floor_refuses_a_policy_that_misses_it(env, keys) -> None:  # type: ignore[no-untyped-def]
+    _, signer, _, _ = env
+    run = release(env, keys)
+    seen = []
+
+    def floor(policy):  # type: ignore[no-untyped-def]
+        seen.append(policy.sha256)
+        return "policy gates.yaml misses the floor: gate signature (locked in the floor) is missing"
+
+    floored = TargetPolicy(target="canary", floor=floor)
+    err = _refused(signer, run.image.by_digest, GOOD_MODEL, floored, keys[1], verdict_log(env, keys))
+    assert "gate signature (locked in the floor) is missing" in err.message and seen == [PROD_POLICY.sha256]
 
 
 def test_local_policy_verdict_is_never_promotable_to_production(env, keys) -> None:  # type: ignore[no-untyped-def]
     _, signer, _, _ = env
-    run = release(env, keys, policy=LOCAL_POLICY)
-    ok = check_promotable(run.image, GOOD_MODEL, "canary", keys[1], signer=signer, log=verdict_log(env, keys))
-    assert ok.verdict.run_id == run.run_id
-    err = _refused(signer, run.image.by_digest, GOOD_MODEL, "production", keys[1], verdict_log(env, keys))
+    run = release(env, keys, policy=LOCAL_POLICY, target="production")
+    prod_as_canary = TargetPolicy.for_target("production")  # the same name, not production by configuration
+    assert check_promotable(run.image, GOOD_MODEL, prod_as_canary, keys[1], signer=signer, log=verdict_log(env, keys)).verdict.run_id == run.run_id
+    err = _refused(signer, run.image.by_digest, GOOD_MODEL, PRODUCTION, keys[1], verdict_log(env, keys))
     assert "made under the local policy gates.local.yaml" in err.message
-    only = TargetPolicy.for_target("canary", accepted_policy_sha256=["f" * 64])
+    only = TargetPolicy.for_target("production", accepted_policy_sha256=["f" * 64])
     err = _refused(signer, run.image.by_digest, GOOD_MODEL, only, keys[1], verdict_log(env, keys))
-    assert "not one target canary accepts" in err.message
+    assert "not one target production accepts" in err.message
+
+
+def test_a_local_policy_is_recognised_by_digest_under_any_name(env, keys) -> None:  # type: ignore[no-untyped-def]
+    """#22 repro 4: a byte copy of gates.local.yaml saved as gates.prod.yaml has the local policy's digest."""
+    _, signer, _, _ = env
+    renamed = PolicyRef(name="gates.prod.yaml", files=["gates.prod.yaml", "gates.yaml"], sha256=LOCAL_POLICY.sha256)
+    run = release(env, keys, policy=renamed, target="production")
+    err = _refused(signer, run.image.by_digest, GOOD_MODEL, PRODUCTION, keys[1], verdict_log(env, keys))
+    assert "made under the local policy gates.prod.yaml" in err.message
 
 
 def test_forgeries_are_refused(env, keys) -> None:  # type: ignore[no-untyped-def]
     repo, signer, _, _ = env
     # A verdict signed by another key: nothing verifies with the configured key.
     forged = release(env, keys, key_index=2)
-    err = _refused(signer, forged.image.by_digest, GOOD_MODEL, "canary", keys[1], verdict_log(env, keys))
+    err = _refused(signer, forged.image.by_digest, GOOD_MODEL, CANARY, keys[1], verdict_log(env, keys))
     assert err.message.startswith("image signature: signature does not verify with key")
     # Signed image, but no verdict at all.
     key, pub = keys[0], keys[1]
     bare = repo.image()
     sign_image(bare, key, pub, signer=signer)
-    err = _refused(signer, bare, GOOD_MODEL, "canary", pub, verdict_log(env, keys))
+    err = _refused(signer, bare, GOOD_MODEL, CANARY, pub, verdict_log(env, keys))
     assert err.message.startswith("no signed verdict: no attestation: nothing is tagged")
     # No model digest, and a tag instead of a digest.
-    assert "without a model digest" in _refused(signer, bare, None, "canary", pub, verdict_log(env, keys)).message
+    assert "without a model digest" in _refused(signer, bare, None, CANARY, pub, verdict_log(env, keys)).message
     with pytest.raises(PromotionRefused, match="given by tag"):
-        check_promotable(f"{repo.repository}:v1", GOOD_MODEL, "canary", pub, signer=signer,
-                         log=verdict_log(env, keys))
+        check_promotable(f"{repo.repository}:v1", GOOD_MODEL, CANARY, pub, signer=signer, log=verdict_log(env, keys))
 
 
 def test_attest_release_without_sbom_or_build_says_why(env, keys) -> None:  # type: ignore[no-untyped-def]

@@ -36,6 +36,7 @@ def kserve(tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-u
 
 def backend(kube: KubernetesApi, **kw) -> KServeBackend:  # type: ignore[no-untyped-def]
     clock = VirtualClock()
+    kw.setdefault("namespaces", {"kserve": NS})
     return KServeBackend(kube, clock=clock, sleep=clock.sleep, timeout_s=120, restore_timeout_s=120,
                          analysis_interval_s=60, **kw)
 

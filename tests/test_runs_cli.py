@@ -189,3 +189,53 @@ def test_status_reads_the_live_overlay_of_a_gitops_repository(demo, tmp_path: Pa
     assert code == 0 and "gitops: committed" in out
     code, out = invoke([*base, "status", "--target", "nowhere", "--gitops-repo", str(repo)])
     assert code == 2 and "nowhere" in out
+
+
+def test_a_weights_only_release_is_named_by_status_and_marked_serving_by_its_pair(tmp_path: Path) -> None:
+    """#26 D/E: the same image with new weights, promoted: `status` names the new run, model and the verdict
+    that authorised it, and `runs list` marks only that run ★ serving, not a blocked run that shares the image."""
+    first = make_run("v1", seed=1, created_at=T0, target="canary")
+    new = first.model_copy(deep=True, update={"run_id": "0000000000b2", "created_at": T0 + timedelta(hours=1)})
+    new.model = new.model.model_copy(update={"digest": "sha256:" + "b" * 64})  # type: ignore[union-attr]
+    blocked = make_run("v1", seed=1, created_at=T0 + timedelta(hours=2), target="canary", quality=0.4,
+                       model_seed="degraded")
+    blocked.run_id = "0000000000c3"
+    assert blocked.decision.value == "blocked" and first.image.digest == new.image.digest == blocked.image.digest
+    store = Store(tmp_path / "results.db")
+    for i, run in enumerate((first, new)):
+        assert run.model is not None
+        rec = PromotionRecord(target="canary", digest=run.image.digest or "", model_digest=run.model.digest,
+                              mode="gitops", outcome="promoted", at=T0 + timedelta(hours=i, minutes=30),
+                              verdict_run_id=run.run_id, verdict_at=T0 + timedelta(hours=i, minutes=20))
+        run.promotion = rec
+        store.save(run)
+        store.record_promotion(rec, run.run_id)
+    store.save(blocked)
+    store.close()
+    base = ["--workdir", str(tmp_path / "wd"), "--store", str(tmp_path / "results.db")]
+    code, text = invoke([*base, "status", "--target", "canary", "--json"])
+    assert code == 0, text
+    doc = json.loads(text)
+    assert (doc["run_id"], doc["model_digest"], doc["verdict_run_id"]) == (new.run_id, "sha256:" + "b" * 64, new.run_id)
+    assert doc["verdict_at"].startswith("2026-08-01T10:20") and doc["previous_model_digest"] == first.model.digest  # type: ignore[union-attr]
+    code, text = invoke([*base, "status", "--target", "canary"])
+    assert code == 0 and f"signed verdict of run {new.run_id}, gated 2026-08-01 10:20:00 UTC" in text
+    code, text = invoke([*base, "runs", "list", "--json"])
+    rows = {r["run_id"]: r for r in json.loads(text)["runs"]}
+    assert rows[new.run_id]["serving"] and not rows[first.run_id]["serving"] and rows[first.run_id]["promoted"]
+    assert not rows[blocked.run_id]["serving"]
+    code, text = invoke([*base, "history", "--target", "canary", "--json"])
+    serving = json.loads(text)["serving"]
+    assert (serving["model_digest"], serving["verdict_run_id"]) == ("sha256:" + "b" * 64, new.run_id)
+
+
+def test_history_of_a_target_names_the_verdict_that_authorised_what_it_serves(demo) -> None:  # type: ignore[no-untyped-def]
+    base, _, good, degraded = demo
+    code, text = invoke([*base, "history", "--target", "canary", "--json"])
+    doc = json.loads(text)
+    assert code == 0 and doc["serving"]["image_digest"] == good.image.digest
+    assert doc["serving"]["verdict_run_id"] is None  # the demo's promotion predates naming verdicts: said so
+    code, text = invoke([*base, "history", "--target", "canary"])
+    assert "promoted before verdicts were named" in " ".join(text.split())
+    row = next(line for line in text.splitlines() if good.run_id in line)
+    assert "★ serving" in row and "★ serving" not in next(line for line in text.splitlines() if degraded.run_id in line)

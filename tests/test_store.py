@@ -355,7 +355,7 @@ def test_runners_writing_one_store_at_once_all_land(store_url):
 
 def test_gate_baseline_is_chosen_from_the_store(store_url):
     """The gate engine's baseline query (last promoted run of the target, on the same ground truth)
-    against a real store: the newest promoted run on this ground truth, not a newer one on another."""
+    against a real store: the most recently promoted run on this ground truth, not a newer one on another."""
     from pipeline.gates.baseline import BaselineKind, find_baseline
 
     store = Store(store_url)
@@ -365,7 +365,8 @@ def test_gate_baseline_is_chosen_from_the_store(store_url):
     newer = _run("c", D2, at=T0 + timedelta(days=1))
     for run, gt, minutes in ((old, gt1, 10), (older, gt1, 5), (newer, gt2, 20)):
         run.ground_truth = gt
-        run.promotion = PromotionRecord(target="prod", digest=run.image.digest, mode="gitops", outcome="promoted")
+        run.promotion = PromotionRecord(target="prod", digest=run.image.digest, mode="gitops", outcome="promoted",
+                                        at=T0 + timedelta(minutes=minutes))
         run.updated_at = T0 + timedelta(minutes=minutes)
         store.save(run)
     blocked = _run("d", D2, at=T0 + timedelta(days=2))
@@ -382,3 +383,50 @@ def test_gate_baseline_is_chosen_from_the_store(store_url):
     assert base.kind is BaselineKind.INCOMPARABLE and not base.items_comparable
     elsewhere = candidate.model_copy(update={"target": "staging"})
     assert find_baseline(elsewhere, store, rescore=None).kind is BaselineKind.NONE
+
+
+def test_regating_an_older_promoted_run_never_makes_it_the_baseline(store_url):
+    """#26 C: the target serves the run promoted last. Saving an older promoted run again (as `gate --run`
+    does, which moves its updated_at) must not make it the baseline of new runs; the audit trail's
+    promotion time decides, and a rollback (a newer promotion of the older run) does make it the baseline."""
+    store = Store(store_url)
+    gt = GroundTruthRef(version="v1", sha256="1" * 64, n_items=1)
+    first, second = _run("a", D1, at=T0), _run("b", D2, at=T0 + timedelta(days=1))
+    for run, day in ((first, 1), (second, 2)):
+        run.ground_truth = gt
+        run.promotion = PromotionRecord(target="prod", digest=run.image.digest, mode="gitops", outcome="promoted",
+                                        at=T0 + timedelta(days=day))
+        store.save(run)
+        store.record_promotion(run.promotion, run.run_id)
+    assert store.last_promoted("prod").run_id == second.run_id
+    first.updated_at = T0 + timedelta(days=30)  # re-gated long after
+    store.save(first)
+    assert store.last_promoted("prod").run_id == second.run_id
+    assert store.last_promoted("prod", ground_truth_version="v1").run_id == second.run_id
+    store.record_promotion(PromotionRecord(target="prod", digest=D1, mode="gitops", outcome="promoted",
+                                           at=T0 + timedelta(days=3)), first.run_id)  # rollback to it
+    assert store.last_promoted("prod").run_id == first.run_id
+
+
+def test_a_run_gated_as_a_first_release_stays_one_when_gated_again(store_url):
+    """#26 C: `gate --run <an older promoted run>` compares it with nothing newer: it was its target's first
+    release when it was gated, so it stays one (and keeps its decision), however many releases came after."""
+    from pipeline.gates.baseline import BaselineKind, find_baseline
+    from pipeline.schemas.gate import BaselineInfo, GateDetails
+
+    store = Store(store_url)
+    gt = GroundTruthRef(version="v1", sha256="1" * 64, n_items=1)
+    first, later = _run("a", D1, at=T0), _run("b", D2, at=T0 + timedelta(days=1))
+    first.ground_truth = later.ground_truth = gt
+    first.add_stage(StageResult(stage="gate", status=StageStatus.OK, details=GateDetails(
+        policy_name="gates.yaml", policy_files=["gates.yaml"], policy_sha256="a" * 64, decision="pass", reason="",
+        baseline=BaselineInfo(kind=BaselineKind.NONE.value, reason="first release"))))
+    for run, day in ((first, 1), (later, 2)):
+        run.promotion = PromotionRecord(target="prod", digest=run.image.digest, mode="gitops", outcome="promoted",
+                                        at=T0 + timedelta(days=day))
+        store.save(run)
+    regated = find_baseline(store.get(first.run_id), store, rescore=None)
+    assert regated.kind is BaselineKind.NONE and regated.run is None
+    fresh = _run("c", D2, decision=Decision.PENDING, at=T0 + timedelta(days=3))
+    fresh.ground_truth = gt
+    assert find_baseline(fresh, store, rescore=None).run_id == later.run_id

@@ -1,6 +1,8 @@
 """The promotion lock across processes and work dirs sharing one store, on SQLite and PostgreSQL:
-one promoter at a time per target, the refused one told who holds it and since when, an expired or
-orphaned lease taken over with the name of its former holder."""
+one promoter at a time per target, the refused one told who holds it and since when; a lease renewed by
+a heartbeat while its holder lives, a live holder on this host never taken over, an expired (no
+heartbeat) or orphaned lease taken over with the name of its former holder; and a fencing token that
+grows with every change of hands, so a superseded holder's `check()` refuses before it writes."""
 
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from pipeline.errors import ExitCode
 from pipeline.store import LockHeld, PromotionLock, Store
+from pipeline.store.lock import LockLost
 
 REPO = Path(__file__).resolve().parents[1]
 DIGEST = "sha256:" + "5" * 64
@@ -106,20 +110,31 @@ def test_racing_promoters_exactly_one_wins(store_url: str, tmp_path: Path) -> No
     assert len([o for _, o in trail if o == "refused"]) == len(procs) - 1
 
 
-def test_expired_lease_is_taken_over_and_names_its_holder(store_url: str) -> None:
+def _elsewhere(store: Store, target: str, host: str = "build-7.example") -> None:
+    """Make the row look like another machine's: its liveness is then its lease alone."""
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE promotion_locks SET host = :h WHERE target = :t"), {"h": host, "t": target})
+
+
+def test_expired_lease_of_another_host_is_taken_over_and_names_its_holder(store_url: str) -> None:
     store = Store(store_url)
     old = PromotionLock(store, "canary", holder="stuck-runner", lease_s=0.3).acquire()
+    _elsewhere(store, "canary")
     with pytest.raises(LockHeld, match="held by stuck-runner"):
         PromotionLock(store, "canary", holder="me").acquire()
     time.sleep(0.5)
     new = PromotionLock(store, "canary", holder="me").acquire()
     assert new.took_over is not None and new.took_over.holder == "stuck-runner"
     assert new.takeover_note is not None and "from stuck-runner pid" in new.takeover_note
-    assert "lease expired" in new.takeover_note
+    assert "lease expired" in new.takeover_note and "no heartbeat" in new.takeover_note
+    assert new.fence == old.fence + 1
     assert new.held_by_me() and not old.held_by_me()
     assert old.release() is False  # a lock taken over is not released by its former holder
-    with pytest.raises(LockHeld, match="was lost"):
+    with pytest.raises(LockLost, match="was lost"):
         old.renew()
+    with pytest.raises(LockLost, match=f"fence {old.fence}.*no longer ours.*held by me"):
+        old.check()  # the fencing test a backend makes before each write
+    new.check()
     assert new.held_by_me() and store.lock_holder("canary").holder == "me"
     assert new.release() is True and store.lock_holder("canary") is None
 
@@ -127,11 +142,75 @@ def test_expired_lease_is_taken_over_and_names_its_holder(store_url: str) -> Non
 def test_renewed_lease_is_not_taken_over(store_url: str) -> None:
     store = Store(store_url)
     lock = PromotionLock(store, "canary", holder="long-canary", lease_s=0.3).acquire()
+    _elsewhere(store, "canary")
     lock.renew(600)
     time.sleep(0.5)
     with pytest.raises(LockHeld, match="held by long-canary"):
         PromotionLock(store, "canary").acquire()
     lock.release()
+
+
+def test_heartbeat_keeps_the_lease_of_a_long_promotion_and_its_end_frees_it(store_url: str) -> None:
+    store = Store(store_url)
+    lock = PromotionLock(store, "canary", holder="long-canary", lease_s=0.6).acquire()
+    _elsewhere(store, "canary")  # only the lease speaks for it now
+    lock.start_heartbeat(0.15)
+    time.sleep(1.5)  # more than two leases
+    with pytest.raises(LockHeld, match="held by long-canary"):
+        PromotionLock(store, "canary", holder="other").acquire()
+    lock.check()
+    lock.stop_heartbeat()  # the promoter hangs: no more renewals
+    time.sleep(0.8)
+    with pytest.raises(LockLost, match="ran out"):
+        lock.check()  # its next write is refused even before anyone takes over
+    taker = PromotionLock(store, "canary", holder="other").acquire()
+    assert taker.took_over is not None and taker.fence == lock.fence + 1
+    taker.release()
+
+
+def test_the_store_lock_renews_itself_while_held(store_url: str) -> None:
+    store = Store(store_url)
+    with store.promotion_lock("canary", holder="ctx", lease_s=0.6) as lock:
+        _elsewhere(store, "canary")
+        time.sleep(1.5)
+        lock.check()
+        with pytest.raises(LockHeld, match="held by ctx"):
+            PromotionLock(store, "canary").acquire()
+    assert store.lock_holder("canary") is None
+
+
+def test_fence_grows_with_every_change_of_hands(store_url: str) -> None:
+    store = Store(store_url)
+    fences = []
+    for _ in range(3):
+        with store.promotion_lock("canary", holder="me", heartbeat=False) as lock:
+            fences.append(lock.fence)
+    assert fences == [1, 2, 3]
+    other = PromotionLock(store, "production").acquire()
+    assert other.fence == 1  # per lock key
+    other.release()
+
+
+HOLD_NO_HEARTBEAT = """
+import sys
+from pipeline.store import PromotionLock, Store
+PromotionLock(Store(sys.argv[1]), "canary", holder="alive-but-quiet", lease_s=0.2).acquire()
+print("held", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_live_holder_on_this_host_is_never_taken_over(store_url: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_NO_HEARTBEAT, store_url], cwd=REPO, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        time.sleep(0.5)  # its lease expired, but its process lives here
+        with pytest.raises(LockHeld, match=f"held by alive-but-quiet pid {proc.pid}"):
+            PromotionLock(Store(store_url), "canary").acquire()
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 HOLD_AND_DIE = """

@@ -2,10 +2,16 @@
 
 It writes the same tag layout as `PythonSigner` (`cosign_layout`): signatures under
 `sha256-<hex>.sig`, attestations under `sha256-<hex>.att`, with no transparency log
-(`--tlog-upload=false`) and, for cosign v3, the legacy layout instead of a bundle referrer
-(`--new-bundle-format=false --use-signing-config=false`): the local registry (distribution 2.8)
-has no OCI referrers API. Verification passes `--insecure-ignore-tlog=true`: the public key is the
-trust root. Plain-HTTP loopback registries need `--allow-http-registry=true`.
+(`--tlog-upload=false`) and the legacy layout instead of a bundle referrer: the local registry
+(distribution 2.8) has no OCI referrers API. Verification passes `--insecure-ignore-tlog=true`: the
+public key is the trust root. Plain-HTTP loopback registries need `--allow-http-registry=true`.
+
+Versions (read from sigstore/cosign's cmd/cosign/cli/options): cosign v2.0.0 is the oldest supported;
+it has every flag used here except two. `sign` and `attest` gained `--new-bundle-format` and
+`--use-signing-config` in v2.6.0 (`attest` had `--new-bundle-format` from v2.5.0), off by default, and
+v3.0.0 turned both on. So the adapter asks the binary its version (`cosign version --json`) before it
+signs, passes both flags `=false` from v2.6.0 on, and leaves them out before (where the legacy layout is
+the only one). An older or unrecognisable cosign is refused with the version it reported.
 
 Secret handling: the private key travels only in the child's environment (`--key
 env://COSIGN_PRIVATE_KEY`, re-encrypted under a one-time password in `COSIGN_PASSWORD`), never on
@@ -18,6 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 import subprocess
 import tempfile
@@ -37,8 +44,39 @@ PASSWORD_ENV = "COSIGN_PASSWORD"
 TOKEN_ENV = "SIGSTORE_ID_TOKEN"
 SECRET_ENVS = (KEY_ENV, PASSWORD_ENV, TOKEN_ENV)
 COSIGN_NOT_FOUND = "cosign not found"
-# Write the legacy tag layout without a transparency log (flags of cosign v2.x and v3.x).
+MIN_VERSION = (2, 0, 0)
+BUNDLE_FLAGS_SINCE = (2, 6, 0)  # `sign`/`attest --new-bundle-format --use-signing-config`; on by default in v3
+SUPPORTED = "cosign v2.0.0 or later (v2.x, v3.x)"
+# Write the legacy tag layout without a transparency log (the flags for cosign v2.6.0 and later).
 LEGACY_SIGN_FLAGS = ["--tlog-upload=false", "--new-bundle-format=false", "--use-signing-config=false"]
+_VERSION = re.compile(r'"?gitVersion"?\s*[:=]?\s*"?v?(\d+)\.(\d+)\.(\d+)', re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class CosignVersion:
+    major: int
+    minor: int
+    patch: int
+
+    @property
+    def number(self) -> tuple[int, int, int]:
+        return (self.major, self.minor, self.patch)
+
+    def __str__(self) -> str:
+        return f"v{self.major}.{self.minor}.{self.patch}"
+
+    @classmethod
+    def parse(cls, output: str) -> CosignVersion | None:
+        """The version `cosign version --json` (or plain `cosign version`) reports: its `gitVersion`."""
+        m = _VERSION.search(output)
+        return cls(int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def legacy_sign_flags(version: CosignVersion) -> list[str]:
+    """The flags that make `cosign sign`/`attest` of this version write the tag layout without a log."""
+    if version.number >= BUNDLE_FLAGS_SINCE:
+        return list(LEGACY_SIGN_FLAGS)
+    return ["--tlog-upload=false"]
 
 
 @dataclass
@@ -70,6 +108,7 @@ class Cosign:
     def __init__(self, binary: str | Path, options: CosignOptions | None = None) -> None:
         self.binary = str(binary)
         self.options = options or CosignOptions()
+        self._version: CosignVersion | None = None
 
     @classmethod
     def discover(cls, options: CosignOptions | None = None) -> Cosign | None:
@@ -96,6 +135,24 @@ class Cosign:
     def registry_flags(self, image: str) -> list[str]:
         return ["--allow-http-registry=true"] if self.options.allow_http_registry or is_loopback(image) else []
 
+    def version(self) -> CosignVersion:
+        """The binary's version, asked once; InfraError when it cannot say or is older than MIN_VERSION."""
+        if self._version is None:
+            call = self.run(["version", "--json"])
+            found = CosignVersion.parse(call.stdout + "\n" + call.stderr) if call.ok else None
+            if found is None:
+                said = _tail(call.stdout + "\n" + call.stderr)
+                raise InfraError(f"cannot tell which cosign this is (`cosign version --json` exit {call.returncode}: "
+                                 f"{said})", where=self.binary, hint=f"llmgate supports {SUPPORTED}")
+            if found.number < MIN_VERSION:
+                raise InfraError(f"cosign {found} is older than llmgate supports", where=self.binary,
+                                 hint=f"install {SUPPORTED}, or take it off PATH to sign with the built-in signer")
+            self._version = found
+        return self._version
+
+    def sign_flags(self) -> list[str]:
+        return legacy_sign_flags(self.version())
+
 
 class CosignCliSigner:
     """`Signer` over the cosign binary (same layout as PythonSigner; see the module docstring)."""
@@ -108,8 +165,12 @@ class CosignCliSigner:
 
     @classmethod
     def discover(cls, options: CosignOptions | None = None) -> CosignCliSigner | None:
+        """The cosign on PATH, its version checked now (a clear error before anything is signed), or None."""
         found = Cosign.discover(options)
-        return cls(found) if found else None
+        if found is None:
+            return None
+        found.version()
+        return cls(found)
 
     def _key_env(self, key: SigningKeyLike) -> dict[str, str]:
         password = secrets.token_urlsafe(24)
@@ -126,7 +187,7 @@ class CosignCliSigner:
 
     def sign_image(self, image: str, key: SigningKeyLike) -> Pushed:
         split_image(image)
-        call = self._run(["sign", "--yes", "--key", f"env://{KEY_ENV}", *LEGACY_SIGN_FLAGS,
+        call = self._run(["sign", "--yes", "--key", f"env://{KEY_ENV}", *self.cosign.sign_flags(),
                           *self.cosign.registry_flags(image), image], self._key_env(key))
         if not call.ok:
             raise InfraError(f"cosign sign failed (exit {call.returncode}): {_tail(call.stderr)}", where=image)
@@ -138,7 +199,7 @@ class CosignCliSigner:
             path = Path(tmp) / "predicate.json"
             path.write_text(json.dumps(dict(predicate)))
             call = self._run(["attest", "--yes", "--key", f"env://{KEY_ENV}", "--type", predicate_type,
-                              "--predicate", str(path), *LEGACY_SIGN_FLAGS, *self.cosign.registry_flags(image),
+                              "--predicate", str(path), *self.cosign.sign_flags(), *self.cosign.registry_flags(image),
                               image], self._key_env(key))
         if not call.ok:
             raise InfraError(f"cosign attest failed (exit {call.returncode}): {_tail(call.stderr)}", where=image)

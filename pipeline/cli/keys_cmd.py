@@ -33,3 +33,18 @@ def generate(
     files = write_key_pair(out_dir, password or b"")
     out.print(plain(f"private key: {files.private_key}"), highlight=False)
     out.print(plain(f"public key:  {files.public_key} ({files.key_id})"), highlight=False)
+
+
+@keys_app.command("id")
+@handle_errors
+def key_id(
+    public_key: Annotated[Path, typer.Argument(help="A cosign.pub file.", metavar="PUBLIC_KEY")],
+) -> None:
+    """Print the key id of a public key (sha256 of its DER SubjectPublicKeyInfo): what a target pins under
+    `keys:` in targets.yaml. Exit 0; 2 for a missing or garbled key file.
+
+    Example: llmgate keys id /run/secrets/cosign.pub
+    """
+    from pipeline.supplychain.signing import load_public_key
+
+    out.print(plain(load_public_key(public_key).key_id), highlight=False)

@@ -1,8 +1,10 @@
-"""`llmgate promote`, `rollback` and `abort`: move a gated release to a target, back, or stop a canary.
+"""`llmgate promote`, `rollback`, `abort` and `targets`: move a gated release to a target, back, or stop a
+canary; list the configured targets.
 
-The target is always `--target`; the backend is chosen by what is given: `--gitops-repo` (a commit,
-pushed when `--remote` is set, optionally watched through Argo CD), or `--kubeconfig` / `--in-cluster`
-with `--backend argo-rollouts|kserve`.
+A target is configuration (`targets.yaml` at the project root: backend, namespace, the verdicts it
+accepts; `pipeline.promote.targets`), and its backend is built from it (`pipeline.promote.factory`).
+The command line says only which target and how this machine reaches it: `--gitops-repo` (a checkout
+of the GitOps repository) or `--kubeconfig` / `--in-cluster`.
 """
 
 from __future__ import annotations
@@ -14,75 +16,53 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from pipeline.cli.app import ConfigOpt, app, console, handle_errors, make_runner, out, state
+from pipeline.cli.app import ConfigOpt, app, console, handle_errors, make_runner, out, plain, state
 from pipeline.errors import BadInput, ExitCode
 
-TargetOpt = Annotated[str, typer.Option("--target", help="Environment / overlay, e.g. canary or production.")]
-GitopsOpt = Annotated[Path | None, typer.Option("--gitops-repo", help="Git repository holding the overlays.",
-                                                metavar="DIR")]
-RemoteOpt = Annotated[str | None, typer.Option("--remote", help="Push the promotion commit to this remote "
-                                               "(never forced).", metavar="NAME")]
-PushBranchOpt = Annotated[str | None, typer.Option("--push-branch", help="Remote branch Argo CD tracks "
-                                                   "(default: the remote's default).", metavar="BRANCH")]
-ArgoAppOpt = Annotated[str | None, typer.Option("--argocd-app", help="Wait for this Argo CD Application to be "
-                                                "Synced and Healthy at the pushed commit.", metavar="NAME")]
-KubeconfigOpt = Annotated[Path | None, typer.Option("--kubeconfig", help="Promote in the cluster this kubeconfig "
-                                                    "names (a mounted secret file).", metavar="FILE")]
-InClusterOpt = Annotated[bool, typer.Option("--in-cluster", help="Use the pod's service account.")]
-BackendOpt = Annotated[str, typer.Option("--backend", help="In-cluster backend.", metavar="argo-rollouts|kserve")]
-ContextOpt = Annotated[str | None, typer.Option("--context", help="kubeconfig context.")]
-NamespaceOpt = Annotated[str | None, typer.Option("--namespace", help="Namespace (default: the target's).")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait for the canary before aborting.")]
+TargetOpt = Annotated[str, typer.Option("--target", help="A target declared in targets.yaml, e.g. canary.")]
+GitopsOpt = Annotated[Path | None, typer.Option("--gitops-repo", help="Checkout of the GitOps repository holding "
+                                                "the target's overlay (GitOps targets).", metavar="DIR")]
+KubeconfigOpt = Annotated[Path | None, typer.Option("--kubeconfig", help="Reach the target's cluster with this "
+                                                    "kubeconfig (a mounted secret file).", metavar="FILE")]
+InClusterOpt = Annotated[bool, typer.Option("--in-cluster", help="Reach the cluster with the pod's service account.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print exactly what would change; change nothing.")]
 
 
-def _backend(target: str, gitops_repo: Path | None, remote: str | None, push_branch: str | None,
-             argocd_app: str | None, kubeconfig: Path | None, in_cluster: bool, backend: str, context: str | None,
-             namespace: str | None, timeout: float) -> Any:
-    """The backend the flags name. With --gitops-repo, a kubeconfig (or --in-cluster) is only for watching
-    the Argo CD Application; without it, it names the cluster to promote in."""
-    cluster = kubeconfig is not None or in_cluster
-    if gitops_repo is None and not cluster:
-        raise BadInput("give --gitops-repo DIR, or --kubeconfig FILE / --in-cluster",
-                       where="--gitops-repo/--kubeconfig")
-    if kubeconfig is not None and in_cluster:
-        raise BadInput("give --kubeconfig FILE or --in-cluster, not both", where="--kubeconfig/--in-cluster")
-    if argocd_app is not None and not (gitops_repo is not None and cluster):
-        raise BadInput("--argocd-app needs --gitops-repo and the cluster Argo CD runs in (--kubeconfig or "
-                       "--in-cluster)", where="--argocd-app")
-    api = None
-    if cluster:
-        from pipeline.adapters.kube_api import KubernetesApi
+def connections(gitops_repo: Path | None, kubeconfig: Path | None, in_cluster: bool) -> Any:
+    from pipeline.promote.factory import Connections
 
-        api = KubernetesApi.from_kubeconfig(kubeconfig, context)
-    if gitops_repo is not None:
-        from pipeline.promote.gitops import GitopsBackend
+    return Connections(gitops_repo=gitops_repo, kubeconfig=kubeconfig, in_cluster=in_cluster)
 
-        apps: dict[str, Any] = {}
-        if argocd_app is not None:
-            from pipeline.promote.argocd import ArgoCdApp
 
-            apps[target] = ArgoCdApp(api=api, name=argocd_app, timeout_s=timeout)  # type: ignore[arg-type]
-        return GitopsBackend(repo=gitops_repo, remote=remote, push_branch=push_branch, argocd=apps)
-    namespaces = {target: namespace} if namespace else {}
-    if backend == "kserve":
-        from pipeline.promote.kserve import KServeBackend
+def load_target(name: str, config: Path | None) -> Any:
+    """The configured target `name` (targets.yaml next to --config, else in the current directory)."""
+    from pipeline.promote.targets import load_targets, targets_path
 
-        return KServeBackend(api=api, namespaces=namespaces, timeout_s=timeout)  # type: ignore[arg-type]
-    if backend != "argo-rollouts":
-        raise BadInput(f"unknown backend {backend!r}; known: argo-rollouts, kserve", where="--backend")
-    from pipeline.promote.cluster import ArgoRolloutsBackend
+    return load_targets(targets_path(config), workdir=state.workdir).get(name)
 
-    return ArgoRolloutsBackend(api=api, namespaces=namespaces, timeout_s=timeout)  # type: ignore[arg-type]
+
+def target_backend(name: str, config: Path | None, gitops_repo: Path | None, kubeconfig: Path | None,
+                   in_cluster: bool) -> tuple[Any, Any]:
+    """The target and the backend its configuration names, connected the way the flags say."""
+    from pipeline.promote.factory import create_backend
+
+    target = load_target(name, config)
+    return target, create_backend(target, connections(gitops_repo, kubeconfig, in_cluster))
 
 
 def _print(details: Any) -> None:
     out.print(Text.assemble((details.outcome, "bold"), f": {details.image} -> {details.target} ({details.mode})"))
     if details.model_digest:
         out.print(Text(f"model: {details.model_digest}"))
+    g = details.guard
+    if g.verdict_run:
+        out.print(Text(f"verdict: run {g.verdict_run}, gated {g.verdict_at.isoformat() if g.verdict_at else '?'}"
+                       + (f", policy {g.policy}" if g.policy else "")))
+    if g.key:
+        out.print(plain(f"key: {g.key}"))
     for label, value in (("previous", details.previous), ("reason", details.reason)):
         if value:
-            out.print(Text(f"{label}: {value}"))
+            out.print(plain(f"{label}: {value}"))
     if details.branch and details.outcome != "refused":
         out.print(Text(f"branch: {details.branch}" + (f" commit {details.commit}" if details.commit else "")))
     if details.diff:
@@ -90,7 +70,7 @@ def _print(details: Any) -> None:
     if details.patch and details.outcome == "dry-run":
         out.print(Text(json.dumps(details.patch, indent=2)))
     for e in details.events:
-        console.print(Text(f"  {e}"))
+        console.print(plain(f"  {e}"))
 
 
 def _exit(outcome: str) -> None:
@@ -104,23 +84,16 @@ def promote(
     run_ref: Annotated[str | None, typer.Option("--run", help="Run id (or unique prefix) in the store.")] = None,
     tag: Annotated[str | None, typer.Option("--tag", help="The newest run of this tag.")] = None,
     gitops_repo: GitopsOpt = None,
-    remote: RemoteOpt = None,
-    push_branch: PushBranchOpt = None,
-    argocd_app: ArgoAppOpt = None,
     kubeconfig: KubeconfigOpt = None,
     in_cluster: InClusterOpt = False,
-    backend: BackendOpt = "argo-rollouts",
-    context: ContextOpt = None,
-    namespace: NamespaceOpt = None,
-    timeout: TimeoutOpt = 3600.0,
     dry_run: DryRunOpt = False,
     config: ConfigOpt = None,
 ) -> None:
     """Promote a gated release: its image digest and model digest, only on a valid signature and a signed
-    passing verdict for exactly that pair. Exit 0 promoted (or already there), 1 refused or aborted,
-    2 bad input, 3 infrastructure.
+    passing verdict for exactly that pair, gated for this target, under a policy the target accepts.
+    Exit 0 promoted (or already there), 1 refused or aborted, 2 bad input, 3 infrastructure.
 
-    Example: llmgate promote --target canary --run 3f2a9c1b7d4e --gitops-repo ../deploy --remote origin
+    Example: llmgate promote --target canary --run 3f2a9c1b7d4e --gitops-repo ../deploy
     """
     from pipeline.models import Stage
     from pipeline.stages.context import PromoteRequest
@@ -129,10 +102,9 @@ def promote(
         raise BadInput("say which release: give exactly one of --run RUN_ID or --tag TAG", where="--run/--tag")
     ws = state.workspace()
     run = ws.load_run(run_ref, tag=tag)
-    chosen = _backend(target, gitops_repo, remote, push_branch, argocd_app, kubeconfig, in_cluster, backend, context,
-                      namespace, timeout)
+    chosen, backend = target_backend(target, config, gitops_repo, kubeconfig, in_cluster)
     runner = make_runner(config, run_plan=run.labels.get("llmgate.plan"),
-                         promote=PromoteRequest(target=target, backend=chosen, dry_run=dry_run))
+                         promote=PromoteRequest(target=chosen, backend=backend, dry_run=dry_run))
     res = runner.run_stage(run, Stage.PROMOTE)
     details = res.details
     _print(details)
@@ -144,37 +116,30 @@ def promote(
 def rollback(
     target: TargetOpt,
     gitops_repo: GitopsOpt = None,
-    remote: RemoteOpt = None,
-    push_branch: PushBranchOpt = None,
-    argocd_app: ArgoAppOpt = None,
     kubeconfig: KubeconfigOpt = None,
     in_cluster: InClusterOpt = False,
-    backend: BackendOpt = "argo-rollouts",
-    context: ContextOpt = None,
-    namespace: NamespaceOpt = None,
-    timeout: TimeoutOpt = 3600.0,
     dry_run: DryRunOpt = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Return TARGET to the release promoted before the current one (from the audit trail), through the
-    same guard as any promotion. Exit 0 rolled back, 1 refused, 2 nothing to roll back to, 3 infrastructure.
+    """Return TARGET to the release (image, model) promoted before the current one, from the audit trail,
+    through the same guard as any promotion. Exit 0 rolled back, 1 refused, 2 nothing to roll back to,
+    3 infrastructure.
 
-    Example: llmgate rollback --target production --gitops-repo ../deploy --remote origin
+    Example: llmgate rollback --target production --gitops-repo ../deploy
     """
     from pipeline.models import Stage
     from pipeline.promote import audit
     from pipeline.stages.context import PromoteRequest
 
     ws = state.workspace()
+    chosen, backend = target_backend(target, config, gitops_repo, kubeconfig, in_cluster)
     current, previous = audit.current_and_previous(ws.store, target)
     if current is None or previous is None or previous[0] is None:
         raise BadInput(f"no earlier promoted release of {target!r} to roll back to", where="--target")
     run = ws.store.get(previous[0])
-    chosen = _backend(target, gitops_repo, remote, push_branch, argocd_app, kubeconfig, in_cluster, backend, context,
-                      namespace, timeout)
     runner = make_runner(config, run_plan=run.labels.get("llmgate.plan"),
-                         promote=PromoteRequest(target=target, backend=chosen, dry_run=dry_run,
-                                                rollback_of=current[1].digest))
+                         promote=PromoteRequest(target=chosen, backend=backend, dry_run=dry_run,
+                                                rollback_of=audit.pair_text(current[1])))
     res = runner.run_stage(run, Stage.PROMOTE)
     _print(res.details)
     _exit(res.details.outcome)
@@ -185,40 +150,59 @@ def rollback(
 def abort(
     target: TargetOpt,
     gitops_repo: GitopsOpt = None,
-    remote: RemoteOpt = None,
-    push_branch: PushBranchOpt = None,
-    argocd_app: ArgoAppOpt = None,
     kubeconfig: KubeconfigOpt = None,
     in_cluster: InClusterOpt = False,
-    backend: BackendOpt = "argo-rollouts",
-    context: ContextOpt = None,
-    namespace: NamespaceOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Abort TARGET's in-flight canary and restore what served before. Exit 0 aborted (or nothing in
-    flight), 1 the previous release is not serving again, 2 bad input, 3 infrastructure.
+    """Abort TARGET's in-flight canary and restore what served before, only if that release (image, model)
+    still passes the guard for TARGET. Exit 0 aborted (or nothing in flight), 1 refused or the previous
+    release is not serving again, 2 bad input, 3 infrastructure.
 
     Example: llmgate abort --target canary --kubeconfig /run/secrets/kubeconfig
     """
-    from pipeline.models import PromotionRecord
-    from pipeline.promote import audit
+    from pipeline.config import load_config
+    from pipeline.stages.promote import abort_target
+    from pipeline.supplychain.verdict_log import SEEN_DIR
 
-    chosen = _backend(target, gitops_repo, remote, push_branch, argocd_app, kubeconfig, in_cluster, backend, context,
-                      namespace, 3600.0)
+    chosen, backend = target_backend(target, config, gitops_repo, kubeconfig, in_cluster)
     ws = state.workspace()
-    result = chosen.abort(target)
-    out.print(Text.assemble((result.outcome, "bold"), f": {target} ({chosen.name})"))
-    if result.restored_image:
+    res = abort_target(chosen, backend, ws.store, load_config(config), seen_dir=ws.root / SEEN_DIR)
+    out.print(Text.assemble((res.outcome, "bold"), f": {target} ({backend.name})"))
+    result = res.result
+    if result is not None and result.restored_image:
         out.print(Text(f"restored: {result.restored_image}" + (f", model {result.restored_model_digest}"
                                                                   if result.restored_model_digest else "")))
-    if result.reason:
-        out.print(Text(f"reason: {result.reason}"))
-    for e in result.events:
-        console.print(Text(f"  {e}"))
-    if result.outcome == "aborted":
-        from pipeline.models import ImageRef
+    if res.guard is not None and res.guard.verdict_run:
+        out.print(Text(f"verdict: run {res.guard.verdict_run}, gated "
+                       f"{res.guard.verdict_at.isoformat() if res.guard.verdict_at else '?'}"))
+    if res.reason:
+        out.print(plain(f"reason: {res.reason}"))
+    for e in result.events if result is not None else []:
+        console.print(plain(f"  {e}"))
+    ok = res.outcome == "noop" or (result is not None and result.restored)
+    raise typer.Exit(int(ExitCode.PASS if ok else ExitCode.GATE_FAILED))
 
-        digest = ImageRef.parse(result.restored_image).digest if result.restored_image else None
-        audit.record(ws.store, PromotionRecord(target=target, digest=digest or "unknown", mode=chosen.name,
-                                               outcome="aborted", detail=result.reason), None)
-    raise typer.Exit(int(ExitCode.PASS if result.outcome == "noop" or result.restored else ExitCode.GATE_FAILED))
+
+@app.command("targets")
+@handle_errors
+def targets_cmd(config: ConfigOpt = None) -> None:
+    """The configured promotion targets (targets.yaml): backend, place, trust, and whether the pinned
+    floor still matches its policy file. Exit 0; 2 when the file is invalid.
+
+    Example: llmgate targets
+    """
+    from pipeline.promote.floor import PolicyFloor
+    from pipeline.promote.targets import load_targets, targets_path
+
+    targets = load_targets(targets_path(config), workdir=state.workdir)
+    out.print(plain(f"targets in {targets.file}:"))
+    for t in targets.targets.values():
+        c = t.config
+        out.print(plain(f"  {t.describe()}"))
+        out.print(plain(f"    policies: {', '.join(p[:12] for p in c.accepted_policies) or 'any meeting the floor'}"
+                        f"{'; local policies accepted' if c.accept_local_policy else ''}"))
+        out.print(plain(f"    keys: {', '.join(c.keys) or ('local key pair (unpinned)' if c.accept_local_key else 'none pinned: refuses every promotion')}"))
+        if c.floor is not None:
+            loaded = PolicyFloor(t).loaded
+            out.print(plain(f"    floor: {c.floor.policy}" + (f" ({loaded})" if isinstance(loaded, str) else
+                                                               f" (sha256 {loaded.sha256[:12]}, matches)")))

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from pipeline.cli.app import ConfigOpt, RunOpt, app, console, handle_errors, make_runner, out, plain, state
 from pipeline.errors import BadInput, ExitCode
-from pipeline.models import Stage
+from pipeline.models import ImageRef, Stage
 
 PlanOpt = Annotated[str, typer.Option("--plan", help="Which plan: local (this machine's engine) or dagger (CI).",
                                       metavar="local|dagger")]
@@ -38,32 +38,82 @@ def run_cmd(
     server: Annotated[str, typer.Option("--server", help="Which serving image and API: transformers (the demo "
                                         "default) or llamacpp (llama.cpp serving a GGUF base model).",
                                         metavar="transformers|llamacpp")] = "transformers",
+    plan: PlanOpt = "local",
+    image: Annotated[str | None, typer.Option("--image", help="The image to measure, built and pushed elsewhere "
+                                              "(the dagger plan), by digest.", metavar="REPO@sha256:…")] = None,
+    target: Annotated[str | None, typer.Option("--target", help="Promotion target the run is for.")] = None,
+    run_ref: Annotated[str | None, typer.Option("--run", help="Go on with this stored run (`llmgate new-run`) "
+                                                "instead of starting one.", metavar="RUN_ID")] = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this step of the plan (repeat for "
+                                                   "more); the others are left as they are.",
+                                                   metavar="STAGE")] = None,
 ) -> None:
     """Build, push, check, sign, boot, measure, score, gate, attest and report one release.
 
     Exit codes: 0 every required gate passed, 1 a gate failed, 2 bad input/config, 3 infrastructure failure.
+    Some steps only: exit 0 when they did not fail and the gates have not run yet. The dagger plan measures
+    an image and a server started elsewhere (Dagger's; or by hand).
 
     Example: llmgate run --model-dir .llmgate/models/demo-v2 --tag demo-good
     """
+    from pipeline.models import Decision
     from pipeline.orchestrate.runner import exit_code_for
     from pipeline.report.verdict_table import verdict_table
     from pipeline.serving.presets import apply_server
 
-    runner = make_runner(config, fresh=fresh, reuse_bench=reuse_bench, server_url=server_url)
-    apply_server(runner.cfg, server)
-    if policy is not None:
-        runner.cfg.gates_file = str(policy)
-    runner.check_skip(skip or ())  # before the run is created: a refused option leaves no record behind
-    run = runner.create(tag=tag, model_dir=model_dir)
-    runner.run(run, skip=skip or ())
-    out.print(verdict_table(run.gates, run.decision, run.decision_reason, title=f"gates: {run.image.by_tag}"))
+    if run_ref is not None:
+        given = {"--tag": tag, "--model-dir": model_dir, "--policy": policy, "--image": image, "--target": target,
+                 "--plan": None if plan == "local" else plan, "--server": None if server == "transformers" else server}
+        named = [flag for flag, value in given.items() if value is not None]
+        if named:
+            raise BadInput(f"{', '.join(named)} cannot change a stored run: it already names its release and plan",
+                           where="--run")
+        run = state.workspace().load_run(run_ref)
+        runner = make_runner(config, run_plan=run.labels.get("llmgate.plan"), fresh=fresh, reuse_bench=reuse_bench,
+                             server_url=server_url)
+        runner.check_skip(skip or ())
+    else:
+        runner = make_runner(config, plan=plan, fresh=fresh, reuse_bench=reuse_bench, server_url=server_url)
+        apply_server(runner.cfg, server)
+        if policy is not None:
+            runner.cfg.gates_file = str(policy)
+        if target is not None:
+            runner.cfg.target = target
+        ref = _built_elsewhere(image, runner.plan.name)
+        runner.check_skip(skip or ())  # before the run is created: a refused option leaves no record behind
+        if only is not None:
+            runner.check_stages(only, where="--only")
+        run = runner.create(tag=tag if tag is not None else (ref.tag if ref else None), image=ref, model_dir=model_dir)
+    runner.run(run, skip=skip or (), only=only)
     run_dir = state.workspace().run_dir(run.run_id)
+    if run.gates or run.decision is not Decision.PENDING:
+        out.print(verdict_table(run.gates, run.decision, run.decision_reason, title=f"gates: {run.image.by_tag}"))
     out.print(Text.assemble(f"run {run.run_id}: ", (run.decision.value, "bold"), " ", plain(run.decision_reason)))
     out.print(plain(f"image {run.image.by_digest if run.digest else run.image.by_tag}"))
     if run.model:
         out.print(plain(f"model {run.model.digest} ({run.model.files} files, {run.model.bytes / 1e6:.1f} MB)"))
     out.print(plain(f"record: {run_dir / 'run.json'}  report: {run_dir / 'report.html'}"))
+    if only is not None and run.decision is Decision.PENDING:
+        raise typer.Exit(int(ExitCode.PASS))  # these steps are done; the gates decide later
     raise typer.Exit(int(exit_code_for(run)))
+
+
+def _built_elsewhere(image: str | None, plan: str) -> ImageRef | None:
+    """`--image` for the dagger plan (Dagger built and published it), by digest; the local plan builds its own."""
+    if plan == "local":
+        if image is not None:
+            raise BadInput("the local plan builds and pushes the image itself", where="--image",
+                           hint="measure an image built elsewhere with --plan dagger")
+        return None
+    if image is None:
+        raise BadInput(f"the {plan} plan measures an image built elsewhere: give it by digest", where="--image")
+    try:
+        ref = ImageRef.parse(image)
+    except ValueError as exc:
+        raise BadInput(f"{image!r} is not an image reference: {exc}", where="--image") from None
+    if ref.digest is None:
+        raise BadInput(f"{image!r} is not pinned by digest (repo@sha256:…)", where="--image")
+    return ref
 
 
 @app.command("new-run")
@@ -77,7 +127,8 @@ def new_run_cmd(
     plan: PlanOpt = "dagger",
     config: ConfigOpt = None,
 ) -> None:
-    """Start a run for an image built outside llmgate (Dagger's BuildKit); prints the run id.
+    """Start a run for an image built outside llmgate (Dagger's BuildKit); prints the weights' digest
+    (`model sha256:…`) and, last, the run id.
 
     Example: llmgate new-run --image registry.example.com/llm/server@sha256:… --model-dir /models --plan dagger
     """
@@ -90,6 +141,8 @@ def new_run_cmd(
     if target is not None:
         runner.cfg.target = target
     run = runner.create(tag=tag or ref.tag, image=ref, model_dir=model_dir)
+    if run.model is not None:  # the serving container is told this digest and checks its weights against it
+        out.print(Text(f"model {run.model.digest}"))
     out.print(Text(run.run_id))
 
 
@@ -102,7 +155,7 @@ def stage_cmd(
     server_url: ServerUrlOpt = None,
     fresh: FreshOpt = False,
 ) -> None:
-    """Run one step of a stored run's plan (what the Dagger module runs, one step per exec).
+    """Run one step of a stored run's plan (booting a server first when the step needs one).
 
     Exit 0 the stage passed, 1 its gate failed / the release is blocked, 2 bad input, 3 infrastructure.
 

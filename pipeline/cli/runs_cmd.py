@@ -14,7 +14,7 @@ import typer
 from pydantic import BaseModel
 from rich.text import Text
 
-from pipeline.cli.app import app, handle_errors, out, state
+from pipeline.cli.app import ConfigOpt, app, handle_errors, out, state
 from pipeline.errors import BadInput
 from pipeline.models import Decision, RunRecord, check_run_id
 from pipeline.store import Store
@@ -134,41 +134,33 @@ def history_cmd(
 @app.command("status")
 @handle_errors
 def status_cmd(
-    target: Annotated[str, typer.Option("--target", help="Environment / overlay, e.g. canary or production.")],
+    target: Annotated[str, typer.Option("--target", help="A target declared in targets.yaml, e.g. canary.")],
     gitops_repo: Annotated[Path | None, typer.Option("--gitops-repo", help="Also read the overlay the GitOps "
                                                      "repository holds for TARGET.", metavar="DIR")] = None,
-    remote: Annotated[str | None, typer.Option("--remote", help="With --gitops-repo: read the remote's branch.",
-                                               metavar="NAME")] = None,
-    push_branch: Annotated[str | None, typer.Option("--push-branch", help="With --remote: the branch Argo CD "
-                                                    "tracks.", metavar="BRANCH")] = None,
-    argocd_app: Annotated[str | None, typer.Option("--argocd-app", help="With --gitops-repo and a cluster: the "
-                                                   "Argo CD Application's sync and health.", metavar="NAME")] = None,
-    kubeconfig: Annotated[Path | None, typer.Option("--kubeconfig", help="Also read the live rollout in this "
-                                                    "cluster (a mounted secret file).", metavar="FILE")] = None,
+    kubeconfig: Annotated[Path | None, typer.Option("--kubeconfig", help="Also read the live rollout in the "
+                                                    "target's cluster (a mounted secret file).", metavar="FILE")] = None,
     in_cluster: Annotated[bool, typer.Option("--in-cluster", help="Use the pod's service account.")] = False,
-    backend: Annotated[str, typer.Option("--backend", help="In-cluster backend.",
-                                         metavar="argo-rollouts|kserve")] = "argo-rollouts",
-    context: Annotated[str | None, typer.Option("--context", help="kubeconfig context.")] = None,
-    namespace: Annotated[str | None, typer.Option("--namespace", help="Namespace (default: the target's).")] = None,
+    config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """What TARGET serves according to the store (digest, since when, by which run, the last attempt,
-    a promotion in progress) and, with a cluster or GitOps repository given, what the backend says
-    runs there now (rollout phase, in flight or not). Exit 0; 3 when the backend cannot be read.
+    """What TARGET serves according to the store (the release pair, since when, by which run, the signed
+    verdict that authorised it, the last attempt, a promotion in progress) and, with a cluster or GitOps
+    repository given, what the backend says runs there now (rollout phase, in flight or not). Exit 0;
+    3 when the backend cannot be read.
 
     Example: llmgate status --target canary --kubeconfig /run/secrets/kubeconfig
     """
+    from pipeline.cli.promote_cmd import load_target, target_backend
     from pipeline.report.listing import status_renderable, status_view
 
     store = state.workspace().store
     live = None
     if gitops_repo is not None or kubeconfig is not None or in_cluster:
-        from pipeline.cli.promote_cmd import _backend
-
-        chosen = _backend(target, gitops_repo, remote, push_branch, argocd_app, kubeconfig, in_cluster, backend,
-                          context, namespace, 60.0)
-        live = chosen.status(target)
-    view = status_view(target, store.target_status(target), store, live)
+        chosen, backend = target_backend(target, config, gitops_repo, kubeconfig, in_cluster)
+        live = backend.status(target)
+    else:
+        chosen = load_target(target, config)
+    view = status_view(target, store.target_status(target, lock_key=chosen.lock_key), store, live)
     if as_json:
         _print_json(view)
         return

@@ -5,8 +5,9 @@ The baseline is the last *promoted* run for the same target, scored on the same 
 promoted run was scored on another version, the caller's `rescore` re-scores that run's stored
 responses on this run's ground truth; a re-score that fails is a stated outcome (`rescore_failed`,
 with the error), and without a `rescore` the verdicts say that no quality comparison is possible.
-A run that was already gated keeps the baseline it was gated against (`run.baseline_run_id`), so
-rerunning the gate gives the same verdict even after later promotions.
+A run that was already gated keeps the baseline it was gated against (`run.baseline_run_id`, or none
+when it was gated as its target's first release), so rerunning the gate gives the same verdict even
+after later promotions: re-gating an older promoted run never compares it with its successors.
 
 Latency series compared against a stored baseline carry run-to-run machine drift; a baseline
 measured in the same run (pipeline/bench/interleave.py) does not, and the engine prefers it.
@@ -21,7 +22,7 @@ from typing import Any, Protocol
 
 from pipeline.errors import BadInput, LlmgateError
 from pipeline.models import GroundTruthRef, RunRecord
-from pipeline.schemas.gate import BaselineInfo
+from pipeline.schemas.gate import BaselineInfo, GateDetails
 
 # Re-scores the baseline run's stored responses on this run's ground truth; returns the re-scored
 # baseline record (its eval stage replaced, its ground_truth set to the given one).
@@ -128,6 +129,10 @@ def _without_rescore(run: RunRecord, other: RunRecord) -> Baseline:
 
 def find_baseline(run: RunRecord, store: BaselineStore, *, rescore: Rescore | None) -> Baseline:
     """The baseline for `run` (see the module doc); never the run itself."""
+    earlier = run.payload(GateDetails)
+    if earlier is not None and not run.baseline_run_id and earlier.baseline.kind == BaselineKind.NONE.value:
+        return Baseline(BaselineKind.NONE, f"first release for target '{run.target}' (as when this run was first "
+                                           "gated): absolute thresholds only")
     if run.baseline_run_id:
         try:
             pinned: RunRecord | None = store.get(run.baseline_run_id)

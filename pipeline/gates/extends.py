@@ -252,3 +252,32 @@ def load_merged(
         overrides=base.overrides,
         section_overrides=base.section_overrides,
     )
+
+
+def floor_relaxations(floor: dict[str, Any], policy: dict[str, Any], sections: Mapping[str, SectionPlugin],
+                      *, where: str = "floor") -> list[str]:
+    """How the merged policy `policy` fails to contain the locked gates and locked sections of the merged
+    policy `floor` (both as `load_merged` returns their data): a locked gate or section missing, or
+    present but relaxed by the same rules `extends:` applies. A policy that extends the floor can never
+    fail this; a standalone policy passes only by repeating the floor's locked parts at least as strictly."""
+    out: list[str] = []
+    top_alpha = _num(floor.get("alpha")) or 0.05
+    mine = {g.get("name"): g for g in policy.get("gates", []) if isinstance(g, dict)}
+    for g in floor.get("gates", []):
+        if not (isinstance(g, dict) and g.get("locked") is True):
+            continue
+        child = mine.get(g.get("name"))
+        if child is None:
+            out.append(f"gate {g.get('name')} (locked in the floor) is missing")
+            continue
+        out += [f"gate {g.get('name')}: {msg}" for msg in _gate_relaxations(g, child, top_alpha)]
+    for name, sec in floor.items():
+        if not (isinstance(sec, dict) and sec.get("locked") is True):
+            continue
+        child_sec = policy.get(name)
+        if not isinstance(child_sec, dict):
+            out.append(f"section {name} (locked in the floor) is missing")
+            continue
+        out += [f"section {name}: {msg}"
+                for msg in _section_relaxations(name, sec, child_sec, child_sec, sections.get(name), where)]
+    return out

@@ -36,6 +36,7 @@ CRD_FILES = {
     ("keda.sh", "ScaledObject"): "crd-scaledobjects.keda.sh.yaml",
     ("serving.kserve.io", "InferenceService"): "crd-inferenceservices.serving.kserve.io.yaml",
     ("serving.kserve.io", "ServingRuntime"): "crd-servingruntimes.serving.kserve.io.yaml",
+    ("kyverno.io", "ClusterPolicy"): "crd-clusterpolicies.kyverno.io.yaml",
 }
 # A vendored CRD marks an open sub-tree that holds a core Kubernetes type with this key (value:
 # `group.version.Kind`, e.g. `core.v1.Container`); it is validated against the core schema.

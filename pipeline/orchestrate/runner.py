@@ -1,7 +1,7 @@
 """The one Runner: runs the steps of a plan on one run record, and is the only thing that records.
 
 Every way of running a stage goes through here: `llmgate run` (the whole plan), `llmgate stage NAME`
-and the per-stage commands (one step), and the Dagger module (one `llmgate stage` per step). For
+and the per-stage commands (one step), and the Dagger module (`llmgate run --run ID --only …` per segment). For
 each step the runner:
 
 - checks that the steps it needs have results, and gives it a server when it talks to one (the boot
@@ -155,20 +155,23 @@ class Runner:
         if self.adapters is None:
             self.adapters = Adapters()
         return StageContext(cfg=self.cfg, ws=self.ws, reporter=self.reporter, adapters=self.adapters,
-                            policy=self.load_policy(), options=self.options, keys=self.keys())
+                            policy=self.load_policy(), options=self.options, keys_source=self.keys)
 
-    def run(self, run: RunRecord, *, skip: Iterable[str] = ()) -> RunRecord:
-        """Every step of the plan (a step `on_request` only when asked for), then the reports."""
+    def run(self, run: RunRecord, *, skip: Iterable[str] = (), only: Iterable[str] | None = None) -> RunRecord:
+        """Every step of the plan (a step `on_request` only when asked for), then the reports. `only`: just
+        these steps, in plan order and with their groups, the others left as they are (the Dagger module
+        runs the plan in segments, starting the server between them)."""
         with _sigterm_interrupts():
-            return self._run_plan(run, skip)
+            return self._run_plan(run, skip, None if only is None else self.check_stages(only, where="--only"))
 
-    def _run_plan(self, run: RunRecord, skip: Iterable[str]) -> RunRecord:
+    def _run_plan(self, run: RunRecord, skip: Iterable[str], only: set[str] | None = None) -> RunRecord:
         skipped = self.check_skip(skip)
         reap_interrupted(self.ws, self.reporter, self._runtime)
         ctx = self.context()
         self._start_trace(run)
         try:
-            steps = [s for s in self.plan.steps if not s.on_request or self._requested(s)]
+            steps = [s for s in self.plan.steps if (not s.on_request or self._requested(s))
+                     and (only is None or s.stage.value in only)]
             i = 0
             while i < len(steps):
                 group = [steps[i]]
@@ -290,10 +293,16 @@ class Runner:
         else:
             outcomes = [(s, k, self._call(run, ctx, s)) for s, k in prepared]
         failure: tuple[Stage, LlmgateError] | None = None
+        event_failure: LlmgateError | None = None
         for step, key, outcome in outcomes:
             if isinstance(outcome, _Failed):
                 results[step.stage] = outcome.result(step.stage)
-                failure = failure or (step.stage, outcome.error)
+                if step.event is not None:
+                    # An event about a target (a promotion that failed) is no fact about the release: the
+                    # run's decision stays what its gate said, and the error goes on up.
+                    event_failure = event_failure or outcome.error
+                else:
+                    failure = failure or (step.stage, outcome.error)
             else:
                 outcome.input_key = key
                 results[step.stage] = outcome
@@ -307,6 +316,8 @@ class Runner:
             run.decision_reason = f"stage {failure[0].value}: {failure[1].message}"
             self._checkpoint(run)
             raise failure[1]
+        if event_failure is not None:
+            raise event_failure
         return ordered
 
     def _call(self, run: RunRecord, ctx: StageContext, step: Step) -> StageResult | _Failed:
@@ -342,11 +353,11 @@ class Runner:
         signs a result computed from an edited one (`EvidenceRefused`, exit 1)."""
         stage = step if isinstance(step, Stage) else step.stage
         reads = (stage,) if isinstance(step, Stage) else (*step.needs, *step.reads)
-        keys = self.keys()
         for s in reads:
             res = run.stage(s.value)
             if res is None or s not in evidence.LINKED_STAGES:
                 continue
+            keys = self.keys()
             check = evidence.check_result(res, run, keys.public_key)
             if not check.verified and (keys.signing is not None or check.signed):
                 raise evidence.EvidenceRefused(f"refusing to run {stage.value} on an unproven input: {check.line()}",
@@ -420,14 +431,18 @@ class Runner:
 
     def check_skip(self, skip: Iterable[str]) -> set[str]:
         """The stage names `--skip` gives, each a stage of this plan (BadInput otherwise, before anything runs)."""
-        names = set(skip)
-        unknown = names - {s.value for s in self.plan.stages}
+        return self.check_stages(skip, where="--skip")
+
+    def check_stages(self, names: Iterable[str], *, where: str) -> set[str]:
+        """Stage names given on the command line, each a stage of this plan (BadInput otherwise)."""
+        given = set(names)
+        unknown = given - {s.value for s in self.plan.stages}
         if unknown:
             from pipeline.errors import BadInput
 
             raise BadInput(f"unknown stage(s) {sorted(unknown)}; the {self.plan.name} plan has "
-                           f"{', '.join(s.value for s in self.plan.stages)}", where="--skip")
-        return names
+                           f"{', '.join(s.value for s in self.plan.stages)}", where=where)
+        return given
 
     def _requested(self, step: Step) -> bool:
         return step.stage is Stage.PROMOTE and self.options.promote is not None

@@ -36,14 +36,23 @@ def promoted_history(store: Store, target: str) -> list[tuple[str | None, Promot
     return [(rid, r) for rid, r in store.promotions(target) if r.outcome == PROMOTED]
 
 
+def pair_of(rec: PromotionRecord) -> tuple[str, str | None]:
+    """A release is the pair (image digest, model digest): a weights-only promotion is a release."""
+    return rec.digest, rec.model_digest
+
+
+def pair_text(rec: PromotionRecord) -> str:
+    return f"(image {rec.digest}, model {rec.model_digest or 'unknown'})"
+
+
 def current_and_previous(store: Store, target: str) -> tuple[tuple[str | None, PromotionRecord] | None,
                                                               tuple[str | None, PromotionRecord] | None]:
-    """The digest promoted last, and the last different digest promoted before it."""
+    """The release pair promoted last, and the last different pair promoted before it."""
     hist = promoted_history(store, target)
     if not hist:
         return None, None
     current = hist[-1]
     for item in reversed(hist[:-1]):
-        if item[1].digest != current[1].digest:
+        if pair_of(item[1]) != pair_of(current[1]):
             return current, item
     return current, None

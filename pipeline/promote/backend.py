@@ -6,6 +6,18 @@ cluster), `GitopsBackend` (pipeline.promote.gitops: a commit pushed to the GitOp
 optionally a wait for the Argo CD Application to be Synced and Healthy at it), `KServeBackend`
 (pipeline.promote.kserve: an InferenceService's canaryTrafficPercent stepped through the plan).
 
+A backend is built from the target's configuration (`pipeline.promote.factory.create_backend`), which
+says where the target is (its namespace, object, overlay); nothing maps a target's name to a place.
+
+Every write is fenced: the caller passes the promotion lock it holds (`Fence`), and the backend calls
+`fence.check()` before each write to the cluster or the repository, so a promoter whose lock was lost
+(lease expired and taken over) stops before writing over its successor; the written object or commit
+carries the fence number (`FENCE_ANNOTATION`, the `Llmgate-Fence` trailer), and where the API allows a
+compare-and-set (a JSON patch's `test` op) a write made under an older fence than the object's fails.
+
+`restore_plan` says, without writing, what an abort would put back, so the caller can send that
+release through the same guard as any promotion before `abort` restores it.
+
 Every outcome is a typed model carrying the events seen on the way, so the promote stage records what
 happened without knowing which backend ran. A backend raises BadInput for a wrong target or object,
 InfraError when the cluster or remote cannot be reached, and GateFailed only to refuse (a GitOps push
@@ -19,6 +31,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.errors import GateFailed
 from pipeline.progress import NULL_REPORTER, Reporter
 
 BackendName = Literal["argo-rollouts", "gitops", "kserve"]
@@ -31,21 +44,58 @@ PREVIOUS_MODEL_ANNOTATION = "llmgate.dev/previous-model-digest"
 MODEL_DIGEST_ANNOTATION = "llmgate.dev/model-digest"
 MODEL_DIGEST_ENV = "LLMGATE_MODEL_DIGEST"
 
-# Namespaces the shipped overlays deploy to; a target not listed deploys to a namespace of its name.
-TARGET_NAMESPACES = {
-    "canary": "llmgate-canary",
-    "canary-tgi": "llmgate-canary-tgi",
-    "canary-sglang": "llmgate-canary-sglang",
-    "canary-llamacpp": "llmgate-canary-llamacpp",
-    "production": "llmgate",
-    "production-hpa": "llmgate",
-    "deployment": "llmgate",
-    "kserve": "llmgate-kserve",
-}
+FENCE_ANNOTATION = "llmgate.dev/promotion-fence"
 
 
-def namespace_for(target: str, overrides: dict[str, str] | None = None) -> str:
-    return (overrides or {}).get(target) or TARGET_NAMESPACES.get(target, target)
+def namespace_for(target: str, namespaces: dict[str, str]) -> str:
+    """The namespace the target's configuration gives it; a target without one is bad input."""
+    found = namespaces.get(target)
+    if not found:
+        from pipeline.errors import BadInput
+
+        raise BadInput(f"no namespace configured for target {target!r}", where="targets.yaml",
+                       hint="targets are configuration: declare the target with its namespace in targets.yaml")
+    return found
+
+
+class Fence(Protocol):
+    """The promotion lock a write happens under: its number, and the test before each write."""
+
+    @property
+    def fence(self) -> int: ...
+
+    def check(self) -> None:
+        """Raise (a GateFailed) when the lock is no longer this promoter's."""
+        ...
+
+
+class Unfenced:
+    """For a backend used outside a promotion (status reads, a dry run in a test): never refuses."""
+
+    fence = 0
+
+    def check(self) -> None:
+        return None
+
+
+UNFENCED = Unfenced()
+
+
+class FenceRefused(GateFailed):
+    """The object was written under a newer promotion lock than ours: this promoter stops."""
+
+
+def check_object_fence(obj: dict[str, Any], fence: Fence, where: str) -> None:
+    """Refuse to write `obj` when it carries a fence newer than ours (a later promoter wrote it)."""
+    fence.check()
+    current = ((obj.get("metadata") or {}).get("annotations") or {}).get(FENCE_ANNOTATION)
+    try:
+        newer = current is not None and fence.fence > 0 and int(current) > fence.fence
+    except ValueError:
+        newer = False
+    if newer:
+        raise FenceRefused(f"{where} was written under promotion fence {current}, newer than ours ({fence.fence}): "
+                           "another promoter holds the target now; stopped before writing", where=where)
 
 
 class _Model(BaseModel):
@@ -96,6 +146,17 @@ class AbortResult(_Model):
     commit: str | None = None  # GitOps: the restoring commit
 
 
+class RestorePlan(_Model):
+    """What `abort` would do now, read without writing: whether a promotion is in flight and the release
+    (image, model) it would put back (None: nothing recorded to restore)."""
+
+    target: str
+    in_flight: bool
+    image: str | None = None
+    model_digest: str | None = None
+    reason: str = ""
+
+
 class TargetStatus(_Model):
     backend: BackendName
     target: str
@@ -112,11 +173,15 @@ class Backend(Protocol):
     name: BackendName
 
     def promote(self, target: str, image: str, model_digest: str | None, evidence: Evidence, *,
-                dry_run: bool = False, reporter: Reporter = NULL_REPORTER) -> PromotionResult:
+                dry_run: bool = False, reporter: Reporter = NULL_REPORTER, fence: Fence = UNFENCED) -> PromotionResult:
         """Move `image` (repository@sha256:…) and `model_digest` to `target`."""
         ...
 
-    def abort(self, target: str, *, reporter: Reporter = NULL_REPORTER) -> AbortResult:
+    def restore_plan(self, target: str) -> RestorePlan:
+        """What `abort` would restore now (nothing is written)."""
+        ...
+
+    def abort(self, target: str, *, reporter: Reporter = NULL_REPORTER, fence: Fence = UNFENCED) -> AbortResult:
         """Stop an in-flight promotion of `target` and restore what served before it."""
         ...
 

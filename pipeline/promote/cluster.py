@@ -5,7 +5,10 @@ entry it rewrites), so a Rollout whose containers were reordered or renamed sinc
 by the API server (422) instead of getting the wrong container patched. It sets the image by digest and
 the model digest (pod-template annotation `llmgate.dev/model-digest` and env `LLMGATE_MODEL_DIGEST` on
 the server container), and records what served before in the Rollout's own annotations, so `abort`
-can restore it later from any machine.
+can restore it later from any machine. Each spec patch also carries the promotion fence
+(`llmgate.dev/promotion-fence`): a `test` op on the value read before makes the API server refuse the
+patch when a later promoter wrote the object meanwhile, and a fence newer than ours stops us before any
+write.
 
 The watch trusts `status.phase` only once the controller has observed our generation
 (`status.observedGeneration == metadata.generation`): before that the phase describes the previous
@@ -26,14 +29,19 @@ from pipeline.adapters.kube_api import KubeApi, ObjectRef
 from pipeline.errors import BadInput
 from pipeline.progress import NULL_REPORTER, Reporter
 from pipeline.promote.backend import (
+    FENCE_ANNOTATION,
     MODEL_DIGEST_ANNOTATION,
     MODEL_DIGEST_ENV,
     PREVIOUS_IMAGE_ANNOTATION,
     PREVIOUS_MODEL_ANNOTATION,
+    UNFENCED,
     AbortResult,
     Evidence,
+    Fence,
     PromotionResult,
+    RestorePlan,
     TargetStatus,
+    check_object_fence,
     namespace_for,
 )
 
@@ -119,6 +127,23 @@ def release_patch(rollout: dict[str, Any], ref: RolloutRef, image: str, model_di
     return ops
 
 
+def fenced(obj: dict[str, Any], ops: list[dict[str, Any]], fence: Fence) -> list[dict[str, Any]]:
+    """`ops` plus the fence: the value read before is tested (compare-and-set), then ours written."""
+    if fence.fence <= 0:
+        return ops
+    path = f"/metadata/annotations/{_escape(FENCE_ANNOTATION)}"
+    value = str(fence.fence)
+    if any(op.get("path") == "/metadata/annotations" for op in ops):
+        return [*ops, {"op": "add", "path": path, "value": value}]
+    annotations = (obj.get("metadata") or {}).get("annotations")
+    if annotations is None:
+        return [*ops, {"op": "add", "path": "/metadata/annotations", "value": {FENCE_ANNOTATION: value}}]
+    current = annotations.get(FENCE_ANNOTATION)
+    if current is None:
+        return [*ops, {"op": "add", "path": path, "value": value}]
+    return [{"op": "test", "path": path, "value": current}, *ops, {"op": "replace", "path": path, "value": value}]
+
+
 @dataclass
 class Observation:
     """What one read of the Rollout tells, once the controller has caught up with our generation."""
@@ -170,7 +195,7 @@ def observe(rollout: dict[str, Any]) -> Observation:
 
 @dataclass
 class ArgoRolloutsBackend:
-    """`Backend` for Argo Rollouts. `namespaces` maps targets to namespaces (default: TARGET_NAMESPACES)."""
+    """`Backend` for Argo Rollouts. `namespaces` maps targets to their configured namespaces."""
 
     api: KubeApi
     rollout: str = "llmgate-server"
@@ -188,7 +213,7 @@ class ArgoRolloutsBackend:
 
     # -- promote ---------------------------------------------------------------------------------
     def promote(self, target: str, image: str, model_digest: str | None, evidence: Evidence, *,
-                dry_run: bool = False, reporter: Reporter = NULL_REPORTER) -> PromotionResult:
+                dry_run: bool = False, reporter: Reporter = NULL_REPORTER, fence: Fence = UNFENCED) -> PromotionResult:
         ref = self.ref(target)
         obj = ref.obj()
         rollout = self.api.get(obj)
@@ -202,7 +227,8 @@ class ArgoRolloutsBackend:
         if same and obs.current and obs.phase == "Healthy":
             result.outcome, result.reason = "noop", f"{ref} already runs {image} (Healthy)"
             return result
-        patch = release_patch(rollout, ref, image, model_digest, previous=(previous, previous_model))
+        patch = fenced(rollout, release_patch(rollout, ref, image, model_digest, previous=(previous, previous_model)),
+                       fence)
         result.patches = [patch]
         if dry_run:
             result.outcome = "dry-run"
@@ -212,6 +238,7 @@ class ArgoRolloutsBackend:
             generation = (rollout.get("metadata") or {}).get("generation")
             result.patches = []
         else:
+            check_object_fence(rollout, fence, str(ref))
             reporter.step(f"cluster: patching {ref}: {previous} -> {image}")
             patched = self.api.patch(obj, patch, patch_type="json")
             generation = (patched.get("metadata") or {}).get("generation")
@@ -222,14 +249,16 @@ class ArgoRolloutsBackend:
         result.outcome, result.reason = "aborted", verdict
         reporter.step(f"cluster: aborting {ref}: {verdict}")
         result.restored = self._abort_and_restore(ref, previous, previous_model, reporter, result.events,
-                                                  result.patches)
+                                                  result.patches, fence)
         if not result.restored:
             result.reason += "; the previous release was written back but the rollout was not Healthy in time"
         return result
 
     def _abort_and_restore(self, ref: RolloutRef, image: str, model_digest: str | None, reporter: Reporter,
-                           events: list[str], patches: list[Any]) -> bool:
+                           events: list[str], patches: list[Any], fence: Fence) -> bool:
         obj = ref.obj()
+        if fence.fence > 0:
+            check_object_fence(self.api.get(obj), fence, str(ref))
         self.api.patch_status(obj, {"status": {"abort": True}})
         patches.append({"status": {"abort": True}})
         events.append("abort requested (status.abort=true)")
@@ -238,7 +267,8 @@ class ArgoRolloutsBackend:
         if running == image and (model_digest is None or model_digest_of(current, ref.container) == model_digest):
             return self._watch(obj, (current.get("metadata") or {}).get("generation"), self.restore_timeout_s,
                                reporter, events) is None
-        ops = release_patch(current, ref, image, model_digest, previous=None)
+        ops = fenced(current, release_patch(current, ref, image, model_digest, previous=None), fence)
+        check_object_fence(current, fence, str(ref))
         restored = self.api.patch(obj, ops, patch_type="json")
         patches.append(ops)
         events.append(f"spec restored to the previous release {image}"
@@ -276,26 +306,35 @@ class ArgoRolloutsBackend:
             self.sleep(self.poll_s)
 
     # -- abort / status --------------------------------------------------------------------------
-    def abort(self, target: str, *, reporter: Reporter = NULL_REPORTER) -> AbortResult:
+    def restore_plan(self, target: str) -> RestorePlan:
         ref = self.ref(target)
         rollout = self.api.get(ref.obj())
         obs = observe(rollout)
         annotations = (rollout.get("metadata") or {}).get("annotations") or {}
-        previous = annotations.get(PREVIOUS_IMAGE_ANNOTATION)
-        previous_model = annotations.get(PREVIOUS_MODEL_ANNOTATION) or None
+        in_flight = not (obs.current and obs.phase == "Healthy" and obs.promoted)
+        return RestorePlan(target=target, in_flight=in_flight, image=annotations.get(PREVIOUS_IMAGE_ANNOTATION) or None,
+                           model_digest=annotations.get(PREVIOUS_MODEL_ANNOTATION) or None,
+                           reason="" if in_flight else f"{ref} has no canary in flight (Healthy, fully promoted)")
+
+    def abort(self, target: str, *, reporter: Reporter = NULL_REPORTER, fence: Fence = UNFENCED) -> AbortResult:
+        ref = self.ref(target)
+        plan = self.restore_plan(target)
+        previous, previous_model = plan.image, plan.model_digest
         result = AbortResult(backend="argo-rollouts", target=target, outcome="aborted",
                              restored_image=previous, restored_model_digest=previous_model)
-        if obs.current and obs.phase == "Healthy" and obs.promoted:
-            result.outcome, result.reason = "noop", f"{ref} has no canary in flight (Healthy, fully promoted)"
+        if not plan.in_flight:
+            result.outcome, result.reason = "noop", plan.reason
             return result
         if not previous:
             # Not promoted by llmgate: abort only; the controller keeps the stable ReplicaSet serving.
+            if fence.fence > 0:
+                check_object_fence(self.api.get(ref.obj()), fence, str(ref))
             self.api.patch_status(ref.obj(), {"status": {"abort": True}})
             result.events.append("abort requested (status.abort=true); no previous release recorded to restore")
             result.reason = "aborted; the stable ReplicaSet keeps serving, the spec still names the canary"
             return result
         reporter.step(f"cluster: aborting {ref}, restoring {previous}")
-        result.restored = self._abort_and_restore(ref, previous, previous_model, reporter, result.events, [])
+        result.restored = self._abort_and_restore(ref, previous, previous_model, reporter, result.events, [], fence)
         result.reason = "restored" if result.restored else "the previous release was written back but is not Healthy yet"
         return result
 

@@ -8,12 +8,17 @@ kustomization only (the image's `images:` entry and the `llmgate-release` model-
 the evidence summary in its message.
 
 Two ways to land it:
-- a promotion branch (`llmgate/promote/<target>/<digest>`), created locally and, with a remote, pushed
+- a promotion branch (`llmgate/promote/<target>/<image digest>-<model digest>`, named by the release
+  pair so a weights-only release gets a branch of its own), created locally and, with a remote, pushed
   as a new branch: the merge is where a person or a merge queue signs off;
 - with `push_branch` (the branch Argo CD tracks), the commit is made on that branch's tip as fetched
   from the remote and pushed to it as a fast-forward. If the branch moved meanwhile (someone promoted
   first), the push is rejected and the promotion is refused with the remote's reason. Nothing is ever
   force-pushed.
+
+The commit message quotes the signed verdict the guard accepted (the evidence summary is built from it,
+not from the store) and carries the promotion fence (`Llmgate-Fence`); the lock's fence is checked
+before the commit and before every push.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from pipeline.manifests.validate import DEFAULT_K8S_VERSION
 from pipeline.models import ImageRef
 from pipeline.progress import NULL_REPORTER, Reporter
 from pipeline.promote.argocd import ArgoCdApp
-from pipeline.promote.backend import AbortResult, Evidence, PromotionResult, TargetStatus
+from pipeline.promote.backend import UNFENCED, AbortResult, Evidence, Fence, PromotionResult, RestorePlan, TargetStatus
 
 DEFAULT_OVERLAY_ROOT = "manifests/overlays"
 TARGET_TRAILER = "Llmgate-Target"
@@ -64,8 +69,13 @@ class GitopsResult:
     pushed_to: str | None = None  # "<remote> <ref>"
 
 
-def branch_name(target: str, digest: str) -> str:
-    return f"llmgate/promote/{target}/{digest.removeprefix('sha256:')[:12]}"
+FENCE_TRAILER = "Llmgate-Fence"
+
+
+def branch_name(target: str, digest: str, model_digest: str | None = None) -> str:
+    """The promotion branch of a release pair: image and model digests both name it."""
+    name = f"llmgate/promote/{target}/{digest.removeprefix('sha256:')[:12]}"
+    return name + (f"-{model_digest.removeprefix('sha256:')[:12]}" if model_digest else "")
 
 
 def short_commit(repo: Path, ref: str = "HEAD", git: Git | None = None) -> str:
@@ -144,6 +154,9 @@ def promote_gitops(
     push_branch: str | None = None,
     git: Git | None = None,
     kustomize: Kustomize | None = None,
+    fence: Fence = UNFENCED,
+    overlay: str | None = None,
+    namespace: str | None = None,
 ) -> GitopsResult:
     git = git or GitCli()
     top = git.toplevel(Path(repo))
@@ -153,16 +166,21 @@ def promote_gitops(
     if not image.digest:
         raise BadInput("promotion needs an image digest, not a tag", where=image.by_tag)
     base = _base(git, repo, base_ref, remote, push_branch)
-    rel = f"{overlay_root}/{target}/kustomization.yaml"
+    rel = f"{overlay or f'{overlay_root}/{target}'}/kustomization.yaml"
     old_text = git.blob(repo, base, rel)
     if old_text is None:
         raise BadInput(f"overlay {target!r} not found at {base[:12]}", where=f"{repo}/{rel}")
+    deploys_to = _kustomization(old_text).get("namespace")
+    if namespace is not None and deploys_to != namespace:
+        raise BadInput(f"the overlay deploys to namespace {deploys_to!r}, but target {target} is configured for "
+                       f"{namespace!r}: the target's trust level is that of the place it deploys to",
+                       where=f"{repo}/{rel}", hint="make targets.yaml and the overlay name the same namespace")
     new_text = kustomization.with_image(old_text, repository=image.repository, digest=image.digest, where=rel)
     if model_digest is not None:
         new_text = kustomization.with_model_digest(new_text, digest=model_digest, where=rel)
     previous = _ref_in(old_text)
     previous_model = _model_in(old_text)
-    branch = branch or branch_name(target, image.digest)
+    branch = branch or branch_name(target, image.digest, model_digest)
     diff = "".join(difflib.unified_diff(old_text.splitlines(True), new_text.splitlines(True),
                                         fromfile=f"a/{rel}", tofile=f"b/{rel}"))
     same_model = model_digest is None or previous_model == model_digest
@@ -186,7 +204,8 @@ def promote_gitops(
     message = (f"promote {target}: {image.by_digest}\n\n{evidence}\n\n"
                + (f"Model: {model_digest}\n\n" if model_digest else "")
                + f"{TARGET_TRAILER}: {target}\nLlmgate-Digest: {image.digest}\n"
-               + (f"Llmgate-Model-Digest: {model_digest}\n" if model_digest else ""))
+               + (f"Llmgate-Model-Digest: {model_digest}\n" if model_digest else "")
+               + (f"{FENCE_TRAILER}: {fence.fence}\n" if fence.fence > 0 else ""))
     tmp = Path(tempfile.mkdtemp(prefix="llmgate-gitops-"))
     try:
         reporter.step(f"gitops: {rel} with {image.by_digest}" + (f" and model {model_digest}" if model_digest else ""))
@@ -201,9 +220,11 @@ def promote_gitops(
                                         + "; ".join(map(str, report.problems[:5])), where=rel)
             return GitopsResult("dry-run", push_branch or branch, base, None, previous, diff, report,
                                 previous_model_digest=previous_model)
+        fence.check()
         commit, report = _commit_in_worktree(git, repo, base, rel, new_text, message, True, target, load_time_s,
                                              k8s_version, kustomize, reporter, tmp)
         pushed = None
+        fence.check()  # rendering and checking took a while: the lock must still be ours before it lands
         if push_branch is not None:
             assert remote is not None
             push = git.push(repo, remote, commit, f"refs/heads/{push_branch}")
@@ -263,6 +284,8 @@ class GitopsBackend:
     remote: str | None = None
     push_branch: str | None = None
     argocd: dict[str, ArgoCdApp] = field(default_factory=dict)  # target -> its Application
+    overlays: dict[str, str] = field(default_factory=dict)  # target -> its overlay directory (configuration)
+    namespaces: dict[str, str] = field(default_factory=dict)  # target -> the namespace its overlay must deploy to
     restore_on_failure: bool = True
     git: Git = field(default_factory=GitCli)
     kustomize: Kustomize | None = None
@@ -275,16 +298,21 @@ class GitopsBackend:
             raise BadInput("waiting for Argo CD needs the branch it tracks (push_branch) on a remote",
                            where="gitops push_branch")
 
+    def _overlay(self, target: str) -> str:
+        return self.overlays.get(target) or f"{self.overlay_root}/{target}"
+
     def _rel(self, target: str) -> str:
-        return f"{self.overlay_root}/{target}/kustomization.yaml"
+        return f"{self._overlay(target)}/kustomization.yaml"
 
     def promote(self, target: str, image: str, model_digest: str | None, evidence: Evidence, *,
-                dry_run: bool = False, reporter: Reporter = NULL_REPORTER, branch: str | None = None) -> PromotionResult:
+                dry_run: bool = False, reporter: Reporter = NULL_REPORTER, branch: str | None = None,
+                fence: Fence = UNFENCED) -> PromotionResult:
         ref = ImageRef.parse(image)
         g = promote_gitops(self.repo, target, ref, evidence=evidence.summary, load_time_s=evidence.load_time_s,
                            model_digest=model_digest, overlay_root=self.overlay_root, base_ref=self.base_ref,
                            dry_run=dry_run, k8s_version=self.k8s_version, reporter=reporter, branch=branch,
-                           remote=self.remote, push_branch=self.push_branch, git=self.git, kustomize=self.kustomize)
+                           remote=self.remote, push_branch=self.push_branch, git=self.git, kustomize=self.kustomize,
+                           fence=fence, overlay=self.overlays.get(target), namespace=self.namespaces.get(target))
         result = PromotionResult(backend="gitops", target=target, outcome=g.outcome, image=ref.by_digest,  # type: ignore[arg-type]
                                  model_digest=model_digest, previous_image=g.previous_ref,
                                  previous_model_digest=g.previous_model_digest, reason="; ".join(g.notes),
@@ -301,7 +329,7 @@ class GitopsBackend:
             return result
         result.outcome, result.reason = "aborted", failure
         if self.restore_on_failure and g.commit is not None:
-            restore = self._restore(target, g.commit, f"abort {target}: {failure}", reporter, result.events)
+            restore = self._restore(target, g.commit, f"abort {target}: {failure}", reporter, result.events, fence)
             result.restored = restore.restored
             if restore.commit:
                 result.events.append(f"restore commit {restore.commit[:12]} pushed")
@@ -314,7 +342,8 @@ class GitopsBackend:
                 return sha
         return None
 
-    def _restore(self, target: str, promotion: str, why: str, reporter: Reporter, events: list[str]) -> AbortResult:
+    def _restore(self, target: str, promotion: str, why: str, reporter: Reporter, events: list[str],
+                 fence: Fence = UNFENCED) -> AbortResult:
         """A commit on top of the current tip that gives the overlay back its text from before `promotion`."""
         rel = self._rel(target)
         result = AbortResult(backend="gitops", target=target, outcome="aborted")
@@ -329,12 +358,16 @@ class GitopsBackend:
             result.reason = f"{rel} at {base[:12]} already has the release from before {promotion[:12]}"
             return result
         message = (f"{why}\n\nRestores {rel} to its state before {promotion[:12]} "
-                   f"({result.restored_image or 'no image pinned'}).\n\n"
-                   f"{TARGET_TRAILER}: {target}\nLlmgate-Restores: {promotion}\n")
+                   f"({result.restored_image or 'no image pinned'}"
+                   + (f", model {result.restored_model_digest}" if result.restored_model_digest else "") + ").\n\n"
+                   f"{TARGET_TRAILER}: {target}\nLlmgate-Restores: {promotion}\n"
+                   + (f"{FENCE_TRAILER}: {fence.fence}\n" if fence.fence > 0 else ""))
         tmp = Path(tempfile.mkdtemp(prefix="llmgate-gitops-"))
         try:
+            fence.check()
             commit, _ = _commit_in_worktree(self.git, self.repo, base, rel, before, message, False, target, None,
                                             self.k8s_version, self.kustomize, reporter, tmp)
+            fence.check()
             if self.push_branch is not None:
                 assert self.remote is not None
                 push = self.git.push(self.repo, self.remote, commit, f"refs/heads/{self.push_branch}")
@@ -358,7 +391,18 @@ class GitopsBackend:
         result.reason = "restored" if failure is None else f"restore pushed, but {failure}"
         return result
 
-    def abort(self, target: str, *, reporter: Reporter = NULL_REPORTER) -> AbortResult:
+    def restore_plan(self, target: str) -> RestorePlan:
+        tip = _base(self.git, self.repo, self.base_ref, self.remote, self.push_branch)
+        promotion = self._last_promotion(tip, target)
+        if promotion is None:
+            return RestorePlan(target=target, in_flight=False, reason=f"no llmgate promotion of {target} at {tip[:12]}")
+        before = self.git.blob(self.repo, f"{promotion}^", self._rel(target))
+        if before is None:
+            return RestorePlan(target=target, in_flight=False,
+                               reason=f"{self._rel(target)} did not exist before {promotion[:12]}")
+        return RestorePlan(target=target, in_flight=True, image=_ref_in(before), model_digest=_model_in(before))
+
+    def abort(self, target: str, *, reporter: Reporter = NULL_REPORTER, fence: Fence = UNFENCED) -> AbortResult:
         tip = _base(self.git, self.repo, self.base_ref, self.remote, self.push_branch)
         promotion = self._last_promotion(tip, target)
         if promotion is None:
@@ -366,7 +410,7 @@ class GitopsBackend:
                                reason=f"no llmgate promotion of {target} at {tip[:12]}")
         events: list[str] = []
         result = self._restore(target, promotion, f"abort {target}: restore the release before {promotion[:12]}",
-                               reporter, events)
+                               reporter, events, fence)
         result.events = events + result.events
         return result
 

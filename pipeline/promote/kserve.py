@@ -16,6 +16,10 @@ one by `spec.predictor.canaryTrafficPercent`; nothing runs an analysis for it. S
 Any failure (revision failed, not ready in time, an SLO breached, no data) aborts: canaryTrafficPercent
 goes to 0 (all traffic back on the previous revision at once), the spec is restored to the previous
 image and model digest while traffic stays there, and once that revision is ready it is rolled out.
+
+Every write is preceded by the promotion lock's fence check and refused when the InferenceService
+carries a newer fence (`llmgate.dev/promotion-fence`, written with each release change); merge patches
+have no compare-and-set, so that check is made on the object as read just before the write.
 """
 
 from __future__ import annotations
@@ -31,14 +35,19 @@ from pipeline.adapters.prometheus import PromQL
 from pipeline.errors import BadInput
 from pipeline.progress import NULL_REPORTER, Reporter
 from pipeline.promote.backend import (
+    FENCE_ANNOTATION,
     MODEL_DIGEST_ANNOTATION,
     MODEL_DIGEST_ENV,
     PREVIOUS_IMAGE_ANNOTATION,
     PREVIOUS_MODEL_ANNOTATION,
+    UNFENCED,
     AbortResult,
     Evidence,
+    Fence,
     PromotionResult,
+    RestorePlan,
     TargetStatus,
+    check_object_fence,
     namespace_for,
 )
 from pipeline.serving.profiles import VLLM, ServingProfile
@@ -98,6 +107,7 @@ class KServeBackend:
     sleep: Callable[[float], None] = time.sleep
     name: str = "kserve"
     _started: float = field(default=0.0, init=False, repr=False)
+    _fence: Fence = field(default=UNFENCED, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.steps or any(not 0 < s < 100 for s in self.steps) or list(self.steps) != sorted(set(self.steps)):
@@ -108,8 +118,15 @@ class KServeBackend:
         return ObjectRef(GROUP, VERSION, PLURAL, KIND, namespace_for(target, self.namespaces), self.service)
 
     # -- promote ---------------------------------------------------------------------------------
+    def _write(self, ref: ObjectRef, patch: dict[str, Any]) -> dict[str, Any]:
+        """Every write: the fence checked against the lock and the object just read, then the patch."""
+        if self._fence.fence > 0:
+            check_object_fence(self.api.get(ref), self._fence, str(ref))
+        return self.api.patch(ref, patch)
+
     def promote(self, target: str, image: str, model_digest: str | None, evidence: Evidence, *,
-                dry_run: bool = False, reporter: Reporter = NULL_REPORTER) -> PromotionResult:
+                dry_run: bool = False, reporter: Reporter = NULL_REPORTER, fence: Fence = UNFENCED) -> PromotionResult:
+        self._fence = fence
         ref = self.ref(target)
         isvc = self.api.get(ref)
         previous, previous_model = release_of(isvc)
@@ -128,7 +145,7 @@ class KServeBackend:
             result.outcome = "dry-run"
             return result
         reporter.step(f"kserve: {ref}: {previous} -> {image} at {self.steps[0]}%")
-        patched = self.api.patch(ref, first)
+        patched = self._write(ref, first)
         try:
             revision = None
             for i, pct in enumerate(self.steps):
@@ -170,15 +187,19 @@ class KServeBackend:
         if model:
             predictor["model"] = model
         patch: dict[str, Any] = {"spec": {"predictor": predictor}}
+        annotations: dict[str, str] = {}
         if previous is not None:
-            patch["metadata"] = {"annotations": {PREVIOUS_IMAGE_ANNOTATION: previous[0],
-                                                 PREVIOUS_MODEL_ANNOTATION: previous[1]}}
+            annotations = {PREVIOUS_IMAGE_ANNOTATION: previous[0], PREVIOUS_MODEL_ANNOTATION: previous[1]}
+        if self._fence.fence > 0:
+            annotations[FENCE_ANNOTATION] = str(self._fence.fence)
+        if annotations:
+            patch["metadata"] = {"annotations": annotations}
         return patch
 
     def _set_percent(self, ref: ObjectRef, pct: int | None, result: PromotionResult) -> dict[str, Any]:
         patch = {"spec": {"predictor": {"canaryTrafficPercent": pct}}}
         result.patches.append(patch)
-        return self.api.patch(ref, patch)
+        return self._write(ref, patch)
 
     # -- watching --------------------------------------------------------------------------------
     def _observe(self, ref: ObjectRef, generation: Any, deadline: float, what: str, reporter: Reporter,
@@ -273,7 +294,7 @@ class KServeBackend:
         """Traffic to the previous revision now; the spec back to the previous release; roll it out."""
         try:
             zero = {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
-            patched = self.api.patch(ref, zero)
+            patched = self._write(ref, zero)
             patches.append(zero)
             events.append("abort: canaryTrafficPercent=0 (all traffic to the previously rolled-out revision)")
             isvc = self.api.get(ref)
@@ -281,7 +302,7 @@ class KServeBackend:
                 return False
             if release_of(isvc) != (image, model_digest):
                 back = self.release_patch(isvc, image, model_digest, percent=0, previous=None)
-                patched = self.api.patch(ref, back)
+                patched = self._write(ref, back)
                 patches.append(back)
                 events.append(f"abort: spec restored to {image}" + (f" (model {model_digest})" if model_digest else ""))
 
@@ -293,7 +314,7 @@ class KServeBackend:
                 self._observe(ref, patched["metadata"]["generation"], self._started + self.restore_timeout_s,
                               "restored revision", reporter, events, ready)
             final = {"spec": {"predictor": {"canaryTrafficPercent": None}}}
-            patched = self.api.patch(ref, final)
+            patched = self._write(ref, final)
             patches.append(final)
             self._wait_rolled_out(ref, patched, None, self.restore_timeout_s, reporter, events)
             return True
@@ -301,19 +322,26 @@ class KServeBackend:
             events.append(f"restore: {exc}")
             return False
 
-    def abort(self, target: str, *, reporter: Reporter = NULL_REPORTER) -> AbortResult:
+    def restore_plan(self, target: str) -> RestorePlan:
         ref = self.ref(target)
         isvc = self.api.get(ref)
         annotations = (isvc.get("metadata") or {}).get("annotations") or {}
-        previous = annotations.get(PREVIOUS_IMAGE_ANNOTATION) or None
-        previous_model = annotations.get(PREVIOUS_MODEL_ANNOTATION) or None
-        result = AbortResult(backend="kserve", target=target, outcome="aborted", restored_image=previous,
-                             restored_model_digest=previous_model)
         p = predictor_status(isvc)
         in_flight = (isvc["spec"]["predictor"].get("canaryTrafficPercent") is not None
                      or p.get("latestRolledoutRevision") not in (None, p.get("latestCreatedRevision")))
-        if not in_flight:
-            result.outcome, result.reason = "noop", f"{ref} has no canary in flight"
+        return RestorePlan(target=target, in_flight=in_flight, image=annotations.get(PREVIOUS_IMAGE_ANNOTATION) or None,
+                           model_digest=annotations.get(PREVIOUS_MODEL_ANNOTATION) or None,
+                           reason="" if in_flight else f"{ref} has no canary in flight")
+
+    def abort(self, target: str, *, reporter: Reporter = NULL_REPORTER, fence: Fence = UNFENCED) -> AbortResult:
+        self._fence = fence
+        ref = self.ref(target)
+        plan = self.restore_plan(target)
+        previous, previous_model = plan.image, plan.model_digest
+        result = AbortResult(backend="kserve", target=target, outcome="aborted", restored_image=previous,
+                             restored_model_digest=previous_model)
+        if not plan.in_flight:
+            result.outcome, result.reason = "noop", plan.reason
             return result
         reporter.step(f"kserve: aborting {ref}" + (f", restoring {previous}" if previous else ""))
         result.restored = self._restore(ref, previous, previous_model, reporter, result.events, [])

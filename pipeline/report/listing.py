@@ -23,7 +23,7 @@ from pipeline.promote.backend import TargetStatus as LiveTargetStatus
 from pipeline.redact import redact, redact_text
 from pipeline.report.units import fmt_value, unit_of
 from pipeline.report.verdict_table import DECISION_STYLE, STYLE, verdict_table
-from pipeline.report.views import scan_not_run, short_digest
+from pipeline.report.views import Serving, is_serving, scan_not_run, short_digest
 from pipeline.store import RunSummary, Store
 from pipeline.store import TargetStatus as StoreTargetStatus
 
@@ -73,28 +73,28 @@ class RunRow(_View):
     image_digest: str | None
     model_digest: str | None
     promoted: bool  # this run was promoted to its target
-    serving: bool  # its image is what the target serves now (the newest promotion there)
+    serving: bool  # its release (image and model) is what the target serves now (the newest promotion there)
 
 
-def run_rows(runs: list[RunRecord], serving: dict[str, str]) -> list[RunRow]:
+def run_rows(runs: list[RunRecord], serving: Serving) -> list[RunRow]:
     return [
         RunRow(run_id=r.run_id, tag=redact_text(r.image.tag) if r.image.tag else None, target=r.target,
                created_at=r.created_at, decision=r.decision.value, reason=redact_text(r.decision_reason),
                image=redact_text(r.image.repository), image_digest=r.image.digest,
                model_digest=r.model.digest if r.model else None,
                promoted=r.promotion is not None and r.promotion.outcome == "promoted",
-               serving=bool(r.image.digest) and serving.get(r.target) == r.image.digest)
+               serving=is_serving(serving, r.target, r.image.digest, r.model.digest if r.model else None))
         for r in runs
     ]
 
 
-def serving_from_store(store: Store, targets: set[str]) -> dict[str, str]:
-    """Per target, the digest the store says is promoted there now (`Store.target_status`)."""
-    out = {}
+def serving_from_store(store: Store, targets: set[str]) -> Serving:
+    """Per target, the release pair the store says is promoted there now (`Store.target_status`)."""
+    out: Serving = {}
     for t in sorted(targets):
         st = store.target_status(t)
         if st is not None and st.digest:
-            out[t] = st.digest
+            out[t] = (st.digest, st.model_digest)
     return out
 
 
@@ -254,11 +254,21 @@ class HistoryEntry(_View):
     gates: dict[str, dict[str, Any]]  # key gate -> {status, value, threshold}
 
 
+class ServingNote(_View):
+    """What a target serves and the signed verdict that authorised it (from the audit trail)."""
+
+    image_digest: str
+    model_digest: str | None
+    verdict_run_id: str | None
+    verdict_at: datetime | None
+
+
 class History(_View):
     tag: str | None
     target: str | None
     key_gates: list[str]
     runs: list[HistoryEntry]  # oldest first
+    serving: ServingNote | None = None  # with --target: the release it serves and the verdict behind it
 
 
 def key_gates(summaries: list[RunSummary], store: Store, n: int = 5) -> list[str]:
@@ -285,14 +295,29 @@ def history(store: Store, *, tag: str | None, target: str | None) -> History:
             gates={n: {"status": cells[n].status, "value": cells[n].value, "threshold": cells[n].threshold,
                        "unit": unit_of(sources.get(n, ""))} for n in names if n in cells},
         ))
+    serving = None
+    if target is not None:
+        st = store.target_status(target)
+        if st is not None and st.digest:
+            serving = ServingNote(image_digest=st.digest, model_digest=st.model_digest,
+                                  verdict_run_id=st.verdict_run_id, verdict_at=st.verdict_at)
     return History(tag=redact_text(tag) if tag else None, target=target, key_gates=[redact_text(n) for n in names],
-                   runs=entries)
+                   runs=entries, serving=serving)
+
+
+def _serving_caption(s: ServingNote) -> str:
+    verdict = (f"the signed verdict of run {s.verdict_run_id}" + (f", gated {s.verdict_at:%Y-%m-%d %H:%M:%S} UTC"
+                                                                 if s.verdict_at else "")
+               if s.verdict_run_id else "a verdict not recorded (promoted before verdicts were named)")
+    return (f"serves image {short_digest(s.image_digest)}, model {short_digest(s.model_digest) or '(not recorded)'}, "
+            f"authorised by {verdict}")
 
 
 def history_table(h: History) -> Table:
     what = " · ".join(p for p in (f"tag {h.tag}" if h.tag else "", f"target {h.target}" if h.target else "") if p)
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, title=Text(f"{what}: {_count(len(h.runs), 'run')}, oldest first"),
-              title_justify="left", pad_edge=False)
+              title_justify="left", pad_edge=False,
+              caption=Text(_serving_caption(h.serving)) if h.serving else None, caption_justify="left")
     for col in ("created (UTC)", "run", *([] if h.tag else ["tag"]), "decision", "promoted", "image", "model"):
         t.add_column(col, no_wrap=True)
     for name in h.key_gates:
@@ -301,7 +326,9 @@ def history_table(h: History) -> Table:
         cells: list[Text] = [Text(_ago(e.created_at)), Text(e.run_id)]
         if not h.tag:
             cells.append(Text(e.tag or "-"))
-        cells += [_decision_text(e.decision), _promoted_text(e.promoted, False),
+        serving = h.serving is not None and is_serving({e.target: (h.serving.image_digest, h.serving.model_digest)},
+                                                       e.target, e.image_digest, e.model_digest)
+        cells += [_decision_text(e.decision), _promoted_text(e.promoted, serving),
                   Text(short_digest(e.image_digest) or "-"), Text(short_digest(e.model_digest) or "-")]
         for name in h.key_gates:
             g = e.gates.get(name)
@@ -338,7 +365,10 @@ class StatusView(_View):
     since: datetime | None
     who: str | None
     mode: str | None
+    verdict_run_id: str | None  # the signed verdict that authorised the release: its run and gate time
+    verdict_at: datetime | None
     previous_digest: str | None
+    previous_model_digest: str | None
     last_attempt: dict[str, Any] | None
     last_attempt_run_id: str | None
     lock: str | None
@@ -347,8 +377,8 @@ class StatusView(_View):
 
 def status_view(target: str, st: StoreTargetStatus | None, store: Store,
                 live: LiveTargetStatus | None = None) -> StatusView:
-    model = None
-    if st is not None and st.run_id:
+    model = st.model_digest if st is not None else None
+    if st is not None and st.run_id and model is None:  # audit rows from before promotions named the model
         try:
             rec = store.get(st.run_id)
             model = rec.model.digest if rec.model else None
@@ -361,15 +391,18 @@ def status_view(target: str, st: StoreTargetStatus | None, store: Store,
                                model_digest=live.model_digest, phase=redact_text(live.phase), in_flight=live.in_flight,
                                message=redact_text(live.message), revision=live.revision,
                                matches_store=None if st is None or st.digest is None or live_digest is None
-                               else live_digest == st.digest)
+                               else live_digest == st.digest and (st.model_digest is None
+                                                                  or live.model_digest == st.model_digest))
     if st is None:
         return StatusView(target=target, promoted_digest=None, model_digest=None, run_id=None, tag=None, since=None,
-                          who=None, mode=None, previous_digest=None, last_attempt=None, last_attempt_run_id=None,
-                          lock=None, live=live_view)
+                          who=None, mode=None, verdict_run_id=None, verdict_at=None, previous_digest=None,
+                          previous_model_digest=None, last_attempt=None, last_attempt_run_id=None, lock=None,
+                          live=live_view)
     return StatusView(
         target=target, promoted_digest=st.digest, model_digest=model, run_id=st.run_id,
         tag=redact_text(st.tag) if st.tag else None, since=st.since, who=redact_text(st.who) if st.who else None,
-        mode=st.mode, previous_digest=st.previous_digest,
+        mode=st.mode, verdict_run_id=st.verdict_run_id, verdict_at=st.verdict_at, previous_digest=st.previous_digest,
+        previous_model_digest=st.previous_model_digest,
         last_attempt=redact(st.last_attempt.model_dump(mode="json")) if st.last_attempt else None,
         last_attempt_run_id=st.last_attempt_run_id, lock=redact_text(st.lock.describe()) if st.lock else None,
         live=live_view,
@@ -387,8 +420,13 @@ def status_renderable(v: StatusView) -> RenderableType:
         t.add_row(Text("since"), Text(f"{_ago(v.since)} UTC" if v.since else "-"))
         t.add_row(Text("by run"), Text(f"{v.run_id or '-'}" + (f" (tag {v.tag})" if v.tag else "")
                                        + (f", {v.who}" if v.who else "") + (f", via {v.mode}" if v.mode else "")))
+        t.add_row(Text("authorised by"), Text(f"signed verdict of run {v.verdict_run_id}, gated {v.verdict_at:%Y-%m-%d %H:%M:%S} UTC"
+                                              if v.verdict_run_id and v.verdict_at else
+                                              f"signed verdict of run {v.verdict_run_id}" if v.verdict_run_id else
+                                              "(not recorded: promoted before verdicts were named)"))
         if v.previous_digest:
-            t.add_row(Text("previous"), Text(v.previous_digest))
+            t.add_row(Text("previous"), Text(v.previous_digest + (f", model {v.previous_model_digest}"
+                                                                  if v.previous_model_digest else "")))
     else:
         t.add_row(Text("serves"), Text("nothing promoted yet" if v.last_attempt else "no promotion recorded",
                                        style="yellow"))
@@ -408,6 +446,6 @@ def status_renderable(v: StatusView) -> RenderableType:
         if lv.message:
             t.add_row(Text("message"), Text(lv.message))
         if lv.matches_store is False:
-            t.add_row(Text("mismatch"), Text("the target runs another image than the store's last promotion",
-                                             style="bold red"))
+            t.add_row(Text("mismatch"), Text("the target runs another release (image or model) than the store's last "
+                                             "promotion", style="bold red"))
     return Group(Text.assemble(("target ", "bold"), (v.target, "bold")), t)

@@ -29,6 +29,7 @@ from pipeline.report.views import (
     GateCellData,
     Redactor,
     RunHead,
+    Serving,
     build_heatmap,
     build_tag_history,
     compare_data,
@@ -74,12 +75,12 @@ def heads_from_store(store: Store) -> list[RunHead]:
             for r in summaries]
 
 
-def render_index(heads: list[RunHead], serving: dict[str, str] | None = None) -> str:
+def render_index(heads: list[RunHead], serving: Serving | None = None) -> str:
     return render("index.html.j2", root="", hm=build_heatmap(heads, serving=serving))
 
 
 # -- per-tag history ------------------------------------------------------------------------------
-def render_tag_page(tag: str, runs: list[RunRecord], serving: dict[str, str] | None = None) -> str:
+def render_tag_page(tag: str, runs: list[RunRecord], serving: Serving | None = None) -> str:
     return render("tag.html.j2", root="../", h=build_tag_history(tag, runs, serving))
 
 
@@ -188,7 +189,7 @@ def write_site(
     promotions: Promotions,
     *,
     heads: list[RunHead] | None = None,
-    serving: dict[str, str] | None = None,
+    serving: Serving | None = None,
     run_pages: bool = True,
 ) -> SiteResult:
     out = Path(out_dir)

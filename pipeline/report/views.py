@@ -81,13 +81,25 @@ def tag_slug(tag: str) -> str:
     return f"{readable}-{hashlib.sha1(tag.encode()).hexdigest()[:8]}"
 
 
-def serving_digests(promotions: Iterable[tuple[str | None, PromotionRecord]]) -> dict[str, str]:
-    """Per target, the digest of its newest successful promotion (what `llmgate status` reports)."""
-    out: dict[str, str] = {}
+# Per target, the release pair (image digest, model digest) it serves; the model is None for audit rows
+# written before promotions recorded it.
+Serving = dict[str, tuple[str, str | None]]
+
+
+def serving_digests(promotions: Iterable[tuple[str | None, PromotionRecord]]) -> Serving:
+    """Per target, the release pair of its newest successful promotion (what `llmgate status` reports)."""
+    out: Serving = {}
     for _, rec in sorted(promotions, key=lambda p: p[1].at):
         if rec.outcome == "promoted":
-            out[rec.target] = rec.digest
+            out[rec.target] = (rec.digest, rec.model_digest)
     return out
+
+
+def is_serving(serving: Serving, target: str, digest: str | None, model_digest: str | None) -> bool:
+    """A run's release is what its target serves: the same image and the same weights (a blocked run that
+    shares the served image with other weights is not serving)."""
+    pair = serving.get(target)
+    return bool(digest) and pair is not None and pair[0] == digest and (pair[1] is None or pair[1] == model_digest)
 
 
 # -- heatmap ------------------------------------------------------------------------------------
@@ -184,7 +196,7 @@ def _strip(heads: list[RunHead], href: str, etag: str) -> Markup:
 
 
 def build_heatmap(heads: list[RunHead], *, href: str = "runs/{run_id}/report.html",
-                  tag_href: str = "tags/{slug}.html", serving: dict[str, str] | None = None) -> Heatmap:
+                  tag_href: str = "tags/{slug}.html", serving: Serving | None = None) -> Heatmap:
     """Latest run per tag (newest tag first) against the union of gates (policy order of first sight),
     with the tag's recent decisions, its release identity and whether it serves its target now."""
     serving = serving or {}
@@ -221,7 +233,7 @@ def build_heatmap(heads: list[RunHead], *, href: str = "runs/{run_id}/report.htm
                 totals[status] += 1
             parts.append(f'<td class="c {status}" title="{_cell_title(etag, ename, g)}">'
                          f"{STATUS_GLYPH.get(status, '')}</td>")
-        current = bool(h.digest) and serving.get(h.target) == h.digest
+        current = is_serving(serving, h.target, h.digest, h.model_digest)
         rows.append(HeatRow(
             tag=stag, run_id=h.run_id, href=href.format(run_id=h.run_id), tag_href=tag_href.format(slug=tag_slug(stag)),
             decision=h.decision, created=f"{h.created_at:%Y-%m-%d %H:%M}", digest=short_digest(h.digest),
@@ -536,7 +548,7 @@ def key_gate_names(runs: list[RunRecord], n: int = 6) -> list[str]:
     return (keyed or [g.name for g in newest.gates])[:n]
 
 
-def build_tag_history(tag: str, runs: list[RunRecord], serving: dict[str, str] | None = None) -> TagHistory:
+def build_tag_history(tag: str, runs: list[RunRecord], serving: Serving | None = None) -> TagHistory:
     """Decisions and key metrics of every run of one tag over time. `runs` must be redacted."""
     serving = serving or {}
     runs = sorted(runs, key=lambda r: (r.created_at, r.run_id))
@@ -550,7 +562,7 @@ def build_tag_history(tag: str, runs: list[RunRecord], serving: dict[str, str] |
             cells.append(("absent", "") if g is None else (g.status.value, fmt_value(g.value, unit_of(g.source))))
             if g is not None and g.value is not None:
                 series[n].append((r.created_at, g.value, g.status.value, g.threshold, unit_of(g.source)))
-        current = bool(r.digest) and serving.get(r.target) == r.digest
+        current = is_serving(serving, r.target, r.digest, r.model.digest if r.model else None)
         promoted = r.promotion is not None and r.promotion.outcome == "promoted"
         rows.append(HistoryRow(run_id=r.run_id, created=f"{r.created_at:%Y-%m-%d %H:%M}", decision=r.decision.value,
                                promoted="current" if current else ("earlier" if promoted else ""),

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.schemas.base import Payload
+
+
+class GuardSummary(BaseModel):
+    """What the guard accepted: the signed verdict (its run, gate time and policy), how the signature and
+    the attestation verified, which key and why it is trusted, and the promotion lock's fence."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    verdict_run: str | None = None
+    verdict_at: datetime | None = None  # the verdict's own time (the gate's), from the signed statement
+    signature: str | None = None
+    verdict: str | None = None
+    policy: str | None = None
+    key: str | None = None
+    fence: int | None = None
 
 
 class PromoteDetails(Payload):
@@ -24,5 +40,5 @@ class PromoteDetails(Payload):
     diff: str = ""  # gitops: the kustomization diff
     patch: list[dict[str, Any]] = Field(default_factory=list)  # cluster: the JSON patch
     events: list[str] = Field(default_factory=list)
-    guard: dict[str, Any] = Field(default_factory=dict)
+    guard: GuardSummary = Field(default_factory=GuardSummary)
     rollback_of: str | None = None

@@ -43,13 +43,13 @@ def _newest(run: RunRecord, ctx: StageContext, signed: SignedVerdict, log: Verdi
     p = signed.predicate
     model = p.model.digest if p.model else None
     view = log.view(run.image.repository)
-    require_newest(view, image=p.image.digest, model=model, verdict_sha=signed.sha256,
+    require_newest(view, image=p.image.digest, model=model, target=p.target, verdict_sha=signed.sha256,
                    what=f"the verdict of run {run.run_id}")
     keys = ctx.release_keys()
     assert keys.public is not None
     attested, _ = verified_verdicts(run.image, keys.public, signer=default_signer(timeout_s=ctx.cfg.sign.timeout_s))
-    newer = [v for v in attested if (v.model.digest if v.model else None) == model and v.created > p.created
-             and verdict_digest(v) != signed.sha256]
+    newer = [v for v in attested if (v.model.digest if v.model else None) == model and v.target == p.target
+             and v.created > p.created and verdict_digest(v) != signed.sha256]
     if newer:
         v = newer[0]
         raise VerdictRefused(f"a newer verdict for this pair is attested already: run {v.run_id}, {v.decision.value}, "

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pipeline.adapters.bundle import Adapters
 from pipeline.config import PipelineConfig
@@ -23,6 +23,8 @@ from pipeline.progress import NullReporter, Reporter
 
 if TYPE_CHECKING:
     from pipeline.gates.policy import Policy
+    from pipeline.promote.backend import Backend
+    from pipeline.promote.targets import Target
     from pipeline.supplychain.signing import ReleaseKeys
     from pipeline.workspace import Workspace
 
@@ -47,10 +49,11 @@ class BaselineServer(ServedModel):
 
 @dataclass
 class PromoteRequest:
-    """Where a promote step moves the release; set by the command that asks for a promotion."""
+    """Where a promote step moves the release; set by the command that asks for a promotion. The target
+    is its configuration (targets.yaml) and the backend is built from it (pipeline.promote.factory)."""
 
-    target: str
-    backend: Any  # a pipeline.promote.backend.Backend
+    target: Target
+    backend: Backend
     dry_run: bool = False
     rollback_of: str | None = None  # the digest a rollback replaces
 
@@ -79,16 +82,22 @@ class StageContext:
     options: StageOptions = field(default_factory=StageOptions)
     server: ServedModel | None = None
     baseline_server: BaselineServer | None = None
-    keys: ReleaseKeys | None = None  # loaded once per invocation by the runner (`release_keys`)
+    # The runner's keys, loaded on first use (the key file's KDF is deliberately slow; a promotion never
+    # needs the private key). None: loaded here from the config.
+    keys_source: Callable[[], ReleaseKeys] | None = None
     _resources: ExitStack = field(default_factory=ExitStack, repr=False)
+    _keys: ReleaseKeys | None = field(default=None, repr=False)
 
     def release_keys(self) -> ReleaseKeys:
         """The signing key (None in an unsigned preview) and the public key verification trusts."""
-        if self.keys is None:
-            from pipeline.supplychain.signing import release_keys
+        if self._keys is None:
+            if self.keys_source is not None:
+                self._keys = self.keys_source()
+            else:
+                from pipeline.supplychain.signing import release_keys
 
-            self.keys = release_keys(self.cfg.sign)
-        return self.keys
+                self._keys = release_keys(self.cfg.sign)
+        return self._keys
 
     def hold_server(self, server: ServedModel) -> None:
         """Keep `server` for the stages after this one; it is stopped when the context closes."""

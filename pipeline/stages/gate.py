@@ -51,14 +51,25 @@ def _baseline_info(run: RunRecord, baseline: Baseline) -> BaselineInfo:
                         model_digest=other.digest if other else None, other_weights=other_weights)
 
 
+def _verdict_log(run: RunRecord, ctx: StageContext) -> VerdictLog:
+    keys = ctx.release_keys()
+    assert keys.public_key is not None
+    host, _ = split_repository(run.image.repository)
+    return VerdictLog(ctx.ws.store, keys.public_key, seen_dir=ctx.ws.root / SEEN_DIR,
+                      registry=ctx.adapters.registry(host))
+
+
 def check_evidence(run: RunRecord, ctx: StageContext) -> None:
-    """Every result the gate will judge, this run's and its baseline's, is proven (`EvidenceRefused`)."""
+    """Every result the gate will judge, this run's and its baseline's, is proven (`EvidenceRefused`), and
+    the verdict log it will append to is intact (`LogRefused`)."""
     keys = ctx.release_keys()
     signing = keys.signing is not None
     evidence.require_evidence(run, keys.public_key, signing=signing)
     baseline = find_baseline(run, ctx.ws.store, rescore=None).run
     if baseline is not None:
         evidence.require_evidence(baseline, keys.public_key, signing=signing, what=f"baseline run {baseline.run_id}")
+    if signing and run.image.digest is not None:
+        _verdict_log(run, ctx).view(run.image.repository)
 
 
 def _sign(run: RunRecord, ctx: StageContext, details: GateDetails, checks: list[evidence.LinkCheck]) -> tuple[str, str]:
@@ -66,10 +77,7 @@ def _sign(run: RunRecord, ctx: StageContext, details: GateDetails, checks: list[
     keys = ctx.release_keys()
     assert keys.signing is not None and keys.public_key is not None
     signed = sign_verdict(run, details, checks, keys.signing, created=utcnow())
-    host, _ = split_repository(run.image.repository)
-    log = VerdictLog(ctx.ws.store, keys.public_key, seen_dir=ctx.ws.root / SEEN_DIR,
-                     registry=ctx.adapters.registry(host))
-    index, view = log.append(run.image.repository, signed.entry(), keys.signing)
+    index, view = _verdict_log(run, ctx).append(run.image.repository, signed.entry(), keys.signing)
     return signed.envelope, (f"verdict signed at {signed.predicate.created.isoformat(timespec='seconds')} on "
                              f"{len(signed.predicate.evidence)} evidence links, verdict log entry #{index} of "
                              f"{view.size}")

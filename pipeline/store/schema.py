@@ -84,10 +84,15 @@ class PromotionRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     detail: Mapped[str] = mapped_column(Text)
     previous_digest: Mapped[str | None] = mapped_column(String(DIGEST), nullable=True)
+    # the release pair and the signed verdict that authorised it (migration 0003)
+    model_digest: Mapped[str | None] = mapped_column(String(DIGEST), nullable=True)
+    verdict_run_id: Mapped[str | None] = mapped_column(String(ID), nullable=True)
+    verdict_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class LockRow(Base):
-    """A leased promotion lock: one row per target while a promotion of it is in progress."""
+    """A leased promotion lock, one row per target. `token` is empty while nobody holds it; `fence`
+    grows by one each time the lock changes hands (migration 0003)."""
 
     __tablename__ = "promotion_locks"
     target: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -97,6 +102,7 @@ class LockRow(Base):
     pid: Mapped[int] = mapped_column(Integer)
     acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    fence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class LogEntryRow(Base):

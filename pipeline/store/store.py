@@ -25,7 +25,7 @@ from pipeline.models import Decision, PromotionRecord, RunRecord, StageResult, S
 from pipeline.redact import redact
 from pipeline.store.engine import BEGIN_IMMEDIATE, check_sqlite_file, make_engine, translate
 from pipeline.store.location import StoreLocation, location_of
-from pipeline.store.lock import DEFAULT_LEASE_S, PromotionLock, lock_info, stale_reason
+from pipeline.store.lock import DEFAULT_LEASE_S, RELEASED, PromotionLock, lock_info, stale_reason
 from pipeline.store.migrate import upgrade_to_head
 from pipeline.store.schema import (
     REASON,
@@ -232,16 +232,28 @@ class Store:
         return runs[0] if runs else None
 
     def last_promoted(self, target: str, *, ground_truth_version: str | None = None) -> RunRecord | None:
-        q = (
-            select(RunRow.record_json)
-            .where(RunRow.target == target, RunRow.promoted.is_(True))
-            .order_by(RunRow.updated_at.desc())
-        )
+        """The run whose release `target` received last, by promotion time (the audit trail's, else the
+        record's own): re-gating or re-saving an older promoted run never makes it the newest, and a
+        rollback makes the run it went back to the newest."""
+        q = select(RunRow.record_json).where(RunRow.target == target, RunRow.promoted.is_(True))
         if ground_truth_version is not None:
             q = q.where(RunRow.ground_truth_version == ground_truth_version)
+        audit = (select(PromotionRow.run_id, func.max(PromotionRow.at))
+                 .where(PromotionRow.target == target, PromotionRow.outcome == PROMOTED,
+                        PromotionRow.run_id.is_not(None))
+                 .group_by(PromotionRow.run_id))
         with self.session() as s:
-            raw = s.scalars(q.limit(1)).first()
-        return None if raw is None else RunRecord.model_validate_json(raw)
+            raws = s.scalars(q).all()
+            promoted_at = {rid: aware(at) for rid, at in s.execute(audit)}
+        runs = [RunRecord.model_validate_json(raw) for raw in raws]
+        if not runs:
+            return None
+
+        def when(r: RunRecord) -> tuple[datetime, datetime]:
+            at = promoted_at.get(r.run_id) or (_utc(r.promotion.at) if r.promotion else _utc(r.updated_at))
+            return at, _utc(r.updated_at)
+
+        return max(runs, key=when)
 
     def runs_for_digest(self, digest: str) -> list[RunRecord]:
         """Every run of this image digest, most recently updated first."""
@@ -297,7 +309,9 @@ class Store:
         with self.session(write=True) as s:
             s.add(PromotionRow(run_id=run_id, target=data["target"], digest=data["digest"], mode=data["mode"],
                                outcome=data["outcome"], who=data["who"], at=_utc(rec.at), detail=data["detail"],
-                               previous_digest=data["previous_digest"]))
+                               previous_digest=data["previous_digest"], model_digest=data["model_digest"],
+                               verdict_run_id=data["verdict_run_id"],
+                               verdict_at=_utc(rec.verdict_at) if rec.verdict_at else None))
 
     def promotions(self, target: str | None = None) -> list[tuple[str | None, PromotionRecord]]:
         """The audit trail, oldest first."""
@@ -308,16 +322,19 @@ class Store:
             return [
                 (r.run_id, PromotionRecord(target=r.target, digest=r.digest, mode=r.mode, outcome=r.outcome,
                                            who=r.who, at=aware(r.at), detail=r.detail,
-                                           previous_digest=r.previous_digest))
+                                           previous_digest=r.previous_digest, model_digest=r.model_digest,
+                                           verdict_run_id=r.verdict_run_id,
+                                           verdict_at=aware(r.verdict_at) if r.verdict_at else None))
                 for r in s.scalars(q)
             ]
 
-    def target_status(self, target: str) -> TargetStatus | None:
-        """What is promoted to `target`: the digest of the newest successful promotion, since when it has
-        been there (the first of the promotions of that digest in a row), by which run and whom; None
-        when the store has no promotion attempt and no lock for this target."""
+    def target_status(self, target: str, *, lock_key: str | None = None) -> TargetStatus | None:
+        """What is promoted to `target`: the release pair (image digest, model digest) of the newest
+        successful promotion, since when it has been there (the first of the promotions of that pair in a
+        row), by which run and whom, and the signed verdict that authorised it; None when the store has no
+        promotion attempt and no lock for this target. A weights-only promotion is a release of its own."""
         trail = self.promotions(target)
-        lock = self.lock_holder(target)
+        lock = self.lock_holder(lock_key or target)
         if not trail and lock is None:
             return None
         last_run, last = trail[-1] if trail else (None, None)
@@ -325,36 +342,40 @@ class Store:
         if not promoted:
             return TargetStatus(target=target, last_attempt=last, last_attempt_run_id=last_run, lock=lock)
         run_id, current = promoted[-1]
+        pair = (current.digest, current.model_digest)
         first_run, first = run_id, current
-        previous = None
+        previous: PromotionRecord | None = None
         for rid, rec in reversed(promoted[:-1]):
-            if rec.digest != current.digest:
-                previous = rec.digest
+            if (rec.digest, rec.model_digest) != pair:
+                previous = rec
                 break
             first_run, first = rid, rec
         tag = None
         if first_run is not None:
             with self.session() as s:
                 tag = s.scalar(select(RunRow.tag).where(RunRow.run_id == first_run))
-        return TargetStatus(target=target, digest=current.digest, run_id=first_run, tag=tag, since=first.at,
-                            who=first.who, mode=first.mode, previous_digest=previous, last_attempt=last,
-                            last_attempt_run_id=last_run, lock=lock)
+        return TargetStatus(target=target, digest=current.digest, model_digest=current.model_digest, run_id=first_run,
+                            tag=tag, since=first.at, who=first.who, mode=first.mode,
+                            verdict_run_id=current.verdict_run_id, verdict_at=current.verdict_at,
+                            previous_digest=previous.digest if previous else None,
+                            previous_model_digest=previous.model_digest if previous else None,
+                            last_attempt=last, last_attempt_run_id=last_run, lock=lock)
 
     # -- promotion lock ---------------------------------------------------------------------------
-    def promotion_lock(self, target: str, holder: str = "", lease_s: float = DEFAULT_LEASE_S
-                       ) -> AbstractContextManager[PromotionLock]:
-        """Hold the promotion lock of `target` for the `with` block; `LockHeld` (exit 1) naming the
-        holder and since when if another promoter has it; an expired lease is taken over (see
-        `PromotionLock.takeover_note`)."""
+    def promotion_lock(self, target: str, holder: str = "", lease_s: float = DEFAULT_LEASE_S,
+                       heartbeat: bool = True) -> AbstractContextManager[PromotionLock]:
+        """Hold the promotion lock of `target` for the `with` block, its lease renewed by a heartbeat;
+        `LockHeld` (exit 1) naming the holder and since when if another promoter has it; a dead holder's
+        lock is taken over (see `PromotionLock.takeover_note`)."""
         from pipeline.store.lock import promotion_lock
 
-        return promotion_lock(self, target, holder=holder, lease_s=lease_s)
+        return promotion_lock(self, target, holder=holder, lease_s=lease_s, heartbeat=heartbeat)
 
     def lock_holder(self, target: str) -> LockInfo | None:
-        """The live holder of `target`'s promotion lock (None when free or stale)."""
+        """The live holder of `target`'s promotion lock (None when free, released or stale)."""
         with self.session() as s:
             row = s.get(LockRow, target)
-            info = None if row is None else lock_info(row)
+            info = None if row is None or row.token == RELEASED else lock_info(row)
         if info is None or stale_reason(info, self.db_now()) is not None:
             return None
         return info

@@ -58,6 +58,7 @@ class LockInfo(_View):
     pid: int
     acquired_at: datetime
     expires_at: datetime
+    fence: int = 0  # grows by one each time the lock changes hands
 
     def describe(self) -> str:
         return (f"{self.holder or '?'} pid {self.pid} on {self.host} since {self.acquired_at.isoformat()} "
@@ -73,12 +74,16 @@ class TargetStatus(_View):
 
     target: str
     digest: str | None = None
-    run_id: str | None = None
+    model_digest: str | None = None
+    run_id: str | None = None  # the run whose promotion put the release there
     tag: str | None = None
     since: datetime | None = None
     who: str | None = None
     mode: str | None = None
+    verdict_run_id: str | None = None  # the signed verdict that authorised it: its run and gate time
+    verdict_at: datetime | None = None
     previous_digest: str | None = None
+    previous_model_digest: str | None = None
     last_attempt: PromotionRecord | None = None
     last_attempt_run_id: str | None = None
     lock: LockInfo | None = None

@@ -5,10 +5,15 @@ facts read from the registry and verified with the configured public key:
 
 1. a valid signature of the image digest,
 2. a valid verdict attestation about that digest whose decision is `pass`, whose model digest is
-   the pair's, and which was made under a policy the target accepts: a production target never
-   accepts a verdict made under the embedded local policy (gates.local.yaml, or a policy that
-   extends it), and a target configured with accepted policy digests accepts only those, and
-3. that pass is the newest entry for the pair in the verdict log (`require_newest_in_log`).
+   the pair's, which was gated for this target (its baseline is this target's; a verdict for another
+   target is never promoted here), and which was made under a policy the target accepts: a target
+   that does not accept local policies refuses a verdict whose policy digest is a local policy's
+   (recognised by content, whatever the file was called), a target configured with accepted policy
+   digests accepts only those, and a target with a policy floor accepts only a policy that contains
+   it (`pipeline.promote.floor`). Which targets are production is configuration
+   (`pipeline.promote.targets`), never a name; and
+3. that pass is the newest entry for the pair in the verdict log (`require_newest_in_log`): a registry
+   writer can hide attestation layers, not log entries.
 
 Nothing else is trusted: not the store's decision column, not a run file. Each refusal is a
 `PromotionRefused` (exit 1) naming the (image, model) pair and the reason.
@@ -16,17 +21,15 @@ Nothing else is trusted: not the store's decision column, not a run file. Each r
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from pipeline.adapters.signer import Signer
 from pipeline.errors import GateFailed
 from pipeline.models import Decision, ImageRef
-from pipeline.supplychain.predicates import VerdictPredicate
+from pipeline.supplychain.predicates import PolicyIdentity, VerdictPredicate
 from pipeline.supplychain.signing import PublicKey, verdict_digest, verified_verdicts
 from pipeline.supplychain.verdict_log import LogRefused, VerdictLog, require_newest
-
-PRODUCTION_TARGETS = frozenset({"production", "prod"})
 
 
 class PromotionRefused(GateFailed):
@@ -35,16 +38,22 @@ class PromotionRefused(GateFailed):
 
 @dataclass(frozen=True)
 class TargetPolicy:
-    """Which verdicts a target accepts."""
+    """Which verdicts a target accepts; built from the target's configuration
+    (`pipeline.promote.trust.target_policy`)."""
 
     target: str
-    allow_local_policy: bool
-    accepted_policy_sha256: frozenset[str] | None = None  # None: any policy (subject to allow_local_policy)
+    allow_local_policy: bool = False  # fail closed: a target says when it accepts local policies
+    accepted_policy_sha256: frozenset[str] | None = None  # None: any policy (subject to the rest)
+    production: bool = False
+    local_policy_sha256: frozenset[str] = frozenset()  # effective digests of the local policies
+    floor: Callable[[PolicyIdentity], str | None] | None = None  # why a policy misses the floor (None: meets it)
 
     @classmethod
-    def for_target(cls, target: str, accepted_policy_sha256: Collection[str] | None = None) -> TargetPolicy:
-        return cls(target=target, allow_local_policy=target not in PRODUCTION_TARGETS,
-                   accepted_policy_sha256=frozenset(accepted_policy_sha256) if accepted_policy_sha256 else None)
+    def for_target(cls, target: str, accepted_policy_sha256: Collection[str] | None = None, *,
+                   production: bool = False, local_policy_sha256: Collection[str] = ()) -> TargetPolicy:
+        return cls(target=target, allow_local_policy=not production, production=production,
+                   accepted_policy_sha256=frozenset(accepted_policy_sha256) if accepted_policy_sha256 else None,
+                   local_policy_sha256=frozenset(local_policy_sha256))
 
 
 @dataclass(frozen=True)
@@ -67,14 +76,38 @@ def _not_about(v: VerdictPredicate, model_digest: str, policy: TargetPolicy) -> 
     if v.model is None or v.model.digest != model_digest:
         other = v.model.digest if v.model else "no weights"
         return f"run {v.run_id}: judged model {other}, not {model_digest}"
+    return _target_refusal(v, policy) or _policy_refusal(v, policy)
+
+
+def _target_refusal(v: VerdictPredicate, policy: TargetPolicy) -> str | None:
+    """A verdict is for the target (and so the baseline) it was gated for, and for no other."""
+    if v.target is None:
+        return f"run {v.run_id}: verdict names no target, so no baseline it was judged against"
+    if v.target != policy.target:
+        return (f"run {v.run_id}: gated for target {v.target} (compared with that target's baseline), "
+                f"not for {policy.target}")
+    return None
+
+
+def is_local_policy(p: PolicyIdentity, local_sha256: Collection[str]) -> bool:
+    """Made under a local policy: its effective digest is a local policy's (a copy under another name is
+    still local), or a file of its extends chain is named as one."""
+    return p.sha256 in local_sha256 or p.is_local
+
+
+def _policy_refusal(v: VerdictPredicate, policy: TargetPolicy) -> str | None:
     if v.policy is None:
         return f"run {v.run_id}: verdict names no policy"
-    if v.policy.is_local and not policy.allow_local_policy:
+    if not policy.allow_local_policy and is_local_policy(v.policy, policy.local_policy_sha256):
         return (f"run {v.run_id}: made under the local policy {v.policy.name} (sha256 {v.policy.sha256[:12]}), "
                 f"which target {policy.target} does not accept")
     if policy.accepted_policy_sha256 is not None and v.policy.sha256 not in policy.accepted_policy_sha256:
         return (f"run {v.run_id}: made under policy {v.policy.name} (sha256 {v.policy.sha256[:12]}), "
                 f"not one target {policy.target} accepts")
+    if policy.floor is not None:
+        missing = policy.floor(v.policy)
+        if missing is not None:
+            return f"run {v.run_id}: {missing}"
     return None
 
 
@@ -84,8 +117,8 @@ def require_newest_in_log(log: VerdictLog, v: VerdictPredicate, ref: ImageRef, m
     attestation layers, not log entries); its index, or PromotionRefused saying which entry is newer."""
     try:
         view = log.view(ref.repository)
-        index = require_newest(view, image=ref.digest or "", model=model_digest, verdict_sha=verdict_digest(v),
-                               what=f"the signed pass of run {v.run_id}")
+        index = require_newest(view, image=ref.digest or "", model=model_digest, target=v.target,
+                               verdict_sha=verdict_digest(v), what=f"the signed pass of run {v.run_id}")
     except LogRefused as exc:
         raise PromotionRefused(f"verdict log: {exc.message}", where=where) from exc
     return index

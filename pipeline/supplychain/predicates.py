@@ -88,6 +88,10 @@ class VerdictPredicate(_Strict):
     decision_reason: str = ""
     source_commit: str | None = None
     config_hash: str | None = None
+    # The target the run was gated for and the run it was compared with: a verdict is for that target and
+    # its baseline only (the guard refuses it anywhere else). None in verdicts from before this field.
+    target: str | None = None
+    baseline_run_id: str | None = None
     # The evidence links the gate verified before judging (empty in verdicts made before links existed).
     evidence: list[EvidenceRef] = Field(default_factory=list)
 
@@ -110,6 +114,8 @@ def verdict_for_gate(run: RunRecord, gate: GateDetails, *, created: datetime,
         decision_reason=gate.reason,
         source_commit=run.source_commit,
         config_hash=run.config_hash,
+        target=run.target,
+        baseline_run_id=gate.baseline.run_id,
         evidence=evidence,
     )
 

@@ -339,7 +339,7 @@ def _log_check(v: VerdictPredicate | None, log: VerdictLog | None) -> tuple[Chec
     except LogRefused as exc:
         return Check("log", False, exc.message), None
     index = view.index_of(verdict_digest(v))
-    newest = view.newest_for(v.image.digest, model)
+    newest = view.newest_for(v.image.digest, model, v.target)
     pos = LogPosition(origin=view.origin, index=index, size=view.size,
                       root=view.checkpoint.root_b64 if view.checkpoint else "",
                       newest=(newest[0], newest[1].describe()) if newest else None)
@@ -350,7 +350,7 @@ def _log_check(v: VerdictPredicate | None, log: VerdictLog | None) -> tuple[Chec
         return Check("log", False, f"entry #{index} of {view.size}, but not the newest for its pair: entry "
                                    f"#{newest[0]} ({newest[1].describe()}) is"), pos
     return Check("log", True, f"entry #{index} of {view.size} (checkpoint root {pos.root}), the newest for "
-                              f"(image, model {model})"), pos
+                              f"(image, model {model}) gated for target {v.target}"), pos
 
 
 def verify_release(image: ImageRef | str, public_key: PublicKey, *, signer: Signer,

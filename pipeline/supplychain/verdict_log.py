@@ -6,15 +6,15 @@ a release. So each gate that signs a verdict also appends an entry for it to an 
 signs a checkpoint over the whole log:
 
 - entries are canonical JSON (`LogEntry`: repository, image digest, model digest, decision, run id,
-  gate time and the sha256 of the verdict predicate);
+  gate time, the target it was gated for and the sha256 of the verdict predicate);
 - the log is an RFC 6962 Merkle tree over the entries (leaf hash SHA-256(0x00 || entry), node hash
   SHA-256(0x01 || left || right));
 - a checkpoint is a C2SP tlog-checkpoint (https://c2sp.org/tlog-checkpoint): the signed note
   (https://c2sp.org/signed-note) `<origin>\\n<size>\\n<base64 root>\\n`, signed with the release key as
   an ECDSA note signature (type 0x02: key ID = the first four bytes of SHA-256 of the DER public key,
   signature ASN.1 DER over SHA-256 of the note text). The origin, also the key name, is
-  `<image repository>/llmgate-verdicts/<log id>`: one log per repository and store, the id derived from
-  the store's location (`log_id`).
+  `<image repository>/llmgate-verdicts/<log id>`: one log per repository, store and key, the id derived
+  from the store's location and the key id (`log_id`).
 
 Copies: the store (`verdict_log` and `verdict_log_checkpoints` tables, entry and checkpoint written
 in one transaction), the registry (an OCI artifact tagged `llmgate-verdict-log-<log id>` in the repository,
@@ -23,7 +23,8 @@ A reader verifies each copy against its checkpoint, checks that every copy and t
 checkpoint are consistent (the smaller is a prefix of the larger: the root of the larger's first n
 entries equals the smaller's root), and uses the largest. A copy that does not verify, copies that
 disagree, or a log smaller than one this verifier has seen are refused (`LogRefused`, exit 1).
-Promotion then requires the newest entry for the (image, model) pair to be the pass it acts on.
+Promotion then requires the newest entry for the (image, model) pair gated for the target to be the
+pass it acts on.
 docs/SUPPLY_CHAIN.md has the threat model: what this detects and what it cannot.
 """
 
@@ -60,12 +61,13 @@ class LogRefused(GateFailed):
     """The verdict log cannot vouch for what was asked (tampered, rolled back, or a newer verdict). Exit 1."""
 
 
-def log_id(location: StoreLocation) -> str:
-    """Which log a store keeps: derived from where the promoter finds the store (the SQLite file, or the
-    server URL without its password), so each store has its own log, and a store writer cannot point a
-    verifier at another store's log by editing rows."""
+def log_id(location: StoreLocation, public_key: ec.EllipticCurvePublicKey) -> str:
+    """Which log this is: one per store and key, derived from where the promoter finds the store (the
+    SQLite file, or the server URL without its password) and the key that signs its checkpoints, so a
+    store writer cannot point a verifier at another store's log by editing rows, and a gate signing with
+    another key writes to a log of its own that the pinned key never reads."""
     where = str(location.path.resolve()) if location.path is not None else location.shown
-    return hashlib.sha256(where.encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{where}\n{cosign_keys.key_id(public_key)}".encode()).hexdigest()[:16]
 
 
 def origin_for(repository: str, log: str) -> str:
@@ -86,6 +88,7 @@ class LogEntry(BaseModel):
     created: datetime
     verdict_sha256: str
     policy_sha256: str | None = None
+    target: str | None = None  # the target it was gated for: a verdict speaks for that target only
 
     def leaf(self) -> str:
         return canonical_json(self.model_dump(mode="json")).decode()
@@ -261,11 +264,12 @@ class LogView:
                 out.append(None)  # an entry of a format this version does not read: counted, never matched
         return out
 
-    def newest_for(self, image: str, model: str | None) -> tuple[int, LogEntry] | None:
+    def newest_for(self, image: str, model: str | None, target: str | None) -> tuple[int, LogEntry] | None:
+        """The newest entry for the pair gated for `target` (a verdict for another target supersedes nothing here)."""
         entries = self.entries()
         for i in range(len(entries) - 1, -1, -1):
             e = entries[i]
-            if e is not None and e.image == image and e.model == model:
+            if e is not None and e.image == image and e.model == model and e.target == target:
                 return i, e
         return None
 
@@ -321,7 +325,7 @@ class VerdictLog:
         where = location or (store.location if store is not None else None)
         if where is None:
             raise InfraError("a verdict log is named after its store: give the store or its location")
-        self.log_id = log_id(where)
+        self.log_id = log_id(where, public_key)
 
     def origin(self, repository: str) -> str:
         return origin_for(repository, self.log_id)
@@ -426,13 +430,15 @@ class VerdictLog:
         return log_artifact.push(reg, name, log_artifact.tag_for(self.log_id), view.checkpoint.note, view.leaves)
 
 
-def require_newest(view: LogView, *, image: str, model: str | None, verdict_sha: str, what: str) -> int:
-    """The index of the verdict `verdict_sha` if it is the newest entry for (image, model); LogRefused otherwise."""
+def require_newest(view: LogView, *, image: str, model: str | None, target: str | None, verdict_sha: str,
+                   what: str) -> int:
+    """The index of the verdict `verdict_sha` if it is the newest entry for (image, model) gated for `target`;
+    LogRefused otherwise."""
     mine = view.index_of(verdict_sha)
     entry = view.entries()[mine] if mine is not None else None
-    if mine is None or entry is None or (entry.image, entry.model) != (image, model):
+    if mine is None or entry is None or (entry.image, entry.model, entry.target) != (image, model, target):
         raise LogRefused(f"{what} is not in the verdict log for this pair ({view.describe()})", where=view.origin)
-    newest = view.newest_for(image, model)
+    newest = view.newest_for(image, model, target)
     if newest is not None and newest[0] != mine:
         raise LogRefused(f"{what} (log entry #{mine}) is not the newest verdict for this pair: entry #{newest[0]} "
                          f"({newest[1].describe()}) is", where=view.origin)

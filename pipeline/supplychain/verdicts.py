@@ -39,7 +39,7 @@ class SignedVerdict:
         p = self.predicate
         return LogEntry(repository=p.image.repository, image=p.image.digest, model=p.model.digest if p.model else None,
                         decision=p.decision.value, run_id=p.run_id, created=p.created, verdict_sha256=self.sha256,
-                        policy_sha256=p.policy.sha256 if p.policy else None)
+                        policy_sha256=p.policy.sha256 if p.policy else None, target=p.target)
 
 
 def evidence_refs(checks: list[LinkCheck]) -> list[EvidenceRef]:

@@ -54,7 +54,9 @@ class Entry:
     size: int = 0
     sha256: str | None = None  # regular files
     symlink: str | None = None  # links: resolved target, relative to the root
-    mtime_ns: int = 0  # for the stat cache only; never part of the manifest
+    mtime_ns: int = 0  # for the stat cache only (with ctime_ns and ino); never part of the manifest
+    ctime_ns: int = 0  # set by the kernel on every write or metadata change; a user cannot set it back
+    ino: int = 0
 
     def manifest_item(self) -> dict[str, object]:
         if self.symlink is not None:
@@ -153,8 +155,10 @@ def build_manifest(
     """The manifest of `root`.
 
     `known` is a stat cache (relative path -> Entry from an earlier manifest): a regular file whose
-    size and mtime_ns both equal the cached entry's is not read again. `on_entry` is called after
-    each entry, so a caller can persist progress of a long first pass.
+    size, mtime, ctime and inode all equal the cached entry's is not read again. mtime alone can be set
+    back (`touch -d`) after a same-size rewrite; ctime cannot (the kernel sets it on every change), nor
+    can a file swapped in by rename keep its inode. `on_entry` is called after each entry, so a caller
+    can persist progress of a long first pass.
     """
     root_s = os.fspath(root)
     if not os.path.isdir(root_s):
@@ -169,7 +173,8 @@ def build_manifest(
         else:
             cached = (known or {}).get(rel)
             if (cached is not None and cached.sha256 is not None and cached.size == st.st_size
-                    and cached.mtime_ns == st.st_mtime_ns):
+                    and cached.mtime_ns == st.st_mtime_ns and cached.ctime_ns == st.st_ctime_ns
+                    and cached.ino == st.st_ino):
                 entry = cached
                 reused.append(rel)
             else:
@@ -178,9 +183,10 @@ def build_manifest(
                     after = os.stat(path, follow_symlinks=False)
                 except OSError as exc:
                     raise ManifestError(f"cannot read: {exc.strerror}", path) from exc
-                if size != after.st_size or after.st_mtime_ns != st.st_mtime_ns:
+                if size != after.st_size or after.st_mtime_ns != st.st_mtime_ns or after.st_ctime_ns != st.st_ctime_ns:
                     raise ManifestError("file changed while it was being hashed", path)
-                entry = Entry(path=rel, size=size, sha256=sha, mtime_ns=st.st_mtime_ns)
+                entry = Entry(path=rel, size=size, sha256=sha, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns,
+                              ino=st.st_ino)
                 hashed += 1
         entries.append(entry)
         if on_entry is not None:

@@ -23,6 +23,10 @@ machine, so the module is driven through the SDK's real wire protocol against th
   client); file contents come from the host directories registered with `add_host_directory`; what
   an exec prints and its exit code come from the `on_exec` callback. A leaf field this double does
   not model is an error, never an invented value.
+- GPUs: an engine the dagger CLI started without `_EXPERIMENTAL_DAGGER_GPU_SUPPORT` (the default here,
+  `gpu_support=False`, as for the real CLI) refuses every exec and service start whose container asked
+  for GPUs with the engine's own error, "GPU support is not enabled, set _EXPERIMENTAL_DAGGER_GPU_SUPPORT"
+  (core/container_exec.go, engine v0.21.x), a plain GraphQL error without EXEC_ERROR extensions.
 - Modules: `call(parent_name, name, parent, inputs)` sets what `currentFunctionCall` answers
   (`parentName`, `name`, `parent`, `inputArgs`) and keeps what `returnValue`/`returnError` receive.
 
@@ -262,6 +266,8 @@ _ALLOWED = {
     "ANY": lambda c: 0 <= c <= 127 or 192 <= c <= 255,
 }
 # Object fields that change nothing an exec would see (navigation, metadata).
+NO_GPU_SUPPORT = "GPU support is not enabled, set _EXPERIMENTAL_DAGGER_GPU_SUPPORT"
+_GPU_FIELDS = {"experimentalWithAllGPUs", "experimentalWithGPU"}
 _EVALUATING_LEAVES = {"sync", "stdout", "stderr", "exitCode", "publish", "contents", "entries", "export",
                       "combinedOutput", "start", "up"}
 
@@ -270,7 +276,8 @@ class RecordingEngine:
     """The recording endpoint; use as a context manager (serves on a thread, loopback only)."""
 
     def __init__(self, on_exec: Callable[[ExecContext], ExecResult] | None = None,
-                 host_env: dict[str, str] | None = None) -> None:
+                 host_env: dict[str, str] | None = None, *, gpu_support: bool = False) -> None:
+        self.gpu_support = gpu_support
         self.token = _secrets.token_hex(16)
         self.schema = graphql.build_schema(sdk_schema_sdl())
         for t in self.schema.type_map.values():
@@ -462,6 +469,13 @@ class RecordingEngine:
         return None
 
     def _f_File_contents(self, parent: Obj, _i: GraphQLResolveInfo, _a: dict[str, Any]) -> str:
+        directory = parent.parent if parent.field == "file" else None
+        if directory is not None and directory.field == "directory" and directory.parent is not None \
+                and directory.parent.type == "Container":
+            written = self.files_under(directory.parent, directory.args["path"])
+            if parent.args["path"] not in written:
+                raise GraphQLError(f"{parent.args['path']}: no such file in {directory.args['path']}")
+            return written[parent.args["path"]]
         path = self.host_path(parent)
         if path is None or not path.is_file():
             raise GraphQLError(f"the double has no contents for this File ({path})")
@@ -518,9 +532,16 @@ class RecordingEngine:
                     ctx.user = a["name"]
         return ctx
 
+    def _check_gpus(self, obj: Obj) -> None:
+        if not self.gpu_support and any(o.field in _GPU_FIELDS for o in obj.chain()):
+            raise GraphQLError(NO_GPU_SUPPORT)
+
     def _run_exec(self, node: Obj) -> None:
+        self._check_gpus(node)
         ctx = self.exec_context(node)
         jit = [sid for sid in ctx.services.values() if sid not in self._running]
+        for sid in jit:
+            self._check_gpus(self.get(sid))
         for sid in jit:  # a bound service not started explicitly starts for this exec only
             self.events.append(Event("service-start", self.get(sid), {"just_in_time": True}))
         result = self.on_exec(ctx)
@@ -578,6 +599,7 @@ class RecordingEngine:
         return ref
 
     def _f_Service_start(self, parent: Obj, _i: GraphQLResolveInfo, _a: dict[str, Any]) -> str:
+        self._check_gpus(parent)
         if parent.id not in self._running:
             self._running.add(parent.id)
             self.events.append(Event("service-start", parent, {"just_in_time": False}))
@@ -656,4 +678,5 @@ def error_message(err: Obj) -> str:
     return str(node.args.get("message", "")) if node else ""
 
 
-__all__ = ["Call", "Event", "ExecContext", "ExecResult", "Obj", "RecordingEngine", "error_message", "sdk_schema_sdl"]
+__all__ = ["NO_GPU_SUPPORT", "Call", "Event", "ExecContext", "ExecResult", "Obj", "RecordingEngine", "error_message",
+           "sdk_schema_sdl"]

@@ -1,25 +1,33 @@
-"""The llmgate Dagger module: `dagger call run` runs the dagger plan, each stage as the `llmgate` CLI.
+"""The llmgate Dagger module: `dagger call run` runs the dagger plan through the same Runner as `llmgate run`.
 
-Thin by design. Which steps run, in which order, with which credentials and which command lines comes
-from the one plan (`pipeline.orchestrate.plan.DAGGER`) through `pipeline.ci_plan`; the module builds
-the images, publishes the serving image, starts it once as a GPU service and wires containers, secrets
-and services. The decisions are made by the CLI the test suite runs, inside this project's own image
-(dockerfiles/llmgate.Dockerfile). Every credential is a `dagger.Secret`, reaching the tool container
-only as a secret variable or a mounted secret file, and only for the steps that read it.
+Thin by design. The module does what only Dagger can do: it builds the images, publishes the serving image,
+starts it as a GPU service and wires containers, secrets and services. The steps run inside this project's
+own image (dockerfiles/llmgate.Dockerfile) through the Runner's step loop (`llmgate run --run ID --only …`),
+so parallel groups, stop-on-failure, reuse and checkpoints are the CLI's; `pipeline.ci_plan` cuts the one
+plan (`pipeline.orchestrate.plan.DAGGER`) where the server comes up and goes down, and says which command
+and which credentials each segment gets. Every credential is a `dagger.Secret`, reaching the tool container
+only as a secret variable or a mounted secret file, and only for the segments whose steps read it.
+An llmgate error ends the call with its message (file, field, hint), not with a traceback.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import uuid
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, ParamSpec, TypeVar
 
 import dagger
 from dagger import DefaultPath, Doc, Ignore, dag, function, object_type
+from dagger.mod._exceptions import FunctionError
 
 from pipeline import ci_plan
-from pipeline.errors import BadInput, InfraError
+from pipeline.errors import BadInput, InfraError, LlmgateError
 from pipeline.orchestrate.plan import Credential
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 SOURCE_IGNORE = [".venv", ".llmgate", ".git", "**/__pycache__", ".pytest_cache", "tests/artifacts"]
 
@@ -35,6 +43,20 @@ Address = Annotated[
 ]
 RegistryUsername = Annotated[str, Doc("Registry user name (not a secret).")]
 RegistryPassword = Annotated[Secret, Doc("Registry password or token.")]
+
+
+def clear_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """An llmgate error ends the call with its rendered message: the SDK reports a `FunctionError` as it
+    is, where any other exception is logged with its traceback (dagger/mod/_module.py `Module.call`)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except LlmgateError as exc:
+            raise FunctionError(exc.render()) from None
+
+    return wrapper
 
 
 @object_type
@@ -64,6 +86,7 @@ class Llmgate:
         return ctx
 
     @function
+    @clear_errors
     async def tool(
         self,
         base_image: Annotated[str, Doc("Base of the tool image: Debian bookworm with python3-venv, by digest.")] = (
@@ -81,6 +104,7 @@ class Llmgate:
         )
 
     @function
+    @clear_errors
     async def build(
         self,
         dockerfile: Dockerfile = ci_plan.SERVER_DOCKERFILE,
@@ -94,6 +118,7 @@ class Llmgate:
         return self._context().docker_build(dockerfile=dockerfile, build_args=args, secrets=secrets)
 
     @function(cache="never")
+    @clear_errors
     async def publish(
         self,
         address: Address,
@@ -112,6 +137,7 @@ class Llmgate:
 
     # -- the run ------------------------------------------------------------------------------------
     @function(cache="never")
+    @clear_errors
     async def run(
         self,
         address: Address,
@@ -133,7 +159,9 @@ class Llmgate:
         ] = None,
         ca_bundle: CaBundle = None,
         pip_conf: PipConf = None,
-        gpus: Annotated[bool, Doc("Give the server every GPU of the runner.")] = True,
+        gpus: Annotated[bool, Doc(
+            "Give the server every GPU of the runner (the dagger CLI needs _EXPERIMENTAL_DAGGER_GPU_SUPPORT=1); "
+            "--gpus=false on a CPU runner.")] = True,
         target: Annotated[
             str, Doc("Deployment target: the baseline the gates compare against, where promotion goes.")
         ] = "",
@@ -141,10 +169,12 @@ class Llmgate:
             bool, Doc("Run the promotion step (needs --target); it promotes only on a signed passing verdict.")
         ] = False,
     ) -> dagger.Directory:
-        """Run the dagger plan: publish, then every stage in the tool image against one GPU service.
+        """Run the dagger plan: publish, then every step through the Runner in the tool image, the server as a
+        GPU service while boot, bench and eval need it.
 
         The directory holds run.json, verdict.json, junit.xml, summary.md and report.html at its root,
-        whatever the verdict: a blocked gate is a result, not an error (read `decision` in run.json).
+        whatever the verdict: a blocked gate is a result, not an error (read `decision` in run.json). A
+        step that fails stops the run there (the Runner's stop-on-failure); the export still runs.
         """
         if promote and not target:
             raise BadInput("promotion needs a target", where="--target")
@@ -156,13 +186,15 @@ class Llmgate:
         unwired = {c.name for c in ci_plan.credentials()} - set(given)
         if unwired:
             raise BadInput(f"the dagger plan reads credentials this module does not take: {sorted(unwired)}")
+        if gpus:  # before the builds: an engine without GPUs fails here, in seconds, with what to do
+            await self._check_gpus(tool_base)
 
         image = await self.publish(address, dockerfile=dockerfile, build_args=build_args,
                                    registry_username=registry_username, registry_password=registry_password,
                                    ca_bundle=ca_bundle, pip_conf=pip_conf)
         tool = await self._tool_container(tool_base, model, given, ca_bundle, pip_conf)
 
-        def step_container(state: dagger.Directory, creds: list[Credential]) -> dagger.Container:
+        def container(state: dagger.Directory, creds: list[Credential]) -> dagger.Container:
             ctr = tool.with_mounted_directory(ci_plan.STATE, state, owner=ci_plan.TOOL_UID)
             ctr = _with_credentials(ctr, creds, given)
             reads_registry = any(c.name == "registry_password" for c in creds)
@@ -171,42 +203,67 @@ class Llmgate:
             return ctr
 
         started = (
-            step_container(dag.directory(), [])
+            container(dag.directory(), [])
             .with_env_variable(ci_plan.INVOCATION_ENV, uuid.uuid4().hex)
             .with_exec(ci_plan.new_run_command(image, tag=ci_plan.image_tag(address), target=target))
         )
-        run_id = ci_plan.parse_run_id(await started.stdout())
+        printed = await started.stdout()
+        run_id = ci_plan.parse_run_id(printed)
         state = started.directory(ci_plan.STATE)
-        server = self._server(image, model, gpus, address, registry_username, registry_password)
+        server = self._server(image, model, ci_plan.parse_model_digest(printed), gpus, address, registry_username,
+                              registry_password)
 
-        service: dagger.Service | None = None
-        try:
-            for step in ci_plan.steps(promote=promote):
-                ctr = step_container(state, ci_plan.step_credentials(step))
-                if ci_plan.uses_server(step):
-                    # Started once, before boot measures it; bench and eval talk to the same instance.
-                    service = service or await server.start()
-                    ctr = ctr.with_service_binding(ci_plan.SERVER_ALIAS, service)
-                elif service is not None:
+        for segment in ci_plan.segments(promote=promote):
+            ctr = container(state, ci_plan.segment_credentials(segment))
+            service: dagger.Service | None = None
+            if segment.server:
+                # Started right before the segment that boots it: boot measures the load time from its start.
+                service = await self._start(server, gpus)
+                ctr = ctr.with_service_binding(ci_plan.SERVER_ALIAS, service)
+            try:
+                done = ctr.with_exec(ci_plan.segment_command(segment, run_id, target=target),
+                                     expect=dagger.ReturnType.ANY)
+                code = await done.exit_code()
+            finally:
+                if service is not None:
                     await service.stop()
-                    service = None
-                done = ctr.with_exec(ci_plan.stage_command(step, run_id), expect=dagger.ReturnType.ANY)
-                # Each step runs here, in plan order; a blocked gate (1) or a failed stage is recorded in
-                # the run by the CLI, and the export below still runs.
-                print(f"llmgate stage {step.stage}: exit {await done.exit_code()}", file=sys.stderr)
-                state = done.directory(ci_plan.STATE)
-        finally:
-            if service is not None:
-                await service.stop()
-        exported = step_container(state, []).with_exec(ci_plan.export_command(run_id), expect=dagger.ReturnType.ANY)
+            print(f"llmgate {segment.name}: exit {code}", file=sys.stderr)
+            state = done.directory(ci_plan.STATE)
+            if not ci_plan.continues(code):
+                break  # the Runner stopped the run (or the gate blocked it); the record says why
+        exported = container(state, []).with_exec(ci_plan.export_command(run_id), expect=dagger.ReturnType.ANY)
         out = exported.directory(ci_plan.OUT)
-        # Export mirrors the verdict in its exit code; what must hold is that every file is there.
-        missing = ci_plan.missing_export_files(await out.entries())
+        # Export's exit code says whether the gates judged the run; what must hold is that the files the
+        # record calls for are there (a run stopped before its gates has no verdict.json or junit.xml).
+        entries = await out.entries()
+        record = await out.file("run.json").contents() if "run.json" in entries else None
+        missing = ci_plan.missing_export_files(entries, ci_plan.expected_export_files(record))
         if missing:
             code, err = await exported.exit_code(), await exported.stderr()
             raise InfraError(f"`llmgate export` (exit {code}) wrote no {', '.join(missing)}: {err.strip()[-2000:]}",
                              where=ci_plan.OUT)
         return out
+
+    async def _check_gpus(self, base_image: str) -> None:
+        """A container with every GPU runs `true`, or the engine cannot give GPUs: a clear error, not an
+        engine error deep inside the run."""
+        probe = (dag.container().from_(ci_plan.pinned(base_image, where="tool_base"))
+                 .experimental_with_all_gp_us()
+                 .with_env_variable(ci_plan.INVOCATION_ENV, uuid.uuid4().hex)  # asked of this engine, not a cache
+                 .with_exec(["true"]))
+        try:
+            await probe.sync()
+        except dagger.QueryError as exc:
+            raise ci_plan.no_gpus(str(exc)) from None
+
+    async def _start(self, server: dagger.Service, gpus: bool) -> dagger.Service:
+        try:
+            return await server.start()
+        except dagger.QueryError as exc:
+            if gpus and "gpu" in str(exc).lower():
+                raise ci_plan.no_gpus(str(exc)) from None
+            raise InfraError(f"the serving image did not start as a service: {str(exc).strip()[:2000]}",
+                             where="run") from None
 
     async def _tool_container(self, base_image: str, model: dagger.Directory, given: dict[str, dagger.Secret | None],
                               ca_bundle: Secret, pip_conf: Secret) -> dagger.Container:
@@ -226,9 +283,10 @@ class Llmgate:
             ctr = ctr.with_env_variable(ci_plan.STORE_URL_FILE_ENV, store.file)  # a path, not the URL
         return ctr
 
-    def _server(self, image: str, model: dagger.Directory, gpus: bool, address: str, username: str,
-                password: Secret) -> dagger.Service:
-        """The published digest as a service: weights read-only at /models, port 8000, all GPUs."""
+    def _server(self, image: str, model: dagger.Directory, model_digest: str, gpus: bool, address: str,
+                username: str, password: Secret) -> dagger.Service:
+        """The published digest as a service: weights read-only at /models (their digest given, which the
+        image's entrypoint checks before the server starts), port 8000, all GPUs."""
         ctr = dag.container()
         if password is not None:
             ctr = ctr.with_registry_auth(address, username, password)
@@ -236,6 +294,7 @@ class Llmgate:
             ctr.from_(ci_plan.require_digest(image))
             .with_mounted_directory(ci_plan.MODELS, model, read_only=True)
             .with_env_variable("MODEL_PATH", ci_plan.MODELS)
+            .with_env_variable(ci_plan.MODEL_DIGEST_ENV, model_digest)
             # Readiness is the boot stage's measurement (port, health, first completion), not Dagger's.
             .with_exposed_port(ci_plan.SERVER_PORT, experimental_skip_healthcheck=True)
         )
