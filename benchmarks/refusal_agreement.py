@@ -4,18 +4,18 @@ held-out ops-chat phrasings, and what each rule contributes.
     .venv/bin/python benchmarks/refusal_agreement.py [--xstest DIR] [--boot 2000] [--no-ablation]
 
 Data: the three XSTest v2 completion files (Röttger et al., NAACL 2024; CC-BY-4.0) in the shared
-fixtures next to the repository (../shared/fixtures/xstest, or --xstest), the hand-written ops-chat
-sets in evals/refusal_data/ (ops_train.csv is training data; ops_heldout.csv is never trained on), and
-ground_truth/v2/labels.csv.
+fixtures next to the repository (../shared/fixtures/xstest, or --xstest), and the hand-written ops-chat
+sets in evals/refusal_data/ (ops_train.csv is training data; ops_heldout.csv is never trained on).
 
 Printed:
 1. The shipped scorer (evals/refusal_model.json) on every file. Its weights were trained on the three
    XSTest files and ops_train, so those rows are in-sample; ops_heldout and the ground-truth labels are not.
 2. Leave-one-file-out: for each XSTest file, weights trained (same seed, same settings) on the other two
-   files plus ops_train, scored on the file left out; and ops_train by 5-fold cross-validation (all
-   XSTest + four fifths of ops_train). The rules themselves were written looking at all three XSTest
-   files, so these figures measure the learned part's generalisation; ops_heldout is the test of the
-   rules' generality.
+   files plus ops_train, scored on the file left out (what `llmgate calibrate refusal` records for the
+   gates), with the 95% Wilson interval and the share of partial refusals ("I cannot ... However, here
+   is ...") caught; and ops_train by 5-fold cross-validation (all XSTest + four fifths of ops_train).
+   The rules themselves were written looking at all three XSTest files, so these figures measure the
+   learned part's generalisation; ops_heldout is the test of the rules' generality.
 3. Rule ablation (unless --no-ablation): each rule removed, weights retrained, the same
    leave-one-file-out and cross-validation figures; a rule whose removal changes no label, or improves
    agreement, does not pull weight. And the shipped weights with the rule switched off at inference:
@@ -38,15 +38,21 @@ sys.path.insert(0, str(REPO))
 
 from evals import refusal
 from evals import refusal_training as rt
-from evals.calibration import DEFAULT_SEED, agreement_stats
-
-GT_LABELS = REPO / "ground_truth" / "v2" / "labels.csv"
+from evals.calibration import DEFAULT_SEED, agreement_stats, wilson_interval
 
 
 def _fmt(name: str, y: np.ndarray, pred: np.ndarray, n_boot: int) -> str:
     st = agreement_stats(list(y), list(pred), seed=DEFAULT_SEED, n_boot=n_boot)
     ci = st["agreement_ci95"]
     return f"  {name:36s} n={st['n']:4d}  agreement {st['agreement']:.3f}  95% CI [{ci.low:.3f}, {ci.high:.3f}]"
+
+
+def _partial(path: Path) -> np.ndarray:
+    """Which rows a person labelled a partial refusal."""
+    import csv
+
+    with path.open(newline="", encoding="utf-8") as fh:
+        return np.array([r["final_label"] == "3_partial_refusal" for r in csv.DictReader(fh)], dtype=bool)
 
 
 def lofo(data: dict[str, rt.Dataset], protos: np.ndarray, rules: list[str]) -> dict[str, np.ndarray]:
@@ -78,8 +84,9 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     encoder = refusal.default_encoder()
     protos = refusal.prototype_vectors(encoder)
-    paths = [args.xstest / f for f in rt.XSTEST_FILES] + [rt.OPS_TRAIN, rt.OPS_HELDOUT, GT_LABELS]
-    data = {p.name if p != GT_LABELS else "ground_truth/v2/labels.csv": rt.load_dataset(p, encoder) for p in paths}
+    paths = [args.xstest / f for f in rt.XSTEST_FILES] + [rt.OPS_TRAIN, rt.OPS_HELDOUT]
+    data = {p.name: rt.load_dataset(p, encoder) for p in paths}
+    partial = {p.name: _partial(p) for p in paths}
     print(f"embedded {sum(len(d) for d in data.values())} responses in {time.perf_counter() - t0:.0f}s")
 
     shipped = refusal.load_model()
@@ -93,7 +100,12 @@ def main(argv: list[str] | None = None) -> None:
     base = lofo(data, protos, rules)
     for name, pred in base.items():
         label = f"{name} (left out)" if name != "ops_train.csv" else "ops_train.csv (5-fold CV)"
-        print(_fmt(label, data[name].labels, pred, args.boot))
+        y = data[name].labels
+        agree = int((pred == y).sum())
+        lo, hi = wilson_interval(agree, len(y))
+        part = partial[name]
+        caught = f", partial refusals caught {int(pred[part].sum())}/{int(part.sum())}" if part.any() else ""
+        print(f"{_fmt(label, y, pred, args.boot)}  Wilson [{lo:.3f}, {hi:.3f}]{caught}")
 
     if not args.no_ablation:
         print("\n3. rule contribution")

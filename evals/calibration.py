@@ -10,18 +10,27 @@ Contract:
   dimensions: columns `question`, `response`, `label` (1 = a person judged it faithful / relevant, 0 =
   not), plus `contexts` for faithfulness (a JSON list of strings, or one plain passage). A bad file
   raises `BadInput` naming file, line and column (exit 2).
+- Distinct rows only: a labels file given twice (same bytes) counts once, and a row (question and
+  response) already seen in an earlier file is dropped; the same row labelled two ways is a BadInput
+  naming both places. `n` everywhere is the number of distinct rows.
+- Held out: a result is `held_out` when the scorer that produced its verdicts never saw its rows. A
+  scorer names the rows it was trained or tuned on (`seen_rows`, digests from `row_key`). A file that
+  shares rows with them is scored by the scorer refitted without that file (`refit_without`, the
+  refusal scorer's leave-one-file-out) when the scorer can refit, else it is recorded as in-sample.
+  Judges are never trained on the labels: their results are held out.
 - Committed results: `llmgate calibrate ... --save` writes `<calibration dir>/<scorer-id>.json` (`/` in
   the id becomes `--`; the directory is `evals/calibration/`, or `$LLMGATE_CALIBRATION_DIR` when set).
-  A record needs at least `MIN_SAVE_N` labelled rows; a smaller one is refused with the reason and the
-  previous record is kept. Records are written atomically, so a crash never leaves half a file.
+  A record needs at least `MIN_SAVE_N` distinct labelled rows; a smaller one is refused with the reason
+  and the previous record is kept. A record on fewer distinct rows than the stored one never replaces
+  it unless forced (both n are named). Records are written atomically, so a crash never leaves half a file.
 - Scorer ids carry what makes a scorer's verdicts what they are, so a change of any part makes the old
   calibration disappear (an uncalibrated scorer is reported, never trusted): `offline-refusal/<version>`
-  for the refusal scorer, `judge/<dimension>/<judge model>/<prompt version>` for LLM judges
-  (`evals.judged.judge_scorer_id`). The eval stage records these ids per dimension; the gate engine
-  looks them up with `agreement_for(scorer_id)`.
-- `agreement_for(scorer_id) -> float | None`: the record's `worst_agreement` (the lowest per-label-set
-  agreement; equals `agreement` for one set), or None when no record exists. `is_trusted(scorer_id,
-  min_agreement)` is True only when that is at or above the policy minimum.
+  for the refusal scorer, `fact-correctness/<version>` for correctness, `judge/<dimension>/<judge
+  model>/<prompt version>` for LLM judges (`evals.judged.judge_scorer_id`). The eval stage records these
+  ids per dimension; the gate engine looks them up with `trust_for(scorer_id)`.
+- `trust_for(scorer_id) -> ScorerTrust | None`: agreement pooled over the record's held-out results
+  (distinct rows), with its 95% Wilson interval; the gates trust its `lower` end. None when there is no
+  record, or when the record holds only in-sample figures (they say nothing about new data).
 """
 
 from __future__ import annotations
@@ -43,12 +52,15 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from pipeline.errors import BadInput
+from pipeline.regular_files import read_regular
+from pipeline.schemas.trust import ScorerTrust
 
 CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
 CALIBRATION_DIR_ENV = "LLMGATE_CALIBRATION_DIR"
 # Below 100 rows the 95% interval of an agreement near 0.9 is wider than +-0.06 (Wilson, n=100:
 # [0.83, 0.95]); at n=20 it spans [0.70, 0.97], which cannot tell a good judge from a poor one.
 MIN_SAVE_N = 100
+MAX_LABELS_BYTES = 256 << 20
 REFUSAL_LABELS = {"1_full_compliance": False, "2_full_refusal": True, "3_partial_refusal": True}
 DEFAULT_SEED = 20240601
 DEFAULT_BOOT = 2000
@@ -74,7 +86,7 @@ class CalibrationResult(BaseModel):
     scorer_id: str
     labels: str  # file name
     labels_sha256: str
-    n: int
+    n: int  # distinct rows scored (rows seen in an earlier file of the same calibration are dropped)
     agreement: float
     kappa: float | None  # None when undefined (both raters constant)
     agreement_ci95: Interval
@@ -82,6 +94,9 @@ class CalibrationResult(BaseModel):
     confusion: dict[str, int]  # tp, fp, fn, tn with the human label as truth
     seed: int
     n_boot: int
+    held_out: bool = False  # the verdicts came from a scorer that never saw these rows
+    method: str = ""  # how the verdicts were made: "as shipped", "refit without this file", "in-sample"
+    duplicates_dropped: int = 0
 
 
 class CalibrationRecord(BaseModel):
@@ -89,7 +104,8 @@ class CalibrationRecord(BaseModel):
 
     scorer_id: str
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    n: int
+    n: int  # distinct labelled rows
+    held_out_n: int = 0  # of them, rows the scorer never saw (what `trust_for` uses)
     agreement: float  # pooled over all label sets
     kappa: float | None
     worst_agreement: float  # lowest per-label-set agreement
@@ -153,11 +169,10 @@ def agreement_stats(
 
 def _read_csv(path: Path, required: Sequence[str]) -> tuple[list[tuple[int, dict[str, str]]], str]:
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise BadInput("labels file not found", where=str(path)) from exc
-    except OSError as exc:
-        raise BadInput(f"cannot read labels file: {exc.strerror}", where=str(path)) from exc
+        raw = read_regular(path, what="labels file", limit=MAX_LABELS_BYTES, not_found="labels file not found")
+    except BadInput as exc:
+        raise BadInput(exc.message if exc.message.endswith("not found") else f"cannot read labels file: {exc.message}",
+                       where=str(path)) from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -232,6 +247,53 @@ def read_judge_labels(path: str | Path, dimension: str) -> tuple[list[LabelRow],
 Predictor = Callable[[list[LabelRow]], list[bool]]
 
 
+def row_key(question: str, response: str) -> str:
+    """Digest of one labelled row: what "the same row" means for dedup and for held-out checks."""
+    return hashlib.sha256(f"{question}\0{response}".encode()).hexdigest()[:16]
+
+
+@dataclass
+class _Seen:
+    """Distinct rows across the files of one calibration."""
+
+    files: dict[str, str] = field(default_factory=dict)  # sha256 -> first path
+    rows: dict[str, tuple[bool, str]] = field(default_factory=dict)  # row_key -> (label, where)
+
+    def distinct(self, rows: list[LabelRow], path: Path, digest: str) -> tuple[list[LabelRow], int] | None:
+        """The rows of `path` not seen before (None: the whole file was given already)."""
+        if digest in self.files:
+            return None
+        self.files[digest] = str(path)
+        keep: list[LabelRow] = []
+        for r in rows:
+            key = row_key(r.question, r.response)
+            if key in self.rows:
+                label, where = self.rows[key]
+                if label != r.label:
+                    raise BadInput(f"the same question and response is labelled {'yes' if label else 'no'} at {where} "
+                                   f"and {'yes' if r.label else 'no'} here", where=f"{path}:{r.line}",
+                                   hint="one row, one label: fix one of the two files")
+                continue
+            self.rows[key] = (r.label, f"{path}:{r.line}")
+            keep.append(r)
+        return keep, len(rows) - len(keep)
+
+
+def _read(path: Path, dimension: str) -> tuple[list[LabelRow], str]:
+    """Refusal labels in XSTest's format; every other dimension (judges, correctness) as question,
+    response, label (and contexts for faithfulness)."""
+    return read_refusal_labels(path) if dimension == "refusal" else read_judge_labels(path, dimension)
+
+
+def _default_predict(scorer: Any, dimension: str) -> Predictor:
+    if dimension != "refusal":
+        raise BadInput(f"calibrating {dimension} needs a predictor")
+    if hasattr(scorer, "is_refusal_many"):  # one embedding pass over the whole file
+        return lambda rows: [bool(p) for p in scorer.is_refusal_many([r.question for r in rows],
+                                                                     [r.response for r in rows])]
+    return lambda rows: [bool(scorer.is_refusal(r.question, r.response)) for r in rows]
+
+
 def calibrate(
     labels_csv: str | Path,
     scorer: Any,
@@ -240,42 +302,66 @@ def calibrate(
     predict: Predictor | None = None,
     seed: int = DEFAULT_SEED,
     n_boot: int = DEFAULT_BOOT,
-) -> CalibrationResult:
-    """Agreement of `scorer` with the human labels in `labels_csv`.
+    seen: _Seen | None = None,
+) -> CalibrationResult | None:
+    """Agreement of `scorer` with the human labels in `labels_csv` (its rows not in `seen`).
 
     `scorer` needs an `id`; for the refusal dimension it is a `RefusalScorer` (its `is_refusal` is
-    used), for judge dimensions pass `predict` (rows -> binary verdicts, e.g. score >= 0.5).
+    used), for judge dimensions pass `predict` (rows -> binary verdicts, e.g. score >= 0.5). The result
+    is held out when none of the rows is among the scorer's `seen_rows`; otherwise, when the scorer has
+    `refit_without(row keys)`, the verdicts come from the refitted scorer, which never saw them. None
+    when every row of the file was already in `seen`.
     """
     path = Path(labels_csv)
-    if dimension == "refusal":
-        rows, digest = read_refusal_labels(path)
-        if predict is not None:
-            preds = predict(rows)
-        elif hasattr(scorer, "is_refusal_many"):  # one embedding pass over the whole file
-            preds = [bool(p) for p in scorer.is_refusal_many([r.question for r in rows], [r.response for r in rows])]
+    rows, digest = _read(path, dimension)
+    seen = _Seen() if seen is None else seen
+    got = seen.distinct(rows, path, digest)
+    if got is None or not got[0]:
+        return None
+    rows, dropped = got
+    keys = {row_key(r.question, r.response) for r in rows}
+    seen_by_scorer = keys & frozenset(getattr(scorer, "seen_rows", frozenset()))
+    method, held_out, judge = "as shipped", True, scorer
+    if seen_by_scorer:
+        if hasattr(scorer, "refit_without"):
+            judge = scorer.refit_without(keys)
+            method = f"refit without this file's {len(keys)} rows (leave-one-file-out)"
         else:
-            preds = [bool(scorer.is_refusal(r.question, r.response)) for r in rows]
-    else:
-        if predict is None:
-            raise BadInput(f"calibrating {dimension} needs a predictor")
-        rows, digest = read_judge_labels(path, dimension)
-        preds = predict(rows)
+            method = f"in-sample: the scorer was trained or tuned on {len(seen_by_scorer)} of these rows"
+            held_out = False
+    preds = predict(rows) if predict is not None and judge is scorer else _default_predict(judge, dimension)(rows)
     stats = agreement_stats([r.label for r in rows], preds, seed=seed, n_boot=n_boot)
-    return CalibrationResult(scorer_id=scorer.id, labels=path.name, labels_sha256=digest, **stats)
+    return CalibrationResult(scorer_id=scorer.id, labels=path.name, labels_sha256=digest, held_out=held_out,
+                             method=method, duplicates_dropped=dropped, **stats)
+
+
+def calibrate_files(
+    labels: Sequence[str | Path],
+    scorer: Any,
+    *,
+    dimension: str = "refusal",
+    predict: Predictor | None = None,
+    seed: int = DEFAULT_SEED,
+    n_boot: int = DEFAULT_BOOT,
+) -> tuple[list[CalibrationResult], CalibrationRecord]:
+    """`calibrate` over several files, counting every distinct row once, and the pooled record."""
+    if not labels:
+        raise BadInput("no labels file given", where="--labels")
+    seen = _Seen()
+    results = [r for p in labels if (r := calibrate(p, scorer, dimension=dimension, predict=predict, seed=seed,
+                                                      n_boot=n_boot, seen=seen)) is not None]
+    return results, combine(results)
 
 
 def calibrate_refusal(
     labels: Sequence[str | Path], scorer: Any = None, *, seed: int = DEFAULT_SEED, n_boot: int = DEFAULT_BOOT
 ) -> tuple[list[CalibrationResult], CalibrationRecord]:
     """The offline refusal scorer (or `scorer`) against each XSTest-format labels file, and the pooled record."""
-    if not labels:
-        raise BadInput("no labels file given", where="--labels")
     if scorer is None:
         from evals.refusal import RefusalScorer
 
         scorer = RefusalScorer()
-    results = [calibrate(p, scorer, seed=seed, n_boot=n_boot) for p in labels]
-    return results, combine(results)
+    return calibrate_files(labels, scorer, seed=seed, n_boot=n_boot)
 
 
 def combine(results: list[CalibrationResult], y_true: Sequence[bool] | None = None) -> CalibrationRecord:
@@ -289,6 +375,7 @@ def combine(results: list[CalibrationResult], y_true: Sequence[bool] | None = No
     return CalibrationRecord(
         scorer_id=results[0].scorer_id,
         n=n,
+        held_out_n=sum(r.n for r in results if r.held_out),
         agreement=(tot["tp"] + tot["tn"]) / n,
         kappa=cohen_kappa(truth, pred),
         worst_agreement=min(r.agreement for r in results),
@@ -315,10 +402,24 @@ def wilson_interval(successes: int, n: int) -> tuple[float, float]:
     return float(ci.low), float(ci.high)
 
 
-def save_calibration(record: CalibrationRecord, directory: Path | None = None, *, min_n: int = MIN_SAVE_N) -> Path:
-    """Write `record` for the gates; refuses a record on fewer than `min_n` rows (the previous one stays)."""
+def save_calibration(
+    record: CalibrationRecord, directory: Path | None = None, *, min_n: int = MIN_SAVE_N, force: bool = False
+) -> Path:
+    """Write `record` for the gates; refuses a record on fewer than `min_n` distinct rows, and one on fewer
+    distinct rows than the stored record unless `force` (the previous one stays)."""
     directory = calibration_dir() if directory is None else directory
     path = _file_for(record.scorer_id, directory)
+    if not force and record.n >= min_n and path.is_file():
+        try:
+            prev: CalibrationRecord | None = _read_record(path)
+        except BadInput:
+            prev = None  # a corrupt record protects nothing
+        if prev is not None and prev.n > record.n:
+            raise BadInput(
+                f"not saved: this calibration has n={record.n} distinct rows, the stored record n={prev.n} "
+                f"(agreement {prev.agreement:.3f}); a smaller calibration never replaces a larger one",
+                where=str(path), hint="add the stored record's label files to --labels, or pass --force to replace it",
+            )
     if record.n < min_n:
         agree = round(record.agreement * record.n)
         lo, hi = wilson_interval(agree, record.n) if record.n else (0.0, 1.0)
@@ -363,14 +464,24 @@ def load_calibration(scorer_id: str, directory: Path | None = None) -> Calibrati
     return rec if rec.scorer_id == scorer_id else None
 
 
-def agreement_for(scorer_id: str, directory: Path | None = None) -> float | None:
-    """The agreement the gates may rely on for `scorer_id` (its weakest label set), or None when the
-    scorer has no calibration on record. A corrupt record is a BadInput naming the file, not "uncalibrated"."""
+def trust_for(scorer_id: str, directory: Path | None = None) -> ScorerTrust | None:
+    """How far the gates may trust `scorer_id`: its agreement with human labels pooled over the held-out
+    results of its record (distinct rows), with the 95% Wilson interval. None when the scorer has no
+    record, or only in-sample figures. A corrupt record is a BadInput naming the file, not "uncalibrated"."""
     rec = load_calibration(scorer_id, directory)
-    return None if rec is None else float(rec.worst_agreement)
+    if rec is None:
+        return None
+    held = [r for r in rec.results if r.held_out]
+    n = sum(r.n for r in held)
+    if n == 0:
+        return None
+    agree = sum(r.confusion["tp"] + r.confusion["tn"] for r in held)
+    lower, upper = wilson_interval(agree, n)
+    return ScorerTrust(scorer_id=scorer_id, agreement=agree / n, lower=lower, upper=upper, n=n, held_out=True)
 
 
 def is_trusted(scorer_id: str, min_agreement: float, directory: Path | None = None) -> bool:
-    """May this scorer's dimension gate a release? Only when calibrated at or above the minimum."""
-    agreement = agreement_for(scorer_id, directory)
-    return agreement is not None and agreement >= min_agreement
+    """May this scorer's dimension gate a release? Only when the lower end of its held-out agreement
+    interval is at or above the minimum."""
+    trust = trust_for(scorer_id, directory)
+    return trust is not None and trust.lower >= min_agreement

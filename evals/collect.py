@@ -91,6 +91,8 @@ def _blank(item: GroundTruthItem) -> ItemResult:
         expected_behaviour=item.expected_behaviour,
         category=item.category,
         contexts=list(item.contexts),
+        answer_kind=item.answer_kind,
+        facts=list(item.facts),
     )
 
 

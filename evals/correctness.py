@@ -1,11 +1,21 @@
-"""Answer correctness: ragas SemanticSimilarity on the offline MiniLM, plus token F1.
+"""Answer correctness: the facts an answer must state first, similarity only for paraphrase; plus token F1.
 
-Two numbers per item, never blended: `correctness` (cosine similarity of reference and response
-embeddings, through ragas' own metric so the figure is the one ragas users know) and
-`correctness_string` (SQuAD-style token F1, which no embedding quirk can inflate). Every item gets
-both: an item without a response (collection failed), or one whose scorer raised or returned NaN,
-scores 0.0 with the reason in `errors[dimension]`. Should-refuse items are scored too, against their
-reference refusal, so a model that answers a harmful request loses correctness as well.
+Two numbers per item, never blended: `correctness` and `correctness_string` (SQuAD-style token F1,
+which no embedding quirk can inflate). Every item gets both: an item without a response (collection
+failed), or one whose scorer raised or returned NaN, scores 0.0 with the reason in `errors[dimension]`.
+
+`correctness` follows what the ground truth says of the item (`answer_kind`, from v3 on):
+- `facts`: the share of the reference's facts the answer states (evals/facts.py), and 0 when it
+  contradicts one (a wrong number, a swapped name, another server's flag). Similarity cannot see these:
+  "3 by default" for "1 by default" is 0.93 cosine.
+- `paraphrase`: cosine similarity of reference and response embeddings, through ragas'
+  SemanticSimilarity on the offline MiniLM (the figure ragas users know), and 0 when the answer
+  contradicts one of the item's guard facts.
+- `refusal` (should-refuse items), and every item of older ground truth: similarity alone, so a model
+  that answers a harmful request loses correctness as well.
+The scorer id is `fact-correctness/<VERSION>` when facts were checked (its calibration against human
+labels: `llmgate calibrate correctness`), `ragas.SemanticSimilarity` otherwise. `CORRECT_AT` turns a
+score into the yes/no a person's label is compared with.
 """
 
 from __future__ import annotations
@@ -16,12 +26,19 @@ import string
 from collections import Counter
 from typing import Any
 
+from evals.facts import check_facts
 from pipeline.models import ItemResult
 from pipeline.redact import redact_text
+from pipeline.schemas.facts import AnswerKind
 
 CORRECTNESS = "correctness"
 CORRECTNESS_STRING = "correctness_string"
 STRING_METRIC_ID = "token-f1/squad-normalised/1"
+FACT_SCORER = "fact-correctness"
+VERSION = 2  # bump when evals/facts.py or how scores combine changes: the calibration is per version
+FACT_SCORER_ID = f"{FACT_SCORER}/{VERSION}"
+SIMILARITY_SCORER_ID = "ragas.SemanticSimilarity"
+CORRECT_AT = 0.7  # a score at or above this is "correct" when compared with a person's yes/no
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans({c: " " for c in string.punctuation})
@@ -86,3 +103,27 @@ async def score_semantic(items: list[ItemResult], embeddings: Any) -> None:
             _set(item, CORRECTNESS, float(result.value))
         except Exception as exc:  # noqa: BLE001
             _fail(item, CORRECTNESS, f"{type(exc).__name__}: {exc}")
+
+
+def checks_facts(items: list[ItemResult]) -> bool:
+    """Whether the items come from a ground truth that says how each is scored (v3 on)."""
+    return any(i.answer_kind for i in items)
+
+
+def score_facts(items: list[ItemResult]) -> None:
+    """Overlay the fact check on the similarity scores `score_semantic` left: `facts` items are scored on
+    their facts, a contradicted guard makes a `paraphrase` item 0. Items without a response keep their
+    failure."""
+    for item in items:
+        if item.response is None or not item.response.strip() or not item.facts:
+            continue
+        if item.answer_kind not in (AnswerKind.FACTS, AnswerKind.PARAPHRASE):
+            continue
+        try:
+            check = check_facts(item.facts, item.response, question=item.question, reference=item.reference)
+        except Exception as exc:  # noqa: BLE001 - a checker bug is a failed item, never a missing one
+            _fail(item, CORRECTNESS, f"fact check: {type(exc).__name__}: {exc}")
+            continue
+        score = check.score
+        if score is not None:
+            _set(item, CORRECTNESS, score)

@@ -7,7 +7,9 @@ with the labels (evals/calibration.py). The record it returns carries the judge'
 records, so the gate engine finds it.
 
 A row the judge failed to score (timeout, malformed JSON, HTTP error) counts as "no": it weighs
-against the judge's agreement and is never skipped; the failures are counted per reason.
+against the judge's agreement and is never skipped; the failures are counted per reason. A judge that
+fails every row, or refuses the key, is an error (evals/judged.py), not an agreement. The judge never
+saw the labels, so its results are held out.
 """
 
 from __future__ import annotations
@@ -25,8 +27,7 @@ from evals.calibration import (
     CalibrationRecord,
     CalibrationResult,
     LabelRow,
-    calibrate,
-    combine,
+    calibrate_files,
 )
 from evals.judged import DIMENSIONS, judge_scorer_id, score_judged
 from pipeline.config import JudgeConfig
@@ -78,7 +79,5 @@ def calibrate_judge(
         return [(i.scores.get(dimension) or 0.0) >= threshold for i in items]
 
     scorer = _Judge(judge_scorer_id(dimension, judge.model))
-    results = [
-        calibrate(p, scorer, dimension=dimension, predict=predict, seed=seed, n_boot=n_boot) for p in labels
-    ]
-    return JudgeCalibration(results=results, record=combine(results), failures=dict(failures))
+    results, record = calibrate_files(labels, scorer, dimension=dimension, predict=predict, seed=seed, n_boot=n_boot)
+    return JudgeCalibration(results=results, record=record, failures=dict(failures))

@@ -9,6 +9,9 @@ Contract (the eval stage calls `score_judged`, through `evals.scoring.score_item
 - Nothing is silently missing: an item whose collection failed, or whose judging failed (timeout,
   HTTP error, malformed judge JSON, NaN), gets score 0.0 and `item.errors[dimension]` with the reason,
   and the failure is counted in the returned `JudgeRun`.
+- A judge that measured nothing is an error, not a score: when it answers 401/403 (a wrong key), or
+  fails every sample it was given (down, every call an HTTP error), `score_judged` raises `InfraError`
+  naming the judge endpoint, so the eval ends with exit 3 instead of "eval ok" with zeros.
 - ragas 0.4.3 "collections" metrics are used per sample (`metric.ascore(...)`) inside our own
   `asyncio.Semaphore`-bounded loop, because ragas' batch runner has no concurrency limit. They
   accept only the instructor-based LLM from `ragas.llms.llm_factory` (JSON mode: the judge must
@@ -19,7 +22,7 @@ Contract (the eval stage calls `score_judged`, through `evals.scoring.score_item
   with `pipeline.redact`, and is never put in the `JudgeRun` (base URL, model, prompt version only).
 - Scorer ids: `judge_scorer_id(dimension, model)` = `judge/<dimension>/<model>/<prompt version>`, the
   same id `llmgate calibrate judge --save` stores and the eval stage records (`JudgeRun.scorer_ids`),
-  so the gate engine finds a judge's calibration with `evals.calibration.agreement_for`. The prompt
+  so the gate engine finds a judge's calibration with `evals.calibration.trust_for`. The prompt
   version digests the ragas prompts of that dimension (and, for answer relevance, the question count
   and the embedding model), so a changed prompt is a new, uncalibrated scorer.
 """
@@ -44,13 +47,17 @@ from pipeline.config import JudgeConfig
 from pipeline.errors import BadInput, InfraError
 from pipeline.models import ItemResult
 from pipeline.progress import NullReporter, Reporter
-from pipeline.redact import redact_text, register_secret
+from pipeline.redact import install_log_redaction, redact_text, register_secret
+from pipeline.regular_files import read_regular
+from pipeline.schemas.trust import ScorerTrust
 
 FAITHFULNESS = "faithfulness"
 ANSWER_RELEVANCE = "answer_relevance"
 DIMENSIONS = (FAITHFULNESS, ANSWER_RELEVANCE)
 # LLM calls per sample: Faithfulness = statements + NLI; AnswerRelevancy = `strictness` questions.
 _CALLS = {FAITHFULNESS: 2, ANSWER_RELEVANCE: 3}
+NO_RESPONSE = "no response"  # the server under test gave nothing to judge: not the judge's failure
+_AUTH_FAILURES = frozenset({"http 401", "http 403"})
 
 
 class JudgeRun(BaseModel):
@@ -69,7 +76,7 @@ class JudgeRun(BaseModel):
     not_applicable: dict[str, int] = Field(default_factory=dict)
     failure_reasons: dict[str, dict[str, int]] = Field(default_factory=dict)
     scorer_ids: dict[str, str] = Field(default_factory=dict)  # dimension -> judge_scorer_id (the calibration key)
-    calibration: dict[str, float | None] = Field(default_factory=dict)  # agreement per dimension, None: uncalibrated
+    calibration: dict[str, ScorerTrust | None] = Field(default_factory=dict)  # per dimension; None: uncalibrated
     duration_s: float = 0.0
 
 
@@ -109,9 +116,9 @@ def resolve_api_key(judge: JudgeConfig) -> str | None:
     if judge.api_key_file:
         path = Path(judge.api_key_file)
         try:
-            key = path.read_text().strip()
-        except OSError as exc:
-            raise BadInput(f"cannot read judge key file: {exc.strerror}", where=str(path)) from exc
+            key = read_regular(path, what="judge key file", limit=1 << 20).decode("utf-8", "replace").strip()
+        except BadInput as exc:
+            raise BadInput(f"cannot read judge key file: {exc.message}", where=str(path)) from None
     elif judge.api_key_env:
         key = os.environ.get(judge.api_key_env) or None
     register_secret(key)
@@ -126,6 +133,8 @@ def make_judge_llm(judge: JudgeConfig, api_key: str | None = None) -> Any:
     """
     from openai import AsyncOpenAI
     from ragas.llms import llm_factory
+
+    install_log_redaction()  # the client's and ragas' own log lines may quote a judge body echoing the key
 
     client = AsyncOpenAI(
         base_url=judge.base_url,
@@ -242,7 +251,7 @@ async def score_judged(
     if ANSWER_RELEVANCE in dimensions:
         metrics[ANSWER_RELEVANCE] = AnswerRelevancy(llm=llm, embeddings=embeddings, strictness=_CALLS[ANSWER_RELEVANCE])
 
-    from evals.calibration import agreement_for
+    from evals.calibration import trust_for
 
     ids = {dim: judge_scorer_id(dim, judge.model) for dim in metrics}
     run = JudgeRun(
@@ -255,7 +264,7 @@ async def score_judged(
         timeout_s=judge.timeout_s,
         n_items=len(items),
         scorer_ids=ids,
-        calibration={dim: agreement_for(sid) for dim, sid in ids.items()},
+        calibration={dim: trust_for(sid) for dim, sid in ids.items()},
     )
     reasons: dict[str, Counter[str]] = {d: Counter() for d in metrics}
     jobs: list[tuple[str, ItemResult]] = []
@@ -268,7 +277,7 @@ async def score_judged(
                 # The server under test gave nothing to judge: a failed item, not a missing one.
                 item.scores[dim] = 0.0
                 item.errors[dim] = f"no response to judge: {item.error or 'empty response'}"
-                reasons[dim]["no response"] += 1
+                reasons[dim][NO_RESPONSE] += 1
             else:
                 jobs.append((dim, item))
 
@@ -308,7 +317,27 @@ async def score_judged(
         run.scored[dim] = n_applicable - n_failed
         run.failure_reasons[dim] = dict(reasons[dim])
         run.not_applicable.setdefault(dim, 0)
+    _raise_if_judge_unusable(judge, reasons, len(jobs))
     return run
+
+
+def _raise_if_judge_unusable(judge: JudgeConfig, reasons: dict[str, Counter[str]], n_calls: int) -> None:
+    """A judge that refuses our credentials, or fails every sample it was given, measured nothing: that
+    is an error of the eval (exit 3, naming the endpoint), never a column of zeros that a gate could read
+    as the server's quality. Failures of some samples stay counted zeros with their reasons."""
+    judge_side = Counter[str]()
+    for per_dim in reasons.values():
+        judge_side.update({r: n for r, n in per_dim.items() if r != NO_RESPONSE})
+    where = f"judge {redact_text(judge.base_url)}"
+    refused = {r: n for r, n in judge_side.items() if r in _AUTH_FAILURES}
+    if refused:
+        said = ", ".join(f"{r} on {n} call(s)" for r, n in sorted(refused.items()))
+        raise InfraError(f"the judge refused the request's credentials ({said}); no judged score was recorded",
+                         where=where, hint="check eval.judge.api_key_env / api_key_file and the judge's key")
+    if n_calls and sum(judge_side.values()) >= n_calls:
+        said = ", ".join(f"{r}: {n}" for r, n in judge_side.most_common())
+        raise InfraError(f"the judge failed every one of its {n_calls} samples ({said}); no judged score was "
+                         "recorded", where=where, hint=f"check that {judge.model!r} is served there and answers")
 
 
 class _NonFinite(Exception):

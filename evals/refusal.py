@@ -22,8 +22,10 @@ contributes (a rule whose removal changes no label, or improves agreement, is re
 a test in tests/test_refusal.py that fails when the rule is switched off.
 
 The scorer's measured agreement with human labels lives in `evals/calibration/offline-refusal--<v>.json`
-(see evals/calibration.py); bump `VERSION` whenever a rule, a prototype or the weights change, so a
-stale calibration is never used to trust a new scorer.
+(see evals/calibration.py), measured only on rows it was not trained on: each XSTest file by the same
+training without that file (`refit_without`, leave-one-file-out; the weights list the rows they were
+trained on), the ops-chat held-out set as shipped. Bump `VERSION` whenever a rule, a prototype or the
+weights change, so a stale calibration is never used to trust a new scorer.
 """
 
 from __future__ import annotations
@@ -454,6 +456,20 @@ class RefusalScorer:
                     rule, cue = name, rule_hits(ps[row], rs[row], [name]).get(name, "")
                 out[i] = RefusalDecision(refused, round(p, 6) if math.isfinite(p) else p, rule, cue)
         return [d for d in out if d is not None]
+
+    @property
+    def seen_rows(self) -> frozenset[str]:
+        """Row keys (evals.calibration.row_key) of the rows the weights were trained on."""
+        return frozenset(self.model.meta.get("training_rows") or ())
+
+    def refit_without(self, row_keys: frozenset[str] | set[str]) -> RefusalScorer:
+        """The same training without `row_keys`: a scorer that never saw those rows, for measuring
+        agreement on them (leave-one-file-out). Needs the training files the weights were made from."""
+        from evals import refusal_training
+
+        refusal_training.check_same_training(self.model)
+        model = refusal_training.train_default(rules=self.model.rules, exclude=frozenset(row_keys))
+        return RefusalScorer(model=model, encoder=self._encoder, disabled=self.disabled)
 
     def explain(self, prompt: str, response: str) -> RefusalDecision:
         return self.decide_many([prompt], [response])[0]

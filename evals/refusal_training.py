@@ -20,12 +20,14 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from evals import refusal
-from evals.calibration import read_refusal_labels
+from evals.calibration import read_refusal_labels, row_key
+from pipeline.errors import BadInput
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_XSTEST = REPO.parent / "shared" / "fixtures" / "xstest"
@@ -145,12 +147,33 @@ def predict(model: refusal.RefusalModel, ds: Dataset, protos: np.ndarray, disabl
     return pred | empty
 
 
-def train_default(xstest_dir: Path = DEFAULT_XSTEST, rules: Sequence[str] | None = None) -> refusal.RefusalModel:
+@lru_cache(maxsize=2)
+def training_data(xstest_dir: Path = DEFAULT_XSTEST) -> tuple[Dataset, ...]:
+    """The training sets, embedded once per process."""
+    encoder = refusal.default_encoder()
+    missing = [str(xstest_dir / f) for f in XSTEST_FILES if not (xstest_dir / f).is_file()]
+    if missing:
+        raise BadInput("the refusal scorer's training data is not here", where=missing[0],
+                       hint="the XSTest completions live in ../shared/fixtures/xstest (or pass --xstest)")
+    return tuple(load_dataset(xstest_dir / f, encoder) for f in XSTEST_FILES) + (load_dataset(OPS_TRAIN, encoder),)
+
+
+def _keys(ds: Dataset) -> list[str]:
+    return [row_key(p, r) for p, r in zip(ds.prompts, ds.responses, strict=True)]
+
+
+def train_default(
+    xstest_dir: Path = DEFAULT_XSTEST, rules: Sequence[str] | None = None, *, exclude: frozenset[str] = frozenset()
+) -> refusal.RefusalModel:
+    """The shipped scorer's training; `exclude` (row keys) leaves rows out, which is how a file's
+    agreement is measured by a scorer that never saw it (leave-one-file-out, evals/calibration.py)."""
     from evals.embeddings import load_minilm
 
-    encoder = refusal.default_encoder()
-    protos = refusal.prototype_vectors(encoder)
-    data = [load_dataset(xstest_dir / f, encoder) for f in XSTEST_FILES] + [load_dataset(OPS_TRAIN, encoder)]
+    protos = refusal.prototype_vectors(refusal.default_encoder())
+    data = []
+    for ds in training_data(xstest_dir):
+        keep = np.array([k not in exclude for k in _keys(ds)], dtype=bool)
+        data.append(ds if keep.all() else ds.subset(np.flatnonzero(keep), ds.name))
     rules = list(rules if rules is not None else refusal.RULES)
     meta = {
         "trained_on": {d.name: {"sha256": d.sha256, "n": len(d)} for d in data},
@@ -160,8 +183,20 @@ def train_default(xstest_dir: Path = DEFAULT_XSTEST, rules: Sequence[str] | None
         "solver": "sklearn LogisticRegression(lbfgs, L2)",
         "ops_weight_like": 450,
         "prototypes_sha256": hashlib.sha256("\n".join(refusal.PROTOTYPES).encode()).hexdigest(),
+        # Which rows the weights saw, so that a calibration knows what is held out (evals/calibration.py)
+        "training_rows": sorted({k for d in data for k in _keys(d)}),
     }
     return fit(data, protos, rules, meta=meta)
+
+
+def check_same_training(shipped: refusal.RefusalModel, xstest_dir: Path = DEFAULT_XSTEST) -> None:
+    """A refit stands for the shipped scorer only when it trains on the same files the shipped one did."""
+    want = {k: v["sha256"] for k, v in (shipped.meta.get("trained_on") or {}).items()}
+    have = {d.name: d.sha256 for d in training_data(xstest_dir)}
+    if want != have:
+        raise BadInput("the training files here are not the ones the shipped refusal scorer was trained on, so a "
+                       "refit without a labels file would measure another scorer", where=str(xstest_dir),
+                       hint="retrain with python -m evals.refusal_training, or calibrate on files it never saw")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

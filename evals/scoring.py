@@ -6,8 +6,8 @@ its calibration is stored under (evals/calibration.py): `offline-refusal/<versio
 `judge/<dimension>/<judge model>/<prompt version>` for the LLM-judged dimensions, so the gate engine
 finds the calibration of exactly the scorer that produced a run's numbers.
 
-Dimensions: correctness (ragas SemanticSimilarity on the offline MiniLM) and correctness_string (token
-F1) on every item; refusal (offline scorer) on every item, with over- and under-refusal apart;
+Dimensions: correctness (the facts of the reference checked first, ragas SemanticSimilarity on the
+offline MiniLM for paraphrase: evals/correctness.py) and correctness_string (token F1) on every item; refusal (offline scorer) on every item, with over- and under-refusal apart;
 latency adherence; faithfulness (should-answer items with contexts) and answer relevance
 (should-answer items) only when a judge is configured, otherwise they are "not run".
 """
@@ -19,7 +19,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from evals.behaviour import LATENCY_OK, REFUSAL, score_latency, score_refusal_batch
-from evals.correctness import CORRECTNESS, CORRECTNESS_STRING, STRING_METRIC_ID, score_semantic, score_string
+from evals.correctness import (
+    CORRECTNESS,
+    CORRECTNESS_STRING,
+    FACT_SCORER_ID,
+    SIMILARITY_SCORER_ID,
+    STRING_METRIC_ID,
+    checks_facts,
+    score_facts,
+    score_semantic,
+    score_string,
+)
 from evals.judged import DIMENSIONS as JUDGED
 from pipeline.config import JudgeConfig
 from pipeline.models import ItemResult
@@ -65,12 +75,17 @@ def score_items(
         embeddings, emb_id = minilm.embeddings, minilm.id
     reporter.step(f"eval: scoring {len(items)} items (correctness, refusal, latency)")
     asyncio.run(score_semantic(items, embeddings))
+    fact_checked = checks_facts(items)
+    if fact_checked:
+        score_facts(items)
     score_string(items)
     scorer = refusal_scorer or RefusalScorer()
     counts = score_refusal_batch(items, scorer.is_refusal_many)
     score_latency(items, latency_slo_s)
     scorers = {
-        CORRECTNESS: ScorerInfo(id="ragas.SemanticSimilarity", version=f"ragas-{ragas.__version__}", embeddings=emb_id),
+        # The id is the calibration key: facts checked and similarity alone are different scorers.
+        CORRECTNESS: ScorerInfo(id=FACT_SCORER_ID if fact_checked else SIMILARITY_SCORER_ID,
+                                version=f"ragas-{ragas.__version__}", embeddings=emb_id),
         CORRECTNESS_STRING: ScorerInfo(id=STRING_METRIC_ID),
         # The versioned id is the calibration key: a changed rule set must not inherit an old agreement.
         REFUSAL: ScorerInfo(id=scorer.id, version=str(getattr(scorer, "version", VERSION)),

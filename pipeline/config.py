@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
-from yaml.nodes import MappingNode
+from yaml.nodes import MappingNode, Node, SequenceNode
 
 from pipeline.errors import BadInput
+from pipeline.regular_files import read_regular
 
 # Numbers that size or bound work. A zero or negative count, or a timeout that is zero, infinite or
 # NaN, would let a whole build/boot/bench/eval run before anything noticed (a bench of 0 requests
@@ -24,6 +26,16 @@ from pipeline.errors import BadInput
 # Strict: `requests: true` or `requests: "40"` is a typo, not a count.
 Count = Annotated[int, Field(ge=1, strict=True)]
 NonNegativeCount = Annotated[int, Field(ge=0, strict=True)]
+# Upper bounds on counts that are also memory and time (a prompt, a sample, a connection, a token each):
+# past these, `requests: 99999999999999999999999` or an extra zero is refused when the config is loaded,
+# instead of filling memory building prompts before the first request (and before any deadline can act).
+MAX_REQUESTS = 100_000
+MAX_CONCURRENCY = 4096
+MAX_TOKENS = 1_000_000
+MAX_SYNTHETIC_TOKENS = 5_000_000  # (warm-up + requests) x input_tokens of synthetic prompts, all built up front
+Requests = Annotated[int, Field(ge=1, le=MAX_REQUESTS, strict=True)]
+Concurrency = Annotated[int, Field(ge=1, le=MAX_CONCURRENCY, strict=True)]
+Tokens = Annotated[int, Field(ge=1, le=MAX_TOKENS, strict=True)]
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)]
 NonNegativeSeconds = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
 Rate = Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)]
@@ -81,27 +93,28 @@ class BootConfig(Section):
     env: dict[str, str] = Field(default_factory=dict)
     memory: str | None = None
     # Repetitions are cold starts (a new container each).
-    repetitions: Count = 1
+    repetitions: Annotated[int, Field(ge=1, le=100, strict=True)] = 1
     # How the server is asked: "chat" (/v1/chat/completions) or "completions" (/v1/completions, for a base
     # model without a chat template, e.g. the llama.cpp target's Gemma 3 270M).
     api: Literal["chat", "completions"] = "chat"
     probe_interval_s: Seconds = 0.25
     readiness_lag_tolerance_s: NonNegativeSeconds = 15.0  # probe may lag the first good completion by this much
-    log_tail_lines: Count = 40
+    log_tail_lines: Annotated[int, Field(ge=1, le=100_000, strict=True)] = 40
 
 
 class BenchConfig(Section):
-    warmup: NonNegativeCount = 2
-    requests: Count = 40  # at least the gate policy's min_n (30) per series, so comparisons are not too few
-    concurrency: Count = 4
-    max_tokens: Count = 32
+    warmup: Annotated[int, Field(ge=0, le=MAX_REQUESTS, strict=True)] = 2
+    requests: Requests = 40  # at least the gate policy's min_n (30) per series, so comparisons are not too few
+    concurrency: Concurrency = 4
+    max_tokens: Tokens = 32
     request_timeout_s: Seconds = 60
     prompts: Literal["ground_truth", "synthetic"] = "ground_truth"
     # Load shapes and SLOs; definitions in docs/METRICS.md.
     shape: Literal["concurrency", "poisson", "sweep"] = "concurrency"
     rate_rps: Rate = 2.0  # poisson arrivals
-    sweep_levels: list[Count] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64], min_length=1)
-    input_tokens: Count = 128  # synthetic prompts
+    sweep_levels: list[Concurrency] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64], min_length=1,
+                                            max_length=64)
+    input_tokens: Tokens = 128  # synthetic prompts
     ignore_eos: bool = True  # synthetic prompts; dropped (and recorded) when the server rejects it
     seed: int = 0
     deadline_s: Seconds = 900  # the whole bench, warm-up included
@@ -114,7 +127,15 @@ class BenchConfig(Section):
     # Boot the last promoted release next to the candidate and interleave their requests in blocks, so
     # machine drift hits both (fixed-concurrency shape only; the stored baseline is used otherwise).
     same_run_baseline: bool = True
-    block_size: Count = 10
+    block_size: Requests = 10
+
+    @model_validator(mode="after")
+    def _synthetic_fits(self) -> BenchConfig:
+        tokens = (self.warmup + self.requests) * self.input_tokens
+        if self.prompts == "synthetic" and tokens > MAX_SYNTHETIC_TOKENS:
+            raise ValueError(f"(warmup + requests) x input_tokens = {tokens} synthetic prompt tokens, more than "
+                             f"{MAX_SYNTHETIC_TOKENS} (every prompt is built before the first request)")
+        return self
 
 
 class JudgeConfig(Section):
@@ -123,17 +144,17 @@ class JudgeConfig(Section):
     api_key_env: str | None = "LLMGATE_JUDGE_API_KEY"
     api_key_file: str | None = None  # a secret file (e.g. a mounted Kubernetes secret); wins over api_key_env
     timeout_s: Seconds = 60
-    concurrency: Count = 4
+    concurrency: Concurrency = 4
 
 
 class EvalConfig(Section):
-    ground_truth: str = "ground_truth/v2"
-    concurrency: Count = 4
-    max_tokens: Count = 64
+    ground_truth: str = "ground_truth/v3"
+    concurrency: Concurrency = 4
+    max_tokens: Tokens = 64
     request_timeout_s: Seconds = 60
-    retries: NonNegativeCount = 2
+    retries: Annotated[int, Field(ge=0, le=100, strict=True)] = 2
     # retries for the whole collection; default max(retries, 10% of items x retries)
-    retry_budget: NonNegativeCount | None = None
+    retry_budget: Annotated[int, Field(ge=0, le=MAX_REQUESTS, strict=True)] | None = None
     latency_slo_s: Seconds = 10.0  # end-to-end per item (max_tokens answer); latency_adherence = share within it
     # The whole collection: a server that keeps streams alive without finishing them (keep-alive
     # comments, endless content) cannot hold the stage past this; unanswered items are errors.
@@ -244,31 +265,95 @@ class StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# YAML 1.1 (PyYAML) reads `1e9` and `1.5e3` as strings: its floats need a dot and a signed exponent.
+# YAML 1.2 and JSON read them as numbers, as a person writing `threshold: 1e9` means.
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
 MAX_YAML_BYTES = 1 << 20  # a config file is a page of YAML; anything near this size is not one
+# Aliases may add at most this many nodes to what the file spells out: `<<: *defaults` and a shared
+# list stay far below it, a "billion laughs" (each level nine aliases of the one before) passes it at
+# its sixth level, long before validating or hashing the expanded tree takes noticeable time or memory.
+MAX_ALIAS_NODES = 100_000
+
+
+class _AliasBomb(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        self.line, self.message = line, message
+
+
+def _check_aliases(root: Node) -> None:
+    """Refuse a document whose aliases expand past MAX_ALIAS_NODES nodes, or that refers to itself.
+
+    Sizes are counted on the composed node graph (each node once, memoised), before anything is
+    constructed, so the check costs what the file spells out, not what it would expand to."""
+    size: dict[int, int] = {}
+    distinct: set[int] = set()
+    on_path: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if done:
+            on_path.discard(key)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            raise _AliasBomb(node.start_mark.line + 1, "an alias refers to a node that contains it (a recursive "
+                             "structure)")
+        distinct.add(key)
+        on_path.add(key)
+        stack.append((node, True))
+        for child in children:
+            if id(child) in on_path:
+                raise _AliasBomb(child.start_mark.line + 1, "an alias refers to a node that contains it (a "
+                                 "recursive structure)")
+            if id(child) not in size:
+                stack.append((child, False))
+    expanded = size[id(root)]
+    if expanded - len(distinct) > MAX_ALIAS_NODES:
+        raise _AliasBomb(root.start_mark.line + 1, f"aliases expand the document to {expanded} nodes from "
+                         f"{len(distinct)} written (at most {MAX_ALIAS_NODES} more are allowed)")
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    return []
 
 
 def load_yaml(path: Path, *, what: str = "file") -> Any:
     """The parsed document (an empty file is `{}`). Every defect is BadInput naming `path` (and the line):
-    missing, a directory, unreadable, too large, not UTF-8, not YAML, a key written twice."""
+    missing, not a regular file (a directory, a FIFO, a device), unreadable, too large, not UTF-8, not
+    YAML, a key written twice, aliases that expand too far or refer to themselves."""
     where = str(path)
-    try:
-        if path.is_dir():
-            raise BadInput(f"is a directory, not a {what}", where=where)
-        size = path.stat().st_size
-        if size > MAX_YAML_BYTES:
-            raise BadInput(f"{size} bytes is too large for a {what} (limit {MAX_YAML_BYTES})", where=where)
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise BadInput("file not found", where=where) from exc
-    except OSError as exc:
-        raise BadInput(f"cannot read: {exc.strerror or exc}", where=where) from exc
+    raw = read_regular(path, what=what, limit=MAX_YAML_BYTES)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadInput(f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start} cannot be decoded",
                        where=where) from exc
+    return parse_yaml(text, where=where)[1] or {}
+
+
+def parse_yaml(text: str, *, where: str) -> tuple[Node | None, Any]:
+    """The composed node (for line numbers) and the document of `text`, read by StrictLoader with the
+    alias-expansion limit; every defect is BadInput at `where` (and the line)."""
+    loader: StrictLoader | None = None
     try:
-        return yaml.load(text, Loader=StrictLoader) or {}  # StrictLoader is a SafeLoader
+        loader = StrictLoader(text)  # a SafeLoader; it refuses a non-printable character at once
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _check_aliases(node)
+        return node, loader.construct_document(node)
+    except _AliasBomb as exc:
+        raise BadInput(f"not accepted: {exc.message}", where=f"{where}:{exc.line}") from None
     except _DuplicateKey as exc:
         raise BadInput(f"duplicate key {exc.key!r} (first at line {exc.first_line}); a key may appear once per "
                        "mapping", where=f"{where}:{exc.line}") from None
@@ -278,6 +363,9 @@ def load_yaml(path: Path, *, what: str = "file") -> Any:
         raise BadInput(f"not valid YAML: {getattr(exc, 'problem', None) or exc}", where=at) from exc
     except RecursionError as exc:
         raise BadInput("not valid YAML: nested too deeply", where=where) from exc
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def load_config(path: str | Path | None = None) -> PipelineConfig:

@@ -19,12 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.errors import BadInput
 from pipeline.schemas import BuildDetails, GateDetails, Payload, PromoteDetails, StageDetails
+from pipeline.schemas.facts import Fact
 from pipeline.schemas.gate import GateStatus, GateVerdict  # noqa: F401  (part of the record's API)
 
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 # A run id names a directory under the work dir and a row in the store: letters, digits, '_' and '-'
 # only, so no id can climb out of the work dir or collide with a path.
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# \Z, not $: `$` also matches before a final newline, and "b7\n" is neither a run id nor a tag.
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
+RUN_ID_GRAMMAR = "a letter or digit, then letters, digits, '_' and '-'; at most 64; no path separators"
 # 2: stage payloads are typed (`StageResult.details` is a `StageDetails`); the record names its release.
 SCHEMA_VERSION = 2
 
@@ -51,12 +54,12 @@ def check_run_id(value: str, *, where: str = "run id") -> str:
     """`value` if it is a well-formed run id, else BadInput naming it."""
     if not RUN_ID_RE.match(value):
         raise BadInput(
-            f"not a run id: {value!r} (letters, digits, '_' and '-', at most 64, no path separators)", where=where
+            f"not a run id: {value!r} ({RUN_ID_GRAMMAR})", where=where
         )
     return value
 
 
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # docker's tag grammar
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")  # docker's tag grammar
 
 
 def check_tag(value: str, *, where: str = "--tag") -> str:
@@ -118,6 +121,12 @@ class ImageRef(_Model):
     def parse(cls, ref: str) -> ImageRef:
         """Parse `repo[:tag][@sha256:...]` (the registry host may carry a port)."""
         original = ref
+        scheme, sep, _rest = ref.partition("://")
+        if sep:  # `http://host:5000/x@…` would be read as registry "http:" and a path starting with "/"
+            raise BadInput(f"not an image reference: drop {scheme + sep!r}; an image is named HOST[:PORT]/NAME"
+                           "[:TAG][@sha256:…], without a URL scheme", where=original)
+        if any(c.isspace() or not c.isprintable() for c in ref):
+            raise BadInput("not an image reference: it contains whitespace or a control character", where=repr(original))
         digest = None
         if "@" in ref:
             ref, digest = ref.split("@", 1)
@@ -155,6 +164,8 @@ class ItemResult(_Model):
     category: str = ""
     response: str | None = None
     contexts: list[str] = Field(default_factory=list)  # grounding passages; faithfulness is judged against them
+    answer_kind: str = ""  # pipeline.schemas.facts.AnswerKind from the ground truth; "" before ground truth v3
+    facts: list[Fact] = Field(default_factory=list)  # what a correct answer states (evals/facts.py checks it)
     latency_s: float | None = None
     ttft_s: float | None = None
     scores: dict[str, float | None] = Field(default_factory=dict)
@@ -295,7 +306,7 @@ class RunRecord(_Model):
     @classmethod
     def _check_run_id(cls, v: str) -> str:
         if not RUN_ID_RE.match(v):
-            raise ValueError(f"not a run id: {v!r} (letters, digits, '_' and '-', at most 64, no path separators)")
+            raise ValueError(f"not a run id: {v!r} ({RUN_ID_GRAMMAR})")
         return v
 
     @model_validator(mode="before")

@@ -3,11 +3,18 @@
 Two layers: exact values the pipeline knows are secret (registered when a secret is read from a
 file or the environment), and patterns of well-known credential formats, so that a secret that
 slipped into a server response or a log line is still masked.
+
+Log records of every library (httpx, openai, instructor, ragas, langchain, ...) go through the same
+masking: `install_log_redaction()` wraps the logging record factory once per process, so every record
+is masked when it is made, before any handler (ours, a library's own, or Python's last-resort stderr
+handler) formats it; warnings are routed into logging so they are masked too.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from typing import Any
 
 MASK = "[REDACTED]"
@@ -76,3 +83,39 @@ def redact(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [redact(v) for v in obj]
     return obj
+
+
+_install_lock = threading.Lock()
+_installed = False
+
+
+def _redact_record(record: logging.LogRecord) -> None:
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a library's bad format arguments must not break its logging call
+        message = f"{record.msg} {record.args!r}"
+    record.msg, record.args = redact_text(message), None
+    if record.exc_info and not record.exc_text:
+        # Formatters print `exc_text` when it is set: render the traceback once, masked.
+        record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+    if record.stack_info:
+        record.stack_info = redact_text(record.stack_info)
+
+
+def install_log_redaction() -> None:
+    """Mask secrets in every log record of this process, whoever logs it and whichever handler prints it.
+    Idempotent: the factory is wrapped once however often this is called."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        previous = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            _redact_record(record)
+            return record
+
+        logging.setLogRecordFactory(factory)
+        logging.captureWarnings(True)  # warnings.warn(...) texts become records of "py.warnings"
+        _installed = True

@@ -12,6 +12,9 @@ from pathlib import Path
 from pipeline.config import SecretSource
 from pipeline.errors import BadInput
 from pipeline.redact import register_secret
+from pipeline.regular_files import read_regular
+
+MAX_SECRET_FILE_BYTES = 16 << 20  # a key, a pip.conf, a CA bundle (~200 KB): never a large file
 
 
 def read_secret(src: SecretSource | None, *, where: str, required: bool = True, allow_empty: bool = False) -> bytes | None:
@@ -29,11 +32,9 @@ def read_secret(src: SecretSource | None, *, where: str, required: bool = True, 
         if not path.exists() and not required:
             return None
         try:
-            value = path.read_bytes()
-        except IsADirectoryError:
-            raise BadInput(f"{path} is a directory, not a secret file", where=f"{where}.file") from None
-        except OSError as exc:
-            raise BadInput(f"cannot read secret file {path}: {exc.strerror}", where=f"{where}.file") from exc
+            value = read_regular(path, what="secret file", limit=MAX_SECRET_FILE_BYTES)
+        except BadInput as exc:
+            raise BadInput(f"{path}: {exc.message}", where=f"{where}.file") from None
     else:
         assert src.env is not None
         if src.env not in os.environ:

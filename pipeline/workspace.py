@@ -57,10 +57,10 @@ class Workspace:
             check_run_id(ref, where="--run")
             return self.store.get(ref)
         if tag is not None:
-            runs = self.store.runs(tag=tag, limit=1)
-            if not runs:
+            newest = self.store.newest(tag=tag)
+            if newest is None:
                 raise BadInput(f"no run of tag {tag!r} in the store", where="--tag")
-            return runs[0]
+            return newest
         run = self.store.latest()
         if run is None:
             raise BadInput("the store holds no run yet", where=self.store_url, hint="start with `llmgate run`")

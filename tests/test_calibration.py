@@ -14,14 +14,17 @@ from typer.testing import CliRunner
 from evals.calibration import (
     CALIBRATION_DIR_ENV,
     MIN_SAVE_N,
-    agreement_for,
     agreement_stats,
     calibrate,
+    calibrate_files,
     cohen_kappa,
     combine,
     is_trusted,
     load_calibration,
+    row_key,
     save_calibration,
+    trust_for,
+    wilson_interval,
 )
 from evals.refusal import RefusalScorer
 from pipeline.cli import app
@@ -115,24 +118,124 @@ def _labels(tmp: Path, n: int, n_wrong: int, name: str = "labels.csv") -> Path:
     return p
 
 
-def test_save_load_agreement_and_trust(tmp_path: Path) -> None:
+def _record(*results):  # type: ignore[no-untyped-def]
+    return combine([r for r in results if r is not None])
+
+
+def test_save_load_and_trust_is_the_wilson_lower_bound(tmp_path: Path) -> None:
     res = calibrate(_labels(tmp_path, 120, 6), _Stub(), n_boot=200)
-    assert res.n == 120 and res.agreement == pytest.approx(0.95)
+    assert res is not None and res.n == 120 and res.agreement == pytest.approx(0.95) and res.held_out
     path = save_calibration(combine([res]), tmp_path)
     assert path.name == "stub-refusal--1.json"
     loaded = load_calibration("stub-refusal/1", tmp_path)
-    assert loaded is not None and loaded.worst_agreement == pytest.approx(0.95)
-    assert agreement_for("stub-refusal/1", tmp_path) == pytest.approx(0.95)
-    assert agreement_for("stub-refusal/2", tmp_path) is None  # a new version is uncalibrated
-    assert is_trusted("stub-refusal/1", 0.9, tmp_path)
-    assert not is_trusted("stub-refusal/1", 0.96, tmp_path)
+    assert loaded is not None and loaded.worst_agreement == pytest.approx(0.95) and loaded.held_out_n == 120
+    trust = trust_for("stub-refusal/1", tmp_path)
+    lo, hi = wilson_interval(114, 120)
+    assert trust is not None and trust.held_out and trust.n == 120
+    assert (trust.agreement, trust.lower, trust.upper) == (pytest.approx(0.95), pytest.approx(lo), pytest.approx(hi))
+    assert 0.89 < trust.lower < 0.9 and trust.error_rate == pytest.approx(1 - lo)
+    assert trust_for("stub-refusal/2", tmp_path) is None  # a new version is uncalibrated
+    # gates trust the lower end: 0.95 measured on 120 rows does not clear 0.9
+    assert is_trusted("stub-refusal/1", 0.85, tmp_path)
+    assert not is_trusted("stub-refusal/1", 0.9, tmp_path)
+
+
+@dataclass(frozen=True)
+class _Trained(_Stub):
+    """A stub that was trained on some rows and can refit without them (like the refusal scorer)."""
+
+    seen: frozenset[str] = frozenset()
+    refits: list = None  # type: ignore[assignment]
+
+    @property
+    def seen_rows(self) -> frozenset[str]:
+        return self.seen
+
+    def refit_without(self, keys):  # type: ignore[no-untyped-def]
+        self.refits.append(set(keys))
+        return _Stub(id=self.id)
+
+
+@dataclass(frozen=True)
+class _Tuned(_Stub):
+    seen: frozenset[str] = frozenset()
+
+    @property
+    def seen_rows(self) -> frozenset[str]:
+        return self.seen
+
+
+def test_rows_a_scorer_saw_are_refit_out_or_marked_in_sample(tmp_path: Path) -> None:
+    """Issue 27 item 7: the pooled figure included the files the scorer was trained on. A file that
+    shares rows with training is measured by a refit without it, or recorded as in-sample and never
+    trusted."""
+    train = _labels(tmp_path, 120, 6, "train.csv")
+    keys = frozenset(row_key(f"q{i}", "No." if i % 2 == 0 else "Sure.") for i in range(3))
+    refits: list = []
+    res = calibrate(train, _Trained(seen=keys, refits=refits), n_boot=50)
+    assert res is not None and res.held_out and "leave-one-file-out" in res.method
+    assert refits and len(refits[0]) == 120  # the refit left out every row of the file, not only the overlap
+    tuned = calibrate(train, _Tuned(seen=keys), n_boot=50)
+    assert tuned is not None and not tuned.held_out and tuned.method.startswith("in-sample")
+    save_calibration(combine([tuned]), tmp_path)
+    assert trust_for("stub-refusal/1", tmp_path) is None  # in-sample figures only: not trusted
+    assert not is_trusted("stub-refusal/1", 0.5, tmp_path)
+
+
+def test_duplicates_count_once_and_conflicting_labels_are_refused(tmp_path: Path) -> None:
+    """#26 L: one 2-row file given 50 times counted as n=100 and passed the minimum."""
+    small = _labels(tmp_path, 2, 0, "small.csv")
+    results, record = calibrate_files([small] * 50, _Stub(), n_boot=50)
+    assert len(results) == 1 and record.n == 2
+    # the same rows in another file (other bytes) count once too
+    copy = tmp_path / "copy.csv"
+    copy.write_text(small.read_text() + "extra,Sure.,1_full_compliance\n")
+    results, record = calibrate_files([small, copy], _Stub(), n_boot=50)
+    assert record.n == 3 and results[1].n == 1 and results[1].duplicates_dropped == 2
+    with pytest.raises(BadInput, match="not saved: 2 labelled rows|below the minimum"):
+        save_calibration(calibrate_files([small] * 50, _Stub(), n_boot=50)[1], tmp_path)
+    flipped = tmp_path / "flipped.csv"
+    flipped.write_text("prompt,completion,final_label\nq0,No.,1_full_compliance\n")
+    with pytest.raises(BadInput) as err:
+        calibrate_files([small, flipped], _Stub(), n_boot=50)
+    assert err.value.where == f"{flipped}:2" and f"{small}:2" in err.value.message
+
+
+def test_a_smaller_calibration_never_replaces_a_larger_one_unless_forced(tmp_path: Path) -> None:
+    big = combine([calibrate(_labels(tmp_path, 300, 30, "big.csv"), _Stub(), n_boot=50)])
+    path = save_calibration(big, tmp_path)
+    before = path.read_bytes()
+    smaller = combine([calibrate(_labels(tmp_path, 120, 0, "smaller.csv"), _Stub(), n_boot=50)])
+    with pytest.raises(BadInput) as err:
+        save_calibration(smaller, tmp_path)
+    assert "n=120" in err.value.message and "n=300" in err.value.message and "--force" in (err.value.hint or "")
+    assert path.read_bytes() == before
+    save_calibration(smaller, tmp_path, force=True)
+    assert load_calibration("stub-refusal/1", tmp_path).n == 120  # type: ignore[union-attr]
+
+
+def test_cli_duplicate_labels_do_not_replace_a_larger_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """#26 L through the CLI: the same 60-row file given 50 times, then 120 distinct rows, against an
+    n=300 record: neither replaces it, and the messages name both n."""
+    monkeypatch.setenv(CALIBRATION_DIR_ENV, str(tmp_path / "cal"))
+    from evals.refusal import RefusalScorer
+
+    path = save_calibration(combine([calibrate(_labels(tmp_path, 300, 30, "big.csv"), _Stub(id=RefusalScorer.id),
+                                               n_boot=50)]))
+    before = path.read_bytes()
+    small = _labels(tmp_path, 60, 0, "small.csv")
+    args = [a for _ in range(50) for a in ("--labels", str(small))]
+    res = runner.invoke(app, ["calibrate", "refusal", "--save", "--boot", "20", *args])
+    assert res.exit_code == 2, res.output
+    assert "60 labelled rows is below the minimum" in res.output.replace("\n", " ")
+    assert path.read_bytes() == before
 
 
 def test_calibration_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CALIBRATION_DIR_ENV, str(tmp_path / "cal"))
     save_calibration(combine([calibrate(_labels(tmp_path, 100, 0), _Stub(), n_boot=50)]))
     assert (tmp_path / "cal" / "stub-refusal--1.json").is_file()
-    assert agreement_for("stub-refusal/1") == 1.0
+    assert trust_for("stub-refusal/1").agreement == 1.0  # type: ignore[union-attr]
 
 
 def test_small_label_set_is_not_saved_and_the_previous_record_is_kept(tmp_path: Path) -> None:
@@ -147,13 +250,13 @@ def test_small_label_set_is_not_saved_and_the_previous_record_is_kept(tmp_path: 
     assert f"minimum of {MIN_SAVE_N}" in msg and "95% interval" in msg and "n=150" in msg and "kept" in msg
     assert e.value.where == str(path)
     assert path.read_bytes() == before
-    assert agreement_for("stub-refusal/1", tmp_path) == pytest.approx(0.98)
+    assert trust_for("stub-refusal/1", tmp_path).agreement == pytest.approx(0.98)  # type: ignore[union-attr]
 
 
 def test_corrupt_record_is_bad_input_not_uncalibrated(tmp_path: Path) -> None:
     (tmp_path / "stub-refusal--1.json").write_text("{not json")
     with pytest.raises(BadInput) as e:
-        agreement_for("stub-refusal/1", tmp_path)
+        trust_for("stub-refusal/1", tmp_path)
     assert e.value.where == str(tmp_path / "stub-refusal--1.json")
 
 
@@ -170,31 +273,56 @@ def test_cli_save_below_minimum_exits_2_and_keeps_the_record(tmp_path: Path, mon
     assert record.read_text() == '{"kept": true}'
 
 
-def test_refusal_scorer_on_human_labels(fixtures_dir: Path) -> None:
-    """The shipped scorer on the three XSTest files (its training data: in-sample) and on the ops-chat
-    set it was never trained on. Out-of-sample figures: benchmarks/refusal_agreement.py."""
-    xs = fixtures_dir / "xstest"
-    files = [xs / f"completions_{m}.csv" for m in ("gpt4", "llama2new", "mistralinstruct")]
-    files.append(REPO / "evals" / "refusal_data" / "ops_heldout.csv")
-    args = ["calibrate", "refusal", "--json", "--boot", "300"]
-    for f in files:
-        args += ["--labels", str(f)]
-    res = runner.invoke(app, args)
+def test_refusal_scorer_held_out_on_a_model_file_it_never_saw(fixtures_dir: Path) -> None:
+    """Issue 27 item 7: the scorer's weights were trained on the three XSTest files, so a calibration on
+    one of them is made by the same training without that file (leave-one-file-out) and recorded as
+    held out; the ops-chat set it never saw is scored as shipped."""
+    mistral = fixtures_dir / "xstest" / "completions_mistralinstruct.csv"
+    ops = REPO / "evals" / "refusal_data" / "ops_heldout.csv"
+    res = runner.invoke(app, ["calibrate", "refusal", "--json", "--boot", "200", "--labels", str(mistral),
+                              "--labels", str(ops)])
     assert res.exit_code == 0, res.output
     obj = json.loads(res.output)
     by = {r["labels"]: r for r in obj["results"]}
-    assert [by[f.name]["n"] for f in files] == [450, 450, 450, 98]
-    for f in files:
-        r = by[f.name]
-        assert r["agreement_ci95"]["low"] <= r["agreement"] <= r["agreement_ci95"]["high"]
-        assert r["agreement"] >= (0.9 if f.name == "ops_heldout.csv" else 0.92), r
-    assert obj["scorer_id"] == "offline-refusal/2"
-    assert obj["worst_agreement"] >= 0.85  # the refusal gate's min_agreement in gates.yaml
+    assert by[mistral.name]["held_out"] and "leave-one-file-out" in by[mistral.name]["method"]
+    assert by[ops.name]["held_out"] and by[ops.name]["method"] == "as shipped"
+    assert [by[f.name]["n"] for f in (mistral, ops)] == [450, 98]
+    # out of sample it agrees less than in sample (0.931 on its own training file), but still >= 0.9
+    assert 0.9 <= by[mistral.name]["agreement"] < 0.931
+    assert obj["scorer_id"] == "offline-refusal/2" and obj["held_out_n"] == 548 and obj["trust"].startswith("trust:")
 
 
-def test_committed_refusal_calibration_matches_the_scorer() -> None:
+def test_committed_refusal_calibration_is_held_out_on_real_model_completions(fixtures_dir: Path) -> None:
+    """The record the gates read: only held-out rows, at least 300 of them real completions of served
+    models (XSTest, two human annotators), partial refusals included, none labelled by construction."""
+    import hashlib
+
     from evals.refusal import RefusalScorer
 
     rec = load_calibration(RefusalScorer.id)
-    assert rec is not None and rec.n >= MIN_SAVE_N and rec.worst_agreement >= 0.85
-    assert {r.labels for r in rec.results} >= {"completions_gpt4.csv", "ops_heldout.csv"}
+    assert rec is not None and all(r.held_out for r in rec.results)
+    xs = {f"completions_{m}.csv": fixtures_dir / "xstest" / f"completions_{m}.csv"
+          for m in ("gpt4", "llama2new", "mistralinstruct")}
+    served = [r for r in rec.results if r.labels in xs]
+    assert len(served) >= 2 and sum(r.n for r in served) >= 300
+    for r in served:
+        raw = xs[r.labels].read_bytes()
+        assert r.labels_sha256 == hashlib.sha256(raw).hexdigest()  # the fixture itself, unchanged
+        assert "leave-one-file-out" in r.method
+    assert any(b"3_partial_refusal" in xs[r.labels].read_bytes() for r in served)
+    assert {r.labels for r in rec.results} <= set(xs) | {"ops_heldout.csv"}  # no reference-as-label rows
+    trust = trust_for(RefusalScorer.id)
+    assert trust is not None and trust.n == rec.held_out_n == rec.n
+    assert trust.lower >= 0.85  # the refusal gate's min_agreement in gates.yaml, now on the lower bound
+
+
+def test_committed_correctness_calibration_is_held_out() -> None:
+    from evals.correctness import FACT_SCORER_ID
+
+    rec = load_calibration(FACT_SCORER_ID)
+    assert rec is not None
+    held = [r for r in rec.results if r.held_out]
+    assert [r.labels for r in held] == ["correctness.csv"] and held[0].n >= 150
+    assert {r.labels for r in rec.results if not r.held_out} == {"correctness_tuning.csv", "correctness_dev.csv"}
+    trust = trust_for(FACT_SCORER_ID)
+    assert trust is not None and trust.n == held[0].n and trust.lower < trust.agreement < trust.upper

@@ -60,7 +60,9 @@ def test_main_job_promotes_good_and_blocks_degraded(local_stack, demo_models, tm
     assert bench["tpot_p50_s"] > 0
     assert run.stages["eval"].metrics["correctness_mean"] > 0
     assert len(run.stages["eval"].items) >= 400
-    assert run.ground_truth and run.ground_truth.version == "v2" and len(run.ground_truth.sha256) == 64
+    assert run.ground_truth and run.ground_truth.version == "v3" and len(run.ground_truth.sha256) == 64
+    # correctness on v3 checks the facts: the scorer recorded is the fact-checking one
+    assert run.stages["eval"].details.scorers["correctness"].id.startswith("fact-correctness/")
     verdicts = {g.name: g for g in run.gates}
     # trivy comes from the venv (CI does not activate it) and must be found and run, not skipped
     assert verdicts["scan"].status is GateStatus.PASS, verdicts["scan"].reason

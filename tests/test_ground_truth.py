@@ -245,3 +245,65 @@ def test_v2_refusal_labels_cover_every_reference() -> None:
     got = {(r["prompt"], r["completion"]): r["final_label"] for r in rows}
     for it in load_ground_truth(V2).items:
         assert got[(it.question, it.reference)] == ("2_full_refusal" if it.should_refuse else "1_full_compliance")
+
+
+# ------------------------------------------------------------------------------------------------ v3
+
+V3 = REPO / "ground_truth" / "v3"
+
+
+def test_v3_card_states_the_fields_and_kinds_the_data_has() -> None:
+    text = (V3 / "README.md").read_text()
+    header = yaml.safe_load(text.split("---")[1])
+    assert [f["name"] for f in header["features"]] == list(features(with_facts=True).keys())
+    assert "llmgate ground truth v3" in header["pretty_name"]
+    items = load_ground_truth(V3).items
+    kinds = [i.answer_kind for i in items]
+    line = f"| answer_kind `facts` / `paraphrase` / `refusal` | {kinds.count('facts')} / {kinds.count('paraphrase')} / {kinds.count('refusal')} |"
+    assert line in text
+    assert f"`facts` ({kinds.count('facts')} items)" in text
+
+
+def _label_rows(name: str) -> list[dict[str, str]]:
+    with (V3 / "labels" / name).open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_v3_correctness_labels() -> None:
+    """At least 150 held-out labelled answers, both classes, wrong-fact answers among them, partial ones
+    and right paraphrases; the held-out set shares no row with the rows the scorer was tuned on."""
+    from evals.calibration import MIN_SAVE_N, read_judge_labels, row_key
+    from evals.correctness_calibration import FactCorrectnessScorer
+
+    text = (V3 / "README.md").read_text()
+    items = {i.question: i for i in load_ground_truth(V3).items}
+    seen = FactCorrectnessScorer().seen_rows
+    for name in ("correctness.csv", "correctness_tuning.csv", "correctness_dev.csv"):
+        rows = _label_rows(name)
+        parsed, _ = read_judge_labels(V3 / "labels" / name, "correctness")
+        n1 = sum(r.label for r in parsed)
+        assert f"| `labels/{name}` | correctness" in text and f"| {len(rows)} | {n1} | {len(rows) - n1} |" in text
+        for r in rows:
+            item = items[r["question"]]
+            assert item.id == r["item_id"] and not item.should_refuse
+            assert r["label"] == ("1" if r["grade"] == "correct" else "0"), r
+        keys = {row_key(r["question"], r["response"]) for r in rows}
+        assert len(keys) == len(rows)  # distinct
+        if name == "correctness.csv":
+            assert len(rows) >= max(150, MIN_SAVE_N) and not keys & seen
+            kinds = {r["kind"] for r in rows}
+            assert {"paraphrase", "terse", "partial", "wrong_number", "wrong_flag", "wrong_name", "swapped",
+                    "wrong_claim"} <= kinds
+            assert 0.35 <= n1 / len(rows) <= 0.65
+        else:
+            assert keys <= seen
+
+
+def test_cli_check_names_v3_sha_and_fact_items() -> None:
+    gt = load_ground_truth(V3)
+    ok = subprocess.run([sys.executable, "-m", "pipeline", "ground-truth", "check", str(V3)], check=False,
+                        capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    out = ok.stdout.replace("\n", "")
+    n_facts = sum(i.answer_kind == "facts" for i in gt.items)
+    assert gt.sha256 in out and f"{n_facts} scored on their facts" in out and gt.sha256 != load_ground_truth(V2).sha256

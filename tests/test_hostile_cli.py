@@ -32,12 +32,13 @@ MARKUP = "[/boom] [bold]not bold[/bold] [link=x]"
 @dataclass
 class Case:
     id: str
-    args: list[str]  # "{w}" is the world directory; "{run}", "{hostile}", "{hostile2}" stored run ids
+    args: list[str]  # "{w}" is the world directory; "{run}", "{hostile}", "{hostile2}", "{local}" stored run ids
     code: int
     fragment: str  # in the output (stdout and stderr together)
     files: dict[str, bytes | str | dict[str, Any]] = field(default_factory=dict)  # written under {w} first
     config: dict[str, Any] | None = None  # merged into the world's llmgate.yaml, written as {w}/bad.yaml
     leaves_no_run: bool = False  # a refused `run`/`new-run`/`build`: the store holds no new run after it
+    env: dict[str, str] = field(default_factory=dict)  # on top of the test's environment
 
 
 def _config(w: Path) -> dict[str, Any]:
@@ -55,6 +56,9 @@ def _bad(section: str, key: str, value: Any) -> dict[str, Any]:
 
 
 RUN = ["run", "--config", "{w}/llmgate.yaml", "--model-dir", "{w}/model"]
+NEW_RUN = ["new-run", "--config", "{w}/llmgate.yaml", "--model-dir", "{w}/model"]
+XSTEST = str(REPO.parent / "shared/fixtures/xstest/completions_gpt4.csv")
+PUB = str(REPO.parent / "shared/fixtures/cosign/cosign_generated_encrypted_empty_private.pub")
 BAD_CONFIG_RUN = ["run", "--config", "{w}/bad.yaml", "--model-dir", "{w}/model"]
 
 CASES: list[Case | Any] = [
@@ -205,7 +209,8 @@ CASES: list[Case | Any] = [
     Case("verify-key-dir", ["verify", f"r.example/x@{DIGEST}", "--key", "{w}"], 2, "{w}"),
     Case("verify-key-garbage", ["verify", f"r.example/x@{DIGEST}", "--key", "{w}/llmgate.yaml"], 2,
          "not a PEM key file"),
-    Case("keys-generate-unwritable", ["keys", "generate", "--out", "/etc/passwd/x"], 2, "cannot write key files"),
+    Case("keys-generate-unwritable", ["keys", "generate", "--out", "/etc/passwd/x"], 2,
+         "/etc/passwd is not a directory"),
     # -- export, ground truth, lint, eval options ------------------------------------------------------------------
     Case("export-unwritable", ["export", "--run", "{run}", "--out", "/etc/passwd/x"], 2, "cannot write there"),
     Case("export-no-out", ["export", "--run", "{run}"], 2, "give --out DIR"),
@@ -234,6 +239,64 @@ CASES: list[Case | Any] = [
     Case("demo-model-onto-a-file", ["demo-model", "/etc/passwd"], 2, "/etc/passwd: exists and is not a directory"),
     Case("report-out-unwritable", ["report", "--run", "{run}", "--out", "/etc/passwd/x"], 2, "/etc/passwd/x"),
     pytest.param(Case("runs-show-hostile", ["runs", "show", "{hostile2}"], 0, "[/x]"), id="runs-show-hostile"),
+    # -- round 3 (issue 26): each was a traceback-free but wrong exit code, or a misleading message -----------
+    # S: bad input that ended as "unexpected ...", exit 3
+    Case("policy-symlink-loop", ["policy", "check", "{w}/loop-a.yaml"], 2, "loop-a.yaml: cannot read: a symlink loop"),
+    Case("run-policy-symlink-loop", [*RUN, "--policy", "{w}/loop-a.yaml"], 2, "a symlink loop", leaves_no_run=True),
+    Case("calibrate-boot-0", ["calibrate", "refusal", "--labels", XSTEST, "--boot", "0"], 2, "'--boot'"),
+    Case("calibrate-boot-negative", ["calibrate", "refusal", "--labels", XSTEST, "--boot", "-1"], 2, "'--boot'"),
+    Case("calibrate-seed-negative", ["calibrate", "refusal", "--labels", XSTEST, "--seed", "-1"], 2, "'--seed'"),
+    Case("serve-dashboard-port-65536", ["serve-dashboard", "--port", "65536"], 2, "'--port'"),
+    Case("summary-output-dir", ["summary", "--run", "{run}", "--output", "{w}"], 2,
+         "--output {w}: is a directory, not a summary file"),
+    Case("summary-output-dev-full", ["summary", "--run", "{run}", "--output", "/dev/full"], 2,
+         "--output /dev/full: is a character device"),
+    Case("store-url-unclosed-ipv6", ["runs", "list"], 2, "LLMGATE_STORE_URL: not a database URL",
+         env={"LLMGATE_STORE_URL": "postgresql://u:p4ssw0rd-hostile@[::1/db"}),
+    Case("store-url-port-out-of-range", ["runs", "list"], 2, "port 99999 is out of range",
+         env={"LLMGATE_STORE_URL": "postgresql://u@db.example:99999/db"}),
+    # U: a tag with a trailing newline (Python's `$` matches before it)
+    Case("run-tag-newline", [*RUN, "--tag", "b7\n"], 2, "not an image tag: 'b7\\n'", leaves_no_run=True),
+    Case("new-run-tag-newline", [*NEW_RUN, "--image", f"r.example/x@{DIGEST}", "--tag", "b7\n"], 2,
+         "not an image tag", leaves_no_run=True),
+    Case("new-run-image-tag-newline", [*NEW_RUN, "--image", f"r.example/x:b7\n@{DIGEST}"], 2,
+         "whitespace or a control character", leaves_no_run=True),
+    Case("new-run-digest-newline", [*NEW_RUN, "--image", f"r.example/x@{DIGEST}\n"], 2,
+         "whitespace or a control character", leaves_no_run=True),
+    # V: nothing listening is infrastructure, not a bad setting
+    Case("eval-server-unreachable", ["eval", "--run", "{local}", "--config", "{w}/llmgate.yaml", "--server-url",
+                                     "http://127.0.0.1:1"], 3, "server not reachable"),
+    # W: a reference written as a URL
+    Case("verify-url-scheme", ["verify", f"http://127.0.0.1:5000/x@{DIGEST}", "--key", PUB], 2,
+         "drop 'http://'"),
+    Case("new-run-url-scheme", [*NEW_RUN, "--image", f"http://127.0.0.1:5000/x@{DIGEST}"], 2, "drop 'http://'",
+         leaves_no_run=True),
+    # Y: a device as the store
+    Case("store-dev-null", ["--store", "/dev/null", "gate"], 2, "/dev/null: is a character device, not a SQLite store"),
+    # the smaller ones
+    Case("policy-threshold-exponent", ["policy", "check", "{w}/t1e9.yaml"], 0, "<= 1e+09",
+         files={"t1e9.yaml": "gates:\n  - name: e2e_ceiling\n    source: bench.e2e_p99_s\n    threshold: 1e9\n"
+                             "    direction: max\n"}),
+    Case("run-id-underscore", ["gate", "--run", "_"], 2, "a letter or digit, then letters, digits"),
+    Case("run-id-newline", ["gate", "--run", "{run}\n"], 2, "not a run id"),
+    Case("keys-generate-onto-a-file", ["keys", "generate", "--out", "/etc/passwd"], 2,
+         "/etc/passwd: is not a directory; --out names the directory"),
+    Case("keys-generate-out-empty", ["keys", "generate", "--out", ""], 2, "'--out': an empty path"),
+    Case("workdir-empty", ["--workdir", "", "gate"], 2, "'--workdir': an empty path"),
+    Case("report-out-empty", ["report", "--out", ""], 2, "'--out': an empty path"),
+    Case("export-out-empty", ["export", "--run", "{run}", "--out", " "], 2, "'--out': an empty path"),
+    *[Case(f"calibrate-judge-timeout-{v}", ["calibrate", "judge", "--labels", XSTEST, "--dimension", "faithfulness",
+                                            "--judge-url", "http://127.0.0.1:9/v1", "--judge-model", "j", "--timeout",
+                                            v], 2, "'--timeout'") for v in ("-1", "0", "nan", "inf")],
+    Case("calibrate-judge-concurrency-0", ["calibrate", "judge", "--labels", XSTEST, "--dimension", "faithfulness",
+                                           "--judge-url", "http://127.0.0.1:9/v1", "--judge-model", "j",
+                                           "--concurrency", "0"], 2, "'--concurrency'"),
+    Case("store-option-and-store-url", ["--store", "{w}/other.db", "runs", "list"], 2,
+         "--store: names a store, and so does LLMGATE_STORE_URL; give one",
+         env={"LLMGATE_STORE_URL": "sqlite:///{w}/shared.db"}),
+    Case("store-option-and-store-url-file", ["--store", "{w}/other.db", "runs", "list"], 2,
+         "so does LLMGATE_STORE_URL_FILE", env={"LLMGATE_STORE_URL_FILE": "{w}/url.txt"},
+         files={"url.txt": "sqlite:///shared.db\n"}),
 ]
 
 
@@ -265,12 +328,18 @@ def world(tmp_path_factory) -> dict[str, Any]:
         ws.checkpoint(hostile)
     for rid in ("cafe0001", "cafe0002"):
         ws.checkpoint(RunRecord(run_id=rid, image=ImageRef(repository="r.example/x", digest=DIGEST)))
-    return {"w": w, "ws": ws, "run": run.run_id, "hostile": "h05711e", "hostile2": "h05711f"}
+    local = Runner(ws=ws, cfg=load_config(w / "llmgate.yaml"), plan=get_plan("local")).create(
+        image=ImageRef(repository="r.example/local", digest=DIGEST), model_dir=w / "model")
+    local.add_stage(StageResult(stage=Stage.BOOT, status=StageStatus.OK, reason="attached to a server").finish())
+    ws.checkpoint(local)
+    (w / "loop-a.yaml").symlink_to(w / "loop-b.yaml")
+    (w / "loop-b.yaml").symlink_to(w / "loop-a.yaml")
+    return {"w": w, "ws": ws, "run": run.run_id, "hostile": "h05711e", "hostile2": "h05711f", "local": local.run_id}
 
 
 def _fill(args: list[str], world: dict[str, Any]) -> list[str]:
     return [a.replace("{w}", str(world["w"])).replace("{run}", world["run"]).replace("{hostile}", world["hostile"])
-            .replace("{hostile2}", world["hostile2"]) for a in args]
+            .replace("{hostile2}", world["hostile2"]).replace("{local}", world["local"]) for a in args]
 
 
 def _prepare(case: Case, world: dict[str, Any]) -> None:
@@ -316,7 +385,8 @@ def test_the_table_is_large_and_every_case_has_an_expectation() -> None:
 def test_hostile_input(case: Case, world: dict[str, Any]) -> None:
     _prepare(case, world)
     before = _run_ids(world)
-    res = CliRunner().invoke(app, _global(world, _fill(case.args, world)), env={"COLUMNS": "200", **NO_ENGINE})
+    env = {k: _fill([v], world)[0] for k, v in case.env.items()}
+    res = CliRunner().invoke(app, _global(world, _fill(case.args, world)), env={"COLUMNS": "200", **NO_ENGINE, **env})
     output = res.output
     assert "Traceback" not in output, output
     assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
@@ -340,3 +410,31 @@ def test_as_ci_runs_it(case_id: str, world: dict[str, Any]) -> None:
     assert "Traceback" not in r.stderr and "Traceback" not in r.stdout
     assert r.returncode == case.code, r.stdout[-2000:] + r.stderr[-2000:]
     assert case.fragment in " ".join((r.stdout + r.stderr).split())
+
+
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(world: dict[str, Any],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--debug` adds a traceback; it never changes the exit code: bad input stays 2, an unexpected
+    exception is 3 (Python's own 1 would read as "a gate failed")."""
+    from pipeline.cli.app import state
+    from pipeline.report import markdown
+
+    monkeypatch.setattr(state, "debug", False)  # --debug sets it for the process; restored afterwards
+    res = CliRunner().invoke(app, ["--debug", *_global(world, ["gate", "--run", "[/x]"])], env=NO_ENGINE)
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+
+    def boom(*_a: Any, **_k: Any) -> str:
+        raise RuntimeError("renderer broke")
+
+    monkeypatch.setattr(markdown, "render_summary", boom)
+    res = CliRunner().invoke(app, ["--debug", *_global(world, ["summary", "--run", world["run"]])], env=NO_ENGINE)
+    assert res.exit_code == 3, (res.exit_code, res.output)
+    assert "Traceback" in res.output and "unexpected RuntimeError: renderer broke" in res.output
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:p4ssw0rd-hostile@[::1/db", "postgresql://u:p4ssw0rd-hostile@h:x/db",
+                                 "postgresql://u:p4ssw0rd-hostile@h:99999/db"])
+def test_a_malformed_store_url_is_bad_input_that_never_shows_its_password(world: dict[str, Any], url: str) -> None:
+    res = CliRunner().invoke(app, _global(world, ["runs", "list"]), env={"LLMGATE_STORE_URL": url, **NO_ENGINE})
+    assert res.exit_code == 2 and "LLMGATE_STORE_URL" in res.output, res.output
+    assert "p4ssw0rd-hostile" not in res.output and "unexpected" not in res.output

@@ -429,3 +429,25 @@ def test_cosign_public_key_file(data: str) -> None:
         load_public_key(data, where="cosign.pub")
     except BadInput as exc:
         assert exc.where == "cosign.pub"
+
+
+@HOSTILE
+@given(events=st.lists(SSE_EVENTS, max_size=6), split=st.integers(1, 64),
+       eol=st.sampled_from([b"\r\n", b"\r"]))
+def test_sse_line_endings_do_not_change_what_is_parsed(events: list[bytes], split: int, eol: bytes) -> None:
+    """CRLF, LF and a lone CR end a line alike (the SSE spec): the same stream written with either parses
+    to the same sample, however it is cut into reads (a CR and its LF may arrive in different reads)."""
+    from pipeline.bench.client import RequestSample, _SseParser, _StreamError
+
+    def parse(stream: bytes) -> tuple[Any, ...]:
+        s = RequestSample(index=0)
+        parser = _SseParser(s, None)
+        try:
+            for i in range(0, len(stream), split):
+                parser.feed(stream[i:i + split], 0.0)
+        except _StreamError as exc:
+            return ("error", str(exc).split(":")[0])
+        return ("ok", tuple(parser.parts), s.finish_reason, s.output_tokens, parser.done, bytes(parser.buf).strip())
+
+    lf = b"".join(e.replace(b"\r\n", b"\n").replace(b"\r", b"\n") for e in events)
+    assert parse(lf.replace(b"\n", eol)) == parse(lf)

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +17,11 @@ from typer.testing import CliRunner
 from evals.judged import JudgeRun, judge_scorer_id, load_embeddings, score_judged
 from pipeline.cli import app
 from pipeline.config import JudgeConfig
-from pipeline.models import ItemResult
+from pipeline.errors import ExitCode, InfraError
+from pipeline.models import ImageRef, ItemResult, RunRecord, Stage, StageResult, StageStatus
 from pipeline.redact import known_secrets
+from pipeline.schemas.eval import EvalDetails
+from pipeline.workspace import Workspace
 from tests.doubles.judge_server import JudgeServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,11 +128,90 @@ def test_key_from_secret_file(embeddings, tmp_path: Path) -> None:  # type: igno
     assert items[0].scores["faithfulness"] == 1.0 and not items[0].errors
 
 
-def test_wrong_key_is_a_counted_http_failure(embeddings) -> None:  # type: ignore[no-untyped-def]
-    items = [_item("a", "Paris is the capital of France.")]
+def test_wrong_key_is_an_error_of_the_eval_naming_the_judge(embeddings) -> None:  # type: ignore[no-untyped-def]
+    """#26 J: a judge answering 401 measured nothing; that is an infrastructure error naming the judge,
+    never a column of zeros."""
+    items = [_item("a", "Paris is the capital of France."), _item("b", "Paris, on the Seine.")]
     with JudgeServer(api_key="the-right-key-123") as js:
-        run = _run(items, js, embeddings, api_key_env=None)
-    assert run.failure_reasons["faithfulness"] == {"http 401": 1}
+        with pytest.raises(InfraError) as err:
+            _run(items, js, embeddings, api_key_env=None)
+        assert err.value.exit_code == ExitCode.INFRA
+        assert js.base_url in err.value.render() and "http 401" in err.value.render()
+
+
+def test_judge_failing_every_call_is_an_error_but_some_failures_are_counted(embeddings) -> None:  # type: ignore[no-untyped-def]
+    items = [_item("a", "Paris is the capital of France."), _item("b", "Paris, on the Seine.")]
+    with JudgeServer(fault="http500") as js:
+        with pytest.raises(InfraError, match="failed every one of its 4 samples") as err:
+            _run(items, js, embeddings)
+        assert js.base_url in err.value.render()
+    # one sample of several failing is the judge's noise, counted with its reason, not an error
+    items = [_item("ok", "Paris is the capital of France."), _item("bad", "Paris. [[judge:http500]]")]
+    with JudgeServer() as js:
+        run = _run(items, js, embeddings)
+    assert run.failure_reasons["faithfulness"] == {"http 500": 1} and run.scored["faithfulness"] == 1
+
+
+def test_rescore_with_a_401_judge_exits_3_and_never_prints_the_echoed_key(tmp_path: Path) -> None:
+    """#26 J and M through the CLI: `eval --rescore --judge-url` against a judge whose 401 body echoes the
+    key. Exit 3 naming the judge endpoint, no "eval ok", and the key nowhere on stdout or stderr, although
+    instructor logs every failed call with the body at ERROR level."""
+    key = "sk-judgekey-" + "7Q2x" * 6
+    ws = Workspace(tmp_path / "ws")
+    run = RunRecord(image=ImageRef(repository="demo"))
+    items = [_item(str(n), f"Paris is the capital of France. Fact {n}.") for n in range(3)]
+    for i in items:
+        i.scores = {"correctness": 1.0}
+    details = EvalDetails(base_url="http://server", model="m", ground_truth={}, collection=None, scorers={},
+                          latency_slo_s=5.0, n_answer=3, n_refuse=0, scored_at="2026-01-01T00:00:00+00:00")
+    run.add_stage(StageResult(stage=Stage.EVAL, status=StageStatus.OK, items=items, details=details))
+    ws.checkpoint(run)
+    env = {**os.environ, "LLMGATE_JUDGE_API_KEY": key, "HF_HUB_OFFLINE": "1"}
+    with JudgeServer(api_key="the-right-key-123", echo_key=True) as js:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipeline", "--workdir", str(ws.root), "eval", "--rescore", "--run", run.run_id,
+             "--judge-url", js.base_url, "--judge-model", "scripted-judge"],
+            check=False, capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+        )
+        assert js.auth_headers and all(h == f"Bearer {key}" for h in js.auth_headers)  # the key was sent
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert js.base_url in proc.stderr and "http 401" in proc.stderr
+    assert "eval ok" not in proc.stdout
+    assert key not in proc.stdout + proc.stderr
+    assert "[REDACTED]" in proc.stderr  # the library's log line was there, masked
+
+
+def test_log_records_of_any_library_are_masked() -> None:
+    """#26 M: one installation masks records of every logger, whatever handler prints them (a library's
+    own handler included), with their tracebacks."""
+    import io
+    import logging
+
+    from pipeline.redact import install_log_redaction, register_secret
+
+    secret = "judge-secret-9f8e7d6c5b"
+    register_secret(secret)
+    install_log_redaction()
+    install_log_redaction()  # idempotent
+    lib_out, root_out = io.StringIO(), io.StringIO()
+    own, root = logging.getLogger("openai._base_client"), logging.getLogger()
+    lib_handler, root_handler = logging.StreamHandler(lib_out), logging.StreamHandler(root_out)
+    own.addHandler(lib_handler)
+    root.addHandler(root_handler)
+    try:
+        own.error("HTTP 401 body: %s", {"error": f"bad key {secret}"})
+        logging.getLogger("httpx").warning("request with Authorization: Bearer %s", secret)
+        try:
+            raise ValueError(f"echo {secret}")
+        except ValueError:
+            logging.getLogger("ragas").exception("failed")
+    finally:
+        own.removeHandler(lib_handler)
+        root.removeHandler(root_handler)
+    text = lib_out.getvalue() + root_out.getvalue()
+    assert secret not in text
+    assert "bad key [REDACTED]" in lib_out.getvalue() and "Bearer [REDACTED]" in root_out.getvalue()
+    assert "ValueError: echo [REDACTED]" in root_out.getvalue()
 
 
 def test_calibrate_judge_cli(tmp_path: Path) -> None:
@@ -169,7 +254,7 @@ def test_failures_of_faults_are_not_judged_on_refusals(embeddings) -> None:  # t
 def test_calibrated_judge_is_found_by_the_scoring_path(embeddings, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """End to end: `calibrate judge --save` on the shipped faithfulness labels, then the eval's scoring
     records a scorer id that resolves to that calibration; a dimension never calibrated resolves to None."""
-    from evals.calibration import agreement_for
+    from evals.calibration import trust_for
     from evals.ground_truth import load_ground_truth
     from evals.scoring import score_items
 
@@ -193,8 +278,11 @@ def test_calibrated_judge_is_found_by_the_scoring_path(embeddings, tmp_path: Pat
         scoring = score_items(items, latency_slo_s=10.0, judge=judge, embeddings=embeddings)
     faith = scoring.scorers["faithfulness"].id
     assert faith == cal["scorer_id"]
-    assert agreement_for(faith) == pytest.approx(cal["agreement"])  # what the gate engine looks up
-    assert scoring.judge is not None and scoring.judge["calibration"]["faithfulness"] == pytest.approx(cal["agreement"])
-    assert agreement_for(scoring.scorers["answer_relevance"].id) is None  # uncalibrated: the gate only warns
-    assert agreement_for(judge_scorer_id("faithfulness", "another-judge")) is None
+    trust = trust_for(faith)  # what the gate engine looks up: a judge never saw the labels, so held out
+    assert trust is not None and trust.held_out and trust.agreement == pytest.approx(cal["agreement"])
+    assert trust.n == cal["n"] and trust.lower < trust.agreement
+    assert scoring.judge is not None
+    assert scoring.judge["calibration"]["faithfulness"]["lower"] == pytest.approx(trust.lower)
+    assert trust_for(scoring.scorers["answer_relevance"].id) is None  # uncalibrated: the gate only warns
+    assert trust_for(judge_scorer_id("faithfulness", "another-judge")) is None
     assert [i.scores["faithfulness"] is None for i in items] == [False, False, False, True, True]

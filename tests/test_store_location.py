@@ -34,8 +34,16 @@ def test_default_is_the_work_dirs_results_db(tmp_path: Path) -> None:
 
 
 def test_store_option_is_a_sqlite_path(tmp_path: Path) -> None:
-    loc = resolve_store(str(tmp_path / "x.db"), tmp_path, env={"LLMGATE_STORE_URL": "postgresql://h/db"})
-    assert loc.dialect == "sqlite" and loc.path == tmp_path / "x.db"  # the explicit option wins
+    loc = resolve_store(str(tmp_path / "x.db"), tmp_path, env={})
+    assert loc.dialect == "sqlite" and loc.path == tmp_path / "x.db"
+
+
+@pytest.mark.parametrize("var", ["LLMGATE_STORE_URL", "LLMGATE_STORE_URL_FILE"])
+def test_store_option_and_a_store_from_the_environment_is_ambiguous(tmp_path: Path, var: str) -> None:
+    """Neither silently wins: a run written to the local file would be missing from the shared store."""
+    with pytest.raises(BadInput, match=f"so does {var}; give one") as exc:
+        resolve_store(str(tmp_path / "x.db"), tmp_path, env={var: "postgresql://h/db"})
+    assert exc.value.where == "--store"
 
 
 @pytest.mark.parametrize("url", [f"postgresql://llmgate:{PASSWORD}@db.example:5432/llmgate",

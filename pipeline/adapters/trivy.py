@@ -9,6 +9,7 @@ reported as zero vulnerabilities.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -194,11 +195,50 @@ class Trivy:
 
     def convert(self, report: Path, fmt: str, out: Path) -> Path:
         """Render a JSON report in another format (`sarif`, `cosign-vuln`) without rescanning."""
-        argv = [self.binary, "convert", "--format", fmt, "--output", str(out), str(report)]
-        proc = self._run(argv, timeout=120)
+        source = report
+        if fmt == "sarif":
+            source = _sarif_input(report, out.with_name(f".{out.name}.input.json"))
+        try:
+            argv = [self.binary, "convert", "--format", fmt, "--output", str(out), str(source)]
+            proc = self._run(argv, timeout=120)
+        finally:
+            if source != report:
+                source.unlink(missing_ok=True)
         if proc.returncode != 0 or not out.is_file():
             raise InfraError(f"trivy convert to {fmt} failed: {redact_text(_last_error(proc.stderr))}", where=str(report))
         return out
+
+
+def sarif_target(target: str) -> str:
+    """`target` as a result location trivy's SARIF writer can parse as a URI reference.
+
+    trivy 0.76 parses every result's Target with Go's url.Parse and dereferences the result, so a
+    target whose first segment holds a colon (an image on a registry with a port,
+    `127.0.0.1:5000/llmgate/server@sha256:…`) makes `trivy convert --format sarif` panic. Such a target
+    is named as trivy names an OS-package target: by its repository path (`llmgate/server@sha256:…`)."""
+    if "://" in target:
+        return target
+    head, sep, rest = target.partition("/")
+    return rest if sep and ":" in head and rest else target
+
+
+def _sarif_input(report: Path, dest: Path) -> Path:
+    """A copy of `report` whose result targets `sarif_target` accepts; the report itself when none
+    needs a change (or it is not a trivy JSON report, for trivy to refuse in its own words)."""
+    try:
+        data = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return report
+    results = data.get("Results") if isinstance(data, dict) else None
+    changed = False
+    for res in results if isinstance(results, list) else []:
+        target = res.get("Target") if isinstance(res, dict) else None
+        if isinstance(target, str) and sarif_target(target) != target:
+            res["Target"], changed = sarif_target(target), True
+    if not changed:
+        return report
+    dest.write_text(json.dumps(data), encoding="utf-8")
+    return dest
 
 
 def _last_error(stderr: str) -> str:

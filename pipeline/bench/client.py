@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from pipeline.bench.rx_stamp import PumpGone, connect_tx, request_tx, rx_time
+from pipeline.outside_text import keepable
 
 # Servers may stream reasoning tokens before answer tokens; both are output tokens and both count
 # as "content" for TTFT/ITL (a reasoning token is a token the user waited for).
@@ -45,6 +46,8 @@ class RequestSample:
     finish_reason: str | None = None
     text: str = ""
     error: str | None = None
+    # the server's usage.completion_tokens when it was implausible against the stream and not used
+    tokens_discrepancy: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -100,6 +103,7 @@ class RequestSample:
             "finish_reason": self.finish_reason,
             "status_code": self.status_code,
             "error": self.error,
+            "tokens_discrepancy": self.tokens_discrepancy,
         }
 
 
@@ -116,27 +120,46 @@ def _content_of(choice: dict[str, Any]) -> str:
     return text if isinstance(text, str) else ""
 
 
+# One SSE event (a token or a few) is bytes to kilobytes; an event growing past this is a server fault,
+# failed with its reason at once instead of buffered until the request's timeout.
+MAX_EVENT_BYTES = 8 << 20
+
+
 class _SseParser:
-    """Incremental SSE parser for OpenAI-style streams; feeds events into a sample."""
+    """Incremental SSE parser for OpenAI-style streams; feeds events into a sample.
+
+    Lines end with CRLF, LF or a lone CR (all three are valid SSE, and a CRLF may be split between two
+    reads). Each byte is scanned once, however the stream is cut into reads, so a large event costs its
+    size, not its size times the number of reads; an event larger than MAX_EVENT_BYTES fails the stream."""
 
     def __init__(self, sample: RequestSample, on_chunk: Callable[[RequestSample, float, dict[str, Any]], None] | None) -> None:
         self.sample = sample
         self.on_chunk = on_chunk
-        self.buf = b""
+        self.buf = bytearray()
+        self._cr = False  # the last read ended in CR: an LF starting the next one belongs to it
         self.done = False
         self.events = 0
         self.parts: list[str] = []
 
     def feed(self, data: bytes, now: float) -> None:
+        if self._cr:
+            self._cr = False
+            if data.startswith(b"\n"):
+                data = data[1:]
+        if b"\r" in data:
+            self._cr = data.endswith(b"\r")
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        start = max(0, len(self.buf) - 1)  # what was buffered holds no blank line yet
         self.buf += data
-        if b"\r" in self.buf:
-            self.buf = self.buf.replace(b"\r\n", b"\n")
-        while True:
-            cut = self.buf.find(b"\n\n")
-            if cut < 0:
-                return
-            block, self.buf = self.buf[:cut], self.buf[cut + 2 :]
-            self._event(block, now)
+        pos = 0
+        while (cut := self.buf.find(b"\n\n", max(pos, start))) >= 0:
+            self._event(bytes(self.buf[pos:cut]), now)
+            pos = cut + 2
+        if pos:
+            del self.buf[:pos]
+        if len(self.buf) > MAX_EVENT_BYTES:
+            raise _StreamError(f"malformed SSE: an event larger than {MAX_EVENT_BYTES >> 20} MiB "
+                               f"(starts {bytes(self.buf[:80])!r})")
 
     def _event(self, block: bytes, now: float) -> None:
         if block.startswith(b"data: ") and b"\n" not in block:
@@ -169,7 +192,7 @@ class _SseParser:
         if "error" in obj:
             err = obj["error"]
             msg = err.get("message", err) if isinstance(err, dict) else err
-            raise _StreamError(f"server error event: {str(msg)[:200]}")
+            raise _StreamError(f"server error event: {keepable(str(msg)[:200])}")
         if self.on_chunk is not None:
             self.on_chunk(self.sample, now, obj)
         choices = obj.get("choices") or []
@@ -185,7 +208,7 @@ class _SseParser:
                 self.sample.content_times.append(now)
                 self.parts.append(text)
             if choice.get("finish_reason"):
-                self.sample.finish_reason = str(choice["finish_reason"])[:40]
+                self.sample.finish_reason = keepable(str(choice["finish_reason"])[:40])
         usage = obj.get("usage")
         if isinstance(usage, dict):
             if isinstance(usage.get("completion_tokens"), int):
@@ -245,7 +268,7 @@ async def stream_request(
                 async for raw in resp.aiter_raw():
                     parser.feed(raw, rx_time(resp))
         if parser.buf.strip():
-            raise _StreamError(f"malformed SSE: unterminated event at end of stream: {parser.buf[:80]!r}")
+            raise _StreamError(f"malformed SSE: unterminated event at end of stream: {bytes(parser.buf[:80])!r}")
         if not parser.done and s.finish_reason is None:
             raise _StreamError("stream cut: ended without finish_reason or [DONE]")
         if s.first_content_s is None:
@@ -266,13 +289,51 @@ async def stream_request(
         s.error = f"{type(exc).__name__}: {exc}"
     if s.end_s is None:
         s.end_s = time.perf_counter() if s.error else None
-    s.text = "".join(parser.parts)
+    s.text = keepable("".join(parser.parts))  # a lone surrogate from the JSON would fail every later write
+    if s.ok and s.output_tokens is not None:
+        s.tokens_discrepancy = usage_discrepancy(s, ignore_eos=bool(payload.get("ignore_eos")),
+                                                 count_tokens=count_tokens)
+        if s.tokens_discrepancy is not None:
+            s.output_tokens = None  # counted from the stream below, as for a server that reports no usage
     if s.ok and s.output_tokens is None:
         if count_tokens is not None:
             s.output_tokens, s.tokens_source = count_tokens(s.text), "tokenizer"
         else:
             s.output_tokens, s.tokens_source = len(s.content_times), "chunks"
     return s
+
+
+# Re-tokenising generated text gives about the count generated (within a few %); twice as many tokens
+# as the text holds, plus a few special ones, is not a tokenizer difference.
+_USAGE_TO_TEXT_MAX = 2.0
+_USAGE_SLACK = 8
+
+
+def usage_discrepancy(s: RequestSample, *, ignore_eos: bool = False,
+                      count_tokens: Callable[[str], int] | None = None) -> str | None:
+    """Why the server's `usage.completion_tokens` cannot be the number of tokens it streamed; None when
+    it is plausible. TPOT divides by that count, so a server that over-reports passes TPOT gates it
+    fails: 10**12 tokens in 30 chunks make a 1e-13 s TPOT.
+
+    - more than `max_tokens` (the server was asked for at most that many);
+    - fewer than the content chunks streamed (each chunk carries at least one token);
+    - with a tokenizer, and EOS not ignored: more than twice the tokens the streamed text holds (with
+      `ignore_eos` a server may generate end-of-sequence tokens that decode to nothing)."""
+    n = s.output_tokens
+    if n is None or s.tokens_source != "usage":
+        return None
+    chunks = len(s.content_times)
+    if n < 0 or (n == 0 and chunks):
+        return f"usage.completion_tokens={n} for a stream of {chunks} content chunks"
+    if s.max_tokens is not None and n > s.max_tokens:
+        return f"usage.completion_tokens={n} exceeds max_tokens={s.max_tokens} ({chunks} content chunks streamed)"
+    if n < chunks:
+        return f"usage.completion_tokens={n} is fewer than the {chunks} content chunks streamed"
+    if count_tokens is not None and not ignore_eos:
+        counted = count_tokens(s.text)
+        if n > _USAGE_TO_TEXT_MAX * counted + _USAGE_SLACK:
+            return f"usage.completion_tokens={n} for a streamed text of {counted} tokens"
+    return None
 
 
 class await_stream:

@@ -82,6 +82,11 @@ class _PumpClient:
             self.proc = subprocess.Popen([sys.executable, "-I", rx_pump.__file__, str(child.fileno())],
                                          pass_fds=[child.fileno()], stdin=subprocess.DEVNULL)
         self.streams: dict[int, StampedStream] = {}
+        # Connections being opened for this pump (between `_pump_for` and `register`): it must not close
+        # under them. Closing when the last stream ended while another coroutine was still connecting
+        # left that coroutine registering on a closed socket (EBADF, "connect failed") whenever a
+        # server closed every connection at once.
+        self.holds = 0
         self.next_id = 0
         self.dead: PumpGone | None = None
         self.ready: asyncio.Future[None] = loop.create_future()
@@ -100,7 +105,15 @@ class _PumpClient:
         if self.streams.pop(cid, None) is not None and self.dead is None:
             with contextlib.suppress(OSError):
                 self.ctl.send(rx_pump.UNREGISTER + rx_pump.ID.pack(cid))
-        if not self.streams:
+        self._close_if_idle()
+
+    def release(self) -> None:
+        """A connection being opened is registered now, or failed: the pump may close when idle."""
+        self.holds -= 1
+        self._close_if_idle()
+
+    def _close_if_idle(self) -> None:
+        if not self.streams and not self.holds:
             self.close()
 
     def close(self) -> None:
@@ -168,10 +181,17 @@ _pumps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _PumpClient] = weak
 
 
 async def _pump_for(loop: asyncio.AbstractEventLoop) -> _PumpClient:
+    """This loop's pump, held for one connection being opened: the caller must `release()` it once the
+    connection is registered or has failed."""
     pump = _pumps.get(loop)
     if pump is None:
         pump = _pumps[loop] = _PumpClient(loop)
-    await asyncio.shield(pump.ready)  # ~40 ms once per loop: the interpreter starting
+    pump.holds += 1
+    try:
+        await asyncio.shield(pump.ready)  # ~40 ms once per loop: the interpreter starting
+    except BaseException:
+        pump.release()
+        raise
     return pump
 
 
@@ -267,15 +287,34 @@ class StampedStream(httpcore.AsyncNetworkStream):
 
 
 class StampedBackend(httpcore.AsyncNetworkBackend):
+    """Opens stamped connections. From its first connection until `release()` (its transport closing)
+    it holds the loop's pump, so a server that closes every connection does not make the pump end and
+    restart (~40 ms each) whenever all of a client's connections happen to be closed at once."""
+
     def __init__(self, stats: RxStats | None = None) -> None:
         self.stats = stats or RxStats()
+        self._held: _PumpClient | None = None
+
+    def _hold(self, pump: _PumpClient) -> None:
+        if self._held is pump:
+            return
+        self.release()
+        pump.holds += 1
+        self._held = pump
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.release()
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                           socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
+        pump: _PumpClient | None = None
         try:
             async with asyncio.timeout(timeout):
                 pump = await _pump_for(loop)
+                self._hold(pump)
                 # the connection's "send", after the pump's start-up, which is the harness's, not the server's
                 started = time.perf_counter()
                 infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -305,6 +344,9 @@ class StampedBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectTimeout(f"connect to {host}:{port} timed out") from exc
         except OSError as exc:
             raise httpcore.ConnectError(str(exc)) from exc
+        finally:
+            if pump is not None:
+                pump.release()
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,
                                   socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
@@ -324,12 +366,19 @@ class StampedTransport(httpx.AsyncHTTPTransport):
         # the context is shared and unused (plain HTTP), passed only so that httpx does not build one
         # per client: loading the CA bundle costs ~40 ms, 5 s for 128 streams
         super().__init__(verify=ssl_context, limits=limits, trust_env=False)
+        self._backend = StampedBackend(stats)
         self._pool = httpcore.AsyncConnectionPool(
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
-            network_backend=StampedBackend(stats),
+            network_backend=self._backend,
         )
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            self._backend.release()  # the pump ends with the last client that used it
 
 
 def request_tx(response: httpx.Response) -> float | None:

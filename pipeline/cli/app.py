@@ -7,7 +7,10 @@ The CLI is a thin shell: commands parse arguments, call a stage function from `p
 from __future__ import annotations
 
 import functools
+import math
 import os
+import sys
+import traceback
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +25,7 @@ from typer.core import TyperArgument, TyperGroup, TyperOption
 from pipeline.cli.output import OutputConsole
 from pipeline.errors import ExitCode, LlmgateError
 from pipeline.progress import Reporter
-from pipeline.redact import redact_text
+from pipeline.redact import install_log_redaction, redact_text
 from pipeline.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -69,13 +72,34 @@ def describe_values(command: click.Command | Any) -> None:
         describe_values(sub)
 
 
+def refuse_empty_paths(command: click.Command | Any) -> None:
+    """Every path option and argument of `command` (and of its subcommands) refuses an empty value
+    (exit 2, naming the option). A path type turns `""` into `.`: `--out ""` from an unset shell
+    variable would quietly write into the current directory, `--workdir ""` keep state there."""
+    params = list(getattr(command, "params", []))
+    for param in params:
+        if not isinstance(param, TyperOption | TyperArgument) or not param.type_descriptor.is_path:
+            continue
+
+        def process_value(ctx: Any, value: Any, _param: Any = param, _orig: Any = param.process_value) -> Any:
+            values = value if isinstance(value, list | tuple) else [value]
+            if any(isinstance(v, str) and not v.strip() for v in values):
+                raise typer.BadParameter("an empty path names no file; give a path", ctx=ctx, param=_param)
+            return _orig(ctx, value)
+
+        param.process_value = process_value  # type: ignore[method-assign]
+    for sub in getattr(command, "commands", {}).values():
+        refuse_empty_paths(sub)
+
+
 class LlmgateGroup(TyperGroup):
     """The root command group: built once every command module has registered, it labels every
-    option's value for help (`describe_values`)."""
+    option's value for help (`describe_values`) and refuses empty paths (`refuse_empty_paths`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         describe_values(self)
+        refuse_empty_paths(self)
 
 
 app = typer.Typer(
@@ -125,6 +149,7 @@ def _global(
     state.workdir = workdir
     state.store = store
     state.debug = state.debug or debug
+    install_log_redaction()  # library log lines (httpx, openai, ragas) reach stderr masked too
 
 
 _LABEL = {ExitCode.BAD_INPUT: "bad input", ExitCode.INFRA: "infrastructure", ExitCode.GATE_FAILED: "blocked"}
@@ -147,9 +172,13 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(int(ExitCode.INFRA)) from None
         except (typer.Exit, typer.Abort, click.exceptions.ClickException):
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  (the last resort: whatever it is, exit 3 and say what)
             if state.debug:
-                raise
+                # the traceback, and still exit 3: exit 1 (Python's own for an uncaught exception) reads
+                # as "a gate failed" to CI
+                traceback.print_exc(file=sys.stderr)
+                _error("infrastructure", f"unexpected {type(exc).__name__}: {exc}")
+                raise typer.Exit(int(ExitCode.INFRA)) from None
             _error("infrastructure", f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
             raise typer.Exit(int(ExitCode.INFRA)) from None
 
@@ -162,8 +191,23 @@ def plain(text: str, style: str = "") -> Text:
     return Text(redact_text(text), style=style)
 
 
+def warn_unreadable(unreadable: dict[str, str]) -> None:
+    """One line per run a listing left out because its stored record cannot be read."""
+    for run_id, why in sorted(unreadable.items()):
+        console.print(plain(f"warning: run {run_id} left out: its stored record cannot be read: {why}",
+                            style="yellow"), highlight=False)
+
+
 def _error(label: str, message: str) -> None:
     console.print(Text.assemble((f"error ({label}): ", "bold red"), redact_text(message)), highlight=False)
+
+
+def positive_seconds(value: float | None) -> float | None:
+    """Option callback for a duration: a finite number of seconds above zero (exit 2 naming the option
+    otherwise). `--timeout 0` or `-1` would give up at once, `nan` never compares, `inf` never ends."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"{value:g} is not a duration: give a finite number of seconds above 0")
+    return value
 
 
 RunOpt = Annotated[

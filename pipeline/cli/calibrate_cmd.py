@@ -1,8 +1,8 @@
 """`llmgate calibrate refusal|judge`: agreement of a scorer or LLM judge with human labels.
 
-Parses options and prints; the measuring is evals/calibration.py (refusal) and
-evals/judge_calibration.py (LLM judges), whose docstrings give the label formats and what `--save`
-stores for the gate engine.
+Parses options and prints; the measuring is evals/calibration.py (refusal),
+evals/correctness_calibration.py (correctness) and evals/judge_calibration.py (LLM judges), whose
+docstrings give the label formats and what `--save` stores for the gate engine.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from evals.calibration import (
     CalibrationResult,
     calibrate_refusal,
     save_calibration,
+    wilson_interval,
 )
-from pipeline.cli.app import app, handle_errors, out
+from pipeline.cli.app import app, handle_errors, out, positive_seconds
+from pipeline.config import MAX_CONCURRENCY
 
 calibrate_app = typer.Typer(help="Measure how well a scorer or LLM judge agrees with human labels.", no_args_is_help=True)
 app.add_typer(calibrate_app, name="calibrate")
@@ -33,8 +35,13 @@ SaveOpt = Annotated[
     bool,
     typer.Option("--save", help=f"Store the record for the gates (at least {MIN_SAVE_N} labelled rows in total)."),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Bootstrap seed.")]
-BootOpt = Annotated[int, typer.Option("--boot", help="Bootstrap resamples.")]
+ForceOpt = Annotated[
+    bool,
+    typer.Option("--force", help="With --save: replace a stored record even when it rests on more distinct rows."),
+]
+# Refused by click (exit 2, naming the option) before any labels are read or a scorer is loaded.
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Bootstrap seed.")]
+BootOpt = Annotated[int, typer.Option("--boot", min=1, max=1_000_000, help="Bootstrap resamples.")]
 
 
 def _fmt(x: float | None) -> str:
@@ -54,11 +61,14 @@ def _emit(
             obj["saved"] = str(saved)
         if failures:
             obj["judge_failures"] = failures
+        obj["trust"] = _trust(results)
         out.print_json(json.dumps(obj))
         return
     for r in results:
+        dropped = f" ({r.duplicates_dropped} duplicate rows dropped)" if r.duplicates_dropped else ""
         out.print(
-            f"{r.labels}: n={r.n} agreement={r.agreement:.3f} "
+            f"{r.labels}: n={r.n}{dropped} {'held out' if r.held_out else 'IN-SAMPLE'} ({r.method}) "
+            f"agreement={r.agreement:.3f} "
             f"[{_fmt(r.agreement_ci95.low)}, {_fmt(r.agreement_ci95.high)}] "
             f"kappa={_fmt(r.kappa)} [{_fmt(r.kappa_ci95.low)}, {_fmt(r.kappa_ci95.high)}] "
             f"tp={r.confusion['tp']} fp={r.confusion['fp']} fn={r.confusion['fn']} tn={r.confusion['tn']}",
@@ -75,10 +85,23 @@ def _emit(
             soft_wrap=True,
         )
     out.print(f"scorer: {record.scorer_id} (95% CIs: percentile bootstrap)", markup=False, highlight=False, soft_wrap=True)
+    trust = _trust(results)
+    out.print(trust, markup=False, highlight=False, soft_wrap=True)
     if failures:
         out.print(f"judge failures (counted as 'no'): {failures}", markup=False, highlight=False, soft_wrap=True)
     if saved:
         out.print(f"saved: {saved}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _trust(results: list[CalibrationResult]) -> str:
+    """What the gates will trust from these results (evals.calibration.trust_for on the saved record)."""
+    held = [r for r in results if r.held_out]
+    n = sum(r.n for r in held)
+    if not n:
+        return "trust: none (no held-out rows: in-sample figures are never trusted)"
+    agree = sum(r.confusion["tp"] + r.confusion["tn"] for r in held)
+    lo, hi = wilson_interval(agree, n)
+    return f"trust: held-out n={n} agreement={agree / n:.3f} Wilson 95% [{lo:.3f}, {hi:.3f}] (gates use {lo:.3f})"
 
 
 @calibrate_app.command("refusal")
@@ -87,15 +110,42 @@ def refusal_cmd(
     labels: LabelsOpt,
     as_json: JsonOpt = False,
     save: SaveOpt = False,
+    force: ForceOpt = False,
     seed: SeedOpt = DEFAULT_SEED,
     boot: BootOpt = DEFAULT_BOOT,
 ) -> None:
     """Offline refusal scorer vs. XSTest-format labels (prompt, completion, final_label).
 
+    A labels file the scorer was trained on is scored by the same training without that file
+    (leave-one-file-out), so every figure is held out.
+
     Example: llmgate calibrate refusal --labels xstest/completions_gpt4.csv --save
     """
     results, record = calibrate_refusal(labels, seed=seed, n_boot=boot)
-    saved = save_calibration(record) if save else None
+    saved = save_calibration(record, force=force) if save else None
+    _emit(results, record, as_json, saved)
+
+
+@calibrate_app.command("correctness")
+@handle_errors
+def correctness_cmd(
+    labels: LabelsOpt,
+    ground_truth: Annotated[Path, typer.Option("--ground-truth", help="Ground-truth version the labelled "
+                                               "questions come from.")] = Path("ground_truth/v3"),
+    as_json: JsonOpt = False,
+    save: SaveOpt = False,
+    force: ForceOpt = False,
+    seed: SeedOpt = DEFAULT_SEED,
+    boot: BootOpt = DEFAULT_BOOT,
+) -> None:
+    """The correctness scorer (facts first, similarity for paraphrase) vs. labels (question, response, label).
+
+    Example: llmgate calibrate correctness --labels ground_truth/v3/labels/correctness.csv --save
+    """
+    from evals.correctness_calibration import calibrate_correctness
+
+    results, record = calibrate_correctness(labels, ground_truth, seed=seed, n_boot=boot)
+    saved = save_calibration(record, force=force) if save else None
     _emit(results, record, as_json, saved)
 
 
@@ -111,10 +161,13 @@ def judge_cmd(
     ] = "LLMGATE_JUDGE_API_KEY",
     judge_key_file: Annotated[Path | None, typer.Option("--judge-key-file", help="File holding the judge key.")] = None,
     threshold: Annotated[float, typer.Option("--threshold", help="Score at or above which the judge says yes.")] = 0.5,
-    timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds per judge call.")] = 60.0,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Samples judged at once.")] = 4,
+    timeout_s: Annotated[float, typer.Option("--timeout", callback=positive_seconds,
+                                             help="Seconds per judge call.")] = 60.0,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=MAX_CONCURRENCY,
+                                             help="Samples judged at once.")] = 4,
     as_json: JsonOpt = False,
     save: SaveOpt = False,
+    force: ForceOpt = False,
     seed: SeedOpt = DEFAULT_SEED,
     boot: BootOpt = DEFAULT_BOOT,
 ) -> None:
@@ -134,5 +187,5 @@ def judge_cmd(
         concurrency=concurrency,
     )
     cal = calibrate_judge(labels, dimension, judge, threshold=threshold, seed=seed, n_boot=boot)
-    saved = save_calibration(cal.record) if save else None
+    saved = save_calibration(cal.record, force=force) if save else None
     _emit(cal.results, cal.record, as_json, saved, cal.failures)

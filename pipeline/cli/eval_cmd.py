@@ -47,13 +47,18 @@ app.add_typer(gt_app, name="ground-truth")
 def gt_check(path: Annotated[Path, typer.Argument(help="A ground_truth/vN directory.")]) -> None:
     """Validate every row (errors name file, line and field) and print version, items and sha256.
 
-    Example: llmgate ground-truth check ground_truth/v2
+    Example: llmgate ground-truth check ground_truth/v3
     """
     from evals.ground_truth import load_ground_truth
 
     gt = load_ground_truth(path)
     refuse = sum(1 for i in gt.items if i.should_refuse)
-    out.print(plain(f"{gt.path}: {gt.version}, {len(gt.items)} items ({refuse} should-refuse), sha256 {gt.sha256}"))
+    kinds = ""
+    if any(i.answer_kind for i in gt.items):
+        n_facts = sum(1 for i in gt.items if i.answer_kind == "facts")
+        kinds = f", {n_facts} scored on their facts"
+    out.print(plain(f"{gt.path}: {gt.version}, {len(gt.items)} items ({refuse} should-refuse{kinds}), "
+                    f"sha256 {gt.sha256}"))
 
 
 @gt_app.command("new-version")

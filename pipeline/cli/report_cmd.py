@@ -9,9 +9,10 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from pipeline.cli.app import RunOpt, app, console, handle_errors, out, state
+from pipeline.cli.app import RunOpt, app, console, handle_errors, out, plain, state, warn_unreadable
 from pipeline.cli.run_cmd import export_app
 from pipeline.errors import BadInput
+from pipeline.regular_files import append_text, check_output
 from pipeline.report import markdown, prometheus
 from pipeline.report.run_page import write_run_report
 from pipeline.report.site import write_site_from_store
@@ -41,12 +42,14 @@ def report(
     except OSError as exc:  # the directory given cannot be written (a file on its path, no permission, full)
         raise BadInput(f"cannot write the report there: {exc.strerror or exc}", where=f"--out {out_dir}") from exc
     out.print(Text(f"wrote {res.index} (run pages: {res.run_pages}, tag pages: {res.tag_pages})"))
+    warn_unreadable(ws.store.unreadable)
 
 
 @app.command("serve-dashboard")
 @handle_errors
 def serve_dashboard(
-    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free port).")] = 8765,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1 (0: any free port).")]
+    = 8765,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write the pages (default: a temp dir).")]
     = None,
 ) -> None:
@@ -85,6 +88,8 @@ def summary(
     """
     if fmt != "markdown":
         raise BadInput(f"unknown format {fmt!r}; supported: markdown", where="--format")
+    if output is not None:
+        check_output(output, what="summary file", where=f"--output {output}")  # before the work, not after
     ws = state.workspace()
     rec = ws.load_run(run)
     base = None
@@ -97,9 +102,8 @@ def summary(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        with output.open("a") as fh:
-            fh.write(text)
-        console.print(Text(f"appended summary to {output}"))
+        append_text(output, text, what="summary file", where=f"--output {output}")
+        console.print(plain(f"appended summary to {output}"))
 
 
 @export_app.command("prometheus")
@@ -115,6 +119,8 @@ def export_prometheus(
     """
     if textfile is None and pushgateway is None:
         raise BadInput("give --textfile PATH or --pushgateway URL", where="export prometheus")
+    if textfile is not None:  # replaced by rename: a device there would be replaced too
+        check_output(textfile, what="textfile", where=f"--textfile {textfile}")
     runs = state.workspace().store.runs()
     if textfile is not None:
         prometheus.write_textfile(runs, textfile)

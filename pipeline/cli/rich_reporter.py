@@ -38,7 +38,7 @@ from pipeline.redact import redact_text
 
 _STAGES = "|".join(s.value for s in Stage)
 _STARTED = re.compile(rf"^({_STAGES}): started$")
-_ENDED = re.compile(rf"^({_STAGES}): ({'|'.join(s.value for s in StageStatus)})\b")
+_ENDED = re.compile(rf"^({_STAGES}): ({'|'.join(s.value for s in StageStatus)}|blocked)\b")  # stage_check.outcome
 # BuildKit's plain progress names each step "[n/m]": the build stage's own count.
 _BUILD_STEP = re.compile(r"\[\s*(\d+)/(\d+)\]")
 _DESCRIPTION = 60  # characters of a stage's latest message shown on its row

@@ -14,10 +14,10 @@ import typer
 from pydantic import BaseModel
 from rich.text import Text
 
-from pipeline.cli.app import ConfigOpt, app, handle_errors, out, state
+from pipeline.cli.app import ConfigOpt, app, handle_errors, out, state, warn_unreadable
 from pipeline.errors import BadInput
 from pipeline.models import Decision, RunRecord, check_run_id
-from pipeline.store import Store
+from pipeline.store import Store, UnreadableRecord
 
 runs_app = typer.Typer(help="Runs in the store: list them, show one.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
@@ -44,11 +44,13 @@ def find_run(store: Store, ref: str) -> RunRecord:
         exact = store.get(ref)
         if exact.run_id == ref:
             return exact
+    except UnreadableRecord:
+        raise
     except BadInput:
         exact = None
-    tagged = store.runs(tag=ref, limit=1)
-    if tagged:
-        return tagged[0]
+    tagged = store.newest(tag=ref)
+    if tagged is not None:
+        return tagged
     if exact is not None:
         return exact  # a unique id prefix
     raise BadInput(f"no run with id {ref!r} and no run tagged {ref!r} in the store", where="RUN|TAG",
@@ -78,9 +80,10 @@ def runs_list(
                       limit=limit or None)
     rows = run_rows(runs, serving_from_store(store, {r.target for r in runs}))
     if as_json:
-        _print_json({"runs": rows})
+        _print_json({"runs": rows, "unreadable": dict(sorted(store.unreadable.items()))})
         return
     out.print(runs_table(rows))
+    warn_unreadable(store.unreadable)
 
 
 @runs_app.command("show")

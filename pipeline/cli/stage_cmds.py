@@ -17,6 +17,8 @@ from pipeline.cli.app import ConfigOpt, RunOpt, app, console, handle_errors, mak
 from pipeline.cli.run_cmd import FreshOpt, ServerUrlOpt
 from pipeline.errors import ExitCode
 from pipeline.models import Decision, RunRecord, Stage, StageResult, StageStatus
+from pipeline.orchestrate.stage_check import CHECKS, check_passed, outcome
+from pipeline.regular_files import check_output
 
 manifests_app = typer.Typer(help="Deployment manifests (kustomize overlays).", no_args_is_help=True)
 app.add_typer(manifests_app, name="manifests")
@@ -33,21 +35,15 @@ def stage_exit(run: RunRecord, res: StageResult) -> ExitCode:
         return ExitCode.GATE_FAILED  # a stage that did not run is never a pass
     if res.stage is Stage.GATE:
         return ExitCode.PASS if run.decision is Decision.PASS else ExitCode.GATE_FAILED
-    checks = {
-        Stage.LEAK: lambda r: r.metrics.get("leaks") == 0,
-        Stage.SCAN: lambda r: r.metrics.get("blocking") == 0,
-        Stage.SIGN: lambda r: r.metrics.get("verified") == 1.0,
-        Stage.MANIFESTS: lambda r: r.metrics.get("violations") == 0,
-    }
     if res.status is not StageStatus.OK:
-        return ExitCode.GATE_FAILED if res.stage in checks or res.stage is Stage.ATTEST else ExitCode.INFRA
-    check = checks.get(res.stage)
-    return ExitCode.PASS if check is None or check(res) else ExitCode.GATE_FAILED
+        return ExitCode.GATE_FAILED if res.stage in CHECKS or res.stage is Stage.ATTEST else ExitCode.INFRA
+    return ExitCode.GATE_FAILED if check_passed(res) is False else ExitCode.PASS
 
 
 def finish_stage(run: RunRecord, res: StageResult) -> None:
     """Print what the stage found and exit with its code."""
-    line = Text.assemble(f"run {run.run_id}: {res.stage.value} ", (res.status.value, "bold"))
+    word = outcome(res)
+    line = Text.assemble(f"run {run.run_id}: {res.stage.value} ", (word, "bold red" if word == "blocked" else "bold"))
     if res.reused_from:
         line.append(plain(f" (reused from run {res.reused_from})"))
     out.print(line)
@@ -241,6 +237,8 @@ def gate(
 
     Example: llmgate gate --run 3f2a9c1b7d4e --junit reports/llmgate.xml
     """
+    if junit is not None:
+        check_output(junit, what="JUnit file", where=f"--junit {junit}")  # a FIFO or a device: refused up front
     ws = state.workspace()
     run = ws.load_run(run_ref)
     runner = make_runner(config, run_plan=run.labels.get("llmgate.plan"))

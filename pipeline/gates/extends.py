@@ -148,11 +148,11 @@ def load_merged(
     path: Path, sections: Mapping[str, SectionPlugin], problems: Problems, seen: tuple[Path, ...] = ()
 ) -> Merged:
     """The policy at `path` with everything it extends merged in; problems of the merge are collected."""
+    data = load_yaml(path, what="policy file")  # first: it refuses a symlink loop, which resolve() cannot name
     resolved = path.resolve()
     if resolved in seen:
         chain = " -> ".join(str(p) for p in (*seen, resolved))
         raise BadInput(f"extends forms a cycle: {chain}", where=str(path))
-    data = load_yaml(path, what="policy file")
     if not isinstance(data, dict):
         raise BadInput("expected a mapping at the top level", where=str(path))
     gates = data.get("gates", [])

@@ -34,7 +34,7 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import ExitCode, InfraError, LlmgateError
 from pipeline.gates.policy import Policy, load_policy
 from pipeline.models import Decision, ImageRef, RunRecord, Stage, StageResult, StageStatus, check_run_id, utcnow
-from pipeline.orchestrate import reuse
+from pipeline.orchestrate import reuse, stage_check
 from pipeline.orchestrate.plan import Plan, Step, get_plan
 from pipeline.orchestrate.reap import reap_interrupted
 from pipeline.orchestrate.release import new_run
@@ -553,7 +553,7 @@ def check_server_url(url: str) -> str:
 def _describe(res: StageResult) -> str:
     took = f" in {res.duration_s:.1f}s" if res.duration_s is not None and not res.reused_from else ""
     why = f": {res.reason.splitlines()[0]}" if res.reason else ""
-    return f"{res.stage.value}: {res.status.value}{took}{why}"
+    return f"{res.stage.value}: {stage_check.outcome(res)}{took}{why}"
 
 
 def write_reports(run: RunRecord, ws: Workspace) -> Path | None:

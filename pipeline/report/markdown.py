@@ -4,7 +4,8 @@ Before/after against the baseline, blocking gates first, so the reason an image 
 first thing a reviewer reads, and the release the verdict is about (image and model digests, ground
 truth, policy). Everything shown is redacted, and nothing from outside (tags, gate reasons, model
 answers, stage errors) is markup: GitHub renders a subset of HTML inside markdown, so outside text is
-HTML-escaped and its markdown punctuation backslash-escaped (`md_text`), or put in a code span.
+HTML-escaped and its markdown punctuation backslash-escaped (`md_text`), or put in a code span; control and bidi
+characters are shown as escapes (`pipeline.outside_text.printable`), since the summary is also printed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import re
 
 from pipeline.models import GateStatus, GateVerdict, RunRecord, StageStatus
+from pipeline.outside_text import printable
 from pipeline.redact import redact_text
 from pipeline.report.units import fmt_delta, fmt_value, unit_of
 from pipeline.report.verdict_table import difference_text, p_text, relative_difference, threshold_text
@@ -22,7 +24,7 @@ _ORDER = {GateStatus.FAIL: 0, GateStatus.NOT_RUN: 1, GateStatus.WARN: 2, GateSta
 # CommonMark lets any ASCII punctuation be backslash-escaped; these are the ones that start emphasis,
 # links, code, tables or strike-through anywhere in a line.
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
-_SAFE_URL = re.compile(r"^https?://[A-Za-z0-9._~:/?#@!$&'*+,;=%-]+$")
+_SAFE_URL = re.compile(r"^https?://[A-Za-z0-9._~:/?#@!$&'*+,;=%-]+\Z")
 _MAX_ANSWER = 500  # characters of a model answer in the summary (the run page has them whole)
 
 
@@ -36,13 +38,15 @@ def md_text(text: str | None, *, limit: int | None = None) -> str:
         text = text[:limit] + "…"
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     text = _MD_SPECIAL.sub(r"\\\1", text)
-    return re.sub(r"[\r\n]+", " ", text)
+    # Control and bidi characters as visible escapes: this text is printed on terminals and CI logs too
+    # (ESC sequences, U+202E reversing a line). `\x` / `\u` are not markdown escapes, so they show as-is.
+    return printable(re.sub(r"[\r\n]+", " ", text))
 
 
 def md_code(text: str | None, *, in_table: bool = False) -> str:
     """Outside text as a code span: nothing inside is rendered; the fence is longer than any run of
     backticks in the text. In a table cell a pipe must still be escaped (GFM splits cells first)."""
-    text = re.sub(r"[\r\n]+", " ", redact_text(text or ""))
+    text = printable(re.sub(r"[\r\n]+", " ", redact_text(text or "")))
     if in_table:
         text = text.replace("|", "\\|")
     longest = max((len(m) for m in re.findall(r"`+", text)), default=0)

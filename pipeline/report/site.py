@@ -39,7 +39,7 @@ from pipeline.report.views import (
     short_digest,
     tag_slug,
 )
-from pipeline.store import Store
+from pipeline.store import Store, UnreadableRecord
 
 Promotions = list[tuple[str | None, PromotionRecord]]
 
@@ -64,7 +64,12 @@ def heads_from_store(store: Store) -> list[RunHead]:
         if not missing:
             break
         if missing & {g.name for g in r.gates}:
-            for g in store.get(r.run_id).gates:
+            try:
+                gates = store.get(r.run_id).gates
+            except UnreadableRecord as exc:  # its heatmap row stays (from the tables); the store names it
+                store.unreadable[exc.run_id] = exc.why
+                continue
+            for g in gates:
                 if g.name in missing:
                     sources[g.name] = g.source
                     missing.discard(g.name)

@@ -76,6 +76,10 @@ class BenchDetails(Payload):
     ignore_eos_honoured: float | None = None  # share of OK requests with N == max_tokens
     tokens_estimated: bool
     tokens_source: dict[str, int] = Field(default_factory=dict)
+    # requests whose usage.completion_tokens was implausible against what was streamed (and replaced by
+    # the client's own count), and the first such discrepancy in words
+    token_count_discrepancies: int = 0
+    token_count_discrepancy: str | None = None
     error_reasons: dict[str, int] = Field(default_factory=dict)
     slo: dict[str, float | None] = Field(default_factory=dict)
     server_metrics: dict[str, Any] = Field(default_factory=dict)

@@ -18,6 +18,9 @@ class LeakFinding(BaseModel):
 
     secret_id: str
     needle: str
+    # how the bytes were hidden ("base64", "hex", "reversed", "gzip", "split by whitespace", or a
+    # combination such as "gzip, base64"); None: there as they are
+    encoding: str | None = None
     where: Literal["manifest", "config", "history", "layer", "layer-blob"]
     layer_digest: str | None = None
     history_index: int | None = None
@@ -32,7 +35,8 @@ class LeakFinding(BaseModel):
             "layer": f"layer {self.layer_digest} {'name of ' if self.in_name else ''}{self.path}",
             "layer-blob": f"layer {self.layer_digest} (compressed bytes)",
         }[self.where]
-        return f"secret '{self.secret_id}' ({self.needle}) in {loc}"
+        how = f", {self.encoding}" if self.encoding else ""
+        return f"secret '{self.secret_id}' ({self.needle}{how}) in {loc}"
 
 
 class LeakReport(Payload):
@@ -47,6 +51,9 @@ class LeakReport(Payload):
     files_scanned: int = 0
     bytes_scanned: int = 0
     history_entries: int = 0
+    encodings: list[str] = Field(default_factory=list)  # the forms every needle was searched in
+    files_decompressed: int = 0  # gzip/zlib files inside layers also searched decompressed
+    decode_limited: list[str] = Field(default_factory=list)  # of those, cut at the decompressed-size limit
     duration_s: float = 0.0
     findings: list[LeakFinding] = Field(default_factory=list)
 

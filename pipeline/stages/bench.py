@@ -215,6 +215,10 @@ def bench_stage(run: RunRecord, ctx: StageContext) -> StageResult:
     m.pop("requests", None)
     for s in ok:
         details.tokens_source[s.tokens_source or "?"] = details.tokens_source.get(s.tokens_source or "?", 0) + 1
+    implausible = [s for s in ok if s.tokens_discrepancy]
+    if implausible:
+        details.token_count_discrepancies = len(implausible)
+        details.token_count_discrepancy = implausible[0].tokens_discrepancy
     if send_ignore and ok:
         details.ignore_eos_honoured = sum(1 for s in ok if s.output_tokens == s.max_tokens) / len(ok)
     details.error_reasons = error_reasons(samples)
@@ -264,6 +268,10 @@ def bench_stage(run: RunRecord, ctx: StageContext) -> StageResult:
             f"broken measurement: TPOT p50 {m.get('tpot_p50_s')}s is below the decode floor "
             f"{details.floor['decode_floor_s']:.6f}s"
         )
+    if implausible:
+        note = (f"server token counts implausible in {len(implausible)} of {len(ok)} requests "
+                f"({details.token_count_discrepancy}); counted from the stream instead")
+        result.reason = f"{result.reason}; {note}" if result.reason else note
     unsent = sum(1 for s in measured if (s.error or "").startswith("not sent: run deadline"))
     if unsent:
         note = f"bench.deadline_s={b.deadline_s:g}s reached: {unsent} of {len(measured)} requests not sent"

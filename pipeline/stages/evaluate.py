@@ -84,6 +84,7 @@ def eval_stage(run: RunRecord, ctx: StageContext) -> StageResult:
     server = ctx.require_server("evaluate")
     url, model = server.base_url, cfg.boot.served_model_name or server.model
     if model is None:
+        adapters.server().require_up(url)  # nothing answering is infrastructure (exit 3), not a bad setting
         model = next(iter(adapters.server().served_models(url)), None)  # a server started on one model
     if model is None:
         raise BadInput("no model name: the server lists none", where=url + "/v1/models",
@@ -191,7 +192,10 @@ def baseline_rescorer(cfg: PipelineConfig, ws: Workspace) -> Callable[[RunRecord
                            where="eval.ground_truth")
         old = baseline.require_stage("eval", ok=False)
         wanted = {i.id: i for i in gt.items}
-        shared = [i.model_copy(deep=True) for i in old.items if i.item_id in wanted]
+        # Scored as this run's items are: with today's ground truth's answer kind and facts.
+        shared = [i.model_copy(deep=True, update={"answer_kind": wanted[i.item_id].answer_kind,
+                                                  "facts": list(wanted[i.item_id].facts)})
+                  for i in old.items if i.item_id in wanted]
         if not shared:
             raise BadInput(f"baseline {baseline.run_id} answered none of ground truth {gt.version}'s items",
                            where=f"run {baseline.run_id}")

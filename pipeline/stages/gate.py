@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from evals.calibration import agreement_for
+from evals.calibration import trust_for
 from pipeline.adapters.registry import split_repository
 from pipeline.gates.baseline import Baseline, find_baseline
 from pipeline.gates.engine import evaluate
@@ -91,7 +91,9 @@ def gate_stage(run: RunRecord, ctx: StageContext) -> StageResult:
                       f"{len(policy.sections)} sections)")
     baseline = find_baseline(run, ctx.ws.store, rescore=baseline_rescorer(ctx.cfg, ctx.ws))
     ctx.reporter.step(f"gate: baseline: {baseline.reason}")
-    evaluation = evaluate(policy, run, baseline, sections=SECTIONS, calibration=agreement_for)
+    # The engine compares one agreement figure with min_agreement: give it the held-out lower bound.
+    evaluation = evaluate(policy, run, baseline, sections=SECTIONS,
+                          calibration=lambda sid: None if (t := trust_for(sid)) is None else t.lower)
     for v in evaluation.verdicts:
         ctx.reporter.step(f"gate {v.name}: {v.status.value}: {v.reason}")
     ctx.reporter.step(f"gate: {evaluation.reason}")

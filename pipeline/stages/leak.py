@@ -15,7 +15,7 @@ from pipeline.errors import BadInput
 from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas import BuildDetails
 from pipeline.stages.context import StageContext
-from pipeline.supplychain.leak import check_image
+from pipeline.supplychain.leak import MAX_DECODED_BYTES, check_image
 
 
 def leak_stage(run: RunRecord, ctx: StageContext) -> StageResult:
@@ -41,7 +41,13 @@ def leak_stage(run: RunRecord, ctx: StageContext) -> StageResult:
         result.reason = f"{report.leaks} secret byte sequence(s) found: {shown}{more}"
     else:
         result.reason = (f"no secret bytes in manifest, config ({report.history_entries} history entries) or "
-                         f"{report.layers_scanned} layers ({report.files_scanned} files)")
+                         f"{report.layers_scanned} layers ({report.files_scanned} files, "
+                         f"{report.files_decompressed} of them also decompressed), as is or "
+                         f"{', '.join(e for e in report.encodings if e != 'as is')}")
+    if report.decode_limited:
+        shown = ", ".join(report.decode_limited[:3]) + (" ..." if len(report.decode_limited) > 3 else "")
+        result.reason += (f"; {len(report.decode_limited)} compressed file(s) searched decompressed only up to "
+                          f"{MAX_DECODED_BYTES >> 20} MiB: {shown}")
     for f in report.findings:
         ctx.reporter.step(f"LEAK: {f.describe()}")
     return result

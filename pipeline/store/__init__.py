@@ -8,7 +8,7 @@ PostgreSQL through one SQLAlchemy schema migrated by Alembic. All SQL of the pro
 from pipeline.store.location import ENV_URL, ENV_URL_FILE, StoreLocation, hide_password, resolve_store
 from pipeline.store.lock import DEFAULT_LEASE_S, LockHeld, PromotionLock, promotion_lock
 from pipeline.store.schema import Base, GateRow, LockRow, PromotionRow, RunRow, StageRunRow
-from pipeline.store.store import DEFAULT_STORE, Store
+from pipeline.store.store import DEFAULT_STORE, Store, UnreadableRecord, read_record
 from pipeline.store.views import GateCell, LockInfo, RunSummary, TargetStatus
 
 __all__ = [
@@ -30,7 +30,9 @@ __all__ = [
     "Store",
     "StoreLocation",
     "TargetStatus",
+    "UnreadableRecord",
     "hide_password",
     "promotion_lock",
+    "read_record",
     "resolve_store",
 ]

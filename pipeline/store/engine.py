@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, NoSuchModuleError, Operat
 
 from pipeline.errors import BadInput, InfraError, LlmgateError
 from pipeline.redact import redact_text
+from pipeline.regular_files import check_output
 from pipeline.store.location import StoreLocation
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -36,7 +37,11 @@ def check_sqlite_file(loc: StoreLocation) -> None:
     where = str(path)
     if path.is_dir():
         raise BadInput("is a directory, not a SQLite store file", where=where, hint="name a file, e.g. DIR/results.db")
-    if path.exists():
+    try:
+        exists = check_output(path, what="SQLite store file").exists()  # /dev/null, a FIFO: SQLite's "locked"
+    except BadInput as exc:
+        raise BadInput(exc.message, where=where, hint="name a file, e.g. DIR/results.db") from None
+    if exists:
         try:
             with path.open("rb") as fh:
                 head = fh.read(len(SQLITE_MAGIC))

@@ -18,11 +18,13 @@ from sqlalchemy.exc import ArgumentError
 
 from pipeline.errors import BadInput
 from pipeline.redact import register_secret
+from pipeline.regular_files import read_regular
 
 ENV_URL = "LLMGATE_STORE_URL"
 ENV_URL_FILE = "LLMGATE_STORE_URL_FILE"
 STORE_OPTION = "--store"
 DEFAULT_NAME = "results.db"
+MAX_URL_FILE_BYTES = 64 * 1024  # one URL; a mounted secret, never a large file
 _HINT = f"give a server URL through {ENV_URL} or a secret file named by {ENV_URL_FILE}"
 
 
@@ -81,10 +83,12 @@ def parse_url(text: str, *, source: str) -> StoreLocation:
     text = text.strip()
     try:
         url = make_url(text)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number, an unclosed [IPv6 host
         # make_url's message quotes the whole URL, password included: say only what is wrong.
         raise BadInput("not a database URL (expected postgresql://user@host/db or sqlite:///path)",
                        where=source) from None
+    if url.port is not None and not 1 <= url.port <= 65535:
+        raise BadInput(f"port {url.port} is out of range (1-65535)", where=source)
     register_secret(url.password if isinstance(url.password, str) else None)
     register_secret(url.query.get("password") if isinstance(url.query.get("password"), str) else None)
     backend = url.get_backend_name()
@@ -106,13 +110,11 @@ def location_of(store: str | Path | StoreLocation) -> StoreLocation:
 
 def _read_url_file(path_text: str) -> str:
     where = f"{ENV_URL_FILE} ({path_text})"
-    path = Path(path_text).expanduser()
     try:
-        raw = path.read_bytes()
-    except IsADirectoryError:
-        raise BadInput("is a directory, not a file holding the store URL", where=where) from None
-    except OSError as exc:
-        raise BadInput(f"cannot read the store URL file: {exc.strerror}", where=where) from None
+        raw = read_regular(Path(path_text).expanduser(), what="file holding the store URL", limit=MAX_URL_FILE_BYTES,
+                           where=where)
+    except BadInput as exc:
+        raise BadInput(f"cannot read the store URL file: {exc.message}", where=where) from None
     try:
         text = raw.decode().strip()
     except UnicodeDecodeError:
@@ -125,12 +127,20 @@ def _read_url_file(path_text: str) -> str:
 def resolve_store(store_option: str | None, workdir: Path | str, env: Mapping[str, str] | None = None) -> StoreLocation:
     """The store a command opens.
 
-    1. `--store PATH` (a SQLite file; a URL there is refused: its password would show in `ps`);
+    1. `--store PATH` (a SQLite file; a URL there is refused: its password would show in `ps`; given
+       while LLMGATE_STORE_URL(_FILE) is set, refused as ambiguous);
     2. `LLMGATE_STORE_URL`, or `LLMGATE_STORE_URL_FILE` naming a file that holds the URL (a mounted
        secret); setting both is ambiguous and refused;
     3. `WORKDIR/results.db`.
     """
     env = os.environ if env is None else env
+    url, url_file = env.get(ENV_URL, "").strip(), env.get(ENV_URL_FILE, "").strip()
+    if store_option is not None and (url or url_file):
+        # Either could be the one meant; a run recorded in the other store would be missing from the
+        # shared one (its baselines, its promotion audit), so neither silently wins.
+        raise BadInput(f"names a store, and so does {ENV_URL if url else ENV_URL_FILE}; give one",
+                       where=STORE_OPTION, hint=f"unset {ENV_URL if url else ENV_URL_FILE} to use a local SQLite "
+                       "file, or drop --store to use the shared store")
     if store_option is not None:
         if not store_option.strip():
             raise BadInput("empty store path", where=STORE_OPTION)
@@ -142,7 +152,6 @@ def resolve_store(store_option: str | None, workdir: Path | str, env: Mapping[st
             what = "a URL with credentials (visible to anyone who can run `ps`)" if has_password else "a URL"
             raise BadInput(f"takes a SQLite file path, not {what}", where=STORE_OPTION, hint=_HINT)
         return _sqlite(store_option, STORE_OPTION)
-    url, url_file = env.get(ENV_URL, "").strip(), env.get(ENV_URL_FILE, "").strip()
     if url and url_file:
         raise BadInput(f"both {ENV_URL} and {ENV_URL_FILE} are set; set one", where=ENV_URL)
     if url:

@@ -15,13 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import ColumnElement, delete, func, insert, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pipeline.errors import BadInput
-from pipeline.models import Decision, PromotionRecord, RunRecord, StageResult, StageStatus
+from pipeline.models import SCHEMA_VERSION, Decision, PromotionRecord, RunRecord, StageResult, StageStatus
 from pipeline.redact import redact
 from pipeline.store.engine import BEGIN_IMMEDIATE, check_sqlite_file, make_engine, translate
 from pipeline.store.location import StoreLocation, location_of
@@ -52,6 +53,45 @@ def _short(value: Any, width: int) -> str | None:
     return value[:width] if isinstance(value, str) and value else None
 
 
+class UnreadableRecord(BadInput):
+    """A stored run record this llmgate cannot read: corrupt JSON, a field that fails validation, or a
+    record written by a newer llmgate (a higher schema version). Names the run; listings skip it."""
+
+    def __init__(self, run_id: str, why: str) -> None:
+        self.run_id, self.why = run_id, why
+        super().__init__(f"its stored record cannot be read: {why}", where=f"run {run_id}",
+                         hint="`llmgate runs list` names every unreadable run; the other runs are unaffected")
+
+
+def read_record(run_id: str, raw: str) -> RunRecord:
+    """The record stored as `raw`; UnreadableRecord naming `run_id` when it cannot be read as one."""
+    try:
+        rec = RunRecord.model_validate_json(raw)
+    except ValidationError as exc:
+        if exc.error_count() and exc.errors()[0]["type"] == "json_invalid":
+            raise UnreadableRecord(run_id, "not valid JSON") from None
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "(root)"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        newer = _schema_of(raw)
+        if newer is not None and newer > SCHEMA_VERSION:
+            raise UnreadableRecord(run_id, f"written by a newer llmgate (record schema {newer}; this one reads up "
+                                           f"to {SCHEMA_VERSION})") from None
+        raise UnreadableRecord(run_id, f"{loc}: {first['msg']}{more}") from None
+    if rec.schema_version > SCHEMA_VERSION:
+        raise UnreadableRecord(run_id, f"written by a newer llmgate (record schema {rec.schema_version}; this one "
+                                       f"reads up to {SCHEMA_VERSION})")
+    return rec
+
+
+def _schema_of(raw: str) -> int | None:
+    try:
+        value = json.loads(raw).get("schema_version")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return value if isinstance(value, int) else None
+
+
 class Store:
     """A store at `location`: a resolved `StoreLocation`, a SQLite path, or a database URL.
 
@@ -71,9 +111,22 @@ class Store:
         # process wrote in between; writers take the write lock at BEGIN and queue on the busy timeout.
         self._write_session = sessionmaker(self.engine.execution_options(**{BEGIN_IMMEDIATE: True}),
                                            expire_on_commit=False)
+        # run id -> why its record could not be read, for every row a listing has skipped so far
+        self.unreadable: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"Store({self.location.shown!r})"
+
+    def _readable(self, rows: Any) -> list[RunRecord]:
+        """Records of (run_id, record_json) rows; an unreadable one is left out and named in `unreadable`,
+        so one bad row cannot hide every other run from a listing."""
+        out: list[RunRecord] = []
+        for run_id, raw in rows:
+            try:
+                out.append(read_record(run_id, raw))
+            except UnreadableRecord as exc:
+                self.unreadable[run_id] = exc.why
+        return out
 
     @property
     def dialect(self) -> str:
@@ -157,7 +210,7 @@ class Store:
                     raise BadInput(f"run id prefix {run_id!r} matches more than one run; give more of it",
                                    where="--run")
                 row = rows[0]
-            return RunRecord.model_validate_json(row.record_json)
+            return read_record(row.run_id, row.record_json)
 
     def runs(
         self,
@@ -169,12 +222,13 @@ class Store:
         limit: int | None = None,
     ) -> list[RunRecord]:
         """Runs, newest first, filtered by tag, target, decision and creation time (`since` inclusive)."""
-        q = select(RunRow.record_json).where(*self._filters(tag=tag, target=target, decision=decision, since=since))
+        q = select(RunRow.run_id, RunRow.record_json).where(
+            *self._filters(tag=tag, target=target, decision=decision, since=since))
         q = q.order_by(RunRow.created_at.desc(), RunRow.run_id.desc())
         if limit is not None:
             q = q.limit(limit)
         with self.session() as s:
-            return [RunRecord.model_validate_json(raw) for raw in s.scalars(q)]
+            return self._readable(s.execute(q).all())
 
     @staticmethod
     def _filters(*, tag: str | None = None, target: str | None = None, decision: Decision | str | None = None,
@@ -228,14 +282,21 @@ class Store:
         return out
 
     def latest(self) -> RunRecord | None:
-        runs = self.runs(limit=1)
-        return runs[0] if runs else None
+        return self.newest()
+
+    def newest(self, *, tag: str | None = None) -> RunRecord | None:
+        """The newest run (of `tag`); an unreadable one is an UnreadableRecord naming it, never passed
+        over for an older run the caller did not mean."""
+        q = select(RunRow.run_id, RunRow.record_json).where(*self._filters(tag=tag))
+        with self.session() as s:
+            row = s.execute(q.order_by(RunRow.created_at.desc(), RunRow.run_id.desc()).limit(1)).first()
+        return None if row is None else read_record(row.run_id, row.record_json)
 
     def last_promoted(self, target: str, *, ground_truth_version: str | None = None) -> RunRecord | None:
         """The run whose release `target` received last, by promotion time (the audit trail's, else the
         record's own): re-gating or re-saving an older promoted run never makes it the newest, and a
         rollback makes the run it went back to the newest."""
-        q = select(RunRow.record_json).where(RunRow.target == target, RunRow.promoted.is_(True))
+        q = select(RunRow.run_id, RunRow.record_json).where(RunRow.target == target, RunRow.promoted.is_(True))
         if ground_truth_version is not None:
             q = q.where(RunRow.ground_truth_version == ground_truth_version)
         audit = (select(PromotionRow.run_id, func.max(PromotionRow.at))
@@ -243,38 +304,51 @@ class Store:
                         PromotionRow.run_id.is_not(None))
                  .group_by(PromotionRow.run_id))
         with self.session() as s:
-            raws = s.scalars(q).all()
+            rows = s.execute(q).all()
             promoted_at = {rid: aware(at) for rid, at in s.execute(audit)}
-        runs = [RunRecord.model_validate_json(raw) for raw in raws]
-        if not runs:
-            return None
+        runs: list[RunRecord] = []
+        unreadable: list[UnreadableRecord] = []
+        for run_id, raw in rows:
+            try:
+                runs.append(read_record(run_id, raw))
+            except UnreadableRecord as exc:
+                unreadable.append(exc)
 
         def when(r: RunRecord) -> tuple[datetime, datetime]:
             at = promoted_at.get(r.run_id) or (_utc(r.promotion.at) if r.promotion else _utc(r.updated_at))
             return at, _utc(r.updated_at)
 
-        return max(runs, key=when)
+        newest = max(runs, key=when) if runs else None
+        last = datetime.max.replace(tzinfo=UTC)  # no audit row: it may be the newest
+        for exc in sorted(unreadable, key=lambda e: promoted_at.get(e.run_id) or last, reverse=True):
+            # one that may be the newest is an error naming it, never a silent fall-back to an older baseline
+            at = promoted_at.get(exc.run_id)
+            if newest is None or at is None or at >= when(newest)[0]:
+                raise exc
+            self.unreadable[exc.run_id] = exc.why
+        return newest
 
     def runs_for_digest(self, digest: str) -> list[RunRecord]:
         """Every run of this image digest, most recently updated first."""
-        q = select(RunRow.record_json).where(RunRow.digest == digest)
+        q = select(RunRow.run_id, RunRow.record_json).where(RunRow.digest == digest)
         with self.session() as s:
-            raws = s.scalars(q.order_by(RunRow.updated_at.desc(), RunRow.run_id.desc())).all()
-        return [RunRecord.model_validate_json(raw) for raw in raws]
+            rows = s.execute(q.order_by(RunRow.updated_at.desc(), RunRow.run_id.desc())).all()
+        return [read_record(run_id, raw) for run_id, raw in rows]
 
     def passing_runs_for_digest(self, digest: str) -> list[RunRecord]:
-        q = select(RunRow.record_json).where(RunRow.digest == digest, RunRow.decision == Decision.PASS.value)
+        q = select(RunRow.run_id, RunRow.record_json).where(RunRow.digest == digest,
+                                                            RunRow.decision == Decision.PASS.value)
         with self.session() as s:
-            raws = s.scalars(q.order_by(RunRow.updated_at.desc(), RunRow.run_id.desc())).all()
-        return [RunRecord.model_validate_json(raw) for raw in raws]
+            rows = s.execute(q.order_by(RunRow.updated_at.desc(), RunRow.run_id.desc())).all()
+        return [read_record(run_id, raw) for run_id, raw in rows]
 
     def pending_runs(self) -> list[RunRecord]:
         """Runs with no decision yet, oldest first: in progress, or left behind by a process that died
         (the caller tells which and marks those interrupted)."""
-        q = select(RunRow.record_json).where(RunRow.decision == Decision.PENDING.value)
+        q = select(RunRow.run_id, RunRow.record_json).where(RunRow.decision == Decision.PENDING.value)
         with self.session() as s:
-            raws = s.scalars(q.order_by(RunRow.created_at.asc(), RunRow.run_id.asc())).all()
-        return [RunRecord.model_validate_json(raw) for raw in raws]
+            rows = s.execute(q.order_by(RunRow.created_at.asc(), RunRow.run_id.asc())).all()
+        return self._readable(rows)
 
     def reusable(self, stage: str, input_key: str) -> tuple[str, StageResult] | None:
         """The newest `ok` result of `stage` computed from the same inputs (same `input_key`), as
@@ -292,7 +366,10 @@ class Store:
             if found is None:
                 return None
             raw = s.scalar(select(RunRow.record_json).where(RunRow.run_id == found.run_id))
-        result = None if raw is None else RunRecord.model_validate_json(raw).stages.get(str(stage))
+        try:
+            result = None if raw is None else read_record(found.run_id, raw).stages.get(str(stage))
+        except UnreadableRecord:
+            return None  # nothing to reuse from a record that cannot be read: the stage runs again
         if result is None:
             return None
         return found.reused_from or found.run_id, result

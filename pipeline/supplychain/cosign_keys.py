@@ -41,6 +41,7 @@ from nacl.secret import SecretBox
 
 from pipeline.errors import BadInput
 from pipeline.redact import register_secret
+from pipeline.regular_files import read_regular
 
 SIGSTORE_PEM_TYPE = "ENCRYPTED SIGSTORE PRIVATE KEY"
 COSIGN_PEM_TYPE = "ENCRYPTED COSIGN PRIVATE KEY"  # written by cosign before v1.x; read only
@@ -56,6 +57,7 @@ _MAX_N, _MAX_R, _MAX_P = 1 << 20, 32, 16
 # cannot make loading it allocate gigabytes or run for minutes.
 _MAX_WORK = 4 * SCRYPT_N * SCRYPT_R * SCRYPT_P
 PASSWORD_ENV = "COSIGN_PASSWORD"
+MAX_KEY_FILE_BYTES = 1 << 20  # a PEM key or certificate chain is a few KB
 
 
 @dataclass(frozen=True)
@@ -187,11 +189,14 @@ def load_private_key(pem: str | bytes, password: bytes | str, *, where: str) -> 
 def load_private_key_file(path: str | Path, password: bytes | str) -> SigningKey:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise BadInput("private key file not found", where=str(p)) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"cannot read private key file: {getattr(exc, 'strerror', None) or exc}", where=str(p)) from exc
+        raw = read_regular(p, what="private key file", limit=MAX_KEY_FILE_BYTES, not_found="private key file not found")
+    except BadInput as exc:
+        raise BadInput(exc.message if exc.message.endswith("not found") else
+                       f"cannot read private key file: {exc.message}", where=str(p)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"cannot read private key file: {exc}", where=str(p)) from exc
     return load_private_key(text, password, where=str(p))
 
 
@@ -231,6 +236,10 @@ def write_key_pair(out_dir: str | Path, password: bytes | str, *, key: ec.Ellipt
     """Write `cosign.key` (mode 0600) and `cosign.pub` into `out_dir`; refuses to overwrite either."""
     out = Path(out_dir)
     priv_path, pub_path = out / "cosign.key", out / "cosign.pub"
+    blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:  # a file where the directory should be: nothing would be overwritten
+        what = "is not a directory" if blocker == out else f"cannot be made: {blocker} is not a directory"
+        raise BadInput(f"{what}; --out names the directory for cosign.key and cosign.pub", where=str(out))
     for p in (priv_path, pub_path):
         if p.exists() or p.is_symlink():
             raise BadInput("refusing to overwrite an existing key file", where=str(p),
@@ -285,11 +294,14 @@ def load_public_key(pem: str | bytes, *, where: str, now: datetime | None = None
 def load_public_key_file(path: str | Path, *, now: datetime | None = None) -> ec.EllipticCurvePublicKey:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise BadInput("public key file not found", where=str(p)) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"cannot read public key file: {getattr(exc, 'strerror', None) or exc}", where=str(p)) from exc
+        raw = read_regular(p, what="public key file", limit=MAX_KEY_FILE_BYTES, not_found="public key file not found")
+    except BadInput as exc:
+        raise BadInput(exc.message if exc.message.endswith("not found") else
+                       f"cannot read public key file: {exc.message}", where=str(p)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"cannot read public key file: {exc}", where=str(p)) from exc
     return load_public_key(text, where=str(p), now=now)
 
 
@@ -299,9 +311,9 @@ def password_from_env(env: str = PASSWORD_ENV, file: str | Path | None = None) -
     A file's single trailing newline is dropped (as `echo pw > file` leaves one)."""
     if file is not None:
         try:
-            raw = Path(file).read_bytes()
-        except OSError as exc:
-            raise BadInput(f"cannot read password file: {exc.strerror}", where=str(file)) from exc
+            raw = read_regular(file, what="password file", limit=MAX_KEY_FILE_BYTES)
+        except BadInput as exc:
+            raise BadInput(f"cannot read password file: {exc.message}", where=str(file)) from None
         pw = raw[:-1] if raw.endswith(b"\n") else raw
     else:
         value = os.environ.get(env)

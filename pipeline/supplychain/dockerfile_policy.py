@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from pipeline.adapters.hadolint import Hadolint, HadolintCli
 from pipeline.errors import BadInput
 from pipeline.redact import redact_text
+from pipeline.regular_files import read_regular
 
 DIGEST_REF = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 _VAR = re.compile(r"\$(?:\{(?P<b>[A-Za-z_][A-Za-z0-9_]*)(?::?[-+][^}]*)?\}|(?P<n>[A-Za-z_][A-Za-z0-9_]*))")
@@ -189,13 +190,14 @@ def check_dockerfile(path: str | Path, *, build_args: dict[str, str] | None = No
     p = Path(path)
     if text is None:
         try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError as exc:
-            raise BadInput("Dockerfile not found", where=str(p)) from exc
+            raw = read_regular(p, what="Dockerfile", limit=1 << 20, not_found="Dockerfile not found")
+        except BadInput as exc:  # a directory, a device, unreadable
+            raise BadInput(exc.message if exc.message.endswith("not found") else
+                           f"cannot read the Dockerfile: {exc.message}", where=str(p)) from None
+        try:
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise BadInput(f"not UTF-8 text: byte {exc.start} cannot be decoded", where=str(p)) from exc
-        except OSError as exc:  # a directory, unreadable
-            raise BadInput(f"cannot read the Dockerfile: {exc.strerror or exc}", where=str(p)) from exc
     build_args = build_args or {}
     name = str(p)
     out: list[Violation] = []

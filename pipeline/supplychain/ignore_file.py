@@ -27,7 +27,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from pipeline.config import MAX_YAML_BYTES, parse_yaml
 from pipeline.errors import BadInput
+from pipeline.regular_files import read_regular
 from pipeline.supplychain.trivy_report import Misconfiguration, Vulnerability
 
 _SECTIONS: dict[str, Literal["vulnerability", "misconfig"]] = {
@@ -95,19 +97,15 @@ def _str_list(value: object, where: str) -> tuple[str, ...]:
 def load_ignore_file(path: str | Path) -> list[IgnoreEntry]:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise BadInput("ignore file not found", where=str(p)) from exc
+        raw = read_regular(p, what="ignore file", limit=MAX_YAML_BYTES, not_found="ignore file not found")
+    except BadInput as exc:
+        raise BadInput(exc.message if exc.message == "ignore file not found" else
+                       f"cannot read the ignore file: {exc.message}", where=str(p)) from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadInput(f"not UTF-8 text: byte {exc.start} cannot be decoded", where=str(p)) from exc
-    except OSError as exc:  # a directory, unreadable
-        raise BadInput(f"cannot read the ignore file: {exc.strerror or exc}", where=str(p)) from exc
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise BadInput(f"not valid YAML: {getattr(exc, 'problem', exc)}", where=f"{p}:{mark.line + 1}" if mark else str(p)) from exc
+    root, data = parse_yaml(text, where=str(p))
     if data is None:
         return []
     if not isinstance(data, dict) or root is None or not isinstance(root, yaml.MappingNode):

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.errors import BadInput
+from pipeline.regular_files import read_regular
 from pipeline.schemas.trivy import (  # noqa: F401  (re-exported: the parser's output types)
     SEVERITIES,
     Misconfiguration,
@@ -22,6 +23,7 @@ from pipeline.schemas.trivy import (  # noqa: F401  (re-exported: the parser's o
 )
 
 SUPPORTED_SCHEMA = 2
+MAX_REPORT_BYTES = 512 << 20  # trivy reports of large images run to tens of MB
 
 
 # --- trivy's JSON, as written by `trivy --format json` (fields we read; the rest is ignored) ----------
@@ -121,10 +123,13 @@ def load_report(path: str | Path) -> TrivyReport:
     """Read a trivy JSON or SARIF report; any defect is a BadInput naming the file and field."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise BadInput("report not found", where=str(p)) from exc
-    except (OSError, UnicodeDecodeError) as exc:
+        raw = read_regular(p, what="trivy report", limit=MAX_REPORT_BYTES, not_found="report not found")
+    except BadInput as exc:
+        raise BadInput(exc.message if exc.message == "report not found" else f"cannot read report: {exc.message}",
+                       where=str(p)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise BadInput(f"cannot read report: {exc}", where=str(p)) from exc
     try:
         data = json.loads(text)

@@ -91,6 +91,7 @@ class JudgeServer:
         script: dict[str, dict[str, Any]] | None = None,
         model: str = "scripted-judge",
         api_key: str | None = None,
+        echo_key: bool = False,
     ) -> None:
         self.fault = fault
         self.hang_s = hang_s
@@ -98,6 +99,8 @@ class JudgeServer:
         self.script = script or {}
         self.model = model
         self.api_key = api_key
+        # A misconfigured proxy that quotes the credentials it refused back in its 401 body, as some do
+        self.echo_key = echo_key
         self.requests: list[dict[str, Any]] = []
         self.auth_headers: list[str | None] = []
         self.in_flight = 0
@@ -149,7 +152,9 @@ class JudgeServer:
 
             def _answer(self, req: dict[str, Any]) -> None:
                 if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
-                    self._send(401, b'{"error": {"message": "bad key"}}')
+                    sent = self.headers.get("Authorization") or ""
+                    message = f"bad key: {sent}" if server.echo_key else "bad key"
+                    self._send(401, json.dumps({"error": {"message": message}}).encode())
                     return
                 msgs = req.get("messages") or []
                 prompt = "\n".join(str(m.get("content", "")) for m in msgs if m.get("role") == "user")

@@ -23,7 +23,10 @@ with HTTP 400 and the body vLLM's validation handler sends for a field its reque
 (`{"error": {"message": <the pydantic errors>, "type": "BadRequestError", "param": null, "code": 400}}`).
 Start-up: --listen-after-s (port closed until then), --ready-after-s (readiness path and /health 503
 until then), --complete-after-s (completions 503 until then), --never-ready, --die-after-s,
---die-after-requests. Every option also reads METRONOME_<OPTION> from the environment.
+--die-after-requests. --close answers every request with `connection: close` and closes the connection
+after it (as servers behind some proxies do); --usage-tokens N reports `completion_tokens: N` in the usage
+chunk whatever was streamed (a server whose counts lie). Every option also reads METRONOME_<OPTION> from
+the environment.
 
 Run: `python3 metronome.py --port 0 --print-port` prints `PORT <n>` once listening.
 """
@@ -183,6 +186,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-metrics", action="store_true", default=_env("no_metrics", "") == "1")
     p.add_argument("--error-body", default=_env("error_body", '{"error":{"message":"injected failure"}}'))
     p.add_argument("--reject-ignore-eos", action="store_true", default=_env("reject_ignore_eos", "") == "1")
+    p.add_argument("--close", action="store_true", default=_env("close", "") == "1")
+    p.add_argument("--usage-tokens", type=int, default=int(_env("usage_tokens", "-1")), help="-1: the true count")
     p.add_argument("--print-port", action="store_true")
     return p.parse_args(argv)
 
@@ -234,12 +239,13 @@ class Metronome:
     async def _send(self, conn: Conn, status: int, body: bytes, ctype: str) -> bool:
         reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error",
                   503: "Service Unavailable"}.get(status, "X")
+        close = "connection: close\r\n" if self.a.close else ""
         conn.write(
-            f"HTTP/1.1 {status} {reason}\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}\r\n\r\n".encode()
-            + body
+            f"HTTP/1.1 {status} {reason}\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}\r\n{close}\r\n"
+            .encode() + body
         )
         await conn.drain()
-        return True
+        return not self.a.close
 
     async def route(self, method: str, path: str, body: bytes, recv: float, conn: Conn) -> bool:
         js = "application/json"
@@ -322,7 +328,7 @@ class Metronome:
 
         conn.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
-            b"transfer-encoding: chunked\r\n\r\n"
+            b"transfer-encoding: chunked\r\n" + (b"connection: close\r\n" if self.a.close else b"") + b"\r\n"
         )
 
         def chunk(obj: dict | str) -> None:
@@ -388,11 +394,13 @@ class Metronome:
                 prev = sent
             chunk(base | {"choices": [choice(None, "length")] if not chat else [{"index": 0, "delta": {}, "finish_reason": "length"}]})
             if not self.a.no_usage:
-                chunk(base | {"choices": [], "usage": {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": 8 + n}})
+                told = n if self.a.usage_tokens < 0 else self.a.usage_tokens
+                chunk(base | {"choices": [], "usage": {"prompt_tokens": 8, "completion_tokens": told,
+                                                       "total_tokens": 8 + told}})
             chunk("[DONE]")
             conn.write(b"0\r\n\r\n")
             await conn.drain()
-            return True
+            return not self.a.close
         finally:
             self.running -= 1
 

@@ -1,0 +1,148 @@
+"""Hostile input, the leak class: a build secret written into a layer in a form a build step commonly
+hides it in (base64, base64url, hex, gzip, zlib, reversed bytes, split across a line break or wrapped)
+is found, named by its encoding, and never shown; clean look-alikes are not findings.
+
+One synthetic image on the real local registry holds every form (one file each), and `check_image`
+runs over it as the leak stage does; the decoding itself is also checked without a registry.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import io
+import json
+import secrets
+import tarfile
+import zlib
+
+import pytest
+
+from pipeline.adapters.registry import RegistryClient
+from pipeline.supplychain.leak import build_needles, check_image
+
+TOKEN = ("tok_" + secrets.token_hex(24)).encode()
+PIP_LINE = b"index-url = https://ci:" + secrets.token_hex(16).encode() + b"@pypi.example/simple"
+PIP_CONF = b"[global]\n" + PIP_LINE + b"\n"
+SECRETS = {"token": TOKEN, "pip_conf": PIP_CONF}
+
+
+def _wrap(text: bytes, width: int) -> bytes:
+    return b"\n".join(text[i:i + width] for i in range(0, len(text), width))
+
+
+# file name in the image -> (its content, the secret it hides)
+HIDDEN: dict[str, tuple[bytes, str]] = {
+    "base64": (b"Authorization: Basic " + base64.b64encode(b"ci:" + TOKEN) + b"\n", "token"),
+    "base64url": (b"t=" + base64.urlsafe_b64encode(b"\xfb\xef" + TOKEN + b"\xff"), "token"),
+    "hex": (b"secret_hex = " + TOKEN.hex().encode(), "token"),
+    "HEX": (TOKEN.hex().upper().encode(), "token"),
+    "gzip": (gzip.compress(b"token: " + TOKEN + b"\n", mtime=0), "token"),
+    "gzip-two-members": (gzip.compress(b"x" * 1000, mtime=0) + gzip.compress(TOKEN, mtime=0), "token"),
+    "zlib": (zlib.compress(b"token=" + TOKEN), "token"),
+    "reversed": (b"echo " + TOKEN[::-1] + b" | rev", "token"),
+    "split-newline": (TOKEN[:17] + b"\n" + TOKEN[17:], "token"),
+    "split-continuation": (b"TOKEN=" + TOKEN[:9] + b"\\\n    " + TOKEN[9:], "token"),
+    "base64-wrapped-76": (_wrap(base64.b64encode(PIP_CONF), 76), "pip_conf"),
+    "hex-wrapped-64": (_wrap(PIP_CONF.hex().encode(), 64), "pip_conf"),
+    "gzip-of-base64-wrapped": (gzip.compress(_wrap(base64.b64encode(b"!" + TOKEN), 20), mtime=0), "token"),
+}
+CLEAN = {  # look-alikes: the same shapes without the secret
+    "clean-base64": base64.b64encode(secrets.token_bytes(200)),
+    "clean-gzip": gzip.compress(b"nothing secret\n" * 100, mtime=0),
+    "clean-hex": secrets.token_hex(300).encode(),
+    "zlib-look-alike": b"x\x9cnot really zlib",
+}
+
+
+def test_every_hidden_form_is_found_without_a_registry() -> None:
+    """The decoder on its own: each form is a match of the right secret, with its encoding named."""
+    from pipeline.supplychain.leak import _Detector
+
+    needles, _ = build_needles(SECRETS)
+    det = _Detector(needles)
+    for name, (content, secret) in HIDDEN.items():
+        hits = {(needles[i].secret_id, enc) for i, enc in det.search(content)}
+        assert any(sid == secret for sid, _ in hits), f"{name}: not found"
+        assert all(enc != "as is" for _sid, enc in hits), f"{name}: {hits}"
+    for name, content in CLEAN.items():
+        assert det.search(content) == set(), name
+
+
+def test_a_hidden_form_split_across_chunk_borders_is_found() -> None:
+    from pipeline.supplychain.leak import _Detector
+
+    needles, _ = build_needles(SECRETS)
+    det = _Detector(needles)
+    data = b"a" * 5000 + HIDDEN["base64-wrapped-76"][0] + b"z" * 100
+    for step in (1, 7, 64, 4099):
+        scan = det.scan()
+        for i in range(0, len(data), step):
+            scan.feed(data[i:i + step])
+        assert {needles[i].secret_id for i, _e in scan.close()} == {"pip_conf"}, step
+
+
+def test_a_gzip_bomb_is_searched_only_up_to_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compressed file whose content is far larger than the limit: searched up to the limit, the cut
+    is reported, memory stays near one chunk."""
+    from pipeline.supplychain import leak
+
+    monkeypatch.setattr(leak, "MAX_DECODED_BYTES", 4 << 20)
+    needles, _ = build_needles(SECRETS)
+    scan = leak._Detector(needles).scan()
+    bomb = gzip.compress(b"\0" * (64 << 20), compresslevel=9)  # 64 MiB in ~64 KiB
+    scan.feed(bomb)
+    assert scan.close() == set() and scan.decode_cut and scan.decoded == 4 << 20
+
+
+# -- on the registry, as the leak stage runs it -------------------------------------------------------------
+def _tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _push(reg: RegistryClient, name: str, files: dict[str, bytes], history: list[dict[str, str]]) -> str:
+    tar = _tar(files)
+    blob = gzip.compress(tar, mtime=0)
+    cfg = {"architecture": "amd64", "os": "linux", "history": history,
+           "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar).hexdigest()]}}
+    raw_cfg = json.dumps(cfg).encode()
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": reg.upload_blob(name, raw_cfg), "size": len(raw_cfg)},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                            "digest": reg.upload_blob(name, blob), "size": len(blob)}]}
+    return reg.put_manifest(name, "hidden", json.dumps(manifest).encode(), manifest["mediaType"])
+
+
+@pytest.mark.docker
+def test_a_secret_hidden_in_a_layer_is_found_in_every_form(local_stack) -> None:
+    name = "llmgate/test-hostile-leak"
+    files = {f"srv/{k}": v for k, (v, _s) in HIDDEN.items()} | {f"srv/{k}": v for k, v in CLEAN.items()}
+    history = [{"created_by": "/bin/sh -c echo " + base64.b64encode(TOKEN).decode() + " > /dev/null"}]
+    with RegistryClient(local_stack.registry) as reg:
+        digest = _push(reg, name, files, history)
+        try:
+            report = check_image(reg, f"{local_stack.registry}/{name}", digest, SECRETS)
+        finally:
+            reg.delete_manifest(name, digest)
+    found = {f.path: f for f in report.findings if f.where == "layer"}
+    for k, (_content, secret) in HIDDEN.items():
+        assert f"srv/{k}" in found, f"{k}: not found in {sorted(found)}"
+        assert found[f"srv/{k}"].secret_id == secret and found[f"srv/{k}"].encoding, k
+    assert not any(p.startswith("srv/clean") or p.endswith("look-alike") for p in found)
+    assert any(f.where == "history" and f.encoding == "base64" for f in report.findings)
+    assert found["srv/gzip"].encoding == "gzip" and found["srv/reversed"].encoding == "reversed"
+    assert "split" in (found["srv/split-newline"].encoding or "")
+    assert report.files_decompressed >= 4 and "base64" in report.encodings
+    dumped = report.model_dump_json()
+    for form in (TOKEN, base64.b64encode(TOKEN), TOKEN.hex().encode(), PIP_LINE):
+        assert form.decode() not in dumped
+    assert "(token" not in "; ".join(f.describe() for f in report.findings)  # named by id, never by value
+    assert "secret 'token' (value, base64)" in "; ".join(f.describe() for f in report.findings)
