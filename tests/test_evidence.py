@@ -211,9 +211,14 @@ def test_llmgate_verify_shows_each_link_the_verdict_and_its_place_in_the_log(env
         assert line.endswith("verified") and "signer sha256:" in line
     assert "  log        valid: entry #0 of 1 (checkpoint root " in out
     assert f"verdict: run {run.run_id}, decision pass" in out and "newest for the pair: yes" in out
+    other = _cli(env, "verify", run.image.by_digest, "--model", "sha256:" + "9" * 64, *key)
+    assert other.exit_code == 1 and f"but none about model sha256:{'9' * 64}" in " ".join(other.output.split())
+    assert _cli(env, "verify", run.image.by_digest, "--model", "9999", *key).exit_code == 2
 
     blocked = env.gated("blocking", weights)  # a newer verdict for the pair: it is the one shown now
     res = _cli(env, "verify", run.image.by_digest, *key)
     assert res.exit_code == 0, res.output
     assert f"verdict: run {blocked.run_id}, decision blocked" in res.output
     assert "  log        valid: entry #1 of 2 " in res.output and "newest for the pair: yes" in res.output
+    same_pair = _cli(env, "verify", run.image.by_digest, "--model", run.model.digest, *key)
+    assert f"verdict: run {blocked.run_id}" in same_pair.output  # the blocked verdict is about the same weights

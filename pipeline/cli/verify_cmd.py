@@ -29,21 +29,27 @@ def _log(public_key):  # type: ignore[no-untyped-def]
 def verify(
     image: Annotated[str, typer.Argument(help="REPO@sha256:<digest> (never a tag).")],
     key: Annotated[Path | None, typer.Option("--key", help="Public key (cosign.pub); default: the config's sign.public_key.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="The weights' digest: the verdict about this (image, "
+                                              "model) pair (default: the newest verdict about the image).",
+                                              metavar="sha256:…")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Verify the signature, the newest verdict with its evidence links and its place in the verdict
     log, the SBOM and the provenance of an image digest. Exit 0 all valid, 1 any refused, 2 bad key
     file or reference.
 
-    Example: llmgate verify 127.0.0.1:5000/llmgate/server@sha256:… --key cosign.pub
+    Example: llmgate verify 127.0.0.1:5000/llmgate/server@sha256:… --model sha256:… --key cosign.pub
     """
     from pipeline.config import load_config
-    from pipeline.models import ImageRef
+    from pipeline.errors import BadInput
+    from pipeline.models import DIGEST_RE, ImageRef
     from pipeline.supplychain.signing import default_signer, load_public_key, verify_release
 
     pub = load_public_key(key if key is not None else Path(load_config(config).sign.public_key))
     signer = default_signer()
-    result = verify_release(ImageRef.parse(image), pub, signer=signer, log=_log(pub))
+    if model is not None and not DIGEST_RE.match(model):
+        raise BadInput(f"not a sha256 digest: {model!r}", where="--model")
+    result = verify_release(ImageRef.parse(image), pub, signer=signer, log=_log(pub), model_digest=model)
     say = lambda text: out.print(plain(text), highlight=False, soft_wrap=True)
     say(f"{result.image} (key {pub.key_id}, {signer.name} verifier)")
     for c in result.checks:

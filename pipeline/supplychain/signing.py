@@ -354,13 +354,17 @@ def _log_check(v: VerdictPredicate | None, log: VerdictLog | None) -> tuple[Chec
 
 
 def verify_release(image: ImageRef | str, public_key: PublicKey, *, signer: Signer,
-                   log: VerdictLog | None = None) -> ReleaseVerification:
+                   log: VerdictLog | None = None, model_digest: str | None = None) -> ReleaseVerification:
     """Signature, verdict, its evidence links, its place in the verdict log, SBOM and provenance of
-    `image`, each valid or refused with its reason. The verdict shown is the newest verified one."""
+    `image`, each valid or refused with its reason. The verdict shown is the newest verified one (about
+    `model_digest` when given: one image can serve several weights)."""
     ref = _image(image)
     sig = signer.verify_image(ref, public_key.pem)
     signature = Check("signature", sig.verified, sig.reason)
     verdicts, reason = verified_verdicts(ref, public_key, signer=signer)
+    if model_digest is not None:
+        verdicts = [v for v in verdicts if v.model is not None and v.model.digest == model_digest]
+        reason = reason if verdicts else f"{reason}, but none about model {model_digest}"
     newest = verdicts[0] if verdicts else None
     verdict = (Check("verdict", True, f"{reason}; newest: run {newest.run_id}, decision {newest.decision.value}",
                      newest) if newest else Check("verdict", False, reason))
