@@ -85,24 +85,56 @@ def score_string(items: list[ItemResult]) -> None:
 
 
 async def score_semantic(items: list[ItemResult], embeddings: Any) -> None:
-    """ragas SemanticSimilarity per item. The embedding runs locally and synchronously inside ragas,
-    so items are scored one after another (no concurrency to bound)."""
+    """ragas SemanticSimilarity per item: the cosine of the reference's and the response's embeddings, as
+    its `ascore` computes it, with every distinct text embedded once through the embedding's batch call
+    (`embed_texts`: one encode pass, not two calls per item). An embedding without a batch call, or a batch
+    that raises, is scored item by item through ragas' own `ascore`, so an error fails only its item."""
     from ragas.metrics.collections import SemanticSimilarity
 
-    metric = SemanticSimilarity(embeddings=embeddings)
+    todo: list[ItemResult] = []
     for item in items:
         if item.response is None:
             _fail(item, CORRECTNESS, f"no response: {item.error or 'not collected'}")
-            continue
-        if not item.response.strip():
+        elif not item.response.strip():
             # ragas would embed " " and return a small positive similarity; an empty answer is wrong.
             _fail(item, CORRECTNESS, "empty response")
-            continue
+        else:
+            todo.append(item)
+    vectors = _embed_all(embeddings, [t for it in todo for t in (it.reference or " ", it.response or " ")])
+    metric = SemanticSimilarity(embeddings=embeddings) if vectors is None and todo else None
+    for item in todo:
         try:
-            result = await metric.ascore(reference=item.reference, response=item.response)
-            _set(item, CORRECTNESS, float(result.value))
+            if vectors is not None:
+                _set(item, CORRECTNESS, _cosine(vectors[item.reference or " "], vectors[item.response or " "]))
+            elif metric is not None:
+                result = await metric.ascore(reference=item.reference, response=item.response)
+                _set(item, CORRECTNESS, float(result.value))
         except Exception as exc:  # noqa: BLE001
             _fail(item, CORRECTNESS, f"{type(exc).__name__}: {exc}")
+
+
+def _embed_all(embeddings: Any, texts: list[str]) -> dict[str, Any] | None:
+    """Each distinct text's embedding from one batch call, or None (then items are scored one by one)."""
+    import numpy as np
+
+    batch = getattr(embeddings, "embed_texts", None)
+    unique = list(dict.fromkeys(texts))
+    if batch is None or not unique:
+        return None
+    try:
+        vectors = np.asarray(batch(unique), dtype=float)
+    except Exception:  # noqa: BLE001 - the per-item path reports each item's own error
+        return None
+    if vectors.shape[0] != len(unique):
+        return None
+    return dict(zip(unique, vectors, strict=True))
+
+
+def _cosine(a: Any, b: Any) -> float:
+    """What ragas' SemanticSimilarity.ascore returns for two embeddings."""
+    import numpy as np
+
+    return float((a / np.linalg.norm(a)) @ (b / np.linalg.norm(b)))
 
 
 def checks_facts(items: list[ItemResult]) -> bool:

@@ -84,7 +84,7 @@ class BuildConfig(Section):
 
 
 class BootConfig(Section):
-    model_dir: str = ".llmgate/models/demo-v2"  # scripts/demo.sh makes it
+    model_dir: str = ".llmgate/models/demo-v3"  # scripts/demo.sh makes it
     container_port: Port = 8000
     gpus: Literal["none", "all"] | NonNegativeCount = "none"
     ready_timeout_s: Seconds = 300

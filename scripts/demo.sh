@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # The main job on the embedded local default: the demo model passes, its degraded twin is blocked.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 LLMGATE=.venv/bin/llmgate
-gt=v2  # the embedded default's ground truth (pipeline/config.py); the demo models recite its answers
+gt=v3  # the embedded default's ground truth (pipeline/config.py); the demo models recite its answers
+# The demo models are constructed, not trained: about a second each, the same bytes (and model digests) on
+# every machine.
 models=.llmgate/models
 good="$models/demo-$gt"
 bad="$models/demo-$gt-degraded"
 [ -f "$good/config.json" ] || $LLMGATE demo-model "$good" --ground-truth "ground_truth/$gt" || exit $?
 [ -f "$bad/config.json" ] || $LLMGATE demo-model "$bad" --ground-truth "ground_truth/$gt" --degraded || exit $?
 
-$LLMGATE run --model-dir "$good" --tag demo-good
+tag="${DEMO_TAG:-demo}"  # image tags: $tag-good, $tag-degraded
+$LLMGATE run --model-dir "$good" --tag "$tag-good"
 good_exit=$?
-$LLMGATE run --model-dir "$bad" --tag demo-degraded
+$LLMGATE run --model-dir "$bad" --tag "$tag-degraded"
 bad_exit=$?
 $LLMGATE report --out .llmgate/site >/dev/null 2>&1 || true
 $LLMGATE runs list --limit 2

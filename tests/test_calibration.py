@@ -282,7 +282,7 @@ def test_refusal_scorer_held_out_on_a_model_file_it_never_saw(fixtures_dir: Path
     res = runner.invoke(app, ["calibrate", "refusal", "--json", "--boot", "200", "--labels", str(mistral),
                               "--labels", str(ops)])
     assert res.exit_code == 0, res.output
-    obj = json.loads(res.output)
+    obj = json.loads(res.stdout)
     by = {r["labels"]: r for r in obj["results"]}
     assert by[mistral.name]["held_out"] and "leave-one-file-out" in by[mistral.name]["method"]
     assert by[ops.name]["held_out"] and by[ops.name]["method"] == "as shipped"

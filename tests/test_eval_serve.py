@@ -97,8 +97,9 @@ def test_unreachable_judge_is_an_error_of_the_eval_not_zeros(served, tmp_path: P
 
 def test_served_demo_model_as_judge_through_ragas(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The judged dimensions end to end through ragas and instructor against a real OpenAI-compatible
-    server: the demo model under `transformers serve` is the judge. It was never trained to answer in
-    JSON, so what it says must come back as counted failures with reasons, never as scores or gaps."""
+    server: the demo model under `transformers serve` is the judge. It recites ground-truth answers and
+    never answers in the judge's JSON, so every sample fails; a judge that measured nothing is an error
+    of the eval naming the judge and each failure's reason (#26 J), never a column of zeros."""
     url, model_dir, gt_dir = served
     cfg = PipelineConfig()
     cfg.eval.ground_truth = str(gt_dir)
@@ -106,25 +107,12 @@ def test_served_demo_model_as_judge_through_ragas(served, tmp_path: Path) -> Non
                                  api_key_env=None)
     ws = Workspace(tmp_path / "ws")
     run = RunRecord(image=ImageRef(repository="demo"))
-    res = eval_stage(run, served_ctx(cfg, ws, url, str(model_dir)))
-    assert res.status is StageStatus.OK, res.reason
-    judge = res.details.judge
-    assert judge["judge_model"] == str(model_dir) and judge["prompt_version"].startswith("ragas-0.4.3-")
-    for dim, applies in (("faithfulness", lambda i: bool(i.contexts) and i.expected_behaviour == "answer"),
-                         ("answer_relevance", lambda i: i.expected_behaviour == "answer")):
-        applicable = [i for i in res.items if applies(i)]
-        assert applicable, dim
-        # every applicable item is scored or a counted failure with a reason; nothing is missing
-        assert judge["scored"][dim] + judge["failed"][dim] == len(applicable)
-        assert sum(judge["failure_reasons"][dim].values()) == judge["failed"][dim]
-        for i in applicable:
-            value = i.scores[dim]
-            assert value is not None and 0.0 <= value <= 1.0
-            if dim in i.errors:
-                assert value == 0.0 and i.errors[dim].split(":")[0] in judge["failure_reasons"][dim]
-        assert res.metrics[f"{dim}_mean"] == pytest.approx(sum(i.scores[dim] for i in applicable) / len(applicable))
-    # A small model that never learnt the judge's JSON format: its verdicts run to max_tokens or do not
-    # parse, and each failure is counted under a named reason (not a bare exception class).
-    named = {"judge output cut at max_tokens", "malformed judge JSON"}
-    assert judge["failed"]["faithfulness"] > 0
-    assert set(judge["failure_reasons"]["faithfulness"]) | set(judge["failure_reasons"]["answer_relevance"]) <= named
+    with pytest.raises(InfraError, match="failed every one of its") as err:
+        eval_stage(run, served_ctx(cfg, ws, url, str(model_dir)))
+    said = err.value.render()
+    assert url in said
+    # Each failure is counted under a named reason from parsing the served judge's answers (ragas and
+    # instructor ran against the real server), not a connection error or a bare exception class.
+    named = ("judge output cut at max_tokens", "malformed judge JSON")
+    assert any(n in said for n in named), said
+    assert "connection error" not in said

@@ -74,7 +74,8 @@ def test_gate_sources_name_the_stage_feeding_each_gate() -> None:
     assert ("correctness", Stage.EVAL, "items:correctness", True) in rows
     assert ("no_secret_in_image", Stage.LEAK, "leaks", True) in rows
     assert ("scan", Stage.SCAN, "report", True) in rows
-    assert {r.gate for r in rows} == {g.name for g in prod.gates} | {"scan"}
+    assert ("reuse", Stage.BENCH, "reused_from", True) in rows
+    assert {r.gate for r in rows} == {g.name for g in prod.gates} | {"scan", "reuse"}
 
 
 def test_unknown_metric_names_key(tmp_path: Path) -> None:

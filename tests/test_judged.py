@@ -235,7 +235,7 @@ def test_calibrate_judge_cli(tmp_path: Path) -> None:
             "calibrate", "judge", "--dimension", "faithfulness", "--labels", str(labels),
             "--judge-url", js.base_url, "--judge-model", "scripted-judge", "--json", "--boot", "200"])
     assert res.exit_code == 0, res.output
-    obj = json.loads(res.output)
+    obj = json.loads(res.stdout)
     assert obj["n"] == 5 and obj["agreement"] == pytest.approx(0.8)
     assert obj["confusion"] == {"tp": 2, "fp": 1, "fn": 0, "tn": 2}
     assert obj["scorer_id"] == judge_scorer_id("faithfulness", "scripted-judge")
@@ -267,7 +267,7 @@ def test_calibrated_judge_is_found_by_the_scoring_path(embeddings, tmp_path: Pat
             "calibrate", "judge", "--dimension", "faithfulness", "--labels", str(labels), "--judge-url", js.base_url,
             "--judge-model", "scripted-judge", "--json", "--save", "--boot", "200", "--concurrency", "8"])
         assert res.exit_code == 0, res.output
-        cal = json.loads(res.output)
+        cal = json.loads(res.stdout)
         assert cal["n"] >= 100 and Path(cal["saved"]).parent == tmp_path / "cal"
         assert 0.5 < cal["agreement"] < 1.0  # the double's word-overlap rule misses facts changed in place
 

@@ -32,8 +32,9 @@ def run_cmd(
     skip: Annotated[list[str] | None, typer.Option("--skip", help="Stage to skip (recorded as not run; its gates "
                                                    "decide).", metavar="STAGE")] = None,
     fresh: FreshOpt = False,
-    reuse_bench: Annotated[bool, typer.Option("--reuse-bench", help="Reuse a stored bench of the same release "
-                                              "instead of measuring again.")] = False,
+    remeasure: Annotated[bool, typer.Option("--remeasure", help="Boot and bench again even when this machine "
+                                            "measured the same release recently enough for the policy's "
+                                            "reuse.bench_max_age_s.")] = False,
     server_url: ServerUrlOpt = None,
     server: Annotated[str, typer.Option("--server", help="Which serving image and API: transformers (the demo "
                                         "default) or llamacpp (llama.cpp serving a GGUF base model).",
@@ -54,7 +55,7 @@ def run_cmd(
     Some steps only: exit 0 when they did not fail and the gates have not run yet. The dagger plan measures
     an image and a server started elsewhere (Dagger's; or by hand).
 
-    Example: llmgate run --model-dir .llmgate/models/demo-v2 --tag demo-good
+    Example: llmgate run --model-dir .llmgate/models/demo-v3 --tag demo-good
     """
     from pipeline.models import Decision
     from pipeline.orchestrate.runner import exit_code_for
@@ -69,11 +70,11 @@ def run_cmd(
             raise BadInput(f"{', '.join(named)} cannot change a stored run: it already names its release and plan",
                            where="--run")
         run = state.workspace().load_run(run_ref)
-        runner = make_runner(config, run_plan=run.labels.get("llmgate.plan"), fresh=fresh, reuse_bench=reuse_bench,
+        runner = make_runner(config, run_plan=run.labels.get("llmgate.plan"), fresh=fresh, remeasure=remeasure,
                              server_url=server_url)
         runner.check_skip(skip or ())
     else:
-        runner = make_runner(config, plan=plan, fresh=fresh, reuse_bench=reuse_bench, server_url=server_url)
+        runner = make_runner(config, plan=plan, fresh=fresh, remeasure=remeasure, server_url=server_url)
         apply_server(runner.cfg, server)
         if policy is not None:
             runner.cfg.gates_file = str(policy)

@@ -81,7 +81,7 @@ def build(
 
     Exit 0 built and pushed, 2 bad input/config, 3 infrastructure failure or a failed build.
 
-    Example: llmgate build --tag v1.2.0 --model-dir .llmgate/models/demo-v2
+    Example: llmgate build --tag v1.2.0 --model-dir .llmgate/models/demo-v3
     """
     runner = make_runner(config, fresh=fresh)
     run = runner.create(tag=tag, model_dir=model_dir)

@@ -49,7 +49,7 @@ class SectionPlugin:
 
 # Sections whose stage is known; present in a policy without a plug-in given, they are an error,
 # never a silent pass.
-RESERVED: dict[str, Stage] = {"scan": Stage.SCAN, "sign": Stage.SIGN, "manifests": Stage.MANIFESTS}
+RESERVED: dict[str, Stage] = {"scan": Stage.SCAN, "sign": Stage.SIGN, "manifests": Stage.MANIFESTS, "reuse": Stage.BENCH}
 
 ENGINE_SECTION_KEYS = ("required", "key", "reason", "locked", "relaxable")  # keys the engine owns
 

@@ -46,7 +46,7 @@ def new_run(
     if image is not None and image.tag is not None and not tag:
         check_tag(image.tag, where="--image")
     model_path = Path(model_dir or cfg.boot.model_dir)
-    make_demo = "make the demo model with `llmgate demo-model .llmgate/models/demo-v2` (scripts/demo.sh does)"
+    make_demo = "make the demo model with `llmgate demo-model .llmgate/models/demo-v3` (scripts/demo.sh does)"
     if not model_path.is_dir():
         raise BadInput("model directory not found", where=f"boot.model_dir: {model_path}", hint=make_demo)
     if not has_model_files(model_path):

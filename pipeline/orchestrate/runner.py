@@ -50,7 +50,7 @@ from pipeline.telemetry import from_env as telemetry_from_env
 from pipeline.workspace import Workspace
 
 PID_LABEL, HOST_LABEL, STAGE_LABEL = "llmgate.pid", "llmgate.host", "llmgate.stage"
-_REUSE_NOTE = re.compile(r"(; )?reused from run \S+ \(same inputs\)$")
+_REUSE_NOTE = re.compile(r"(; )?reused from run \S+ \((same inputs|same inputs on this machine[^)]*)\)$")
 
 
 class Terminated(KeyboardInterrupt):
@@ -259,14 +259,11 @@ class Runner:
         results: dict[Stage, StageResult] = {}
         for step in steps:
             self._check_needs(run, step)
-            key = reuse.input_key(step.stage, run, self.cfg, self.options)
-            found = (self.ws.store.reusable(step.stage.value, key)
-                     if key is not None and reuse.may_reuse(step.stage, self.options) else None)
-            if found is not None and (why := self._not_reusable(found[1], key)):
-                self.reporter.step(f"{step.stage.value}: the stored result of run {found[0]} is not reused: {why}")
-                found = None
+            key, found = self._reusable(run, step.stage, say=True)
             if found is not None and step.stage is Stage.BOOT and not self._server_steps_reusable(run):
                 found = None  # a step after it needs a live server: boot for real
+                self.reporter.step("boot: measuring again: a later step needs a live server (its stored result "
+                                   "cannot stand for it)")
             if found is not None and self._still_valid(run, step, found[1]):
                 results[step.stage] = self._reused(run, found[0], found[1], key)
             else:
@@ -333,6 +330,7 @@ class Runner:
         return result.finish()
 
     def _reused(self, run: RunRecord, source_run: str, stored: StageResult, key: str) -> StageResult:
+        from pipeline.bench.reuse_policy import reuse_note
         from pipeline.schemas import BuildDetails
 
         res = stored.model_copy(deep=True)
@@ -345,7 +343,9 @@ class Runner:
         self._reused_links[res.stage.value] = evidence.link_sha256(res.evidence)
         res.evidence = None
         measured = _REUSE_NOTE.sub("", res.reason or "")  # the stored result may itself have been reused
-        res.reason = (measured + "; " if measured else "") + f"reused from run {source_run} (same inputs)"
+        why = (reuse_note(stored, self._reuse_policy(), run.created_at) if res.stage in reuse.MEASUREMENTS
+               else "same inputs")
+        res.reason = (measured + "; " if measured else "") + f"reused from run {source_run} ({why})"
         return res
 
     def _check_inputs(self, run: RunRecord, step: Step | Stage) -> None:
@@ -370,17 +370,47 @@ class Runner:
         it must carry a link that verifies with the public key, signs exactly it, and names this key."""
         return evidence.check_reusable(stored, key, self.keys().public_key)
 
+    def _reuse_policy(self) -> Any:
+        from pipeline.bench.reuse_policy import ReusePolicy
+
+        section = self.load_policy().sections.get("reuse")
+        return section if isinstance(section, ReusePolicy) else ReusePolicy()
+
+    def _reusable(self, run: RunRecord, stage: Stage, *, say: bool = False
+                  ) -> tuple[str | None, tuple[str, StageResult] | None]:
+        """This step's input key, and the stored result that may stand for it (None: run it). A boot or
+        bench must also be recent and undisturbed (the policy's `reuse` section); `say` reports why a stored
+        one was not taken."""
+        baseline = None
+        if stage in reuse.MEASUREMENTS and self.cfg.bench.same_run_baseline:
+            last = self.ws.store.last_promoted(run.target)
+            baseline = last.run_id if last is not None and last.run_id != run.run_id else None
+        key = reuse.input_key(stage, run, self.cfg, self.options, baseline=baseline)
+        if key is None or not reuse.may_reuse(stage, self.options):
+            return key, None
+        found = self.ws.store.reusable(stage.value, key)
+        if found is not None and (unproven := self._not_reusable(found[1], key)):
+            if say:
+                self.reporter.step(f"{stage.value}: the stored result of run {found[0]} is not reused: {unproven}")
+            return key, None
+        if found is not None and stage in reuse.MEASUREMENTS:
+            from pipeline.bench.reuse_policy import why_not_reusable
+
+            why = why_not_reusable(found[1], self._reuse_policy(), run.created_at)
+            if why is not None:
+                if say:
+                    self.reporter.step(f"{stage.value}: measuring again: the stored {stage.value} of run {found[0]} "
+                                       f"has the same inputs, but {why}")
+                return key, None
+        return key, found
+
     def _server_steps_reusable(self, run: RunRecord) -> bool:
-        """Every step that talks to the server has a stored result with its inputs (then boot can be reused
-        too, and no server is started at all)."""
+        """Every step that talks to the server has a stored result that may stand for it (then boot can be
+        reused too, and no server is started at all)."""
         for step in self.plan.steps:
             if not step.server or (step.on_request and not self._requested(step)):
                 continue
-            key = reuse.input_key(step.stage, run, self.cfg, self.options)
-            if key is None or not reuse.may_reuse(step.stage, self.options):
-                return False
-            found = self.ws.store.reusable(step.stage.value, key)
-            if found is None or self._not_reusable(found[1], key):
+            if self._reusable(run, step.stage)[1] is None:
                 return False
         return True
 

@@ -65,7 +65,7 @@ class StageOptions:
     plan: str = "local"
     server_url: str | None = None  # attach to a server started elsewhere instead of booting one
     fresh: bool = False  # recompute every stage even when a stored result has the same inputs
-    reuse_bench: bool = False  # bench is re-measured unless asked to reuse
+    remeasure: bool = False  # boot and bench measured again even when a recent one of this machine is stored
     overlay: str = "canary"
     manifests_dir: Path = Path("manifests")
     promote: PromoteRequest | None = None

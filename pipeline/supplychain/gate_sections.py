@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from pipeline.bench.reuse_policy import REUSE_SECTION
 from pipeline.config import describe_validation_error
 from pipeline.errors import BadInput
 from pipeline.gates.sections import SectionContext, SectionPlugin
@@ -61,4 +62,5 @@ SIGN_SECTION = SectionPlugin(
     relaxations=_relaxations,
 )
 
-SECTIONS: tuple[SectionPlugin, ...] = (SCAN_SECTION, SIGN_SECTION)
+# `reuse:` (how old a reused bench may be) is not supply chain, but every caller loads policies through here.
+SECTIONS: tuple[SectionPlugin, ...] = (SCAN_SECTION, SIGN_SECTION, REUSE_SECTION)
