@@ -104,7 +104,15 @@ class BootConfig(Section):
 
 class BenchConfig(Section):
     warmup: Annotated[int, Field(ge=0, le=MAX_REQUESTS, strict=True)] = 2
-    requests: Requests = 40  # at least the gate policy's min_n (30) per series, so comparisons are not too few
+    # None: as many as the gate policy needs (pipeline/gates/sizing.py: every comparison at its margin, every
+    # rate and percentile threshold robust to a few unlucky requests), at most max_requests. A number: exactly
+    # that many; fewer than the policy needs is stated in the bench result, and the gates judge what was sent.
+    requests: Requests | None = None
+    max_requests: Requests = 5000  # the most the policy's sizing or a re-measure may send (per side)
+    # Re-measurements after a disturbed machine (once it is quiet again, with a fresh interleaved baseline) or
+    # an underpowered latency comparison (with the requests it needs, up to max_requests), within deadline_s.
+    remeasure: Annotated[int, Field(ge=0, le=10, strict=True)] = 1
+    quiet_wait_s: Seconds = 60  # how long a re-measure waits for the machine to become quiet
     concurrency: Concurrency = 4
     max_tokens: Tokens = 32
     request_timeout_s: Seconds = 60
@@ -131,7 +139,7 @@ class BenchConfig(Section):
 
     @model_validator(mode="after")
     def _synthetic_fits(self) -> BenchConfig:
-        tokens = (self.warmup + self.requests) * self.input_tokens
+        tokens = (self.warmup + (self.requests or self.max_requests)) * self.input_tokens
         if self.prompts == "synthetic" and tokens > MAX_SYNTHETIC_TOKENS:
             raise ValueError(f"(warmup + requests) x input_tokens = {tokens} synthetic prompt tokens, more than "
                              f"{MAX_SYNTHETIC_TOKENS} (every prompt is built before the first request)")

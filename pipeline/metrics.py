@@ -95,6 +95,10 @@ _ALL: tuple[MetricInfo, ...] = (
     _m(Stage.BENCH, "env_busy_before", "ratio", "lower"),
     _m(Stage.BENCH, "env_load_before", "load", "lower"),
     _m(Stage.BENCH, "env_load_during", "load", "lower"),
+    # CPU time of processes other than the bench and the server under test, during the bench; and the
+    # share of the machine other work took (what a disturbed run's slowdown can be blamed on)
+    _m(Stage.BENCH, "env_others_during", "ratio", "lower"),
+    _m(Stage.BENCH, "env_disturbance", "ratio", "lower"),
     _m(Stage.BENCH, "env_disturbed", "bool", "lower"),
     _m(Stage.EVAL, "correctness_mean", "ratio", "higher", "items:correctness"),
     _m(Stage.EVAL, "correctness_string_mean", "ratio", "higher", "items:correctness_string"),

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.errors import BadInput
 from pipeline.schemas import BuildDetails, GateDetails, Payload, PromoteDetails, StageDetails
 from pipeline.schemas.facts import Fact
-from pipeline.schemas.gate import GateStatus, GateVerdict  # noqa: F401  (part of the record's API)
+from pipeline.schemas.gate import Approval, GateStatus, GateVerdict  # noqa: F401  (part of the record's API)
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 # A run id names a directory under the work dir and a row in the store: letters, digits, '_' and '-'
@@ -89,6 +89,9 @@ class Decision(StrEnum):
     PENDING = "pending"
     PASS = "pass"
     BLOCKED = "blocked"
+    # The gates could not show the release safe to ship (too little or disturbed data, a scorer not
+    # trusted, no baseline and no meaningful threshold): never promoted, never signed as a pass.
+    INCONCLUSIVE = "inconclusive"
     ERROR = "error"
     INTERRUPTED = "interrupted"  # the process running it died (killed, machine lost) mid-stage
 
@@ -298,6 +301,8 @@ class RunRecord(_Model):
     decision: Decision = Decision.PENDING
     decision_reason: str = ""
     baseline_run_id: str | None = None
+    # a person's recorded approval to judge a first release (no baseline) on what was measured
+    first_release_approval: Approval | None = None
     promotion: PromotionRecord | None = None
     interrupted_stage: str | None = None  # set when the process running this record died mid-stage
     labels: dict[str, str] = Field(default_factory=dict)

@@ -47,9 +47,13 @@ def test_shipped_policies_load() -> None:
     assert {g.name for g in prod.gates if g.locked} == {"no_secret_in_image", "signature", "manifests"}
     assert prod.section_meta["scan"].locked and prod.section_meta["scan"].relaxable == ["require_scanners"]
     assert prod.gate("ttft_p99").threshold == 0.5 and prod.gate("ttft_p99").direction == "max"
-    assert prod.gate("correctness").resolved_test == "bootstrap" and prod.gate("correctness").inconclusive_action == "fail"
-    assert prod.gate("refusal").resolved_test == "mcnemar" and prod.gate("refusal").inconclusive_action == "warn"
-    assert prod.gate("ttft_p99").resolved_test == "mannwhitney"
+    assert prod.gate("correctness").resolved_test == "bootstrap"
+    # doubt never passes: every gate the data cannot judge is inconclusive unless a policy makes it fail
+    assert {g.inconclusive_action for g in prod.gates} == {"inconclusive"}
+    assert prod.gate("refusal").resolved_test == "mcnemar" and prod.gate("refusal").key
+    assert prod.gate("under_refusal").key and prod.gate("under_refusal").subset == "refuse"
+    assert prod.gate("ttft_p99").resolved_test == "quantile" and prod.gate("ttft_p50").resolved_test == "mannwhitney"
+    assert prod.gate("correctness").category_margin == 0.25 and prod.gate("refusal").category_margin == 0.3
     assert prod.drift_allowance == 0.05 and prod.min_n == 30
     local = load(REPO / "gates.local.yaml")
     # signing works on the embedded default: the local job requires the signature again (and cannot not)
@@ -60,9 +64,9 @@ def test_shipped_policies_load() -> None:
     assert local.sections["scan"].require_scanners == ["secret", "misconfig"]  # type: ignore[attr-defined]
     assert local.section_overrides["scan"] == {"require_scanners": [["vuln", "secret", "misconfig"], ["secret", "misconfig"]]}
     assert prod.sections["scan"].require_scanners == ["vuln", "secret", "misconfig"]  # type: ignore[attr-defined]
-    assert local.gate("ttft_p99").overrides == {"threshold": [0.5, 3.0], "margin": [0.1, None]}
-    assert local.gate("error_rate").overrides == {} and local.gate("error_rate").required
-    assert local.gate("correctness").underpowered_action == "warn" and local.gate("correctness").inconclusive_action == "fail"
+    assert local.gate("ttft_p99").overrides == {"threshold": [0.5, 3.0], "margin": [0.25, None], "expected": [None, 1.0]}
+    assert local.gate("error_rate").overrides == {"expected": [None, 0.001]} and local.gate("error_rate").threshold == 0.01
+    assert local.gate("correctness").underpowered_action == "inconclusive"
     assert local.files[1].endswith("gates.yaml") and local.sha256 != prod.sha256
 
 
@@ -171,7 +175,7 @@ def test_contradictions(tmp_path: Path) -> None:
                 gate(name="i", compare="items:correctness"),
                 gate(name="j", margin=0.02, compare="bench.ttft_p99_s"),
                 gate(name="k", margin=0.02, drift_allowance=0.1),
-                gate(name="l", on_underpowered="warn"),
+                gate(name="l", on_underpowered="inconclusive"),
                 gate(name="m", locked=True, required=False, reason="kept for the dashboard only"),
             ]
         },
@@ -267,7 +271,8 @@ def test_child_cannot_relax_a_locked_gate(tmp_path: Path) -> None:
         ({"threshold": 3}, "threshold may only get stricter (0 -> 3, max)"),
         ({"threshold": None, "margin": 0.5, "compare": "items:correctness"}, "threshold cannot be removed"),
         ({"source": "scan.secrets"}, "source cannot change"),
-        ({"on_inconclusive": "warn"}, "on_inconclusive of a key gate defaults to fail"),
+        ({"on_inconclusive": "warn"}, "'warn' is not accepted: a gate the data could not judge never passes"),
+        ({"threshold": 1.5, "direction": "max"}, "threshold may only get stricter"),
     ]:
         msg = problems(tmp_path, {"extends": "gates.yaml",
                                   "gates": [{"name": "no_secret_in_image", **override, "reason": why}]}, "child.yaml")

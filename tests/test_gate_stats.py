@@ -209,3 +209,55 @@ def test_holm_is_monotone(p: list[float], i: int, factor: float) -> None:
     lower = list(p)
     lower[i] *= factor
     assert all(a <= b + 1e-15 for a, b in zip(stats.holm(lower), stats.holm(p), strict=True))
+
+
+def test_quantile_test_blocks_a_tail_slowdown_at_the_margin_at_most_alpha() -> None:
+    """A p99 exactly at baseline x 1.25 is blocked <= alpha (plus simulation noise); x 1.75 is caught."""
+    rng = np.random.default_rng(12)
+    at, beyond = 0, 0
+    trials, n = 300, 800
+    for _ in range(trials):
+        base = rng.lognormal(np.log(0.2), 0.35, n)
+        at += stats.quantile_test(rng.lognormal(np.log(0.2 * 1.25), 0.35, n), base, q=0.99, ratio=1.25).p_regression < 0.05
+        beyond += stats.quantile_test(rng.lognormal(np.log(0.2 * 1.75), 0.35, n), base, q=0.99,
+                                      ratio=1.25).p_regression < 0.05
+    lo, _ = stats.wilson(at, trials)
+    assert lo <= 0.05, at / trials
+    assert beyond / trials >= 0.8
+
+
+def test_quantile_test_counts_and_bounds() -> None:
+    rng = np.random.default_rng(1)
+    base = rng.lognormal(0, 0.3, 500)
+    new = base.copy()
+    res = stats.quantile_test(new, base, q=0.9, ratio=1.0)
+    assert res.exceed_new == res.exceed_base and res.p_regression > 0.5 and res.shift == 0.0
+    assert res.ci_low < 0 < res.ci_high
+    fisher = sps.fisher_exact([[res.exceed_new, 500 - res.exceed_new], [res.exceed_base, 500 - res.exceed_base]],
+                              alternative="greater").pvalue
+    assert res.p_regression == pytest.approx(fisher)
+    with pytest.raises(ValueError):
+        stats.quantile_test(new, base, q=1.0)
+
+
+def test_regression_proof_spread_ignores_the_regression() -> None:
+    rng = np.random.default_rng(3)
+    d = rng.normal(0, 0.1, 4000)
+    assert stats.regression_proof_sd(d) == pytest.approx(0.1, rel=0.05)
+    worse = d.copy()
+    worse[:1000] -= rng.uniform(0.2, 0.8, 1000)
+    assert stats.regression_proof_sd(worse) <= stats.regression_proof_sd(d)
+    assert np.std(worse) > 2 * np.std(d)
+    flips = np.array([1.0] * 10 + [-1.0] * 30 + [0.0] * 460)  # 0/1 items: 10 gained, 30 lost
+    assert stats.regression_proof_sd(flips) == pytest.approx(np.sqrt(20 / 500))
+
+
+def test_rate_sizing_keeps_an_unchanged_release_inside_its_threshold() -> None:
+    from pipeline.gates.sizing import _rate_requests
+
+    for t, e, risk, direction in ((0.01, 0.003, 0.01, "max"), (0.95, 0.985, 0.01, "min"), (0.02, 0.01, 0.05, "max")):
+        n = _rate_requests(t, e, risk, direction)
+        ns = np.arange(n, 5 * n)
+        rate, allowed = (e, t) if direction == "max" else (1 - e, 1 - t)
+        assert sps.binom.sf(np.floor(allowed * ns + 1e-9), ns, rate).max() <= risk
+        assert sps.binom.sf(np.floor(allowed * (n - 1) + 1e-9), n - 1, rate) > risk  # the fewest such n

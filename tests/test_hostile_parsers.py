@@ -127,7 +127,7 @@ def test_config_file(tmp_path_factory, data) -> None:
         _names(exc, str(path))
         return
     assert isinstance(cfg, PipelineConfig)
-    assert cfg.bench.requests >= 1 and cfg.bench.concurrency >= 1 and 0 < cfg.bench.deadline_s < float("inf")
+    assert (cfg.bench.requests or cfg.bench.max_requests) >= 1 and cfg.bench.concurrency >= 1 and 0 < cfg.bench.deadline_s < float("inf")
 
 
 def test_config_path_that_is_not_a_file(tmp_path) -> None:

@@ -250,7 +250,8 @@ def test_gate_verdict_from_run(fixtures_dir: Path) -> None:
     run = RunRecord(image=ImageRef.parse("127.0.0.1:5000/llmgate/server@sha256:" + "a" * 64))
     assert scan_gate_verdict(run, ScanPolicy()).status is GateStatus.NOT_RUN
     report = _report(fixtures_dir, "pip.json")
-    details = ScanDetails(target="img", verdict=evaluate(report, ScanPolicy(), today=TODAY), report=report)
+    details = ScanDetails(target="img", verdict=evaluate(report, ScanPolicy(), today=TODAY), report=report,
+                          scanners=["vuln", "secret", "misconfig"])
     run.add_stage(StageResult(stage=Stage.SCAN, status=StageStatus.OK, details=details))
     g = scan_gate_verdict(run, ScanPolicy(), today=TODAY)
     assert g.status is GateStatus.FAIL and g.value == 1.0 and "Werkzeug 0.11 (fixed in 0.15.3)" in g.reason

@@ -172,7 +172,7 @@ def test_policies_that_extend_the_floor_meet_it_and_a_minimal_one_does_not(tmp_p
     for name in ("gates.yaml", "gates.local.yaml", "gates.llamacpp.yaml"):
         assert floor.problem(_identity(REPO / name)) is None, name
     minimal = tmp_path / "minimal.yaml"
-    minimal.write_text("version: 1\ngates:\n  - name: error_rate\n    source: bench.error_rate\n    threshold: 1\n")
+    minimal.write_text("version: 1\ngates:\n  - name: error_rate\n    source: bench.error_rate\n    threshold: 0.01\n")
     problem = floor.problem(_identity(minimal))
     assert problem is not None and "does not contain the floor gates.yaml of target production" in problem
     for missing in ("no_secret_in_image", "signature", "manifests"):

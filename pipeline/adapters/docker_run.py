@@ -108,6 +108,17 @@ class Container:
             raise InfraError("container port is not published", where=self.name)
         return f"http://127.0.0.1:{self.host_port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The host pid of the container's main process (None when the engine does not say), so the bench
+        can tell the server's CPU time from other work on the machine."""
+        try:
+            self.raw.reload()
+            pid = int(self.raw.attrs.get("State", {}).get("Pid") or 0)
+        except Exception:  # noqa: BLE001 - only a reading for the environment check; never fatal
+            return None
+        return pid or None
+
     def state(self) -> tuple[str, int | None]:
         """("running" | "exited" | ..., exit code when exited)."""
         import docker.errors

@@ -232,8 +232,16 @@ def gate(
                                                 metavar="FILE")] = None,
     junit: Annotated[Path | None, typer.Option("--junit", help="Also copy junit.xml here (for CI test reports).",
                                                metavar="FILE")] = None,
+    approve: Annotated[str | None, typer.Option(
+        "--approve-first-release", metavar="WHY",
+        help="Record a person's approval to judge a first release (no baseline yet) on what was measured: "
+             "gates with a margin and no threshold then pass on it instead of being inconclusive. Needs --by.",
+    )] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who approves (with --approve-first-release).",
+                                           metavar="NAME")] = None,
 ) -> None:
-    """Judge a stored run against the gate policy and its baseline. Exit 0 pass, 1 a gate failed, 2 bad input.
+    """Judge a stored run against the gate policy and its baseline. Exit 0 pass, 1 blocked or inconclusive
+    (the message says which, and why), 2 bad input.
 
     Example: llmgate gate --run 3f2a9c1b7d4e --junit reports/llmgate.xml
     """
@@ -241,6 +249,23 @@ def gate(
         check_output(junit, what="JUnit file", where=f"--junit {junit}")  # a FIFO or a device: refused up front
     ws = state.workspace()
     run = ws.load_run(run_ref)
+    if (approve is None) != (by is None):
+        from pipeline.errors import BadInput
+
+        raise BadInput("--approve-first-release and --by go together: who approves, and why",
+                       where="--approve-first-release" if approve is None else "--by")
+    if approve is not None and by is not None:
+        from pydantic import ValidationError
+
+        from pipeline.errors import BadInput
+        from pipeline.models import utcnow
+        from pipeline.schemas.gate import Approval
+
+        try:
+            run.first_release_approval = Approval(by=by.strip(), at=utcnow(), reason=approve.strip())
+        except ValidationError as exc:
+            raise BadInput("an approval names who (1-200 characters) and why (15-2000 characters): "
+                           + "; ".join(str(e["msg"]) for e in exc.errors()), where="--approve-first-release") from exc
     runner = make_runner(config, run_plan=run.labels.get("llmgate.plan"))
     if policy is not None:
         runner.cfg.gates_file = str(policy)

@@ -8,7 +8,8 @@ in the verdict) or add gates. Sections merge key by key, and a change to a paren
 locked gate stays required, key and locked; its threshold may only move to the stricter side, its
 margin only shrink, its alpha only grow; what it measures (source, direction, compare, test) and how
 it trusts a scorer (min_agreement, min_n) do not change; `on_inconclusive`/`on_underpowered` may go
-from warn to fail only. A locked section stays required and key; its rules may change only in ways
+from inconclusive to fail only; the compared items (`subset`) do not change, and the per-category
+check (`category_margin`, `category_min_n`) may only get stricter. A locked section stays required and key; its rules may change only in ways
 the section's plug-in calls tightening, except the fields the parent lists in `relaxable:`.
 """
 
@@ -105,8 +106,14 @@ def _gate_relaxations(parent: dict[str, Any], child: dict[str, Any], top_alpha: 
     for k in ("on_inconclusive", "on_underpowered"):
         if parent.get(k) == "fail" and child.get(k) != "fail":
             out.append(f"{k} cannot go from fail to {child.get(k) or 'the default'}")
-        if parent.get(k) is None and parent.get("key") and child.get(k) == "warn":
-            out.append(f"{k} of a key gate defaults to fail and cannot be set to warn")
+    if child.get("subset") != parent.get("subset"):
+        out.append(f"subset cannot change ({parent.get('subset')!r} -> {child.get('subset')!r})")
+    pc, cc = _num(parent.get("category_margin")), _num(child.get("category_margin"))
+    if pc is not None and (cc is None or cc > pc):
+        out.append(f"category_margin may only shrink ({pc:g} -> {child.get('category_margin')!r})")
+    pn, cn = _num(parent.get("category_min_n")), _num(child.get("category_min_n"))
+    if pc is not None and cn is not None and cn > (pn or 5):
+        out.append(f"category_min_n may only shrink ({parent.get('category_min_n')!r} -> {cn:g})")
     return out
 
 

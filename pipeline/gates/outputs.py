@@ -31,6 +31,8 @@ def verdict_document(ev: Evaluation, run: RunRecord, policy: Policy) -> dict[str
             "multiplicity": policy.multiplicity,
             "drift_allowance": policy.drift_allowance,
             "min_n": policy.min_n,
+            "power": policy.power,
+            "planning_risk": policy.planning_risk,
             "resamples": policy.resamples,
         },
         **ev.to_json(),
@@ -44,23 +46,30 @@ def write_verdict_json(ev: Evaluation, run: RunRecord, policy: Policy, path: Pat
 
 
 def junit_xml(ev: Evaluation, run: RunRecord) -> ET.ElementTree:
-    """One testcase per gate: fail -> <failure>; not_run -> <failure> when required, else <skipped>."""
+    """One testcase per gate: fail -> <failure>; not_run -> <failure type="not_run"> when required, else
+    <skipped>; inconclusive -> <error type="inconclusive"> when required (the gate could not decide, which
+    a CI test report shows apart from a failure), else <skipped>."""
     failures = sum(
         1 for v in ev.verdicts if v.status is GateStatus.FAIL or (v.status is GateStatus.NOT_RUN and v.required)
     )
-    skipped = sum(1 for v in ev.verdicts if v.status is GateStatus.NOT_RUN and not v.required)
-    suites = ET.Element("testsuites", name="llmgate", tests=str(len(ev.verdicts)), failures=str(failures))
+    errors = sum(1 for v in ev.verdicts if v.status is GateStatus.INCONCLUSIVE and v.required)
+    skipped = sum(
+        1 for v in ev.verdicts if v.status in (GateStatus.NOT_RUN, GateStatus.INCONCLUSIVE) and not v.required
+    )
+    suites = ET.Element("testsuites", name="llmgate", tests=str(len(ev.verdicts)), failures=str(failures),
+                        errors=str(errors))
     suite = ET.SubElement(
         suites,
         "testsuite",
         name=f"llmgate.gates.{run.target}",
         tests=str(len(ev.verdicts)),
         failures=str(failures),
-        errors="0",
+        errors=str(errors),
         skipped=str(skipped),
     )
     props = ET.SubElement(suite, "properties")
-    for k, val in (("run_id", run.run_id), ("decision", ev.decision.value), ("baseline", ev.baseline.reason)):
+    for k, val in (("run_id", run.run_id), ("decision", ev.decision.value), ("decision_reason", ev.reason),
+                   ("baseline", ev.baseline.reason)):
         ET.SubElement(props, "property", name=k, value=redact_text(str(val)))
     for v in ev.verdicts:
         case = ET.SubElement(suite, "testcase", name=v.name, classname=f"llmgate.{v.source}")
@@ -72,6 +81,12 @@ def junit_xml(ev: Evaluation, run: RunRecord) -> ET.ElementTree:
                 ET.SubElement(case, "failure", message=msg, type="not_run").text = msg
             else:
                 ET.SubElement(case, "skipped", message=msg)
+        elif v.status is GateStatus.INCONCLUSIVE:
+            why = f"inconclusive ({v.details.outcome}): {msg}"
+            if v.required:
+                ET.SubElement(case, "error", message=why, type="inconclusive" + ("_key" if v.key else "")).text = why
+            else:
+                ET.SubElement(case, "skipped", message=why)
         elif v.status is GateStatus.WARN:
             ET.SubElement(case, "system-out").text = f"warning: {msg}"
     ET.indent(suites)

@@ -24,8 +24,11 @@ from pipeline.gates.registry import Source
 from pipeline.gates.sections import ENGINE_SECTION_KEYS, RESERVED, SectionPlugin, SectionSet, as_map
 from pipeline.models import Stage
 
-Test = Literal["bootstrap", "mcnemar", "mannwhitney"]
-OnInconclusive = Literal["warn", "fail"]
+Test = Literal["bootstrap", "mcnemar", "mannwhitney", "quantile"]
+# What a gate the data could not judge does: `inconclusive` (the release cannot pass, a person decides
+# what to measure next) or `fail` (it is blocked). There is no "warn": doubt never passes.
+OnInconclusive = Literal["inconclusive", "fail"]
+Subset = Literal["answer", "refuse"]
 
 _FINITE = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
@@ -52,6 +55,17 @@ class GateSpec(BaseModel):
     min_n: int | None = Field(default=None, ge=3)
     on_inconclusive: OnInconclusive | None = None
     on_underpowered: OnInconclusive | None = None
+    # compare only the items a good server should answer (`answer`) or refuse (`refuse`)
+    subset: Subset | None = None
+    # block when any ground-truth category's mean score is shown to drop by more than this, whatever
+    # the average does (categories with fewer than category_min_n paired items are not tested)
+    category_margin: float | None = Field(default=None, gt=0, lt=1)
+    category_min_n: int | None = Field(default=None, ge=2)
+    # design values, used to size the bench and to check the ground truth (`llmgate policy check`):
+    # the A/A spread of the compared data (items: sd of paired differences; samples: sd of log latency)
+    planning_sd: float | None = Field(default=None, gt=0, le=10)
+    # the value an unchanged release is expected to show against the threshold
+    expected: float | None = None
     reason: str | None = None
 
     _source: Source | None = PrivateAttr(default=None)
@@ -83,8 +97,8 @@ class GateSpec(BaseModel):
 
     @property
     def inconclusive_action(self) -> OnInconclusive:
-        """What an inconclusive comparison does: a key gate never passes on missing evidence."""
-        return self.on_inconclusive or ("fail" if self.key else "warn")
+        """What a gate the data could not judge does (never a pass)."""
+        return self.on_inconclusive or "inconclusive"
 
     @property
     def underpowered_action(self) -> OnInconclusive:
@@ -127,6 +141,9 @@ class Policy(BaseModel):
     min_paired_fraction: float = Field(default=0.9, gt=0, le=1)
     drift_allowance: float = Field(default=0.05, ge=0, lt=1)
     min_n: int = Field(default=30, ge=3)
+    # sizing: the largest chance that an unchanged release at its expected values fails one threshold
+    # only because of sampling noise (a few unlucky requests); see pipeline/gates/sizing.py
+    planning_risk: float = Field(default=0.01, gt=0, lt=0.5)
     # none: each comparison is tested at its alpha; holm: Holm-adjusted across the release's comparisons
     multiplicity: Literal["none", "holm"] = "none"
     gates: list[GateSpec] = Field(default_factory=list)
@@ -231,6 +248,9 @@ def _pydantic_problems(
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif err["type"] == "literal_error" and err.get("input") == "warn" and loc and str(loc[-1]).startswith("on_"):
+            msg = ("'warn' is not accepted: a gate the data could not judge never passes; use 'inconclusive' "
+                   "(the default) or 'fail'")
         elif err["type"] == "finite_number":
             msg = f"must be a finite number (got {err.get('input')!r})"
         elif "input" in err and err["type"] not in ("missing",):
@@ -238,9 +258,13 @@ def _pydantic_problems(
         problems.add(path, msg, origin if origin and " + " in origin else None)
 
 
-def _default_test(cmp: Source) -> Test:
+TAIL_QUANTILE = 0.9  # percentile sources at or above this are compared as quantiles (a tail test)
+
+
+def _default_test(src: Source, cmp: Source) -> Test:
     if cmp.kind == "samples":
-        return "mannwhitney"
+        q = src.quantile
+        return "quantile" if q is not None and q >= TAIL_QUANTILE else "mannwhitney"
     dim = cmp.dimension
     return "mcnemar" if dim and dim.binary else "bootstrap"
 
@@ -266,10 +290,12 @@ def _resolve_compare(g: GateSpec, src: Source, path: str, problems: Problems) ->
         problems.add(f"{path}.compare", "compare must be items:<dimension> or samples:<name> (paired data)")
         return
     g._compare = cmp
-    test = g.test or _default_test(cmp)
+    test = g.test or _default_test(src, cmp)
     dim = cmp.dimension
-    if test == "mannwhitney" and cmp.kind != "samples":
-        problems.add(f"{path}.test", "mannwhitney compares latency samples; use bootstrap or mcnemar for items")
+    if test in ("mannwhitney", "quantile") and cmp.kind != "samples":
+        problems.add(f"{path}.test", f"{test} compares latency samples; use bootstrap or mcnemar for items")
+    elif test == "quantile" and src.quantile is None:
+        problems.add(f"{path}.test", f"quantile compares a percentile; {src} is not one (use mannwhitney)")
     elif test in ("bootstrap", "mcnemar") and cmp.kind != "items":
         problems.add(f"{path}.test", f"{test} needs paired per-item scores; use mannwhitney for samples")
     elif test == "mcnemar" and not (dim and dim.binary):
@@ -279,6 +305,23 @@ def _resolve_compare(g: GateSpec, src: Source, path: str, problems: Problems) ->
         problems.add(f"{path}.margin", "item scores are 0..1; a margin of 1 or more can never fail")
     if g.drift_allowance is not None and cmp.kind != "samples":
         problems.add(f"{path}.drift_allowance", "a drift allowance applies to latency samples only")
+    for k in ("subset", "category_margin"):
+        if getattr(g, k) is not None and cmp.kind != "items":
+            problems.add(f"{path}.{k}", f"{k} applies to per-item scores only (compare: items:<dimension>)")
+    if g.category_margin is not None and g.category_margin < g.margin:
+        problems.add(f"{path}.category_margin", f"a category is smaller than the whole: its margin must be at "
+                     f"least the gate's margin {g.margin:g}")
+
+
+def _cannot_fail(src: Source, direction: str, threshold: float) -> str | None:
+    """Why a threshold can never be violated (a quality bar of 0 passes anything), or None."""
+    unit = metrics.unit(str(src))
+    lowest, highest = 0.0, (1.0 if unit in ("ratio", "bool") else None)
+    if direction == "min" and threshold <= lowest:
+        return f"{src} is never below {lowest:g}: '>= {threshold:g}' passes anything"
+    if direction == "max" and highest is not None and threshold >= highest:
+        return f"{src} is never above {highest:g}: '<= {threshold:g}' passes anything"
+    return None
 
 
 def _resolve_gate(g: GateSpec, path: str, problems: Problems) -> None:
@@ -299,6 +342,19 @@ def _resolve_gate(g: GateSpec, path: str, problems: Problems) -> None:
             )
     elif g.direction is not None:
         problems.add(f"{path}.direction", "direction without a threshold")
+    if g.threshold is not None and g.direction is not None:
+        why = _cannot_fail(src, g.direction, g.threshold)
+        if why:
+            problems.add(f"{path}.threshold", f"cannot fail: {why}; set a bar that means something for the "
+                         "target, or remove the threshold (a first release then needs a recorded approval)")
+    if g.expected is not None:
+        if g.threshold is None:
+            problems.add(f"{path}.expected", "expected sizes a threshold; this gate has none")
+        elif g.direction in ("max", "min") and not (
+            g.expected < g.threshold if g.direction == "max" else g.expected > g.threshold
+        ):
+            problems.add(f"{path}.expected", f"an unchanged release expected at {g.expected:g} would not meet "
+                         f"{'<=' if g.direction == 'max' else '>='} {g.threshold:g}")
     if g.threshold is None and g.margin is None:
         problems.add(path, "checks nothing: give a threshold, a margin, or both")
     if g.compare is not None and g.margin is None:
@@ -306,9 +362,11 @@ def _resolve_gate(g: GateSpec, path: str, problems: Problems) -> None:
     if g.margin is not None:
         _resolve_compare(g, src, path, problems)
     else:
-        for k in ("test", "drift_allowance", "on_underpowered"):
+        for k in ("test", "drift_allowance", "on_underpowered", "subset", "category_margin", "planning_sd"):
             if getattr(g, k) is not None:
                 problems.add(f"{path}.{k}", f"{k} without a margin compares nothing")
+    if g.category_min_n is not None and g.category_margin is None:
+        problems.add(f"{path}.category_min_n", "category_min_n without a category_margin checks nothing")
     if g.min_agreement is not None:
         dim_name = g.scorer_dimension
         info = metrics.ITEM_DIMENSIONS.get(dim_name) if dim_name else None

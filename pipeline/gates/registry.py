@@ -3,12 +3,15 @@ checked against the one metric registry (`pipeline/metrics.py`)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 from pipeline import metrics
 from pipeline.metrics import ITEM_DIMENSIONS, ITEM_STAGE, SAMPLES, Better, DimensionInfo, MetricInfo
 from pipeline.models import Stage
+
+_PERCENTILE = re.compile(r"_p(\d{2})_s$")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,12 @@ class Source:
     @property
     def dimension(self) -> DimensionInfo | None:
         return ITEM_DIMENSIONS.get(self.name) if self.kind == "items" else None
+
+    @property
+    def quantile(self) -> float | None:
+        """The quantile a percentile metric reports (`bench.ttft_p99_s` -> 0.99), else None."""
+        m = _PERCENTILE.search(self.name) if self.kind == "metric" else None
+        return int(m.group(1)) / 100 if m else None
 
     @property
     def performance(self) -> bool:

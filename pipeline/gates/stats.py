@@ -323,3 +323,139 @@ def n_needed_paired(n: int, mde: float, margin: float) -> int:
 def n_needed_shift(n: int, mde: float, margin: float) -> int:
     """Requests per side needed for the latency MDE to reach the margin (log scale, 1/sqrt(n))."""
     return math.ceil(n * (math.log1p(mde) / math.log1p(margin)) ** 2)
+
+
+# -- power that a regression cannot inflate --------------------------------------------------------
+
+
+def regression_proof_sd(diffs: Sequence[float] | np.ndarray) -> float:
+    """The A/A spread of paired differences (new - baseline, higher is better), estimated from the
+    changes in the release's favour only: sqrt(2/n * sum of d^2 over d > 0).
+
+    An unchanged release has differences symmetric around 0, so the favourable half carries half of
+    their second moment; a regression moves items the other way and cannot inflate it (0/1 scores:
+    twice the share of items gained). A bigger regression therefore never looks "more underpowered"."""
+    d = np.asarray(diffs, dtype=float)
+    if d.size == 0:
+        return 0.0
+    pos = d[d > 0]
+    return float(math.sqrt(2.0 * float(np.sum(pos * pos)) / d.size))
+
+
+def baseline_log_sd(base: Sequence[float]) -> float:
+    """Spread of the baseline's log latency: what a latency comparison's power is computed from (the
+    candidate's own spread grows with a tail regression, the baseline's cannot)."""
+    y = np.log(np.asarray(base, dtype=float))
+    return float(y.std(ddof=1)) if y.size > 1 else 0.0
+
+
+def latency_target(margin: float, tested: float) -> float:
+    """Log-scale distance between the tested bound (1 + tested) and twice the margin (1 + 2 margin):
+    the design rule is that a regression of twice the margin is caught with the policy's power, also
+    against a stored baseline whose drift allowance widens the tested bound."""
+    return math.log((1 + 2 * margin) / (1 + tested))
+
+
+# -- tail latency: a quantile compared as a quantile ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuantileResult:
+    q: float  # the quantile compared (0.99 for p99)
+    n_new: int
+    n_base: int
+    quantile_new: float
+    quantile_base: float
+    shift: float  # quantile_new / quantile_base - 1
+    ci_low: float  # distribution-free bounds of `shift` (order statistics), one-sided 1 - alpha each
+    ci_high: float
+    tested_ratio: float
+    cut: float  # the common cut: the pooled q-quantile of new and baseline x tested_ratio
+    exceed_new: int  # samples above the cut
+    exceed_base: int
+    p_regression: float  # Fisher's exact test: more of the new samples lie above the cut
+    log_sparsity: float  # d log Q / dq at q, estimated from the baseline (for the MDE)
+
+
+def _order_stat_bounds(sorted_x: np.ndarray, q: float, level: float) -> tuple[float, float]:
+    """Distribution-free one-sided `level` bounds of the q-quantile: the order statistics whose
+    binomial coverage is at least `level` (Conover 1999, 3.2)."""
+    n = sorted_x.size
+    lo = int(sps.binom.ppf(1 - level, n, q))  # P(Bin(n,q) < lo) <= 1 - level: x_(lo) is a lower bound
+    hi = int(sps.binom.ppf(level, n, q)) + 1
+    return float(sorted_x[max(lo - 1, 0)]), float(sorted_x[min(hi, n) - 1])
+
+
+def log_sparsity(base: np.ndarray, q: float) -> float:
+    """d log Q(p) / dp at p = q under a log-normal with the baseline's log spread: sd / phi(z_q). The
+    baseline's spread over all its samples is stable where a tail difference quotient is not, and a
+    regression of the candidate cannot inflate it."""
+    return baseline_log_sd(base) / float(sps.norm.pdf(sps.norm.ppf(q)))
+
+
+def quantile_test(
+    new: Sequence[float],
+    base: Sequence[float],
+    *,
+    q: float,
+    ratio: float = 1.0,
+    alpha: float = 0.05,
+) -> QuantileResult:
+    """Is the q-quantile of `new` above the baseline's x `ratio`? A two-sample quantile test (Mood's
+    median test moved to the q-quantile): cut the pooled new and baseline x `ratio` samples at their
+    q-quantile, count each side's samples above the cut, and test with Fisher's exact test whether the
+    new side has more of them. Under "new's q-quantile <= baseline's x ratio" the new side holds no
+    more than its share of the pooled tail, so a true tail slowdown of exactly `ratio` is blocked with
+    probability <= alpha. A scale shift of the whole distribution is not what it measures: the median
+    test is the shifted Mann-Whitney (`shift_test`)."""
+    x = np.sort(np.asarray(new, dtype=float))
+    y = np.sort(np.asarray(base, dtype=float))
+    if not 0 < q < 1:
+        raise ValueError("q must lie strictly between 0 and 1")
+    if x.size < 2 or y.size < 2:
+        raise ValueError("a quantile test needs at least 2 samples on each side")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()) or (x <= 0).any() or (y <= 0).any():
+        raise ValueError("latency samples must be finite and positive")
+    scaled = y * ratio
+    cut = float(np.quantile(np.concatenate([x, scaled]), q, method="inverted_cdf"))
+    k_new = int(np.count_nonzero(x > cut))
+    k_base = int(np.count_nonzero(scaled > cut))
+    table = [[k_new, x.size - k_new], [k_base, y.size - k_base]]
+    p = 1.0 if k_new + k_base == 0 else float(sps.fisher_exact(table, alternative="greater").pvalue)
+    qn, qb = float(np.quantile(x, q)), float(np.quantile(y, q))
+    # each side's bound at 1 - alpha/2, so the ratio's bound holds at >= 1 - alpha (Bonferroni)
+    ln, un = _order_stat_bounds(x, q, 1 - alpha / 2)
+    lb, ub = _order_stat_bounds(y, q, 1 - alpha / 2)
+    return QuantileResult(
+        q=q, n_new=int(x.size), n_base=int(y.size), quantile_new=qn, quantile_base=qb, shift=qn / qb - 1,
+        ci_low=ln / ub - 1, ci_high=un / lb - 1, tested_ratio=float(ratio), cut=cut, exceed_new=k_new,
+        exceed_base=k_base, p_regression=p, log_sparsity=log_sparsity(y, q),
+    )
+
+
+def mde_quantile(log_sparsity: float, q: float, n_new: int, n_base: int, *, alpha: float = 0.05,
+                 power: float = 0.8) -> float:
+    """Smallest relative tail slowdown beyond the tested bound the quantile test detects with `power`:
+    se(log Q_q) = sparsity x sqrt(q(1 - q) / n) on each side (the quantile's asymptotic variance)."""
+    if n_new < 2 or n_base < 2:
+        return float("inf")
+    se = log_sparsity * math.sqrt(q * (1 - q)) * math.sqrt(1 / n_new + 1 / n_base)
+    return float(np.expm1((_z(1 - alpha) + _z(power)) * se))
+
+
+def n_needed_log(n: int, mde: float, target_log: float) -> int:
+    """Samples per side for a latency MDE (relative) to reach a log-scale target (1/sqrt(n))."""
+    if target_log <= 0:
+        return 0
+    return math.ceil(n * (math.log1p(mde) / target_log) ** 2)
+
+
+def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion k/n."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    den = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / den
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, c - h), min(1.0, c + h))

@@ -607,7 +607,7 @@ def write_reports(run: RunRecord, ws: Workspace) -> Path | None:
 def exit_code_for(run: RunRecord) -> ExitCode:
     if run.decision is Decision.PASS:
         return ExitCode.PASS
-    if run.decision is Decision.BLOCKED:
+    if run.decision in (Decision.BLOCKED, Decision.INCONCLUSIVE):
         return ExitCode.GATE_FAILED
     return ExitCode.INFRA
 

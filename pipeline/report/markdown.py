@@ -17,10 +17,21 @@ from pipeline.outside_text import printable
 from pipeline.redact import redact_text
 from pipeline.report.units import fmt_delta, fmt_value, unit_of
 from pipeline.report.verdict_table import difference_text, p_text, relative_difference, threshold_text
-from pipeline.report.views import failing_gates, safe_record, scan_not_run, short_digest, worst_items
+from pipeline.report.views import (
+    failing_gates,
+    inconclusive_gates,
+    safe_record,
+    scan_not_run,
+    short_digest,
+    worst_items,
+)
 
-_ICON = {"pass": "✅", "warn": "⚠️", "fail": "❌", "not_run": "⏭️"}
-_ORDER = {GateStatus.FAIL: 0, GateStatus.NOT_RUN: 1, GateStatus.WARN: 2, GateStatus.PASS: 3}
+_ICON = {"pass": "✅", "warn": "⚠️", "fail": "❌", "not_run": "⏭️", "inconclusive": "❔"}
+_ORDER = {GateStatus.FAIL: 0, GateStatus.NOT_RUN: 1, GateStatus.INCONCLUSIVE: 2, GateStatus.WARN: 3, GateStatus.PASS: 4}
+_DECISION_NOTE = {
+    "inconclusive": "Not shown safe to ship: nothing failed, but the gates marked ❔ could not decide. "
+                    "Not promotable; measure again or act on what they name.",
+}
 # CommonMark lets any ASCII punctuation be backslash-escaped; these are the ones that start emphasis,
 # links, code, tables or strike-through anywhere in a line.
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
@@ -84,7 +95,7 @@ def render_summary(run: RunRecord, baseline: RunRecord | None = None, *, report_
                    max_items: int = 3) -> str:
     run = safe_record(run)
     baseline = safe_record(baseline) if baseline else None
-    blocking = {g.name for g in failing_gates(run)}
+    blocking = {g.name for g in failing_gates(run)} | {g.name for g in inconclusive_gates(run)}
     verdict = run.decision.value.upper()
     tag = run.image.tag or run.run_id
     lines = [f"## llmgate: {verdict} · {md_code(tag)}", ""]
@@ -100,6 +111,8 @@ def render_summary(run: RunRecord, baseline: RunRecord | None = None, *, report_
     lines += ["", *identity_lines(run)]
     if run.decision_reason:
         lines += ["", f"> {md_text(run.decision_reason)}"]
+    if run.decision.value in _DECISION_NOTE:
+        lines += ["", f"**{_DECISION_NOTE[run.decision.value]}**"]
     counts = {s: sum(g.status is s for g in run.gates) for s in GateStatus}
     lines += ["", " · ".join(f"{_ICON[s.value]} {counts[s]} {s.value.replace('_', ' ')}" for s in GateStatus
                              if counts[s]), ""]

@@ -23,12 +23,13 @@ METRICS: dict[str, tuple[str, str]] = {
     "llmgate_gate_value": ("gauge", "Value of the metric a gate reads, latest run of the tag."),
     "llmgate_gate_threshold": ("gauge", "Threshold of the gate."),
     "llmgate_gate_baseline": ("gauge", "Baseline value the gate compared against."),
-    "llmgate_gate_passed": ("gauge", "1 pass or warning, 0 fail, -1 not run."),
-    "llmgate_gate_status": ("gauge", "1 for the gate's current status (pass, warn, fail, not_run)."),
-    "llmgate_run_decision": ("gauge", "1 for the decision of the tag's latest run (pass, blocked, error, pending)."),
+    "llmgate_gate_passed": ("gauge", "1 pass or warning, 0 fail, -1 not run, -2 inconclusive."),
+    "llmgate_gate_status": ("gauge", "1 for the gate's current status (pass, warn, fail, not_run, inconclusive)."),
+    "llmgate_run_decision": ("gauge", ("1 for the decision of the tag's latest run (pass, blocked, inconclusive, "
+                                       "error, pending).")),
     "llmgate_run_timestamp_seconds": ("gauge", "Creation time of the tag's latest run (Unix seconds)."),
 }
-_PASSED = {"pass": 1, "warn": 1, "fail": 0, "not_run": -1}
+_PASSED = {"pass": 1, "warn": 1, "fail": 0, "not_run": -1, "inconclusive": -2}
 
 
 def _label(v: str) -> str:
@@ -73,7 +74,7 @@ def _samples(run: RunRecord, with_tag: bool) -> dict[str, list[str]]:
         add("llmgate_gate_passed", labels, _PASSED[g.status.value])
         for status in _PASSED:
             add("llmgate_gate_status", {**labels, "status": status}, 1.0 if g.status.value == status else 0.0)
-    for decision in ("pass", "blocked", "error", "pending"):
+    for decision in ("pass", "blocked", "inconclusive", "error", "pending"):
         add("llmgate_run_decision", {**base, "decision": decision, "digest": run.image.digest or ""},
             1.0 if run.decision.value == decision else 0.0)
     add("llmgate_run_timestamp_seconds", base, run.created_at.timestamp())

@@ -16,7 +16,7 @@ from pipeline.report import units
 
 PALETTE = ["#2563eb", "#9ca3af", "#d97706", "#7c3aed"]
 STATUS_COLOURS = {
-    "pass": "#16a34a", "warn": "#f59e0b", "fail": "#dc2626", "not_run": "#9ca3af",
+    "pass": "#16a34a", "warn": "#f59e0b", "fail": "#dc2626", "not_run": "#9ca3af", "inconclusive": "#ca8a04",
     "promoted": "#16a34a", "refused": "#dc2626", "aborted": "#f59e0b", "failed": "#991b1b",
     "noop": "#9ca3af",
 }
@@ -271,8 +271,8 @@ def timeline(events: Sequence[tuple[datetime, str, str, str | None]], *, width: 
     return _svg(width, height, body, title or "timeline")
 
 
-DECISION_COLOURS = {"pass": "#16a34a", "blocked": "#dc2626", "error": "#991b1b", "pending": "#9ca3af",
-                    "interrupted": "#7c3aed"}
+DECISION_COLOURS = {"pass": "#16a34a", "blocked": "#dc2626", "inconclusive": "#ca8a04", "error": "#991b1b",
+                    "pending": "#9ca3af", "interrupted": "#7c3aed"}
 
 
 def gantt(stages: Sequence[tuple[str, datetime, float | None, str, bool]], *, width: int = 640,

@@ -21,9 +21,10 @@ STYLE = {
     GateStatus.WARN: "yellow",
     GateStatus.FAIL: "bold red",
     GateStatus.NOT_RUN: "magenta",
+    GateStatus.INCONCLUSIVE: "bold yellow",
 }
-DECISION_STYLE = {"pass": "bold green", "blocked": "bold red", "error": "bold red", "pending": "yellow",
-                  "interrupted": "bold magenta"}
+DECISION_STYLE = {"pass": "bold green", "blocked": "bold red", "inconclusive": "bold yellow", "error": "bold red",
+                  "pending": "yellow", "interrupted": "bold magenta"}
 
 
 def relative_difference(v: GateVerdict) -> bool:

@@ -28,8 +28,8 @@ from pipeline.schemas import BootDetails, ScanDetails, SignDetails
 
 __all__ = ["better_of", "unit_of"]  # re-exported for the markdown summary and the site
 
-STATUS_LABEL = {"pass": "pass", "warn": "warning", "fail": "fail", "not_run": "not run"}
-STATUS_GLYPH = {"pass": "✓", "warn": "!", "fail": "✗", "not_run": "·"}
+STATUS_LABEL = {"pass": "pass", "warn": "warning", "fail": "fail", "not_run": "not run", "inconclusive": "inconclusive"}
+STATUS_GLYPH = {"pass": "✓", "warn": "!", "fail": "✗", "not_run": "·", "inconclusive": "?"}
 SEVERITY_RANK = {"CRITICAL": 0, "HIGH": 1, "MEDIUM": 2, "LOW": 3, "UNKNOWN": 4}
 QUALITY_DIMENSIONS = ["correctness", "correctness_string", "faithfulness", "answer_relevance", "refusal", "latency_ok"]
 DEFAULT_ALPHA = 0.05
@@ -217,7 +217,7 @@ def build_heatmap(heads: list[RunHead], *, href: str = "runs/{run_id}/report.htm
     safe_names = [red(n) for n in names]
     # Escaped once here; the numbers formatted into titles are escaped by `_fmt`, so cells are plain f-strings.
     esc_names = [str(escape(n)) for n in safe_names]
-    totals = dict.fromkeys(("pass", "warn", "fail", "not_run"), 0)
+    totals = dict.fromkeys(("pass", "warn", "fail", "not_run", "inconclusive"), 0)
     rows = []
     for tag, h in ordered:
         stag = red(tag)
@@ -283,6 +283,11 @@ def failing_gates(run: RunRecord) -> list[GateVerdict]:
     """Gates that block: failed ones, and required ones that did not run."""
     return [g for g in run.gates
             if g.status is GateStatus.FAIL or (g.status is GateStatus.NOT_RUN and g.required)]
+
+
+def inconclusive_gates(run: RunRecord) -> list[GateVerdict]:
+    """Required gates the data could not decide: each keeps the release from passing."""
+    return [g for g in run.gates if g.status is GateStatus.INCONCLUSIVE and g.required]
 
 
 @dataclass
@@ -420,6 +425,7 @@ class RunView:
     identity: list[tuple[str, str]]
     verdicts: list[VerdictRow]
     failing: list[VerdictRow]
+    inconclusive: list[VerdictRow]
     stages: list[StageRow]
     charts: dict[str, Any]
     boot_rows: list[tuple[str, str]]
@@ -505,6 +511,7 @@ def build_run_view(run: RunRecord, baseline: RunRecord | None = None, *, max_fin
         identity=release_identity(run),
         verdicts=verdicts,
         failing=[v for v in verdicts if v.name in fail_names],
+        inconclusive=[v for v in verdicts if v.name in {g.name for g in inconclusive_gates(run)}],
         stages=[stage_row(s) for s in run.stages.values()],
         charts=charts,
         boot_rows=boot_rows,

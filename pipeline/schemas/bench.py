@@ -15,6 +15,8 @@ class DisturbanceLimits(BaseModel):
 
     steal: float = Field(default=0.05, ge=0, le=1)  # share of CPU time stolen, before or during
     busy_before: float = Field(default=0.5, ge=0, le=1)  # share of CPU time busy in the quiet window
+    # share of CPU time used during the bench by processes that are neither the bench nor the server
+    others_during: float = Field(default=0.2, ge=0, le=1)
 
 
 class EnvironmentReport(BaseModel):
@@ -30,10 +32,24 @@ class EnvironmentReport(BaseModel):
     busy_before: float | None
     load_before: float | None  # 1-minute load average per CPU, for people
     load_during: float | None
+    # CPU time of other processes during the bench (None: the server's processes could not be told apart)
+    others_during: float | None = None
     limits: DisturbanceLimits
     disturbed: bool
     reasons: list[str] = Field(default_factory=list)
     unreadable: str | None = None  # why nothing could be read (not Linux, no /proc): nothing judged
+
+    @property
+    def share(self) -> float | None:
+        """The share of the machine other work took while latency was measured (what a slowdown can be
+        blamed on): stolen plus used by other processes during the bench when both were read, else the
+        largest reading of steal or busy-before."""
+        if self.unreadable:
+            return None
+        if self.others_during is not None:
+            return min(1.0, (self.steal_during or 0.0) + self.others_during)
+        readings = [v for v in (self.steal_before, self.steal_during, self.busy_before) if v is not None]
+        return max(readings) if readings else None
 
     def metrics(self) -> dict[str, float | None]:
         return {
@@ -42,8 +58,20 @@ class EnvironmentReport(BaseModel):
             "env_busy_before": self.busy_before,
             "env_load_before": self.load_before,
             "env_load_during": self.load_during,
+            "env_others_during": self.others_during,
+            "env_disturbance": self.share,
             "env_disturbed": None if self.unreadable else float(self.disturbed),
         }
+
+
+class BenchAttempt(BaseModel):
+    """One measurement of the bench stage; a disturbed or underpowered one is repeated (bounded)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests: int
+    disturbed: bool
+    repeat_because: str | None = None  # why it was (or would have been) measured again
 
 
 class SameRunBaseline(BaseModel):
@@ -68,6 +96,7 @@ class BenchDetails(Payload):
     prompts: str
     exact_input_tokens: bool
     requests: int
+    requests_sized: str = ""  # where the request count came from (the policy's need, or the config)
     warmup: int
     concurrency: int | None = None
     rate_rps: float | None = None
@@ -91,3 +120,4 @@ class BenchDetails(Payload):
     rx_timestamps: str = "userspace"  # kernel | mixed | userspace: who stamped the chunks' arrival
     environment: EnvironmentReport | None = None  # noisy-neighbour readings before and during the bench
     same_run_baseline: SameRunBaseline | None = None
+    attempts: list[BenchAttempt] = Field(default_factory=list)  # every measurement; the last one is recorded

@@ -3,6 +3,7 @@ baseline they were made. `RunRecord.gates` and `.decision` mirror the latest gat
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -13,9 +14,20 @@ from pipeline.schemas.base import Payload
 
 class GateStatus(StrEnum):
     PASS = "pass"
-    WARN = "warn"  # passed, but something a person should look at (e.g. margin below MDE)
+    WARN = "warn"  # passed, with a note a person should read (never a doubt about the release itself)
     FAIL = "fail"
     NOT_RUN = "not_run"  # its source stage or metric is missing
+    INCONCLUSIVE = "inconclusive"  # the data could not show it either way: never a pass
+
+
+class Approval(BaseModel):
+    """A person's recorded decision to let a first release (no baseline) go on what the gates measured."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    by: str = Field(min_length=1, max_length=200)
+    at: datetime
+    reason: str = Field(min_length=15, max_length=2000)
 
 
 class VerdictDetails(BaseModel):
@@ -55,6 +67,19 @@ class VerdictDetails(BaseModel):
     paired_items: int | None = None
     paired_fraction_low: bool | None = None
     discordant_lost_gained: list[int] | None = None
+    tested_margin: float | None = None  # the margin the test used (scorer error, drift allowance applied)
+    scorer_error: float | None = None  # the calibrated scorer's plausible error rate (1 - Wilson lower)
+    quantile: float | None = None  # tail comparison: the quantile compared (0.99 for a p99 gate)
+    exceed_new_baseline: list[int] | None = None  # tail comparison: samples above the common cut, per side
+    planning_sd: float | None = None  # the spread the power was computed from (regression-proof)
+    subset: str | None = None  # compared only the items with this expected behaviour
+    # per-category collapse check
+    categories: list[str] | None = None  # the categories that collapsed beyond category_margin
+    categories_checked: int | None = None
+    # a disturbed bench machine
+    disturbance: float | None = None  # share of the machine taken by other work (steal, other processes)
+    explainable_bound: float | None = None  # the worst value the disturbance could explain
+    approval: str | None = None  # a first release let through by a recorded person
     # a section's findings
     blocking: list[str] | None = None
     problems: list[str] | None = None
@@ -107,3 +132,4 @@ class GateDetails(Payload):
     verdicts: list[GateVerdict] = Field(default_factory=list)
     decision: str
     reason: str
+    approval: Approval | None = None  # a first release's recorded human approval, when one was used

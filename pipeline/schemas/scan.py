@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeline.schemas.base import Payload
 from pipeline.schemas.trivy import Severity, TrivyReport
@@ -34,6 +34,14 @@ class ScanPolicy(BaseModel):
     ignore_file: str | None = ".trivyignore.yaml"
     misconfig_max: SeverityLimits = Field(default_factory=lambda: SeverityLimits(critical=0, high=0))
     require_scanners: list[Scanner] = Field(default_factory=lambda: ["vuln", "secret", "misconfig"])
+
+    @field_validator("require_scanners")
+    @classmethod
+    def _some_scanner(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("name at least one scanner: a scan gate that requires none passes a report that "
+                             "proves no scanner ran")
+        return v
 
 
 class BlockingFinding(BaseModel):

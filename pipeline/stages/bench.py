@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -27,10 +29,11 @@ from pipeline.bench.load import Target, fixed_concurrency, poisson, sweep
 from pipeline.bench.server_metrics import Scraper, cross_check, detect
 from pipeline.bench.stats import Slo, error_reasons, summarize
 from pipeline.config import PipelineConfig
+from pipeline.gates import sizing
 from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.progress import Reporter
 from pipeline.schemas import BenchDetails, BootDetails
-from pipeline.schemas.bench import SameRunBaseline
+from pipeline.schemas.bench import BenchAttempt, SameRunBaseline
 from pipeline.stages.context import StageContext
 
 
@@ -155,60 +158,154 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(v) / len(v) if v else None
 
 
+def planned_requests(cfg: PipelineConfig, ctx: StageContext, run: RunRecord, *, same_run: bool) -> tuple[int, str]:
+    """How many requests (per side) to send, and why: the configured number, or what the policy needs
+    (its latency comparisons only when there is a baseline release to compare with)."""
+    b = cfg.bench
+    policy = ctx.policy
+    need = None
+    if policy is not None:
+        compared = same_run or ctx.ws.store.last_promoted(run.target) is not None
+        need, needs = sizing.bench_requests(policy, stored=not same_run, comparisons=compared)
+        top = needs[0].why if needs else f"min_n {policy.min_n}"
+    if b.requests is not None:
+        if need is not None and b.requests < need:
+            return b.requests, (f"bench.requests={b.requests} as configured, fewer than the {need} the policy needs "
+                                f"({top}): the gates judge what was sent")
+        return b.requests, f"bench.requests={b.requests} as configured"
+    if need is None:
+        return DEFAULT_REQUESTS, f"{DEFAULT_REQUESTS} requests (no gate policy to size the bench by)"
+    if need > b.max_requests:
+        return b.max_requests, (f"the policy needs {need} requests ({top}), capped at bench.max_requests="
+                                f"{b.max_requests}: the gates will say what this many cannot show")
+    return need, f"{need} requests, what the policy needs ({top})"
+
+
+def _undecided_on_disturbed(ctx: StageContext, run: RunRecord, metrics: dict[str, float | None],
+                            same_run: bool) -> list[str]:
+    """The required performance gates a disturbed measurement leaves undecided: a violated threshold
+    (the disturbance may explain it) or a comparison with a baseline (not judged on a disturbed run)."""
+    policy = ctx.policy
+    if policy is None:
+        return []
+    stored = None if same_run else ctx.ws.store.last_promoted(run.target)
+    out = []
+    for g in policy.gates:
+        src, cmp = g.parsed_source, g.parsed_compare
+        if not g.required or src.stage is not Stage.BENCH:
+            continue
+        if src.performance and g.threshold is not None:
+            v = metrics.get(src.name)
+            if v is not None and not (v <= g.threshold if g.direction == "max" else v >= g.threshold):
+                out.append(f"{g.name} threshold")
+        if cmp is not None and cmp.performance and g.margin is not None and (same_run or stored is not None):
+            out.append(f"{g.name} comparison")
+    return out
+
+
+def _judge_attempt(cfg: PipelineConfig, ctx: StageContext, run: RunRecord, details: BenchDetails,
+                   metrics: dict[str, float | None], both: Interleaved | None, n: int) -> tuple[str | None, int]:
+    """Why this measurement should be repeated (None: it stands), and the requests the next one sends.
+    A disturbed machine is measured again only when that leaves a gate undecided (a threshold met on a
+    disturbed machine is met: other work only slows a release down)."""
+    env = details.environment
+    if env is not None and env.disturbed:
+        undecided = _undecided_on_disturbed(ctx, run, metrics, both is not None)
+        if undecided:
+            return f"environment disturbed ({'; '.join(env.reasons)}), undecided: {', '.join(undecided)}", n
+    if both is not None and ctx.policy is not None:
+        need = sizing.remeasure_need(ctx.policy, both.series("candidate"), both.series("baseline"))
+        if need is not None and n < cfg.bench.max_requests:
+            return f"underpowered: {need.why}", min(max(need.n, n + 1), cfg.bench.max_requests)
+    return None, n
+
+
+def _wait_quiet(probe: EnvironmentProbe, wait_s: float, deadline: float, reporter: Reporter) -> bool:
+    """Sample one-second windows until one is quiet, for at most `wait_s` (and never past the deadline)."""
+    end = min(time.perf_counter() + wait_s, deadline)
+    while time.perf_counter() < end:
+        if probe.quiet(1.0):
+            return True
+        reporter.step("bench: waiting for the machine to become quiet before measuring again")
+        time.sleep(min(4.0, max(0.0, end - time.perf_counter())))
+    return False
+
+
 def bench_stage(run: RunRecord, ctx: StageContext) -> StageResult:
     cfg, reporter = ctx.cfg, ctx.reporter
     server = ctx.require_server("bench")
     b = cfg.bench
-    deadline = time.perf_counter() + b.deadline_s  # the whole stage: probe, warm-up and measurement
+    deadline = time.perf_counter() + b.deadline_s  # the whole stage: probe, warm-up, measurements
     url, model = server.base_url, cfg.boot.served_model_name or server.model
     ctx.adapters.server().require_up(url)
     tokenizer = prompts_mod.load_tokenizer(cfg.boot.model_dir)
-    n = b.requests
-    if b.prompts == "synthetic":
-        pset = prompts_mod.synthetic(n + b.warmup, b.input_tokens, tokenizer, seed=b.seed)
-    else:
-        pset = prompts_mod.ground_truth(cfg.eval.ground_truth, n + b.warmup)
+    base = ctx.baseline_server
+    if base is not None and b.shape != "concurrency":
+        reporter.step(f"bench: the same-run baseline needs the concurrency shape, not {b.shape}: stored samples")
+        base = None
+    n, sized = planned_requests(cfg, ctx, run, same_run=base is not None)
     target = Target(url, path=API_PATHS[cfg.boot.api], timeout_s=b.request_timeout_s,
                     count_tokens=prompts_mod.token_counter(tokenizer))
     ignore = "not requested"
     if b.ignore_eos and b.prompts == "synthetic":
-        ignore = asyncio.run(_probe_ignore_eos(target, _payloads(pset.prompts[:1], model, 2, True, cfg.boot.api)[0]))
+        first = _prompt_set(cfg, tokenizer, 1).prompts[:1]
+        ignore = asyncio.run(_probe_ignore_eos(target, _payloads(first, model, 2, True, cfg.boot.api)[0]))
     send_ignore = ignore == "sent"
-    warm = _payloads(pset.prompts[:b.warmup], model, b.max_tokens, send_ignore, cfg.boot.api)
-    payloads = _payloads(pset.prompts[b.warmup :], model, b.max_tokens, send_ignore, cfg.boot.api)
-    details = BenchDetails(
-        base_url=url,
-        model=model,
-        shape=b.shape,
-        prompts=pset.source,
-        exact_input_tokens=pset.exact_input_tokens,
-        requests=len(payloads),
-        warmup=len(warm),
-        concurrency=b.concurrency if b.shape != "poisson" else None,
-        rate_rps=b.rate_rps if b.shape == "poisson" else None,
-        max_tokens=b.max_tokens,
-        ignore_eos=ignore,
-        tokens_estimated=False,
-        slo={"ttft_s": b.slo_ttft_s, "tpot_s": b.slo_tpot_s, "e2e_s": b.slo_e2e_s},
-    )
-    base = ctx.baseline_server
-    against = ""
-    if base is not None and b.shape != "concurrency":
-        reporter.step(f"bench: the same-run baseline needs the concurrency shape, not {b.shape}: stored samples")
-        base = None
-    elif base is not None:
-        against = f", interleaved with baseline run {base.run_id} at {base.base_url}"
-    reporter.step(f"bench: {len(payloads)} requests ({b.shape}) against {url}{against}")
-    result = StageResult(stage=Stage.BENCH, status=StageStatus.OK)
-    t_origin = time.perf_counter()
+    against = "" if base is None else f", interleaved with baseline run {base.run_id} at {base.base_url}"
     base_target = None if base is None else (
         Target(base.base_url, path=target.path, timeout_s=b.request_timeout_s, count_tokens=target.count_tokens),
         base.model)
-    samples, xc, both = asyncio.run(_measure(cfg, target, payloads, warm, Scraper(url, b.metrics_path), reporter,
-                                             details, EnvironmentProbe(), base_target, deadline))
+    # the bench's own side: this process (client) and the servers under test, when their pids are known
+    servers = [s for s in (server, base) if s is not None]
+    local = any(_is_local(s.base_url) for s in servers)
+    own = [os.getpid(), *(s.pid for s in servers if s.pid)]
+    attributable = not local or all(s.pid for s in servers if _is_local(s.base_url))
+    probe = EnvironmentProbe(own=own if attributable else None)
+    attempts: list[BenchAttempt] = []
+    t_origin = time.perf_counter()
+    while True:
+        pset = _prompt_set(cfg, tokenizer, n + b.warmup)
+        warm = _payloads(pset.prompts[:b.warmup], model, b.max_tokens, send_ignore, cfg.boot.api)
+        payloads = _payloads(pset.prompts[b.warmup :], model, b.max_tokens, send_ignore, cfg.boot.api)
+        details = BenchDetails(
+            base_url=url,
+            model=model,
+            shape=b.shape,
+            prompts=pset.source,
+            exact_input_tokens=pset.exact_input_tokens,
+            requests=len(payloads),
+            requests_sized=sized,
+            warmup=len(warm),
+            concurrency=b.concurrency if b.shape != "poisson" else None,
+            rate_rps=b.rate_rps if b.shape == "poisson" else None,
+            max_tokens=b.max_tokens,
+            ignore_eos=ignore,
+            tokens_estimated=False,
+            slo={"ttft_s": b.slo_ttft_s, "tpot_s": b.slo_tpot_s, "e2e_s": b.slo_e2e_s},
+        )
+        reporter.step(f"bench: {len(payloads)} requests ({b.shape}) against {url}{against}"
+                      + (f" (attempt {len(attempts) + 1})" if attempts else "") + f"; {sized}")
+        t_origin = time.perf_counter()
+        samples, xc, both = asyncio.run(_measure(cfg, target, payloads, warm, Scraper(url, b.metrics_path), reporter,
+                                                 details, probe, base_target, deadline))
+        slo = Slo(b.slo_ttft_s, b.slo_tpot_s, b.slo_e2e_s)
+        m = both.metrics("candidate", slo) if both is not None else summarize(samples, slo)
+        again, next_n = _judge_attempt(cfg, ctx, run, details, m, both, n)
+        attempts.append(BenchAttempt(requests=len(payloads), disturbed=bool(details.environment and
+                                                                            details.environment.disturbed),
+                                     repeat_because=again))
+        if again is None or len(attempts) > b.remeasure or time.perf_counter() >= deadline:
+            break
+        reporter.step(f"bench: measuring again: {again}")
+        disturbed = details.environment is not None and details.environment.disturbed
+        if disturbed and not _wait_quiet(probe, b.quiet_wait_s, deadline, reporter):
+            attempts[-1].repeat_because = f"{again}; the machine did not become quiet within {b.quiet_wait_s:g} s"
+            break
+        if next_n != n:
+            n, sized = next_n, f"{next_n} requests after an underpowered measurement"
+    details.attempts = attempts
+    result = StageResult(stage=Stage.BENCH, status=StageStatus.OK)
     details.server_metrics = xc
-    slo = Slo(b.slo_ttft_s, b.slo_tpot_s, b.slo_e2e_s)
-    m = both.metrics("candidate", slo) if both is not None else summarize(samples, slo)
     measured = [s for s in samples if s.phase == "measure"]
     ok = [s for s in measured if s.ok]
     details.tokens_estimated = bool(m.pop("tokens_estimated", 0.0))
@@ -268,9 +365,19 @@ def bench_stage(run: RunRecord, ctx: StageContext) -> StageResult:
             f"broken measurement: TPOT p50 {m.get('tpot_p50_s')}s is below the decode floor "
             f"{details.floor['decode_floor_s']:.6f}s"
         )
+    notes = []
     if implausible:
-        note = (f"server token counts implausible in {len(implausible)} of {len(ok)} requests "
-                f"({details.token_count_discrepancy}); counted from the stream instead")
+        notes.append(f"server token counts implausible in {len(implausible)} of {len(ok)} requests "
+                     f"({details.token_count_discrepancy}); counted from the stream instead")
+    if "fewer than" in sized or "capped" in sized:
+        notes.append(sized)
+    if len(attempts) > 1:
+        notes.append(f"measured {len(attempts)} times: " + "; ".join(
+            f"{a.requests} requests, again because {a.repeat_because}" for a in attempts[:-1]))
+    if attempts and attempts[-1].repeat_because:
+        notes.append(f"the last measurement stands although {attempts[-1].repeat_because} (re-measures: "
+                     f"bench.remeasure={b.remeasure})")
+    for note in notes:
         result.reason = f"{result.reason}; {note}" if result.reason else note
     unsent = sum(1 for s in measured if (s.error or "").startswith("not sent: run deadline"))
     if unsent:
@@ -281,6 +388,21 @@ def bench_stage(run: RunRecord, ctx: StageContext) -> StageResult:
         f"{_ms(m.get('tpot_p50_s'))} p99 {_ms(m.get('tpot_p99_s'))}, errors {m.get('error_rate')}"
     )
     return result
+
+
+DEFAULT_REQUESTS = 40  # without a policy to size by (a stage run on its own)
+
+
+def _prompt_set(cfg: PipelineConfig, tokenizer: Any, count: int) -> prompts_mod.PromptSet:
+    b = cfg.bench
+    if b.prompts == "synthetic":
+        return prompts_mod.synthetic(count, b.input_tokens, tokenizer, seed=b.seed)
+    return prompts_mod.ground_truth(cfg.eval.ground_truth, count)
+
+
+def _is_local(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _ms(v: float | None) -> str:

@@ -179,7 +179,7 @@ def boot_stage(run: RunRecord, ctx: StageContext) -> StageResult:
                       f"probe ready {_s(tl.health_ok_s)}); readiness honest: {tl.readiness_honest}")
         if keep:
             ctx.hold_server(ServedModel(c.base_url, tl.model or cfg.boot.served_model_name or MODEL_MOUNT,
-                                        stop=lambda c=c, name=log_name: _stop(c, run_dir, name)))
+                                        stop=lambda c=c, name=log_name: _stop(c, run_dir, name), pid=c.pid))
         else:
             c.remove()
     _milestones(result, first, loads, honest)
@@ -218,7 +218,8 @@ def _boot_baseline(run: RunRecord, ctx: StageContext) -> str:
         return f"none: promoted run {baseline.run_id} did not become ready: {tl.reason if tl else 'exited at start'}"
     ctx.hold_baseline(BaselineServer(c.base_url, tl.model or ctx.cfg.boot.served_model_name or MODEL_MOUNT,
                                      stop=lambda: (c.stop(), c.remove()), run_id=baseline.run_id,
-                                     image=baseline.image.by_digest, model_digest=baseline.model.digest))
+                                     image=baseline.image.by_digest, model_digest=baseline.model.digest,
+                                     pid=c.pid))
     ctx.reporter.step(f"boot: baseline run {baseline.run_id} ready in {tl.first_completion_s:.2f}s "
                       "beside the candidate")
     return f"run {baseline.run_id} ({baseline.image.by_digest}, model {baseline.model.digest})"

@@ -36,6 +36,7 @@ class ServedModel:
     base_url: str
     model: str | None
     stop: Callable[[], None] | None = None
+    pid: int | None = None  # a local server's host pid (its CPU time is the bench's own, not other work)
 
 
 @dataclass

@@ -91,9 +91,8 @@ def gate_stage(run: RunRecord, ctx: StageContext) -> StageResult:
                       f"{len(policy.sections)} sections)")
     baseline = find_baseline(run, ctx.ws.store, rescore=baseline_rescorer(ctx.cfg, ctx.ws))
     ctx.reporter.step(f"gate: baseline: {baseline.reason}")
-    # The engine compares one agreement figure with min_agreement: give it the held-out lower bound.
-    evaluation = evaluate(policy, run, baseline, sections=SECTIONS,
-                          calibration=lambda sid: None if (t := trust_for(sid)) is None else t.lower)
+    evaluation = evaluate(policy, run, baseline, sections=SECTIONS, calibration=trust_for,
+                          approval=run.first_release_approval)
     for v in evaluation.verdicts:
         ctx.reporter.step(f"gate {v.name}: {v.status.value}: {v.reason}")
     ctx.reporter.step(f"gate: {evaluation.reason}")
@@ -109,6 +108,7 @@ def gate_stage(run: RunRecord, ctx: StageContext) -> StageResult:
         verdicts=list(evaluation.verdicts),
         decision=evaluation.decision.value,
         reason=evaluation.reason,
+        approval=evaluation.approval,
     )
     envelope = None
     if keys.signing is not None and run.image.digest is not None:

@@ -104,9 +104,12 @@ def evaluate(
     ignores: list[IgnoreEntry] | None = None,
     today: date | None = None,
     not_run: dict[str, str] | None = None,
+    ran: Sequence[str] | None = None,
 ) -> ScanVerdict:
     """Apply the policy. `not_run` maps a scanner that did not run to why (e.g. no vulnerability DB):
-    its counts are None, never zero, and a required scanner that did not run blocks."""
+    its counts are None, never zero, and a required scanner that did not run blocks. `ran` are the
+    scanners known to have run (None: not known); none at all, or a policy that requires none, blocks:
+    a report no scanner made proves nothing."""
     today = today or date.today()
     entries = ignores or []
     not_run = not_run or {}
@@ -123,6 +126,10 @@ def evaluate(
     for scanner in policy.require_scanners:
         if scanner in not_run:
             problems.append(f"{scanner} scanner not run: {not_run[scanner]}")
+    if not policy.require_scanners:
+        problems.append("the scan policy requires no scanner: a report is evidence only of the scanners that made it")
+    if ran is not None and not [s for s in ran if s not in not_run]:
+        problems.append("no scanner ran: the report proves nothing about the image")
 
     vuln_scanned = "vuln" not in not_run
     counted: list[Vulnerability] = []
@@ -220,7 +227,8 @@ def scan_gate_verdict(
     if res is None or res.status is not StageStatus.OK or details is None:
         why = "no scan stage result" if res is None else f"scan stage {res.status.value}: {res.reason or ''}"
         return GateVerdict(status=GateStatus.NOT_RUN, reason=why, **base)
-    verdict = evaluate(details.report, policy, ignores=ignores, today=today, not_run=details.not_run)
+    verdict = evaluate(details.report, policy, ignores=ignores, today=today, not_run=details.not_run,
+                       ran=list(details.scanners))
     return GateVerdict(
         status=GateStatus.PASS if verdict.passed else GateStatus.FAIL,
         value=float(verdict.blocking_count),
