@@ -26,15 +26,16 @@ def served_ctx(cfg: PipelineConfig, ws: Workspace, base_url: str, model: str | N
     return ctx
 
 
-def record_measured(run: Any, result: Any, cfg: PipelineConfig | None = None) -> Any:
-    """`result` added to `run` as the runner records a measured result: finished and signed with the
-    configured key (`sign.key`; unsigned when none is there), so a gate accepts it as evidence."""
+def record_measured(run: Any, result: Any, cfg: PipelineConfig | None = None, *, signing: Any = None) -> Any:
+    """`result` added to `run` as the runner records a measured result: finished and signed with
+    `signing` or else the configured key (`sign.key`; unsigned when none is there), so a gate accepts it as
+    evidence."""
     from pipeline.supplychain.evidence import sign_result
     from pipeline.supplychain.signing import release_keys
 
     if result.finished_at is None:
         result.finish()
-    key = release_keys((cfg or PipelineConfig()).sign).signing
+    key = signing if signing is not None else release_keys((cfg or PipelineConfig()).sign).signing
     if key is not None:
         sign_result(result, run, key)
     run.add_stage(result)

@@ -145,7 +145,9 @@ def test_a_cosign_v3_signature_bundle_verifies_the_image(repo, signer, keys) -> 
 
 
 def _verdict_statement(image: str, model: str, key: ck.SigningKey, decision: Decision) -> tuple[bytes, Any]:
-    from pipeline.models import ImageRef, ModelRef, PolicyRef, RunRecord
+    from pipeline.models import ImageRef, ModelRef, PolicyRef, RunRecord, Stage, StageResult, StageStatus
+    from pipeline.supplychain.evidence import check_run
+    from tests.stage_helpers import record_measured
 
     run = RunRecord(image=ImageRef.parse(image), model=ModelRef(path="/m", digest=model, files=1, bytes=1), target="canary",
                     policy=PolicyRef(name="gates.yaml", files=["gates.yaml"], sha256="a" * 64))
@@ -153,7 +155,10 @@ def _verdict_statement(image: str, model: str, key: ck.SigningKey, decision: Dec
     gate = GateDetails(policy_name="gates.yaml", policy_files=["gates.yaml"], policy_sha256="a" * 64,
                        baseline=BaselineInfo(kind="first_release"), decision=decision.value, reason="",
                        verdicts=[GateVerdict(name="correctness", source="eval.correctness_mean", status=status)])
-    signed = sign_verdict(run, gate, [], key, created=utcnow())
+    # the evidence link of its eval result, as a gate names the links it verified
+    record_measured(run, StageResult(stage=Stage.EVAL, status=StageStatus.OK, metrics={"correctness_mean": 0.9}),
+                    signing=key)
+    signed = sign_verdict(run, gate, check_run(run, key.public), key, created=utcnow())
     return L.parse_envelope(signed.envelope.encode()).body, signed
 
 
@@ -172,7 +177,8 @@ def test_a_release_signed_and_attested_only_as_cosign_v3_bundles_is_promotable(r
     ok = check_promotable(image, model, "canary", pub, signer=signer, log=log)
     assert ok.verdict.run_id == signed.predicate.run_id
     v = verify_release(image, pub, signer=signer, log=log)
-    assert v.signature.valid and v.verdict.valid and v.log.valid, [c.reason for c in v.checks]
+    assert v.signature.valid and v.verdict.valid and v.evidence.valid and v.log.valid, [c.reason for c in v.checks]
+    assert [c.stage for c in v.links] == ["eval"]  # the link, read from the v3 bundle alone
 
 
 Tamper = Callable[[dict[str, Any]], None]

@@ -28,11 +28,13 @@ from pipeline.schemas.build import BuildDetails
 from pipeline.schemas.gate import BaselineInfo, GateDetails, GateStatus, GateVerdict
 from pipeline.store import Store
 from pipeline.supplychain import cosign_keys as ck
+from pipeline.supplychain.evidence import check_run
 from pipeline.supplychain.guard import PromotionRefused, TargetPolicy, check_promotable
 from pipeline.supplychain.predicates import PROVENANCE_TYPE, SBOM_TYPE, VERDICT_TYPE, VerdictPredicate
 from pipeline.supplychain.signing import attest_release, load_public_key, sign_image, verify_release
 from pipeline.supplychain.verdict_log import VerdictLog
 from pipeline.supplychain.verdicts import SignedVerdict, sign_verdict
+from tests.stage_helpers import record_measured
 from tests.trust_images import trust_repo
 
 GOOD_MODEL = "sha256:" + "1" * 64
@@ -68,14 +70,23 @@ def verdict_log(env, keys) -> VerdictLog:  # type: ignore[no-untyped-def]
     return VerdictLog(Store(tmp / "results.db"), keys[1].key, seen_dir=tmp / "seen")
 
 
-def gate_verdict(run: RunRecord, key: ck.SigningKey) -> SignedVerdict:
-    """The verdict a gate would sign for `run` (its gates and decision), dated now."""
+def gate_verdict(run: RunRecord, key: ck.SigningKey, *, links: bool = True,
+                 evidence_of: RunRecord | None = None) -> SignedVerdict:
+    """The verdict a gate would sign for `run` (its gates and decision), dated now, naming the evidence link
+    of its build result as the gate names the links it verified (`links=False`: a verdict signed by hand;
+    `evidence_of`: naming the valid links of another run instead)."""
     assert run.policy is not None
     details = GateDetails(policy_name=run.policy.name, policy_files=list(run.policy.files),
                           policy_sha256=run.policy.sha256,
                           baseline=BaselineInfo(kind="first_release", reason="first release"),
                           verdicts=list(run.gates), decision=run.decision.value, reason=run.decision_reason)
-    return sign_verdict(run, details, [], key, created=utcnow())
+    checks = []
+    if links:
+        measured = evidence_of or run
+        record_measured(measured, measured.stages["build"].model_copy(), signing=key)
+        checks = check_run(measured, key.public)
+        assert checks and all(c.verified for c in checks), [c.line() for c in checks]
+    return sign_verdict(run, details, checks, key, created=utcnow())
 
 
 CANARY = TargetPolicy.for_target("canary")
@@ -101,12 +112,12 @@ def make_run(image: str, model: str, decision: Decision, policy: PolicyRef = PRO
 
 def release(env, keys, model: str = GOOD_MODEL, decision: Decision = Decision.PASS,  # type: ignore[no-untyped-def]
             policy: PolicyRef = PROD_POLICY, image: str | None = None, key_index: int = 0,
-            target: str = "canary") -> RunRecord:
+            target: str = "canary", links: bool = True, evidence_of: RunRecord | None = None) -> RunRecord:
     repo, signer, sbom, tmp = env
     key, pub = keys[key_index], keys[key_index + 1]
     run = make_run(image or repo.image(), model, decision, policy, target)
     sign_image(run.image, key, pub, signer=signer)
-    verdict = gate_verdict(run, key)
+    verdict = gate_verdict(run, key, links=links, evidence_of=evidence_of)
     if key_index == 0:  # the gate appends to the log it signs checkpoints of; a forger has no such log
         verdict_log(env, keys).append(run.image.repository, verdict.entry(), key)
     details = attest_release(run, verdict, key, pub, signer=signer, work_dir=tmp, sbom=sbom)
@@ -118,9 +129,8 @@ def test_attest_release_and_verify_release(env, keys) -> None:  # type: ignore[n
     _, signer, _, _ = env
     run = release(env, keys)
     v = verify_release(run.image, keys[1], signer=signer, log=verdict_log(env, keys))
-    # A verdict signed outside a gate names no evidence links: everything else about it verifies.
-    assert [c.name for c in v.checks if not c.valid] == ["evidence"], [c.reason for c in v.checks]
-    assert v.evidence.reason == f"the verdict of run {run.run_id} names no evidence links"
+    assert all(c.valid for c in v.checks), [c.reason for c in v.checks]
+    assert v.evidence.reason == "1 evidence links verified (build)" and [c.stage for c in v.links] == ["build"]
     assert v.log.reason.startswith("entry #0 of 1 (checkpoint root ") and v.position.is_newest
     verdict = v.verdict.predicate
     assert isinstance(verdict, VerdictPredicate)
@@ -252,12 +262,29 @@ def test_forgeries_are_refused(env, keys) -> None:  # type: ignore[no-untyped-de
         check_promotable(f"{repo.repository}:v1", GOOD_MODEL, CANARY, pub, signer=signer, log=verdict_log(env, keys))
 
 
+def test_a_pass_not_signed_by_a_gate_that_verified_its_evidence_is_refused(env, keys) -> None:  # type: ignore[no-untyped-def]
+    """A pass signed with the release key but naming no evidence links (signed by hand, or before links
+    existed), or naming the valid link of another release's result, is not promoted: its signature,
+    decision, pair and log entry all check out, its evidence does not."""
+    _, signer, _, _ = env
+    by_hand = release(env, keys, links=False)
+    err = _refused(signer, by_hand.image.by_digest, GOOD_MODEL, CANARY, keys[1], verdict_log(env, keys))
+    assert err.message == f"the signed pass of run {by_hand.run_id} names no evidence links: it was not signed " \
+                          "by a gate that verified the results it judged"
+    other = make_run(by_hand.image.by_digest, BAD_MODEL, Decision.BLOCKED)
+    borrowed = release(env, keys, evidence_of=other)
+    err = _refused(signer, borrowed.image.by_digest, GOOD_MODEL, CANARY, keys[1], verdict_log(env, keys))
+    assert err.message.startswith(f"the signed pass of run {borrowed.run_id} names evidence that does not verify: "
+                                  "stage build: "), err.message
+    assert verify_release(borrowed.image, keys[1], signer=signer, log=verdict_log(env, keys)).evidence.valid is False
+
+
 def test_attest_release_without_sbom_or_build_says_why(env, keys) -> None:  # type: ignore[no-untyped-def]
     repo, signer, _, tmp = env
     run = make_run(repo.image(), GOOD_MODEL, Decision.PASS)
     del run.stages["build"]
-    details = attest_release(run, gate_verdict(run, keys[0]), keys[0], keys[1], signer=signer, work_dir=tmp,
-                             trivy=None, sbom=None)
+    details = attest_release(run, gate_verdict(run, keys[0], links=False), keys[0], keys[1], signer=signer,
+                             work_dir=tmp, trivy=None, sbom=None)
     by_type = {a.predicate_type: a for a in details.attestations}
     assert by_type[VERDICT_TYPE].verified
     assert not by_type[SBOM_TYPE].verified and by_type[SBOM_TYPE].reason == "no SBOM: trivy not found"
@@ -271,7 +298,7 @@ def test_cli_verify_prints_each_check_and_exits_by_outcome(env, keys, tmp_path: 
 
     from pipeline.cli import app
 
-    run = release(env, keys)
+    run = release(env, keys, links=False)
     pub = Path(keys[1].source)
     workdir = ["--workdir", str(tmp_path), "--store", str(tmp_path / "results.db")]
     shown = CliRunner().invoke(app, [*workdir, "verify", run.image.by_digest, "--key", str(pub)])

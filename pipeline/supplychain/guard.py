@@ -12,7 +12,10 @@ facts read from the registry and verified with the configured public key:
    digests accepts only those, and a target with a policy floor accepts only a policy that contains
    it (`pipeline.promote.floor`). Which targets are production is configuration
    (`pipeline.promote.targets`), never a name; and
-3. that pass is the newest entry for the pair in the verdict log (`require_newest_in_log`): a registry
+3. that pass names the evidence links the gate judged on, each verifying with the same key and naming
+   the verdict's run and release (`unproven_evidence`): a pass signed anywhere but in a gate that
+   verified what it judged (before links existed, or by hand) is not promoted; and
+4. that pass is the newest entry for the pair in the verdict log (`require_newest_in_log`): a registry
    writer can hide attestation layers, not log entries.
 
 Nothing else is trusted: not the store's decision column, not a run file. Each refusal is a
@@ -30,6 +33,7 @@ from pipeline.models import Decision, ImageRef
 from pipeline.supplychain.predicates import PolicyIdentity, VerdictPredicate
 from pipeline.supplychain.signing import PublicKey, verdict_digest, verified_verdicts
 from pipeline.supplychain.verdict_log import LogRefused, VerdictLog, require_newest
+from pipeline.supplychain.verdicts import check_verdict_links
 
 
 class PromotionRefused(GateFailed):
@@ -124,6 +128,16 @@ def require_newest_in_log(log: VerdictLog, v: VerdictPredicate, ref: ImageRef, m
     return index
 
 
+def unproven_evidence(v: VerdictPredicate, public_key: PublicKey) -> str | None:
+    """Why the verdict's evidence does not stand (None: every link it names verifies with the key and names
+    its run and release)."""
+    links = check_verdict_links(v, public_key.key)
+    if not links:
+        return "names no evidence links: it was not signed by a gate that verified the results it judged"
+    bad = [c.line() for c in links if not c.verified]
+    return "names evidence that does not verify: " + "; ".join(bad) if bad else None
+
+
 def check_promotable(
     image: ImageRef | str,
     model_digest: str | None,
@@ -161,6 +175,8 @@ def check_promotable(
             raise PromotionRefused(
                 f"the newest signed verdict for this pair (run {v.run_id}) is {v.decision.value}"
                 + (f": {v.decision_reason}" if v.decision_reason else ""), where=where)
+        if (unproven := unproven_evidence(v, public_key)) is not None:
+            raise PromotionRefused(f"the signed pass of run {v.run_id} {unproven}", where=where)
         require_newest_in_log(log, v, ref, model_digest, where=where)
         return GuardResult(image=ref.by_digest, model_digest=model_digest, target=policy.target, verdict=v,
                            signature_reason=sig.reason, verdict_reason=reason, refused_verdicts=skipped)
