@@ -674,6 +674,7 @@ def _through_the_runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **cli: 
     (model / "config.json").write_text("{}")
     project = ProjectCli(tmp_path, model, **cli)
     monkeypatch.setattr(runner_module, "stage_fn", project.stage_fn)
+    monkeypatch.setattr(runner_module, "stage_precheck", lambda _stage: None)  # the replaced stages' own checks
     monkeypatch.setattr(os, "cpu_count", lambda: 4)  # the Runner runs groups side by side with > 1 core
     monkeypatch.chdir(REPO)  # the tool container's working directory is the project
     return record_run(tmp_path, on_exec=project, target="production"), project
@@ -719,6 +720,7 @@ def test_llmgate_run_plan_dagger_is_the_same_step_loop(tmp_path: Path, monkeypat
     (model / "config.json").write_text("{}")
     project = ProjectCli(tmp_path, model, delay_s=0.3)
     monkeypatch.setattr(runner_module, "stage_fn", project.stage_fn)
+    monkeypatch.setattr(runner_module, "stage_precheck", lambda _stage: None)
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     monkeypatch.chdir(REPO)
     state = str(tmp_path / "state")

@@ -58,6 +58,7 @@ class Step(BaseModel):
 
     stage: Stage
     needs: tuple[Stage, ...] = ()  # stages whose results this one reads
+    reads: tuple[Stage, ...] = ()  # stages whose results it also reads when they are there (not required)
     digest: bool = True  # works on the image by digest, so the run must name one
     server: bool = False  # talks to the server the boot step started (or attached to)
     credentials: tuple[str, ...] = ()
@@ -95,32 +96,41 @@ class Plan(BaseModel):
         return [CREDENTIALS[n] for n in names]
 
 
+# A measuring stage signs its own result where it is measured (pipeline/supplychain/evidence.py); the
+# gate verifies those links and signs its verdict. Without the key they are unsigned previews.
+EVIDENCE = ("cosign_key", "cosign_password", "cosign_public_key")
+
+
 def _steps(build_doc: str, boot_doc: str, build_produces: tuple[str, ...] | None = None) -> tuple[Step, ...]:
     return (
-        Step(stage=Stage.BUILD, digest=False, credentials=("registry_password",), produces=build_produces,
+        Step(stage=Stage.BUILD, digest=False, credentials=("registry_password", *EVIDENCE), produces=build_produces,
              doc=build_doc),
-        Step(stage=Stage.LEAK, needs=(Stage.BUILD,), credentials=("registry_password",), group="supply-chain",
+        Step(stage=Stage.LEAK, needs=(Stage.BUILD,), credentials=("registry_password", *EVIDENCE),
+             group="supply-chain",
              doc="no byte of a build secret in any layer, the config or the history of the pushed image"),
-        Step(stage=Stage.SCAN, credentials=("registry_password",), group="supply-chain",
+        Step(stage=Stage.SCAN, credentials=("registry_password", *EVIDENCE), group="supply-chain",
              doc="trivy: vulnerabilities, secrets, misconfigurations; the scan policy"),
         Step(stage=Stage.SIGN,
-             credentials=("registry_password", "cosign_key", "cosign_password", "cosign_public_key"),
+             credentials=("registry_password", *EVIDENCE),
              group="supply-chain", doc="sign the image digest and verify the signature"),
-        Step(stage=Stage.BOOT, doc=boot_doc),
-        Step(stage=Stage.BENCH, needs=(Stage.BOOT,), server=True,
+        Step(stage=Stage.BOOT, credentials=EVIDENCE, doc=boot_doc),
+        Step(stage=Stage.BENCH, needs=(Stage.BOOT,), server=True, credentials=EVIDENCE,
              doc="TTFT, TPOT, ITL, throughput, errors and goodput under load"),
-        Step(stage=Stage.EVAL, needs=(Stage.BOOT,), server=True, credentials=("judge_api_key",),
+        Step(stage=Stage.EVAL, needs=(Stage.BOOT,), server=True, credentials=("judge_api_key", *EVIDENCE),
              doc="the versioned ground truth, scored per quality dimension"),
-        Step(stage=Stage.MANIFESTS,
+        Step(stage=Stage.MANIFESTS, reads=(Stage.BOOT,), credentials=EVIDENCE,
              doc="the deployment overlay rendered with both digests, validated against its schemas"),
-        Step(stage=Stage.GATE, digest=False, credentials=("store_url",),
-             doc="every gate of the policy against this run and the last promoted release"),
+        Step(stage=Stage.GATE, digest=False, credentials=("store_url", *EVIDENCE),
+             doc="verify every evidence link, judge every gate of the policy against this run and the last "
+                 "promoted release, sign the verdict and append it to the verdict log"),
         Step(stage=Stage.ATTEST, needs=(Stage.GATE,),
-             credentials=("registry_password", "cosign_key", "cosign_password", "cosign_public_key"),
-             doc="the verdict, the SBOM and the provenance as signed attestations on the digest"),
+             credentials=("registry_password", "store_url", *EVIDENCE),
+             doc="publish the gate's signed verdict (refused when a newer one exists), the verdict log, and the "
+                 "SBOM and provenance as signed attestations on the digest"),
         Step(stage=Stage.PROMOTE, on_request=True, event="promoted",
              credentials=("cosign_public_key", "kubeconfig", "store_url"),
-             doc="the digest pair into the canary rollout, only on a signed passing verdict"),
+             doc="the digest pair into the canary rollout, only on a signed passing verdict that is the newest "
+                 "for the pair in the verdict log"),
     )
 
 

@@ -38,11 +38,13 @@ from pipeline.orchestrate import reuse, stage_check
 from pipeline.orchestrate.plan import Plan, Step, get_plan
 from pipeline.orchestrate.reap import reap_interrupted
 from pipeline.orchestrate.release import new_run
-from pipeline.orchestrate.stage_fns import stage_fn
+from pipeline.orchestrate.stage_fns import stage_fn, stage_precheck
 from pipeline.progress import NullReporter, Reporter
 from pipeline.report.github import publish as publish_github
 from pipeline.stages.context import ServedModel, StageContext, StageOptions
+from pipeline.supplychain import evidence
 from pipeline.supplychain.gate_sections import SECTIONS
+from pipeline.supplychain.signing import ReleaseKeys, release_keys
 from pipeline.telemetry import RunTrace, Telemetry
 from pipeline.telemetry import from_env as telemetry_from_env
 from pipeline.workspace import Workspace
@@ -100,6 +102,9 @@ class Runner:
     parallel: bool | None = None  # None: when the machine has more than one core
     telemetry: Telemetry = field(default_factory=telemetry_from_env)  # OTLP when configured, else no-op
     _trace: RunTrace | None = field(default=None, init=False, repr=False)
+    _keys: ReleaseKeys | None = field(default=None, init=False, repr=False)
+    # stage -> digest of the link of the stored result a reused result came from (named in its new link)
+    _reused_links: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.options.server_url is not None:
@@ -133,6 +138,13 @@ class Runner:
         check_run_id(run_id, where="--run")
         return self.ws.store.get(run_id)
 
+    def keys(self) -> ReleaseKeys:
+        """The signing key every result of this invocation is signed with (None: unsigned previews), and the
+        public key links are verified with; loaded once (the key file's KDF is deliberately slow)."""
+        if self._keys is None:
+            self._keys = release_keys(self.cfg.sign)
+        return self._keys
+
     # -- running -----------------------------------------------------------------------------------
     def _runtime(self) -> Any:
         return self.context().adapters.container_runtime()
@@ -143,7 +155,7 @@ class Runner:
         if self.adapters is None:
             self.adapters = Adapters()
         return StageContext(cfg=self.cfg, ws=self.ws, reporter=self.reporter, adapters=self.adapters,
-                            policy=self.load_policy(), options=self.options)
+                            policy=self.load_policy(), options=self.options, keys_source=self.keys)
 
     def run(self, run: RunRecord, *, skip: Iterable[str] = (), only: Iterable[str] | None = None) -> RunRecord:
         """Every step of the plan (a step `on_request` only when asked for), then the reports. `only`: just
@@ -232,6 +244,7 @@ class Runner:
         """The eval stage again from the run's stored answers, with today's scorers (no server)."""
         from pipeline.stages.evaluate import rescore
 
+        self._check_inputs(run, Stage.EVAL)  # the answers it re-scores are the stored eval result's
         try:
             res = rescore(run, self.cfg, self.ws.run_dir(run.run_id), self.reporter, judge=self.cfg.eval.judge)
             self._record(run, res)
@@ -255,6 +268,11 @@ class Runner:
                 results[step.stage] = self._reused(run, found[0], found[1], key)
             else:
                 prepared.append((step, key))
+        for step, _ in prepared:  # a refusal here changes nothing stored: no mark, no record
+            self._check_inputs(run, step)
+            precheck = stage_precheck(step.stage)
+            if precheck is not None:
+                precheck(run, ctx)
         no_server: LlmgateError | None = None
         if step_server := [s for s, _ in prepared if s.server]:
             try:
@@ -321,11 +339,36 @@ class Runner:
             res.details = build.model_copy(update={"image": run.image.by_tag})
         res.reused_from = source_run
         res.input_key = key
+        # Its link names the run that measured it; this run signs a link of its own for it (`_record`).
+        self._reused_links[res.stage.value] = evidence.link_sha256(res.evidence)
+        res.evidence = None
         measured = _REUSE_NOTE.sub("", res.reason or "")  # the stored result may itself have been reused
         why = (reuse_note(stored, self._reuse_policy(), run.created_at) if res.stage in reuse.MEASUREMENTS
                else "same inputs")
         res.reason = (measured + "; " if measured else "") + f"reused from run {source_run} ({why})"
         return res
+
+    def _check_inputs(self, run: RunRecord, step: Step | Stage) -> None:
+        """The earlier results a step reads must carry verified links before it reads them, so that no stage
+        signs a result computed from an edited one (`EvidenceRefused`, exit 1)."""
+        stage = step if isinstance(step, Stage) else step.stage
+        reads = (stage,) if isinstance(step, Stage) else (*step.needs, *step.reads)
+        for s in reads:
+            res = run.stage(s.value)
+            if res is None or s not in evidence.LINKED_STAGES:
+                continue
+            keys = self.keys()
+            check = evidence.check_result(res, run, keys.public_key)
+            if not check.verified and (keys.signing is not None or check.signed):
+                raise evidence.EvidenceRefused(f"refusing to run {stage.value} on an unproven input: {check.line()}",
+                                               where=f"run {run.run_id}",
+                                               hint=f"measure it again: `llmgate stage {s.value} --run {run.run_id} "
+                                                    "--fresh`")
+
+    def _not_reusable(self, stored: StageResult, key: str) -> str | None:
+        """Why a stored result with this input key may not stand in for running the stage (None: it may):
+        it must carry a link that verifies with the public key, signs exactly it, and names this key."""
+        return evidence.check_reusable(stored, key, self.keys().public_key)
 
     def _reuse_policy(self) -> Any:
         from pipeline.bench.reuse_policy import ReusePolicy
@@ -346,6 +389,10 @@ class Runner:
         if key is None or not reuse.may_reuse(stage, self.options):
             return key, None
         found = self.ws.store.reusable(stage.value, key)
+        if found is not None and (unproven := self._not_reusable(found[1], key)):
+            if say:
+                self.reporter.step(f"{stage.value}: the stored result of run {found[0]} is not reused: {unproven}")
+            return key, None
         if found is not None and stage in reuse.MEASUREMENTS:
             from pipeline.bench.reuse_policy import why_not_reusable
 
@@ -432,12 +479,28 @@ class Runner:
 
     # -- recording ---------------------------------------------------------------------------------
     def _record(self, run: RunRecord, result: StageResult) -> None:
+        self._sign(run, result)
         run.add_stage(result)
         self._checkpoint(run)
         if self._trace is not None:
             self._trace.record_stage(result.stage.value, status=result.status.value, started_at=result.started_at,
                                      finished_at=result.finished_at, metrics=result.metrics, reason=result.reason,
                                      attributes={"llmgate.stage.reused_from": result.reused_from or ""})
+
+    def _sign(self, run: RunRecord, result: StageResult) -> None:
+        """Sign a measuring stage's result in the process that produced it, right before it is recorded:
+        the one place every result passes through, so no stage function signs anything itself."""
+        if result.stage not in evidence.LINKED_STAGES:
+            return
+        if result.finished_at is None:
+            result.finish()  # what recording would set: the link signs the result as stored
+        reused_link = self._reused_links.pop(result.stage.value, None)
+        key = self.keys().signing
+        if key is None:
+            return  # no signing key (a pull-request job): an unsigned result, judged only in a preview
+        step = self.plan.step(result.stage) if result.stage in self.plan.stages else None
+        reads = (*step.needs, *step.reads) if step is not None else ()
+        evidence.sign_result(result, run, key, reads=reads, reused_link=reused_link)
 
     def _start_trace(self, run: RunRecord) -> None:
         self._trace = self.telemetry.start_run(run.run_id, image_digest=run.image.digest,

@@ -55,3 +55,20 @@ def stage_fn(stage: Stage, *, plan: str = "local") -> StageFn:
     from pipeline.stages.promote import promote_stage
 
     return promote_stage
+
+
+Precheck = Callable[[RunRecord, StageContext], None]
+
+
+def stage_precheck(stage: Stage) -> Precheck | None:
+    """The check a stage's inputs must pass before the runner marks or records anything for it: a refusal
+    here (exit 1) leaves the stored record exactly as it was."""
+    if stage is Stage.GATE:
+        from pipeline.stages.gate import check_evidence
+
+        return check_evidence
+    if stage is Stage.ATTEST:
+        from pipeline.stages.attest import check_fresh
+
+        return check_fresh
+    return None

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pipeline.gates.policy import Policy
     from pipeline.promote.backend import Backend
     from pipeline.promote.targets import Target
+    from pipeline.supplychain.signing import ReleaseKeys
     from pipeline.workspace import Workspace
 
 
@@ -82,7 +83,22 @@ class StageContext:
     options: StageOptions = field(default_factory=StageOptions)
     server: ServedModel | None = None
     baseline_server: BaselineServer | None = None
+    # The runner's keys, loaded on first use (the key file's KDF is deliberately slow; a promotion never
+    # needs the private key). None: loaded here from the config.
+    keys_source: Callable[[], ReleaseKeys] | None = None
     _resources: ExitStack = field(default_factory=ExitStack, repr=False)
+    _keys: ReleaseKeys | None = field(default=None, repr=False)
+
+    def release_keys(self) -> ReleaseKeys:
+        """The signing key (None in an unsigned preview) and the public key verification trusts."""
+        if self._keys is None:
+            if self.keys_source is not None:
+                self._keys = self.keys_source()
+            else:
+                from pipeline.supplychain.signing import release_keys
+
+                self._keys = release_keys(self.cfg.sign)
+        return self._keys
 
     def hold_server(self, server: ServedModel) -> None:
         """Keep `server` for the stages after this one; it is stopped when the context closes."""
