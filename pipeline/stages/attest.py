@@ -19,6 +19,7 @@ from pipeline.models import RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas.attest import AttestDetails
 from pipeline.stages.context import StageContext
 from pipeline.stages.scan import trivy_options
+from pipeline.stages.spec import EVIDENCE, StageSpec
 from pipeline.supplychain.signing import (
     attest_release,
     default_signer,
@@ -96,3 +97,11 @@ def attest_stage(run: RunRecord, ctx: StageContext) -> StageResult:
                  "verdict_attested": 1.0 if verdict.verified else 0.0},
         details=details,
     )
+
+
+SPEC = StageSpec(
+    stage=Stage.ATTEST, run=attest_stage, payload=AttestDetails, needs=(Stage.GATE,),
+    credentials=("registry_password", "store_url", *EVIDENCE), precheck=check_fresh, refuses=True,
+    doc="publish the gate's signed verdict (refused when a newer one exists), the verdict log, and the SBOM "
+        "and provenance as signed attestations on the digest",
+)

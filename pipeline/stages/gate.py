@@ -28,6 +28,7 @@ from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas.gate import BaselineInfo, GateDetails
 from pipeline.stages.context import StageContext
 from pipeline.stages.evaluate import baseline_rescorer
+from pipeline.stages.spec import EVIDENCE, StageSpec, decision_exit
 from pipeline.supplychain import evidence
 from pipeline.supplychain.gate_sections import SECTIONS
 from pipeline.supplychain.verdict_log import SEEN_DIR, VerdictLog
@@ -128,3 +129,11 @@ def gate_stage(run: RunRecord, ctx: StageContext) -> StageResult:
         details=details,
         evidence=envelope,
     )
+
+
+SPEC = StageSpec(
+    stage=Stage.GATE, run=gate_stage, payload=GateDetails, digest=False, credentials=("store_url", *EVIDENCE),
+    precheck=check_evidence, exit_check=decision_exit,
+    doc="verify every evidence link, judge every gate of the policy against this run and the last promoted "
+        "release, sign the verdict and append it to the verdict log",
+)

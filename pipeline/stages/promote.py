@@ -34,6 +34,7 @@ from pipeline.promote.targets import Target
 from pipeline.promote.trust import TrustedKey, target_policy, trusted_key
 from pipeline.schemas.promote import GuardSummary, PromoteDetails
 from pipeline.stages.context import StageContext
+from pipeline.stages.spec import StageSpec
 from pipeline.store import Store
 from pipeline.supplychain.guard import GuardResult, PromotionRefused, check_promotable
 from pipeline.supplychain.model_digest import weights_manifest
@@ -192,3 +193,11 @@ def abort_target(target: Target, backend: Backend, store: Store, cfg: PipelineCo
             verdict_run_id=out.guard.verdict_run if out.guard else None,
             verdict_at=out.guard.verdict_at if out.guard else None), None)
     return out
+
+
+SPEC = StageSpec(
+    stage=Stage.PROMOTE, run=promote_stage, payload=PromoteDetails, on_request=True, event="promoted",
+    credentials=("cosign_public_key", "kubeconfig", "store_url"),
+    doc="the digest pair into the canary rollout, only on a signed passing verdict that is the newest for the "
+        "pair in the verdict log",
+)

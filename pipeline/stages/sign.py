@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pipeline.errors import names_its_limit
 from pipeline.models import RunRecord, Stage, StageResult, StageStatus
+from pipeline.schemas.sign import SignDetails
 from pipeline.stages.context import StageContext
+from pipeline.stages.spec import EVIDENCE, StageSpec
 from pipeline.supplychain.signing import default_signer, load_public_key, load_signing_key, sign_image
 
 
@@ -29,3 +31,10 @@ def sign_stage(run: RunRecord, ctx: StageContext) -> StageResult:
         metrics={"verified": 1.0 if details.verified else 0.0},
         details=details,
     ).finish()
+
+
+SPEC = StageSpec(
+    stage=Stage.SIGN, run=sign_stage, payload=SignDetails, credentials=("registry_password", *EVIDENCE),
+    group="supply-chain", check=lambda r: r.metrics.get("verified") == 1.0,
+    doc="sign the image digest and verify the signature",
+)
