@@ -1,4 +1,4 @@
-"""One command per stage (`llmgate build`, `leak`, `scan`, `boot`, `bench`, `eval`, `manifests check`,
+"""One command per stage (`llmgate build`, `leak`, `scan`, `sign`, `boot`, `bench`, `eval`, `manifests check`,
 `gate`): each runs that step of a stored run's plan through the one Runner and prints its result.
 
 A stage that talks to the server (bench, eval) boots the run's image first, unless `--server-url`
@@ -140,6 +140,16 @@ def print_scan_verdict(verdict) -> None:  # type: ignore[no-untyped-def]
         out.print(Text.assemble("  ", ("BLOCKING", "red"), " ", plain(p)), soft_wrap=True)
     out.print(Text("scan: pass", style="green") if verdict.passed
               else Text(f"scan: blocked ({verdict.blocking_count})", style="red"))
+
+
+@app.command()
+@handle_errors
+def sign(run_ref: RunOpt = None, config: ConfigOpt = None) -> None:
+    """Sign the run's image digest and verify the signature. Exit 0 verified, 1 not, 2 bad key file.
+
+    Example: llmgate sign --run 3f2a9c1b7d4e
+    """
+    _one(Stage.SIGN, run_ref, config)
 
 
 @app.command()

@@ -33,7 +33,7 @@ from typing import Any
 from pipeline.config import PipelineConfig
 from pipeline.errors import ExitCode, InfraError, LlmgateError
 from pipeline.gates.policy import Policy, load_policy
-from pipeline.models import Decision, ImageRef, RunRecord, Stage, StageResult, StageStatus, check_run_id, utcnow
+from pipeline.models import Decision, ImageRef, RunRecord, Stage, StageResult, StageStatus, utcnow
 from pipeline.orchestrate import reuse
 from pipeline.orchestrate.plan import Plan, Step, get_plan
 from pipeline.orchestrate.reap import reap_interrupted
@@ -133,11 +133,6 @@ class Runner:
         self.reporter.step(f"run {run.run_id}: {run.image.by_tag}, model {run.model.digest[:19] if run.model else '-'}"
                            f" (target {run.target}, plan {self.plan.name})")
         return run
-
-    def load(self, run_id: str) -> RunRecord:
-        """A stored run by id (or unique prefix); never a file, so no file can speak for the store."""
-        check_run_id(run_id, where="--run")
-        return self.ws.store.get(run_id)
 
     def keys(self) -> ReleaseKeys:
         """The signing key every result of this invocation is signed with (None: unsigned previews), and the

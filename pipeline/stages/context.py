@@ -127,9 +127,6 @@ class StageContext:
             raise BadInput("no gate policy loaded", where="gates_file")
         return self.policy
 
-    def on_close(self, fn: Callable[[], None]) -> None:
-        self._resources.callback(fn)
-
     def close(self) -> None:
         try:
             self.release_server()
