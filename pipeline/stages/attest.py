@@ -22,7 +22,6 @@ from pipeline.stages.scan import trivy_options
 from pipeline.stages.spec import EVIDENCE, StageSpec
 from pipeline.supplychain.signing import (
     attest_release,
-    default_signer,
     load_signing_key,
     verdict_digest,
     verified_verdicts,
@@ -48,7 +47,7 @@ def _newest(run: RunRecord, ctx: StageContext, signed: SignedVerdict, log: Verdi
                    what=f"the verdict of run {run.run_id}")
     keys = ctx.release_keys()
     assert keys.public is not None
-    attested, _ = verified_verdicts(run.image, keys.public, signer=default_signer(timeout_s=ctx.cfg.sign.timeout_s))
+    attested, _ = verified_verdicts(run.image, keys.public, signer=ctx.signer())
     newer = [v for v in attested if (v.model.digest if v.model else None) == model and v.target == p.target
              and v.created > p.created and verdict_digest(v) != signed.sha256]
     if newer:
@@ -73,7 +72,7 @@ def attest_stage(run: RunRecord, ctx: StageContext) -> StageResult:
     signed = verdict_of(run, keys.public_key)
     log = _log(run, ctx)
     view = _newest(run, ctx, signed, log)
-    signer = default_signer(timeout_s=ctx.cfg.sign.timeout_s)
+    signer = ctx.signer()
     ctx.reporter.step(f"attest: verdict ({signed.predicate.decision.value}, gated "
                       f"{signed.predicate.created.isoformat(timespec='seconds')}), SBOM and provenance on "
                       f"{run.image.by_digest}")

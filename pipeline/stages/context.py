@@ -22,6 +22,7 @@ from pipeline.errors import BadInput
 from pipeline.progress import NullReporter, Reporter
 
 if TYPE_CHECKING:
+    from pipeline.adapters.signer import Signer
     from pipeline.gates.policy import Policy
     from pipeline.promote.backend import Backend
     from pipeline.promote.targets import Target
@@ -121,6 +122,10 @@ class StageContext:
             raise BadInput(f"no server to {purpose}: the boot stage has not started one in this invocation",
                            where="boot", hint="run the boot stage first, or pass --server-url")
         return self.server
+
+    def signer(self) -> Signer:
+        """The invocation's signer, from the adapters, each cosign call bounded by `sign.timeout_s`."""
+        return self.adapters.signing(self.cfg.sign.timeout_s)
 
     def require_policy(self) -> Policy:
         if self.policy is None:

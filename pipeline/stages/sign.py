@@ -12,14 +12,14 @@ from pipeline.models import RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas.sign import SignDetails
 from pipeline.stages.context import StageContext
 from pipeline.stages.spec import EVIDENCE, StageSpec
-from pipeline.supplychain.signing import default_signer, load_public_key, load_signing_key, sign_image
+from pipeline.supplychain.signing import load_public_key, load_signing_key, sign_image
 
 
 def sign_stage(run: RunRecord, ctx: StageContext) -> StageResult:
     sc = ctx.cfg.sign
     key = load_signing_key(sc)
     public_key = load_public_key(sc.public_key)
-    signer = default_signer(timeout_s=ctx.cfg.sign.timeout_s)
+    signer = ctx.signer()
     ctx.reporter.step(f"sign: {run.image.by_digest} ({signer.name} signer)")
     with names_its_limit("sign.timeout_s", sc.timeout_s):
         details = sign_image(run.image, key, public_key, signer=signer)
