@@ -13,7 +13,6 @@ The work is `pipeline.supplychain.signing.attest_release`; this stage loads the 
 
 from __future__ import annotations
 
-from pipeline.adapters.registry import split_repository
 from pipeline.adapters.trivy import Trivy
 from pipeline.models import RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas.attest import AttestDetails
@@ -26,16 +25,8 @@ from pipeline.supplychain.signing import (
     verdict_digest,
     verified_verdicts,
 )
-from pipeline.supplychain.verdict_log import SEEN_DIR, LogView, VerdictLog, require_newest
+from pipeline.supplychain.verdict_log import LogView, VerdictLog, require_newest
 from pipeline.supplychain.verdicts import SignedVerdict, VerdictRefused, verdict_of
-
-
-def _log(run: RunRecord, ctx: StageContext) -> VerdictLog:
-    keys = ctx.release_keys()
-    assert keys.public_key is not None
-    host, _ = split_repository(run.image.repository)
-    return VerdictLog(ctx.ws.store, keys.public_key, seen_dir=ctx.ws.root / SEEN_DIR,
-                      registry=ctx.adapters.registry(host))
 
 
 def _newest(run: RunRecord, ctx: StageContext, signed: SignedVerdict, log: VerdictLog) -> LogView:
@@ -62,7 +53,7 @@ def _newest(run: RunRecord, ctx: StageContext, signed: SignedVerdict, log: Verdi
 def check_fresh(run: RunRecord, ctx: StageContext) -> None:
     """The gate's verdict is signed, about this run's pair, and the newest for it (else refused, exit 1)."""
     signed = verdict_of(run, ctx.release_keys().public_key)
-    _newest(run, ctx, signed, _log(run, ctx))
+    _newest(run, ctx, signed, ctx.verdict_log(run.image.repository))
 
 
 def attest_stage(run: RunRecord, ctx: StageContext) -> StageResult:
@@ -70,7 +61,7 @@ def attest_stage(run: RunRecord, ctx: StageContext) -> StageResult:
     key = keys.signing or load_signing_key(ctx.cfg.sign)  # absent: the error names where the key should be
     assert keys.public is not None
     signed = verdict_of(run, keys.public_key)
-    log = _log(run, ctx)
+    log = ctx.verdict_log(run.image.repository)
     view = _newest(run, ctx, signed, log)
     signer = ctx.signer()
     ctx.reporter.step(f"attest: verdict ({signed.predicate.decision.value}, gated "

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pipeline.promote.backend import Backend
     from pipeline.promote.targets import Target
     from pipeline.supplychain.signing import ReleaseKeys
+    from pipeline.supplychain.verdict_log import VerdictLog
     from pipeline.workspace import Workspace
 
 
@@ -100,6 +101,17 @@ class StageContext:
 
                 self._keys = release_keys(self.cfg.sign)
         return self._keys
+
+    def verdict_log(self, repository: str) -> VerdictLog:
+        """This store's verdict log, verified with the release key, mirrored to `repository`'s registry."""
+        from pipeline.adapters.registry import split_repository
+        from pipeline.supplychain.verdict_log import SEEN_DIR, VerdictLog
+
+        keys = self.release_keys()
+        assert keys.public_key is not None
+        host, _ = split_repository(repository)
+        return VerdictLog(self.ws.store, keys.public_key, seen_dir=self.ws.root / SEEN_DIR,
+                          registry=self.adapters.registry(host))
 
     def hold_server(self, server: ServedModel) -> None:
         """Keep `server` for the stages after this one; it is stopped when the context closes."""
