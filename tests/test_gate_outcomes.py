@@ -449,11 +449,11 @@ def _as_gated(run: RunRecord, ev: Evaluation) -> RunRecord:
 def test_inconclusive_in_summary_report_dashboard_and_exit_code(
     inconclusive_run: tuple[RunRecord, Evaluation, Policy], tmp_path: Path
 ) -> None:
+    from pipeline.models import utcnow
     from pipeline.orchestrate.runner import exit_code_for
     from pipeline.report.markdown import render_summary
     from pipeline.report.run_page import render_run_page
     from pipeline.report.site import write_site
-    from pipeline.models import utcnow
     from pipeline.schemas.gate import GateDetails
     from pipeline.supplychain.predicates import verdict_for_gate
 
