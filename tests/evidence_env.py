@@ -151,7 +151,7 @@ def install_eval_double(monkeypatch: Any) -> EvalDouble:
     double = EvalDouble()
     real = runner_module.stage_fn
 
-    def stage_fn(stage: Stage, *, plan: str = "local") -> Any:
+    def stage_fn(stage: Stage, *, plan: Any) -> Any:
         return double if stage is Stage.EVAL else real(stage, plan=plan)
 
     monkeypatch.setattr(runner_module, "stage_fn", stage_fn)

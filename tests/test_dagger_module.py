@@ -34,7 +34,7 @@ from pipeline.cli import app as cli_app
 from pipeline.errors import BadInput, InfraError
 from pipeline.models import Decision, GateStatus, GateVerdict, ImageRef, RunRecord, Stage, StageResult, StageStatus
 from pipeline.orchestrate import runner as runner_module
-from pipeline.orchestrate.plan import CREDENTIALS, DAGGER, Credential
+from pipeline.orchestrate.plan import CREDENTIALS, DAGGER, Credential, Plan
 from pipeline.workspace import Workspace
 from tests.doubles.dagger_engine import (
     NO_GPU_SUPPORT,
@@ -636,8 +636,8 @@ class ProjectCli:
         self.spans: list[Span] = []
         self.lock = threading.Lock()
 
-    def stage_fn(self, stage: Stage, *, plan: str = "local") -> typing.Callable[..., StageResult]:
-        assert plan == "dagger", plan
+    def stage_fn(self, stage: Stage, *, plan: Plan) -> typing.Callable[..., StageResult]:
+        assert plan.name == "dagger", plan.name
 
         def run(_run: RunRecord, _ctx: object) -> StageResult:
             start = time.monotonic()

@@ -40,13 +40,15 @@ def verify(
 
     Example: llmgate verify 127.0.0.1:5000/llmgate/server@sha256:… --model sha256:… --key cosign.pub
     """
+    from pipeline.adapters.bundle import Adapters
     from pipeline.config import load_config
     from pipeline.errors import BadInput
     from pipeline.models import DIGEST_RE, ImageRef
-    from pipeline.supplychain.signing import default_signer, load_public_key, verify_release
+    from pipeline.supplychain.signing import load_public_key, verify_release
 
-    pub = load_public_key(key if key is not None else Path(load_config(config).sign.public_key))
-    signer = default_signer()
+    cfg = load_config(config)
+    pub = load_public_key(key if key is not None else Path(cfg.sign.public_key))
+    signer = Adapters().signing(cfg.sign.timeout_s)
     if model is not None and not DIGEST_RE.match(model):
         raise BadInput(f"not a sha256 digest: {model!r}", where="--model")
     result = verify_release(ImageRef.parse(image), pub, signer=signer, log=_log(pub), model_digest=model)

@@ -33,8 +33,8 @@ from typing import Any
 from pipeline.config import PipelineConfig
 from pipeline.errors import ExitCode, InfraError, LlmgateError
 from pipeline.gates.policy import Policy, load_policy
-from pipeline.models import Decision, ImageRef, RunRecord, Stage, StageResult, StageStatus, check_run_id, utcnow
-from pipeline.orchestrate import reuse, stage_check
+from pipeline.models import Decision, ImageRef, RunRecord, Stage, StageResult, StageStatus, utcnow
+from pipeline.orchestrate import reuse
 from pipeline.orchestrate.plan import Plan, Step, get_plan
 from pipeline.orchestrate.reap import reap_interrupted
 from pipeline.orchestrate.release import new_run
@@ -42,6 +42,7 @@ from pipeline.orchestrate.stage_fns import stage_fn, stage_precheck
 from pipeline.progress import NullReporter, Reporter
 from pipeline.report.github import publish as publish_github
 from pipeline.stages.context import ServedModel, StageContext, StageOptions
+from pipeline.stages.spec import StageSpec
 from pipeline.supplychain import evidence
 from pipeline.supplychain.gate_sections import SECTIONS
 from pipeline.supplychain.signing import ReleaseKeys, release_keys
@@ -133,11 +134,6 @@ class Runner:
                            f" (target {run.target}, plan {self.plan.name})")
         return run
 
-    def load(self, run_id: str) -> RunRecord:
-        """A stored run by id (or unique prefix); never a file, so no file can speak for the store."""
-        check_run_id(run_id, where="--run")
-        return self.ws.store.get(run_id)
-
     def keys(self) -> ReleaseKeys:
         """The signing key every result of this invocation is signed with (None: unsigned previews), and the
         public key links are verified with; loaded once (the key file's KDF is deliberately slow)."""
@@ -203,7 +199,7 @@ class Runner:
         with that stage's reason, instead of running on into a gate that blocks on missing results. One stage
         of a stored run (`stop=False`) marks the record the same way and lets its command exit 3."""
         for res in results:
-            if res.status is StageStatus.FAILED and res.stage in _MEASUREMENTS:
+            if res.status is StageStatus.FAILED and self._spec(res.stage).measurement:
                 why = (res.reason or "failed").splitlines()[0]
                 run.decision = Decision.ERROR
                 run.decision_reason = f"stage {res.stage.value}: {why}"
@@ -248,7 +244,7 @@ class Runner:
         try:
             res = rescore(run, self.cfg, self.ws.run_dir(run.run_id), self.reporter, judge=self.cfg.eval.judge)
             self._record(run, res)
-            self.reporter.step(_describe(res))
+            self.reporter.step(_describe(res, self._spec(res.stage)))
             return res
         finally:
             self.finish(run)
@@ -270,7 +266,7 @@ class Runner:
                 prepared.append((step, key))
         for step, _ in prepared:  # a refusal here changes nothing stored: no mark, no record
             self._check_inputs(run, step)
-            precheck = stage_precheck(step.stage)
+            precheck = stage_precheck(step)
             if precheck is not None:
                 precheck(run, ctx)
         no_server: LlmgateError | None = None
@@ -307,7 +303,7 @@ class Runner:
         for step, res in zip(steps, ordered, strict=True):
             if step.event is None or res.metrics.get(step.event) == 1.0:
                 self._record(run, res)
-            self.reporter.step(_describe(res))
+            self.reporter.step(_describe(res, self._spec(res.stage)))
         if failure is not None:
             run.decision = Decision.ERROR
             run.decision_reason = f"stage {failure[0].value}: {failure[1].message}"
@@ -321,7 +317,7 @@ class Runner:
         self.reporter.step(f"{step.stage.value}: started")
         started = utcnow()
         try:
-            result = stage_fn(step.stage, plan=self.plan.name)(run, ctx)
+            result = stage_fn(step.stage, plan=self.plan)(run, ctx)
         except LlmgateError as exc:
             return _Failed(exc, started)
         except Exception as exc:  # noqa: BLE001 - a bug in a stage must still leave a record
@@ -343,7 +339,7 @@ class Runner:
         self._reused_links[res.stage.value] = evidence.link_sha256(res.evidence)
         res.evidence = None
         measured = _REUSE_NOTE.sub("", res.reason or "")  # the stored result may itself have been reused
-        why = (reuse_note(stored, self._reuse_policy(), run.created_at) if res.stage in reuse.MEASUREMENTS
+        why = (reuse_note(stored, self._reuse_policy(), run.created_at) if self._spec(res.stage).measures_machine
                else "same inputs")
         res.reason = (measured + "; " if measured else "") + f"reused from run {source_run} ({why})"
         return res
@@ -370,6 +366,9 @@ class Runner:
         it must carry a link that verifies with the public key, signs exactly it, and names this key."""
         return evidence.check_reusable(stored, key, self.keys().public_key)
 
+    def _spec(self, stage: Stage) -> StageSpec:
+        return self.plan.step(stage).spec
+
     def _reuse_policy(self) -> Any:
         from pipeline.bench.reuse_policy import ReusePolicy
 
@@ -382,18 +381,19 @@ class Runner:
         bench must also be recent and undisturbed (the policy's `reuse` section); `say` reports why a stored
         one was not taken."""
         baseline = None
-        if stage in reuse.MEASUREMENTS and self.cfg.bench.same_run_baseline:
+        spec = self._spec(stage)
+        if spec.measures_machine and self.cfg.bench.same_run_baseline:
             last = self.ws.store.last_promoted(run.target)
             baseline = last.run_id if last is not None and last.run_id != run.run_id else None
-        key = reuse.input_key(stage, run, self.cfg, self.options, baseline=baseline)
-        if key is None or not reuse.may_reuse(stage, self.options):
+        key = reuse.input_key(stage, run, self.cfg, self.options, baseline=baseline, spec=spec)
+        if key is None or not reuse.may_reuse(stage, self.options, spec):
             return key, None
         found = self.ws.store.reusable(stage.value, key)
         if found is not None and (unproven := self._not_reusable(found[1], key)):
             if say:
                 self.reporter.step(f"{stage.value}: the stored result of run {found[0]} is not reused: {unproven}")
             return key, None
-        if found is not None and stage in reuse.MEASUREMENTS:
+        if found is not None and spec.measures_machine:
             from pipeline.bench.reuse_policy import why_not_reusable
 
             why = why_not_reusable(found[1], self._reuse_policy(), run.created_at)
@@ -558,10 +558,6 @@ class Runner:
         return html
 
 
-# Stages whose `failed` status means the release could not be measured (not that it measured badly).
-_MEASUREMENTS = frozenset({Stage.BUILD, Stage.BOOT, Stage.BENCH, Stage.EVAL})
-
-
 def check_server_url(url: str) -> str:
     """`--server-url` must be an http(s) URL with a host: checked before anything runs."""
     from urllib.parse import urlsplit
@@ -580,10 +576,10 @@ def check_server_url(url: str) -> str:
     return url
 
 
-def _describe(res: StageResult) -> str:
+def _describe(res: StageResult, spec: StageSpec) -> str:
     took = f" in {res.duration_s:.1f}s" if res.duration_s is not None and not res.reused_from else ""
     why = f": {res.reason.splitlines()[0]}" if res.reason else ""
-    return f"{res.stage.value}: {stage_check.outcome(res)}{took}{why}"
+    return f"{res.stage.value}: {spec.outcome(res)}{took}{why}"
 
 
 def write_reports(run: RunRecord, ws: Workspace) -> Path | None:

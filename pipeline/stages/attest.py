@@ -13,29 +13,20 @@ The work is `pipeline.supplychain.signing.attest_release`; this stage loads the 
 
 from __future__ import annotations
 
-from pipeline.adapters.registry import split_repository
 from pipeline.adapters.trivy import Trivy
 from pipeline.models import RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas.attest import AttestDetails
 from pipeline.stages.context import StageContext
 from pipeline.stages.scan import trivy_options
+from pipeline.stages.spec import EVIDENCE, StageSpec
 from pipeline.supplychain.signing import (
     attest_release,
-    default_signer,
     load_signing_key,
     verdict_digest,
     verified_verdicts,
 )
-from pipeline.supplychain.verdict_log import SEEN_DIR, LogView, VerdictLog, require_newest
+from pipeline.supplychain.verdict_log import LogView, VerdictLog, require_newest
 from pipeline.supplychain.verdicts import SignedVerdict, VerdictRefused, verdict_of
-
-
-def _log(run: RunRecord, ctx: StageContext) -> VerdictLog:
-    keys = ctx.release_keys()
-    assert keys.public_key is not None
-    host, _ = split_repository(run.image.repository)
-    return VerdictLog(ctx.ws.store, keys.public_key, seen_dir=ctx.ws.root / SEEN_DIR,
-                      registry=ctx.adapters.registry(host))
 
 
 def _newest(run: RunRecord, ctx: StageContext, signed: SignedVerdict, log: VerdictLog) -> LogView:
@@ -47,7 +38,7 @@ def _newest(run: RunRecord, ctx: StageContext, signed: SignedVerdict, log: Verdi
                    what=f"the verdict of run {run.run_id}")
     keys = ctx.release_keys()
     assert keys.public is not None
-    attested, _ = verified_verdicts(run.image, keys.public, signer=default_signer(timeout_s=ctx.cfg.sign.timeout_s))
+    attested, _ = verified_verdicts(run.image, keys.public, signer=ctx.signer())
     newer = [v for v in attested if (v.model.digest if v.model else None) == model and v.target == p.target
              and v.created > p.created and verdict_digest(v) != signed.sha256]
     if newer:
@@ -62,7 +53,7 @@ def _newest(run: RunRecord, ctx: StageContext, signed: SignedVerdict, log: Verdi
 def check_fresh(run: RunRecord, ctx: StageContext) -> None:
     """The gate's verdict is signed, about this run's pair, and the newest for it (else refused, exit 1)."""
     signed = verdict_of(run, ctx.release_keys().public_key)
-    _newest(run, ctx, signed, _log(run, ctx))
+    _newest(run, ctx, signed, ctx.verdict_log(run.image.repository))
 
 
 def attest_stage(run: RunRecord, ctx: StageContext) -> StageResult:
@@ -70,9 +61,9 @@ def attest_stage(run: RunRecord, ctx: StageContext) -> StageResult:
     key = keys.signing or load_signing_key(ctx.cfg.sign)  # absent: the error names where the key should be
     assert keys.public is not None
     signed = verdict_of(run, keys.public_key)
-    log = _log(run, ctx)
+    log = ctx.verdict_log(run.image.repository)
     view = _newest(run, ctx, signed, log)
-    signer = default_signer(timeout_s=ctx.cfg.sign.timeout_s)
+    signer = ctx.signer()
     ctx.reporter.step(f"attest: verdict ({signed.predicate.decision.value}, gated "
                       f"{signed.predicate.created.isoformat(timespec='seconds')}), SBOM and provenance on "
                       f"{run.image.by_digest}")
@@ -96,3 +87,11 @@ def attest_stage(run: RunRecord, ctx: StageContext) -> StageResult:
                  "verdict_attested": 1.0 if verdict.verified else 0.0},
         details=details,
     )
+
+
+SPEC = StageSpec(
+    stage=Stage.ATTEST, run=attest_stage, payload=AttestDetails, needs=(Stage.GATE,),
+    credentials=("registry_password", "store_url", *EVIDENCE), precheck=check_fresh, refuses=True,
+    doc="publish the gate's signed verdict (refused when a newer one exists), the verdict log, and the SBOM "
+        "and provenance as signed attestations on the digest",
+)

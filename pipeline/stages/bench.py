@@ -34,7 +34,8 @@ from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.progress import Reporter
 from pipeline.schemas import BenchDetails, BootDetails
 from pipeline.schemas.bench import BenchAttempt, SameRunBaseline
-from pipeline.stages.context import StageContext
+from pipeline.stages.context import StageContext, StageOptions
+from pipeline.stages.spec import EVIDENCE, StageSpec
 
 
 async def _probe_ignore_eos(target: Target, payload: dict[str, Any]) -> str:
@@ -407,3 +408,19 @@ def _is_local(url: str) -> bool:
 
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v * 1000:.1f} ms"
+
+
+def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> dict[str, object] | None:
+    if run.release.model_digest is None:
+        return None
+    # The policy too: it may size the bench (how many requests its comparisons need).
+    return {"image": run.release.image_digest, "model": run.release.model_digest,
+            "bench": cfg.bench.model_dump(mode="json"), "boot": cfg.boot.model_dump(mode="json"),
+            "policy": run.release.policy_sha256}
+
+
+SPEC = StageSpec(
+    stage=Stage.BENCH, run=bench_stage, payload=BenchDetails, needs=(Stage.BOOT,), server=True,
+    credentials=EVIDENCE, reuse_key=reuse_key, measurement=True, measures_machine=True,
+    doc="TTFT, TPOT, ITL, throughput, errors and goodput under load",
+)

@@ -20,7 +20,6 @@ import hashlib
 from pathlib import Path
 
 from evals.calibration import trust_for
-from pipeline.adapters.registry import split_repository
 from pipeline.gates.baseline import Baseline, find_baseline
 from pipeline.gates.engine import evaluate
 from pipeline.gates.outputs import write_junit, write_verdict_json
@@ -28,9 +27,9 @@ from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas.gate import BaselineInfo, GateDetails
 from pipeline.stages.context import StageContext
 from pipeline.stages.evaluate import baseline_rescorer
+from pipeline.stages.spec import EVIDENCE, StageSpec, decision_exit
 from pipeline.supplychain import evidence
 from pipeline.supplychain.gate_sections import SECTIONS
-from pipeline.supplychain.verdict_log import SEEN_DIR, VerdictLog
 from pipeline.supplychain.verdicts import sign_verdict
 
 
@@ -51,14 +50,6 @@ def _baseline_info(run: RunRecord, baseline: Baseline) -> BaselineInfo:
                         model_digest=other.digest if other else None, other_weights=other_weights)
 
 
-def _verdict_log(run: RunRecord, ctx: StageContext) -> VerdictLog:
-    keys = ctx.release_keys()
-    assert keys.public_key is not None
-    host, _ = split_repository(run.image.repository)
-    return VerdictLog(ctx.ws.store, keys.public_key, seen_dir=ctx.ws.root / SEEN_DIR,
-                      registry=ctx.adapters.registry(host))
-
-
 def check_evidence(run: RunRecord, ctx: StageContext) -> None:
     """Every result the gate will judge, this run's and its baseline's, is proven (`EvidenceRefused`), and
     the verdict log it will append to is intact (`LogRefused`)."""
@@ -69,7 +60,7 @@ def check_evidence(run: RunRecord, ctx: StageContext) -> None:
     if baseline is not None:
         evidence.require_evidence(baseline, keys.public_key, signing=signing, what=f"baseline run {baseline.run_id}")
     if signing and run.image.digest is not None:
-        _verdict_log(run, ctx).view(run.image.repository)
+        ctx.verdict_log(run.image.repository).view(run.image.repository)
 
 
 def _sign(run: RunRecord, ctx: StageContext, details: GateDetails, checks: list[evidence.LinkCheck]) -> tuple[str, str]:
@@ -77,7 +68,7 @@ def _sign(run: RunRecord, ctx: StageContext, details: GateDetails, checks: list[
     keys = ctx.release_keys()
     assert keys.signing is not None and keys.public_key is not None
     signed = sign_verdict(run, details, checks, keys.signing, created=utcnow())
-    index, view = _verdict_log(run, ctx).append(run.image.repository, signed.entry(), keys.signing)
+    index, view = ctx.verdict_log(run.image.repository).append(run.image.repository, signed.entry(), keys.signing)
     return signed.envelope, (f"verdict signed at {signed.predicate.created.isoformat(timespec='seconds')} on "
                              f"{len(signed.predicate.evidence)} evidence links, verdict log entry #{index} of "
                              f"{view.size}")
@@ -128,3 +119,11 @@ def gate_stage(run: RunRecord, ctx: StageContext) -> StageResult:
         details=details,
         evidence=envelope,
     )
+
+
+SPEC = StageSpec(
+    stage=Stage.GATE, run=gate_stage, payload=GateDetails, digest=False, credentials=("store_url", *EVIDENCE),
+    precheck=check_evidence, exit_check=decision_exit,
+    doc="verify every evidence link, judge every gate of the policy against this run and the last promoted "
+        "release, sign the verdict and append it to the verdict log",
+)

@@ -275,12 +275,6 @@ class Store:
             for r in rows
         ]
 
-    def runs_per_tag(self) -> dict[str, list[RunRecord]]:
-        out: dict[str, list[RunRecord]] = {}
-        for run in self.runs():
-            out.setdefault(run.image.tag or "(untagged)", []).append(run)
-        return out
-
     def latest(self) -> RunRecord | None:
         return self.newest()
 

@@ -22,8 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
 
-from pipeline.adapters.cosign import CosignCliSigner, CosignOptions
-from pipeline.adapters.signer import PythonSigner, Signer
+from pipeline.adapters.signer import Signer
 from pipeline.adapters.trivy import Trivy
 from pipeline.config import SignConfig
 from pipeline.errors import BadInput, InfraError
@@ -118,16 +117,6 @@ def release_keys(sc: SignConfig) -> ReleaseKeys:
         raise BadInput(f"the signing key is not the key sign.public_key names ({public.key_id[:23]}…)",
                        where="sign.key", hint="sign with the key pair the configuration pins")
     return ReleaseKeys(key, public)
-
-
-def default_signer(*, prefer_cosign: bool = True, timeout_s: float | None = None) -> Signer:
-    """The cosign CLI when it is on PATH (CI, the tool image), else the Python signer. `timeout_s`
-    (`sign.timeout_s`) bounds each cosign call."""
-    if prefer_cosign:
-        cli = CosignCliSigner.discover(CosignOptions() if timeout_s is None else CosignOptions(timeout_s=timeout_s))
-        if cli is not None:
-            return cli
-    return PythonSigner()
 
 
 def _commands(signer: Signer) -> list[list[str]]:
