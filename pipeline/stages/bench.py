@@ -29,7 +29,6 @@ from pipeline.bench.load import Target, fixed_concurrency, poisson, sweep
 from pipeline.bench.server_metrics import Scraper, cross_check, detect
 from pipeline.bench.stats import Slo, error_reasons, summarize
 from pipeline.config import PipelineConfig
-from pipeline.gates import sizing
 from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.progress import Reporter
 from pipeline.schemas import BenchDetails, BootDetails
@@ -167,6 +166,8 @@ def planned_requests(cfg: PipelineConfig, ctx: StageContext, run: RunRecord, *, 
     need = None
     if policy is not None:
         compared = same_run or ctx.ws.store.last_promoted(run.target) is not None
+        from pipeline.gates import sizing  # scipy: loaded when a bench is sized, not with the plan
+
         need, needs = sizing.bench_requests(policy, stored=not same_run, comparisons=compared)
         top = needs[0].why if needs else f"min_n {policy.min_n}"
     if b.requests is not None:
@@ -215,6 +216,8 @@ def _judge_attempt(cfg: PipelineConfig, ctx: StageContext, run: RunRecord, detai
         if undecided:
             return f"environment disturbed ({'; '.join(env.reasons)}), undecided: {', '.join(undecided)}", n
     if both is not None and ctx.policy is not None:
+        from pipeline.gates import sizing
+
         need = sizing.remeasure_need(ctx.policy, both.series("candidate"), both.series("baseline"))
         if need is not None and n < cfg.bench.max_requests:
             return f"underpowered: {need.why}", min(max(need.n, n + 1), cfg.bench.max_requests)

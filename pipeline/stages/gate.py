@@ -21,7 +21,6 @@ from pathlib import Path
 
 from evals.calibration import trust_for
 from pipeline.gates.baseline import Baseline, find_baseline
-from pipeline.gates.engine import evaluate
 from pipeline.gates.outputs import write_junit, write_verdict_json
 from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus, utcnow
 from pipeline.schemas.gate import BaselineInfo, GateDetails
@@ -82,6 +81,8 @@ def gate_stage(run: RunRecord, ctx: StageContext) -> StageResult:
                       f"{len(policy.sections)} sections)")
     baseline = find_baseline(run, ctx.ws.store, rescore=baseline_rescorer(ctx.cfg, ctx.ws))
     ctx.reporter.step(f"gate: baseline: {baseline.reason}")
+    from pipeline.gates.engine import evaluate  # scipy: loaded when a gate judges, not with the plan
+
     evaluation = evaluate(policy, run, baseline, sections=SECTIONS, calibration=trust_for,
                           approval=run.first_release_approval)
     for v in evaluation.verdicts:
