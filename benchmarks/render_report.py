@@ -5,7 +5,7 @@ Timed: (a) the index from records in memory, (b) from the store (SQLite, the den
 runs/gate_verdicts tables), (c) the compare page and loading every record, for context, and
 (d) the written index.html opened in Chromium (Debian's `chromium`): first contentful paint and the
 load event, read from the page's own Paint and Navigation Timing entries over the DevTools protocol,
-each a fresh tab, `--repeat` times. Synthetic runs come from pipeline.report.sample_data (a fixture
+each a fresh tab, `--repeat` times. Synthetic runs come from tests.sample_data (a fixture
 generator).
 
     python benchmarks/render_report.py [--tags 1000] [--gates 30] [--repeat 3] [--chromium PATH]
@@ -29,10 +29,10 @@ from websockets.sync.client import ClientConnection, connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.report.sample_data import GATES, make_run
 from pipeline.report.site import heads_from_store, render_compare, render_index
 from pipeline.report.views import heads_from_runs
 from pipeline.store import Store
+from tests.sample_data import GATES, make_run
 
 TARGET_S = 2.0
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

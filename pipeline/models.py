@@ -183,7 +183,8 @@ class StageResult(_Model):
 
     `input_key` is the sha256 of everything the stage's result depends on (release identity, the
     stage's own config, tool versions); a later run with the same key may reuse this result, and
-    then says so in `reused_from`."""
+    then says so in `reused_from`. `evidence` is what makes the result trustworthy outside the
+    process that made it: the store only keeps it."""
 
     stage: Stage
     status: StageStatus
@@ -198,6 +199,9 @@ class StageResult(_Model):
     details: StageDetails | None = None
     input_key: str | None = None
     reused_from: str | None = None  # run id whose stored result this is
+    # The DSSE envelope (JSON) signed over this result in the process that produced it: an in-toto link
+    # for a measuring stage, the verdict for the gate (pipeline/supplychain/evidence.py). None: unsigned.
+    evidence: str | None = None
     # Payload of a record written before payloads were typed (schema 1): kept, read by nothing.
     legacy_details: dict[str, Any] | None = None
 

@@ -24,3 +24,33 @@ def served_ctx(cfg: PipelineConfig, ws: Workspace, base_url: str, model: str | N
     ctx = stage_ctx(cfg, ws, **options)
     ctx.hold_server(ServedModel(base_url.rstrip("/"), model))
     return ctx
+
+
+def record_measured(run: Any, result: Any, cfg: PipelineConfig | None = None, *, signing: Any = None) -> Any:
+    """`result` added to `run` as the runner records a measured result: finished and signed with
+    `signing` or else the configured key (`sign.key`; unsigned when none is there), so a gate accepts it as
+    evidence."""
+    from pipeline.supplychain.evidence import sign_result
+    from pipeline.supplychain.signing import release_keys
+
+    if result.finished_at is None:
+        result.finish()
+    key = signing if signing is not None else release_keys((cfg or PipelineConfig()).sign).signing
+    if key is not None:
+        sign_result(result, run, key)
+    run.add_stage(result)
+    return result
+
+
+def sign_as_measured(run: Any, cfg: PipelineConfig | None = None) -> Any:
+    """Every measuring stage's result of a run built by hand, signed as the runner would have signed it
+    when it was measured (with the configured key; unsigned when none is there). Returns the run."""
+    from pipeline.supplychain.evidence import LINKED_STAGES, sign_result
+    from pipeline.supplychain.signing import release_keys
+
+    key = release_keys((cfg or PipelineConfig()).sign).signing
+    for stage in LINKED_STAGES:
+        result = run.stage(stage.value)
+        if result is not None and key is not None:
+            sign_result(result, run, key)
+    return run

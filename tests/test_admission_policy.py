@@ -15,9 +15,11 @@ import pytest
 
 from pipeline.manifests.render import render
 from pipeline.manifests.validate import validate_object, validate_objects
+from pipeline.models import utcnow
 from pipeline.promote.backend import MODEL_DIGEST_ANNOTATION, MODEL_DIGEST_ENV
 from pipeline.promote.targets import load_targets
-from pipeline.supplychain.predicates import VERDICT_TYPE, VerdictPredicate
+from pipeline.schemas.gate import BaselineInfo, GateDetails
+from pipeline.supplychain.predicates import VERDICT_TYPE, verdict_for_gate
 from tests.promote_helpers import REPOSITORY, make_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +79,11 @@ def test_every_signed_verdict_for_the_pods_weights_must_pass(policy: dict[str, A
     assert other_weights["key"] == "{{ model.digest || 'none' }}" and other_weights["operator"] == "NotEquals"
     assert other_weights["value"] == f'{{{{ request.object.metadata.annotations."{MODEL_DIGEST_ANNOTATION}" }}}}'
     assert (passes["key"], passes["operator"], passes["value"]) == ("{{ decision }}", "Equals", "pass")
-    verdict = VerdictPredicate.from_run(make_run(model_seed="w")).model_dump(mode="json")
+    run = make_run(model_seed="w")
+    gate = GateDetails(policy_name="gates.yaml", policy_files=["gates.yaml"], policy_sha256="a" * 64,
+                       baseline=BaselineInfo(kind="first_release"), decision="pass", reason="",
+                       verdicts=list(run.gates))
+    verdict = verdict_for_gate(run, gate, created=utcnow(), evidence=[]).model_dump(mode="json")
     assert verdict["decision"] == "pass" and verdict["model"]["digest"].startswith("sha256:")
 
 

@@ -19,10 +19,10 @@ from pipeline.progress import NullReporter
 from pipeline.redact import MASK, register_secret
 from pipeline.report import github
 from pipeline.report.markdown import md_code, md_text, render_summary
-from pipeline.report.sample_data import make_run
 from pipeline.schemas import GateDetails
 from pipeline.schemas.gate import BaselineInfo
 from pipeline.workspace import Workspace
+from tests.sample_data import make_run
 
 SECRET = "pl4nted-ci-log-s3cret-4410"
 XSS = ['<script>alert("x")</script>', '<img src=x onerror="alert(1)">', "<IMG SRC=x OnError=alert(2)>"]

@@ -20,8 +20,8 @@ from pipeline.cli.rich_reporter import RichReporter, usual_durations
 from pipeline.models import Decision, GateStatus, GateVerdict
 from pipeline.progress import PrintReporter, eta_text
 from pipeline.redact import MASK, register_secret
-from pipeline.report.sample_data import make_run
 from pipeline.report.verdict_table import verdict_table
+from tests.sample_data import make_run
 
 SECRET = "pl4nted-progress-s3cret-9921"
 

@@ -34,7 +34,7 @@ from pipeline.cli import app as cli_app
 from pipeline.errors import BadInput, InfraError
 from pipeline.models import Decision, GateStatus, GateVerdict, ImageRef, RunRecord, Stage, StageResult, StageStatus
 from pipeline.orchestrate import runner as runner_module
-from pipeline.orchestrate.plan import CREDENTIALS, DAGGER, Credential
+from pipeline.orchestrate.plan import CREDENTIALS, DAGGER, Credential, Plan
 from pipeline.workspace import Workspace
 from tests.doubles.dagger_engine import (
     NO_GPU_SUPPORT,
@@ -636,8 +636,8 @@ class ProjectCli:
         self.spans: list[Span] = []
         self.lock = threading.Lock()
 
-    def stage_fn(self, stage: Stage, *, plan: str = "local") -> typing.Callable[..., StageResult]:
-        assert plan == "dagger", plan
+    def stage_fn(self, stage: Stage, *, plan: Plan) -> typing.Callable[..., StageResult]:
+        assert plan.name == "dagger", plan.name
 
         def run(_run: RunRecord, _ctx: object) -> StageResult:
             start = time.monotonic()
@@ -674,6 +674,7 @@ def _through_the_runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **cli: 
     (model / "config.json").write_text("{}")
     project = ProjectCli(tmp_path, model, **cli)
     monkeypatch.setattr(runner_module, "stage_fn", project.stage_fn)
+    monkeypatch.setattr(runner_module, "stage_precheck", lambda _stage: None)  # the replaced stages' own checks
     monkeypatch.setattr(os, "cpu_count", lambda: 4)  # the Runner runs groups side by side with > 1 core
     monkeypatch.chdir(REPO)  # the tool container's working directory is the project
     return record_run(tmp_path, on_exec=project, target="production"), project
@@ -719,6 +720,7 @@ def test_llmgate_run_plan_dagger_is_the_same_step_loop(tmp_path: Path, monkeypat
     (model / "config.json").write_text("{}")
     project = ProjectCli(tmp_path, model, delay_s=0.3)
     monkeypatch.setattr(runner_module, "stage_fn", project.stage_fn)
+    monkeypatch.setattr(runner_module, "stage_precheck", lambda _stage: None)
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     monkeypatch.chdir(REPO)
     state = str(tmp_path / "state")

@@ -105,3 +105,15 @@ def test_main_job_promotes_good_and_blocks_degraded(local_stack, demo_models, tm
     branch = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("branch: "))
     overlay = git(deploy, "show", f"{branch}:manifests/overlays/canary/kustomization.yaml")
     assert run.image.digest in overlay and run.model.digest in overlay
+
+    # Every measured result carried a link the gate verified, and `llmgate verify` shows each one, the
+    # verdict and its place in the verdict log.
+    shown = _llmgate("--store", str(store), "verify", run.image.by_digest, "--model", run.model.digest)
+    assert shown.returncode == 0, shown.stdout[-3000:] + shown.stderr[-3000:]
+    linked = ("build", "leak", "scan", "sign", "boot", "bench", "eval", "manifests")
+    assert f"  evidence   valid: {len(linked)} evidence links verified ({', '.join(linked)})" in shown.stdout
+    for stage in linked:
+        line = next(ln for ln in shown.stdout.splitlines() if ln.startswith(f"    {stage:<10} result sha256:"))
+        assert line.endswith("verified") and "NOT VERIFIED" not in line, line
+    assert f"  verdict: run {run.run_id}, decision pass, model {run.model.digest}" in shown.stdout
+    assert "  log        valid: entry #" in shown.stdout and "newest for the pair: yes" in shown.stdout

@@ -20,7 +20,7 @@ from pipeline.models import ImageRef, RunRecord, StageStatus
 from pipeline.stages.evaluate import eval_stage
 from pipeline.workspace import Workspace
 from tests.eval_helpers import REPO, free_port, subset_ground_truth, transformers_serve
-from tests.stage_helpers import served_ctx
+from tests.stage_helpers import record_measured, served_ctx
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_eval_stage_on_served_demo_model_then_cli_rescore(served, tmp_path: Path
     assert res.metrics["correctness_mean"] > 0.97 and res.metrics["correctness_string_mean"] > 0.95
     assert res.metrics["under_refusal_rate"] == 0.0
     assert all(i.ttft_s and i.latency_s and i.response for i in res.items)
-    run.add_stage(res)
+    record_measured(run, res, cfg)  # as the runner records it: signed where it was measured
     ws.checkpoint(run)
 
     conf = tmp_path / "llmgate.yaml"

@@ -534,10 +534,11 @@ def test_gate_cli_exit_codes(tmp_path: Path, world: dict[str, np.ndarray]) -> No
 
     from pipeline.cli import app
     from pipeline.workspace import Workspace
+    from tests.stage_helpers import sign_as_measured
 
     workdir = tmp_path / ".llmgate"
     ws = Workspace(workdir)
-    good = make_run(world["base"], ttft=world["ttft_base"])
+    good = sign_as_measured(make_run(world["base"], ttft=world["ttft_base"]))  # as the runner records results
     ws.checkpoint(good)
     pol = tmp_path / "p.yaml"
     pol.write_text("gates:\n  - name: correctness\n    source: eval.correctness_mean\n    threshold: 0.5\n")

@@ -449,11 +449,13 @@ def _as_gated(run: RunRecord, ev: Evaluation) -> RunRecord:
 def test_inconclusive_in_summary_report_dashboard_and_exit_code(
     inconclusive_run: tuple[RunRecord, Evaluation, Policy], tmp_path: Path
 ) -> None:
+    from pipeline.models import utcnow
     from pipeline.orchestrate.runner import exit_code_for
     from pipeline.report.markdown import render_summary
     from pipeline.report.run_page import render_run_page
     from pipeline.report.site import write_site
-    from pipeline.supplychain.predicates import VerdictPredicate
+    from pipeline.schemas.gate import GateDetails
+    from pipeline.supplychain.predicates import verdict_for_gate
 
     run = _as_gated(*inconclusive_run[:2])
     assert run.decision is Decision.INCONCLUSIVE and int(exit_code_for(run)) == 1
@@ -465,7 +467,9 @@ def test_inconclusive_in_summary_report_dashboard_and_exit_code(
     index = site.index.read_text()
     assert 'class="c inconclusive"' in index and "inconclusive (1)" in index
     # signed as what it is: the verdict predicate carries the decision, never "pass"
-    assert VerdictPredicate.from_run(run).decision is Decision.INCONCLUSIVE
+    gate = run.stages["gate"].payload(GateDetails)
+    assert gate is not None
+    assert verdict_for_gate(run, gate, created=utcnow(), evidence=[]).decision is Decision.INCONCLUSIVE
 
 
 def test_gate_command_exits_1_and_says_inconclusive_and_why(tmp_path: Path) -> None:
@@ -473,11 +477,12 @@ def test_gate_command_exits_1_and_says_inconclusive_and_why(tmp_path: Path) -> N
 
     from pipeline.cli import app
     from pipeline.workspace import Workspace
+    from tests.stage_helpers import sign_as_measured
 
     workdir = tmp_path / ".llmgate"
     ws = Workspace(workdir)
     run = v2_run(corr=np.full(len(V2), 0.8))
-    ws.checkpoint(run)
+    ws.checkpoint(sign_as_measured(run))  # planted as the runner records a measured eval (signed)
     pol = tmp_path / "p.yaml"
     pol.write_text("gates:\n  - name: correctness\n    source: eval.correctness_mean\n    margin: 0.02\n")
     runner = CliRunner()
@@ -508,12 +513,12 @@ def test_first_release_keeps_its_baseline_free_verdicts_honest() -> None:
 def test_an_inconclusive_verdict_is_signed_as_such_and_promotion_refuses_it(request: pytest.FixtureRequest) -> None:
     """Nothing inconclusive is signed as a pass or promoted: the signed verdict says `inconclusive`, and
     the guard names it (and why) when asked to promote the pair."""
-    from tests.test_guard import GOOD_MODEL, _refused, release
+    from tests.test_guard import GOOD_MODEL, _refused, release, verdict_log
 
     signed, key_pairs = request.getfixturevalue("guard_env"), request.getfixturevalue("guard_keys")
     _, signer, _, _ = signed
     run = release(signed, key_pairs, decision=Decision.INCONCLUSIVE)
-    err = _refused(signer, run.image.by_digest, GOOD_MODEL, "canary", key_pairs[1])
+    err = _refused(signer, run.image.by_digest, GOOD_MODEL, "canary", key_pairs[1], verdict_log(signed, key_pairs))
     assert "is inconclusive: fail correctness" in err.message
 
 

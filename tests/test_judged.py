@@ -23,6 +23,7 @@ from pipeline.redact import known_secrets
 from pipeline.schemas.eval import EvalDetails
 from pipeline.workspace import Workspace
 from tests.doubles.judge_server import JudgeServer
+from tests.stage_helpers import record_measured
 
 REPO = Path(__file__).resolve().parents[1]
 CTX = ["Paris is the capital of France. It has about two million inhabitants and lies on the Seine."]
@@ -164,7 +165,8 @@ def test_rescore_with_a_401_judge_exits_3_and_never_prints_the_echoed_key(tmp_pa
         i.scores = {"correctness": 1.0}
     details = EvalDetails(base_url="http://server", model="m", ground_truth={}, collection=None, scorers={},
                           latency_slo_s=5.0, n_answer=3, n_refuse=0, scored_at="2026-01-01T00:00:00+00:00")
-    run.add_stage(StageResult(stage=Stage.EVAL, status=StageStatus.OK, items=items, details=details))
+    # Recorded as the runner records a measured result (signed): a rescore re-scores only proven answers.
+    record_measured(run, StageResult(stage=Stage.EVAL, status=StageStatus.OK, items=items, details=details))
     ws.checkpoint(run)
     env = {**os.environ, "LLMGATE_JUDGE_API_KEY": key, "HF_HUB_OFFLINE": "1"}
     with JudgeServer(api_key="the-right-key-123", echo_key=True) as js:

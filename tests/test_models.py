@@ -5,7 +5,7 @@ from pydantic import ValidationError
 
 from pipeline.config import PipelineConfig, config_hash, load_config
 from pipeline.errors import BadInput
-from pipeline.models import ImageRef, RunRecord, StageResult, StageStatus
+from pipeline.models import SCHEMA_VERSION, ImageRef, RunRecord, StageResult, StageStatus
 from pipeline.redact import redact_text, register_secret
 
 
@@ -67,3 +67,15 @@ def test_redaction_of_known_values_and_patterns():
     for leaked in ("hunter2-very-secret", "abc.def.ghi", "pa55w0rd", "ghp_" + "a" * 36):
         assert leaked not in red
     assert "Authorization: Bearer [REDACTED]" in red and "https://bob:[REDACTED]@host" in red
+
+
+def test_a_schema_1_record_keeps_its_free_form_payload_as_legacy_data():
+    """A record stored before payloads were typed still loads: its dict payload is kept, never read as a model."""
+    stored = {"schema_version": 1, "run_id": "r1", "image": {"repository": "reg/app", "tag": "v1"},
+              "stages": {"scan": {"stage": "scan", "status": "ok", "metrics": {"blocking": 0.0},
+                                  "details": {"report": "trivy.json", "critical": 0}}}}
+    run = RunRecord.model_validate(stored)
+    scan = run.stages["scan"]
+    assert run.schema_version == SCHEMA_VERSION
+    assert scan.details is None and scan.legacy_details == {"report": "trivy.json", "critical": 0}
+    assert scan.metrics == {"blocking": 0.0}

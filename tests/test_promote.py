@@ -30,6 +30,7 @@ from pipeline.stages.context import PromoteRequest, StageOptions
 from pipeline.supplychain.cosign_keys import write_key_pair
 from pipeline.workspace import Workspace
 from tests.promote_helpers import git, gitops_repo, make_target, shipped_floor, snapshot
+from tests.stage_helpers import record_measured
 from tests.trust_images import trust_repo
 
 pytestmark = pytest.mark.docker  # the real local registry holds the images, signatures and attestations
@@ -73,15 +74,16 @@ class Env:
         """A release signed, gated and attested by the real stages."""
         runner = self.runner(self.cfg(policy, keys))
         run = runner.create(image=ImageRef.parse(self.image), model_dir=weights)
-        self.booted(run)
+        self.booted(run, runner.cfg)
         for stage in (Stage.SIGN, Stage.GATE, Stage.ATTEST):
             runner.run_stage(run, stage)
         return self.ws.store.get(run.run_id)
 
-    def booted(self, run: RunRecord) -> None:
-        """The load time a boot measured (the GitOps overlay's startup budget is checked against it)."""
-        run.add_stage(StageResult(stage=Stage.BOOT, status=StageStatus.OK,
-                                  metrics={"load_time_s": 20.0, "load_time_p95_s": 20.0}))
+    def booted(self, run: RunRecord, cfg: PipelineConfig) -> None:
+        """The load time a boot measured (the GitOps overlay's startup budget is checked against it),
+        signed where it was measured as the runner signs it."""
+        record_measured(run, StageResult(stage=Stage.BOOT, status=StageStatus.OK,
+                                         metrics={"load_time_s": 20.0, "load_time_p95_s": 20.0}), cfg)
         self.ws.checkpoint(run)
 
     def promote(self, run_id: str, target: object = "canary", cfg: PipelineConfig | None = None,
@@ -186,7 +188,7 @@ def _gated_under(env, policy_file: Path, weights: Path, target: str = "canary") 
     cfg.gates_file, cfg.target = str(policy_file), target
     runner = env.runner(cfg)
     run = runner.create(image=ImageRef.parse(env.image), model_dir=weights)
-    env.booted(run)
+    env.booted(run, cfg)
     for stage in (Stage.SIGN, Stage.GATE, Stage.ATTEST):
         runner.run_stage(run, stage)
     return env.ws.store.get(run.run_id)

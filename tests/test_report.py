@@ -1,6 +1,6 @@
 """Reports: static site, run page, report.json, markdown summary, Prometheus export, redaction.
 
-Runs come from pipeline.report.sample_data (a synthetic fixture generator) and go through the real
+Runs come from tests.sample_data (a synthetic fixture generator) and go through the real
 store; scan findings also come from a real trivy report (shared fixtures) parsed by the real parser.
 """
 
@@ -28,11 +28,11 @@ from pipeline.models import GateStatus, RunRecord, StageResult, StageStatus
 from pipeline.redact import MASK, register_secret
 from pipeline.report import markdown, prometheus
 from pipeline.report.run_page import write_run_report
-from pipeline.report.sample_data import make_history, make_run
 from pipeline.report.site import heads_from_store, render_index, write_site, write_site_from_store
 from pipeline.report.units import fmt_value
 from pipeline.report.views import build_heatmap, failing_gates, heads_from_runs, scan_findings, worst_items
 from pipeline.store import Store
+from tests.sample_data import make_history, make_run
 
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 REGISTERED = "pl4nted-registry-passw0rd-7731"

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.report.sample_data import make_history, make_run
 from pipeline.report.site import write_site_from_store
 from pipeline.report.units import fmt_value, unit_of
 from pipeline.report.views import failing_gates, significance
 from pipeline.store import Store
+from tests.sample_data import make_history, make_run
 
 REPO = Path(__file__).resolve().parents[1]
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -35,6 +35,7 @@ from pipeline.orchestrate.runner import Runner
 from pipeline.stages.context import StageOptions
 from pipeline.supplychain.gate_sections import SECTIONS
 from pipeline.workspace import Workspace
+from tests.stage_helpers import record_measured
 
 REPO = Path(__file__).resolve().parents[1]
 DIGEST = "sha256:" + "cd" * 32
@@ -73,7 +74,7 @@ def _runner(ws: Workspace, **options: object) -> Runner:
 
 
 def _measured(runner: Runner, model_dir: Path, *, age_s: float = 60, disturbed: bool | None = False) -> RunRecord:
-    """A run whose boot, bench and eval were measured `age_s` ago, stored with their input keys."""
+    """A run whose boot, bench and eval were measured `age_s` ago, stored with their input keys and signed."""
     run = runner.create(image=ImageRef(repository="127.0.0.1:5000/llmgate/reuse-test", digest=DIGEST),
                         model_dir=model_dir)
     when = utcnow() - timedelta(seconds=age_s)
@@ -83,8 +84,9 @@ def _measured(runner: Runner, model_dir: Path, *, age_s: float = 60, disturbed: 
     for stage, m in metrics.items():
         key = runner._reusable(run, stage)[0]
         assert key is not None
-        run.add_stage(StageResult(stage=stage, status=StageStatus.OK, metrics=m, input_key=key,
-                                  started_at=when - timedelta(seconds=5), finished_at=when))
+        # recorded as the runner records a measured result (signed): only a proven result is reused
+        record_measured(run, StageResult(stage=stage, status=StageStatus.OK, metrics=m, input_key=key,
+                                         started_at=when - timedelta(seconds=5), finished_at=when), runner.cfg)
     run.decision = Decision.BLOCKED
     runner.ws.checkpoint(run)
     return run

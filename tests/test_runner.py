@@ -21,6 +21,7 @@ from pipeline.orchestrate.runner import Runner
 from pipeline.progress import NullReporter
 from pipeline.stages.context import StageOptions
 from pipeline.workspace import Workspace
+from tests.stage_helpers import record_measured
 
 REPO = Path(__file__).resolve().parents[1]
 DIGEST = "sha256:" + "ab" * 32
@@ -268,7 +269,7 @@ def test_a_bench_of_an_attached_server_is_keyed_but_measured_again(tmp_path, mod
             "prompts": "synthetic", "requests": 6, "warmup": 1, "concurrency": 2, "max_tokens": 4,
             "input_tokens": 8, "request_timeout_s": 5})
         run = _run(runner, model_dir)
-        run.add_stage(StageResult(stage=Stage.BOOT, status=StageStatus.OK, metrics={"load_time_s": 1.0}))
+        record_measured(run, StageResult(stage=Stage.BOOT, status=StageStatus.OK, metrics={"load_time_s": 1.0}), runner.cfg)
         return runner.run_stage(run, Stage.BENCH)
 
     with Running("--ttft-ms", "5", "--gap-ms", "2") as m:

@@ -16,10 +16,10 @@ from pipeline.cli import app
 from pipeline.errors import BadInput
 from pipeline.models import PromotionRecord, RunRecord
 from pipeline.report.listing import parse_since
-from pipeline.report.sample_data import make_run
 from pipeline.report.units import fmt_value
 from pipeline.store import Store
 from tests.promote_helpers import git, gitops_repo
+from tests.sample_data import make_run
 
 T0 = datetime(2026, 8, 1, 9, 0, tzinfo=UTC)
 

@@ -82,7 +82,7 @@ def test_sqlite_uses_wal(tmp_path):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
-def test_runs_per_tag_and_last_promoted(store_url):
+def test_runs_of_a_tag_and_last_promoted(store_url):
     store = Store(store_url)
     old, new = _run("v1", D1, at=T0), _run("v2", D2, at=T0 + timedelta(seconds=5))
     other = _run("v2", D2, target="staging")

@@ -238,8 +238,3 @@ def test_lock_of_a_dead_process_on_this_host_is_taken_over(store_url: str) -> No
         assert lock.took_over is not None and lock.took_over.pid == proc.pid
         assert f"holder process {proc.pid}" in (lock.takeover_reason or "")
 
-
-def test_promote_package_uses_the_store_lock() -> None:
-    from pipeline.promote import lock as promote_lock
-
-    assert promote_lock.PromotionLock is PromotionLock and promote_lock.LockHeld is LockHeld

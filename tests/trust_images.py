@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pipeline.adapters import cosign_layout as L
+from pipeline.adapters.log_artifact import TAG_PREFIX as LOG_TAG_PREFIX
 from pipeline.adapters.registry import RegistryClient
 
 REGISTRY = "127.0.0.1:5000"
@@ -44,12 +45,19 @@ def push_image(reg: RegistryClient, name: str, tag: str = "t") -> str:
 
 
 def cleanup(reg: RegistryClient, name: str, digests: list[str]) -> None:
+    """The images, their `.sig`/`.att` manifests, the bundles that refer to them (and the referrers tag
+    listing them), and the repository's verdict log artifacts."""
     for d in digests:
-        for tag in (L.tag_for(d, L.SIG_SUFFIX), L.tag_for(d, L.ATT_SUFFIX)):
+        for entry in reg.referrers(name, d):
+            reg.delete_manifest(name, str(entry["digest"]))
+        for tag in (L.tag_for(d, L.SIG_SUFFIX), L.tag_for(d, L.ATT_SUFFIX), d.replace(":", "-")):
             found = reg.resolve(name, tag)
             if found:
                 reg.delete_manifest(name, found)
         reg.delete_manifest(name, d)
+    for tag in reg.tags(name):
+        if tag.startswith(LOG_TAG_PREFIX) and (found := reg.resolve(name, tag)):
+            reg.delete_manifest(name, found)
 
 
 class TrustRepo:

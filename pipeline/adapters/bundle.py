@@ -8,37 +8,60 @@ need no engine free of the docker SDK and friends.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.adapters.registry import RegistryClient
+
+if TYPE_CHECKING:
+    import httpx
+
+    from pipeline.adapters.docker_build import ImageBuilder
+    from pipeline.adapters.docker_run import ContainerRuntime
+    from pipeline.adapters.model_server import ModelServer
+    from pipeline.adapters.signer import Signer
+    from pipeline.adapters.trivy import Scanner
 
 
 @dataclass
 class Adapters:
-    builder: Any = None  # pipeline.adapters.docker_build.DockerBuilder
-    runtime: Any = None  # pipeline.adapters.docker_run.DockerRunner
-    trivy: Any = None  # pipeline.adapters.trivy.Trivy; None: found on PATH when the scan runs
-    model_transport: Any = None  # httpx transport to the model server; None: the network
-    embeddings: Any = None  # embeddings for semantic scores; None: the bundled MiniLM
-    judge_llm: Any = None  # LLM judge client; None: the configured judge
-    model_server: Any = None  # pipeline.adapters.model_server.ModelServer
+    builder: ImageBuilder | None = None  # None: pipeline.adapters.docker_build.DockerBuilder
+    runtime: ContainerRuntime | None = None  # None: pipeline.adapters.docker_run.DockerRunner
+    trivy: Scanner | None = None  # None: trivy found on PATH when the scan runs
+    model_transport: httpx.BaseTransport | None = None  # transport to the model server; None: the network
+    # The scorers' own clients (ragas/langchain types of the optional `eval` extra): None means the
+    # bundled MiniLM embeddings and the configured judge.
+    embeddings: Any = None
+    judge_llm: Any = None
+    model_server: ModelServer | None = None  # None: pipeline.adapters.model_server.HttpModelServer
+    signer: Signer | None = None  # None: the cosign CLI when on PATH, else the Python signer
     registries: dict[str, RegistryClient] = field(default_factory=dict)
 
-    def server(self) -> Any:
+    def signing(self, timeout_s: float | None = None) -> Signer:
+        """The one signer of this invocation: the cosign CLI when it is on PATH (CI, the tool image), else
+        the Python signer. `timeout_s` (`sign.timeout_s`) bounds each cosign call."""
+        if self.signer is None:
+            from pipeline.adapters.cosign import CosignCliSigner, CosignOptions
+            from pipeline.adapters.signer import PythonSigner
+
+            options = CosignOptions() if timeout_s is None else CosignOptions(timeout_s=timeout_s)
+            self.signer = CosignCliSigner.discover(options) or PythonSigner()
+        return self.signer
+
+    def server(self) -> ModelServer:
         if self.model_server is None:
             from pipeline.adapters.model_server import HttpModelServer
 
             self.model_server = HttpModelServer()
         return self.model_server
 
-    def image_builder(self) -> Any:
+    def image_builder(self) -> ImageBuilder:
         if self.builder is None:
             from pipeline.adapters.docker_build import DockerBuilder
 
             self.builder = DockerBuilder()
         return self.builder
 
-    def container_runtime(self) -> Any:
+    def container_runtime(self) -> ContainerRuntime:
         if self.runtime is None:
             from pipeline.adapters.docker_run import DockerRunner
 

@@ -205,6 +205,19 @@ class CosignCliSigner:
             raise InfraError(f"cosign attest failed (exit {call.returncode}): {_tail(call.stderr)}", where=image)
         return self._pushed(image, L.ATT_SUFFIX)
 
+    def attach_attestation(self, image: str, predicate_type: str, envelope: bytes) -> Pushed:
+        """`cosign attach attestation`: a DSSE envelope signed elsewhere, attached unchanged."""
+        split_image(image)
+        with tempfile.TemporaryDirectory(prefix="llmgate-attach-") as tmp:
+            path = Path(tmp) / "envelope.json"
+            path.write_bytes(envelope)
+            call = self._run(["attach", "attestation", "--attestation", str(path),
+                              *self.cosign.registry_flags(image), image])
+        if not call.ok:
+            raise InfraError(f"cosign attach attestation failed (exit {call.returncode}): {_tail(call.stderr)}",
+                             where=image)
+        return self._pushed(image, L.ATT_SUFFIX)
+
     def _verify(self, sub: list[str], image: str, public_key_pem: bytes) -> CosignCall:
         with tempfile.TemporaryDirectory(prefix="llmgate-verify-") as tmp:
             pub = Path(tmp) / "cosign.pub"

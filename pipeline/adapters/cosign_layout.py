@@ -118,11 +118,11 @@ def statement(subject_name: str, digest: str, predicate_type: str, predicate: di
     })
 
 
-def envelope(body: bytes, signature: bytes, payload_type: str = INTOTO_PAYLOAD_TYPE) -> bytes:
+def envelope(body: bytes, signature: bytes, payload_type: str = INTOTO_PAYLOAD_TYPE, keyid: str = "") -> bytes:
     return _json({
         "payloadType": payload_type,
         "payload": base64.b64encode(body).decode(),
-        "signatures": [{"keyid": "", "sig": base64.b64encode(signature).decode()}],
+        "signatures": [{"keyid": keyid, "sig": base64.b64encode(signature).decode()}],
     })
 
 

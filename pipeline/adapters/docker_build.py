@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from pipeline.adapters.docker_cli import DockerCli, find_docker_cli
 from pipeline.errors import BadInput, InfraError
@@ -48,6 +49,17 @@ class BuildOutcome:
     log: list[str]  # redacted
     error: str | None = None  # the last error lines, for the stage's reason
     timed_out: bool = False  # killed at the spec's timeout
+
+
+class ImageBuilder(Protocol):
+    """Builds an image with BuildKit and pushes it (the docker CLI's buildx, `DockerBuilder`)."""
+
+    @property
+    def cli(self) -> DockerCli: ...
+
+    def build(self, spec: BuildSpec, on_line: Callable[[str], None] = ...) -> BuildOutcome: ...
+
+    def push(self, image: str, on_line: Callable[[str], None] = ..., timeout_s: float = ...) -> list[str]: ...
 
 
 class DockerBuilder:

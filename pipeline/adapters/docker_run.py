@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.errors import BadInput, InfraError
 from pipeline.redact import redact_text
@@ -168,6 +168,14 @@ class Container:
             self.raw.remove(force=True)
         except docker.errors.NotFound:
             pass
+
+
+class ContainerRuntime(Protocol):
+    """Pulls an image and starts a container from it (the Docker Engine API, `DockerRunner`)."""
+
+    def ensure_image(self, image: str) -> float: ...
+
+    def start(self, spec: RunSpec) -> Container: ...
 
 
 class DockerRunner:

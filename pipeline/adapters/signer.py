@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pipeline.adapters import cosign_layout as L
+from pipeline.adapters import sigstore_bundle as B
 from pipeline.adapters.registry import RegistryClient, split_repository
 from pipeline.errors import BadInput, InfraError
 
@@ -70,6 +71,8 @@ class Signer(Protocol):
     def sign_image(self, image: str, key: SigningKeyLike) -> Pushed: ...
 
     def attest(self, image: str, predicate_type: str, predicate: Mapping[str, Any], key: SigningKeyLike) -> Pushed: ...
+
+    def attach_attestation(self, image: str, predicate_type: str, envelope: bytes) -> Pushed: ...
 
     def verify_image(self, image: str, public_key_pem: bytes) -> SignatureCheck: ...
 
@@ -179,20 +182,73 @@ class PythonSigner:
                             {L.SIGNATURE_ANNOTATION: "", L.PREDICATE_TYPE_ANNOTATION: predicate_type},
                             lambda *_: False)
 
+    def attach_attestation(self, image: str, predicate_type: str, envelope: bytes) -> Pushed:
+        """A DSSE envelope signed elsewhere (the gate's verdict) as an attestation layer, unchanged
+        (`cosign attach attestation`); the same envelope twice is one layer."""
+        repo, digest = split_image(image)
+        same = L.LayerDescriptor.of(L.DSSE_MEDIA_TYPE, envelope, {}).digest
+        return self._append(repo, digest, L.ATT_SUFFIX, L.DSSE_MEDIA_TYPE, envelope,
+                            {L.SIGNATURE_ANNOTATION: "", L.PREDICATE_TYPE_ANNOTATION: predicate_type},
+                            lambda _reg, _name, layer: layer.digest == same)
+
     # -- verifying -------------------------------------------------------------------------------
     def verify_image(self, image: str, public_key_pem: bytes) -> SignatureCheck:
+        """Signatures in either cosign layout: the `.sig` tag, and cosign v3 bundles (OCI referrers)."""
         repo, digest = split_image(image)
         pub = _public_key(public_key_pem)
         reg, name = self._registry(repo)
         tag = L.tag_for(digest, L.SIG_SUFFIX)
         layers = self._existing(reg, name, tag)
-        if not layers:
-            return SignatureCheck(False, f"no signature: nothing is tagged {repo}:{tag}")
         good, reasons = _sweep(layers, lambda layer, good: self._check_signature_layer(
             reg, name, layer, pub, digest, good))
+        found, why = self._bundle_statements(reg, name, repo, digest, pub, B.COSIGN_SIGN_PREDICATE)
+        good.extend(B.simple_signing_view(repo, st) for st in found)
+        reasons.extend(why)
         if good:
             return SignatureCheck(True, f"signature verified with key {_key_id(pub)}", good)
+        if not layers and not reasons:
+            return SignatureCheck(False, f"no signature: nothing is tagged {repo}:{tag}, and no signature bundle "
+                                         "refers to it")
         return SignatureCheck(False, "; ".join(dict.fromkeys(reasons)) or "no signature layer")
+
+    # -- cosign v3: Sigstore bundles as OCI referrers ----------------------------------------------------
+    def _bundle_statements(self, reg: RegistryClient, name: str, repo: str, digest: str,
+                           pub: ec.EllipticCurvePublicKey, predicate_type: str) -> tuple[list[L.Statement], list[str]]:
+        """The statements of `predicate_type` about `digest` in the bundles that refer to it and verify with
+        `pub`, and why each other bundle did not count."""
+        good: list[L.Statement] = []
+        reasons: list[str] = []
+        for desc in reg.referrers(name, digest)[:B.MAX_REFERRERS]:
+            ref = str(desc.get("digest", ""))
+            try:
+                manifest = reg.manifest(name, ref)
+            except InfraError as exc:
+                reasons.append(f"referrer {ref[:19]}: {exc.message}")
+                continue
+            layer = B.bundle_layer(manifest.data)
+            if layer is None:
+                continue  # another tool's referrer (an SBOM, a Notation signature): not a Sigstore bundle
+            subject = manifest.data.get("subject")
+            if not isinstance(subject, dict) or subject.get("digest") != digest:
+                reasons.append(f"bundle referrer {ref[:19]} names subject "
+                               f"{subject.get('digest') if isinstance(subject, dict) else None}, not {digest}")
+                continue
+            try:
+                if int(layer.get("size", 0)) > B.MAX_BUNDLE_BYTES:
+                    raise B.BundleError(f"bundle layer exceeds {B.MAX_BUNDLE_BYTES} bytes")
+                bundle = B.parse_bundle(reg.blob_bytes(name, str(layer.get("digest"))))
+                if bundle.envelope is None:
+                    signed = B.message_signature_verifies(bundle, pub, digest)
+                    raise B.BundleError(f"a messageSignature bundle ({'it verifies' if signed else 'it does not verify'}"
+                                        "), which cosign does not accept on an image: only DSSE envelopes count")
+                statement = B.verify_dsse(bundle, pub, digest)
+            except (B.BundleError, InfraError) as exc:
+                reasons.append(f"bundle {ref[:19]}: {exc.message if isinstance(exc, InfraError) else exc}")
+                continue
+            if statement.predicate_type != predicate_type:
+                continue  # a bundle of another kind (an attestation when signatures are asked for)
+            good.append(statement)
+        return good, reasons
 
     def _check_signature_layer(self, reg: RegistryClient, name: str, layer: L.LayerDescriptor,
                                pub: ec.EllipticCurvePublicKey, digest: str, good: list[dict[str, Any]]) -> str:
@@ -220,15 +276,20 @@ class PythonSigner:
         return ""
 
     def verify_attestations(self, image: str, predicate_type: str, public_key_pem: bytes) -> AttestationCheck:
+        """Attestations in either cosign layout: the `.att` tag, and cosign v3 bundles (OCI referrers)."""
         repo, digest = split_image(image)
         pub = _public_key(public_key_pem)
         reg, name = self._registry(repo)
         tag = L.tag_for(digest, L.ATT_SUFFIX)
         layers = self._existing(reg, name, tag)
-        if not layers:
-            return AttestationCheck(False, f"no attestation: nothing is tagged {repo}:{tag}")
         good, reasons = _sweep(layers, lambda layer, good: self._check_attestation_layer(
             reg, name, layer, pub, digest, predicate_type, good))
+        found, why = self._bundle_statements(reg, name, repo, digest, pub, predicate_type)
+        good.extend(_statement_doc(st) for st in found)
+        reasons.extend(why)
+        if not layers and not found and not why:
+            return AttestationCheck(False, f"no attestation: nothing is tagged {repo}:{tag}, and no bundle refers "
+                                           "to it")
         if good:
             return AttestationCheck(True, f"{len(good)} attestation(s) of {predicate_type} verified with key "
                                           f"{_key_id(pub)}", good)
@@ -262,6 +323,11 @@ class PythonSigner:
             return f"signed statement is about {', '.join(d for _, d in st.subjects)}, not {digest}"
         good.append(json.loads(env.body))
         return ""
+
+
+def _statement_doc(st: L.Statement) -> dict[str, Any]:
+    return {"_type": st.type, "subject": [{"name": n, "digest": {"sha256": d.split(":", 1)[1]}} for n, d in st.subjects],
+            "predicateType": st.predicate_type, "predicate": st.predicate}
 
 
 def _sweep(layers: list[L.LayerDescriptor],

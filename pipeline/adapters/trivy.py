@@ -15,6 +15,7 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from pipeline.adapters.tools import find_tool
 from pipeline.errors import BadInput, InfraError
@@ -53,6 +54,19 @@ class TrivyOptions:
     db_repository: list[str] = field(default_factory=list)
     java_db_repository: list[str] = field(default_factory=list)
     timeout_s: float = 900
+
+
+class Scanner(Protocol):
+    """An image scanner writing trivy's JSON report (`Trivy`, the trivy CLI)."""
+
+    def version(self) -> str: ...
+
+    def scan_image(self, out: Path, *, ref: str | None = None, tarball: Path | None = None,
+                   scanners: list[str] | None = None, insecure: bool | None = None) -> TrivyScan: ...
+
+    def sbom_image(self, ref: str, out: Path, *, insecure: bool | None = None) -> Path: ...
+
+    def convert(self, report: Path, fmt: str, out: Path) -> Path: ...
 
 
 class Trivy:

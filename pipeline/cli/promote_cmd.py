@@ -162,10 +162,11 @@ def abort(
     """
     from pipeline.config import load_config
     from pipeline.stages.promote import abort_target
+    from pipeline.supplychain.verdict_log import SEEN_DIR
 
     chosen, backend = target_backend(target, config, gitops_repo, kubeconfig, in_cluster)
     ws = state.workspace()
-    res = abort_target(chosen, backend, ws.store, load_config(config))
+    res = abort_target(chosen, backend, ws.store, load_config(config), seen_dir=ws.root / SEEN_DIR)
     out.print(Text.assemble((res.outcome, "bold"), f": {target} ({backend.name})"))
     result = res.result
     if result is not None and result.restored_image:

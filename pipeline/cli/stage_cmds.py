@@ -1,4 +1,4 @@
-"""One command per stage (`llmgate build`, `leak`, `scan`, `boot`, `bench`, `eval`, `manifests check`,
+"""One command per stage (`llmgate build`, `leak`, `scan`, `sign`, `boot`, `bench`, `eval`, `manifests check`,
 `gate`): each runs that step of a stored run's plan through the one Runner and prints its result.
 
 A stage that talks to the server (bench, eval) boots the run's image first, unless `--server-url`
@@ -16,8 +16,7 @@ from rich.text import Text
 from pipeline.cli.app import ConfigOpt, RunOpt, app, console, handle_errors, make_runner, out, plain, state
 from pipeline.cli.run_cmd import FreshOpt, ServerUrlOpt
 from pipeline.errors import ExitCode
-from pipeline.models import Decision, RunRecord, Stage, StageResult, StageStatus
-from pipeline.orchestrate.stage_check import CHECKS, check_passed, outcome
+from pipeline.models import RunRecord, Stage, StageResult
 from pipeline.regular_files import check_output
 
 manifests_app = typer.Typer(help="Deployment manifests (kustomize overlays).", no_args_is_help=True)
@@ -30,18 +29,17 @@ def _value(res: StageResult, name: str) -> str:
 
 
 def stage_exit(run: RunRecord, res: StageResult) -> ExitCode:
-    """0 when the stage's own check passed, 1 when it found the release wanting, 3 when it failed to measure."""
-    if res.status is StageStatus.SKIPPED:
-        return ExitCode.GATE_FAILED  # a stage that did not run is never a pass
-    if res.stage is Stage.GATE:
-        return ExitCode.PASS if run.decision is Decision.PASS else ExitCode.GATE_FAILED
-    if res.status is not StageStatus.OK:
-        return ExitCode.GATE_FAILED if res.stage in CHECKS or res.stage is Stage.ATTEST else ExitCode.INFRA
-    return ExitCode.GATE_FAILED if check_passed(res) is False else ExitCode.PASS
+    """0 when the stage's own check passed, 1 when it found the release wanting, 3 when it failed to measure
+    (each stage's spec says which: `StageSpec.exit_code`)."""
+    from pipeline.stages.registry import STAGES  # every stage module: not for `llmgate --help`
+
+    return STAGES.spec(res.stage).exit_code(run, res)
 
 
 def finish_stage(run: RunRecord, res: StageResult) -> None:
     """Print what the stage found and exit with its code."""
+    from pipeline.orchestrate.stage_check import outcome
+
     word = outcome(res)
     line = Text.assemble(f"run {run.run_id}: {res.stage.value} ", (word, "bold red" if word == "blocked" else "bold"))
     if res.reused_from:
@@ -142,6 +140,16 @@ def print_scan_verdict(verdict) -> None:  # type: ignore[no-untyped-def]
         out.print(Text.assemble("  ", ("BLOCKING", "red"), " ", plain(p)), soft_wrap=True)
     out.print(Text("scan: pass", style="green") if verdict.passed
               else Text(f"scan: blocked ({verdict.blocking_count})", style="red"))
+
+
+@app.command()
+@handle_errors
+def sign(run_ref: RunOpt = None, config: ConfigOpt = None) -> None:
+    """Sign the run's image digest and verify the signature. Exit 0 verified, 1 not, 2 bad key file.
+
+    Example: llmgate sign --run 3f2a9c1b7d4e
+    """
+    _one(Stage.SIGN, run_ref, config)
 
 
 @app.command()

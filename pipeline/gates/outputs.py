@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.gates.engine import Evaluation
 from pipeline.gates.policy import Policy
 from pipeline.models import GateStatus, RunRecord
 from pipeline.redact import redact, redact_text
+
+if TYPE_CHECKING:  # the engine loads scipy; writing its outputs needs only its type
+    from pipeline.gates.engine import Evaluation
 
 VERDICT_SCHEMA = 1
 

@@ -45,14 +45,6 @@ def current_image(path: Path, name: str = IMAGE_NAME) -> dict[str, Any] | None:
     return None
 
 
-def current_ref(path: Path, name: str = IMAGE_NAME) -> str | None:
-    """`repository@sha256:…` as pinned now, or None when the overlay pins no digest."""
-    entry = current_image(path, name)
-    if not entry or not entry.get("digest"):
-        return None
-    return f"{entry.get('newName', name)}@{entry['digest']}"
-
-
 def with_image(text: str, *, repository: str, digest: str, name: str = IMAGE_NAME, where: str = "") -> str:
     """The kustomization text with `name` pinned to `repository@digest`."""
     if not DIGEST_RE.match(digest):

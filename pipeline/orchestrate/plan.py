@@ -1,9 +1,10 @@
 """The plans: every stage a run goes through, in order, defined once.
 
 `llmgate run`, `llmgate stage NAME`, the Dagger module's `run` and `llmgate policy check --plan` all
-read these objects, so a stage added here is run, wired and checked everywhere at once. A plan says
-for each step what must have run before it, whether it talks to the booted server, which credentials
-it reads (the Dagger module turns each into a secret), and which steps may run side by side.
+read these objects, so a stage added here is run, wired and checked everywhere at once. A plan's steps
+are read from the stage registry (pipeline/stages/registry.py): each stage's spec says what must have
+run before it, whether it talks to the booted server, which credentials it reads (the Dagger module
+turns each into a secret), and which steps may run side by side.
 
 Two plans, one set of stage functions:
 - `local`: the embedded default. `build` builds and pushes with the local engine, `boot` starts the
@@ -11,17 +12,20 @@ Two plans, one set of stage functions:
 - `dagger`: CI. Dagger's BuildKit builds and publishes the image, and starts it as a GPU service; the
   `build` step records what was published and `boot` measures the service it is attached to.
 
-This module imports nothing heavy: the Dagger module runs with llmgate's core only.
+It imports no optional extra (torch, ragas) and not the docker SDK: the Dagger module runs with
+llmgate's core only.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, InstanceOf
 
 from pipeline.errors import BadInput
 from pipeline.models import Stage
+from pipeline.stages.registry import STAGES, Registry
+from pipeline.stages.spec import StageSpec
 
 PlanName = Literal["local", "dagger"]
 
@@ -58,6 +62,7 @@ class Step(BaseModel):
 
     stage: Stage
     needs: tuple[Stage, ...] = ()  # stages whose results this one reads
+    reads: tuple[Stage, ...] = ()  # stages whose results it also reads when they are there (not required)
     digest: bool = True  # works on the image by digest, so the run must name one
     server: bool = False  # talks to the server the boot step started (or attached to)
     credentials: tuple[str, ...] = ()
@@ -70,6 +75,7 @@ class Step(BaseModel):
     # Metrics (and sample series) this step records; None: every one the registry lists for its stage.
     produces: tuple[str, ...] | None = None
     doc: str = ""
+    spec: InstanceOf[StageSpec] = Field(exclude=True, repr=False)  # what runs it (pipeline/stages/<x>.py)
 
 
 class Plan(BaseModel):
@@ -95,51 +101,29 @@ class Plan(BaseModel):
         return [CREDENTIALS[n] for n in names]
 
 
-def _steps(build_doc: str, boot_doc: str, build_produces: tuple[str, ...] | None = None) -> tuple[Step, ...]:
-    return (
-        Step(stage=Stage.BUILD, digest=False, credentials=("registry_password",), produces=build_produces,
-             doc=build_doc),
-        Step(stage=Stage.LEAK, needs=(Stage.BUILD,), credentials=("registry_password",), group="supply-chain",
-             doc="no byte of a build secret in any layer, the config or the history of the pushed image"),
-        Step(stage=Stage.SCAN, credentials=("registry_password",), group="supply-chain",
-             doc="trivy: vulnerabilities, secrets, misconfigurations; the scan policy"),
-        Step(stage=Stage.SIGN,
-             credentials=("registry_password", "cosign_key", "cosign_password", "cosign_public_key"),
-             group="supply-chain", doc="sign the image digest and verify the signature"),
-        Step(stage=Stage.BOOT, doc=boot_doc),
-        Step(stage=Stage.BENCH, needs=(Stage.BOOT,), server=True,
-             doc="TTFT, TPOT, ITL, throughput, errors and goodput under load"),
-        Step(stage=Stage.EVAL, needs=(Stage.BOOT,), server=True, credentials=("judge_api_key",),
-             doc="the versioned ground truth, scored per quality dimension"),
-        Step(stage=Stage.MANIFESTS,
-             doc="the deployment overlay rendered with both digests, validated against its schemas"),
-        Step(stage=Stage.GATE, digest=False, credentials=("store_url",),
-             doc="every gate of the policy against this run and the last promoted release"),
-        Step(stage=Stage.ATTEST, needs=(Stage.GATE,),
-             credentials=("registry_password", "cosign_key", "cosign_password", "cosign_public_key"),
-             doc="the verdict, the SBOM and the provenance as signed attestations on the digest"),
-        Step(stage=Stage.PROMOTE, on_request=True, event="promoted",
-             credentials=("cosign_public_key", "kubeconfig", "store_url"),
-             doc="the digest pair into the canary rollout, only on a signed passing verdict"),
-    )
+def steps_of(registry: Registry, plan: str) -> tuple[Step, ...]:
+    """The plan's steps, one per registered stage, in the registry's order."""
+    steps = []
+    for spec in registry:
+        variant = spec.plans.get(plan)
+        steps.append(Step(
+            stage=spec.stage, needs=spec.needs, reads=spec.reads, digest=spec.digest, server=spec.server,
+            credentials=spec.credentials, group=spec.group, on_request=spec.on_request, event=spec.event,
+            produces=variant.produces if variant is not None and variant.produces is not None else spec.produces,
+            doc=variant.doc if variant is not None and variant.doc is not None else spec.doc, spec=spec,
+        ))
+    return tuple(steps)
 
 
 LOCAL = Plan(
     name="local",
-    steps=_steps(
-        "BuildKit build with secrets on the local engine, push, digest from the registry",
-        "start the image with the weights mounted, cold starts timed to the first completion",
-    ),
+    steps=steps_of(STAGES, "local"),
     doc="the embedded default: local Docker Engine and registry",
 )
 
 DAGGER = Plan(
     name="dagger",
-    steps=_steps(
-        "record the image Dagger built and published (digest, size, base image, Dockerfile)",
-        "measure the GPU service Dagger started: port, readiness and first completion",
-        build_produces=("image_bytes",),  # Dagger's BuildKit does not report build and push times
-    ),
+    steps=steps_of(STAGES, "dagger"),
     doc="CI: `dagger call run`; Dagger builds, publishes and serves, the tool image runs every stage",
 )
 

@@ -26,13 +26,13 @@ import platform
 import socket
 from functools import lru_cache
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
-from pipeline.adapters.git import source_tree
 from pipeline.config import PipelineConfig
 from pipeline.models import RunRecord, Stage
 from pipeline.stages.context import StageOptions
+from pipeline.stages.registry import STAGES
+from pipeline.stages.spec import StageSpec
 
 _TOOL_VERSIONS: dict[str, str] = {}
 
@@ -44,37 +44,21 @@ def _llmgate_version() -> str:
         return "unknown"
 
 
-def _file_sha(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
-def _tree_sha(root: Path) -> str | None:
-    """sha256 over every file's relative path and content under `root` (small trees: manifests)."""
-    if not root.is_dir():
-        return None
-    h = hashlib.sha256()
-    for p in sorted(q for q in root.rglob("*") if q.is_file()):
-        h.update(str(p.relative_to(root)).encode() + b"\0")
-        h.update(hashlib.sha256(p.read_bytes()).digest())
-    return h.hexdigest()
-
-
 def _key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-MEASUREMENTS = (Stage.BOOT, Stage.BENCH)
+# Stages that measure the machine as much as the release (their specs say `measures_machine`).
+MEASUREMENTS = frozenset(s.stage for s in STAGES if s.measures_machine)
 
 
-def may_reuse(stage: Stage, options: StageOptions) -> bool:
+def may_reuse(stage: Stage, options: StageOptions, spec: StageSpec | None = None) -> bool:
     """Whether a stored result with this stage's key may stand in for running it (a boot or bench also
     has to be recent and undisturbed: `pipeline.bench.reuse_policy.why_not_reusable`)."""
     if options.fresh:
         return False
-    if stage in MEASUREMENTS:
+    spec = spec or STAGES.get(stage)
+    if spec is not None and spec.measures_machine:
         return not options.remeasure and options.server_url is None
     return True
 
@@ -105,57 +89,21 @@ def machine_fingerprint() -> str:
 
 
 def input_key(stage: Stage, run: RunRecord, cfg: PipelineConfig, options: StageOptions,
-              tools: dict[str, str] | None = None, *, baseline: str | None = None) -> str | None:
-    """The stage's input key for this run, or None when its result must be recomputed. `baseline`: the
-    run the bench would be interleaved with (the target's last promoted release), part of a boot's and a
-    bench's inputs when the same-run baseline is on."""
-    release = run.release
-    common = {"stage": stage.value, "llmgate": _llmgate_version(), **(tools or {})}
-    measured = {"machine": machine_fingerprint(),
-                "baseline": baseline if cfg.bench.same_run_baseline else "off"}
-    if stage is Stage.BUILD:
-        commit = run.source_commit
-        if not commit:
-            return None
-        tree = source_tree(Path(cfg.build.context)) if commit.endswith("-dirty") else None
-        if commit.endswith("-dirty") and tree is None:
-            return None
-        dockerfile = _file_sha(Path(cfg.build.dockerfile))
-        lock = _file_sha(Path(cfg.stack.lock_file))
-        build = cfg.build.model_dump(mode="json", exclude={"tag"})
-        return _key({**common, "commit": commit, "tree": tree, "dockerfile": dockerfile, "base_lock": lock,
-                     "build": build, "repository": run.image.repository})
-    digest = release.image_digest
-    if digest is None:
+              tools: dict[str, str] | None = None, *, baseline: str | None = None,
+              spec: StageSpec | None = None) -> str | None:
+    """The stage's input key for this run, or None when its result must be recomputed: the parts its spec's
+    `reuse_key` names, plus llmgate's and the tools' versions. `baseline`: the run the bench would be
+    interleaved with (the target's last promoted release), part of a boot's and a bench's inputs when the
+    same-run baseline is on."""
+    spec = spec or STAGES.get(stage)
+    if spec is None or spec.reuse_key is None:
         return None
-    if stage is Stage.LEAK:
-        return _key({**common, "image": digest, "secret_ids": sorted(cfg.build.secrets)})
-    if stage is Stage.SCAN:
-        return _key({**common, "image": digest, "scan": cfg.scan.model_dump(mode="json"),
-                     "policy": release.policy_sha256})
-    if stage is Stage.EVAL:
-        if release.model_digest is None or release.ground_truth is None:
-            return None
-        return _key({**common, "image": digest, "model": release.model_digest, "ground_truth": release.ground_truth,
-                     "eval": cfg.eval.model_dump(mode="json"), "boot": cfg.boot.model_dump(mode="json",
-                                                                                        exclude={"repetitions"})})
-    if stage is Stage.BOOT:
-        # Reused only with bench, and only when no later step needs a live server (the runner).
-        if release.model_digest is None:
-            return None
-        return _key({**common, **measured, "image": digest, "model": release.model_digest,
-                     "boot": cfg.boot.model_dump(mode="json")})
-    if stage is Stage.BENCH:
-        if release.model_digest is None:
-            return None
-        # The policy too: it may size the bench (how many requests its comparisons need).
-        return _key({**common, **measured, "image": digest, "model": release.model_digest,
-                     "bench": cfg.bench.model_dump(mode="json"), "boot": cfg.boot.model_dump(mode="json"),
-                     "policy": release.policy_sha256})
-    if stage is Stage.MANIFESTS:
-        # The overlay is sized by the measured load time, so a new boot means a new check.
-        boot = run.stage(Stage.BOOT.value)
-        load = None if boot is None else boot.metrics.get("load_time_p95_s", boot.metrics.get("load_time_s"))
-        return _key({**common, "image": digest, "model": release.model_digest, "overlay": options.overlay,
-                     "tree": _tree_sha(options.manifests_dir), "load_time_s": load})
-    return None
+    if spec.digest and run.release.image_digest is None:
+        return None
+    parts = spec.reuse_key(run, cfg, options)
+    if parts is None:
+        return None
+    common = {"stage": stage.value, "llmgate": _llmgate_version(), **(tools or {})}
+    measured = ({"machine": machine_fingerprint(), "baseline": baseline if cfg.bench.same_run_baseline else "off"}
+                if spec.measures_machine else {})
+    return _key({**common, **measured, **parts})

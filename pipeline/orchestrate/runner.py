@@ -33,16 +33,19 @@ from typing import Any
 from pipeline.config import PipelineConfig
 from pipeline.errors import ExitCode, InfraError, LlmgateError
 from pipeline.gates.policy import Policy, load_policy
-from pipeline.models import Decision, ImageRef, RunRecord, Stage, StageResult, StageStatus, check_run_id, utcnow
-from pipeline.orchestrate import reuse, stage_check
+from pipeline.models import Decision, ImageRef, RunRecord, Stage, StageResult, StageStatus, utcnow
+from pipeline.orchestrate import reuse
 from pipeline.orchestrate.plan import Plan, Step, get_plan
 from pipeline.orchestrate.reap import reap_interrupted
 from pipeline.orchestrate.release import new_run
-from pipeline.orchestrate.stage_fns import stage_fn
+from pipeline.orchestrate.stage_fns import stage_fn, stage_precheck
 from pipeline.progress import NullReporter, Reporter
 from pipeline.report.github import publish as publish_github
 from pipeline.stages.context import ServedModel, StageContext, StageOptions
+from pipeline.stages.spec import StageSpec
+from pipeline.supplychain import evidence
 from pipeline.supplychain.gate_sections import SECTIONS
+from pipeline.supplychain.signing import ReleaseKeys, release_keys
 from pipeline.telemetry import RunTrace, Telemetry
 from pipeline.telemetry import from_env as telemetry_from_env
 from pipeline.workspace import Workspace
@@ -100,6 +103,9 @@ class Runner:
     parallel: bool | None = None  # None: when the machine has more than one core
     telemetry: Telemetry = field(default_factory=telemetry_from_env)  # OTLP when configured, else no-op
     _trace: RunTrace | None = field(default=None, init=False, repr=False)
+    _keys: ReleaseKeys | None = field(default=None, init=False, repr=False)
+    # stage -> digest of the link of the stored result a reused result came from (named in its new link)
+    _reused_links: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.options.server_url is not None:
@@ -128,10 +134,12 @@ class Runner:
                            f" (target {run.target}, plan {self.plan.name})")
         return run
 
-    def load(self, run_id: str) -> RunRecord:
-        """A stored run by id (or unique prefix); never a file, so no file can speak for the store."""
-        check_run_id(run_id, where="--run")
-        return self.ws.store.get(run_id)
+    def keys(self) -> ReleaseKeys:
+        """The signing key every result of this invocation is signed with (None: unsigned previews), and the
+        public key links are verified with; loaded once (the key file's KDF is deliberately slow)."""
+        if self._keys is None:
+            self._keys = release_keys(self.cfg.sign)
+        return self._keys
 
     # -- running -----------------------------------------------------------------------------------
     def _runtime(self) -> Any:
@@ -143,7 +151,7 @@ class Runner:
         if self.adapters is None:
             self.adapters = Adapters()
         return StageContext(cfg=self.cfg, ws=self.ws, reporter=self.reporter, adapters=self.adapters,
-                            policy=self.load_policy(), options=self.options)
+                            policy=self.load_policy(), options=self.options, keys_source=self.keys)
 
     def run(self, run: RunRecord, *, skip: Iterable[str] = (), only: Iterable[str] | None = None) -> RunRecord:
         """Every step of the plan (a step `on_request` only when asked for), then the reports. `only`: just
@@ -191,7 +199,7 @@ class Runner:
         with that stage's reason, instead of running on into a gate that blocks on missing results. One stage
         of a stored run (`stop=False`) marks the record the same way and lets its command exit 3."""
         for res in results:
-            if res.status is StageStatus.FAILED and res.stage in _MEASUREMENTS:
+            if res.status is StageStatus.FAILED and self._spec(res.stage).measurement:
                 why = (res.reason or "failed").splitlines()[0]
                 run.decision = Decision.ERROR
                 run.decision_reason = f"stage {res.stage.value}: {why}"
@@ -232,10 +240,11 @@ class Runner:
         """The eval stage again from the run's stored answers, with today's scorers (no server)."""
         from pipeline.stages.evaluate import rescore
 
+        self._check_inputs(run, Stage.EVAL)  # the answers it re-scores are the stored eval result's
         try:
             res = rescore(run, self.cfg, self.ws.run_dir(run.run_id), self.reporter, judge=self.cfg.eval.judge)
             self._record(run, res)
-            self.reporter.step(_describe(res))
+            self.reporter.step(_describe(res, self._spec(res.stage)))
             return res
         finally:
             self.finish(run)
@@ -255,6 +264,11 @@ class Runner:
                 results[step.stage] = self._reused(run, found[0], found[1], key)
             else:
                 prepared.append((step, key))
+        for step, _ in prepared:  # a refusal here changes nothing stored: no mark, no record
+            self._check_inputs(run, step)
+            precheck = stage_precheck(step)
+            if precheck is not None:
+                precheck(run, ctx)
         no_server: LlmgateError | None = None
         if step_server := [s for s, _ in prepared if s.server]:
             try:
@@ -289,7 +303,7 @@ class Runner:
         for step, res in zip(steps, ordered, strict=True):
             if step.event is None or res.metrics.get(step.event) == 1.0:
                 self._record(run, res)
-            self.reporter.step(_describe(res))
+            self.reporter.step(_describe(res, self._spec(res.stage)))
         if failure is not None:
             run.decision = Decision.ERROR
             run.decision_reason = f"stage {failure[0].value}: {failure[1].message}"
@@ -303,7 +317,7 @@ class Runner:
         self.reporter.step(f"{step.stage.value}: started")
         started = utcnow()
         try:
-            result = stage_fn(step.stage, plan=self.plan.name)(run, ctx)
+            result = stage_fn(step.stage, plan=self.plan)(run, ctx)
         except LlmgateError as exc:
             return _Failed(exc, started)
         except Exception as exc:  # noqa: BLE001 - a bug in a stage must still leave a record
@@ -321,11 +335,39 @@ class Runner:
             res.details = build.model_copy(update={"image": run.image.by_tag})
         res.reused_from = source_run
         res.input_key = key
+        # Its link names the run that measured it; this run signs a link of its own for it (`_record`).
+        self._reused_links[res.stage.value] = evidence.link_sha256(res.evidence)
+        res.evidence = None
         measured = _REUSE_NOTE.sub("", res.reason or "")  # the stored result may itself have been reused
-        why = (reuse_note(stored, self._reuse_policy(), run.created_at) if res.stage in reuse.MEASUREMENTS
+        why = (reuse_note(stored, self._reuse_policy(), run.created_at) if self._spec(res.stage).measures_machine
                else "same inputs")
         res.reason = (measured + "; " if measured else "") + f"reused from run {source_run} ({why})"
         return res
+
+    def _check_inputs(self, run: RunRecord, step: Step | Stage) -> None:
+        """The earlier results a step reads must carry verified links before it reads them, so that no stage
+        signs a result computed from an edited one (`EvidenceRefused`, exit 1)."""
+        stage = step if isinstance(step, Stage) else step.stage
+        reads = (stage,) if isinstance(step, Stage) else (*step.needs, *step.reads)
+        for s in reads:
+            res = run.stage(s.value)
+            if res is None or s not in evidence.LINKED_STAGES:
+                continue
+            keys = self.keys()
+            check = evidence.check_result(res, run, keys.public_key)
+            if not check.verified and (keys.signing is not None or check.signed):
+                raise evidence.EvidenceRefused(f"refusing to run {stage.value} on an unproven input: {check.line()}",
+                                               where=f"run {run.run_id}",
+                                               hint=f"measure it again: `llmgate stage {s.value} --run {run.run_id} "
+                                                    "--fresh`")
+
+    def _not_reusable(self, stored: StageResult, key: str) -> str | None:
+        """Why a stored result with this input key may not stand in for running the stage (None: it may):
+        it must carry a link that verifies with the public key, signs exactly it, and names this key."""
+        return evidence.check_reusable(stored, key, self.keys().public_key)
+
+    def _spec(self, stage: Stage) -> StageSpec:
+        return self.plan.step(stage).spec
 
     def _reuse_policy(self) -> Any:
         from pipeline.bench.reuse_policy import ReusePolicy
@@ -339,14 +381,19 @@ class Runner:
         bench must also be recent and undisturbed (the policy's `reuse` section); `say` reports why a stored
         one was not taken."""
         baseline = None
-        if stage in reuse.MEASUREMENTS and self.cfg.bench.same_run_baseline:
+        spec = self._spec(stage)
+        if spec.measures_machine and self.cfg.bench.same_run_baseline:
             last = self.ws.store.last_promoted(run.target)
             baseline = last.run_id if last is not None and last.run_id != run.run_id else None
-        key = reuse.input_key(stage, run, self.cfg, self.options, baseline=baseline)
-        if key is None or not reuse.may_reuse(stage, self.options):
+        key = reuse.input_key(stage, run, self.cfg, self.options, baseline=baseline, spec=spec)
+        if key is None or not reuse.may_reuse(stage, self.options, spec):
             return key, None
         found = self.ws.store.reusable(stage.value, key)
-        if found is not None and stage in reuse.MEASUREMENTS:
+        if found is not None and (unproven := self._not_reusable(found[1], key)):
+            if say:
+                self.reporter.step(f"{stage.value}: the stored result of run {found[0]} is not reused: {unproven}")
+            return key, None
+        if found is not None and spec.measures_machine:
             from pipeline.bench.reuse_policy import why_not_reusable
 
             why = why_not_reusable(found[1], self._reuse_policy(), run.created_at)
@@ -432,12 +479,28 @@ class Runner:
 
     # -- recording ---------------------------------------------------------------------------------
     def _record(self, run: RunRecord, result: StageResult) -> None:
+        self._sign(run, result)
         run.add_stage(result)
         self._checkpoint(run)
         if self._trace is not None:
             self._trace.record_stage(result.stage.value, status=result.status.value, started_at=result.started_at,
                                      finished_at=result.finished_at, metrics=result.metrics, reason=result.reason,
                                      attributes={"llmgate.stage.reused_from": result.reused_from or ""})
+
+    def _sign(self, run: RunRecord, result: StageResult) -> None:
+        """Sign a measuring stage's result in the process that produced it, right before it is recorded:
+        the one place every result passes through, so no stage function signs anything itself."""
+        if result.stage not in evidence.LINKED_STAGES:
+            return
+        if result.finished_at is None:
+            result.finish()  # what recording would set: the link signs the result as stored
+        reused_link = self._reused_links.pop(result.stage.value, None)
+        key = self.keys().signing
+        if key is None:
+            return  # no signing key (a pull-request job): an unsigned result, judged only in a preview
+        step = self.plan.step(result.stage) if result.stage in self.plan.stages else None
+        reads = (*step.needs, *step.reads) if step is not None else ()
+        evidence.sign_result(result, run, key, reads=reads, reused_link=reused_link)
 
     def _start_trace(self, run: RunRecord) -> None:
         self._trace = self.telemetry.start_run(run.run_id, image_digest=run.image.digest,
@@ -495,10 +558,6 @@ class Runner:
         return html
 
 
-# Stages whose `failed` status means the release could not be measured (not that it measured badly).
-_MEASUREMENTS = frozenset({Stage.BUILD, Stage.BOOT, Stage.BENCH, Stage.EVAL})
-
-
 def check_server_url(url: str) -> str:
     """`--server-url` must be an http(s) URL with a host: checked before anything runs."""
     from urllib.parse import urlsplit
@@ -517,10 +576,10 @@ def check_server_url(url: str) -> str:
     return url
 
 
-def _describe(res: StageResult) -> str:
+def _describe(res: StageResult, spec: StageSpec) -> str:
     took = f" in {res.duration_s:.1f}s" if res.duration_s is not None and not res.reused_from else ""
     why = f": {res.reason.splitlines()[0]}" if res.reason else ""
-    return f"{res.stage.value}: {stage_check.outcome(res)}{took}{why}"
+    return f"{res.stage.value}: {spec.outcome(res)}{took}{why}"
 
 
 def write_reports(run: RunRecord, ws: Workspace) -> Path | None:

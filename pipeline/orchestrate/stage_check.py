@@ -3,32 +3,23 @@
 A leak, scan, sign or manifests stage that ran to the end has status `ok` even when it found a leaked
 secret, a blocking CVE or a bad signature: `ok` says the check was made, not that it passed. Every line
 that reports such a stage says which (`outcome`), so "leak: ok" is never printed for a release that
-leaks (the exit code already said 1).
+leaks (the exit code already said 1). Each stage's check is its spec's (`StageSpec.check`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from pipeline.models import Stage, StageResult, StageStatus
-
-CHECKS: dict[Stage, Callable[[StageResult], bool]] = {
-    Stage.LEAK: lambda r: r.metrics.get("leaks") == 0,
-    Stage.SCAN: lambda r: r.metrics.get("blocking") == 0,
-    Stage.SIGN: lambda r: r.metrics.get("verified") == 1.0,
-    Stage.MANIFESTS: lambda r: r.metrics.get("violations") == 0,
-}
+from pipeline.models import StageResult
+from pipeline.stages.registry import STAGES, Registry
 
 
-def check_passed(res: StageResult) -> bool | None:
+def check_passed(res: StageResult, registry: Registry = STAGES) -> bool | None:
     """Whether a checking stage that ran found the release fit; None for a stage that checks nothing
     or did not run to the end."""
-    check = CHECKS.get(res.stage)
-    if check is None or res.status is not StageStatus.OK:
-        return None
-    return check(res)
+    spec = registry.get(res.stage)
+    return None if spec is None else spec.passed(res)
 
 
-def outcome(res: StageResult) -> str:
+def outcome(res: StageResult, registry: Registry = STAGES) -> str:
     """The word to show for the stage: its status, or "blocked" for a check that ran and failed."""
-    return "blocked" if check_passed(res) is False else res.status.value
+    spec = registry.get(res.stage)
+    return res.status.value if spec is None else spec.outcome(res)

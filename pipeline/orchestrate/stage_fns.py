@@ -1,57 +1,18 @@
-"""Which function runs each stage. Imported per stage when it runs, so `llmgate --help` and a gate
-on a stored run never pay for torch, ragas or the docker SDK."""
+"""Which function runs a step, and the check its inputs must pass first: both read from the step's
+stage spec (pipeline/stages/<x>.py, listed in pipeline/stages/registry.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from pipeline.models import RunRecord, Stage, StageResult
-from pipeline.stages.context import StageContext
-
-StageFn = Callable[[RunRecord, StageContext], StageResult]
+from pipeline.models import Stage
+from pipeline.orchestrate.plan import Plan, Step
+from pipeline.stages.spec import Precheck, StageFn
 
 
-def stage_fn(stage: Stage, *, plan: str = "local") -> StageFn:
-    if stage is Stage.BUILD:
-        from pipeline.stages.build import build_stage, published_stage
+def stage_fn(stage: Stage, *, plan: Plan) -> StageFn:
+    return plan.step(stage).spec.fn(plan.name)
 
-        return published_stage if plan == "dagger" else build_stage
-    if stage is Stage.LEAK:
-        from pipeline.stages.leak import leak_stage
 
-        return leak_stage
-    if stage is Stage.SCAN:
-        from pipeline.stages.scan import scan_stage
-
-        return scan_stage
-    if stage is Stage.SIGN:
-        from pipeline.stages.sign import sign_stage
-
-        return sign_stage
-    if stage is Stage.BOOT:
-        from pipeline.stages.boot import boot_stage
-
-        return boot_stage
-    if stage is Stage.BENCH:
-        from pipeline.stages.bench import bench_stage
-
-        return bench_stage
-    if stage is Stage.EVAL:
-        from pipeline.stages.evaluate import eval_stage
-
-        return eval_stage
-    if stage is Stage.MANIFESTS:
-        from pipeline.stages.manifests import manifests_stage
-
-        return manifests_stage
-    if stage is Stage.GATE:
-        from pipeline.stages.gate import gate_stage
-
-        return gate_stage
-    if stage is Stage.ATTEST:
-        from pipeline.stages.attest import attest_stage
-
-        return attest_stage
-    from pipeline.stages.promote import promote_stage
-
-    return promote_stage
+def stage_precheck(step: Step) -> Precheck | None:
+    """The check a stage's inputs must pass before the runner marks or records anything for it: a refusal
+    here (exit 1) leaves the stored record exactly as it was."""
+    return step.spec.precheck

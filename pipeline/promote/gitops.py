@@ -78,13 +78,6 @@ def branch_name(target: str, digest: str, model_digest: str | None = None) -> st
     return name + (f"-{model_digest.removeprefix('sha256:')[:12]}" if model_digest else "")
 
 
-def short_commit(repo: Path, ref: str = "HEAD", git: Git | None = None) -> str:
-    sha = (git or GitCli()).resolve(Path(repo), ref, short=12)
-    if sha is None:
-        raise BadInput(f"no commit {ref!r}", where=str(repo))
-    return sha
-
-
 def _commit_env(repo: Path, git: Git) -> dict[str, str]:
     env = dict(os.environ)
     # A CI checkout often has no identity; the commit is the pipeline's own.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from pipeline.metrics import Better, better
-from pipeline.metrics import unit as unit_of
+from pipeline.metrics import unit as unit_of  # noqa: F401  (the reports read units from here)
 
 # What a verdict's `difference` is measured in, by the gate engine's `details.difference_unit`.
 RELATIVE = "relative"
@@ -96,10 +96,6 @@ def fmt_value(v: float | None, unit: str | None = None) -> str:
     if v == int(v) and abs(v) < 1e6:
         return str(int(v))
     return _sig(v, 4)
-
-
-def fmt_metric(source: str, v: float | None) -> str:
-    return fmt_value(v, unit_of(source))
 
 
 def fmt_delta(v: float | None, unit: str | None = None, *, relative: bool = False) -> str:

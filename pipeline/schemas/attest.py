@@ -31,3 +31,4 @@ class AttestDetails(Payload):
     decision: str = ""  # the decision the verdict attestation carries
     attestations: list[AttestationRef] = Field(default_factory=list)
     commands: list[list[str]] = Field(default_factory=list)
+    verdict_log: str = ""  # where the verdict stands in the verdict log, and whether the registry copy was updated

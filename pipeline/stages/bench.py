@@ -29,12 +29,12 @@ from pipeline.bench.load import Target, fixed_concurrency, poisson, sweep
 from pipeline.bench.server_metrics import Scraper, cross_check, detect
 from pipeline.bench.stats import Slo, error_reasons, summarize
 from pipeline.config import PipelineConfig
-from pipeline.gates import sizing
 from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.progress import Reporter
 from pipeline.schemas import BenchDetails, BootDetails
 from pipeline.schemas.bench import BenchAttempt, SameRunBaseline
-from pipeline.stages.context import StageContext
+from pipeline.stages.context import StageContext, StageOptions
+from pipeline.stages.spec import EVIDENCE, StageSpec
 
 
 async def _probe_ignore_eos(target: Target, payload: dict[str, Any]) -> str:
@@ -166,6 +166,8 @@ def planned_requests(cfg: PipelineConfig, ctx: StageContext, run: RunRecord, *, 
     need = None
     if policy is not None:
         compared = same_run or ctx.ws.store.last_promoted(run.target) is not None
+        from pipeline.gates import sizing  # scipy: loaded when a bench is sized, not with the plan
+
         need, needs = sizing.bench_requests(policy, stored=not same_run, comparisons=compared)
         top = needs[0].why if needs else f"min_n {policy.min_n}"
     if b.requests is not None:
@@ -214,6 +216,8 @@ def _judge_attempt(cfg: PipelineConfig, ctx: StageContext, run: RunRecord, detai
         if undecided:
             return f"environment disturbed ({'; '.join(env.reasons)}), undecided: {', '.join(undecided)}", n
     if both is not None and ctx.policy is not None:
+        from pipeline.gates import sizing
+
         need = sizing.remeasure_need(ctx.policy, both.series("candidate"), both.series("baseline"))
         if need is not None and n < cfg.bench.max_requests:
             return f"underpowered: {need.why}", min(max(need.n, n + 1), cfg.bench.max_requests)
@@ -407,3 +411,19 @@ def _is_local(url: str) -> bool:
 
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v * 1000:.1f} ms"
+
+
+def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> dict[str, object] | None:
+    if run.release.model_digest is None:
+        return None
+    # The policy too: it may size the bench (how many requests its comparisons need).
+    return {"image": run.release.image_digest, "model": run.release.model_digest,
+            "bench": cfg.bench.model_dump(mode="json"), "boot": cfg.boot.model_dump(mode="json"),
+            "policy": run.release.policy_sha256}
+
+
+SPEC = StageSpec(
+    stage=Stage.BENCH, run=bench_stage, payload=BenchDetails, needs=(Stage.BOOT,), server=True,
+    credentials=EVIDENCE, reuse_key=reuse_key, measurement=True, measures_machine=True,
+    doc="TTFT, TPOT, ITL, throughput, errors and goodput under load",
+)

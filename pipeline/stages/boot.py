@@ -33,7 +33,8 @@ from pipeline.errors import BadInput, InfraError
 from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.redact import redact_text
 from pipeline.schemas.boot import BootDetails, BootRepetition, GpuReport
-from pipeline.stages.context import BaselineServer, ServedModel, StageContext
+from pipeline.stages.context import BaselineServer, ServedModel, StageContext, StageOptions
+from pipeline.stages.spec import EVIDENCE, StageSpec, Variant
 from pipeline.supplychain.model_digest import weights_manifest
 
 MODEL_DIGEST_ENV = "LLMGATE_MODEL_DIGEST"
@@ -239,3 +240,19 @@ def _stop(c: Container, run_dir: Path, log_name: str) -> None:
     c.stop()
     _save_logs(run_dir, c, log_name)
     c.remove()
+
+
+def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> dict[str, object] | None:
+    # Reused only with bench, and only when no later step needs a live server (the runner).
+    if run.release.model_digest is None:
+        return None
+    return {"image": run.release.image_digest, "model": run.release.model_digest,
+            "boot": cfg.boot.model_dump(mode="json")}
+
+
+SPEC = StageSpec(
+    stage=Stage.BOOT, run=boot_stage, payload=BootDetails, credentials=EVIDENCE, reuse_key=reuse_key,
+    measurement=True, measures_machine=True,
+    doc="start the image with the weights mounted, cold starts timed to the first completion",
+    plans={"dagger": Variant(doc="measure the GPU service Dagger started: port, readiness and first completion")},
+)

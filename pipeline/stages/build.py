@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from pipeline.adapters.docker_build import BuildSpec
+from pipeline.adapters.git import source_tree
 from pipeline.adapters.registry import RegistryClient, split_repository
 from pipeline.baselock import require_lock
 from pipeline.build_secrets import load_build_secrets, secret_files
@@ -24,7 +25,8 @@ from pipeline.errors import BadInput, InfraError, names_its_limit
 from pipeline.models import DIGEST_RE, Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas import BuildDetails
 from pipeline.stack import engine_version
-from pipeline.stages.context import StageContext
+from pipeline.stages.context import StageContext, StageOptions
+from pipeline.stages.spec import EVIDENCE, StageSpec, Variant, file_sha
 
 WHEEL_DIR = ".whl"
 
@@ -193,3 +195,30 @@ def published_stage(run: RunRecord, ctx: StageContext) -> StageResult:
     )
     return StageResult(stage=Stage.BUILD, status=StageStatus.OK, metrics={"image_bytes": float(size)},
                        details=details, reason=f"published elsewhere; {size / 1e6:.0f} MB compressed in the registry")
+
+
+def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> dict[str, object] | None:
+    """The commit (and, for a checkout with uncommitted changes, git's tree id of the working tree, so a
+    machine-local change such as the re-pinned base lock does not defeat reuse), the Dockerfile, the base
+    lock and the build configuration."""
+    commit = run.source_commit
+    if not commit:
+        return None
+    tree = source_tree(Path(cfg.build.context)) if commit.endswith("-dirty") else None
+    if commit.endswith("-dirty") and tree is None:
+        return None
+    return {"commit": commit, "tree": tree, "dockerfile": file_sha(Path(cfg.build.dockerfile)),
+            "base_lock": file_sha(Path(cfg.stack.lock_file)), "build": cfg.build.model_dump(mode="json", exclude={"tag"}),
+            "repository": run.image.repository}
+
+
+SPEC = StageSpec(
+    stage=Stage.BUILD, run=build_stage, payload=BuildDetails, digest=False,
+    credentials=("registry_password", *EVIDENCE), reuse_key=reuse_key, measurement=True,
+    doc="BuildKit build with secrets on the local engine, push, digest from the registry",
+    plans={"dagger": Variant(
+        run=published_stage,
+        doc="record the image Dagger built and published (digest, size, base image, Dockerfile)",
+        produces=("image_bytes",),  # Dagger's BuildKit does not report build and push times
+    )},
+)

@@ -22,9 +22,12 @@ from pipeline.errors import BadInput
 from pipeline.progress import NullReporter, Reporter
 
 if TYPE_CHECKING:
+    from pipeline.adapters.signer import Signer
     from pipeline.gates.policy import Policy
     from pipeline.promote.backend import Backend
     from pipeline.promote.targets import Target
+    from pipeline.supplychain.signing import ReleaseKeys
+    from pipeline.supplychain.verdict_log import VerdictLog
     from pipeline.workspace import Workspace
 
 
@@ -82,7 +85,33 @@ class StageContext:
     options: StageOptions = field(default_factory=StageOptions)
     server: ServedModel | None = None
     baseline_server: BaselineServer | None = None
+    # The runner's keys, loaded on first use (the key file's KDF is deliberately slow; a promotion never
+    # needs the private key). None: loaded here from the config.
+    keys_source: Callable[[], ReleaseKeys] | None = None
     _resources: ExitStack = field(default_factory=ExitStack, repr=False)
+    _keys: ReleaseKeys | None = field(default=None, repr=False)
+
+    def release_keys(self) -> ReleaseKeys:
+        """The signing key (None in an unsigned preview) and the public key verification trusts."""
+        if self._keys is None:
+            if self.keys_source is not None:
+                self._keys = self.keys_source()
+            else:
+                from pipeline.supplychain.signing import release_keys
+
+                self._keys = release_keys(self.cfg.sign)
+        return self._keys
+
+    def verdict_log(self, repository: str) -> VerdictLog:
+        """This store's verdict log, verified with the release key, mirrored to `repository`'s registry."""
+        from pipeline.adapters.registry import split_repository
+        from pipeline.supplychain.verdict_log import SEEN_DIR, VerdictLog
+
+        keys = self.release_keys()
+        assert keys.public_key is not None
+        host, _ = split_repository(repository)
+        return VerdictLog(self.ws.store, keys.public_key, seen_dir=self.ws.root / SEEN_DIR,
+                          registry=self.adapters.registry(host))
 
     def hold_server(self, server: ServedModel) -> None:
         """Keep `server` for the stages after this one; it is stopped when the context closes."""
@@ -106,13 +135,14 @@ class StageContext:
                            where="boot", hint="run the boot stage first, or pass --server-url")
         return self.server
 
+    def signer(self) -> Signer:
+        """The invocation's signer, from the adapters, each cosign call bounded by `sign.timeout_s`."""
+        return self.adapters.signing(self.cfg.sign.timeout_s)
+
     def require_policy(self) -> Policy:
         if self.policy is None:
             raise BadInput("no gate policy loaded", where="gates_file")
         return self.policy
-
-    def on_close(self, fn: Callable[[], None]) -> None:
-        self._resources.callback(fn)
 
     def close(self) -> None:
         try:

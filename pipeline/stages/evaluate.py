@@ -34,7 +34,8 @@ from pipeline.models import Artifact, GroundTruthRef, ItemResult, RunRecord, Sta
 from pipeline.progress import NullReporter, Reporter
 from pipeline.redact import redact
 from pipeline.schemas.eval import CollectionStats, EvalDetails
-from pipeline.stages.context import StageContext
+from pipeline.stages.context import StageContext, StageOptions
+from pipeline.stages.spec import EVIDENCE, StageSpec
 from pipeline.workspace import Workspace
 
 os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
@@ -206,3 +207,18 @@ def baseline_rescorer(cfg: PipelineConfig, ws: Workspace) -> Callable[[RunRecord
         return copy
 
     return rescore_baseline
+
+
+def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> dict[str, object] | None:
+    release = run.release
+    if release.model_digest is None or release.ground_truth is None:
+        return None
+    return {"image": release.image_digest, "model": release.model_digest, "ground_truth": release.ground_truth,
+            "eval": cfg.eval.model_dump(mode="json"), "boot": cfg.boot.model_dump(mode="json", exclude={"repetitions"})}
+
+
+SPEC = StageSpec(
+    stage=Stage.EVAL, run=eval_stage, payload=EvalDetails, needs=(Stage.BOOT,), server=True,
+    credentials=("judge_api_key", *EVIDENCE), reuse_key=reuse_key, measurement=True,
+    doc="the versioned ground truth, scored per quality dimension",
+)

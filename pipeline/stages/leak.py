@@ -11,10 +11,12 @@ import json
 
 from pipeline.adapters.registry import split_repository
 from pipeline.build_secrets import load_build_secrets
+from pipeline.config import PipelineConfig
 from pipeline.errors import BadInput
 from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
-from pipeline.schemas import BuildDetails
-from pipeline.stages.context import StageContext
+from pipeline.schemas import BuildDetails, LeakReport
+from pipeline.stages.context import StageContext, StageOptions
+from pipeline.stages.spec import EVIDENCE, StageSpec
 from pipeline.supplychain.leak import MAX_DECODED_BYTES, check_image
 
 
@@ -51,3 +53,15 @@ def leak_stage(run: RunRecord, ctx: StageContext) -> StageResult:
     for f in report.findings:
         ctx.reporter.step(f"LEAK: {f.describe()}")
     return result
+
+
+def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> dict[str, object] | None:
+    return {"image": run.release.image_digest, "secret_ids": sorted(cfg.build.secrets)}
+
+
+SPEC = StageSpec(
+    stage=Stage.LEAK, run=leak_stage, payload=LeakReport, needs=(Stage.BUILD,),
+    credentials=("registry_password", *EVIDENCE), group="supply-chain", reuse_key=reuse_key,
+    check=lambda r: r.metrics.get("leaks") == 0,
+    doc="no byte of a build secret in any layer, the config or the history of the pushed image",
+)

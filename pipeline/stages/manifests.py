@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import inspect
 
+from pipeline.config import PipelineConfig
 from pipeline.manifests.check import check_overlay, measured_load_time
 from pipeline.manifests.render import KubectlNotFound
 from pipeline.manifests.validate import DEFAULT_K8S_VERSION
 from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
-from pipeline.stages.context import StageContext
+from pipeline.schemas.manifests import ManifestReport
+from pipeline.stages.context import StageContext, StageOptions
+from pipeline.stages.spec import EVIDENCE, StageSpec, tree_sha
 
 
 def manifests_stage(run: RunRecord, ctx: StageContext) -> StageResult:
@@ -52,3 +55,18 @@ def manifests_stage(run: RunRecord, ctx: StageContext) -> StageResult:
     result.artifacts.append(Artifact(name=path.name, path=str(path), media_type="application/json"))
     result.details = report
     return result
+
+
+def reuse_key(run: RunRecord, _cfg: PipelineConfig, options: StageOptions) -> dict[str, object] | None:
+    # The overlay is sized by the measured load time, so a new boot means a new check.
+    boot = run.stage(Stage.BOOT.value)
+    load = None if boot is None else boot.metrics.get("load_time_p95_s", boot.metrics.get("load_time_s"))
+    return {"image": run.release.image_digest, "model": run.release.model_digest, "overlay": options.overlay,
+            "tree": tree_sha(options.manifests_dir), "load_time_s": load}
+
+
+SPEC = StageSpec(
+    stage=Stage.MANIFESTS, run=manifests_stage, payload=ManifestReport, reads=(Stage.BOOT,), credentials=EVIDENCE,
+    reuse_key=reuse_key, check=lambda r: r.metrics.get("violations") == 0,
+    doc="the deployment overlay rendered with both digests, validated against its schemas",
+)

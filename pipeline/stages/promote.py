@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.adapters.bundle import Adapters
+from pipeline.adapters.signer import Signer
 from pipeline.config import PipelineConfig
 from pipeline.errors import BadInput, GateFailed, LlmgateError
 from pipeline.manifests.check import measured_load_time
@@ -34,10 +36,11 @@ from pipeline.promote.targets import Target
 from pipeline.promote.trust import TrustedKey, target_policy, trusted_key
 from pipeline.schemas.promote import GuardSummary, PromoteDetails
 from pipeline.stages.context import StageContext
+from pipeline.stages.spec import StageSpec
 from pipeline.store import Store
 from pipeline.supplychain.guard import GuardResult, PromotionRefused, check_promotable
 from pipeline.supplychain.model_digest import weights_manifest
-from pipeline.supplychain.signing import default_signer
+from pipeline.supplychain.verdict_log import SEEN_DIR, VerdictLog
 
 DONE = ("promoted", "noop", "dry-run")
 
@@ -55,11 +58,15 @@ def _weights_unchanged(run: RunRecord) -> None:
                                where=f"(image {run.image.by_digest}, model {run.model.digest})")
 
 
-def check_pair(image: ImageRef, model_digest: str, target: Target, cfg: PipelineConfig) -> tuple[GuardResult, TrustedKey]:
-    """The guard for one (image, model) pair at `target`, with the key the target trusts."""
+def check_pair(image: ImageRef, model_digest: str, target: Target, cfg: PipelineConfig, store: Store, *,
+               signer: Signer, seen_dir: Path | None = None) -> tuple[GuardResult, TrustedKey]:
+    """The guard for one (image, model) pair at `target`, with the key the target trusts; the verdict log
+    is `store`'s, checked against the checkpoint this work dir saw last (`seen_dir`)."""
     where = f"(image {image.by_digest if image.digest else image.by_tag}, model {model_digest})"
     key = trusted_key(target, cfg.sign, where=where)
-    checked = check_promotable(image, model_digest, target_policy(target), key.key, signer=default_signer())
+    log = VerdictLog(store, key.key.key, seen_dir=seen_dir)
+    checked = check_promotable(image, model_digest, target_policy(target), key.key, signer=signer,
+                               log=log)
     return checked, key
 
 
@@ -70,7 +77,8 @@ def guard(run: RunRecord, ctx: StageContext, target: Target) -> tuple[GuardResul
         raise PromotionRefused("the run names no weights (model digest): what it would serve is unproven",
                                where=f"(image {shown}, model unknown)")
     _weights_unchanged(run)
-    return check_pair(run.image, run.model.digest, target, ctx.cfg)
+    return check_pair(run.image, run.model.digest, target, ctx.cfg, ctx.ws.store, signer=ctx.signer(),
+                      seen_dir=ctx.ws.root / SEEN_DIR)
 
 
 def guard_summary(checked: GuardResult, key: TrustedKey, fence: int) -> GuardSummary:
@@ -154,7 +162,8 @@ class AbortOutcome:
 
 
 def abort_target(target: Target, backend: Backend, store: Store, cfg: PipelineConfig, *,
-                 reporter: Reporter = NULL_REPORTER) -> AbortOutcome:
+                 reporter: Reporter = NULL_REPORTER, seen_dir: Path | None = None,
+                 adapters: Adapters | None = None) -> AbortOutcome:
     """Stop `target`'s in-flight promotion and restore the release that served before, under the
     promotion lock, only if that (image, model) pair passes the guard for `target` now: a release whose
     newest signed verdict is blocked is never written back. A refusal writes nothing and is audited."""
@@ -172,7 +181,9 @@ def abort_target(target: Target, backend: Backend, store: Store, cfg: PipelineCo
                 if not plan.model_digest:
                     raise PromotionRefused("the release to restore names no model digest: what it would serve is "
                                            "unproven", where=f"(image {plan.image}, model unknown)")
-                checked, key = check_pair(image, plan.model_digest, target, cfg)
+                signer = (adapters or Adapters()).signing(cfg.sign.timeout_s)
+                checked, key = check_pair(image, plan.model_digest, target, cfg, store, signer=signer,
+                                          seen_dir=seen_dir)
                 out.guard = guard_summary(checked, key, lock.fence)
             out.result = backend.abort(target.name, reporter=reporter, fence=lock)
             out.outcome, out.reason = out.result.outcome, out.result.reason
@@ -187,3 +198,11 @@ def abort_target(target: Target, backend: Backend, store: Store, cfg: PipelineCo
             verdict_run_id=out.guard.verdict_run if out.guard else None,
             verdict_at=out.guard.verdict_at if out.guard else None), None)
     return out
+
+
+SPEC = StageSpec(
+    stage=Stage.PROMOTE, run=promote_stage, payload=PromoteDetails, on_request=True, event="promoted",
+    credentials=("cosign_public_key", "kubeconfig", "store_url"),
+    doc="the digest pair into the canary rollout, only on a signed passing verdict that is the newest for the "
+        "pair in the verdict log",
+)

@@ -16,7 +16,8 @@ from pipeline.config import PipelineConfig, ScanConfig
 from pipeline.errors import BadInput, InfraError, names_its_limit
 from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas import ScanDetails
-from pipeline.stages.context import StageContext
+from pipeline.stages.context import StageContext, StageOptions
+from pipeline.stages.spec import EVIDENCE, StageSpec
 from pipeline.supplychain.scan_policy import ScanPolicy, ScanVerdict, evaluate, load_ignores, load_policy
 from pipeline.supplychain.trivy_report import TrivyReport, load_report
 
@@ -109,3 +110,15 @@ def scan_stage(run: RunRecord, ctx: StageContext) -> StageResult:
         details=ScanDetails(target=target_name, trivy_version=trivy.version(), scanners=list(scan.scanners),
                             not_run=dict(scan.not_run), verdict=verdict, report=report, warnings=warnings),
     )
+
+
+def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> dict[str, object] | None:
+    return {"image": run.release.image_digest, "scan": cfg.scan.model_dump(mode="json"),
+            "policy": run.release.policy_sha256}
+
+
+SPEC = StageSpec(
+    stage=Stage.SCAN, run=scan_stage, payload=ScanDetails, credentials=("registry_password", *EVIDENCE),
+    group="supply-chain", reuse_key=reuse_key, check=lambda r: r.metrics.get("blocking") == 0,
+    doc="trivy: vulnerabilities, secrets, misconfigurations; the scan policy",
+)

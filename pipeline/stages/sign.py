@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from pipeline.errors import names_its_limit
 from pipeline.models import RunRecord, Stage, StageResult, StageStatus
+from pipeline.schemas.sign import SignDetails
 from pipeline.stages.context import StageContext
-from pipeline.supplychain.signing import default_signer, load_public_key, load_signing_key, sign_image
+from pipeline.stages.spec import EVIDENCE, StageSpec
+from pipeline.supplychain.signing import load_public_key, load_signing_key, sign_image
 
 
 def sign_stage(run: RunRecord, ctx: StageContext) -> StageResult:
     sc = ctx.cfg.sign
     key = load_signing_key(sc)
     public_key = load_public_key(sc.public_key)
-    signer = default_signer(timeout_s=ctx.cfg.sign.timeout_s)
+    signer = ctx.signer()
     ctx.reporter.step(f"sign: {run.image.by_digest} ({signer.name} signer)")
     with names_its_limit("sign.timeout_s", sc.timeout_s):
         details = sign_image(run.image, key, public_key, signer=signer)
@@ -29,3 +31,10 @@ def sign_stage(run: RunRecord, ctx: StageContext) -> StageResult:
         metrics={"verified": 1.0 if details.verified else 0.0},
         details=details,
     ).finish()
+
+
+SPEC = StageSpec(
+    stage=Stage.SIGN, run=sign_stage, payload=SignDetails, credentials=("registry_password", *EVIDENCE),
+    group="supply-chain", check=lambda r: r.metrics.get("verified") == 1.0,
+    doc="sign the image digest and verify the signature",
+)

@@ -21,7 +21,7 @@ from pipeline.store.engine import BEGIN_IMMEDIATE
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Every revision in migrations/versions, oldest first (a test checks this against the scripts). Known
 # here so that opening an up-to-date store, which every command does, needs no Alembic import.
-REVISIONS = ("0001", "0002", "0003")
+REVISIONS = ("0001", "0002", "0003", "0004")
 HEAD = REVISIONS[-1]
 VERSION_TABLE = "alembic_version"
 _PG_LOCK_KEY = 0x6C6C6D67617465  # "llmgate": the advisory lock key migrations serialise on

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Column widths, shared with the migrations that created them.
@@ -103,3 +103,25 @@ class LockRow(Base):
     acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     fence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class LogEntryRow(Base):
+    """One entry of an append-only verdict log (pipeline/supplychain/verdict_log.py); `idx` counts from 0."""
+
+    __tablename__ = "verdict_log"
+    __table_args__ = (UniqueConstraint("origin", "idx", name="uq_verdict_log_origin_idx"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    origin: Mapped[str] = mapped_column(String(512))
+    idx: Mapped[int] = mapped_column(Integer)
+    leaf: Mapped[str] = mapped_column(Text)
+
+
+class LogCheckpointRow(Base):
+    """A signed checkpoint (C2SP tlog-checkpoint note) of a verdict log at `size` entries."""
+
+    __tablename__ = "verdict_log_checkpoints"
+    __table_args__ = (UniqueConstraint("origin", "size", name="uq_verdict_log_checkpoints_origin_size"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    origin: Mapped[str] = mapped_column(String(512))
+    size: Mapped[int] = mapped_column(Integer)
+    note: Mapped[str] = mapped_column(Text)

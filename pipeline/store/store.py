@@ -28,8 +28,17 @@ from pipeline.store.engine import BEGIN_IMMEDIATE, check_sqlite_file, make_engin
 from pipeline.store.location import StoreLocation, location_of
 from pipeline.store.lock import DEFAULT_LEASE_S, RELEASED, PromotionLock, lock_info, stale_reason
 from pipeline.store.migrate import upgrade_to_head
-from pipeline.store.schema import REASON, GateRow, LockRow, PromotionRow, RunRow, StageRunRow
-from pipeline.store.views import GateCell, LockInfo, RunSummary, TargetStatus, aware
+from pipeline.store.schema import (
+    REASON,
+    GateRow,
+    LockRow,
+    LogCheckpointRow,
+    LogEntryRow,
+    PromotionRow,
+    RunRow,
+    StageRunRow,
+)
+from pipeline.store.views import GateCell, LockInfo, RunSummary, StoredLog, TargetStatus, aware
 
 DEFAULT_STORE = ".llmgate/results.db"
 PROMOTED = "promoted"
@@ -266,12 +275,6 @@ class Store:
             for r in rows
         ]
 
-    def runs_per_tag(self) -> dict[str, list[RunRecord]]:
-        out: dict[str, list[RunRecord]] = {}
-        for run in self.runs():
-            out.setdefault(run.image.tag or "(untagged)", []).append(run)
-        return out
-
     def latest(self) -> RunRecord | None:
         return self.newest()
 
@@ -447,3 +450,26 @@ class Store:
         if info is None or stale_reason(info, self.db_now()) is not None:
             return None
         return info
+
+    # -- the verdict log (its meaning: pipeline/supplychain/verdict_log.py) ------------------------------
+    def verdict_log(self, origin: str) -> StoredLog:
+        """Every stored entry of the log `origin` by index, and its newest checkpoint note. What is read
+        here is checked against the signed checkpoint before anything trusts it."""
+        with self.session() as s:
+            entries = [(int(i), str(leaf)) for i, leaf in s.execute(
+                select(LogEntryRow.idx, LogEntryRow.leaf).where(LogEntryRow.origin == origin)
+                .order_by(LogEntryRow.idx.asc()))]
+            note = s.scalars(select(LogCheckpointRow.note).where(LogCheckpointRow.origin == origin)
+                             .order_by(LogCheckpointRow.size.desc()).limit(1)).first()
+        return StoredLog(origin=origin, entries=entries, checkpoint=note)
+
+    def append_verdict_log(self, origin: str, index: int, leaf: str, checkpoint: str) -> bool:
+        """Add the entry at `index` and the checkpoint over the log including it, in one transaction.
+        False when `index` is taken (another gate appended first): the caller reads the log again."""
+        try:
+            with self.session(write=True) as s:
+                s.add(LogEntryRow(origin=origin, idx=index, leaf=leaf))
+                s.add(LogCheckpointRow(origin=origin, size=index + 1, note=checkpoint))
+        except IntegrityError:
+            return False
+        return True

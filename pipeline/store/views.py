@@ -87,3 +87,11 @@ class TargetStatus(_View):
     last_attempt: PromotionRecord | None = None
     last_attempt_run_id: str | None = None
     lock: LockInfo | None = None
+
+
+class StoredLog(_View):
+    """A verdict log as the store holds it: (index, entry) pairs and the newest checkpoint note."""
+
+    origin: str
+    entries: list[tuple[int, str]]
+    checkpoint: str | None

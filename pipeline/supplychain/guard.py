@@ -3,7 +3,7 @@
 A release is the pair (image digest, model digest). It is promotable to a target only on signed
 facts read from the registry and verified with the configured public key:
 
-1. a valid signature of the image digest, and
+1. a valid signature of the image digest,
 2. a valid verdict attestation about that digest whose decision is `pass`, whose model digest is
    the pair's, which was gated for this target (its baseline is this target's; a verdict for another
    target is never promoted here), and which was made under a policy the target accepts: a target
@@ -11,7 +11,12 @@ facts read from the registry and verified with the configured public key:
    (recognised by content, whatever the file was called), a target configured with accepted policy
    digests accepts only those, and a target with a policy floor accepts only a policy that contains
    it (`pipeline.promote.floor`). Which targets are production is configuration
-   (`pipeline.promote.targets`), never a name.
+   (`pipeline.promote.targets`), never a name; and
+3. that pass names the evidence links the gate judged on, each verifying with the same key and naming
+   the verdict's run and release (`unproven_evidence`): a pass signed anywhere but in a gate that
+   verified what it judged (before links existed, or by hand) is not promoted; and
+4. that pass is the newest entry for the pair in the verdict log (`require_newest_in_log`): a registry
+   writer can hide attestation layers, not log entries.
 
 Nothing else is trusted: not the store's decision column, not a run file. Each refusal is a
 `PromotionRefused` (exit 1) naming the (image, model) pair and the reason.
@@ -26,7 +31,9 @@ from pipeline.adapters.signer import Signer
 from pipeline.errors import GateFailed
 from pipeline.models import Decision, ImageRef
 from pipeline.supplychain.predicates import PolicyIdentity, VerdictPredicate
-from pipeline.supplychain.signing import PublicKey, verified_verdicts
+from pipeline.supplychain.signing import PublicKey, verdict_digest, verified_verdicts
+from pipeline.supplychain.verdict_log import LogRefused, VerdictLog, require_newest
+from pipeline.supplychain.verdicts import check_verdict_links
 
 
 class PromotionRefused(GateFailed):
@@ -108,6 +115,29 @@ def _policy_refusal(v: VerdictPredicate, policy: TargetPolicy) -> str | None:
     return None
 
 
+def require_newest_in_log(log: VerdictLog, v: VerdictPredicate, ref: ImageRef, model_digest: str, *,
+                          where: str) -> int:
+    """The pass `v` must be the newest entry for the pair in the verdict log (a registry writer can hide
+    attestation layers, not log entries); its index, or PromotionRefused saying which entry is newer."""
+    try:
+        view = log.view(ref.repository)
+        index = require_newest(view, image=ref.digest or "", model=model_digest, target=v.target,
+                               verdict_sha=verdict_digest(v), what=f"the signed pass of run {v.run_id}")
+    except LogRefused as exc:
+        raise PromotionRefused(f"verdict log: {exc.message}", where=where) from exc
+    return index
+
+
+def unproven_evidence(v: VerdictPredicate, public_key: PublicKey) -> str | None:
+    """Why the verdict's evidence does not stand (None: every link it names verifies with the key and names
+    its run and release)."""
+    links = check_verdict_links(v, public_key.key)
+    if not links:
+        return "names no evidence links: it was not signed by a gate that verified the results it judged"
+    bad = [c.line() for c in links if not c.verified]
+    return "names evidence that does not verify: " + "; ".join(bad) if bad else None
+
+
 def check_promotable(
     image: ImageRef | str,
     model_digest: str | None,
@@ -115,6 +145,7 @@ def check_promotable(
     public_key: PublicKey,
     *,
     signer: Signer,
+    log: VerdictLog,
 ) -> GuardResult:
     """The newest signed passing verdict for the (image, model) pair under a policy `target`
     accepts, or `PromotionRefused` saying why there is none."""
@@ -144,6 +175,9 @@ def check_promotable(
             raise PromotionRefused(
                 f"the newest signed verdict for this pair (run {v.run_id}) is {v.decision.value}"
                 + (f": {v.decision_reason}" if v.decision_reason else ""), where=where)
+        if (unproven := unproven_evidence(v, public_key)) is not None:
+            raise PromotionRefused(f"the signed pass of run {v.run_id} {unproven}", where=where)
+        require_newest_in_log(log, v, ref, model_digest, where=where)
         return GuardResult(image=ref.by_digest, model_digest=model_digest, target=policy.target, verdict=v,
                            signature_reason=sig.reason, verdict_reason=reason, refused_verdicts=skipped)
     raise PromotionRefused("no signed verdict for this pair: " + "; ".join(skipped), where=where)

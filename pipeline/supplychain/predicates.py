@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.models import DIGEST_RE, Decision, RunRecord, utcnow
-from pipeline.schemas.gate import GateVerdict
+from pipeline.models import DIGEST_RE, Decision, RunRecord
+from pipeline.schemas.gate import GateDetails, GateVerdict
 
 VERDICT_TYPE = "https://llmgate.dev/verdict/v1"
 SBOM_TYPE = "https://cyclonedx.org/bom"
@@ -64,6 +64,18 @@ class PolicyIdentity(_Strict):
         return any(f.rsplit("/", 1)[-1].endswith(LOCAL_POLICY_SUFFIX) for f in [self.name, *self.files])
 
 
+class EvidenceRef(_Strict):
+    """One evidence link the verdict was judged on: the stage, the digest of its result, the digest of
+    its signed link statement and the link itself (a DSSE envelope), so the verdict can be audited
+    from the registry alone."""
+
+    stage: str
+    result_sha256: str
+    link_sha256: str
+    key_id: str
+    envelope: str
+
+
 class VerdictPredicate(_Strict):
     run_id: str
     created: datetime
@@ -80,27 +92,32 @@ class VerdictPredicate(_Strict):
     # its baseline only (the guard refuses it anywhere else). None in verdicts from before this field.
     target: str | None = None
     baseline_run_id: str | None = None
+    # The evidence links the gate verified before judging (empty in verdicts made before links existed).
+    evidence: list[EvidenceRef] = Field(default_factory=list)
 
-    @classmethod
-    def from_run(cls, run: RunRecord, *, created: datetime | None = None) -> VerdictPredicate:
-        gt = run.ground_truth
-        return cls(
-            run_id=run.run_id,
-            created=created or utcnow(),
-            image=ImageSubject(repository=run.image.repository, digest=run.image.digest or ""),
-            model=WeightsIdentity(digest=run.model.digest, files=run.model.files, bytes=run.model.bytes)
-            if run.model else None,
-            ground_truth=GroundTruthIdentity(version=gt.version, sha256=gt.sha256, n_items=gt.n_items) if gt else None,
-            policy=PolicyIdentity(name=run.policy.name, sha256=run.policy.sha256, files=list(run.policy.files))
-            if run.policy else None,
-            gates=list(run.gates),
-            decision=run.decision,
-            decision_reason=run.decision_reason,
-            source_commit=run.source_commit,
-            config_hash=run.config_hash,
-            target=run.target,
-            baseline_run_id=run.baseline_run_id,
-        )
+
+def verdict_for_gate(run: RunRecord, gate: GateDetails, *, created: datetime,
+                     evidence: list[EvidenceRef]) -> VerdictPredicate:
+    """The verdict the gate signs: what it judged (`gate`, before the record mirrors it), dated with
+    the gate time and naming the evidence links it verified."""
+    gt = run.ground_truth
+    return VerdictPredicate(
+        run_id=run.run_id,
+        created=created,
+        image=ImageSubject(repository=run.image.repository, digest=run.image.digest or ""),
+        model=WeightsIdentity(digest=run.model.digest, files=run.model.files, bytes=run.model.bytes)
+        if run.model else None,
+        ground_truth=GroundTruthIdentity(version=gt.version, sha256=gt.sha256, n_items=gt.n_items) if gt else None,
+        policy=PolicyIdentity(name=gate.policy_name, sha256=gate.policy_sha256, files=list(gate.policy_files)),
+        gates=list(gate.verdicts),
+        decision=Decision(gate.decision),
+        decision_reason=gate.reason,
+        source_commit=run.source_commit,
+        config_hash=run.config_hash,
+        target=run.target,
+        baseline_run_id=gate.baseline.run_id,
+        evidence=evidence,
+    )
 
 
 def provenance_predicate(

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
 
-from pipeline.adapters.cosign import CosignCliSigner, CosignOptions
-from pipeline.adapters.signer import PythonSigner, Signer
+from pipeline.adapters.signer import Signer
 from pipeline.adapters.trivy import Trivy
 from pipeline.config import SignConfig
 from pipeline.errors import BadInput, InfraError
@@ -31,6 +32,7 @@ from pipeline.schemas.build import BuildDetails
 from pipeline.schemas.sign import SignDetails
 from pipeline.secrets import read_secret
 from pipeline.supplychain import cosign_keys
+from pipeline.supplychain.evidence import LinkCheck
 from pipeline.supplychain.predicates import (
     DEFAULT_BUILDER_ID,
     PROVENANCE_TYPE,
@@ -39,6 +41,8 @@ from pipeline.supplychain.predicates import (
     VerdictPredicate,
     provenance_predicate,
 )
+from pipeline.supplychain.verdict_log import LogRefused, VerdictLog, verdict_sha256
+from pipeline.supplychain.verdicts import SignedVerdict, check_verdict_links
 
 
 @dataclass(frozen=True)
@@ -49,11 +53,20 @@ class PublicKey:
     key_id: str
     source: str
 
+    @property
+    def key(self) -> ec.EllipticCurvePublicKey:
+        return cosign_keys.load_public_key(self.pem, where=self.source)
+
 
 def load_public_key(path: str | Path) -> PublicKey:
     """BadInput (exit 2) naming the file for a missing, garbled, wrong-curve or expired key file."""
     key = cosign_keys.load_public_key_file(path)
     return PublicKey(pem=cosign_keys.public_pem(key), key_id=cosign_keys.key_id(key), source=str(path))
+
+
+def trusted_public_key(sc: SignConfig) -> PublicKey:
+    """The public key every signature and link is verified with (`sign.public_key`)."""
+    return load_public_key(sc.public_key)
 
 
 def load_signing_key(sc: SignConfig) -> cosign_keys.SigningKey:
@@ -65,14 +78,45 @@ def load_signing_key(sc: SignConfig) -> cosign_keys.SigningKey:
     return cosign_keys.load_private_key(pem, password, where=where)
 
 
-def default_signer(*, prefer_cosign: bool = True, timeout_s: float | None = None) -> Signer:
-    """The cosign CLI when it is on PATH (CI, the tool image), else the Python signer. `timeout_s`
-    (`sign.timeout_s`) bounds each cosign call."""
-    if prefer_cosign:
-        cli = CosignCliSigner.discover(CosignOptions() if timeout_s is None else CosignOptions(timeout_s=timeout_s))
-        if cli is not None:
-            return cli
-    return PythonSigner()
+@dataclass(frozen=True)
+class ReleaseKeys:
+    """The keys one invocation works with: the signing key when one is configured and present (else
+    results and verdicts are unsigned previews, and `unsigned` says why), and the public key
+    verification trusts."""
+
+    signing: cosign_keys.SigningKey | None
+    public: PublicKey | None
+    unsigned: str = ""
+
+    @property
+    def public_key(self) -> ec.EllipticCurvePublicKey | None:
+        if self.signing is not None:
+            return self.signing.public
+        return self.public.key if self.public is not None else None
+
+
+def _key_present(sc: SignConfig) -> bool:
+    if sc.key.file is not None:
+        return Path(sc.key.file).expanduser().exists()
+    return bool(sc.key.env and os.environ.get(sc.key.env, "").strip())
+
+
+def release_keys(sc: SignConfig) -> ReleaseKeys:
+    """Without a signing key (a pull-request job: the file is absent, the variable unset or empty) the
+    keys are the public key alone. A key that is there but unreadable, or that is not the key
+    `sign.public_key` names, is bad input (exit 2): never a silent fall back to unsigned results."""
+    public = trusted_public_key(sc) if Path(sc.public_key).expanduser().exists() else None
+    if not _key_present(sc):
+        where = f"file {sc.key.file}" if sc.key.file else f"environment variable {sc.key.env}"
+        return ReleaseKeys(None, public, unsigned=f"no signing key ({where} is not there)")
+    key = load_signing_key(sc)
+    if public is None:
+        raise BadInput("public key file not found: results are signed only with the key they are verified with",
+                       where=f"sign.public_key: {sc.public_key}")
+    if cosign_keys.key_id(key.public) != public.key_id:
+        raise BadInput(f"the signing key is not the key sign.public_key names ({public.key_id[:23]}…)",
+                       where="sign.key", hint="sign with the key pair the configuration pins")
+    return ReleaseKeys(key, public)
 
 
 def _commands(signer: Signer) -> list[list[str]]:
@@ -116,8 +160,21 @@ def _attach(signer: Signer, ref: str, ptype: str, predicate: dict[str, Any], key
                           sha256=want)
 
 
+def _publish_verdict(signer: Signer, ref: str, verdict: SignedVerdict, public_key: PublicKey) -> AttestationRef:
+    """Attach the envelope the gate signed, unchanged, and read it back."""
+    pushed = signer.attach_attestation(ref, VERDICT_TYPE, verdict.envelope.encode())
+    check = signer.verify_attestations(ref, VERDICT_TYPE, public_key.pem)
+    found = any(verdict_sha256(st.get("predicate") or {}) == verdict.sha256 for st in check.statements)
+    return AttestationRef(predicate_type=VERDICT_TYPE, ref=pushed.tag_ref, manifest_digest=pushed.manifest_digest,
+                          verified=check.verified and found,
+                          reason=check.reason if found or not check.verified else
+                          f"{check.reason}, but none is the verdict the gate signed",
+                          sha256=verdict.sha256)
+
+
 def attest_release(
     run: RunRecord,
+    verdict: SignedVerdict,
     key: cosign_keys.SigningKey,
     public_key: PublicKey,
     *,
@@ -127,14 +184,14 @@ def attest_release(
     sbom: Path | None = None,
     builder_id: str = DEFAULT_BUILDER_ID,
 ) -> AttestDetails:
-    """Sign the verdict, the SBOM and the provenance of `run`'s release as attestations on its image
-    digest, and read each back. An SBOM needs trivy (or a given CycloneDX file); provenance needs the
-    run's build stage: when either is missing it is listed unverified with the reason."""
+    """Publish the verdict the gate signed for `run` (unchanged: attest signs no verdict of its own),
+    and sign the SBOM and the provenance of its release, as attestations on its image digest; each is
+    read back. An SBOM needs trivy (or a given CycloneDX file); provenance needs the run's build
+    stage: when either is missing it is listed unverified with the reason."""
     ref = _image(run.image)
     details = AttestDetails(image=ref, model_digest=run.model.digest if run.model else None, signer=signer.name,
-                            key_id=cosign_keys.key_id(key.public), decision=run.decision.value)
-    verdict = VerdictPredicate.from_run(run).model_dump(mode="json")
-    details.attestations.append(_attach(signer, ref, VERDICT_TYPE, verdict, key, public_key))
+                            key_id=cosign_keys.key_id(key.public), decision=verdict.predicate.decision.value)
+    details.attestations.append(_publish_verdict(signer, ref, verdict, public_key))
 
     sbom_doc: dict[str, Any] | None = None
     reason = ""
@@ -189,13 +246,37 @@ class ReleaseVerification:
     key_id: str
     signature: Check
     verdict: Check
+    evidence: Check
+    log: Check
     sbom: Check
     provenance: Check
+    links: list[LinkCheck] = field(default_factory=list)  # each evidence link the verdict names
+    position: LogPosition | None = None
     checks: list[Check] = field(default_factory=list)
 
     @property
     def valid(self) -> bool:
         return all(c.valid for c in self.checks)
+
+
+@dataclass(frozen=True)
+class LogPosition:
+    """Where a verdict stands in the verdict log."""
+
+    origin: str
+    index: int | None
+    size: int
+    root: str
+    newest: tuple[int, str] | None  # the newest entry for the verdict's pair: (index, description)
+
+    @property
+    def is_newest(self) -> bool:
+        return self.index is not None and self.newest is not None and self.newest[0] == self.index
+
+
+def verdict_digest(v: VerdictPredicate) -> str:
+    """The digest the verdict log names `v` by."""
+    return verdict_sha256(v.model_dump(mode="json"))
 
 
 def verified_verdicts(image: ImageRef | str, public_key: PublicKey, *, signer: Signer) -> tuple[list[VerdictPredicate], str]:
@@ -224,16 +305,63 @@ def _newest(signer: Signer, ref: str, ptype: str, public_key: PublicKey, name: s
     return Check(name, True, check.reason, check.statements[-1].get("predicate"))
 
 
-def verify_release(image: ImageRef | str, public_key: PublicKey, *, signer: Signer) -> ReleaseVerification:
-    """Signature, verdict, SBOM and provenance of `image`, each valid or refused with its reason."""
+def _evidence_check(v: VerdictPredicate | None, public_key: PublicKey) -> tuple[Check, list[LinkCheck]]:
+    if v is None:
+        return Check("evidence", False, "no verdict, so no evidence links"), []
+    links = check_verdict_links(v, public_key.key)
+    if not links:
+        return Check("evidence", False, f"the verdict of run {v.run_id} names no evidence links"), []
+    bad = [c for c in links if not c.verified]
+    if bad:
+        return Check("evidence", False, "; ".join(c.line() for c in bad)), links
+    return Check("evidence", True, f"{len(links)} evidence links verified ({', '.join(c.stage for c in links)})"), links
+
+
+def _log_check(v: VerdictPredicate | None, log: VerdictLog | None) -> tuple[Check, LogPosition | None]:
+    if v is None:
+        return Check("log", False, "no verdict to find in the verdict log"), None
+    if log is None:
+        return Check("log", False, "no verdict log to check against"), None
+    model = v.model.digest if v.model else None
+    try:
+        view = log.view(v.image.repository)
+    except LogRefused as exc:
+        return Check("log", False, exc.message), None
+    index = view.index_of(verdict_digest(v))
+    newest = view.newest_for(v.image.digest, model, v.target)
+    pos = LogPosition(origin=view.origin, index=index, size=view.size,
+                      root=view.checkpoint.root_b64 if view.checkpoint else "",
+                      newest=(newest[0], newest[1].describe()) if newest else None)
+    if index is None:
+        return Check("log", False, f"the verdict of run {v.run_id} is not in the verdict log ({view.describe()})"), pos
+    if not pos.is_newest:
+        assert newest is not None
+        return Check("log", False, f"entry #{index} of {view.size}, but not the newest for its pair: entry "
+                                   f"#{newest[0]} ({newest[1].describe()}) is"), pos
+    return Check("log", True, f"entry #{index} of {view.size} (checkpoint root {pos.root}), the newest for "
+                              f"(image, model {model}) gated for target {v.target}"), pos
+
+
+def verify_release(image: ImageRef | str, public_key: PublicKey, *, signer: Signer,
+                   log: VerdictLog | None = None, model_digest: str | None = None) -> ReleaseVerification:
+    """Signature, verdict, its evidence links, its place in the verdict log, SBOM and provenance of
+    `image`, each valid or refused with its reason. The verdict shown is the newest verified one (about
+    `model_digest` when given: one image can serve several weights)."""
     ref = _image(image)
     sig = signer.verify_image(ref, public_key.pem)
     signature = Check("signature", sig.verified, sig.reason)
     verdicts, reason = verified_verdicts(ref, public_key, signer=signer)
-    verdict = (Check("verdict", True, f"{reason}; newest: run {verdicts[0].run_id}, decision "
-                                      f"{verdicts[0].decision.value}", verdicts[0])
-               if verdicts else Check("verdict", False, reason))
+    if model_digest is not None:
+        verdicts = [v for v in verdicts if v.model is not None and v.model.digest == model_digest]
+        reason = reason if verdicts else f"{reason}, but none about model {model_digest}"
+    newest = verdicts[0] if verdicts else None
+    verdict = (Check("verdict", True, f"{reason}; newest: run {newest.run_id}, decision {newest.decision.value}",
+                     newest) if newest else Check("verdict", False, reason))
+    evidence, links = _evidence_check(newest, public_key)
+    in_log, position = _log_check(newest, log)
     sbom = _newest(signer, ref, SBOM_TYPE, public_key, "sbom")
     provenance = _newest(signer, ref, PROVENANCE_TYPE, public_key, "provenance")
     return ReleaseVerification(image=ref, key_id=public_key.key_id, signature=signature, verdict=verdict,
-                               sbom=sbom, provenance=provenance, checks=[signature, verdict, sbom, provenance])
+                               evidence=evidence, log=in_log, sbom=sbom, provenance=provenance, links=links,
+                               position=position,
+                               checks=[signature, verdict, evidence, in_log, sbom, provenance])

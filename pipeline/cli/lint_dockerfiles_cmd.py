@@ -1,4 +1,4 @@
-"""Supply-chain commands: `llmgate sign`, `lint-dockerfiles` (`llmgate verify` is in verify_cmd.py)."""
+"""`llmgate lint-dockerfiles`: the offline Dockerfile policy plus hadolint."""
 
 from __future__ import annotations
 
@@ -8,24 +8,8 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from pipeline.cli.app import ConfigOpt, RunOpt, app, console, handle_errors, make_runner, out, plain, state
+from pipeline.cli.app import ConfigOpt, app, console, handle_errors, out, plain
 from pipeline.errors import ExitCode
-
-
-@app.command()
-@handle_errors
-def sign(run_ref: RunOpt = None, config: ConfigOpt = None) -> None:
-    """Sign the run's image digest and verify the signature. Exit 0 verified, 1 not, 2 bad key file.
-
-    Example: llmgate sign --run 3f2a9c1b7d4e
-    """
-    from pipeline.cli.stage_cmds import finish_stage
-    from pipeline.models import Stage
-
-    ws = state.workspace()
-    run = ws.load_run(run_ref)
-    runner = make_runner(config, run_plan=run.labels.get("llmgate.plan"))
-    finish_stage(run, runner.run_stage(run, Stage.SIGN))
 
 
 @app.command("lint-dockerfiles")

@@ -1,0 +1,65 @@
+"""Every stage, in the order of the plans: the one list the plans, the dispatch, reuse, the measurement
+sets and the stage commands' exit codes are read from. A stage is added here by one line (its file
+declares its `SPEC`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from pipeline.errors import BadInput
+from pipeline.models import Stage
+from pipeline.stages import attest, bench, boot, build, evaluate, gate, leak, manifests, promote, scan, sign
+from pipeline.stages.spec import StageSpec
+
+
+class Registry:
+    """An ordered set of stage specs, one per stage."""
+
+    def __init__(self, specs: Iterable[StageSpec]) -> None:
+        self.specs: tuple[StageSpec, ...] = tuple(specs)
+        self._by_stage = {s.stage: s for s in self.specs}
+        if len(self._by_stage) != len(self.specs):
+            raise ValueError("a stage is registered twice")
+        for i, spec in enumerate(self.specs):
+            earlier = {s.stage for s in self.specs[:i]}
+            if missing := [n.value for n in (*spec.needs, *spec.reads) if n not in earlier]:
+                raise ValueError(f"stage {spec.name} reads {missing}, which do not run before it")
+
+    def __iter__(self) -> Iterator[StageSpec]:
+        return iter(self.specs)
+
+    def __contains__(self, stage: object) -> bool:
+        return stage in self._by_stage
+
+    def get(self, stage: Stage | str) -> StageSpec | None:
+        try:
+            return self._by_stage.get(Stage(stage))
+        except ValueError:
+            return None
+
+    def spec(self, stage: Stage | str) -> StageSpec:
+        found = self.get(stage)
+        if found is None:
+            raise BadInput(f"no stage {str(stage)!r}; known: {', '.join(s.name for s in self.specs)}", where="stage")
+        return found
+
+    def replace(self, spec: StageSpec) -> Registry:
+        """This registry with `spec` in place of the stage's spec, or appended when new."""
+        if spec.stage in self._by_stage:
+            return Registry(spec if s.stage is spec.stage else s for s in self.specs)
+        return Registry((*self.specs, spec))
+
+
+STAGES = Registry((
+    build.SPEC,
+    leak.SPEC,
+    scan.SPEC,
+    sign.SPEC,
+    boot.SPEC,
+    bench.SPEC,
+    evaluate.SPEC,
+    manifests.SPEC,
+    gate.SPEC,
+    attest.SPEC,
+    promote.SPEC,
+))

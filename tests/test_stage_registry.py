@@ -1,0 +1,120 @@
+"""The stage registry is the one description of a stage: the plans, the dispatch, reuse, the measurement
+sets and the stage commands' exit codes are read from it, and what cannot be derived from it (the `Stage`
+enum and the payload union are part of the stored record's schema; the metric registry sits below the
+stages) must agree with it."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pipeline import metrics
+from pipeline.config import PipelineConfig
+from pipeline.errors import ExitCode
+from pipeline.models import Decision, ImageRef, RunRecord, Stage, StageResult, StageStatus
+from pipeline.orchestrate import reuse
+from pipeline.orchestrate.plan import CREDENTIALS, PLANS, Plan, steps_of
+from pipeline.orchestrate.runner import Runner
+from pipeline.progress import NullReporter
+from pipeline.schemas import StageDetails
+from pipeline.stages import gate
+from pipeline.stages.context import StageContext, StageOptions
+from pipeline.stages.registry import STAGES, Registry
+from pipeline.stages.spec import StageSpec
+from pipeline.workspace import Workspace
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_the_stage_enum_is_the_registry_in_order():
+    assert [s.stage for s in STAGES] == list(Stage)
+    for plan in PLANS.values():
+        assert [s.stage for s in plan.steps] == list(Stage)
+        assert all(step.spec is STAGES.spec(step.stage) for step in plan.steps)
+
+
+def test_the_payload_union_is_the_registrys_payloads():
+    union = typing.get_args(typing.get_args(StageDetails)[0])
+    assert set(union) == {s.payload for s in STAGES}
+    for spec in STAGES:
+        assert spec.payload is not None
+        assert spec.payload.model_fields["stage"].default == spec.name, spec.name
+
+
+def test_the_metric_registry_names_only_registered_stages_and_every_produced_metric():
+    assert set(metrics.METRICS) <= {s.stage for s in STAGES}
+    for plan in PLANS.values():
+        for step in plan.steps:
+            assert set(step.produces or ()) <= set(metrics.METRICS.get(step.stage, {})), (plan.name, step.stage)
+    assert set(STAGES.spec(Stage.BENCH).metrics) == set(metrics.METRICS[Stage.BENCH])
+
+
+def test_credentials_and_measurement_sets_come_from_the_specs():
+    assert {c for s in STAGES for c in s.credentials} <= set(CREDENTIALS)
+    assert reuse.MEASUREMENTS == {Stage.BOOT, Stage.BENCH}
+    assert {s.stage for s in STAGES if s.measurement} == {Stage.BUILD, Stage.BOOT, Stage.BENCH, Stage.EVAL}
+    assert {s.stage for s in STAGES if s.reuse_key is None} == {Stage.SIGN, Stage.GATE, Stage.ATTEST, Stage.PROMOTE}
+
+
+def test_a_registry_refuses_a_stage_that_reads_a_later_one():
+    late = replace(STAGES.spec(Stage.LEAK), needs=(Stage.BENCH,))
+    with pytest.raises(ValueError, match="leak reads"):
+        STAGES.replace(late)
+
+
+# A toy check: it counts what it found in the run's tag, so the test can make it find something.
+def toy_check(run: RunRecord, ctx: StageContext) -> StageResult:
+    found = float((run.image.tag or "").count("x"))
+    return StageResult(stage=Stage.MANIFESTS, status=StageStatus.OK, metrics={"violations": found})
+
+
+TOY = StageSpec(stage=Stage.MANIFESTS, run=toy_check, doc="a toy check", check=lambda r: r.metrics["violations"] == 0)
+POLICY = "version: 1\ngates:\n  - name: toy\n    source: manifests.violations\n    threshold: 0\n    key: true\n"
+
+
+def _gated(tmp_path: Path, tag: str) -> tuple[RunRecord, ExitCode]:
+    registry = Registry((TOY, gate.SPEC))  # the toy stage and the gate: through the registry alone
+    plan = Plan(name="local", steps=steps_of(registry, "local"))
+    (tmp_path / "gates.yaml").write_text(POLICY)
+    cfg = PipelineConfig()
+    cfg.gates_file = str(tmp_path / "gates.yaml")
+    model = tmp_path / "model"
+    model.mkdir(exist_ok=True)
+    (model / "config.json").write_text("{}")
+    runner = Runner(ws=Workspace(tmp_path / f"ws-{tag}"), cfg=cfg, plan=plan, reporter=NullReporter(),
+                    parallel=False, options=StageOptions())
+    run = runner.create(image=ImageRef(repository="127.0.0.1:5000/llmgate/toy", tag=tag, digest=DIGEST),
+                        model_dir=model)
+    runner.run(run)
+    res = run.stages["manifests"]
+    return run, TOY.exit_code(run, res)
+
+
+def test_a_stage_added_through_the_registry_runs_in_a_plan_and_is_judged_by_a_gate(tmp_path: Path):
+    clean, clean_exit = _gated(tmp_path, "v1")
+    assert clean.stages["manifests"].metrics == {"violations": 0.0}
+    assert clean_exit is ExitCode.PASS and clean.decision is Decision.PASS, clean.decision_reason
+    assert [g.name for g in clean.gates] == ["toy"]
+
+    found, found_exit = _gated(tmp_path, "vxx")
+    assert found.stages["manifests"].metrics == {"violations": 2.0}
+    assert found_exit is ExitCode.GATE_FAILED and found.decision is Decision.BLOCKED
+    assert TOY.outcome(found.stages["manifests"]) == "blocked"
+
+
+def test_the_plans_load_no_optional_extra_and_the_cli_no_stage():
+    """The Dagger module reads the plans with llmgate's core only; `llmgate --help` loads no stage."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pipeline.orchestrate.plan, pipeline.cli; "
+            "print(sorted(m for m in ('torch', 'ragas', 'datasets', 'sentence_transformers', 'transformers', 'docker',"
+            " 'kubernetes') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout
+    code = "import sys, pipeline.cli; print('pipeline.stages.registry' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "False"
