@@ -477,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.count:
                 continue
             print_table(results[-1:])
+            write_record(args, started, results)  # after each module: an interrupted run keeps what it measured
     finally:
         if args.keep_tmp:
             log(f"kept {tmp}")
@@ -487,17 +488,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print("\n=== summary ===")
     print_table(results)
+    log(f"wrote {args.out}")
+    return 0
+
+
+def write_record(args: argparse.Namespace, started: datetime, results: list[dict]) -> None:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
                             check=False).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True,
-                            check=False).stdout)
+                                check=False).stdout)
     record = {"tool": "cosmic-ray " + _version(), "started": started.isoformat(), "commit": commit,
               "dirty_tree": dirty, "operators": sorted(KEEP_OPERATORS), "timeout_s": args.timeout_s,
-              "budget_s": args.budget_s, "modules": results}
+              "budget_s": args.budget_s, "sample": args.sample, "retest": str(args.retest) if args.retest else None,
+              "modules": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
-    log(f"wrote {args.out}")
-    return 0
 
 
 def _version() -> str:
