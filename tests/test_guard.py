@@ -365,3 +365,14 @@ def test_signed_statements_that_are_no_verdict_about_the_image_are_not_verdicts(
     assert [v.run_id for v in verified_verdicts(image, pub, signer=signer)[0]] == [real.run_id]
     assert check_promotable(image, GOOD_MODEL, CANARY, pub, signer=signer,
                             log=verdict_log(env, keys)).verdict.run_id == real.run_id
+
+
+def test_a_newer_logged_verdict_hidden_from_the_registry_refuses_the_pass(env, keys) -> None:  # type: ignore[no-untyped-def]
+    """A registry writer can drop the attestation layer of a newer blocked verdict, not its log entry: the
+    guard refuses with the log's reason, as a promotion refusal naming the pair (exit 1)."""
+    _, signer, _, _ = env
+    run = release(env, keys)
+    newer = make_run(run.image.by_digest, GOOD_MODEL, Decision.BLOCKED)
+    verdict_log(env, keys).append(run.image.repository, gate_verdict(newer, keys[0]).entry(), keys[0])
+    err = _refused(signer, run.image.by_digest, GOOD_MODEL, CANARY, keys[1], verdict_log(env, keys))
+    assert err.message.startswith("verdict log: ") and f"run {run.run_id}" in err.message
