@@ -26,6 +26,7 @@ from pipeline.models import (
 from pipeline.promote.evidence import summary
 from pipeline.schemas.build import BuildDetails
 from pipeline.schemas.gate import BaselineInfo, GateDetails, GateStatus, GateVerdict
+from pipeline.stages.registry import STAGES
 from pipeline.store import Store
 from pipeline.supplychain import cosign_keys as ck
 from pipeline.supplychain.evidence import check_run
@@ -84,7 +85,7 @@ def gate_verdict(run: RunRecord, key: ck.SigningKey, *, links: bool = True,
     if links:
         measured = evidence_of or run
         record_measured(measured, measured.stages["build"].model_copy(), signing=key)
-        checks = check_run(measured, key.public)
+        checks = check_run(measured, key.public, STAGES.linked)
         assert checks and all(c.verified for c in checks), [c.line() for c in checks]
     return sign_verdict(run, details, checks, key, created=utcnow())
 

@@ -59,6 +59,16 @@ def test_credentials_and_measurement_sets_come_from_the_specs():
     assert {s.stage for s in STAGES if s.reuse_key is None} == {Stage.SIGN, Stage.GATE, Stage.ATTEST, Stage.PROMOTE}
 
 
+def test_the_evidence_stages_come_from_the_specs():
+    measured = (Stage.BUILD, Stage.LEAK, Stage.SCAN, Stage.SIGN, Stage.BOOT, Stage.BENCH, Stage.EVAL, Stage.MANIFESTS)
+    assert STAGES.linked == measured
+    for plan in PLANS.values():
+        assert plan.linked == measured, plan.name
+    # a context nobody told which links to verify cannot judge (it never means "verify none")
+    with pytest.raises(RuntimeError, match="evidence stages"):
+        StageContext(cfg=PipelineConfig(), ws=Workspace(Path("/nonexistent-ws"))).linked_stages()
+
+
 def test_a_registry_refuses_a_stage_that_reads_a_later_one():
     late = replace(STAGES.spec(Stage.LEAK), needs=(Stage.BENCH,))
     with pytest.raises(ValueError, match="leak reads"):

@@ -423,7 +423,7 @@ def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> di
 
 
 SPEC = StageSpec(
-    stage=Stage.BENCH, run=bench_stage, payload=BenchDetails, needs=(Stage.BOOT,), server=True,
+    stage=Stage.BENCH, evidence=True, run=bench_stage, payload=BenchDetails, needs=(Stage.BOOT,), server=True,
     credentials=EVIDENCE, reuse_key=reuse_key, measurement=True, measures_machine=True,
     doc="TTFT, TPOT, ITL, throughput, errors and goodput under load",
 )

@@ -218,7 +218,7 @@ def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> di
 
 
 SPEC = StageSpec(
-    stage=Stage.EVAL, run=eval_stage, payload=EvalDetails, needs=(Stage.BOOT,), server=True,
+    stage=Stage.EVAL, evidence=True, run=eval_stage, payload=EvalDetails, needs=(Stage.BOOT,), server=True,
     credentials=("judge_api_key", *EVIDENCE), reuse_key=reuse_key, measurement=True,
     doc="the versioned ground truth, scored per quality dimension",
 )

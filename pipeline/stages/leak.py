@@ -60,7 +60,7 @@ def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> di
 
 
 SPEC = StageSpec(
-    stage=Stage.LEAK, run=leak_stage, payload=LeakReport, needs=(Stage.BUILD,),
+    stage=Stage.LEAK, evidence=True, run=leak_stage, payload=LeakReport, needs=(Stage.BUILD,),
     credentials=("registry_password", *EVIDENCE), group="supply-chain", reuse_key=reuse_key,
     check=lambda r: r.metrics.get("leaks") == 0,
     doc="no byte of a build secret in any layer, the config or the history of the pushed image",

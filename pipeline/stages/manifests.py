@@ -66,7 +66,7 @@ def reuse_key(run: RunRecord, _cfg: PipelineConfig, options: StageOptions) -> di
 
 
 SPEC = StageSpec(
-    stage=Stage.MANIFESTS, run=manifests_stage, payload=ManifestReport, reads=(Stage.BOOT,), credentials=EVIDENCE,
+    stage=Stage.MANIFESTS, evidence=True, run=manifests_stage, payload=ManifestReport, reads=(Stage.BOOT,), credentials=EVIDENCE,
     reuse_key=reuse_key, check=lambda r: r.metrics.get("violations") == 0,
     doc="the deployment overlay rendered with both digests, validated against its schemas",
 )

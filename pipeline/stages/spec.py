@@ -64,6 +64,9 @@ class StageSpec:
     reuse_key: KeyParts | None = None  # None: never reused, always runs
     # `failed` means the release could not be measured (not that it measured badly): the run stops.
     measurement: bool = False
+    # Its result is signed as an evidence link where it is measured, and nothing reads it (the gate, a
+    # later stage, a reuse) unless that link verifies.
+    evidence: bool = False
     # Measures the machine as much as the release: reused only while recent and undisturbed, never
     # for an attached server, and measured again on `--remeasure`.
     measures_machine: bool = False
