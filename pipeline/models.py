@@ -29,7 +29,8 @@ DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 RUN_ID_GRAMMAR = "a letter or digit, then letters, digits, '_' and '-'; at most 64; no path separators"
 # 2: stage payloads are typed (`StageResult.details` is a `StageDetails`); the record names its release.
-SCHEMA_VERSION = 2
+# 3: the verdicts are stored once, in the gate stage's payload (`RunRecord.gates` reads them there).
+SCHEMA_VERSION = 3
 
 P = TypeVar("P", bound=Payload)
 
@@ -297,7 +298,8 @@ class RunRecord(_Model):
     config_hash: str | None = None
     ground_truth: GroundTruthRef | None = None
     stages: dict[str, StageResult] = Field(default_factory=dict)
-    gates: list[GateVerdict] = Field(default_factory=list)
+    # The verdicts of a schema-1 record, whose gate payload is kept untyped: read by `gates`, never written.
+    legacy_gates: list[GateVerdict] | None = None
     decision: Decision = Decision.PENDING
     decision_reason: str = ""
     baseline_run_id: str | None = None
@@ -317,14 +319,22 @@ class RunRecord(_Model):
     @model_validator(mode="before")
     @classmethod
     def _upgrade(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or int(data.get("schema_version", SCHEMA_VERSION)) >= 3:
+            return data
+        data = dict(data)
+        # Schemas 1 and 2 kept a second copy of the verdicts beside the gate stage's payload.
+        copy = data.pop("gates", None)
         # Schema 1 stored each payload as a free-form dict; keep it as legacy data rather than guess.
-        if isinstance(data, dict) and int(data.get("schema_version", SCHEMA_VERSION)) < 2:
+        if int(data.get("schema_version", SCHEMA_VERSION)) < 2:
             stages = {}
             for name, res in (data.get("stages") or {}).items():
                 if isinstance(res, dict) and isinstance(res.get("details"), dict):
                     res = {**res, "legacy_details": res["details"] or None, "details": None}
                 stages[name] = res
-            data = {**data, "stages": stages, "schema_version": SCHEMA_VERSION}
+            data["stages"] = stages
+            if copy:  # its gate payload is untyped now: the copy is the one readable list
+                data["legacy_gates"] = copy
+        data["schema_version"] = SCHEMA_VERSION
         return data
 
     @property
@@ -334,6 +344,15 @@ class RunRecord(_Model):
     @property
     def digest(self) -> str | None:
         return self.image.digest
+
+    @property
+    def gates(self) -> tuple[GateVerdict, ...]:
+        """The verdicts of the latest gate stage, stored once: in its payload (`GateDetails.verdicts`).
+        Read-only: a gate records verdicts by recording its stage (`add_stage`)."""
+        gate = self.payload(GateDetails)
+        if gate is not None:
+            return tuple(gate.verdicts)
+        return tuple(self.legacy_gates or ())
 
     @property
     def release(self) -> Release:
@@ -368,8 +387,7 @@ class RunRecord(_Model):
                                              verdict_run_id=promoted.guard.verdict_run,
                                              verdict_at=promoted.guard.verdict_at)
         gate = result.payload(GateDetails)
-        if gate is not None:  # the record's verdicts and decision mirror the latest gate stage
-            self.gates = list(gate.verdicts)
+        if gate is not None:  # the record's decision mirrors the latest gate stage (`gates` reads it there)
             self.policy = PolicyRef(name=gate.policy_name, files=list(gate.policy_files), sha256=gate.policy_sha256)
             self.decision = Decision(gate.decision)
             self.decision_reason = gate.reason

@@ -57,3 +57,22 @@ def sign_as_measured(run: Any, cfg: PipelineConfig | None = None) -> Any:
         if result is not None and key is not None:
             sign_result(result, run, key)
     return run
+
+
+def record_verdicts(run: Any, verdicts: list[Any]) -> Any:
+    """`run` with a gate stage whose payload holds `verdicts` (where a record stores them) and the run's
+    own decision, policy and baseline, as the gate would have recorded them. Returns the run."""
+    from pipeline.models import PolicyRef, StageResult, StageStatus
+    from pipeline.schemas.gate import BaselineInfo, GateDetails
+
+    policy = run.policy or PolicyRef(name="gates.yaml", files=["gates.yaml"], sha256="0" * 64)
+    unset, updated = run.policy is None, run.updated_at
+    run.add_stage(StageResult(stage="gate", status=StageStatus.OK, details=GateDetails(
+        policy_name=policy.name, policy_files=list(policy.files), policy_sha256=policy.sha256,
+        baseline=BaselineInfo(kind="first_release" if run.baseline_run_id is None else "same_ground_truth",
+                              run_id=run.baseline_run_id),
+        verdicts=list(verdicts), decision=run.decision.value, reason=run.decision_reason)))
+    if unset:
+        run.policy = None
+    run.updated_at = updated
+    return run

@@ -1,5 +1,5 @@
 """Payload of the gate stage: every verdict, the decision, and under which policy and against which
-baseline they were made. `RunRecord.gates` and `.decision` mirror the latest gate stage."""
+baseline they were made. `RunRecord.gates` reads the verdicts here; `.decision` mirrors the latest gate stage."""
 
 from __future__ import annotations
 
