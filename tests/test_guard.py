@@ -171,7 +171,7 @@ def test_evidence_quotes_the_signed_verdict_not_the_store(env, keys) -> None:  #
     good = release(env, keys, image=run.image.by_digest)
     checked = check_promotable(good.image, GOOD_MODEL, CANARY, keys[1], signer=signer, log=verdict_log(env, keys))
     edited = good.model_copy(deep=True)
-    stored = edited.payload(GateDetails)
+    stored = edited.details_as(GateDetails)
     assert stored is not None
     stored.verdicts[0] = stored.verdicts[0].model_copy(update={"value": 0.97})
     assert edited.gates[0].value == 0.97

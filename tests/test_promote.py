@@ -279,7 +279,7 @@ def test_commit_quotes_the_signed_verdict_and_branches_are_named_by_the_pair(env
     b = env.gated("passing", env.weights("b", b"weights b"))
     assert a.image.digest == b.image.digest
     edited = a.model_copy(deep=True)
-    stored = edited.payload(GateDetails)  # the one copy of the verdicts a record holds
+    stored = edited.details_as(GateDetails)  # the one copy of the verdicts a record holds
     assert stored is not None
     stored.verdicts[0] = stored.verdicts[0].model_copy(update={"value": 0.25})
     env.sql("UPDATE runs SET record_json=:doc WHERE run_id=:id", doc=edited.model_dump_json(), id=a.run_id)

@@ -149,7 +149,7 @@ def test_scan_findings_from_a_real_trivy_report(fixtures_dir: Path, tmp_path: Pa
     run = make_run("v9")
     run.stages["scan"].details = ScanDetails(target="debian:buster", scanners=["vuln"], report=report,
                                              verdict=evaluate(report, ScanPolicy()))
-    found = scan_findings(run.payload(ScanDetails))
+    found = scan_findings(run.details_as(ScanDetails))
     assert [f.severity for f in found] == sorted((f.severity for f in found), key=["CRITICAL", "HIGH", "MEDIUM",
                                                                                      "LOW", "UNKNOWN"].index)
     assert {f.id for f in found} == {v.id for v in report.vulnerabilities}

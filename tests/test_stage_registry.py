@@ -38,10 +38,10 @@ def test_the_stage_enum_is_the_registry_in_order():
 
 def test_the_payload_union_is_the_registrys_payloads():
     union = typing.get_args(typing.get_args(StageDetails)[0])
-    assert set(union) == {s.payload for s in STAGES}
+    assert set(union) == {s.details for s in STAGES}
     for spec in STAGES:
-        assert spec.payload is not None
-        assert spec.payload.model_fields["stage"].default == spec.name, spec.name
+        assert spec.details is not None
+        assert spec.details.model_fields["stage"].default == spec.name, spec.name
 
 
 def test_the_metric_registry_names_only_registered_stages_and_every_produced_metric():

@@ -198,7 +198,7 @@ def _value(run: RunRecord, src: Source) -> float | None:
 
 def _scorer_id(run: RunRecord, dim: str) -> str | None:
     ev = run.stage(Stage.EVAL.value)
-    details = ev.payload(EvalDetails) if ev is not None else None
+    details = ev.details_as(EvalDetails) if ev is not None else None
     info = details.scorers.get(dim) if details is not None else None
     return info.id if info is not None else None
 
@@ -636,7 +636,7 @@ def _best_case(run: RunRecord, src: Source, value: float, factor: float) -> floa
     if src.kind != "metric" or src.name != "goodput":
         return None
     bench = run.stage(Stage.BENCH.value)
-    details = bench.payload(BenchDetails) if bench is not None else None
+    details = bench.details_as(BenchDetails) if bench is not None else None
     if bench is None or details is None or not details.requests:
         return None
     ttft, tpot, e2e = (bench.samples.get(k) or [] for k in ("ttft_s", "tpot_s", "e2e_s"))

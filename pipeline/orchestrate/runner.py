@@ -331,7 +331,7 @@ class Runner:
         from pipeline.schemas import BuildDetails
 
         res = stored.model_copy(deep=True)
-        build = res.payload(BuildDetails)
+        build = res.details_as(BuildDetails)
         if build is not None and run.image.tag:  # the same digest, under the tag this run asked for
             res.details = build.model_copy(update={"image": run.image.by_tag})
         res.reused_from = source_run
@@ -423,7 +423,7 @@ class Runner:
         from pipeline.adapters.registry import split_repository
         from pipeline.schemas import BuildDetails
 
-        details = stored.payload(BuildDetails)
+        details = stored.details_as(BuildDetails)
         if details is None or details.digest is None:
             return False
         host, name = split_repository(run.image.repository)

@@ -123,7 +123,7 @@ def gate_stage(run: RunRecord, ctx: StageContext) -> StageResult:
 
 
 SPEC = StageSpec(
-    stage=Stage.GATE, run=gate_stage, payload=GateDetails, digest=False, credentials=("store_url", *EVIDENCE),
+    stage=Stage.GATE, run=gate_stage, details=GateDetails, digest=False, credentials=("store_url", *EVIDENCE),
     precheck=check_evidence, exit_check=decision_exit,
     doc="verify every evidence link, judge every gate of the policy against this run and the last promoted "
         "release, sign the verdict and append it to the verdict log",

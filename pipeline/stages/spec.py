@@ -19,7 +19,7 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import ExitCode
 from pipeline.metrics import METRICS, MetricInfo
 from pipeline.models import Decision, RunRecord, Stage, StageResult, StageStatus
-from pipeline.schemas import Payload
+from pipeline.schemas import Details
 from pipeline.stages.context import StageContext, StageOptions
 
 StageFn = Callable[[RunRecord, StageContext], StageResult]
@@ -48,7 +48,7 @@ class StageSpec:
     stage: Stage
     run: StageFn
     doc: str
-    payload: type[Payload] | None = None  # the model of `StageResult.details`
+    details: type[Details] | None = None  # the model of `StageResult.details`
     needs: tuple[Stage, ...] = ()  # stages whose results this one reads
     reads: tuple[Stage, ...] = ()  # stages whose results it also reads when they are there
     digest: bool = True  # works on the image by digest, so the run must name one

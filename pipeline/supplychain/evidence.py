@@ -91,7 +91,7 @@ def _hex(digest: str | None) -> str | None:
 
 def _image_digest(run: RunRecord, result: StageResult | None) -> str | None:
     """The image a result is about: the run's, or for a build that succeeded the digest it produced."""
-    build = result.payload(BuildDetails) if result is not None else None
+    build = result.details_as(BuildDetails) if result is not None else None
     if build is not None and build.digest and result is not None and result.status is StageStatus.OK:
         return build.digest
     return run.image.digest
