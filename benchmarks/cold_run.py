@@ -98,7 +98,7 @@ def main() -> None:
             took = res.duration_s or 0.0
             print(f"   {name:<10} {fmt_seconds(took):>10}  {took / wall:6.1%}")
         ev = run.stages.get("eval")
-        details = ev.payload(EvalDetails) if ev is not None else None
+        details = ev.details_as(EvalDetails) if ev is not None else None
         if ev is not None and details is not None and details.collection is not None and ev.duration_s:
             collect = details.collection.duration_s
             print(f"   eval = collection {fmt_seconds(collect)} ({details.collection.n_items} items at concurrency "

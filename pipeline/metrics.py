@@ -155,21 +155,25 @@ def _of_source(source: str) -> MetricInfo | None:
     return metric(stage, name)
 
 
+# Per-item scores are ratios, higher better; per-request samples are seconds, lower better.
+_SERIES: dict[str, tuple[Better, Unit]] = {"items:": ("higher", "ratio"), "samples:": ("lower", "s")}
+
+
+def _kind(source: str) -> tuple[Better, Unit] | None:
+    for prefix, kind in _SERIES.items():
+        if source.startswith(prefix):
+            return kind
+    info = _of_source(source)
+    return (info.better, info.unit) if info else None
+
+
 def better(source: str) -> Better | None:
     """Which way is better for `stage.metric`, `items:…` (higher: scores) or `samples:…` (lower: latency)."""
-    if source.startswith("items:"):
-        return "higher"
-    if source.startswith("samples:"):
-        return "lower"
-    info = _of_source(source)
-    return info.better if info else None
+    kind = _kind(source)
+    return kind[0] if kind else None
 
 
 def unit(source: str) -> Unit | None:
     """The unit of `stage.metric`; per-item scores are ratios, per-request samples seconds."""
-    if source.startswith("items:"):
-        return "ratio"
-    if source.startswith("samples:"):
-        return "s"
-    info = _of_source(source)
-    return info.unit if info else None
+    kind = _kind(source)
+    return kind[1] if kind else None

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import BadInput
-from pipeline.schemas import BuildDetails, GateDetails, Payload, PromoteDetails, StageDetails
+from pipeline.schemas import BuildDetails, Details, GateDetails, PromoteDetails, StageDetails
 from pipeline.schemas.facts import Fact
 from pipeline.schemas.gate import Approval, GateStatus, GateVerdict  # noqa: F401  (part of the record's API)
 
@@ -29,9 +29,10 @@ DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 RUN_ID_GRAMMAR = "a letter or digit, then letters, digits, '_' and '-'; at most 64; no path separators"
 # 2: stage payloads are typed (`StageResult.details` is a `StageDetails`); the record names its release.
-SCHEMA_VERSION = 2
+# 3: the verdicts are stored once, in the gate stage's payload (`RunRecord.gates` reads them there).
+SCHEMA_VERSION = 3
 
-P = TypeVar("P", bound=Payload)
+P = TypeVar("P", bound=Details)
 
 
 class Stage(StrEnum):
@@ -179,7 +180,7 @@ class ItemResult(_Model):
 class StageResult(_Model):
     """What one stage produced. `metrics` are scalars gates can read (`stage.metric`),
     `samples` are per-request series for rank tests, `items` per-item eval results,
-    `details` the stage's typed payload (a `pipeline.schemas` model; read it with `payload`).
+    `details` the stage's typed payload (a `pipeline.schemas` model; read it with `details_as`).
 
     `input_key` is the sha256 of everything the stage's result depends on (release identity, the
     stage's own config, tool versions); a later run with the same key may reuse this result, and
@@ -202,7 +203,7 @@ class StageResult(_Model):
     # The DSSE envelope (JSON) signed over this result in the process that produced it: an in-toto link
     # for a measuring stage, the verdict for the gate (pipeline/supplychain/evidence.py). None: unsigned.
     evidence: str | None = None
-    # Payload of a record written before payloads were typed (schema 1): kept, read by nothing.
+    # Details of a record written before they were typed (schema 1): kept, read by nothing.
     legacy_details: dict[str, Any] | None = None
 
     @model_validator(mode="after")
@@ -211,8 +212,8 @@ class StageResult(_Model):
             raise ValueError(f"stage {self.stage.value!r} carries a {self.details.stage!r} payload")
         return self
 
-    def payload(self, model: type[P]) -> P | None:
-        """The typed payload if it is a `model`, else None."""
+    def details_as(self, model: type[P]) -> P | None:
+        """The typed details if they are a `model`, else None."""
         return self.details if isinstance(self.details, model) else None
 
     def finish(self) -> StageResult:
@@ -297,7 +298,8 @@ class RunRecord(_Model):
     config_hash: str | None = None
     ground_truth: GroundTruthRef | None = None
     stages: dict[str, StageResult] = Field(default_factory=dict)
-    gates: list[GateVerdict] = Field(default_factory=list)
+    # The verdicts of a schema-1 record, whose gate payload is kept untyped: read by `gates`, never written.
+    legacy_gates: list[GateVerdict] | None = None
     decision: Decision = Decision.PENDING
     decision_reason: str = ""
     baseline_run_id: str | None = None
@@ -317,14 +319,22 @@ class RunRecord(_Model):
     @model_validator(mode="before")
     @classmethod
     def _upgrade(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or int(data.get("schema_version", SCHEMA_VERSION)) >= 3:
+            return data
+        data = dict(data)
+        # Schemas 1 and 2 kept a second copy of the verdicts beside the gate stage's payload.
+        copy = data.pop("gates", None)
         # Schema 1 stored each payload as a free-form dict; keep it as legacy data rather than guess.
-        if isinstance(data, dict) and int(data.get("schema_version", SCHEMA_VERSION)) < 2:
+        if int(data.get("schema_version", SCHEMA_VERSION)) < 2:
             stages = {}
             for name, res in (data.get("stages") or {}).items():
                 if isinstance(res, dict) and isinstance(res.get("details"), dict):
                     res = {**res, "legacy_details": res["details"] or None, "details": None}
                 stages[name] = res
-            data = {**data, "stages": stages, "schema_version": SCHEMA_VERSION}
+            data["stages"] = stages
+            if copy:  # its gate payload is untyped now: the copy is the one readable list
+                data["legacy_gates"] = copy
+        data["schema_version"] = SCHEMA_VERSION
         return data
 
     @property
@@ -334,6 +344,15 @@ class RunRecord(_Model):
     @property
     def digest(self) -> str | None:
         return self.image.digest
+
+    @property
+    def gates(self) -> tuple[GateVerdict, ...]:
+        """The verdicts of the latest gate stage, stored once: in its payload (`GateDetails.verdicts`).
+        Read-only: a gate records verdicts by recording its stage (`add_stage`)."""
+        gate = self.details_as(GateDetails)
+        if gate is not None:
+            return tuple(gate.verdicts)
+        return tuple(self.legacy_gates or ())
 
     @property
     def release(self) -> Release:
@@ -352,12 +371,12 @@ class RunRecord(_Model):
         if result.finished_at is None:
             result.finish()
         self.stages[result.stage.value] = result
-        build = result.payload(BuildDetails)
+        build = result.details_as(BuildDetails)
         if build is not None and build.digest is not None and result.status is StageStatus.OK:
             # From here on the run is identified by the digest the registry reported.
             built = ImageRef.parse(build.image)
             self.image = ImageRef(repository=built.repository, tag=built.tag or self.image.tag, digest=build.digest)
-        promoted = result.payload(PromoteDetails)
+        promoted = result.details_as(PromoteDetails)
         if promoted is not None and promoted.outcome == "promoted" and not promoted.dry_run:
             self.promotion = PromotionRecord(target=promoted.target, digest=self.image.digest or promoted.image,
                                              mode=promoted.mode, outcome=promoted.outcome,
@@ -367,9 +386,8 @@ class RunRecord(_Model):
                                              model_digest=promoted.model_digest,
                                              verdict_run_id=promoted.guard.verdict_run,
                                              verdict_at=promoted.guard.verdict_at)
-        gate = result.payload(GateDetails)
-        if gate is not None:  # the record's verdicts and decision mirror the latest gate stage
-            self.gates = list(gate.verdicts)
+        gate = result.details_as(GateDetails)
+        if gate is not None:  # the record's decision mirrors the latest gate stage (`gates` reads it there)
             self.policy = PolicyRef(name=gate.policy_name, files=list(gate.policy_files), sha256=gate.policy_sha256)
             self.decision = Decision(gate.decision)
             self.decision_reason = gate.reason
@@ -380,11 +398,11 @@ class RunRecord(_Model):
     def stage(self, name: str) -> StageResult | None:
         return self.stages.get(name)
 
-    def payload(self, model: type[P]) -> P | None:
-        """The typed payload of the stage that writes `model`, or None when that stage has not run."""
+    def details_as(self, model: type[P]) -> P | None:
+        """The typed details of the stage that writes `model`, or None when that stage has not run."""
         name = model.model_fields["stage"].default
         res = self.stages.get(name)
-        return None if res is None else res.payload(model)
+        return None if res is None else res.details_as(model)
 
     def require_stage(self, name: str, *, ok: bool = True) -> StageResult:
         """The result of an earlier stage this one builds on, or a clear error."""

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from pipeline.models import Decision, GateStatus, GateVerdict, ImageRef, RunRecord, StageResult, StageStatus
+from tests.stage_helpers import record_verdicts
 
 REPO = Path(__file__).resolve().parents[1]
 REPOSITORY = "127.0.0.1:5000/llmgate/server"
@@ -30,10 +31,9 @@ def make_run(seed: str = "a", *, load_time: float | None = 120.0, decision: Deci
     run.add_stage(StageResult(stage="scan", status=StageStatus.OK,
                               metrics={"critical": 0, "high": 0, "medium": 2, "blocking": 0 if passing_scan else 1}))
     run.add_stage(StageResult(stage="sign", status=StageStatus.OK, metrics={"verified": 1.0}))
-    run.gates = [GateVerdict(name="ttft_p99", source="bench.ttft_p99_s", status=GateStatus.PASS, value=0.21,
-                             threshold=0.5, direction="max")]
     run.decision = decision
-    return run
+    return record_verdicts(run, [GateVerdict(name="ttft_p99", source="bench.ttft_p99_s", status=GateStatus.PASS,
+                                             value=0.21, threshold=0.5, direction="max")])
 
 
 def git(repo: Path, *args: str) -> str:

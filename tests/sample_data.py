@@ -32,6 +32,7 @@ from pipeline.schemas import ScanDetails, SignDetails
 from pipeline.schemas.scan import ScanPolicy
 from pipeline.schemas.trivy import Severity, TrivyReport, Vulnerability
 from pipeline.supplychain.scan_policy import evaluate as evaluate_scan
+from tests.stage_helpers import record_verdicts
 
 ALPHA = 0.05
 RELATIVE_UNIT = "relative shift (new / baseline - 1, Hodges-Lehmann)"
@@ -298,16 +299,17 @@ def make_run(
     }, items=items)
     stage("manifests", metrics={"violations": 0.0})
 
+    verdicts = []
     for spec in gates or GATES:
         value = run.metric(spec.source)
         base = baseline.metric(spec.source) if baseline else None
-        run.gates.append(_verdict(spec, value, base, rng))
-    failing = [g for g in run.gates if g.required and g.status in (GateStatus.FAIL, GateStatus.NOT_RUN)]
+        verdicts.append(_verdict(spec, value, base, rng))
+    failing = [g for g in verdicts if g.required and g.status in (GateStatus.FAIL, GateStatus.NOT_RUN)]
     run.decision = Decision.BLOCKED if failing else Decision.PASS
     run.decision_reason = (
         "required gates failed: " + ", ".join(g.name for g in failing) if failing else "all required gates passed"
     )
-    return run
+    return record_verdicts(run, verdicts)
 
 
 def make_history(

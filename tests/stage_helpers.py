@@ -13,8 +13,10 @@ from pipeline.workspace import Workspace
 
 def stage_ctx(cfg: PipelineConfig, ws: Workspace, reporter: Reporter | None = None, *, adapters: Adapters | None = None,
               policy: Any = None, **options: Any) -> StageContext:
+    from pipeline.stages.registry import STAGES
+
     return StageContext(cfg=cfg, ws=ws, reporter=reporter or NullReporter(), adapters=adapters or Adapters(),
-                        policy=policy, options=StageOptions(**options))
+                        policy=policy, options=StageOptions(**options), linked=STAGES.linked)
 
 
 def served_ctx(cfg: PipelineConfig, ws: Workspace, base_url: str, model: str | None = None, **options: Any) -> StageContext:
@@ -45,12 +47,32 @@ def record_measured(run: Any, result: Any, cfg: PipelineConfig | None = None, *,
 def sign_as_measured(run: Any, cfg: PipelineConfig | None = None) -> Any:
     """Every measuring stage's result of a run built by hand, signed as the runner would have signed it
     when it was measured (with the configured key; unsigned when none is there). Returns the run."""
-    from pipeline.supplychain.evidence import LINKED_STAGES, sign_result
+    from pipeline.stages.registry import STAGES
+    from pipeline.supplychain.evidence import sign_result
     from pipeline.supplychain.signing import release_keys
 
     key = release_keys((cfg or PipelineConfig()).sign).signing
-    for stage in LINKED_STAGES:
+    for stage in STAGES.linked:
         result = run.stage(stage.value)
         if result is not None and key is not None:
             sign_result(result, run, key)
+    return run
+
+
+def record_verdicts(run: Any, verdicts: list[Any]) -> Any:
+    """`run` with a gate stage whose payload holds `verdicts` (where a record stores them) and the run's
+    own decision, policy and baseline, as the gate would have recorded them. Returns the run."""
+    from pipeline.models import PolicyRef, StageResult, StageStatus
+    from pipeline.schemas.gate import BaselineInfo, GateDetails
+
+    policy = run.policy or PolicyRef(name="gates.yaml", files=["gates.yaml"], sha256="0" * 64)
+    unset, updated = run.policy is None, run.updated_at
+    run.add_stage(StageResult(stage="gate", status=StageStatus.OK, details=GateDetails(
+        policy_name=policy.name, policy_files=list(policy.files), policy_sha256=policy.sha256,
+        baseline=BaselineInfo(kind="first_release" if run.baseline_run_id is None else "same_ground_truth",
+                              run_id=run.baseline_run_id),
+        verdicts=list(verdicts), decision=run.decision.value, reason=run.decision_reason)))
+    if unset:
+        run.policy = None
+    run.updated_at = updated
     return run

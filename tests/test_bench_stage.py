@@ -43,7 +43,7 @@ def test_bench_stage_metrics_samples_artifact_and_cross_check(tmp_path) -> None:
     assert res.metrics["tpot_p50_s"] == pytest.approx(0.010, abs=0.004)
     lines = (ws.run_dir(run.run_id) / "bench-samples.jsonl").read_text().splitlines()
     assert len(lines) == 14 and sum(json.loads(x)["phase"] == "warmup" for x in lines) == 2
-    d = res.payload(BenchDetails)
+    d = res.details_as(BenchDetails)
     assert d is not None
     assert d.ignore_eos == "sent" and d.ignore_eos_honoured == 1.0  # the metronome always emits max_tokens
     xc = d.server_metrics

@@ -84,7 +84,7 @@ def test_boot_milestones_repetitions_logs_and_cleanup(metronome_image, model_dir
     assert len(res.artifacts) == 2 and "metronome listening" in Path(res.artifacts[0].path).read_text()
     assert _ours(docker_engine, run) == []  # closing the context stopped and removed the kept server
     assert ctx.server is None
-    details = res.payload(BootDetails)
+    details = res.details_as(BootDetails)
     assert details is not None and len(details.repetitions) == 2 and details.attached is None
 
 
@@ -135,7 +135,7 @@ def test_dishonest_readiness_is_measured(metronome_image, model_dir, tmp_path) -
     finally:
         ctx.close()
     assert res.status is StageStatus.OK and res.metrics["readiness_honest"] == 0.0
-    details = res.payload(BootDetails)
+    details = res.details_as(BootDetails)
     assert details is not None and "said ready" in details.readiness_reasons[0]
 
 
@@ -151,7 +151,7 @@ def test_server_dying_mid_bench(metronome_image, model_dir, tmp_path) -> None:
     finally:
         ctx.close()
     assert res.status is StageStatus.FAILED
-    details = res.payload(BenchDetails)
+    details = res.details_as(BenchDetails)
     assert details is not None
     assert res.metrics["error_rate"] > 0 and sum(details.error_reasons.values()) >= 1
     assert len((ws.run_dir(run.run_id) / "bench-samples.jsonl").read_text().splitlines()) == 13
@@ -267,11 +267,11 @@ def test_the_last_promoted_release_is_booted_beside_the_candidate_and_interleave
     cfg.bench.requests, cfg.bench.block_size = 20, 5
     res = _runner(cfg, ws).run_stage(candidate, Stage.BENCH)
     assert res.status is StageStatus.OK, res.reason
-    details = res.payload(BenchDetails)
+    details = res.details_as(BenchDetails)
     assert details is not None and details.same_run_baseline is not None
     assert details.same_run_baseline.run_id == baseline.run_id and details.same_run_baseline.blocks == 8
     assert len(res.samples["ttft_s"]) == 20 and len(res.samples["baseline_ttft_s"]) == 20
     assert details.environment is not None and "env_disturbed" in res.metrics
-    boot = ws.store.get(candidate.run_id).payload(BootDetails)
+    boot = ws.store.get(candidate.run_id).details_as(BootDetails)
     assert boot is not None and boot.same_run_baseline.startswith(f"run {baseline.run_id}")
     assert _ours(docker_engine, candidate) == []  # both servers stopped when the command ended

@@ -35,7 +35,7 @@ def test_cpu_image_is_built_pushed_and_named_by_registry_digest(built_cpu_image,
         manifest = reg.image_manifest(name, run.image.digest)
         _raw, config = reg.config(manifest, name)
     # The digest the run holds names exactly the image the build produced.
-    details = res.payload(BuildDetails)
+    details = res.details_as(BuildDetails)
     assert details is not None and details.digest == run.image.digest
     assert details.image_id == manifest.config_descriptor["digest"]
     assert res.metrics["image_bytes"] == manifest.total_bytes > 100e6  # torch is in there

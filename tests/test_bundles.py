@@ -146,6 +146,7 @@ def test_a_cosign_v3_signature_bundle_verifies_the_image(repo, signer, keys) -> 
 
 def _verdict_statement(image: str, model: str, key: ck.SigningKey, decision: Decision) -> tuple[bytes, Any]:
     from pipeline.models import ImageRef, ModelRef, PolicyRef, RunRecord, Stage, StageResult, StageStatus
+    from pipeline.stages.registry import STAGES
     from pipeline.supplychain.evidence import check_run
     from tests.stage_helpers import record_measured
 
@@ -158,7 +159,7 @@ def _verdict_statement(image: str, model: str, key: ck.SigningKey, decision: Dec
     # the evidence link of its eval result, as a gate names the links it verified
     record_measured(run, StageResult(stage=Stage.EVAL, status=StageStatus.OK, metrics={"correctness_mean": 0.9}),
                     signing=key)
-    signed = sign_verdict(run, gate, check_run(run, key.public), key, created=utcnow())
+    signed = sign_verdict(run, gate, check_run(run, key.public, STAGES.linked), key, created=utcnow())
     return L.parse_envelope(signed.envelope.encode()).body, signed
 
 

@@ -45,6 +45,7 @@ from tests.doubles.dagger_engine import (
     RecordingEngine,
     error_message,
 )
+from tests.stage_helpers import record_verdicts
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / ".github" / "workflows" / "llmgate.yml"
@@ -242,9 +243,10 @@ def test_the_model_digest_new_run_prints_is_what_the_server_is_told():
 
 # -- the protocol: `run` driven by the SDK's module entrypoint against a recording endpoint -------------
 def _gated_record(decision: str = "blocked") -> RunRecord:
-    return RunRecord(run_id=RUN_ID, image=ImageRef(repository="r/x", digest="sha256:" + "a" * 64),
-                     gates=[GateVerdict(name="correctness", source="eval.correctness_mean", status=GateStatus.FAIL)],
-                     decision=Decision(decision))
+    run = RunRecord(run_id=RUN_ID, image=ImageRef(repository="r/x", digest="sha256:" + "a" * 64),
+                    decision=Decision(decision))
+    return record_verdicts(run, [GateVerdict(name="correctness", source="eval.correctness_mean",
+                                             status=GateStatus.FAIL)])
 
 
 @dataclass

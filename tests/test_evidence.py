@@ -17,6 +17,7 @@ from pipeline.adapters.registry import RegistryClient, split_repository
 from pipeline.cli import app
 from pipeline.models import Decision, RunRecord, Stage, StageResult, StageStatus
 from pipeline.orchestrate import reuse
+from pipeline.stages.registry import STAGES
 from pipeline.supplychain.evidence import LINK_TYPE, check_run, result_digest
 from pipeline.supplychain.signing import load_public_key
 from pipeline.supplychain.verdicts import open_verdict
@@ -57,7 +58,7 @@ def _edit_record(env: Env, run_id: str, edit) -> None:  # type: ignore[no-untype
 def test_every_measured_result_carries_a_link_over_its_release_and_inputs(env) -> None:  # type: ignore[no-untyped-def]
     run = env.gated("correctness", env.weights("good", b"good weights"), correctness=0.9)
     pub = load_public_key(env.keys / "cosign.pub")
-    checks = check_run(run, pub.key)
+    checks = check_run(run, pub.key, STAGES.linked)
     assert [c.stage for c in checks] == ["build", "sign", "boot", "eval"] and all(c.verified for c in checks)
     link = json.loads(__import__("base64").b64decode(json.loads(run.stages["eval"].evidence)["payload"]))
     assert link["predicateType"] == LINK_TYPE and link["predicate"]["name"] == "eval"

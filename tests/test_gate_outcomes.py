@@ -467,7 +467,7 @@ def test_inconclusive_in_summary_report_dashboard_and_exit_code(
     index = site.index.read_text()
     assert 'class="c inconclusive"' in index and "inconclusive (1)" in index
     # signed as what it is: the verdict predicate carries the decision, never "pass"
-    gate = run.stages["gate"].payload(GateDetails)
+    gate = run.stages["gate"].details_as(GateDetails)
     assert gate is not None
     assert verdict_for_gate(run, gate, created=utcnow(), evidence=[]).decision is Decision.INCONCLUSIVE
 
@@ -583,7 +583,7 @@ def test_bench_measures_again_once_the_machine_is_quiet(tmp_path: Path, monkeypa
         assert ctx.server is not None
         ctx.server.pid = m.proc.pid  # as the boot stage records a local container's pid
         res = bench_mod.bench_stage(run, ctx)
-    d = res.payload(BenchDetails)
+    d = res.details_as(BenchDetails)
     assert d is not None and len(d.attempts) == attempts and d.requests == 12  # sized by the policy: min_n 12
     assert "what the policy needs" in d.requests_sized
     assert _Probe.made[0].own == [os.getpid(), m.proc.pid]  # the bench's own side: this process and the server

@@ -27,6 +27,7 @@ from pipeline.models import (
 from pipeline.promote.evidence import summary
 from pipeline.schemas.build import BuildDetails
 from pipeline.schemas.gate import BaselineInfo, GateDetails, GateStatus, GateVerdict
+from pipeline.stages.registry import STAGES
 from pipeline.store import Store
 from pipeline.supplychain import cosign_keys as ck
 from pipeline.supplychain.evidence import check_run
@@ -35,7 +36,7 @@ from pipeline.supplychain.predicates import PROVENANCE_TYPE, SBOM_TYPE, VERDICT_
 from pipeline.supplychain.signing import attest_release, load_public_key, sign_image, verified_verdicts, verify_release
 from pipeline.supplychain.verdict_log import VerdictLog
 from pipeline.supplychain.verdicts import SignedVerdict, sign_verdict
-from tests.stage_helpers import record_measured
+from tests.stage_helpers import record_measured, record_verdicts
 from tests.trust_images import trust_repo
 
 GOOD_MODEL = "sha256:" + "1" * 64
@@ -85,7 +86,7 @@ def gate_verdict(run: RunRecord, key: ck.SigningKey, *, links: bool = True,
     if links:
         measured = evidence_of or run
         record_measured(measured, measured.stages["build"].model_copy(), signing=key)
-        checks = check_run(measured, key.public)
+        checks = check_run(measured, key.public, STAGES.linked)
         assert checks and all(c.verified for c in checks), [c.line() for c in checks]
     return sign_verdict(run, details, checks, key, created=utcnow())
 
@@ -100,10 +101,10 @@ def make_run(image: str, model: str, decision: Decision, policy: PolicyRef = PRO
                     target=target,
                     policy=policy, ground_truth=GroundTruthRef(version="v1", sha256="c" * 64, n_items=10),
                     source_commit="0123456789ab", decision=decision,
-                    decision_reason="" if decision is Decision.PASS else "fail correctness",
-                    gates=[GateVerdict(name="correctness", source="eval.correctness_mean",
-                                       status=GateStatus.PASS if decision is Decision.PASS else GateStatus.FAIL,
-                                       value=0.9 if decision is Decision.PASS else 0.3, threshold=0.6, direction="min")])
+                    decision_reason="" if decision is Decision.PASS else "fail correctness")
+    record_verdicts(run, [GateVerdict(name="correctness", source="eval.correctness_mean",
+                                      status=GateStatus.PASS if decision is Decision.PASS else GateStatus.FAIL,
+                                      value=0.9 if decision is Decision.PASS else 0.3, threshold=0.6, direction="min")])
     run.add_stage(StageResult(stage=Stage.BUILD, status=StageStatus.OK, details=BuildDetails(
         dockerfile="dockerfiles/cpu.Dockerfile", context=".", base_image="127.0.0.1:5000/llmgate/base@sha256:" + "d" * 64,
         image=image.split("@")[0] + ":t", digest=image.split("@")[1], dockerfile_sha256="e" * 64,
@@ -174,7 +175,10 @@ def test_evidence_quotes_the_signed_verdict_not_the_store(env, keys) -> None:  #
     good = release(env, keys, image=run.image.by_digest)
     checked = check_promotable(good.image, GOOD_MODEL, CANARY, keys[1], signer=signer, log=verdict_log(env, keys))
     edited = good.model_copy(deep=True)
-    edited.gates[0] = edited.gates[0].model_copy(update={"value": 0.97})
+    stored = edited.details_as(GateDetails)
+    assert stored is not None
+    stored.verdicts[0] = stored.verdicts[0].model_copy(update={"value": 0.97})
+    assert edited.gates[0].value == 0.97
     text = summary(edited, checked)
     assert "correctness: eval.correctness_mean = 0.9 (min 0.6)" in text and "0.97" not in text
     assert "Gates (signed):" in text

@@ -144,7 +144,7 @@ def test_a_server_that_rejects_ignore_eos_is_detected_and_the_bench_goes_on_with
     run = RunRecord(image=ImageRef.parse("x/y:z"))
     with Running("--reject-ignore-eos") as m:
         res = bench_stage(run, served_ctx(_bench_cfg(tmp_path), ws, m.base_url, "metronome"))
-    details = res.payload(BenchDetails)
+    details = res.details_as(BenchDetails)
     assert details is not None and details.ignore_eos.startswith("rejected by server: HTTP 400")
     assert "extra_forbidden" in details.ignore_eos and "ignore_eos" in details.ignore_eos
     assert res.status is StageStatus.OK and res.metrics["error_rate"] == 0.0, details.error_reasons
@@ -156,5 +156,5 @@ def test_a_server_that_accepts_ignore_eos_gets_it(tmp_path) -> None:
     run = RunRecord(image=ImageRef.parse("x/y:z"))
     with Running() as m:
         res = bench_stage(run, served_ctx(_bench_cfg(tmp_path), ws, m.base_url, "metronome"))
-    details = res.payload(BenchDetails)
+    details = res.details_as(BenchDetails)
     assert details is not None and details.ignore_eos == "sent" and details.ignore_eos_honoured == 1.0

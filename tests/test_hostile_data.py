@@ -22,7 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.models import ImageRef, ItemResult, RunRecord, Stage, StageResult, StageStatus
+from pipeline.models import SCHEMA_VERSION, ImageRef, ItemResult, RunRecord, Stage, StageResult, StageStatus
 from pipeline.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,7 +104,7 @@ def store_with_bad_rows(tmp_path: Path) -> dict[str, Any]:
     with sqlite3.connect(tmp_path / "ws" / "results.db") as db:
         db.execute("UPDATE runs SET record_json = '{\"run_id\": \"corrupt1\", \"imag' WHERE run_id = 'corrupt1'")
         raw = json.loads(db.execute("SELECT record_json FROM runs WHERE run_id = 'newer001'").fetchone()[0])
-        raw |= {"schema_version": 3, "evidence": {"added": "by a newer llmgate"}}
+        raw |= {"schema_version": SCHEMA_VERSION + 1, "evidence": {"added": "by a newer llmgate"}}
         db.execute("UPDATE runs SET record_json = ? WHERE run_id = 'newer001'", (json.dumps(raw),))
     return {"workdir": str(tmp_path / "ws"), "tmp": tmp_path}
 
@@ -121,7 +121,7 @@ def test_runs_list_names_unreadable_runs_and_lists_the_others(store_with_bad_row
     assert "good0001" in res.output
     text = " ".join(res.output.split())
     assert "run corrupt1 left out: its stored record cannot be read: not valid JSON" in text
-    assert "run newer001 left out" in text and "written by a newer llmgate (record schema 3" in text
+    assert "run newer001 left out" in text and f"written by a newer llmgate (record schema {SCHEMA_VERSION + 1}" in text
     res = _cli(store_with_bad_rows, "runs", "list", "--json")
     doc = json.loads(res.output[res.output.index("{"):])
     assert [r["run_id"] for r in doc["runs"]] == ["good0001"] and set(doc["unreadable"]) == {"corrupt1", "newer001"}

@@ -87,7 +87,7 @@ def test_a_server_misreporting_its_token_count_does_not_get_the_tpot_it_claims(t
         res = bench_stage(run, served_ctx(_bench_cfg(tmp_path), ws, m.base_url, "metronome"))
     assert res.status is StageStatus.OK and res.metrics["error_rate"] == 0
     assert res.metrics["tpot_p50_s"] == pytest.approx(0.010, abs=0.006)
-    d = res.payload(BenchDetails)
+    d = res.details_as(BenchDetails)
     assert d is not None and d.token_count_discrepancies == 8 and why in (d.token_count_discrepancy or "")
     assert d.tokens_estimated and "usage" not in d.tokens_source
     assert "token counts implausible in 8 of 8 requests" in (res.reason or "")
@@ -153,6 +153,7 @@ def test_a_check_that_found_the_release_wanting_never_says_ok(stage: Stage, metr
     signature: the command exits 1, and neither its own line nor the run's progress line says "ok"."""
     from pipeline.cli.stage_cmds import finish_stage
     from pipeline.orchestrate.runner import _describe
+    from pipeline.stages.registry import STAGES
 
     run = RunRecord(image=ImageRef.parse("x/y:z"))
     res = StageResult(stage=stage, status=StageStatus.OK, metrics=metrics, reason="found").finish()
@@ -161,7 +162,7 @@ def test_a_check_that_found_the_release_wanting_never_says_ok(stage: Stage, metr
     assert exc.value.exit_code == 1
     printed = capsys.readouterr().out
     assert f"{stage.value} ok" not in printed and f"{stage.value} blocked" in printed
-    assert _describe(res).startswith(f"{stage.value}: blocked")
+    assert _describe(res, STAGES.spec(stage)).startswith(f"{stage.value}: blocked")
     passed = StageResult(stage=stage, status=StageStatus.OK, metrics={k: 0.0 if k != "verified" else 1.0
                                                                       for k in metrics}).finish()
-    assert _describe(passed).startswith(f"{stage.value}: ok")
+    assert _describe(passed, STAGES.spec(stage)).startswith(f"{stage.value}: ok")

@@ -21,7 +21,7 @@ import zstandard
 from pipeline.adapters.registry import RegistryClient
 from pipeline.errors import BadInput
 from pipeline.models import ImageRef, RunRecord, StageResult, StageStatus
-from pipeline.schemas import LeakReport
+from pipeline.schemas import LeakDetails
 from pipeline.stages.leak import leak_stage
 from pipeline.supplychain.leak import MIN_LINE, _Matcher, build_needles, check_image
 from pipeline.workspace import Workspace
@@ -174,7 +174,7 @@ def test_clean_cpu_build_leaks_nothing(built_cpu_image, local_stack):
     res = leak_stage(b.run, stage_ctx(b.cfg, b.ws))
     assert res.status is StageStatus.OK
     assert res.metrics["leaks"] == 0, res.reason
-    d = res.payload(LeakReport)
+    d = res.details_as(LeakDetails)
     assert d is not None and d.findings == []
     assert d.layers_scanned >= 5 and d.history_entries >= 10 and d.files_scanned > 10_000
     assert d.needles["pip_conf"] >= 2  # the whole file and its token line
@@ -221,7 +221,7 @@ def test_planted_secret_is_caught_by_leak_stage(local_stack, tmp_path):
         from pipeline.adapters.docker_build import DockerBuilder
 
         DockerBuilder().remove(f"{repository}:planted")
-    report = res.payload(LeakReport)
+    report = res.details_as(LeakDetails)
     assert report is not None
     found = {(f.secret_id, f.where, f.path) for f in report.findings}
     assert ("token", "layer", "etc/app/token") in found

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -79,3 +81,45 @@ def test_a_schema_1_record_keeps_its_free_form_payload_as_legacy_data():
     assert run.schema_version == SCHEMA_VERSION
     assert scan.details is None and scan.legacy_details == {"report": "trivy.json", "critical": 0}
     assert scan.metrics == {"blocking": 0.0}
+
+
+_VERDICT = {"name": "correctness", "source": "eval.correctness_mean", "status": "fail", "value": 0.3}
+_GATE = {"stage": "gate", "status": "ok",
+         "details": {"stage": "gate", "policy_name": "gates.yaml", "policy_files": ["gates.yaml"],
+                     "policy_sha256": "a" * 64, "baseline": {"kind": "first_release"}, "verdicts": [_VERDICT],
+                     "decision": "blocked", "reason": "correctness failed"}}
+
+
+def test_the_verdicts_are_stored_once_in_the_gate_payload():
+    """A schema-2 record carried every verdict twice (`gates` and the gate payload); it still loads, reads
+    the payload's, and is written back with the one copy."""
+    stored = {"schema_version": 2, "run_id": "r2", "image": {"repository": "reg/app", "tag": "v1"},
+              "stages": {"gate": _GATE}, "gates": [_VERDICT], "decision": "blocked"}
+    run = RunRecord.model_validate(stored)
+    assert [(g.name, g.status.value, g.value) for g in run.gates] == [("correctness", "fail", 0.3)]
+    written = json.loads(run.model_dump_json())
+    assert "gates" not in written and written["schema_version"] == SCHEMA_VERSION == 3
+    assert written["stages"]["gate"]["details"]["verdicts"][0]["name"] == "correctness"
+    assert RunRecord.model_validate(written).gates == run.gates
+    with pytest.raises(ValidationError):  # a second copy is no longer part of the record
+        RunRecord.model_validate({**written, "gates": [_VERDICT]})
+
+
+def test_a_schema_1_record_keeps_its_verdicts_when_its_gate_payload_is_untyped():
+    stored = {"schema_version": 1, "run_id": "r1", "image": {"repository": "reg/app", "tag": "v1"},
+              "stages": {"gate": {**_GATE, "details": {"free": "form"}}}, "gates": [_VERDICT]}
+    run = RunRecord.model_validate(stored)
+    assert run.stages["gate"].details is None and [g.name for g in run.gates] == ["correctness"]
+    assert RunRecord.model_validate_json(run.model_dump_json()).gates == run.gates
+
+
+def test_the_latest_gate_stage_is_the_runs_verdicts():
+    run = RunRecord(run_id="r3", image=ImageRef(repository="reg/app", tag="v1"))
+    assert run.gates == ()
+    first = StageResult.model_validate(_GATE)
+    run.add_stage(first)
+    again = first.model_copy(deep=True)
+    assert again.details is not None
+    again.details.verdicts[0].status = "pass"  # type: ignore[union-attr]
+    run.add_stage(again)
+    assert [g.status.value for g in run.gates] == ["pass"]

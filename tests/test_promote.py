@@ -26,6 +26,7 @@ from pipeline.orchestrate.runner import Runner
 from pipeline.progress import NullReporter
 from pipeline.promote.gitops import GitopsBackend
 from pipeline.promote.targets import load_targets
+from pipeline.schemas.gate import GateDetails
 from pipeline.stages.context import PromoteRequest, StageOptions
 from pipeline.supplychain.cosign_keys import write_key_pair
 from pipeline.workspace import Workspace
@@ -278,7 +279,9 @@ def test_commit_quotes_the_signed_verdict_and_branches_are_named_by_the_pair(env
     b = env.gated("passing", env.weights("b", b"weights b"))
     assert a.image.digest == b.image.digest
     edited = a.model_copy(deep=True)
-    edited.gates[0] = edited.gates[0].model_copy(update={"value": 0.25})
+    stored = edited.details_as(GateDetails)  # the one copy of the verdicts a record holds
+    assert stored is not None
+    stored.verdicts[0] = stored.verdicts[0].model_copy(update={"value": 0.25})
     env.sql("UPDATE runs SET record_json=:doc WHERE run_id=:id", doc=edited.model_dump_json(), id=a.run_id)
     first = env.promote(a.run_id)
     assert first.outcome == "promoted", first.reason

@@ -33,6 +33,7 @@ from pipeline.report.units import fmt_value
 from pipeline.report.views import build_heatmap, failing_gates, heads_from_runs, scan_findings, worst_items
 from pipeline.store import Store
 from tests.sample_data import make_history, make_run
+from tests.stage_helpers import record_verdicts
 
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 REGISTERED = "pl4nted-registry-passw0rd-7731"
@@ -148,7 +149,7 @@ def test_scan_findings_from_a_real_trivy_report(fixtures_dir: Path, tmp_path: Pa
     run = make_run("v9")
     run.stages["scan"].details = ScanDetails(target="debian:buster", scanners=["vuln"], report=report,
                                              verdict=evaluate(report, ScanPolicy()))
-    found = scan_findings(run.payload(ScanDetails))
+    found = scan_findings(run.details_as(ScanDetails))
     assert [f.severity for f in found] == sorted((f.severity for f in found), key=["CRITICAL", "HIGH", "MEDIUM",
                                                                                      "LOW", "UNKNOWN"].index)
     assert {f.id for f in found} == {v.id for v in report.vulnerabilities}
@@ -364,7 +365,7 @@ def test_empty_store_and_sparse_run(tmp_path: Path) -> None:
     assert "holds no run yet" in res.index.read_text()
     bare = make_run("v0")
     bare.stages = {"build": StageResult(stage="build", status=StageStatus.ERROR, reason="engine down")}
-    bare.gates = [g.model_copy(update={"status": GateStatus.NOT_RUN, "value": None}) for g in bare.gates[:3]]
+    record_verdicts(bare, [g.model_copy(update={"status": GateStatus.NOT_RUN, "value": None}) for g in bare.gates[:3]])
     html = write_run_report(bare, tmp_path / "b").html.read_text()
     assert "No bench samples" in html and "No scan stage" in html and "engine down" in html
 

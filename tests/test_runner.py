@@ -227,7 +227,7 @@ def test_a_sarif_rendering_failure_is_a_warning_not_a_failed_scan(tmp_path, mode
     runner = _runner(ws, adapters=Adapters(trivy=_NoSarifTrivy()))
     res = runner.run_stage(_run(runner, model_dir), Stage.SCAN)
     assert res.status is StageStatus.OK and [a.name for a in res.artifacts] == ["trivy-report"]
-    details = res.payload(ScanDetails)
+    details = res.details_as(ScanDetails)
     assert details is not None and any("no SARIF rendering" in w for w in details.warnings)
 
 

@@ -38,10 +38,10 @@ def test_the_stage_enum_is_the_registry_in_order():
 
 def test_the_payload_union_is_the_registrys_payloads():
     union = typing.get_args(typing.get_args(StageDetails)[0])
-    assert set(union) == {s.payload for s in STAGES}
+    assert set(union) == {s.details for s in STAGES}
     for spec in STAGES:
-        assert spec.payload is not None
-        assert spec.payload.model_fields["stage"].default == spec.name, spec.name
+        assert spec.details is not None
+        assert spec.details.model_fields["stage"].default == spec.name, spec.name
 
 
 def test_the_metric_registry_names_only_registered_stages_and_every_produced_metric():
@@ -57,6 +57,16 @@ def test_credentials_and_measurement_sets_come_from_the_specs():
     assert reuse.MEASUREMENTS == {Stage.BOOT, Stage.BENCH}
     assert {s.stage for s in STAGES if s.measurement} == {Stage.BUILD, Stage.BOOT, Stage.BENCH, Stage.EVAL}
     assert {s.stage for s in STAGES if s.reuse_key is None} == {Stage.SIGN, Stage.GATE, Stage.ATTEST, Stage.PROMOTE}
+
+
+def test_the_evidence_stages_come_from_the_specs():
+    measured = (Stage.BUILD, Stage.LEAK, Stage.SCAN, Stage.SIGN, Stage.BOOT, Stage.BENCH, Stage.EVAL, Stage.MANIFESTS)
+    assert STAGES.linked == measured
+    for plan in PLANS.values():
+        assert plan.linked == measured, plan.name
+    # a context nobody told which links to verify cannot judge (it never means "verify none")
+    with pytest.raises(RuntimeError, match="evidence stages"):
+        StageContext(cfg=PipelineConfig(), ws=Workspace(Path("/nonexistent-ws"))).linked_stages()
 
 
 def test_a_registry_refuses_a_stage_that_reads_a_later_one():

@@ -26,6 +26,7 @@ from pipeline.models import (
 from pipeline.redact import register_secret
 from pipeline.store import Store
 from pipeline.workspace import Workspace
+from tests.stage_helpers import record_verdicts
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
@@ -47,8 +48,10 @@ def _run(tag: str, digest: str, target: str = "prod", decision: Decision = Decis
             items=[ItemResult(item_id="q1", question="What is TTFT?", response="time to first token", scores={"correctness": 0.9})],
         )
     )
-    run.gates.append(GateVerdict(name="correctness", source="eval.correctness_mean", status=GateStatus.PASS, value=0.8, threshold=0.6))
     run.decision = decision
+    if decision is not Decision.PENDING:  # a pending run has not been gated
+        record_verdicts(run, [GateVerdict(name="correctness", source="eval.correctness_mean", status=GateStatus.PASS,
+                                          value=0.8, threshold=0.6)])
     run.updated_at = at
     return run
 
@@ -120,8 +123,8 @@ def test_runs_filter_by_decision_since_and_limit_newest_first(store_url):
 def test_history_is_oldest_first_with_verdicts(store_url):
     store = Store(store_url)
     a, b = _run("v1", D1, at=T0 + timedelta(days=1)), _run("v1", D2, decision=Decision.BLOCKED, at=T0)
-    b.gates.append(GateVerdict(name="ttft_p99", source="bench.ttft_p99_s", status=GateStatus.FAIL, value=0.9,
-                               threshold=0.5))
+    record_verdicts(b, [*b.gates, GateVerdict(name="ttft_p99", source="bench.ttft_p99_s", status=GateStatus.FAIL,
+                                              value=0.9, threshold=0.5)])
     b.decision_reason = "ttft_p99 failed " + "x" * 2000  # stored short; the record keeps all of it
     c = _run("v2", D2, target="staging", at=T0 + timedelta(days=2))
     for r in (a, b, c):
@@ -282,7 +285,7 @@ def test_checkpoint_after_each_stage_survives_a_crash(tmp_path):
     ws.checkpoint(run)
     # a new process (new Store object) sees both stages
     again = Workspace(tmp_path / ".llmgate").load_run(run.run_id)
-    assert set(again.stages) == {"eval", "bench"}
+    assert set(again.stages) == {"eval", "gate", "bench"}
     assert Workspace(tmp_path / ".llmgate").load_run(None).run_id == run.run_id
 
 
@@ -304,8 +307,9 @@ def test_dashboard_index_from_the_store_equals_the_index_from_records(store_url)
     store = Store(store_url)
     runs = [_run("v1", D1, at=T0), _run("v1", D2, decision=Decision.BLOCKED, at=T0 + timedelta(hours=1)),
             _run("v2", D2, at=T0 + timedelta(hours=2)), _run("v3", D1, at=T0 + timedelta(hours=3))]
-    runs[1].gates.append(GateVerdict(name="ttft_p99", source="bench.ttft_p99_s", status=GateStatus.FAIL, value=0.9,
-                                     threshold=0.5, baseline=0.4))
+    record_verdicts(runs[1], [*runs[1].gates, GateVerdict(name="ttft_p99", source="bench.ttft_p99_s",
+                                                          status=GateStatus.FAIL, value=0.9, threshold=0.5,
+                                                          baseline=0.4)])
     for r in runs:
         store.save(r)
     a, b = build_heatmap(heads_from_runs(runs)), build_heatmap(heads_from_store(store))
@@ -430,3 +434,27 @@ def test_a_run_gated_as_a_first_release_stays_one_when_gated_again(store_url):
     fresh = _run("c", D2, decision=Decision.PENDING, at=T0 + timedelta(days=3))
     fresh.ground_truth = gt
     assert find_baseline(fresh, store, rescore=None).run_id == later.run_id
+
+
+def test_a_record_stored_with_two_copies_of_its_verdicts_loads_and_is_saved_with_one(tmp_path):
+    """Records written before schema 3 hold `gates` beside the gate payload: they load unchanged in meaning,
+    and the next save keeps only the gate payload's copy."""
+    import json
+    import sqlite3
+
+    ws = Workspace(tmp_path / ".llmgate")
+    run = _run("v1", D1, decision=Decision.BLOCKED)
+    ws.checkpoint(run)
+    db = tmp_path / ".llmgate" / "results.db"
+    with sqlite3.connect(db) as c:
+        doc = json.loads(c.execute("SELECT record_json FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()[0])
+        assert "gates" not in doc
+        doc |= {"schema_version": 2, "gates": doc["stages"]["gate"]["details"]["verdicts"]}
+        c.execute("UPDATE runs SET record_json = ? WHERE run_id = ?", (json.dumps(doc), run.run_id))
+    old = Workspace(tmp_path / ".llmgate").load_run(run.run_id)
+    assert [(g.name, g.status) for g in old.gates] == [("correctness", GateStatus.PASS)]
+    ws.checkpoint(old)
+    with sqlite3.connect(db) as c:
+        doc = json.loads(c.execute("SELECT record_json FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()[0])
+    assert "gates" not in doc and doc["schema_version"] == 3
+    assert [g["name"] for g in doc["stages"]["gate"]["details"]["verdicts"]] == ["correctness"]

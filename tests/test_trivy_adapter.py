@@ -127,7 +127,7 @@ def test_scan_stage_on_image_tarball(tmp_path: Path) -> None:
     # The vulnerability scanner could not run: its metrics are absent, not zero, and the policy blocks.
     assert res.metrics["critical"] is None and res.metrics["high"] is None
     assert res.metrics["secrets"] == 1.0
-    details = res.payload(ScanDetails)
+    details = res.details_as(ScanDetails)
     assert details is not None and details.not_run["vuln"].startswith("vulnerability DB not in cache")
     verdict = details.verdict
     assert not verdict.passed and verdict.problems[0].startswith("vuln scanner not run")

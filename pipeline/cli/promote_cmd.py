@@ -77,6 +77,16 @@ def _exit(outcome: str) -> None:
     raise typer.Exit(int(ExitCode.PASS if outcome in ("promoted", "noop", "dry-run") else ExitCode.GATE_FAILED))
 
 
+def _promote_stage(run: Any, config: Path | None, request: Any) -> None:
+    """Run `run`'s promote stage for `request` (a PromoteRequest), print what it did and exit with its code."""
+    from pipeline.models import Stage
+
+    runner = make_runner(config, run_plan=run.labels.get("llmgate.plan"), promote=request)
+    details = runner.run_stage(run, Stage.PROMOTE).details
+    _print(details)
+    _exit(details.outcome)
+
+
 @app.command()
 @handle_errors
 def promote(
@@ -95,7 +105,6 @@ def promote(
 
     Example: llmgate promote --target canary --run 3f2a9c1b7d4e --gitops-repo ../deploy
     """
-    from pipeline.models import Stage
     from pipeline.stages.context import PromoteRequest
 
     if (run_ref is None) == (tag is None):
@@ -103,12 +112,7 @@ def promote(
     ws = state.workspace()
     run = ws.load_run(run_ref, tag=tag)
     chosen, backend = target_backend(target, config, gitops_repo, kubeconfig, in_cluster)
-    runner = make_runner(config, run_plan=run.labels.get("llmgate.plan"),
-                         promote=PromoteRequest(target=chosen, backend=backend, dry_run=dry_run))
-    res = runner.run_stage(run, Stage.PROMOTE)
-    details = res.details
-    _print(details)
-    _exit(details.outcome)
+    _promote_stage(run, config, PromoteRequest(target=chosen, backend=backend, dry_run=dry_run))
 
 
 @app.command()
@@ -127,7 +131,6 @@ def rollback(
 
     Example: llmgate rollback --target production --gitops-repo ../deploy
     """
-    from pipeline.models import Stage
     from pipeline.promote import audit
     from pipeline.stages.context import PromoteRequest
 
@@ -137,12 +140,8 @@ def rollback(
     if current is None or previous is None or previous[0] is None:
         raise BadInput(f"no earlier promoted release of {target!r} to roll back to", where="--target")
     run = ws.store.get(previous[0])
-    runner = make_runner(config, run_plan=run.labels.get("llmgate.plan"),
-                         promote=PromoteRequest(target=chosen, backend=backend, dry_run=dry_run,
-                                                rollback_of=audit.pair_text(current[1])))
-    res = runner.run_stage(run, Stage.PROMOTE)
-    _print(res.details)
-    _exit(res.details.outcome)
+    _promote_stage(run, config, PromoteRequest(target=chosen, backend=backend, dry_run=dry_run,
+                                               rollback_of=audit.pair_text(current[1])))
 
 
 @app.command()

@@ -129,7 +129,7 @@ def _without_rescore(run: RunRecord, other: RunRecord) -> Baseline:
 
 def find_baseline(run: RunRecord, store: BaselineStore, *, rescore: Rescore | None) -> Baseline:
     """The baseline for `run` (see the module doc); never the run itself."""
-    earlier = run.payload(GateDetails)
+    earlier = run.details_as(GateDetails)
     if earlier is not None and not run.baseline_run_id and earlier.baseline.kind == BaselineKind.NONE.value:
         return Baseline(BaselineKind.NONE, f"first release for target '{run.target}' (as when this run was first "
                                            "gated): absolute thresholds only")

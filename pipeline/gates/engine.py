@@ -102,7 +102,7 @@ class Disturbance:
 @dataclass
 class _Pending:
     spec: GateSpec
-    verdict: dict[str, Any]
+    verdict: GateVerdict
     notes: list[str] = field(default_factory=list)
     status: GateStatus | None = None  # decided before any comparison (not_run, stage failed)
     outcome: Outcome | None = None  # an inconclusive or first-release outcome of the comparison
@@ -123,7 +123,7 @@ class _Pending:
 
     @property
     def details(self) -> VerdictDetails:
-        return self.verdict["details"]  # type: ignore[no-any-return]
+        return self.verdict.details
 
 
 def _fmt(x: float | None) -> str:
@@ -198,7 +198,7 @@ def _value(run: RunRecord, src: Source) -> float | None:
 
 def _scorer_id(run: RunRecord, dim: str) -> str | None:
     ev = run.stage(Stage.EVAL.value)
-    details = ev.payload(EvalDetails) if ev is not None else None
+    details = ev.details_as(EvalDetails) if ev is not None else None
     info = details.scorers.get(dim) if details is not None else None
     return info.id if info is not None else None
 
@@ -343,7 +343,7 @@ def _compare_items(p: _Pending, cmp: Source, run: RunRecord, baseline: Baseline,
         _category_check(p, run, baseline.run, cmp, ids, a, b, policy, binary)
     if np.array_equal(a, b):
         p.outcome = Outcome.IDENTICAL
-        p.verdict.update(difference=0.0, ci_low=0.0, ci_high=0.0)
+        p.verdict.difference, p.verdict.ci_low, p.verdict.ci_high = 0.0, 0.0, 0.0
         p.notes.append(f"vs baseline {baseline.run_id}: all {len(ids)} paired items scored the same in both runs")
         return p
     alpha = spec.alpha or policy.alpha
@@ -467,19 +467,14 @@ def _first_pass(
     env: Disturbance | None, approval: Approval | None,
 ) -> _Pending:
     src = spec.parsed_source
-    v: dict[str, Any] = {
-        "name": spec.name,
-        "source": spec.source,
-        "threshold": spec.threshold,
-        "direction": spec.direction,
-        "required": spec.required,
-        "key": spec.key,
-        "details": VerdictDetails(origin=spec.origin),
-    }
+    # Typed from the start (every assignment validated); not run until the gate is judged.
+    v = GateVerdict(name=spec.name, source=spec.source, status=GateStatus.NOT_RUN, threshold=spec.threshold,
+                    direction=spec.direction, required=spec.required, key=spec.key,
+                    details=VerdictDetails(origin=spec.origin))
     if spec.overrides:
-        v["details"].overrides = spec.overrides
+        v.details.overrides = spec.overrides
     if spec.reason:
-        v["details"].policy_reason = spec.reason
+        v.details.policy_reason = spec.reason
     p = _Pending(spec, v)
     problem = _stage_problem(run, src.stage)
     if problem:
@@ -495,10 +490,10 @@ def _first_pass(
         p.status, p.outcome = GateStatus.NOT_RUN, Outcome.INVALID_VALUE
         p.notes.append(f"not run: {src} was recorded as {value} (not a finite number)")
         return p
-    v["value"] = value
+    v.value = value
     if baseline.run is not None:
         bv = _value(baseline.run, src)
-        v["baseline"] = bv if bv is not None and _finite(bv) else None
+        v.baseline = bv if bv is not None and _finite(bv) else None
     cmp = spec.parsed_compare
     if env is not None and (src.performance or (cmp is not None and cmp.performance)):
         p.disturbed = env
@@ -506,7 +501,7 @@ def _first_pass(
     if spec.threshold is not None:
         ok = value <= spec.threshold if spec.direction == "max" else value >= spec.threshold
         p.abs_ok = bool(ok)
-        v["details"].threshold_met = p.abs_ok
+        v.details.threshold_met = p.abs_ok
         op = "<=" if spec.direction == "max" else ">="
         p.notes.append(
             f"{_fmt(value)} {op} {_fmt(spec.threshold)}" if ok else f"{_fmt(value)} violates {op} {_fmt(spec.threshold)}"
@@ -586,10 +581,10 @@ def _comparison_status(p: _Pending, p_adj: float | None, policy: Policy) -> tupl
     spec, v, res = p.spec, p.verdict, p.comparison
     assert res is not None and spec.margin is not None
     alpha = spec.alpha or policy.alpha
-    v["p_value"] = p_adj
-    v["mde"] = p.mde
-    v["difference"] = res.mean_diff if isinstance(res, stats.PairedResult) else res.shift
-    v["ci_low"], v["ci_high"] = res.ci_low, res.ci_high
+    v.p_value = p_adj
+    v.mde = p.mde
+    v.difference = res.mean_diff if isinstance(res, stats.PairedResult) else res.shift
+    v.ci_low, v.ci_high = res.ci_low, res.ci_high
     p.details.note(p_raw=p.raw_p, alpha=alpha, margin=spec.margin)
     tested = p.margin_tested if p.margin_tested is not None else spec.margin
     noninferior = res.ci_low > -tested if isinstance(res, stats.PairedResult) else res.ci_high < tested
@@ -641,7 +636,7 @@ def _best_case(run: RunRecord, src: Source, value: float, factor: float) -> floa
     if src.kind != "metric" or src.name != "goodput":
         return None
     bench = run.stage(Stage.BENCH.value)
-    details = bench.payload(BenchDetails) if bench is not None else None
+    details = bench.details_as(BenchDetails) if bench is not None else None
     if bench is None or details is None or not details.requests:
         return None
     ttft, tpot, e2e = (bench.samples.get(k) or [] for k in ("ttft_s", "tpot_s", "e2e_s"))
@@ -711,8 +706,8 @@ def _finish(p: _Pending, p_adj: float | None, policy: Policy) -> GateVerdict:
         if p.warn and status is GateStatus.PASS:
             status = GateStatus.WARN
     if p.untrusted and p.status is None:  # a failed or missing stage stays what it is
-        v["details"].would_be = status.value
-        v["details"].calibration = Outcome.UNCALIBRATED.value
+        v.details.would_be = status.value
+        v.details.calibration = Outcome.UNCALIBRATED.value
         if spec.required:
             status, outcome = _action(p, Outcome.UNCALIBRATED), Outcome.UNCALIBRATED
             p.notes.insert(0, f"{p.untrusted}: its figures show nothing either way")
@@ -721,10 +716,10 @@ def _finish(p: _Pending, p_adj: float | None, policy: Policy) -> GateVerdict:
             p.notes.insert(0, f"{p.untrusted}: reported only")
     if not spec.required:
         p.notes.append(f"optional: {spec.reason}")
-    v["details"].outcome = (outcome or Outcome.MET).value
-    v["status"] = status
-    v["reason"] = "; ".join(p.notes)
-    return GateVerdict.model_validate(v)
+    v.details.outcome = (outcome or Outcome.MET).value
+    v.status = status
+    v.reason = "; ".join(p.notes)
+    return v
 
 
 # -- the release ---------------------------------------------------------------------------------

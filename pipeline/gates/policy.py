@@ -372,18 +372,25 @@ def _resolve_gate(g: GateSpec, path: str, problems: Problems) -> None:
         info = metrics.ITEM_DIMENSIONS.get(dim_name) if dim_name else None
         if info is None or not info.scorer:
             problems.add(f"{path}.min_agreement", f"{g.source} is not produced by a calibrated scorer")
-    if g.key and not g.required:
-        problems.add(f"{path}.key", "a key gate cannot be optional (required: false)")
-    if g.locked and not g.required:
-        problems.add(f"{path}.locked", "a locked gate cannot be optional (required: false)")
-    if not g.required:
-        why = reason_problem(g.reason)
-        if why:
-            problems.add(f"{path}.reason", f"an optional gate must state why it does not block: the reason {why}")
-    elif g.reason is not None:
+    _optional_problems(problems, path, "gate", key=g.key, locked=g.locked, required=g.required, reason=g.reason)
+    if g.required and g.reason is not None:
         why = reason_problem(g.reason)
         if why:
             problems.add(f"{path}.reason", f"the reason {why}")
+
+
+def _optional_problems(problems: Problems, path: str, what: str, *, key: bool, locked: bool, required: bool,
+                       reason: str | None) -> None:
+    """What is wrong with an optional gate or section (`what`): it may be neither key nor locked, and
+    must state why it does not block."""
+    if required:
+        return
+    for flag, on in (("key", key), ("locked", locked)):
+        if on:
+            problems.add(f"{path}.{flag}", f"a {flag} {what} cannot be optional (required: false)")
+    why = reason_problem(reason)
+    if why:
+        problems.add(f"{path}.reason", f"an optional {what} must state why it does not block: the reason {why}")
 
 
 def _resolve_section(
@@ -408,16 +415,10 @@ def _resolve_section(
         for err in exc.errors():
             problems.add(f"{name}.{'.'.join(str(p) for p in err['loc'])}", err["msg"])
         return
-    if meta.key and not meta.required:
-        problems.add(f"{name}.key", "a key section cannot be optional (required: false)")
-    if meta.locked and not meta.required:
-        problems.add(f"{name}.locked", "a locked section cannot be optional (required: false)")
+    _optional_problems(problems, name, "section", key=meta.key, locked=meta.locked, required=meta.required,
+                       reason=meta.reason)
     if meta.relaxable and not meta.locked:
         problems.add(f"{name}.relaxable", "relaxable names exceptions to a lock; the section is not locked")
-    if not meta.required:
-        why = reason_problem(meta.reason)
-        if why:
-            problems.add(f"{name}.reason", f"an optional section must state why it does not block: the reason {why}")
     try:
         model = plugin.validate(body, f"{where}: {name}")
     except BadInput as exc:

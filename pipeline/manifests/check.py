@@ -12,7 +12,7 @@ from pipeline.adapters.kubectl import Kustomize
 from pipeline.errors import BadInput
 from pipeline.manifests import kustomization, policy, render, validate
 from pipeline.models import ImageRef, RunRecord
-from pipeline.schemas.manifests import ManifestReport
+from pipeline.schemas.manifests import ManifestsDetails
 
 
 def measured_load_time(run: RunRecord) -> tuple[float | None, str | None]:
@@ -30,9 +30,9 @@ def measured_load_time(run: RunRecord) -> tuple[float | None, str | None]:
 def check_rendered(
     directory: Path, *, overlay: str, load_time_s: float | None, k8s_version: str = validate.DEFAULT_K8S_VERSION,
     kustomize: Kustomize | None = None,
-) -> ManifestReport:
+) -> ManifestsDetails:
     objs = render.render(directory, kustomize)
-    report = ManifestReport(overlay=overlay, k8s_version=validate.resolve_version(k8s_version),
+    report = ManifestsDetails(overlay=overlay, k8s_version=validate.resolve_version(k8s_version),
                             load_time_s=load_time_s, objects=[render.object_name(o) for o in objs])
     report.schema_errors = validate.validate_objects(objs, k8s_version)
     report.violations = policy.check(objs, load_time_s=load_time_s)
@@ -60,7 +60,7 @@ def check_overlay(
     k8s_version: str = validate.DEFAULT_K8S_VERSION,
     model_digest: str | None = None,
     kustomize: Kustomize | None = None,
-) -> ManifestReport:
+) -> ManifestsDetails:
     """Check `overlay` as it would be deployed with `image` and `model_digest` pinned; the source tree is
     not touched. Without a model digest the overlay keeps what it pins (a placeholder fails the gate)."""
     overlay_dir(manifests_dir, overlay)

@@ -96,6 +96,11 @@ class Plan(BaseModel):
         raise BadInput(f"the {self.name} plan has no stage {str(stage)!r}; it has {', '.join(self.stages)}",
                        where="stage")
 
+    @property
+    def linked(self) -> tuple[Stage, ...]:
+        """The stages of this plan whose results carry evidence links (`StageSpec.evidence`)."""
+        return tuple(s.stage for s in self.steps if s.spec.evidence)
+
     def credentials(self) -> list[Credential]:
         names = dict.fromkeys(c for s in self.steps for c in s.credentials)
         return [CREDENTIALS[n] for n in names]

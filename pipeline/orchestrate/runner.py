@@ -151,7 +151,8 @@ class Runner:
         if self.adapters is None:
             self.adapters = Adapters()
         return StageContext(cfg=self.cfg, ws=self.ws, reporter=self.reporter, adapters=self.adapters,
-                            policy=self.load_policy(), options=self.options, keys_source=self.keys)
+                            policy=self.load_policy(), options=self.options, keys_source=self.keys,
+                            linked=self.plan.linked)
 
     def run(self, run: RunRecord, *, skip: Iterable[str] = (), only: Iterable[str] | None = None) -> RunRecord:
         """Every step of the plan (a step `on_request` only when asked for), then the reports. `only`: just
@@ -330,7 +331,7 @@ class Runner:
         from pipeline.schemas import BuildDetails
 
         res = stored.model_copy(deep=True)
-        build = res.payload(BuildDetails)
+        build = res.details_as(BuildDetails)
         if build is not None and run.image.tag:  # the same digest, under the tag this run asked for
             res.details = build.model_copy(update={"image": run.image.by_tag})
         res.reused_from = source_run
@@ -351,7 +352,7 @@ class Runner:
         reads = (stage,) if isinstance(step, Stage) else (*step.needs, *step.reads)
         for s in reads:
             res = run.stage(s.value)
-            if res is None or s not in evidence.LINKED_STAGES:
+            if res is None or s not in self.plan.linked:
                 continue
             keys = self.keys()
             check = evidence.check_result(res, run, keys.public_key)
@@ -422,7 +423,7 @@ class Runner:
         from pipeline.adapters.registry import split_repository
         from pipeline.schemas import BuildDetails
 
-        details = stored.payload(BuildDetails)
+        details = stored.details_as(BuildDetails)
         if details is None or details.digest is None:
             return False
         host, name = split_repository(run.image.repository)
@@ -490,7 +491,7 @@ class Runner:
     def _sign(self, run: RunRecord, result: StageResult) -> None:
         """Sign a measuring stage's result in the process that produced it, right before it is recorded:
         the one place every result passes through, so no stage function signs anything itself."""
-        if result.stage not in evidence.LINKED_STAGES:
+        if result.stage not in self.plan.linked:
             return
         if result.finished_at is None:
             result.finish()  # what recording would set: the link signs the result as stored

@@ -36,7 +36,7 @@ from pipeline.adapters.git import Git, GitCli, PushResult
 from pipeline.adapters.kubectl import Kustomize
 from pipeline.errors import BadInput, GateFailed
 from pipeline.manifests import kustomization
-from pipeline.manifests.check import ManifestReport, check_rendered
+from pipeline.manifests.check import ManifestsDetails, check_rendered
 from pipeline.manifests.validate import DEFAULT_K8S_VERSION
 from pipeline.models import ImageRef
 from pipeline.progress import NULL_REPORTER, Reporter
@@ -63,7 +63,7 @@ class GitopsResult:
     commit: str | None
     previous_ref: str | None
     diff: str
-    report: ManifestReport | None = None
+    report: ManifestsDetails | None = None
     notes: list[str] = field(default_factory=list)
     previous_model_digest: str | None = None
     pushed_to: str | None = None  # "<remote> <ref>"
@@ -112,7 +112,7 @@ def _base(git: Git, repo: Path, base_ref: str, remote: str | None, push_branch: 
 
 def _commit_in_worktree(git: Git, repo: Path, base: str, rel: str, text: str, message: str,
                         check: bool, target: str, load_time_s: float | None, k8s_version: str,
-                        kustomize: Kustomize | None, reporter: Reporter, tmp: Path) -> tuple[str, ManifestReport | None]:
+                        kustomize: Kustomize | None, reporter: Reporter, tmp: Path) -> tuple[str, ManifestsDetails | None]:
     wt = tmp / "wt"
     git.worktree_add(repo, wt, base)
     (wt / rel).write_text(text)

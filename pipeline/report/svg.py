@@ -7,7 +7,7 @@ Series are given as {label: values}; the first series is "this run", a second on
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from markupsafe import Markup, escape
@@ -237,20 +237,26 @@ def milestones(points: Sequence[tuple[str, float | None]], *, width: int = 640, 
     return _svg(width, height, body, title or "milestones")
 
 
+def _time_span(times: Iterable[datetime]) -> tuple[float, float]:
+    """The x range (epoch seconds) of a time axis: the times with 4% room each side (an hour for one)."""
+    ts = [t.timestamp() for t in times]
+    lo, hi = min(ts), max(ts)
+    pad = (hi - lo) * 0.04 or 3600
+    return lo - pad, hi + pad
+
+
 def timeline(events: Sequence[tuple[datetime, str, str, str | None]], *, width: int = 900,
              title: str = "") -> Markup:
     """Promotion events on a time axis: (when, label, outcome, href). Colour by outcome."""
     if not events:
         return Markup('<p class="muted">no promotions</p>')
-    ts = [e[0].timestamp() for e in events]
-    lo, hi = min(ts), max(ts)
-    pad = (hi - lo) * 0.04 or 3600
     height = 120
-    f = _Frame(width, height, (lo - pad, hi + pad), (0, 1), left=20, bottom=28, top=24, right=20)
+    span = _time_span(e[0] for e in events)
+    f = _Frame(width, height, span, (0, 1), left=20, bottom=28, top=24, right=20)
     body = [f'<line x1="{f.l}" y1="{f.sy(0.5):.1f}" x2="{width - f.r}" y2="{f.sy(0.5):.1f}" class="axis"/>']
     if title:
         body.append(f'<text x="{f.l}" y="14" class="ttl">{escape(title)}</text>')
-    for t in nice_ticks(lo - pad, hi + pad, 6):
+    for t in nice_ticks(*span, 6):
         if f.x0 <= t <= f.x1:
             x = f.sx(t)
             label = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
@@ -317,16 +323,14 @@ def decisions(points: Sequence[tuple[datetime, str, str]], *, width: int = 640, 
     """A tag's decisions over time: (when, decision, run_id), one dot each, coloured by decision."""
     if not points:
         return Markup('<p class="muted">no runs</p>')
-    ts = [p[0].timestamp() for p in points]
-    lo, hi = min(ts), max(ts)
-    pad = (hi - lo) * 0.04 or 3600
     height = 70
-    f = _Frame(width, height, (lo - pad, hi + pad), (0, 1), left=20, bottom=22, top=22, right=20)
+    span = _time_span(p[0] for p in points)
+    f = _Frame(width, height, span, (0, 1), left=20, bottom=22, top=22, right=20)
     y = f.sy(0.5)
     body = [f'<line x1="{f.l}" y1="{y:.1f}" x2="{width - f.r}" y2="{y:.1f}" class="axis"/>']
     if title:
         body.append(f'<text x="{f.l}" y="14" class="ttl">{escape(title)}</text>')
-    for t in nice_ticks(lo - pad, hi + pad, 5):
+    for t in nice_ticks(*span, 5):
         if f.x0 <= t <= f.x1:
             label = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
             body.append(f'<text x="{f.sx(t):.1f}" y="{height - 6}" text-anchor="middle">{label}</text>')

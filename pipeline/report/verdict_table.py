@@ -8,6 +8,8 @@ see `pipeline.cli.output`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich import box
 from rich.table import Table
 from rich.text import Text
@@ -58,7 +60,7 @@ def p_text(p: float | None) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def verdict_table(verdicts: list[GateVerdict], decision: Decision | str, reason: str, title: str = "gates") -> Table:
+def verdict_table(verdicts: Sequence[GateVerdict], decision: Decision | str, reason: str, title: str = "gates") -> Table:
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, title=Text(redact_text(title)), title_justify="left",
               show_lines=False, pad_edge=False)
     for col, kw in (

@@ -2,7 +2,7 @@
 
 Templates only loop and print; formatting, ordering, status classes and redaction happen here, once,
 so one template pass renders a page (this is what keeps 1,000 tags x 30 gates under a second).
-Stage payloads are read as their typed models (`run.payload(ScanDetails)`), units and better
+Stage payloads are read as their typed models (`run.details_as(ScanDetails)`), units and better
 directions from the metric registry (`pipeline.report.units`), never guessed from a name.
 """
 
@@ -376,7 +376,7 @@ class StageRow:
 
 def scan_not_run(res: StageResult | None) -> dict[str, str]:
     """Scanners of an `ok` scan stage that did not run, and why (a partial scan is never a plain pass)."""
-    details = res.payload(ScanDetails) if res is not None else None
+    details = res.details_as(ScanDetails) if res is not None else None
     return dict(details.not_run) if details is not None else {}
 
 
@@ -480,7 +480,7 @@ def build_run_view(run: RunRecord, baseline: RunRecord | None = None, *, max_fin
               ("load time", boot.metrics.get("load_time_s"))]
         charts["milestones"] = svg.milestones(ms, title="Load-time milestones from container start")
         boot_rows = [(k, fmt_value(v, unit_of(f"boot.{k}"))) for k, v in boot.metrics.items()]
-        details = boot.payload(BootDetails)
+        details = boot.details_as(BootDetails)
         if details is not None and details.attached:
             boot_rows.append(("attached to", details.attached))
     dims = dimension_means(run)
@@ -490,7 +490,7 @@ def build_run_view(run: RunRecord, baseline: RunRecord | None = None, *, max_fin
         rows = [(d, [v] + ([bdims.get(d)] if bdims else [])) for d, v in dims.items()]
         charts["dimensions"] = svg.bars(rows, series=series, lo=0.0, hi=1.0, title="Mean score per dimension")
     scan = run.stages.get("scan")
-    scan_details = scan.payload(ScanDetails) if scan else None
+    scan_details = scan.details_as(ScanDetails) if scan else None
     findings = scan_findings(scan_details)
     scan_counts = []
     if scan is not None:
@@ -519,7 +519,7 @@ def build_run_view(run: RunRecord, baseline: RunRecord | None = None, *, max_fin
         scan_not_run=sorted(scan_not_run(scan).items()),
         findings=findings[:max_findings],
         n_findings=len(findings),
-        signature=_signature_rows(sign.payload(SignDetails) if sign else None),
+        signature=_signature_rows(sign.details_as(SignDetails) if sign else None),
         sign_status=(sign.status.value + (f": {sign.reason}" if sign.reason else "")) if sign else "no sign stage",
         promotion=run.promotion,
         worst=worst_items(ev.items) if ev else [],

@@ -1,7 +1,7 @@
-"""The typed contracts between packages: one payload model per stage, loaded back as that model.
+"""The typed contracts between packages: one details model per stage, loaded back as that model.
 
-`StageDetails` is the discriminated union a `StageResult` carries; the `stage` field of each payload
-is the discriminator. Read a payload with `StageResult.payload(Model)` / `RunRecord.payload(Model)`,
+`StageDetails` is the discriminated union a `StageResult` carries; the `stage` field of each model
+is the discriminator. Read a stage's details with `StageResult.details_as(Model)` / `RunRecord.details_as(Model)`,
 never by string keys.
 """
 
@@ -12,27 +12,27 @@ from typing import Annotated
 from pydantic import Field
 
 from pipeline.schemas.attest import AttestDetails
-from pipeline.schemas.base import Payload
+from pipeline.schemas.base import Details
 from pipeline.schemas.bench import BenchDetails
 from pipeline.schemas.boot import BootDetails
 from pipeline.schemas.build import BuildDetails
 from pipeline.schemas.eval import EvalDetails
 from pipeline.schemas.gate import GateDetails
-from pipeline.schemas.leak import LeakReport
-from pipeline.schemas.manifests import ManifestReport
+from pipeline.schemas.leak import LeakDetails
+from pipeline.schemas.manifests import ManifestsDetails
 from pipeline.schemas.promote import PromoteDetails
 from pipeline.schemas.scan import ScanDetails
 from pipeline.schemas.sign import SignDetails
 
 StageDetails = Annotated[
     BuildDetails
-    | LeakReport
+    | LeakDetails
     | ScanDetails
     | SignDetails
     | BootDetails
     | BenchDetails
     | EvalDetails
-    | ManifestReport
+    | ManifestsDetails
     | GateDetails
     | AttestDetails
     | PromoteDetails,
@@ -44,11 +44,11 @@ __all__ = [
     "BenchDetails",
     "BootDetails",
     "BuildDetails",
+    "Details",
     "EvalDetails",
     "GateDetails",
-    "LeakReport",
-    "ManifestReport",
-    "Payload",
+    "LeakDetails",
+    "ManifestsDetails",
     "PromoteDetails",
     "ScanDetails",
     "SignDetails",

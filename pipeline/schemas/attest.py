@@ -1,4 +1,4 @@
-"""Payload of the attest stage: the signed statements attached to the image digest after the gate."""
+"""Details of the attest stage: the signed statements attached to the image digest after the gate."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from pipeline.schemas.base import Payload
+from pipeline.schemas.base import Details
 
 
-class AttestationRef(Payload):
+class AttestationRef(Details):
     model_config = ConfigDict(extra="forbid")
 
     predicate_type: str
@@ -20,7 +20,7 @@ class AttestationRef(Payload):
     sha256: str | None = None  # of the canonical predicate JSON that was signed
 
 
-class AttestDetails(Payload):
+class AttestDetails(Details):
     model_config = ConfigDict(extra="forbid")
 
     stage: Literal["attest"] = "attest"

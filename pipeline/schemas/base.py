@@ -1,9 +1,10 @@
-"""The base every stage payload derives from.
+"""The base every stage's details derive from.
 
-A payload is the typed part of a `StageResult` that only its stage writes: the `stage` field is the
-discriminator that lets the record load each payload back as its own model (never as a dict read by
-string keys), and `extra="forbid"` makes a payload from another version fail loudly instead of
-losing fields silently.
+A stage's details are the typed part of its `StageResult` (`StageResult.details`) that only that stage
+writes: the `stage` field is the discriminator that lets the record load each back as its own model
+(never as a dict read by string keys), and `extra="forbid"` makes details from another version fail
+loudly instead of losing fields silently. One name throughout: the field `details`, the base `Details`,
+the models `<Stage>Details`, the union `StageDetails`, the reader `details_as(Model)`.
 """
 
 from __future__ import annotations
@@ -11,5 +12,5 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 
-class Payload(BaseModel):
+class Details(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -1,4 +1,4 @@
-"""Payload of the bench stage: how the load was generated and what the server said about it.
+"""Details of the bench stage: how the load was generated and what the server said about it.
 Definitions of every figure: docs/METRICS.md."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.schemas.base import Payload
+from pipeline.schemas.base import Details
 
 
 class DisturbanceLimits(BaseModel):
@@ -88,7 +88,7 @@ class SameRunBaseline(BaseModel):
     metrics: dict[str, float | None] = Field(default_factory=dict)
 
 
-class BenchDetails(Payload):
+class BenchDetails(Details):
     stage: Literal["bench"] = "bench"
     base_url: str
     model: str | None

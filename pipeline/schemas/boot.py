@@ -1,4 +1,4 @@
-"""Payload of the boot stage: what was started, on which GPUs, and each cold start's timeline.
+"""Details of the boot stage: what was started, on which GPUs, and each cold start's timeline.
 
 A live server's address is never part of it: a booted server is a resource the runner holds for the
 stages that use it, not a fact about the release."""
@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.schemas.base import Payload
+from pipeline.schemas.base import Details
 
 
 class GpuInfo(BaseModel):
@@ -42,7 +42,7 @@ class BootRepetition(BaseModel):
     log_artifact: str | None = None
 
 
-class BootDetails(Payload):
+class BootDetails(Details):
     stage: Literal["boot"] = "boot"
     image: str
     model_dir: str

@@ -1,4 +1,4 @@
-"""Payload of the build stage: what was built, from what, and how long it took."""
+"""Details of the build stage: what was built, from what, and how long it took."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipeline.schemas.base import Payload
+from pipeline.schemas.base import Details
 
 
-class BuildDetails(Payload):
+class BuildDetails(Details):
     stage: Literal["build"] = "build"
     dockerfile: str
     context: str

@@ -1,4 +1,4 @@
-"""Payload of the eval stage: which scorer produced each dimension, and how collection went."""
+"""Details of the eval stage: which scorer produced each dimension, and how collection went."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.schemas.base import Payload
+from pipeline.schemas.base import Details
 
 
 class ScorerInfo(BaseModel):
@@ -41,7 +41,7 @@ class CollectionStats(BaseModel):
     deadline_hit: bool = False
 
 
-class EvalDetails(Payload):
+class EvalDetails(Details):
     stage: Literal["eval"] = "eval"
     base_url: str | None
     model: str | None

@@ -1,5 +1,5 @@
-"""Payload of the gate stage: every verdict, the decision, and under which policy and against which
-baseline they were made. `RunRecord.gates` and `.decision` mirror the latest gate stage."""
+"""Details of the gate stage: every verdict, the decision, and under which policy and against which
+baseline they were made. `RunRecord.gates` reads the verdicts here; `.decision` mirrors the latest gate stage."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.schemas.base import Payload
+from pipeline.schemas.base import Details
 
 
 class GateStatus(StrEnum):
@@ -122,7 +122,7 @@ class BaselineInfo(BaseModel):
     other_weights: bool = False  # the baseline served other weights than this release
 
 
-class GateDetails(Payload):
+class GateDetails(Details):
     stage: Literal["gate"] = "gate"
     policy_name: str
     policy_files: list[str]

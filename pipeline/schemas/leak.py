@@ -1,4 +1,4 @@
-"""Payload of the leak stage: where secret bytes were searched and where (never what) was found."""
+"""Details of the leak stage: where secret bytes were searched and where (never what) was found."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.schemas.base import Payload
+from pipeline.schemas.base import Details
 
 
 class LeakFinding(BaseModel):
@@ -39,7 +39,7 @@ class LeakFinding(BaseModel):
         return f"secret '{self.secret_id}' ({self.needle}{how}) in {loc}"
 
 
-class LeakReport(Payload):
+class LeakDetails(Details):
     stage: Literal["leak"] = "leak"
     image: str
     digest: str

@@ -1,4 +1,4 @@
-"""Payload of the manifests stage: the overlay as this release would ship, and what is wrong with it."""
+"""Details of the manifests stage: the overlay as this release would ship, and what is wrong with it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.schemas.base import Payload
+from pipeline.schemas.base import Details
 
 
 class Finding(BaseModel):
@@ -23,7 +23,7 @@ class Finding(BaseModel):
         return f"{self.object} {self.path or '(object)'}: {self.message} [{self.rule}]"
 
 
-class ManifestReport(Payload):
+class ManifestsDetails(Details):
     stage: Literal["manifests"] = "manifests"
     overlay: str
     image: str | None = None

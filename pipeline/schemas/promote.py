@@ -1,4 +1,4 @@
-"""Payload of the promote stage: what moved where (or why not), with the evidence it carried."""
+"""Details of the promote stage: what moved where (or why not), with the evidence it carried."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.schemas.base import Payload
+from pipeline.schemas.base import Details
 
 
 class GuardSummary(BaseModel):
@@ -25,7 +25,7 @@ class GuardSummary(BaseModel):
     fence: int | None = None
 
 
-class PromoteDetails(Payload):
+class PromoteDetails(Details):
     stage: Literal["promote"] = "promote"
     target: str
     mode: str  # gitops | cluster | kserve

@@ -1,4 +1,4 @@
-"""Payload of the scan stage and the scan policy's typed parts (the `scan:` section of a gate policy,
+"""Details of the scan stage and the scan policy's typed parts (the `scan:` section of a gate policy,
 the verdict it gives a report). The evaluator lives in `pipeline.supplychain.scan_policy`."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.schemas.base import Payload
+from pipeline.schemas.base import Details
 from pipeline.schemas.trivy import Severity, TrivyReport
 
 Scanner = Literal["vuln", "secret", "misconfig"]
@@ -106,7 +106,7 @@ class ScanVerdict(BaseModel):
         return f"scan policy blocked ({self.blocking_count}): " + "; ".join(parts)
 
 
-class ScanDetails(Payload):
+class ScanDetails(Details):
     """What the scan stage ran and concluded. `not_run` names each scanner that did not run and why:
     its metrics stay None so the gate reads `not_run`, never zero."""
 

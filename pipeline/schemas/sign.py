@@ -1,4 +1,4 @@
-"""Payload of the sign stage: the signature written for the image digest, and whether it verified."""
+"""Details of the sign stage: the signature written for the image digest, and whether it verified."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from pipeline.schemas.base import Payload
+from pipeline.schemas.base import Details
 
 
-class SignDetails(Payload):
+class SignDetails(Details):
     model_config = ConfigDict(extra="forbid")
 
     stage: Literal["sign"] = "sign"

@@ -90,7 +90,7 @@ def attest_stage(run: RunRecord, ctx: StageContext) -> StageResult:
 
 
 SPEC = StageSpec(
-    stage=Stage.ATTEST, run=attest_stage, payload=AttestDetails, needs=(Stage.GATE,),
+    stage=Stage.ATTEST, run=attest_stage, details=AttestDetails, needs=(Stage.GATE,),
     credentials=("registry_password", "store_url", *EVIDENCE), precheck=check_fresh, refuses=True,
     doc="publish the gate's signed verdict (refused when a newer one exists), the verdict log, and the SBOM "
         "and provenance as signed attestations on the digest",

@@ -54,7 +54,7 @@ def _floor(cfg: PipelineConfig, run: RunRecord, tpot_p50: float | None) -> tuple
     mbytes = cfg.bench.model_bytes or (run.model.bytes if run.model else floor_mod.model_bytes(cfg.boot.model_dir))
     bw = cfg.bench.gpu_bandwidth_gbps
     gpu_name = None
-    boot = run.payload(BootDetails)
+    boot = run.details_as(BootDetails)
     gpus = boot.gpu.gpus if boot else []
     if bw is None and gpus:
         gpu_name = gpus[0].name
@@ -423,7 +423,7 @@ def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> di
 
 
 SPEC = StageSpec(
-    stage=Stage.BENCH, run=bench_stage, payload=BenchDetails, needs=(Stage.BOOT,), server=True,
+    stage=Stage.BENCH, evidence=True, run=bench_stage, details=BenchDetails, needs=(Stage.BOOT,), server=True,
     credentials=EVIDENCE, reuse_key=reuse_key, measurement=True, measures_machine=True,
     doc="TTFT, TPOT, ITL, throughput, errors and goodput under load",
 )

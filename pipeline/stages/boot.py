@@ -251,7 +251,7 @@ def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> di
 
 
 SPEC = StageSpec(
-    stage=Stage.BOOT, run=boot_stage, payload=BootDetails, credentials=EVIDENCE, reuse_key=reuse_key,
+    stage=Stage.BOOT, evidence=True, run=boot_stage, details=BootDetails, credentials=EVIDENCE, reuse_key=reuse_key,
     measurement=True, measures_machine=True,
     doc="start the image with the weights mounted, cold starts timed to the first completion",
     plans={"dagger": Variant(doc="measure the GPU service Dagger started: port, readiness and first completion")},

@@ -213,7 +213,7 @@ def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> di
 
 
 SPEC = StageSpec(
-    stage=Stage.BUILD, run=build_stage, payload=BuildDetails, digest=False,
+    stage=Stage.BUILD, evidence=True, run=build_stage, details=BuildDetails, digest=False,
     credentials=("registry_password", *EVIDENCE), reuse_key=reuse_key, measurement=True,
     doc="BuildKit build with secrets on the local engine, push, digest from the registry",
     plans={"dagger": Variant(

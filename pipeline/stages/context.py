@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from pipeline.adapters.bundle import Adapters
 from pipeline.config import PipelineConfig
 from pipeline.errors import BadInput
+from pipeline.models import Stage
 from pipeline.progress import NullReporter, Reporter
 
 if TYPE_CHECKING:
@@ -88,6 +89,8 @@ class StageContext:
     # The runner's keys, loaded on first use (the key file's KDF is deliberately slow; a promotion never
     # needs the private key). None: loaded here from the config.
     keys_source: Callable[[], ReleaseKeys] | None = None
+    # The plan's stages whose results carry evidence links (`Plan.linked`): what the gate verifies.
+    linked: tuple[Stage, ...] | None = None
     _resources: ExitStack = field(default_factory=ExitStack, repr=False)
     _keys: ReleaseKeys | None = field(default=None, repr=False)
 
@@ -101,6 +104,12 @@ class StageContext:
 
                 self._keys = release_keys(self.cfg.sign)
         return self._keys
+
+    def linked_stages(self) -> tuple[Stage, ...]:
+        """The stages whose links must verify; a context that was not told cannot judge (never "none")."""
+        if self.linked is None:
+            raise RuntimeError("this stage context was built without the plan's evidence stages (`linked`)")
+        return self.linked
 
     def verdict_log(self, repository: str) -> VerdictLog:
         """This store's verdict log, verified with the release key, mirrored to `repository`'s registry."""

@@ -151,7 +151,7 @@ def rescore(
     old = run.require_stage("eval", ok=False)
     if not old.items:
         raise BadInput(f"run {run.run_id}: the eval stage kept no responses to rescore", where="eval.items")
-    prev = old.payload(EvalDetails)
+    prev = old.details_as(EvalDetails)
     if prev is None:
         raise BadInput(f"run {run.run_id}: its eval stage was recorded before payloads were typed; it cannot be "
                        "rescored", where="eval.details")
@@ -218,7 +218,7 @@ def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> di
 
 
 SPEC = StageSpec(
-    stage=Stage.EVAL, run=eval_stage, payload=EvalDetails, needs=(Stage.BOOT,), server=True,
+    stage=Stage.EVAL, evidence=True, run=eval_stage, details=EvalDetails, needs=(Stage.BOOT,), server=True,
     credentials=("judge_api_key", *EVIDENCE), reuse_key=reuse_key, measurement=True,
     doc="the versioned ground truth, scored per quality dimension",
 )

@@ -54,10 +54,10 @@ def check_evidence(run: RunRecord, ctx: StageContext) -> None:
     the verdict log it will append to is intact (`LogRefused`)."""
     keys = ctx.release_keys()
     signing = keys.signing is not None
-    evidence.require_evidence(run, keys.public_key, signing=signing)
+    evidence.require_evidence(run, keys.public_key, ctx.linked_stages(), signing=signing)
     baseline = find_baseline(run, ctx.ws.store, rescore=None).run
     if baseline is not None:
-        evidence.require_evidence(baseline, keys.public_key, signing=signing, what=f"baseline run {baseline.run_id}")
+        evidence.require_evidence(baseline, keys.public_key, ctx.linked_stages(), signing=signing, what=f"baseline run {baseline.run_id}")
     if signing and run.image.digest is not None:
         ctx.verdict_log(run.image.repository).view(run.image.repository)
 
@@ -75,7 +75,7 @@ def _sign(run: RunRecord, ctx: StageContext, details: GateDetails, checks: list[
 
 def gate_stage(run: RunRecord, ctx: StageContext) -> StageResult:
     keys = ctx.release_keys()
-    checks = evidence.require_evidence(run, keys.public_key, signing=keys.signing is not None)
+    checks = evidence.require_evidence(run, keys.public_key, ctx.linked_stages(), signing=keys.signing is not None)
     policy = ctx.require_policy()
     ctx.reporter.step(f"gate: policy {', '.join(policy.files)} ({len(policy.gates)} gates, "
                       f"{len(policy.sections)} sections)")
@@ -123,7 +123,7 @@ def gate_stage(run: RunRecord, ctx: StageContext) -> StageResult:
 
 
 SPEC = StageSpec(
-    stage=Stage.GATE, run=gate_stage, payload=GateDetails, digest=False, credentials=("store_url", *EVIDENCE),
+    stage=Stage.GATE, run=gate_stage, details=GateDetails, digest=False, credentials=("store_url", *EVIDENCE),
     precheck=check_evidence, exit_check=decision_exit,
     doc="verify every evidence link, judge every gate of the policy against this run and the last promoted "
         "release, sign the verdict and append it to the verdict log",

@@ -14,14 +14,14 @@ from pipeline.build_secrets import load_build_secrets
 from pipeline.config import PipelineConfig
 from pipeline.errors import BadInput
 from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
-from pipeline.schemas import BuildDetails, LeakReport
+from pipeline.schemas import BuildDetails, LeakDetails
 from pipeline.stages.context import StageContext, StageOptions
 from pipeline.stages.spec import EVIDENCE, StageSpec
 from pipeline.supplychain.leak import MAX_DECODED_BYTES, check_image
 
 
 def leak_stage(run: RunRecord, ctx: StageContext) -> StageResult:
-    build = run.payload(BuildDetails)
+    build = run.details_as(BuildDetails)
     digest = run.image.digest
     if digest is None:
         raise BadInput(f"run {run.run_id} has no image digest", where="run.image.digest")
@@ -60,7 +60,7 @@ def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> di
 
 
 SPEC = StageSpec(
-    stage=Stage.LEAK, run=leak_stage, payload=LeakReport, needs=(Stage.BUILD,),
+    stage=Stage.LEAK, evidence=True, run=leak_stage, details=LeakDetails, needs=(Stage.BUILD,),
     credentials=("registry_password", *EVIDENCE), group="supply-chain", reuse_key=reuse_key,
     check=lambda r: r.metrics.get("leaks") == 0,
     doc="no byte of a build secret in any layer, the config or the history of the pushed image",

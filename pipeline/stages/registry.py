@@ -43,6 +43,11 @@ class Registry:
             raise BadInput(f"no stage {str(stage)!r}; known: {', '.join(s.name for s in self.specs)}", where="stage")
         return found
 
+    @property
+    def linked(self) -> tuple[Stage, ...]:
+        """The stages whose results carry evidence links, in order (`StageSpec.evidence`)."""
+        return tuple(s.stage for s in self.specs if s.evidence)
+
     def replace(self, spec: StageSpec) -> Registry:
         """This registry with `spec` in place of the stage's spec, or appended when new."""
         if spec.stage in self._by_stage:

@@ -118,7 +118,7 @@ def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> di
 
 
 SPEC = StageSpec(
-    stage=Stage.SCAN, run=scan_stage, payload=ScanDetails, credentials=("registry_password", *EVIDENCE),
+    stage=Stage.SCAN, evidence=True, run=scan_stage, details=ScanDetails, credentials=("registry_password", *EVIDENCE),
     group="supply-chain", reuse_key=reuse_key, check=lambda r: r.metrics.get("blocking") == 0,
     doc="trivy: vulnerabilities, secrets, misconfigurations; the scan policy",
 )

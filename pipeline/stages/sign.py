@@ -34,7 +34,7 @@ def sign_stage(run: RunRecord, ctx: StageContext) -> StageResult:
 
 
 SPEC = StageSpec(
-    stage=Stage.SIGN, run=sign_stage, payload=SignDetails, credentials=("registry_password", *EVIDENCE),
+    stage=Stage.SIGN, evidence=True, run=sign_stage, details=SignDetails, credentials=("registry_password", *EVIDENCE),
     group="supply-chain", check=lambda r: r.metrics.get("verified") == 1.0,
     doc="sign the image digest and verify the signature",
 )

@@ -19,7 +19,7 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import ExitCode
 from pipeline.metrics import METRICS, MetricInfo
 from pipeline.models import Decision, RunRecord, Stage, StageResult, StageStatus
-from pipeline.schemas import Payload
+from pipeline.schemas import Details
 from pipeline.stages.context import StageContext, StageOptions
 
 StageFn = Callable[[RunRecord, StageContext], StageResult]
@@ -48,7 +48,7 @@ class StageSpec:
     stage: Stage
     run: StageFn
     doc: str
-    payload: type[Payload] | None = None  # the model of `StageResult.details`
+    details: type[Details] | None = None  # the model of `StageResult.details`
     needs: tuple[Stage, ...] = ()  # stages whose results this one reads
     reads: tuple[Stage, ...] = ()  # stages whose results it also reads when they are there
     digest: bool = True  # works on the image by digest, so the run must name one
@@ -64,6 +64,9 @@ class StageSpec:
     reuse_key: KeyParts | None = None  # None: never reused, always runs
     # `failed` means the release could not be measured (not that it measured badly): the run stops.
     measurement: bool = False
+    # Its result is signed as an evidence link where it is measured, and nothing reads it (the gate, a
+    # later stage, a reuse) unless that link verifies.
+    evidence: bool = False
     # Measures the machine as much as the release: reused only while recent and undisturbed, never
     # for an attached server, and measured again on `--remeasure`.
     measures_machine: bool = False

@@ -186,18 +186,22 @@ def load_private_key(pem: str | bytes, password: bytes | str, *, where: str) -> 
     return SigningKey(private=key, source=where)
 
 
-def load_private_key_file(path: str | Path, password: bytes | str) -> SigningKey:
-    p = Path(path)
+def _read_key_file(p: Path, what: str) -> str:
+    """The text of a key file (`what`: "private key file", "public key file"), or BadInput naming it."""
     try:
-        raw = read_regular(p, what="private key file", limit=MAX_KEY_FILE_BYTES, not_found="private key file not found")
+        raw = read_regular(p, what=what, limit=MAX_KEY_FILE_BYTES, not_found=f"{what} not found")
     except BadInput as exc:
         raise BadInput(exc.message if exc.message.endswith("not found") else
-                       f"cannot read private key file: {exc.message}", where=str(p)) from None
+                       f"cannot read {what}: {exc.message}", where=str(p)) from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BadInput(f"cannot read private key file: {exc}", where=str(p)) from exc
-    return load_private_key(text, password, where=str(p))
+        raise BadInput(f"cannot read {what}: {exc}", where=str(p)) from exc
+
+
+def load_private_key_file(path: str | Path, password: bytes | str) -> SigningKey:
+    p = Path(path)
+    return load_private_key(_read_key_file(p, "private key file"), password, where=str(p))
 
 
 def generate_key() -> ec.EllipticCurvePrivateKey:
@@ -293,16 +297,7 @@ def load_public_key(pem: str | bytes, *, where: str, now: datetime | None = None
 
 def load_public_key_file(path: str | Path, *, now: datetime | None = None) -> ec.EllipticCurvePublicKey:
     p = Path(path)
-    try:
-        raw = read_regular(p, what="public key file", limit=MAX_KEY_FILE_BYTES, not_found="public key file not found")
-    except BadInput as exc:
-        raise BadInput(exc.message if exc.message.endswith("not found") else
-                       f"cannot read public key file: {exc.message}", where=str(p)) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadInput(f"cannot read public key file: {exc}", where=str(p)) from exc
-    return load_public_key(text, where=str(p), now=now)
+    return load_public_key(_read_key_file(p, "public key file"), where=str(p), now=now)
 
 
 # -- passwords ----------------------------------------------------------------------------------

@@ -37,10 +37,6 @@ from pipeline.supplychain import cosign_keys
 from pipeline.supplychain.envelopes import EnvelopeRefused, open_envelope, seal, statement_body
 
 LINK_TYPE = "https://in-toto.io/attestation/link/v0.3"
-# The stages whose result is a measurement of the release (the gate reads them); the gate's own result
-# is the verdict, signed by the gate itself.
-LINKED_STAGES = (Stage.BUILD, Stage.LEAK, Stage.SCAN, Stage.SIGN, Stage.BOOT, Stage.BENCH, Stage.EVAL,
-                 Stage.MANIFESTS)
 SUBJECT_PREFIX = "llmgate:stage/"
 IMAGE_PREFIX = "oci://"
 MODEL, CONFIG, INPUT_KEY = "llmgate:model", "llmgate:config", "llmgate:input-key"
@@ -95,7 +91,7 @@ def _hex(digest: str | None) -> str | None:
 
 def _image_digest(run: RunRecord, result: StageResult | None) -> str | None:
     """The image a result is about: the run's, or for a build that succeeded the digest it produced."""
-    build = result.payload(BuildDetails) if result is not None else None
+    build = result.details_as(BuildDetails) if result is not None else None
     if build is not None and build.digest and result is not None and result.status is StageStatus.OK:
         return build.digest
     return run.image.digest
@@ -231,17 +227,19 @@ def check_result(result: StageResult, run: RunRecord, public_key: ec.EllipticCur
                       measured=measured_by_run(run), public_key=public_key)
 
 
-def check_run(run: RunRecord, public_key: ec.EllipticCurvePublicKey | None) -> list[LinkCheck]:
-    """Every measuring stage's result in `run`, in plan order."""
-    return [check_result(res, run, public_key) for s in LINKED_STAGES if (res := run.stage(s.value)) is not None]
+def check_run(run: RunRecord, public_key: ec.EllipticCurvePublicKey | None,
+              linked: Iterable[Stage]) -> list[LinkCheck]:
+    """The result in `run` of every stage in `linked` (the measuring stages, whose results carry links:
+    `Plan.linked`), in that order."""
+    return [check_result(res, run, public_key) for s in linked if (res := run.stage(s.value)) is not None]
 
 
-def require_evidence(run: RunRecord, public_key: ec.EllipticCurvePublicKey | None, *, signing: bool,
-                     what: str = "") -> list[LinkCheck]:
+def require_evidence(run: RunRecord, public_key: ec.EllipticCurvePublicKey | None, linked: Iterable[Stage], *,
+                     signing: bool, what: str = "") -> list[LinkCheck]:
     """The checks of `run`'s results; `EvidenceRefused` naming every stage that is not verified. With a
     signing key (`signing`) every result must carry a verified link; without one (an unsigned preview)
     unsigned results pass, but a link that exists must still verify."""
-    checks = check_run(run, public_key)
+    checks = check_run(run, public_key, linked)
     bad = [c for c in checks if not c.verified and (signing or c.signed)]
     if bad:
         subject = what or f"run {run.run_id}"

@@ -45,7 +45,7 @@ from ahocorasick_rs import BytesAhoCorasick, Implementation
 from pipeline.adapters.registry import RegistryClient
 from pipeline.errors import BadInput, InfraError
 from pipeline.redact import MASK, MIN_SECRET_CHARS
-from pipeline.schemas.leak import LeakFinding, LeakReport
+from pipeline.schemas.leak import LeakDetails, LeakFinding
 
 MIN_LINE = 20  # shorter lines (base64 tails, "MIIB…" prefixes) are too common to be evidence
 MIN_VALUE = MIN_SECRET_CHARS  # a shorter secret cannot be told apart from ordinary bytes (nor masked in text)
@@ -389,7 +389,7 @@ class LeakScanner:
         findings += self._found(self.detector.search(raw) - covered, where=where, path="(raw)")  # type: ignore[arg-type]
         return findings
 
-    def _scan_member(self, fh: IO[bytes], member: tarfile.TarInfo, report: LeakReport) -> set[tuple[int, str]]:
+    def _scan_member(self, fh: IO[bytes], member: tarfile.TarInfo, report: LeakDetails) -> set[tuple[int, str]]:
         scan = self.detector.scan()
         for chunk in _read_chunks(fh):
             scan.feed(chunk)
@@ -400,7 +400,7 @@ class LeakScanner:
             report.decode_limited.append(member.name)
         return scan.close()
 
-    def scan_layer(self, name: str, descriptor: dict[str, Any], report: LeakReport) -> list[LeakFinding]:
+    def scan_layer(self, name: str, descriptor: dict[str, Any], report: LeakDetails) -> list[LeakFinding]:
         digest = descriptor["digest"]
         findings: list[LeakFinding] = []
         blob = self.registry.blob_to_file(name, digest)
@@ -441,9 +441,9 @@ class LeakScanner:
         report.layers_scanned += 1
         return findings
 
-    def scan_image(self, repository: str, name: str, digest: str, secret_ids: list[str]) -> LeakReport:
+    def scan_image(self, repository: str, name: str, digest: str, secret_ids: list[str]) -> LeakDetails:
         t0 = time.monotonic()
-        report = LeakReport(image=f"{repository}@{digest}", digest=digest, secrets=secret_ids,
+        report = LeakDetails(image=f"{repository}@{digest}", digest=digest, secrets=secret_ids,
                             encodings=list(ENCODINGS) if self.detector.decode else ["as is"])
         for n in self.needles:
             report.needles[n.secret_id] = report.needles.get(n.secret_id, 0) + 1
@@ -481,7 +481,7 @@ def public_lines_in_image(registry: RegistryClient, name: str, digest: str, secr
     if not candidates:
         return set()
     scanner = LeakScanner(registry, candidates, decode=False)  # public means present as is
-    probe = LeakReport(image=name, digest=digest, secrets=list(secrets))
+    probe = LeakDetails(image=name, digest=digest, secrets=list(secrets))
     manifest = registry.image_manifest(name, digest)
     hits: list[LeakFinding] = []
     for layer in manifest.layers:
@@ -491,7 +491,7 @@ def public_lines_in_image(registry: RegistryClient, name: str, digest: str, secr
 
 
 def check_image(registry: RegistryClient, repository: str, digest: str, secrets: dict[str, bytes], *,
-                reference: str | None = None) -> LeakReport:
+                reference: str | None = None) -> LeakDetails:
     """Scan `repository@digest` for every secret; `reference` (repo@sha256:…) supplies public lines."""
     from pipeline.adapters.registry import split_repository
 

@@ -223,7 +223,7 @@ def scan_gate_verdict(
     """One `scan` gate for the gate engine, re-evaluated from the findings the scan stage recorded."""
     res = run.stage(Stage.SCAN.value)
     base = {"name": "scan", "source": "scan.blocking", "threshold": 0.0, "direction": "max", "required": True}
-    details = None if res is None else res.payload(ScanDetails)
+    details = None if res is None else res.details_as(ScanDetails)
     if res is None or res.status is not StageStatus.OK or details is None:
         why = "no scan stage result" if res is None else f"scan stage {res.status.value}: {res.reason or ''}"
         return GateVerdict(status=GateStatus.NOT_RUN, reason=why, **base)

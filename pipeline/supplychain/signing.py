@@ -215,7 +215,7 @@ def attest_release(
         details.attestations.append(AttestationRef(predicate_type=SBOM_TYPE, reason=reason))
 
     build_res = run.stage("build")
-    build = build_res.payload(BuildDetails) if build_res is not None else None
+    build = build_res.details_as(BuildDetails) if build_res is not None else None
     if build is None:
         details.attestations.append(AttestationRef(predicate_type=PROVENANCE_TYPE,
                                                    reason="no provenance: this run has no build stage"))
