@@ -5,6 +5,7 @@ and each refusal names the (image, model) pair and the reason."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from pipeline.supplychain import cosign_keys as ck
 from pipeline.supplychain.evidence import check_run
 from pipeline.supplychain.guard import PromotionRefused, TargetPolicy, check_promotable
 from pipeline.supplychain.predicates import PROVENANCE_TYPE, SBOM_TYPE, VERDICT_TYPE, VerdictPredicate
-from pipeline.supplychain.signing import attest_release, load_public_key, sign_image, verify_release
+from pipeline.supplychain.signing import attest_release, load_public_key, sign_image, verified_verdicts, verify_release
 from pipeline.supplychain.verdict_log import VerdictLog
 from pipeline.supplychain.verdicts import SignedVerdict, sign_verdict
 from tests.stage_helpers import record_measured, record_verdicts
@@ -159,6 +160,9 @@ def test_guard_passes_the_signed_pair_and_evidence_names_both_digests(env, keys)
     assert f"Image: {run.image.by_digest}" in text and f"Model: {GOOD_MODEL}" in text
     assert f"Signed verdict: run {run.run_id}, decision pass" in text
     assert "target production, baseline none (first release)" in text
+    # What the guard vouched for cannot be edited on its way into the evidence.
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.model_digest = BAD_MODEL  # type: ignore[misc]
 
 
 def test_evidence_quotes_the_signed_verdict_not_the_store(env, keys) -> None:  # type: ignore[no-untyped-def]
@@ -233,10 +237,16 @@ def test_local_policy_verdict_is_never_promotable_to_production(env, keys) -> No
     prod_as_canary = TargetPolicy.for_target("production")  # the same name, not production by configuration
     assert check_promotable(run.image, GOOD_MODEL, prod_as_canary, keys[1], signer=signer, log=verdict_log(env, keys)).verdict.run_id == run.run_id
     err = _refused(signer, run.image.by_digest, GOOD_MODEL, PRODUCTION, keys[1], verdict_log(env, keys))
-    assert "made under the local policy gates.local.yaml" in err.message
+    assert "made under the local policy gates.local.yaml (sha256 bbbbbbbbbbbb), which target production" in err.message
+    # Fail closed: a target built without saying it accepts local policies does not.
+    unsaid = TargetPolicy(target="production", local_policy_sha256=frozenset([LOCAL_POLICY.sha256]))
+    err = _refused(signer, run.image.by_digest, GOOD_MODEL, unsaid, keys[1], verdict_log(env, keys))
+    assert "made under the local policy" in err.message
+    with pytest.raises(dataclasses.FrozenInstanceError):  # a shared target policy cannot be loosened in place
+        PRODUCTION.allow_local_policy = True  # type: ignore[misc]
     only = TargetPolicy.for_target("production", accepted_policy_sha256=["f" * 64])
     err = _refused(signer, run.image.by_digest, GOOD_MODEL, only, keys[1], verdict_log(env, keys))
-    assert "not one target production accepts" in err.message
+    assert "made under policy gates.local.yaml (sha256 bbbbbbbbbbbb), not one target production accepts" in err.message
 
 
 def test_a_local_policy_is_recognised_by_digest_under_any_name(env, keys) -> None:  # type: ignore[no-untyped-def]
@@ -318,3 +328,55 @@ def test_cli_verify_prints_each_check_and_exits_by_outcome(env, keys, tmp_path: 
     garbled.write_text("-----BEGIN PUBLIC KEY-----\nAAAA\n")
     bad = CliRunner().invoke(app, [*workdir, "verify", run.image.by_digest, "--key", str(garbled)])
     assert bad.exit_code == 2 and "truncated PEM" in " ".join(bad.output.split())
+
+
+def test_the_newest_verdict_about_the_pair_decides(env, keys) -> None:  # type: ignore[no-untyped-def]
+    """A pass followed by a blocked re-run of the same pair: the blocked one is newest, so it decides."""
+    _, signer, _, _ = env
+    first = release(env, keys)
+    second = release(env, keys, decision=Decision.BLOCKED, image=first.image.by_digest)
+    v = verify_release(first.image, keys[1], signer=signer)
+    assert v.verdict.valid and v.verdict.reason.endswith(f"newest: run {second.run_id}, decision blocked")
+    assert v.verdict.predicate.run_id == second.run_id
+    err = _refused(signer, first.image.by_digest, GOOD_MODEL, CANARY, keys[1], verdict_log(env, keys))
+    assert f"the newest signed verdict for this pair (run {second.run_id}) is blocked" in err.message
+    # SBOM and provenance: the last one attached is the one shown
+    newer = {"bomFormat": "CycloneDX", "specVersion": "1.6", "version": 2, "components": []}
+    signer.attest(first.image.by_digest, SBOM_TYPE, newer, keys[0])
+    signer.attest(first.image.by_digest, PROVENANCE_TYPE, {"buildType": "newest"}, keys[0])
+    v = verify_release(first.image, keys[1], signer=signer)
+    assert v.sbom.predicate == newer and v.provenance.predicate == {"buildType": "newest"}
+
+
+def test_signed_statements_that_are_no_verdict_about_the_image_are_not_verdicts(env, keys) -> None:  # type: ignore[no-untyped-def]
+    repo, signer, _, _ = env
+    key, pub = keys[0], keys[1]
+    run = release(env, keys)
+    about_other = verify_release(run.image, pub, signer=signer).verdict.predicate.model_dump(mode="json")
+    image = repo.image()
+    digest = image.split("@")[1]
+    sign_image(image, key, pub, signer=signer)
+    # validly signed under the verdict type: one is no verdict at all, one is a verdict about another image
+    signer.attest(image, VERDICT_TYPE, {"decision": "pass"}, key)
+    signer.attest(image, VERDICT_TYPE, about_other, key)
+    verdicts, reason = verified_verdicts(image, pub, signer=signer)
+    assert verdicts == [] and reason.startswith("2 attestation(s) of ") and \
+        reason.endswith(f", but none is a verdict about {digest}")
+    err = _refused(signer, image, GOOD_MODEL, CANARY, pub, verdict_log(env, keys))
+    assert err.message.startswith("no signed verdict: 2 attestation(s)") and "none is a verdict about" in err.message
+    # Junk signed before a real verdict does not hide it.
+    real = release(env, keys, image=image)
+    assert [v.run_id for v in verified_verdicts(image, pub, signer=signer)[0]] == [real.run_id]
+    assert check_promotable(image, GOOD_MODEL, CANARY, pub, signer=signer,
+                            log=verdict_log(env, keys)).verdict.run_id == real.run_id
+
+
+def test_a_newer_logged_verdict_hidden_from_the_registry_refuses_the_pass(env, keys) -> None:  # type: ignore[no-untyped-def]
+    """A registry writer can drop the attestation layer of a newer blocked verdict, not its log entry: the
+    guard refuses with the log's reason, as a promotion refusal naming the pair (exit 1)."""
+    _, signer, _, _ = env
+    run = release(env, keys)
+    newer = make_run(run.image.by_digest, GOOD_MODEL, Decision.BLOCKED)
+    verdict_log(env, keys).append(run.image.repository, gate_verdict(newer, keys[0]).entry(), keys[0])
+    err = _refused(signer, run.image.by_digest, GOOD_MODEL, CANARY, keys[1], verdict_log(env, keys))
+    assert err.message.startswith("verdict log: ") and f"run {run.run_id}" in err.message

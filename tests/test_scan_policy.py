@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import BadInput
+from pipeline.gates.sections import SectionContext
 from pipeline.models import GateStatus, ImageRef, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas.scan import ScanDetails
 from pipeline.supplychain.ignore_file import load_ignore_file
 from pipeline.supplychain.scan_policy import (
+    SCAN_SECTION,
     ScanPolicy,
     SeverityLimits,
     check_report,
@@ -25,6 +27,7 @@ from pipeline.supplychain.scan_policy import (
     proven_scanners,
     relaxations,
     scan_gate_verdict,
+    unproven_scanners,
 )
 from pipeline.supplychain.trivy_report import load_report
 
@@ -225,8 +228,17 @@ def test_scanner_not_run_is_never_zero(fixtures_dir: Path) -> None:
     v = evaluate(report, ScanPolicy(misconfig_max=SeverityLimits()), not_run={"vuln": why}, today=TODAY)
     assert not v.passed and v.problems == [f"vuln scanner not run: {why}"]
     assert v.counts["critical"] is None and v.metrics()["critical"] is None and v.metrics()["misconfigs"] == 1
+    assert set(v.raw_counts.values()) == {None}  # before ignores too: unknown, not zero
+    scanned = evaluate(_report(fixtures_dir, "pip.json"), ScanPolicy(ignore_unfixed=True), today=TODAY)
+    assert scanned.raw_counts["high"] == 1 and None not in scanned.raw_counts.values()
     relaxed = ScanPolicy(misconfig_max=SeverityLimits(), require_scanners=["secret", "misconfig"])
     assert evaluate(report, relaxed, not_run={"vuln": why}, today=TODAY).passed
+    # misconfigurations: the limit is a maximum, so exactly as many as allowed passes and one more fails
+    at_limit = ScanPolicy(misconfig_max=SeverityLimits(high=1), require_scanners=["secret", "misconfig"])
+    assert evaluate(report, at_limit, not_run={"vuln": why}, today=TODAY).passed
+    over = ScanPolicy(misconfig_max=SeverityLimits(high=0), require_scanners=["secret", "misconfig"])
+    v = evaluate(report, over, not_run={"vuln": why}, today=TODAY)
+    assert not v.passed and [b.id for b in v.blocking] == ["DS-0002"]
 
 
 def test_policy_from_gates_yaml() -> None:
@@ -238,10 +250,21 @@ def test_policy_from_gates_yaml() -> None:
     assert ei.value.where == "gates.yaml: scan" and "critcal" in ei.value.message
     with pytest.raises(BadInput):
         policy_from_gates({"scan": {"max": {"high": -1}}})
+    # through the gate engine's section plug-in: the error names the policy file's scan section once
+    with pytest.raises(BadInput) as ei:
+        SCAN_SECTION.validate({"max": {"critcal": 0}}, "gates.prod.yaml: scan")
+    assert ei.value.where == "gates.prod.yaml: scan"
+    with pytest.raises(BadInput) as ei:  # a folder whose name holds ": scan" is still the folder
+        SCAN_SECTION.validate({"max": {"critcal": 0}}, "odd: scan dir/gates.yaml: scan")
+    assert ei.value.where == "odd: scan dir/gates.yaml: scan"
 
 
 def test_load_ignores_default_file_may_be_absent(tmp_path: Path) -> None:
     assert load_ignores(ScanPolicy(), base=tmp_path) == []
+    # the policy's ignore file, found beside the policy, is in force; a policy without one has no ignores
+    _ignore(tmp_path, "vulnerabilities:\n  - id: CVE-1\n    statement: unreachable\n    expired_at: 2030-01-01\n")
+    assert [e.id for e in load_ignores(ScanPolicy(ignore_file=".trivyignore.yaml"), base=tmp_path)] == ["CVE-1"]
+    assert load_ignores(ScanPolicy(ignore_file=None), base=tmp_path) == []
     with pytest.raises(BadInput, match="not found"):
         load_ignores(ScanPolicy(), tmp_path / "explicit.yaml")
 
@@ -255,7 +278,15 @@ def test_gate_verdict_from_run(fixtures_dir: Path) -> None:
     run.add_stage(StageResult(stage=Stage.SCAN, status=StageStatus.OK, details=details))
     g = scan_gate_verdict(run, ScanPolicy(), today=TODAY)
     assert g.status is GateStatus.FAIL and g.value == 1.0 and "Werkzeug 0.11 (fixed in 0.15.3)" in g.reason
+    # at most 0 blocking findings, and a gate no policy can make optional
+    assert (g.name, g.source, g.threshold, g.direction, g.required) == ("scan", "scan.blocking", 0.0, "max", True)
     assert scan_gate_verdict(run, ScanPolicy(max=SeverityLimits(high=1)), today=TODAY).status is GateStatus.PASS
+    ctx = SectionContext(baseline=None, policy_dir=Path("/nonexistent"))
+    assert [v.status for v in SCAN_SECTION.evaluate(ScanPolicy(), run, ctx)] == [GateStatus.FAIL]
+    # a scan stage that failed part-way: its findings are not a verdict, whatever it recorded
+    run.add_stage(StageResult(stage=Stage.SCAN, status=StageStatus.FAILED, reason="trivy crashed", details=details))
+    g = scan_gate_verdict(run, ScanPolicy(max=SeverityLimits(high=1)), today=TODAY)
+    assert g.status is GateStatus.NOT_RUN and g.reason == "scan stage failed: trivy crashed"
     run.add_stage(StageResult(stage=Stage.SCAN, status=StageStatus.SKIPPED, reason="not run: trivy not found"))
     g = scan_gate_verdict(run, ScanPolicy())
     assert g.status is GateStatus.NOT_RUN and "trivy not found" in g.reason
@@ -304,6 +335,10 @@ def test_findings_prove_their_scanners(fixtures_dir: Path) -> None:
     assert proven_scanners(_report(fixtures_dir, "pip.json")) == {"vuln"}
     assert proven_scanners(_report(fixtures_dir, "secrets.json")) == {"secret"}
     assert proven_scanners(_report(fixtures_dir, "dockerfile.json")) == {"misconfig"}
+    # each required scanner is judged on its own: one proven does not vouch for the ones after it
+    pip = _report(fixtures_dir, "pip.json")
+    assert sorted(unproven_scanners(pip, ScanPolicy(), stated=None)) == ["misconfig", "secret"]
+    assert sorted(unproven_scanners(pip, ScanPolicy(), stated=["secret"])) == ["misconfig"]
 
 
 def test_scanner_names_are_checked() -> None:

@@ -4,6 +4,7 @@ keys (the cosign-generated fixture key and keys made here). Every refusal is che
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -164,6 +165,7 @@ def test_attestation_layout_and_refusals(repo, signer, keys) -> None:  # type: i
     wrong = signer.verify_attestations(image, ptype, other_pub.pem)
     assert not wrong.verified and "does not verify with key" in wrong.reason
     missing = signer.verify_attestations(second, ptype, pub.pem)
+    assert not missing.verified and missing.statements == []
     assert missing.reason.startswith("no attestation: nothing is tagged")
     # The envelope of `image` copied under `second`: validly signed, but about another digest.
     repo.reg.put_manifest(repo.name, L.tag_for(second.split("@")[1], L.ATT_SUFFIX),
@@ -201,3 +203,92 @@ def test_sign_gate_reads_the_sign_stage() -> None:
     run.add_stage(StageResult(stage=Stage.SIGN, status=StageStatus.OK, metrics={"verified": 1.0},
                               details=refused.model_copy(update={"verified": True, "verify_reason": "ok"})))
     assert sign_gate_verdict(SignPolicy(), run).status is GateStatus.PASS
+
+
+def _put_layers(repo, image: str, suffix: str, layers: list[tuple[str, bytes, dict[str, str]]]) -> list[str]:  # type: ignore[no-untyped-def]
+    """Tag `layers` (media type, blob, annotations) as `image`'s signatures (.sig) or attestations (.att)."""
+    descs = [L.LayerDescriptor.of(media_type, blob, ann) for media_type, blob, ann in layers]
+    for _, blob, _ in layers:
+        repo.reg.upload_blob(repo.name, blob)
+    config = L.config_blob(descs)
+    repo.reg.upload_blob(repo.name, config)
+    repo.reg.put_manifest(repo.name, L.tag_for(image.split("@")[1], suffix), L.signatures_manifest(descs, config),
+                          L.OCI_MANIFEST)
+    return [d.digest for d in descs]
+
+
+def test_each_unusable_layer_is_named_by_its_digest(repo, signer, keys) -> None:  # type: ignore[no-untyped-def]
+    _key, pub, _, _ = keys
+    image = repo.image()
+    plain, bad_b64, unsigned = _put_layers(repo, image, L.SIG_SUFFIX, [
+        ("text/plain", b"not a payload", {}),
+        (L.SIMPLESIGNING_MEDIA_TYPE, b"{}", {L.SIGNATURE_ANNOTATION: "%%% not base64"}),
+        (L.SIMPLESIGNING_MEDIA_TYPE, b"{ }", {}),
+    ])
+    check = signer.verify_image(image, pub.pem)
+    assert not check.verified
+    first, second, third = check.reason.split("; ")
+    assert first == f"layer {plain[:19]} is text/plain, not a simple-signing payload"
+    assert second.startswith(f"layer {bad_b64[:19]}: ")  # then base64's own complaint
+    assert third == f"layer {unsigned[:19]} has no {L.SIGNATURE_ANNOTATION} annotation"
+
+    ptype = "https://llmgate.dev/test/v1"
+    wrong_type, junk = _put_layers(repo, image, L.ATT_SUFFIX, [
+        ("text/plain", b"not an envelope", {}),
+        (L.DSSE_MEDIA_TYPE, b"not json", {L.PREDICATE_TYPE_ANNOTATION: ptype}),
+    ])
+    att = signer.verify_attestations(image, ptype, pub.pem)
+    assert not att.verified
+    first, second = att.reason.split("; ")
+    assert first == f"layer {wrong_type[:19]} is text/plain, not a DSSE envelope"
+    assert second.startswith(f"layer {junk[:19]}: ")
+
+
+def test_an_attestation_without_the_predicate_type_annotation_still_verifies(repo, signer, keys) -> None:  # type: ignore[no-untyped-def]
+    """The annotation is outside the signature, a filter only: the signed statement decides."""
+    key, pub, _, _ = keys
+    image = repo.image()
+    ptype = "https://llmgate.dev/test/v1"
+    signer.attest(image, ptype, {"answer": 42}, key)
+    (layer,) = json.loads(repo.reg.manifest(repo.name, L.tag_for(image.split("@")[1], L.ATT_SUFFIX)).raw)["layers"]
+    envelope = repo.reg.blob_bytes(repo.name, layer["digest"])
+    _put_layers(repo, image, L.ATT_SUFFIX, [(L.DSSE_MEDIA_TYPE, envelope, {L.SIGNATURE_ANNOTATION: ""})])
+    ok = signer.verify_attestations(image, ptype, pub.pem)
+    assert ok.verified and [st["predicate"] for st in ok.statements] == [{"answer": 42}]
+    other = signer.verify_attestations(image, "https://llmgate.dev/other/v1", pub.pem)
+    assert not other.verified and other.reason == "no attestation of https://llmgate.dev/other/v1"
+
+
+def test_strict_base64_oversized_layers_and_signed_non_statements_are_refused(repo, signer, keys) -> None:  # type: ignore[no-untyped-def]
+    key, pub, _, _ = keys
+    image = repo.image()
+    digest = image.split("@")[1]
+    # A valid signature with a stray character inside: cosign's base64 decoding refuses it, and so does this.
+    payload = L.simple_signing_payload(repo.repository, digest)
+    good_b64 = base64.b64encode(key.sign(payload)).decode()
+    _put_layers(repo, image, L.SIG_SUFFIX, [(L.SIMPLESIGNING_MEDIA_TYPE, payload,
+                                             {L.SIGNATURE_ANNOTATION: good_b64[:10] + "!" + good_b64[10:]})])
+    check = signer.verify_image(image, pub.pem)
+    assert not check.verified and check.reason.startswith("layer sha256:") and "does not verify" not in check.reason
+    _put_layers(repo, image, L.SIG_SUFFIX, [(L.SIMPLESIGNING_MEDIA_TYPE, payload, {L.SIGNATURE_ANNOTATION: good_b64})])
+    assert signer.verify_image(image, pub.pem).verified  # the same layer, well encoded
+
+    # A descriptor claiming more than a payload may hold is refused before its blob is read.
+    blob = b"{}"
+    repo.reg.upload_blob(repo.name, blob)
+    huge = L.LayerDescriptor(L.SIMPLESIGNING_MEDIA_TYPE, "sha256:" + hashlib.sha256(blob).hexdigest(),
+                             L.MAX_PAYLOAD_BYTES + 1, {L.SIGNATURE_ANNOTATION: good_b64})
+    config = L.config_blob([huge])
+    repo.reg.upload_blob(repo.name, config)
+    repo.reg.put_manifest(repo.name, L.tag_for(digest, L.SIG_SUFFIX), L.signatures_manifest([huge], config),
+                          L.OCI_MANIFEST)
+    check = signer.verify_image(image, pub.pem)
+    assert not check.verified and f"exceeds {L.MAX_PAYLOAD_BYTES}" in check.reason
+
+    # A validly signed envelope whose payload is no in-toto statement.
+    ptype = "https://llmgate.dev/test/v1"
+    body = b'{"not": "a statement"}'
+    env = L.envelope(body, key.sign(L.pae(L.INTOTO_PAYLOAD_TYPE, body)))
+    _put_layers(repo, image, L.ATT_SUFFIX, [(L.DSSE_MEDIA_TYPE, env, {L.PREDICATE_TYPE_ANNOTATION: ptype})])
+    att = signer.verify_attestations(image, ptype, pub.pem)
+    assert not att.verified and att.reason.startswith("signed statement is malformed: ")
