@@ -151,6 +151,42 @@ def test_attest_release_and_verify_release(env, keys) -> None:  # type: ignore[n
     assert not any(c.valid for c in other.checks)
 
 
+def test_verify_release_reports_each_way_the_log_refuses_a_verdict_as_its_check(env, keys) -> None:  # type: ignore[no-untyped-def]
+    """`verify` shows the log check refused, with its reason, never an exception: the verdict is not the
+    newest entry for its pair, the log is another store's (the verdict is not in it), the remembered
+    checkpoint does not verify, no log is given, or there is no verdict to look up; the other checks stand."""
+    repo, signer, _, tmp = env
+    run = release(env, keys)
+    newer = make_run(run.image.by_digest, GOOD_MODEL, Decision.BLOCKED)
+    verdict_log(env, keys).append(run.image.repository, gate_verdict(newer, keys[0]).entry(), keys[0])
+
+    v = verify_release(run.image, keys[1], signer=signer, log=verdict_log(env, keys))
+    assert [c.name for c in v.checks if not c.valid] == ["log"] and not v.valid
+    assert v.log.reason.startswith(f"entry #0 of 2, but not the newest for its pair: entry #1 (run {newer.run_id}, "
+                                   "blocked")
+    assert v.position is not None and (v.position.index, v.position.size) == (0, 2)
+    assert v.position.newest is not None and v.position.newest[0] == 1 and not v.position.is_newest
+
+    elsewhere = VerdictLog(Store(tmp / "other.db"), keys[1].key, seen_dir=None)
+    v = verify_release(run.image, keys[1], signer=signer, log=elsewhere)
+    assert not v.log.valid and v.log.reason.startswith(f"the verdict of run {run.run_id} is not in the verdict log (")
+    assert v.position is not None and v.position.index is None and v.position.newest is None
+
+    seen = list((tmp / "seen").iterdir())
+    assert seen
+    for f in seen:
+        f.write_text("not a checkpoint\n")
+    v = verify_release(run.image, keys[1], signer=signer, log=verdict_log(env, keys))
+    assert not v.log.valid and v.position is None
+    assert v.log.reason.startswith("the checkpoint this verifier remembers (") and "does not verify" in v.log.reason
+    assert v.signature.valid and v.verdict.valid and v.evidence.valid
+
+    v = verify_release(run.image, keys[1], signer=signer)
+    assert (v.log.valid, v.log.reason, v.position) == (False, "no verdict log to check against", None)
+    bare = verify_release(repo.image(), keys[1], signer=signer, log=verdict_log(env, keys))
+    assert (bare.log.valid, bare.log.reason, bare.position) == (False, "no verdict to find in the verdict log", None)
+
+
 def test_guard_passes_the_signed_pair_and_evidence_names_both_digests(env, keys) -> None:  # type: ignore[no-untyped-def]
     _, signer, _, _ = env
     run = release(env, keys, target="production")
