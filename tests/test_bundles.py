@@ -263,3 +263,27 @@ def test_referrers_that_are_not_sigstore_bundles_are_left_alone(repo, signer, ke
     assert not check.verified and check.reason.startswith("no signature: nothing is tagged")
     attach(repo.reg, repo.name, digest, dsse_bundle(sign_statement(digest), key), B.COSIGN_SIGN_PREDICATE)
     assert signer.verify_image(image, pub.pem).verified
+
+
+
+def test_a_referrer_gone_from_the_registry_is_named_and_hides_no_later_bundle(repo, signer, keys) -> None:  # type: ignore[no-untyped-def]
+    """A referrers index can list a manifest the registry no longer holds (deleted after it was listed): the
+    verifier names it by its short digest as the reason, and still reads the bundles listed after it."""
+    key, pub, _ = keys
+    image = repo.image()
+    digest = image.split("@")[1]
+    fallback = digest.replace(":", "-")
+    gone = attach(repo.reg, repo.name, digest, dsse_bundle(sign_statement(digest, name="gone"), key),
+                  B.COSIGN_SIGN_PREDICATE)
+    good = attach(repo.reg, repo.name, digest, dsse_bundle(sign_statement(digest), key), B.COSIGN_SIGN_PREDICATE)
+    index = json.loads(repo.reg.manifest(repo.name, fallback).raw)
+    index["manifests"].sort(key=lambda d: d["digest"] != gone)  # the one about to go first, as a registry may list
+    assert [d["digest"] for d in index["manifests"]] == [gone, good]
+    repo.reg.put_manifest(repo.name, fallback, json.dumps(index).encode(), OCI_INDEX)
+    repo.reg.delete_manifest(repo.name, gone)
+    assert signer.verify_image(image, pub.pem).verified
+
+    repo.reg.delete_manifest(repo.name, good)
+    check = signer.verify_image(image, pub.pem)
+    assert not check.verified
+    assert check.reason == "; ".join(f"referrer {d[:19]}: manifest not found in the registry" for d in (gone, good))
