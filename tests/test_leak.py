@@ -49,6 +49,18 @@ def test_needles_whole_value_and_distinctive_lines():
     assert excluded == {"key": 0}
 
 
+def test_the_one_distinctive_line_of_a_multi_line_secret_is_a_needle_of_its_own():
+    """A pip.conf has one line long enough to be evidence: a copy of that line alone is a leak, so it is
+    searched besides the whole file; a one-line secret is its own value and gets no line needle."""
+    line = b"index-url = https://ci:" + secrets.token_hex(16).encode() + b"@pypi.example/simple"
+    needles, excluded = build_needles({"pip": b"[global]\n" + line + b"\n"})
+    assert [(n.label, n.data) for n in needles] == [("value", b"[global]\n" + line), ("line 2", line)]
+    assert excluded == {"pip": 0}
+    token = ("tok_" + secrets.token_hex(20)).encode()
+    needles, excluded = build_needles({"tok": b"  " + token + b"\n"})
+    assert [(n.label, n.data) for n in needles] == [("value", token)] and excluded == {}
+
+
 def test_public_lines_are_excluded():
     key = _fake_key()
     public = {key.splitlines()[2].strip()}
