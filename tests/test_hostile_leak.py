@@ -96,6 +96,22 @@ def test_a_gzip_bomb_is_searched_only_up_to_the_limit(monkeypatch: pytest.Monkey
     assert scan.close() == set() and scan.decode_cut and scan.decoded == 4 << 20
 
 
+def test_a_compressed_file_is_searched_to_256_mib_exactly_and_a_byte_more_is_named_as_cut() -> None:
+    """docs/SUPPLY_CHAIN.md promises a compressed file is searched decompressed up to 256 MiB: a secret
+    ending at that byte is found, and the byte after it makes the file reported as cut."""
+    from pipeline.supplychain import leak
+
+    needles, _ = build_needles(SECRETS)
+    limit = 256 * 1024 * 1024
+    z, block = zlib.compressobj(1, wbits=31), bytes(8 << 20)
+    gz = b"".join(z.compress(block) for _ in range(limit // len(block) - 1))
+    gz += z.compress(block[len(TOKEN):] + TOKEN + b"!") + z.flush()
+    scan = leak._Detector(needles).scan()
+    scan.feed(gz)
+    assert {(needles[i].secret_id, enc) for i, enc in scan.close()} == {("token", "gzip")}
+    assert scan.decode_cut and scan.decoded == limit
+
+
 # -- on the registry, as the leak stage runs it -------------------------------------------------------------
 def _tar(files: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
