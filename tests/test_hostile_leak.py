@@ -83,6 +83,22 @@ def test_a_hidden_form_split_across_chunk_borders_is_found() -> None:
         assert {needles[i].secret_id for i, _e in scan.close()} == {"pip_conf"}, step
 
 
+def test_a_copy_fed_in_pieces_shorter_than_the_needle_is_still_named_an_exact_copy() -> None:
+    """A stream can arrive in pieces shorter than a needle (a slow pipe, a tar member read in small
+    blocks): the exact search keeps enough of the earlier pieces to call an unbroken copy "as is", not
+    "split"."""
+    from pipeline.supplychain.leak import _Detector
+
+    needles, _ = build_needles(SECRETS)
+    det = _Detector(needles)
+    data = b"token: " + TOKEN + b"\n"
+    for step in (1, 5, len(TOKEN) - 1):
+        scan = det.scan()
+        for i in range(0, len(data), step):
+            scan.feed(data[i:i + step])
+        assert {(needles[i].secret_id, enc) for i, enc in scan.close()} == {("token", "as is")}, step
+
+
 def test_a_gzip_bomb_is_searched_only_up_to_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """A compressed file whose content is far larger than the limit: searched up to the limit, the cut
     is reported, memory stays near one chunk."""
