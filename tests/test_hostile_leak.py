@@ -99,6 +99,19 @@ def test_a_copy_fed_in_pieces_shorter_than_the_needle_is_still_named_an_exact_co
         assert {(needles[i].secret_id, enc) for i, enc in scan.close()} == {("token", "as is")}, step
 
 
+def test_a_file_counts_as_decompressed_once_its_stream_gave_a_byte() -> None:
+    """The report's files_decompressed counts the files searched decompressed: a gzip or zlib stream of
+    one byte is one; an empty stream and a gzip look-alike are none."""
+    from pipeline.supplychain.leak import _Detector
+
+    det = _Detector(build_needles(SECRETS)[0])
+    for content, counted in ((gzip.compress(b"!", mtime=0), True), (zlib.compress(b"!"), True),
+                             (gzip.compress(b"", mtime=0), False), (b"\x1f\x8bnot gzip at all", False)):
+        scan = det.scan()
+        scan.feed(content)
+        assert scan.close() == set() and scan.decompressed is counted, content
+
+
 def test_a_gzip_bomb_is_searched_only_up_to_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """A compressed file whose content is far larger than the limit: searched up to the limit, the cut
     is reported, memory stays near one chunk."""
