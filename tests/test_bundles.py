@@ -266,24 +266,31 @@ def test_referrers_that_are_not_sigstore_bundles_are_left_alone(repo, signer, ke
 
 
 
-def test_a_referrer_gone_from_the_registry_is_named_and_hides_no_later_bundle(repo, signer, keys) -> None:  # type: ignore[no-untyped-def]
-    """A referrers index can list a manifest the registry no longer holds (deleted after it was listed): the
-    verifier names it by its short digest as the reason, and still reads the bundles listed after it."""
-    key, pub, _ = keys
+
+def test_a_referrer_gone_or_refused_is_named_and_hides_no_bundle_listed_after_it(repo, signer, keys) -> None:  # type: ignore[no-untyped-def]
+    """A referrers index can list a manifest the registry no longer holds (deleted after it was listed) and a
+    bundle signed with another key: the verifier names each by its short digest with the reason, and still
+    reads the bundles listed after them."""
+    key, pub, other = keys
     image = repo.image()
     digest = image.split("@")[1]
     fallback = digest.replace(":", "-")
     gone = attach(repo.reg, repo.name, digest, dsse_bundle(sign_statement(digest, name="gone"), key),
                   B.COSIGN_SIGN_PREDICATE)
+    forged = attach(repo.reg, repo.name, digest, dsse_bundle(sign_statement(digest), other), B.COSIGN_SIGN_PREDICATE)
     good = attach(repo.reg, repo.name, digest, dsse_bundle(sign_statement(digest), key), B.COSIGN_SIGN_PREDICATE)
     index = json.loads(repo.reg.manifest(repo.name, fallback).raw)
-    index["manifests"].sort(key=lambda d: d["digest"] != gone)  # the one about to go first, as a registry may list
-    assert [d["digest"] for d in index["manifests"]] == [gone, good]
+    order = [gone, forged, good]  # the failing ones first, as a registry may list them
+    index["manifests"].sort(key=lambda d: order.index(d["digest"]))
     repo.reg.put_manifest(repo.name, fallback, json.dumps(index).encode(), OCI_INDEX)
     repo.reg.delete_manifest(repo.name, gone)
+    assert [d["digest"] for d in repo.reg.referrers(repo.name, digest)] == order
     assert signer.verify_image(image, pub.pem).verified
 
     repo.reg.delete_manifest(repo.name, good)
     check = signer.verify_image(image, pub.pem)
     assert not check.verified
-    assert check.reason == "; ".join(f"referrer {d[:19]}: manifest not found in the registry" for d in (gone, good))
+    assert check.reason == "; ".join([f"referrer {gone[:19]}: manifest not found in the registry",
+                                      f"bundle {forged[:19]}: bundle signature does not verify with the key "
+                                      "(another key, or altered)",
+                                      f"referrer {good[:19]}: manifest not found in the registry"]), check.reason

@@ -185,7 +185,8 @@ def test_a_secret_hidden_in_a_layer_is_found_in_every_form(local_stack) -> None:
     assert any(f.where == "history" and f.encoding == "base64" for f in report.findings)
     assert found["srv/gzip"].encoding == "gzip" and found["srv/reversed"].encoding == "reversed"
     assert "split" in (found["srv/split-newline"].encoding or "")
-    assert report.files_decompressed >= 4 and "base64" in report.encodings
+    # gzip, gzip-two-members, zlib, gzip-of-base64-wrapped and clean-gzip; the zlib look-alike fails to inflate
+    assert report.files_decompressed == 5 and "base64" in report.encodings
     dumped = report.model_dump_json()
     for form in (TOKEN, base64.b64encode(TOKEN), TOKEN.hex().encode(), PIP_LINE):
         assert form.decode() not in dumped
