@@ -112,6 +112,39 @@ def test_a_file_counts_as_decompressed_once_its_stream_gave_a_byte() -> None:
         assert scan.close() == set() and scan.decompressed is counted, content
 
 
+def test_a_name_holding_a_secret_is_told_exact_from_split() -> None:
+    """Names, link targets and JSON strings are searched without the stream machinery: a secret in one as
+    is is named an exact copy, split by whitespace it is "split", and a secret that is mostly whitespace
+    (too short without it to be searched split) is still found as is."""
+    from pipeline.supplychain.leak import SPLIT, _Detector
+
+    padded = b"ab   cd   ef"
+    needles, _ = build_needles(SECRETS | {"padded": padded})
+    det = _Detector(needles)
+
+    def found(name: bytes) -> set[tuple[str, str]]:
+        return {(needles[i].secret_id, enc) for i, enc in det.search(name, decompress=False)}
+
+    assert found(b"var/cache/" + TOKEN) == {("token", "as is")}
+    assert found(b"var/cache/" + TOKEN[:9] + b" " + TOKEN[9:]) == {("token", SPLIT)}
+    assert found(b"etc/" + padded + b".txt") == {("padded", "as is")}
+    assert found(b"etc/" + padded.replace(b" ", b"")) == set()
+
+
+def test_a_name_holding_a_multi_line_secret_is_masked_as_one_value() -> None:
+    """A finding's path keeps the place and masks the secret: a name holding a whole multi-line secret shows
+    one mask, not a mask per line with the line break between them."""
+    from pipeline.supplychain.leak import LeakScanner
+
+    key = PIP_LINE + b"\nextra-index-url = https://ci:" + secrets.token_hex(16).encode() + b"@mirror.example/simple"
+    needles, _ = build_needles({"pip_conf": key})
+    assert [n.label for n in needles] == ["value", "line 1", "line 2"]
+    findings = LeakScanner(None, needles).scan_json(b"{}", {"Labels": {key.decode(): "x"}},  # type: ignore[arg-type]
+                                                     where="config")
+    assert {(f.needle, f.path) for f in findings} == {(label, "Labels.[REDACTED]") for label in ("value", "line 1",
+                                                                                                    "line 2")}
+
+
 def test_a_gzip_bomb_is_searched_only_up_to_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """A compressed file whose content is far larger than the limit: searched up to the limit, the cut
     is reported, memory stays near one chunk."""
