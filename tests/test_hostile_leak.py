@@ -145,6 +145,19 @@ def test_a_name_holding_a_multi_line_secret_is_masked_as_one_value() -> None:
                                                                                                     "line 2")}
 
 
+def test_a_gzip_file_that_refers_back_the_full_32_kib_window_is_searched_decompressed() -> None:
+    """gzip's deflate refers back up to 32 KiB: a file repeating a 20 KiB block is inflated whole, so the
+    secret between the copies is found (a smaller window fails on the far reference and sees nothing)."""
+    from pipeline.supplychain.leak import _Detector
+
+    needles, _ = build_needles(SECRETS)
+    block = secrets.token_bytes(20_000)
+    scan = _Detector(needles).scan()
+    scan.feed(gzip.compress(block + b"token: " + TOKEN + block, mtime=0))
+    assert {(needles[i].secret_id, enc) for i, enc in scan.close()} == {("token", "gzip")}
+    assert scan.decoded == 2 * len(block) + len(b"token: ") + len(TOKEN)
+
+
 def test_a_gzip_bomb_is_searched_only_up_to_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """A compressed file whose content is far larger than the limit: searched up to the limit, the cut
     is reported, memory stays near one chunk."""
