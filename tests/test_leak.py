@@ -165,7 +165,8 @@ def test_synthetic_image_every_place_is_reported(registry, local_stack):
 def test_synthetic_clean_image_has_no_findings(registry, local_stack):
     name = "llmgate/test-leak-synthetic"
     token = ("tok_" + secrets.token_hex(20)).encode()
-    digest = _push_image(registry, name, "clean", [(_tar({"etc/app/config": b"token_file=/run/secrets/t"}), "gzip")],
+    content = b"token_file=/run/secrets/t"
+    digest = _push_image(registry, name, "clean", [(_tar({"etc/app/config": content}), "gzip")],
                          {"config": {"Env": ["TOKEN_FILE=/run/secrets/t"]}, "history": [{"created_by": "x"}]})
     try:
         report = check_image(registry, f"{local_stack.registry}/{name}", digest, {"token": token})
@@ -173,6 +174,7 @@ def test_synthetic_clean_image_has_no_findings(registry, local_stack):
         registry.delete_manifest(name, digest)
     assert report.findings == [] and report.leaks == 0
     assert report.files_scanned == 1 and report.needles == {"token": 1}
+    assert (report.bytes_scanned, report.files_decompressed, report.layers_scanned) == (len(content), 0, 1)
 
 
 # -- real builds ----------------------------------------------------------------------------------------
