@@ -237,10 +237,13 @@ def test_bundles_cosign_would_refuse_are_refused(repo, signer, keys, case: str, 
     elif case == "payload-type":
         sig = key.sign(L.pae("application/json", body))
         bundle["dsseEnvelope"].update(payloadType="application/json", signatures=[{"sig": _b64(sig)}])
-    attach(repo.reg, repo.name, digest, bundle, B.COSIGN_SIGN_PREDICATE, subject_digest=subject)
+    ref = attach(repo.reg, repo.name, digest, bundle, B.COSIGN_SIGN_PREDICATE, subject_digest=subject)
     check = signer.verify_image(image, pub.pem)
     assert not check.verified
     assert why in check.reason, check.reason
+    # each refusal names the referrer by its short digest (sha256: and 12 hex digits)
+    named = f"bundle referrer {ref[:19]} " if case == "copied-referrer" else f"bundle {ref[:19]}: "
+    assert check.reason.startswith(named), check.reason
 
 
 def test_referrers_that_are_not_sigstore_bundles_are_left_alone(repo, signer, keys) -> None:  # type: ignore[no-untyped-def]
