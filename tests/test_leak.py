@@ -61,6 +61,15 @@ def test_the_one_distinctive_line_of_a_multi_line_secret_is_a_needle_of_its_own(
     assert [(n.label, n.data) for n in needles] == [("value", token)] and excluded == {}
 
 
+def test_a_line_is_evidence_from_20_bytes():
+    """docs/SUPPLY_CHAIN.md: each distinctive line of 20 bytes or more is a needle; a 19-byte line is too
+    common a shape (base64 tails, key prefixes) to count."""
+    nineteen, twenty = b"x" * 15 + b"_19b", b"y" * 16 + b"_20b"
+    assert (len(nineteen), len(twenty)) == (19, 20)
+    needles, _ = build_needles({"s": nineteen + b"\n" + twenty + b"\n"})
+    assert [(n.label, n.data) for n in needles] == [("value", nineteen + b"\n" + twenty), ("line 2", twenty)]
+
+
 def test_public_lines_are_excluded():
     key = _fake_key()
     public = {key.splitlines()[2].strip()}
@@ -159,6 +168,30 @@ def test_synthetic_image_every_place_is_reported(registry, local_stack):
     dumped = report.model_dump_json()
     assert token.decode() not in dumped
     assert key_line.decode() not in dumped
+
+
+@pytest.mark.docker
+def test_the_image_manifest_under_an_index_is_searched_too(registry, local_stack):
+    """A multi-platform image is pulled through its index: the platform's own manifest (its annotations)
+    is searched as well as the index."""
+    name = "llmgate/test-leak-synthetic"
+    token = ("tok_" + secrets.token_hex(20)).encode()
+    plain = _push_image(registry, name, "child", [(_tar({"etc/clean": b"nothing here"}), "gzip")], {})
+    doc = json.loads(registry.manifest(name, plain).raw) | {"annotations": {"org.example.note": "t=" + token.decode()}}
+    annotated = json.dumps(doc).encode()
+    child = registry.put_manifest(name, "child", annotated, "application/vnd.oci.image.manifest.v1+json")
+    registry.delete_manifest(name, plain)
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+             "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": child,
+                            "size": len(annotated), "platform": {"os": "linux", "architecture": "amd64"}}]}
+    top = registry.put_manifest(name, "multi", json.dumps(index).encode(), "application/vnd.oci.image.index.v1+json")
+    try:
+        report = check_image(registry, f"{local_stack.registry}/{name}", top, {"token": token})
+    finally:
+        registry.delete_manifest(name, top)
+        registry.delete_manifest(name, child)
+    assert {(f.where, f.path) for f in report.findings} == {("manifest", "annotations.org.example.note")}
+    assert report.layers_scanned == 1
 
 
 @pytest.mark.docker
