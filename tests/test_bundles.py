@@ -294,6 +294,6 @@ def test_a_referrer_gone_or_refused_is_named_and_hides_no_bundle_listed_after_it
     check = signer.verify_image(image, pub.pem)
     assert not check.verified
     assert check.reason == "; ".join([f"referrer {gone[:19]}: manifest not found in the registry",
-                                      f"bundle {forged[:19]}: bundle signature does not verify with the key "
-                                      "(another key, or altered)",
+                                      (f"bundle {forged[:19]}: bundle signature does not verify with the key "
+                                       "(another key, or altered)"),
                                       f"referrer {good[:19]}: manifest not found in the registry"]), check.reason

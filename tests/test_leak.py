@@ -19,7 +19,7 @@ import pytest
 import zstandard
 
 from pipeline.adapters.registry import RegistryClient
-from pipeline.errors import BadInput
+from pipeline.errors import BadInput, InfraError
 from pipeline.models import ImageRef, RunRecord, StageResult, StageStatus
 from pipeline.schemas import LeakDetails
 from pipeline.stages.leak import leak_stage
@@ -192,6 +192,27 @@ def test_the_image_manifest_under_an_index_is_searched_too(registry, local_stack
         registry.delete_manifest(name, child)
     assert {(f.where, f.path) for f in report.findings} == {("manifest", "annotations.org.example.note")}
     assert report.layers_scanned == 1
+
+
+@pytest.mark.docker
+def test_a_layer_cut_short_is_an_infrastructure_error_naming_it(registry, local_stack):
+    """A gzip layer that ends before its end-of-stream marker (a truncated upload) cannot be proven free of
+    secrets: the check stops with an infrastructure error naming the layer, never a clean report."""
+    name = "llmgate/test-leak-synthetic"
+    whole = _push_image(registry, name, "cut", [(_tar({"srv/data": secrets.token_bytes(50_000)}), "gzip")], {})
+    manifest = json.loads(registry.manifest(name, whole).raw)
+    blob = gzip.compress(_tar({"srv/data": secrets.token_bytes(50_000)}), mtime=0)
+    cut = blob[: len(blob) // 2]
+    manifest["layers"] = [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                           "digest": registry.upload_blob(name, cut), "size": len(cut)}]
+    digest = registry.put_manifest(name, "cut", json.dumps(manifest).encode(), manifest["mediaType"])
+    try:
+        with pytest.raises(InfraError) as exc:
+            check_image(registry, f"{local_stack.registry}/{name}", digest, {"token": b"tok_" + b"1" * 40})
+    finally:
+        registry.delete_manifest(name, digest)
+        registry.delete_manifest(name, whole)
+    assert "layer is not a readable tar" in exc.value.message and exc.value.where == f"{name}@{manifest['layers'][0]['digest']}"
 
 
 @pytest.mark.docker
