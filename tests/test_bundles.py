@@ -180,6 +180,9 @@ def test_a_release_signed_and_attested_only_as_cosign_v3_bundles_is_promotable(r
     v = verify_release(image, pub, signer=signer, log=log)
     assert v.signature.valid and v.verdict.valid and v.evidence.valid and v.log.valid, [c.reason for c in v.checks]
     assert [c.stage for c in v.links] == ["eval"]  # the link, read from the v3 bundle alone
+    # the statement as `cosign verify-attestation` prints it: the signed in-toto statement itself
+    att = signer.verify_attestations(image, VERDICT_TYPE, pub.pem)
+    assert att.statements == [json.loads(body)]
 
 
 Tamper = Callable[[dict[str, Any]], None]

@@ -158,6 +158,17 @@ def test_a_gzip_file_that_refers_back_the_full_32_kib_window_is_searched_decompr
     assert scan.decoded == 2 * len(block) + len(b"token: ") + len(TOKEN)
 
 
+def test_a_secret_of_the_minimum_length_split_by_a_line_break_is_found() -> None:
+    """MIN_VALUE (8) bytes are enough to be searched in every form, split ones included."""
+    from pipeline.supplychain.leak import MIN_VALUE, SPLIT, _Detector
+
+    pin = b"k7#Qz9!w"
+    assert len(pin) == MIN_VALUE
+    needles, _ = build_needles({"pin": pin})
+    hits = _Detector(needles).search(b"PIN=" + pin[:4] + b"\n" + pin[4:] + b"\n")
+    assert {(needles[i].secret_id, enc) for i, enc in hits} == {("pin", SPLIT)}
+
+
 def test_a_gzip_bomb_is_searched_only_up_to_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """A compressed file whose content is far larger than the limit: searched up to the limit, the cut
     is reported, memory stays near one chunk."""
