@@ -169,6 +169,20 @@ def test_a_secret_of_the_minimum_length_split_by_a_line_break_is_found() -> None
     assert {(needles[i].secret_id, enc) for i, enc in hits} == {("pin", SPLIT)}
 
 
+def test_a_secret_longer_than_the_dfa_patterns_is_found_in_every_form() -> None:
+    """A one-line secret of several KiB (a service-account key or a long JWT on one line) is searched by the
+    compact automaton: found as is, hex and base64 like a short one."""
+    from pipeline.supplychain.leak import _DFA_PATTERN_MAX, _Detector
+
+    blob = base64.b64encode(secrets.token_bytes(4000))
+    assert len(blob) > _DFA_PATTERN_MAX and b"\n" not in blob
+    needles, _ = build_needles({"sa_key": blob})
+    det = _Detector(needles)
+    for content, enc in ((b"key=" + blob, "as is"), (blob.hex().encode(), "hex"),
+                         (base64.b64encode(b"k:" + blob), "base64")):
+        assert {(needles[i].secret_id, e) for i, e in det.search(content)} == {("sa_key", enc)}, enc
+
+
 def test_a_gzip_bomb_is_searched_only_up_to_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """A compressed file whose content is far larger than the limit: searched up to the limit, the cut
     is reported, memory stays near one chunk."""
