@@ -183,6 +183,23 @@ def test_a_secret_longer_than_the_dfa_patterns_is_found_in_every_form() -> None:
         assert {(needles[i].secret_id, e) for i, e in det.search(content)} == {("sa_key", enc)}, enc
 
 
+def test_a_gzip_file_arriving_in_pieces_is_inflated_across_them() -> None:
+    """A compressed file larger than one read arrives in several pieces: each piece is inflated as it comes
+    and the inflater waits for the next one, so a secret past the first piece is found."""
+    from pipeline.supplychain.leak import _Detector
+
+    needles, _ = build_needles(SECRETS)
+    rows = b"".join(b"row %06d\n" % i for i in range(8000))  # compressible: deflate codes, no stored block
+    content = rows + b"token: " + TOKEN + b"\n" + rows
+    gz = gzip.compress(content, mtime=0)
+    assert TOKEN not in gz and len(gz) > 4 * 1024
+    scan = _Detector(needles).scan()
+    for i in range(0, len(gz), 1024):
+        scan.feed(gz[i:i + 1024])
+    assert {(needles[i].secret_id, enc) for i, enc in scan.close()} == {("token", "gzip")}
+    assert scan.decoded == len(content)
+
+
 def test_a_gzip_bomb_is_searched_only_up_to_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """A compressed file whose content is far larger than the limit: searched up to the limit, the cut
     is reported, memory stays near one chunk."""
