@@ -242,6 +242,22 @@ def test_degraded_weights_on_the_same_image_are_refused(env, keys) -> None:  # t
     assert check_promotable(good.image, GOOD_MODEL, CANARY, keys[1], signer=signer, log=verdict_log(env, keys)).verdict.run_id == good.run_id
 
 
+def test_verify_release_for_given_weights_shows_the_newest_verdict_about_them(env, keys) -> None:  # type: ignore[no-untyped-def]
+    """`verify --model`: one image serves several weights; the verdict shown is the newest about the weights
+    asked for, and weights no verdict names are refused as such."""
+    _, signer, _, _ = env
+    good = release(env, keys)
+    bad = release(env, keys, model=BAD_MODEL, decision=Decision.BLOCKED, image=good.image.by_digest)
+    for model, run in ((GOOD_MODEL, good), (BAD_MODEL, bad), (None, bad)):
+        v = verify_release(good.image, keys[1], signer=signer, log=verdict_log(env, keys), model_digest=model)
+        assert v.verdict.valid and v.verdict.predicate.run_id == run.run_id, model
+    swapped = "sha256:" + "3" * 64
+    v = verify_release(good.image, keys[1], signer=signer, log=verdict_log(env, keys), model_digest=swapped)
+    assert not v.verdict.valid and v.verdict.predicate is None
+    assert v.verdict.reason.startswith(f"2 attestation(s) of {VERDICT_TYPE} verified with key sha256:")
+    assert v.verdict.reason.endswith(f", but none about model {swapped}"), v.verdict.reason
+
+
 def test_a_verdict_is_for_the_target_it_was_gated_for(env, keys) -> None:  # type: ignore[no-untyped-def]
     """#26 B: gated for `default` (compared with that target's baseline), the pass is refused for canary."""
     _, signer, _, _ = env
