@@ -274,19 +274,22 @@ def test_referrers_that_are_not_sigstore_bundles_are_left_alone(repo, signer, ke
 
 
 def test_a_referrer_gone_or_refused_is_named_and_hides_no_bundle_listed_after_it(repo, signer, keys) -> None:  # type: ignore[no-untyped-def]
-    """A referrers index can list a manifest the registry no longer holds (deleted after it was listed) and a
-    bundle signed with another key: the verifier names each by its short digest with the reason, and still
-    reads the bundles listed after them."""
+    """A referrers index can list a manifest the registry no longer holds (deleted after it was listed), a
+    bundle about another image and a bundle signed with another key: the verifier names each by its short
+    digest with the reason, and still reads the bundles listed after them."""
     key, pub, other = keys
     image = repo.image()
     digest = image.split("@")[1]
     fallback = digest.replace(":", "-")
     gone = attach(repo.reg, repo.name, digest, dsse_bundle(sign_statement(digest, name="gone"), key),
                   B.COSIGN_SIGN_PREDICATE)
+    elsewhere = repo.image().split("@")[1]
+    copied = attach(repo.reg, repo.name, digest, dsse_bundle(sign_statement(elsewhere), key), B.COSIGN_SIGN_PREDICATE,
+                    subject_digest=elsewhere)  # a valid bundle of another image, listed under this one
     forged = attach(repo.reg, repo.name, digest, dsse_bundle(sign_statement(digest), other), B.COSIGN_SIGN_PREDICATE)
     good = attach(repo.reg, repo.name, digest, dsse_bundle(sign_statement(digest), key), B.COSIGN_SIGN_PREDICATE)
     index = json.loads(repo.reg.manifest(repo.name, fallback).raw)
-    order = [gone, forged, good]  # the failing ones first, as a registry may list them
+    order = [gone, copied, forged, good]  # the failing ones first, as a registry may list them
     index["manifests"].sort(key=lambda d: order.index(d["digest"]))
     repo.reg.put_manifest(repo.name, fallback, json.dumps(index).encode(), OCI_INDEX)
     repo.reg.delete_manifest(repo.name, gone)
@@ -297,6 +300,7 @@ def test_a_referrer_gone_or_refused_is_named_and_hides_no_bundle_listed_after_it
     check = signer.verify_image(image, pub.pem)
     assert not check.verified
     assert check.reason == "; ".join([f"referrer {gone[:19]}: manifest not found in the registry",
+                                      f"bundle referrer {copied[:19]} names subject {elsewhere}, not {digest}",
                                       (f"bundle {forged[:19]}: bundle signature does not verify with the key "
                                        "(another key, or altered)"),
                                       f"referrer {good[:19]}: manifest not found in the registry"]), check.reason
