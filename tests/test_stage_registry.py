@@ -44,12 +44,27 @@ def test_the_payload_union_is_the_registrys_payloads():
         assert spec.details.model_fields["stage"].default == spec.name, spec.name
 
 
-def test_the_metric_registry_names_only_registered_stages_and_every_produced_metric():
-    assert set(metrics.METRICS) <= {s.stage for s in STAGES}
+def test_the_metric_catalogue_is_what_the_specs_declare_and_covers_every_produced_metric():
+    catalogue = STAGES.catalogue
+    assert metrics.catalogue() is catalogue  # what the reports read is the registry's
+    assert {stage: set(known) for stage, known in catalogue.metrics.items()} == {
+        s.stage: {m.name for m in s.metrics} for s in STAGES if s.metrics}
     for plan in PLANS.values():
+        assert plan.catalogue == catalogue, plan.name
         for step in plan.steps:
-            assert set(step.produces or ()) <= set(metrics.METRICS.get(step.stage, {})), (plan.name, step.stage)
-    assert set(STAGES.spec(Stage.BENCH).metrics) == set(metrics.METRICS[Stage.BENCH])
+            assert set(step.produces or ()) <= set(catalogue.metrics.get(step.stage, {})), (plan.name, step.stage)
+    assert set(STAGES.spec(Stage.BENCH).recorded) == set(catalogue.metrics[Stage.BENCH])
+    assert catalogue.item_stage is Stage.EVAL and catalogue.samples[Stage.BENCH] == {"ttft_s", "tpot_s", "e2e_s"}
+    assert catalogue.performance_samples == {Stage.BENCH: frozenset({"ttft_s", "tpot_s", "e2e_s"})}
+
+
+def test_a_metric_declared_twice_or_item_scores_from_two_stages_are_refused():
+    twice = replace(STAGES.spec(Stage.LEAK), metrics=(*STAGES.spec(Stage.LEAK).metrics, metrics.Metric("leaks", "count", "lower")))
+    with pytest.raises(ValueError, match="leak declares metric 'leaks' twice"):
+        STAGES.replace(twice)
+    items = replace(STAGES.spec(Stage.BENCH), items=STAGES.spec(Stage.EVAL).items)
+    with pytest.raises(ValueError, match="both declare per-item scores"):
+        STAGES.replace(items)
 
 
 def test_credentials_and_measurement_sets_come_from_the_specs():
@@ -75,14 +90,16 @@ def test_a_registry_refuses_a_stage_that_reads_a_later_one():
         STAGES.replace(late)
 
 
-# A toy check: it counts what it found in the run's tag, so the test can make it find something.
+# A toy check: it counts what it found in the run's tag, so the test can make it find something. It records
+# a metric no other stage declares, declared in its spec alone: the gate reads it through the plan's catalogue.
 def toy_check(run: RunRecord, ctx: StageContext) -> StageResult:
     found = float((run.image.tag or "").count("x"))
-    return StageResult(stage=Stage.MANIFESTS, status=StageStatus.OK, metrics={"violations": found})
+    return StageResult(stage=Stage.MANIFESTS, status=StageStatus.OK, metrics={"toy_findings": found})
 
 
-TOY = StageSpec(stage=Stage.MANIFESTS, run=toy_check, doc="a toy check", check=lambda r: r.metrics["violations"] == 0)
-POLICY = "version: 1\ngates:\n  - name: toy\n    source: manifests.violations\n    threshold: 0\n    key: true\n"
+TOY = StageSpec(stage=Stage.MANIFESTS, run=toy_check, doc="a toy check", check=lambda r: r.metrics["toy_findings"] == 0,
+                metrics=(metrics.Metric("toy_findings", "count", "lower"),))
+POLICY = "version: 1\ngates:\n  - name: toy\n    source: manifests.toy_findings\n    threshold: 0\n    key: true\n"
 
 
 def _gated(tmp_path: Path, tag: str) -> tuple[RunRecord, ExitCode]:
@@ -104,14 +121,17 @@ def _gated(tmp_path: Path, tag: str) -> tuple[RunRecord, ExitCode]:
 
 
 def test_a_stage_added_through_the_registry_runs_in_a_plan_and_is_judged_by_a_gate(tmp_path: Path):
+    assert STAGES.catalogue.metric(Stage.MANIFESTS, "toy_findings") is None  # known to the toy plan only
     clean, clean_exit = _gated(tmp_path, "v1")
-    assert clean.stages["manifests"].metrics == {"violations": 0.0}
+    assert clean.stages["manifests"].metrics == {"toy_findings": 0.0}
     assert clean_exit is ExitCode.PASS and clean.decision is Decision.PASS, clean.decision_reason
     assert [g.name for g in clean.gates] == ["toy"]
 
     found, found_exit = _gated(tmp_path, "vxx")
-    assert found.stages["manifests"].metrics == {"violations": 2.0}
+    assert found.stages["manifests"].metrics == {"toy_findings": 2.0}
     assert found_exit is ExitCode.GATE_FAILED and found.decision is Decision.BLOCKED
+    (verdict,) = found.gates
+    assert verdict.source == "manifests.toy_findings" and verdict.status.value == "fail" and verdict.value == 2.0
     assert TOY.outcome(found.stages["manifests"]) == "blocked"
 
 

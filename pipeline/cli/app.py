@@ -163,6 +163,9 @@ def handle_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            # The stage registry installs the metric catalogue that reports and policies read (units,
+            # directions); imported here, when a command runs, so `llmgate --help` loads no stage.
+            import pipeline.stages.registry  # noqa: F401
             return fn(*args, **kwargs)
         except LlmgateError as exc:
             _error(_LABEL[exc.exit_code], exc.render())

@@ -117,7 +117,7 @@ class Runner:
     # -- records -----------------------------------------------------------------------------------
     def load_policy(self) -> Policy:
         if self.policy is None:
-            self.policy = load_policy(Path(self.cfg.gates_file), sections=SECTIONS)
+            self.policy = load_policy(Path(self.cfg.gates_file), sections=SECTIONS, catalogue=self.plan.catalogue)
         return self.policy
 
     def create(self, *, tag: str | None = None, image: ImageRef | None = None,

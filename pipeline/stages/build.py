@@ -22,6 +22,7 @@ from pipeline.baselock import require_lock
 from pipeline.build_secrets import load_build_secrets, secret_files
 from pipeline.config import PipelineConfig
 from pipeline.errors import BadInput, InfraError, names_its_limit
+from pipeline.metrics import Metric
 from pipeline.models import DIGEST_RE, Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas import BuildDetails
 from pipeline.stack import engine_version
@@ -214,6 +215,7 @@ def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> di
 
 SPEC = StageSpec(
     stage=Stage.BUILD, evidence=True, run=build_stage, details=BuildDetails, digest=False,
+    metrics=(Metric("build_s", "s", "lower"), Metric("image_bytes", "bytes", "lower")),
     credentials=("registry_password", *EVIDENCE), reuse_key=reuse_key, measurement=True,
     doc="BuildKit build with secrets on the local engine, push, digest from the registry",
     plans={"dagger": Variant(

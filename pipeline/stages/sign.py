@@ -8,6 +8,7 @@ unreadable key is bad input (exit 2), never a skipped pass.
 from __future__ import annotations
 
 from pipeline.errors import names_its_limit
+from pipeline.metrics import Metric
 from pipeline.models import RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas.sign import SignDetails
 from pipeline.stages.context import StageContext
@@ -35,6 +36,7 @@ def sign_stage(run: RunRecord, ctx: StageContext) -> StageResult:
 
 SPEC = StageSpec(
     stage=Stage.SIGN, evidence=True, run=sign_stage, details=SignDetails, credentials=("registry_password", *EVIDENCE),
+    metrics=(Metric("verified", "bool", "higher"),),
     group="supply-chain", check=lambda r: r.metrics.get("verified") == 1.0,
     doc="sign the image digest and verify the signature",
 )

@@ -1,8 +1,8 @@
 """What a stage is, in one place: `StageSpec`, declared once per stage in `pipeline/stages/<x>.py`.
 
-The plans, the runner's dispatch, reuse keys, the measurement sets, the exit code of the stage's own
-command and the check a stage's inputs must pass before anything is recorded are all read from the
-spec, so adding a stage is its file, its line in `pipeline/stages/registry.py`, its `gates.yaml`
+The plans, the runner's dispatch, reuse keys, the measurement sets, the metric catalogue (each stage
+declares what it measures), the exit code of the stage's own command and the check a stage's inputs must
+pass before anything is recorded are all read from the spec, so adding a stage is its file, its line in `pipeline/stages/registry.py`, its `gates.yaml`
 entry and its test.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import ExitCode
-from pipeline.metrics import METRICS, MetricInfo
+from pipeline.metrics import Catalogue, DimensionInfo, Metric, MetricInfo, Series
 from pipeline.models import Decision, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas import Details
 from pipeline.stages.context import StageContext, StageOptions
@@ -59,7 +59,11 @@ class StageSpec:
     # An event about a target rather than a fact about the release: recorded only when this metric
     # says it happened.
     event: str | None = None
-    # Metrics (and sample series) it records; None: every one the metric registry lists for the stage.
+    # What it measures: the metric catalogue (`pipeline.metrics.Catalogue`) is built from these.
+    metrics: tuple[Metric, ...] = ()
+    samples: tuple[Series, ...] = ()  # per-request series a margin can compare with a rank test
+    items: Mapping[str, DimensionInfo] = field(default_factory=lambda: MappingProxyType({}))  # per-item scores
+    # Metrics (and sample series) it records; None: every one it declares.
     produces: tuple[str, ...] | None = None
     reuse_key: KeyParts | None = None  # None: never reused, always runs
     # `failed` means the release could not be measured (not that it measured badly): the run stops.
@@ -82,9 +86,9 @@ class StageSpec:
         return self.stage.value
 
     @property
-    def metrics(self) -> dict[str, MetricInfo]:
-        """The metrics this stage records, from the metric registry (`pipeline.metrics`)."""
-        known = METRICS.get(self.stage, {})
+    def recorded(self) -> dict[str, MetricInfo]:
+        """The metrics this stage records (all it declares unless `produces` narrows them)."""
+        known = Catalogue.of((self,)).metrics.get(self.stage, {})
         return dict(known) if self.produces is None else {n: known[n] for n in self.produces if n in known}
 
     def fn(self, plan: str) -> StageFn:
