@@ -255,7 +255,7 @@ _LOAD = "samples:load_time_s"
 
 SPEC = StageSpec(
     stage=Stage.BOOT, evidence=True, run=boot_stage, details=BootDetails, credentials=EVIDENCE, reuse_key=reuse_key,
-    measurement=True, measures_machine=True,
+    measurement=True, measures_machine=True, starts_server=True,
     metrics=(
         Metric("load_time_s", "s", "lower", _LOAD),
         Metric("port_open_s", "s", "lower"),

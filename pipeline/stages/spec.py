@@ -29,6 +29,11 @@ Precheck = Callable[[RunRecord, StageContext], None]
 # The stage's own inputs, beyond the release identity and tool versions the runner adds, that its
 # result depends on; None: unknown, so the result is recomputed.
 KeyParts = Callable[[RunRecord, PipelineConfig, StageOptions], dict[str, Any] | None]
+# Whether a stored result the runner found to reuse still stands for this run (the build it names is
+# still in the registry under this run's tag): False measures again.
+StillValid = Callable[[RunRecord, StageResult, StageContext], bool]
+# Whether a stage that runs only when asked for was asked for, by the options of this invocation.
+Requested = Callable[[StageOptions], bool]
 # Whether a checking stage that ran to the end found the release fit (`leaks == 0`, ...).
 Check = Callable[[StageResult], bool]
 ExitCheck = Callable[[RunRecord, StageResult], ExitCode]
@@ -53,9 +58,11 @@ class StageSpec:
     reads: tuple[Stage, ...] = ()  # stages whose results it also reads when they are there
     digest: bool = True  # works on the image by digest, so the run must name one
     server: bool = False  # talks to the server the boot step started (or attached to)
+    starts_server: bool = False  # starts (and measures) the server the `server` stages talk to
     credentials: tuple[str, ...] = ()  # names in pipeline.orchestrate.plan.CREDENTIALS
     group: str | None = None  # steps of one group may run side by side
     on_request: bool = False  # runs only when asked for
+    requested: Requested | None = None  # with `on_request`: whether these options ask for it
     # An event about a target rather than a fact about the release: recorded only when this metric
     # says it happened.
     event: str | None = None
@@ -66,6 +73,7 @@ class StageSpec:
     # Metrics (and sample series) it records; None: every one it declares.
     produces: tuple[str, ...] | None = None
     reuse_key: KeyParts | None = None  # None: never reused, always runs
+    still_valid: StillValid | None = None  # None: a stored result with the same key stands
     # `failed` means the release could not be measured (not that it measured badly): the run stops.
     measurement: bool = False
     # Its result is signed as an evidence link where it is measured, and nothing reads it (the gate, a
