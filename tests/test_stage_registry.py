@@ -148,3 +148,46 @@ def test_the_plans_load_no_optional_extra_and_the_cli_no_stage():
     code = "import sys, pipeline.cli; print('pipeline.stages.registry' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "False"
+
+
+# The registry lists the stages; `Stage` (pipeline/models.py) is the vocabulary the stored record is typed
+# with, checked above to be the registry in order. Nothing else may enumerate them: a module naming this
+# many stages is a parallel description that adding a stage would have to edit.
+ENUMERATORS = {"pipeline/stages/registry.py", "pipeline/models.py"}
+MOST_STAGES_NAMED = 6
+
+
+def stages_named(source: str) -> set[str]:
+    """The stages a module names: `Stage.X` members and stage-name string literals (docstrings aside)."""
+    import ast
+
+    tree = ast.parse(source)
+    members = {s.name: s.value for s in Stage}
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    named: set[str] = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "Stage" and n.attr in members:
+            named.add(members[n.attr])
+        elif isinstance(n, ast.Constant) and n.value in set(members.values()) and id(n) not in docs:
+            named.add(n.value)
+    return named
+
+
+def test_the_scan_counts_members_and_stage_keys_but_not_docstrings():
+    source = ('"""build leak scan sign boot bench eval"""\nfrom pipeline.models import Stage\n'
+              'A = (Stage.BUILD, Stage.LEAK, Stage.SCAN)\nB = {"sign": 1, "boot": 2}\nC = run.stage("bench")\n')
+    assert stages_named(source) == {"build", "leak", "scan", "sign", "boot", "bench"}
+
+
+def test_no_module_but_the_registry_and_the_stage_enum_enumerates_the_stages():
+    root = Path(__file__).resolve().parents[1]
+    offenders = {}
+    for path in sorted((root / "pipeline").rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        named = stages_named(path.read_text())
+        if rel not in ENUMERATORS and len(named) > MOST_STAGES_NAMED:
+            offenders[rel] = sorted(named)
+    assert offenders == {}, f"modules enumerating the stages (derive them from pipeline.stages.registry): {offenders}"
+    assert len(stages_named((root / "pipeline/models.py").read_text())) == len(Stage)  # the scan sees the enum

@@ -427,7 +427,18 @@ def _latency(name: str, series: str | None) -> Metric:
     return Metric(name, "s", "lower", f"samples:{series}" if series else None, performance=True)
 
 
+# The help of `llmgate bench`.
+HELP = (
+    "Measure TTFT, TPOT, ITL, E2E, throughput, error rate and goodput (boots the image first).\n"
+    "\n"
+    "Exit 0 measured, 3 the server failed. Load shape and sizes come from the config's `bench:` "
+    "section.\n"
+    "\n"
+    "Example: llmgate bench --run 3f2a9c1b7d4e"
+)
+
 SPEC = StageSpec(
+    help=HELP,
     stage=Stage.BENCH, evidence=True, run=bench_stage, details=BenchDetails, needs=(Stage.BOOT,), server=True,
     credentials=EVIDENCE, reuse_key=reuse_key, measurement=True, measures_machine=True,
     metrics=(

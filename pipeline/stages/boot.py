@@ -253,7 +253,18 @@ def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> di
 
 _LOAD = "samples:load_time_s"
 
+# The help of `llmgate boot`.
+HELP = (
+    "Boot the run's image with its weights mounted read-only; time cold starts and readiness "
+    "honesty.\n"
+    "\n"
+    "Exit 0 ready, 3 never ready or died. The server is stopped when the command ends.\n"
+    "\n"
+    "Example: llmgate boot --run 3f2a9c1b7d4e"
+)
+
 SPEC = StageSpec(
+    help=HELP,
     stage=Stage.BOOT, evidence=True, run=boot_stage, details=BootDetails, credentials=EVIDENCE, reuse_key=reuse_key,
     measurement=True, measures_machine=True, starts_server=True,
     metrics=(
