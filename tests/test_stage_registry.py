@@ -148,6 +148,52 @@ def test_the_plans_load_no_optional_extra_and_the_cli_no_stage():
     code = "import sys, pipeline.cli; print('pipeline.stages.registry' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "False"
+    # the root help lists every stage's command without building the ones made from a spec
+    code = ("import sys; from typer.testing import CliRunner; from pipeline.cli import app; "
+            "r = CliRunner().invoke(app, ['--help'], terminal_width=200); "
+            "print(r.exit_code, 'pipeline.stages.registry' in sys.modules, 'llmgate attest --help' in r.output)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "0 False True", out.stdout + out.stderr
+
+
+def _command(name: str):  # noqa: ANN202
+    import typer
+
+    from pipeline.cli import app
+
+    group = typer.main.get_command(app)
+    return group, group.get_command(typer.Context(group), name)
+
+
+def test_every_registered_stage_has_its_command_and_a_plain_one_is_built_from_the_spec():
+    from pipeline.cli.app import LazyCommand
+
+    group, _ = _command("build")
+    assert {s.name for s in STAGES} <= set(group.commands)
+    built = {}
+    for spec in STAGES:
+        cmd = group.commands[spec.name]
+        if isinstance(cmd, LazyCommand):
+            built[spec.name] = cmd.real()
+    assert set(built) == {"leak", "sign", "boot", "bench", "attest"}  # the rest do more than run their step
+    options = {name: {o for p in cmd.params for o in p.opts} for name, cmd in built.items()}
+    assert options["sign"] == {"--run", "--config", "-c"}  # never reused, no server
+    assert options["leak"] == {"--run", "--config", "-c", "--fresh"}
+    assert options["boot"] == options["bench"] == {"--run", "--config", "-c", "--server-url", "--fresh"}
+    assert built["leak"].help == STAGES.spec(Stage.LEAK).help
+    assert built["attest"].help.startswith("Publish the gate's signed verdict")  # no help of its own: the doc
+
+
+def test_a_plain_stage_command_refuses_an_option_its_spec_does_not_give_and_names_a_bad_run(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    wd = ["--workdir", str(tmp_path / "state")]
+    refused = CliRunner().invoke(app, [*wd, "sign", "--server-url", "http://x:1"])
+    assert refused.exit_code == 2 and "--server-url" in refused.output  # sign talks to no server
+    missing = CliRunner().invoke(app, [*wd, "leak", "--run", "nope"])
+    assert missing.exit_code == 2 and "no run with id 'nope'" in missing.output, missing.output
 
 
 # The registry lists the stages; `Stage` (pipeline/models.py) is the vocabulary the stored record is typed

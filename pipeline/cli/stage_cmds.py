@@ -109,8 +109,14 @@ def stage_command(spec: StageSpec) -> click.Command:
     command.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[signature.parameters[p] for p in params])
     one = typer.Typer(add_completion=False)
-    one.command(spec.name, help=spec.help or f"{spec.doc[:1].upper()}{spec.doc[1:]}.")(handle_errors(command))
+    one.command(spec.name, help=spec.help or _default_help(spec))(handle_errors(command))
     return typer.main.get_command(one)
+
+
+def _default_help(spec: StageSpec) -> str:
+    """The help of a stage that declares none: its doc, the exit codes every stage command has, an example."""
+    return (f"{spec.doc[:1].upper()}{spec.doc[1:]}.\n\nExit 0 the step passed, 1 its check failed or it refused, "
+            f"2 bad input, 3 infrastructure.\n\nExample: llmgate {spec.name} --run 3f2a9c1b7d4e")
 
 
 def _lazy(stage: Stage, after: str | None) -> LazyCommand:
