@@ -58,6 +58,26 @@ def test_the_metric_catalogue_is_what_the_specs_declare_and_covers_every_produce
     assert catalogue.performance_samples == {Stage.BENCH: frozenset({"ttft_s", "tpot_s", "e2e_s"})}
 
 
+def test_the_catalogue_reaches_readers_without_a_plan_only_through_the_registry(tmp_path: Path):
+    """Below the stages nothing can build the catalogue: reading it before the registry installed it is an
+    error naming the fix (never an empty catalogue that would refuse every gate), and every CLI command
+    installs it before it runs."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    code = ("from pipeline.gates.policy import load_policy; from pipeline.supplychain.gate_sections import SECTIONS; "
+            "load_policy('gates.yaml', sections=SECTIONS)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
+    assert out.returncode != 0 and "no metric catalogue is installed: import pipeline.stages.registry" in out.stderr
+    # `runs list` imports no plan: the command wrapper installs the catalogue its units are read from
+    code = ("import sys; from typer.testing import CliRunner; from pipeline.cli import app; "
+            f"r = CliRunner().invoke(app, ['--workdir', {str(tmp_path / 'state')!r}, 'runs', 'list']); "
+            "print(r.exit_code, 'pipeline.stages.registry' in sys.modules, 'pipeline.orchestrate.plan' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
+    assert out.stdout.strip() == "0 True False", out.stdout + out.stderr
+
+
 def test_a_metric_declared_twice_or_item_scores_from_two_stages_are_refused():
     twice = replace(STAGES.spec(Stage.LEAK), metrics=(*STAGES.spec(Stage.LEAK).metrics, metrics.Metric("leaks", "count", "lower")))
     with pytest.raises(ValueError, match="leak declares metric 'leaks' twice"):
