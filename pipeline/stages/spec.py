@@ -1,9 +1,9 @@
 """What a stage is, in one place: `StageSpec`, declared once per stage in `pipeline/stages/<x>.py`.
 
 The plans, the runner's dispatch, reuse keys, the measurement sets, the metric catalogue (each stage
-declares what it measures), the exit code of the stage's own command and the check a stage's inputs must
-pass before anything is recorded are all read from the spec, so adding a stage is its file, its line in `pipeline/stages/registry.py`, its `gates.yaml`
-entry and its test.
+declares what it measures), the stage's own command and its exit code, and the check a stage's inputs
+must pass before anything is recorded are all read from the spec, so adding a stage is its file, its
+line in `pipeline/stages/registry.py`, its `gates.yaml` entry and its test.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class StageSpec:
     run: StageFn
     doc: str
     # The help of the stage's own command, `llmgate <name>` (what it does, its exit codes, an example);
-    # None: `doc`. The command's options come from the spec: `--server-url` where it serves or talks to a
+    # None: `doc` with the exit codes every stage command has. The command's options come from the spec: `--server-url` where it serves or talks to a
     # server, `--fresh` where a result can be reused (pipeline/cli/stage_cmds.py).
     help: str | None = None
     details: type[Details] | None = None  # the model of `StageResult.details`
