@@ -254,3 +254,37 @@ def test_no_module_but_the_registry_and_the_stage_enum_enumerates_the_stages():
             offenders[rel] = sorted(named)
     assert offenders == {}, f"modules enumerating the stages (derive them from pipeline.stages.registry): {offenders}"
     assert len(stages_named((root / "pipeline/models.py").read_text())) == len(Stage)  # the scan sees the enum
+
+
+def toy_leak(run: RunRecord, ctx: StageContext) -> StageResult:
+    return StageResult(stage=Stage.LEAK, status=StageStatus.OK, metrics={"leaks": float((run.image.tag or "").count("x"))})
+
+
+def test_a_plain_stage_command_runs_its_step_and_exits_with_the_specs_code(tmp_path: Path, monkeypatch):
+    """`llmgate leak` has no function of its own: it runs the plan's leak step and exits as the spec says."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.orchestrate import plan as plans
+
+    toy = StageSpec(stage=Stage.LEAK, run=toy_leak, doc="a toy leak check", check=lambda r: r.metrics["leaks"] == 0,
+                    metrics=(metrics.Metric("leaks", "count", "lower"),))
+    monkeypatch.setitem(plans.PLANS, "local", Plan(name="local", steps=steps_of(Registry((toy, gate.SPEC)), "local")))
+    policy = tmp_path / "gates.yaml"
+    policy.write_text("version: 1\ngates:\n  - name: leaks\n    source: leak.leaks\n    threshold: 0\n    key: true\n")
+    config = tmp_path / "llmgate.yaml"
+    config.write_text(f"gates_file: {policy}\n")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    ws = Workspace(tmp_path / "state")
+    for tag, code in (("v1", ExitCode.PASS), ("vx", ExitCode.GATE_FAILED)):
+        cfg = PipelineConfig()
+        cfg.gates_file = str(policy)
+        runner = Runner(ws=ws, cfg=cfg, plan=plans.PLANS["local"], reporter=NullReporter(), parallel=False,
+                        options=StageOptions())
+        run = runner.create(image=ImageRef(repository="127.0.0.1:5000/llmgate/toy", tag=tag, digest=DIGEST),
+                            model_dir=tmp_path / "model")
+        res = CliRunner().invoke(app, ["--workdir", str(ws.root), "leak", "--run", run.run_id, "-c", str(config)])
+        assert res.exit_code == code, res.output
+        assert f"run {run.run_id}: leak {'ok' if code is ExitCode.PASS else 'blocked'}" in res.output, res.output
+        assert ws.load_run(run.run_id).stages["leak"].metrics == {"leaks": float(tag.count("x"))}
