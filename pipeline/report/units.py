@@ -1,8 +1,8 @@
 """Numbers as people read them: every metric with its unit and a precision that suits it.
 
 Units come from the metric catalogue (`pipeline.metrics`, what the stages declare), never from a name's
-suffix: a new metric is formatted right as soon as its stage declares it. Every output (terminal tables, CI logs, the markdown
-summary, the dashboard) formats through here, so a value reads the same everywhere.
+suffix: a new metric is formatted right as soon as its stage declares it. Every output (terminal tables,
+CI logs, the markdown summary, the dashboard) formats through here, so a value reads the same everywhere.
 """
 
 from __future__ import annotations
