@@ -1,7 +1,7 @@
 """The stage registry is the one description of a stage: the plans, the dispatch, reuse, the measurement
-sets and the stage commands' exit codes are read from it, and what cannot be derived from it (the `Stage`
-enum and the payload union are part of the stored record's schema; the metric registry sits below the
-stages) must agree with it."""
+sets, the metric catalogue, the payload union and the stage commands are read from it, and what cannot be
+derived from it (the `Stage` enum is part of the stored record's schema) must agree with it. No other
+module lists the stages."""
 
 from __future__ import annotations
 
