@@ -44,6 +44,19 @@ def test_the_payload_union_is_the_registrys_payloads():
         assert spec.details.model_fields["stage"].default == spec.name, spec.name
 
 
+def test_a_second_payload_model_for_a_stage_is_refused_where_it_is_defined():
+    from typing import Literal
+
+    from pipeline.schemas import Details, LeakDetails
+
+    with pytest.raises(TypeError, match=r"stage 'leak' has two payload models: pipeline.schemas.leak.LeakDetails and "):
+        class OtherLeak(Details):
+            stage: Literal["leak"] = "leak"
+
+    assert Details.registered()["leak"] is LeakDetails  # the first one stands
+    assert set(Details.registered()) == {s.name for s in STAGES}
+
+
 def test_the_metric_catalogue_is_what_the_specs_declare_and_covers_every_produced_metric():
     catalogue = STAGES.catalogue
     assert metrics.catalogue() is catalogue  # what the reports read is the registry's
