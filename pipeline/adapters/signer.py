@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from pipeline.adapters import cosign_layout as L
 from pipeline.adapters import sigstore_bundle as B
-from pipeline.adapters.registry import RegistryClient, split_repository
+from pipeline.adapters.registry import OciRegistry, RegistryClient, split_repository
 from pipeline.errors import BadInput, InfraError
 
 
@@ -112,10 +112,10 @@ class PythonSigner:
 
     name = "python"
 
-    def __init__(self, registries: dict[str, RegistryClient] | None = None) -> None:
+    def __init__(self, registries: dict[str, OciRegistry] | None = None) -> None:
         self._registries = registries if registries is not None else {}
 
-    def _registry(self, repo: str) -> tuple[RegistryClient, str]:
+    def _registry(self, repo: str) -> tuple[OciRegistry, str]:
         host, name = split_repository(repo)
         if host not in self._registries:
             self._registries[host] = RegistryClient(host)
@@ -126,7 +126,7 @@ class PythonSigner:
             reg.close()
 
     # -- the signatures image -------------------------------------------------------------------
-    def _existing(self, reg: RegistryClient, name: str, tag: str) -> list[L.LayerDescriptor]:
+    def _existing(self, reg: OciRegistry, name: str, tag: str) -> list[L.LayerDescriptor]:
         if not reg.has_manifest(name, tag):
             return []
         m = reg.manifest(name, tag)
@@ -151,7 +151,7 @@ class PythonSigner:
         manifest_digest = reg.put_manifest(name, tag, L.signatures_manifest(layers, config), L.OCI_MANIFEST)
         return Pushed(tag_ref=f"{repo}:{tag}", manifest_digest=manifest_digest, appended=True)
 
-    def _blob(self, reg: RegistryClient, name: str, layer: L.LayerDescriptor) -> bytes:
+    def _blob(self, reg: OciRegistry, name: str, layer: L.LayerDescriptor) -> bytes:
         if layer.size > L.MAX_PAYLOAD_BYTES:
             raise L.LayoutError(f"layer of {layer.size} bytes exceeds {L.MAX_PAYLOAD_BYTES}")
         return reg.blob_bytes(name, layer.digest)
@@ -162,7 +162,7 @@ class PythonSigner:
         payload = L.simple_signing_payload(repo, digest)
         signature = key.sign(payload)
 
-        def already(reg: RegistryClient, name: str, layer: L.LayerDescriptor) -> bool:
+        def already(reg: OciRegistry, name: str, layer: L.LayerDescriptor) -> bool:
             if layer.digest != L.LayerDescriptor.of(L.SIMPLESIGNING_MEDIA_TYPE, payload, {}).digest:
                 return False
             try:
@@ -212,7 +212,7 @@ class PythonSigner:
         return SignatureCheck(False, "; ".join(dict.fromkeys(reasons)) or "no signature layer")
 
     # -- cosign v3: Sigstore bundles as OCI referrers ----------------------------------------------------
-    def _bundle_statements(self, reg: RegistryClient, name: str, repo: str, digest: str,
+    def _bundle_statements(self, reg: OciRegistry, name: str, repo: str, digest: str,
                            pub: ec.EllipticCurvePublicKey, predicate_type: str) -> tuple[list[L.Statement], list[str]]:
         """The statements of `predicate_type` about `digest` in the bundles that refer to it and verify with
         `pub`, and why each other bundle did not count."""
@@ -250,7 +250,7 @@ class PythonSigner:
             good.append(statement)
         return good, reasons
 
-    def _check_signature_layer(self, reg: RegistryClient, name: str, layer: L.LayerDescriptor,
+    def _check_signature_layer(self, reg: OciRegistry, name: str, layer: L.LayerDescriptor,
                                pub: ec.EllipticCurvePublicKey, digest: str, good: list[dict[str, Any]]) -> str:
         if layer.media_type != L.SIMPLESIGNING_MEDIA_TYPE:
             return f"layer {layer.digest[:19]} is {layer.media_type}, not a simple-signing payload"
@@ -295,7 +295,7 @@ class PythonSigner:
                                           f"{_key_id(pub)}", good)
         return AttestationCheck(False, "; ".join(dict.fromkeys(reasons)) or f"no attestation of {predicate_type}")
 
-    def _check_attestation_layer(self, reg: RegistryClient, name: str, layer: L.LayerDescriptor,
+    def _check_attestation_layer(self, reg: OciRegistry, name: str, layer: L.LayerDescriptor,
                                  pub: ec.EllipticCurvePublicKey, digest: str, predicate_type: str,
                                  good: list[dict[str, Any]]) -> str:
         if layer.media_type != L.DSSE_MEDIA_TYPE:
