@@ -246,3 +246,46 @@ def test_a_status_the_spec_does_not_give_is_an_infra_error(method, path, call): 
     double.status_for[(method, path)] = 500
     with pytest.raises(InfraError, match="HTTP 500"):
         call(_client(double))
+
+
+def _image(reg: RegistryClient, files: dict[str, bytes]) -> str:
+    """A one-layer image (gzip tar of `files`) pushed as REPO:leak; its digest."""
+    import gzip
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path, data in files.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    layer = gzip.compress(buf.getvalue(), mtime=0)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "history": [],
+                         "rootfs": {"type": "layers", "diff_ids": [_digest(buf.getvalue())]}}).encode()
+    raw = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": CONFIG_TYPE, "digest": reg.upload_blob(REPO, config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": reg.upload_blob(REPO, layer), "size": len(layer)}],
+    }).encode()
+    return reg.put_manifest(REPO, "leak", raw, OCI_MANIFEST)
+
+
+def test_a_registry_that_swaps_a_layer_never_yields_a_clean_leak_report():
+    """The leak check reads layers through the seam: a secret in a layer is found, and a registry that
+    serves other (clean) bytes under that layer's digest stops the check instead of passing it."""
+    import gzip
+
+    from pipeline.supplychain.leak import check_image
+
+    token = b"tok_" + os.urandom(16).hex().encode()
+    double = OciRegistryDouble()
+    reg = _client(double)
+    digest = _image(reg, {"srv/app.env": b"API_TOKEN=" + token + b"\n"})
+    report = check_image(reg, f"{HOST}/{REPO}", digest, {"token": token})
+    assert [f.secret_id for f in report.findings if f.where == "layer"] == ["token"]
+    layer = reg.manifest(REPO, digest).layers[0]["digest"]
+    double.serve_instead[layer] = gzip.compress(b"clean", mtime=0)
+    with pytest.raises(InfraError, match="do not match their digest"):
+        check_image(reg, f"{HOST}/{REPO}", digest, {"token": token})
