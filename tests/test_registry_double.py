@@ -171,7 +171,7 @@ def _client(double: OciRegistryDouble) -> RegistryClient:
     return RegistryClient(HOST, transport=double)
 
 
-def _pushed(reg: RegistryClient) -> tuple[bytes, bytes, bytes]:
+def _pushed(reg: OciRegistry) -> tuple[bytes, bytes, bytes]:
     config, layer = b'{"architecture":"amd64","os":"linux"}', b"layer bytes"
     for blob in (config, layer):
         assert reg.upload_blob(REPO, blob) == _digest(blob)
@@ -187,7 +187,7 @@ def test_the_bundles_registry_and_signer_use_the_registry_a_test_puts_there(monk
     monkeypatch.setattr(cosign.Cosign, "discover", classmethod(lambda cls, options=None: None))
     double = OciRegistryDouble()
     bundle = Adapters(registries={HOST: _client(double)})
-    _config, _layer, raw = _pushed(bundle.registry(HOST))  # type: ignore[arg-type]
+    _config, _layer, raw = _pushed(bundle.registry(HOST))
     image, key = f"{HOST}/{REPO}@{_digest(raw)}", SigningKey(generate_key(), "test")
     signer = bundle.signing()
     assert not signer.verify_image(image, key.public_pem()).verified
@@ -248,41 +248,18 @@ def test_a_status_the_spec_does_not_give_is_an_infra_error(method, path, call): 
         call(_client(double))
 
 
-def _image(reg: RegistryClient, files: dict[str, bytes]) -> str:
-    """A one-layer image (gzip tar of `files`) pushed as REPO:leak; its digest."""
-    import gzip
-    import io
-    import tarfile
-
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for path, data in files.items():
-            info = tarfile.TarInfo(path)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    layer = gzip.compress(buf.getvalue(), mtime=0)
-    config = json.dumps({"architecture": "amd64", "os": "linux", "history": [],
-                         "rootfs": {"type": "layers", "diff_ids": [_digest(buf.getvalue())]}}).encode()
-    raw = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": CONFIG_TYPE, "digest": reg.upload_blob(REPO, config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": reg.upload_blob(REPO, layer), "size": len(layer)}],
-    }).encode()
-    return reg.put_manifest(REPO, "leak", raw, OCI_MANIFEST)
-
-
 def test_a_registry_that_swaps_a_layer_never_yields_a_clean_leak_report():
     """The leak check reads layers through the seam: a secret in a layer is found, and a registry that
     serves other (clean) bytes under that layer's digest stops the check instead of passing it."""
     import gzip
 
     from pipeline.supplychain.leak import check_image
+    from tests.test_hostile_leak import _push  # a one-layer image of the files given
 
     token = b"tok_" + os.urandom(16).hex().encode()
     double = OciRegistryDouble()
     reg = _client(double)
-    digest = _image(reg, {"srv/app.env": b"API_TOKEN=" + token + b"\n"})
+    digest = _push(reg, REPO, {"srv/app.env": b"API_TOKEN=" + token + b"\n"}, [])
     report = check_image(reg, f"{HOST}/{REPO}", digest, {"token": token})
     assert [f.secret_id for f in report.findings if f.where == "layer"] == ["token"]
     layer = reg.manifest(REPO, digest).layers[0]["digest"]
