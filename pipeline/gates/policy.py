@@ -1,6 +1,6 @@
-"""The gate policy (`gates.yaml`): pydantic-validated, checked against the metric registry.
+"""The gate policy (`gates.yaml`): pydantic-validated, checked against a metric catalogue.
 
-`load_policy(path, sections=...)` runs before any stage: a malformed or contradictory policy (unknown
+`load_policy(path, sections=..., catalogue=...)` runs before any stage: a malformed or contradictory policy (unknown
 metric, margin with no baseline data, threshold that is not a finite number, duplicate key, key gate
 marked optional, a child relaxing a locked gate, ...) raises `BadInput` listing every problem by key
 path (`gates.ttft_p99.threshold`, or `gates[3].margin` for a gate without a usable name). See
@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from pipeline import metrics
 from pipeline.errors import BadInput
 from pipeline.gates import registry
-from pipeline.gates.extends import Problems, load_merged, reason_problem
+from pipeline.gates.extends import Merged, Problems, load_merged, reason_problem
 from pipeline.gates.registry import Source
 from pipeline.gates.sections import ENGINE_SECTION_KEYS, RESERVED, SectionPlugin, SectionSet, as_map
+from pipeline.metrics import Catalogue
 from pipeline.models import Stage
 
 Test = Literal["bootstrap", "mcnemar", "mannwhitney", "quantile"]
@@ -269,7 +270,7 @@ def _default_test(src: Source, cmp: Source) -> Test:
     return "mcnemar" if dim and dim.binary else "bootstrap"
 
 
-def _resolve_compare(g: GateSpec, src: Source, path: str, problems: Problems) -> None:
+def _resolve_compare(g: GateSpec, src: Source, path: str, problems: Problems, catalogue: Catalogue) -> None:
     assert g.margin is not None
     compare_text = g.compare
     if compare_text is None:
@@ -282,7 +283,7 @@ def _resolve_compare(g: GateSpec, src: Source, path: str, problems: Problems) ->
         )
         return
     try:
-        cmp = registry.parse_source(compare_text)
+        cmp = registry.parse_source(compare_text, catalogue)
     except ValueError as exc:
         problems.add(f"{path}.compare", str(exc))
         return
@@ -315,7 +316,7 @@ def _resolve_compare(g: GateSpec, src: Source, path: str, problems: Problems) ->
 
 def _cannot_fail(src: Source, direction: str, threshold: float) -> str | None:
     """Why a threshold can never be violated (a quality bar of 0 passes anything), or None."""
-    unit = metrics.unit(str(src))
+    unit = src.unit
     lowest, highest = 0.0, (1.0 if unit in ("ratio", "bool") else None)
     if direction == "min" and threshold <= lowest:
         return f"{src} is never below {lowest:g}: '>= {threshold:g}' passes anything"
@@ -324,9 +325,9 @@ def _cannot_fail(src: Source, direction: str, threshold: float) -> str | None:
     return None
 
 
-def _resolve_gate(g: GateSpec, path: str, problems: Problems) -> None:
+def _resolve_gate(g: GateSpec, path: str, problems: Problems, catalogue: Catalogue) -> None:
     try:
-        src = registry.parse_source(g.source)
+        src = registry.parse_source(g.source, catalogue)
     except ValueError as exc:
         problems.add(f"{path}.source", str(exc))
         return
@@ -360,7 +361,7 @@ def _resolve_gate(g: GateSpec, path: str, problems: Problems) -> None:
     if g.compare is not None and g.margin is None:
         problems.add(f"{path}.compare", "compare without a margin: set margin (non-inferiority) or remove compare")
     if g.margin is not None:
-        _resolve_compare(g, src, path, problems)
+        _resolve_compare(g, src, path, problems, catalogue)
     else:
         for k in ("test", "drift_allowance", "on_underpowered", "subset", "category_margin", "planning_sd"):
             if getattr(g, k) is not None:
@@ -369,7 +370,7 @@ def _resolve_gate(g: GateSpec, path: str, problems: Problems) -> None:
         problems.add(f"{path}.category_min_n", "category_min_n without a category_margin checks nothing")
     if g.min_agreement is not None:
         dim_name = g.scorer_dimension
-        info = metrics.ITEM_DIMENSIONS.get(dim_name) if dim_name else None
+        info = catalogue.item_dimensions.get(dim_name) if dim_name else None
         if info is None or not info.scorer:
             problems.add(f"{path}.min_agreement", f"{g.source} is not produced by a calibrated scorer")
     _optional_problems(problems, path, "gate", key=g.key, locked=g.locked, required=g.required, reason=g.reason)
@@ -436,16 +437,19 @@ def policy_from_dict(
     *,
     sections: SectionSet,
     where: str = "gates.yaml",
-    origins: dict[str, str] | None = None,
-    overrides: dict[str, dict[str, list[Any]]] | None = None,
-    section_overrides: dict[str, dict[str, list[Any]]] | None = None,
-    files: list[str] | None = None,
+    merged: Merged | None = None,
     policy_dir: Path | None = None,
     problems: Problems | None = None,
+    catalogue: Catalogue | None = None,
 ) -> Policy:
-    """Validate an already-parsed (and merged) policy mapping; every problem reported at once."""
+    """Validate an already-parsed policy mapping; every problem reported at once. `merged`, when `raw` is
+    the merge of a file and what it extends, says where each gate came from and what the merge changed.
+    `catalogue`: the metrics the gates may read (the plan's own, from whoever runs it); None: the
+    installed one (`pipeline.metrics.catalogue`)."""
+    catalogue = catalogue or metrics.catalogue()
     problems = problems or Problems()
-    origins = origins or {}
+    merged = merged or Merged(data=raw, files=[])
+    origins = merged.origins
     plugins = as_map(sections)
     raw = dict(raw)
     section_raw = {k: raw.pop(k) for k in list(raw) if k in plugins or k in RESERVED}
@@ -464,8 +468,8 @@ def policy_from_dict(
             continue
         seen[g.name] = i
         g._origin = origins.get(g.name, where)
-        g._overrides = (overrides or {}).get(g.name, {})
-        _resolve_gate(g, path, problems)
+        g._overrides = merged.overrides.get(g.name, {})
+        _resolve_gate(g, path, problems, catalogue)
     for name, value in section_raw.items():
         if name in seen:
             problems.add(name, f"section {name!r} produces a gate named like gates[{seen[name]}]; rename that gate")
@@ -477,31 +481,24 @@ def policy_from_dict(
     if not any(g.required for g in policy.gates) and not any(m.required for m in policy._section_meta.values()):
         problems.add("gates", "no required gate: such a policy would pass any release")
     problems.raise_if_any(where)
-    policy._files = files or [where]
+    policy._files = merged.files or [where]
     policy._dir = policy_dir or Path(".")
-    policy._section_overrides = section_overrides or {}
+    policy._section_overrides = merged.section_overrides
     effective = {"policy": raw, "sections": dict(sorted(section_raw.items()))}
     policy._sha256 = hashlib.sha256(json.dumps(effective, sort_keys=True, default=str).encode()).hexdigest()
     return policy
 
 
-def load_policy(path: str | Path, *, sections: SectionSet) -> Policy:
+def load_policy(path: str | Path, *, sections: SectionSet, catalogue: Catalogue | None = None) -> Policy:
     """Load, merge (`extends`) and validate a policy file. Raises BadInput naming every bad key.
 
     `sections` are the section plug-ins the caller evaluates (`pipeline.supplychain.gate_sections.SECTIONS`
-    and any other); a reserved section in the file without its plug-in is refused."""
+    and any other); a reserved section in the file without its plug-in is refused. `catalogue`: the
+    metrics the gates may read (None: the installed one)."""
     path = Path(path)
     problems = Problems()
     plugins = as_map(sections)
-    merged = load_merged(path, plugins, problems)
-    return policy_from_dict(
-        merged.data,
-        sections=plugins,
-        where=str(path),
-        origins=merged.origins,
-        overrides=merged.overrides,
-        section_overrides=merged.section_overrides,
-        files=merged.files,
-        policy_dir=path.parent,
-        problems=problems,
-    )
+    catalogue = catalogue or metrics.catalogue()
+    merged = load_merged(path, plugins, problems, catalogue=catalogue)
+    return policy_from_dict(merged.data, sections=plugins, where=str(path), merged=merged, policy_dir=path.parent,
+                            problems=problems, catalogue=catalogue)
