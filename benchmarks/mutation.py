@@ -86,7 +86,7 @@ MODULES: tuple[Module, ...] = (
            ("tests/test_signing.py", "tests/test_cosign.py", "tests/test_bundles.py"),
            functions=("_public_key", "_verifies", "PythonSigner.verify_image", "PythonSigner._bundle_statements",
                       "PythonSigner._check_signature_layer", "PythonSigner.verify_attestations",
-                      "PythonSigner._check_attestation_layer", "_sweep", "_statement_doc"),
+                      "PythonSigner._check_attestation_layer", "PythonSigner._find", "_statement_doc"),
            note="cosign-compatible verification of signatures and attestations"),
     Module("scan-policy", "pipeline/supplychain/scan_policy.py", ("tests/test_scan_policy.py",),
            note="scanner findings to verdict"),
