@@ -304,3 +304,44 @@ def test_a_referrer_gone_or_refused_is_named_and_hides_no_bundle_listed_after_it
                                       (f"bundle {forged[:19]}: bundle signature does not verify with the key "
                                        "(another key, or altered)"),
                                       f"referrer {good[:19]}: manifest not found in the registry"]), check.reason
+
+
+def test_a_bundle_statement_reads_back_exactly_as_signed_every_subject_included(repo, signer, keys) -> None:  # type: ignore[no-untyped-def]
+    """`verify_attestations` shows the signed statement itself, as `cosign verify-attestation` prints it: each
+    subject's name and digest value as written, even one that is no plain hex digest."""
+    key, pub, _ = keys
+    image = repo.image()
+    digest = image.split("@")[1]
+    ptype = "https://llmgate.dev/test/v1"
+    doc = {"_type": L.STATEMENT_V1, "predicateType": ptype, "predicate": {"answer": 42},
+           "subject": [{"name": repo.repository, "digest": {"sha256": digest.split(":", 1)[1]}},
+                       {"name": "notes", "digest": {"sha256": "not:a:hex:digest"}}]}
+    attach(repo.reg, repo.name, digest, dsse_bundle(json.dumps(doc).encode(), key), ptype)
+    att = signer.verify_attestations(image, ptype, pub.pem)
+    assert att.verified and att.statements == [doc], att.reason
+
+
+def test_a_bundle_layer_may_claim_up_to_the_bundle_limit_and_not_a_byte_more(repo, signer, keys) -> None:  # type: ignore[no-untyped-def]
+    """The referrer's layer descriptor is read before the blob: a size claim up to MAX_BUNDLE_BYTES is read (the
+    blob itself is then bounded again), one byte more is refused unread, naming the limit."""
+    key, pub, _ = keys
+    image = repo.image()
+    digest = image.split("@")[1]
+    fallback = digest.replace(":", "-")
+    ref = attach(repo.reg, repo.name, digest, dsse_bundle(sign_statement(digest), key), B.COSIGN_SIGN_PREDICATE)
+    manifest = json.loads(repo.reg.manifest(repo.name, ref).raw)
+    written = [ref]
+    for claim, verified in ((B.MAX_BUNDLE_BYTES, True), (B.MAX_BUNDLE_BYTES + 1, False)):
+        manifest["layers"][0]["size"] = claim
+        raw = json.dumps(manifest).encode()
+        claimed = "sha256:" + hashlib.sha256(raw).hexdigest()
+        repo.reg.put_manifest(repo.name, claimed, raw, OCI_MANIFEST)
+        written.append(claimed)
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX,
+                 "manifests": [{"mediaType": OCI_MANIFEST, "size": len(raw), "digest": claimed}]}
+        repo.reg.put_manifest(repo.name, fallback, json.dumps(index).encode(), OCI_INDEX)
+        check = signer.verify_image(image, pub.pem)
+        assert check.verified is verified, check.reason
+    assert check.reason == f"bundle {claimed[:19]}: bundle layer exceeds {B.MAX_BUNDLE_BYTES} bytes"
+    for d in written:  # the index lists only the last; the trust repository's clean-up removes what it lists
+        repo.reg.delete_manifest(repo.name, d)
