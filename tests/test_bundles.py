@@ -267,7 +267,11 @@ def test_referrers_that_are_not_sigstore_bundles_are_left_alone(repo, signer, ke
     repo.reg.delete_manifest(repo.name, sbom)
     check = signer.verify_image(image, pub.pem)
     assert not check.verified and check.reason.startswith("no signature: nothing is tagged")
-    attach(repo.reg, repo.name, digest, dsse_bundle(sign_statement(digest), key), B.COSIGN_SIGN_PREDICATE)
+    good = attach(repo.reg, repo.name, digest, dsse_bundle(sign_statement(digest), key), B.COSIGN_SIGN_PREDICATE)
+    index = json.loads(repo.reg.manifest(repo.name, digest.replace(":", "-")).raw)
+    index["manifests"].sort(key=lambda d: d["digest"] == good)  # the other tool's referrer first: read past it
+    repo.reg.put_manifest(repo.name, digest.replace(":", "-"), json.dumps(index).encode(), OCI_INDEX)
+    assert [d["digest"] for d in repo.reg.referrers(repo.name, digest)][-1] == good
     assert signer.verify_image(image, pub.pem).verified
 
 
