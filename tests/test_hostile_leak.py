@@ -200,6 +200,49 @@ def test_a_gzip_file_arriving_in_pieces_is_inflated_across_them() -> None:
     assert scan.decoded == len(content)
 
 
+def test_a_compressed_file_exactly_at_the_limit_is_not_reported_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.supplychain import leak
+
+    monkeypatch.setattr(leak, "MAX_DECODED_BYTES", 1 << 20)
+    scan = leak._Detector(build_needles(SECRETS)[0]).scan()
+    scan.feed(gzip.compress(bytes(1 << 20), mtime=0))
+    assert scan.close() == set() and scan.decoded == 1 << 20 and not scan.decode_cut
+
+
+def test_a_copy_straddling_a_long_first_piece_is_an_exact_copy() -> None:
+    """The exact search keeps the last bytes of a piece longer than its overlap, so a copy that starts near
+    the end of such a piece and ends in the next is still called "as is"."""
+    from pipeline.supplychain.leak import _Detector
+
+    needles, _ = build_needles(SECRETS)
+    det = _Detector(needles)
+    first = det.exact_overlap + 5  # longer than the overlap, by less than the copy before its end
+    data = b"x" * (first - 10) + TOKEN + b"\n"
+    scan = det.scan()
+    scan.feed(data[:first])
+    scan.feed(data[first:])
+    assert {(needles[i].secret_id, enc) for i, enc in scan.close()} == {("token", "as is")}
+
+
+def test_a_line_of_a_multi_line_secret_is_found_encoded_on_its_own() -> None:
+    """A pip.conf line base64-encoded alone (a `Basic` header built from it), inside other text, is found
+    through the line's own encodings."""
+    from pipeline.supplychain.leak import _Detector
+
+    needles, _ = build_needles(SECRETS)
+    hits = _Detector(needles).search(b"auth: " + base64.b64encode(b"u:" + PIP_LINE) + b" trailing text")
+    assert {(needles[i].secret_id, needles[i].label, enc) for i, enc in hits} == {("pip_conf", "line 2", "base64")}
+
+
+def test_a_secret_in_a_json_list_is_named_by_its_index() -> None:
+    from pipeline.supplychain.leak import LeakScanner
+
+    needles, _ = build_needles(SECRETS)
+    config = {"config": {"Env": ["PATH=/usr/bin", "TOKEN=" + TOKEN.decode()]}}
+    findings = LeakScanner(None, needles).scan_json(b"{}", config, where="config")  # type: ignore[arg-type]
+    assert {(f.secret_id, f.path) for f in findings} == {("token", "config.Env[1]")}
+
+
 def test_a_gzip_bomb_is_searched_only_up_to_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """A compressed file whose content is far larger than the limit: searched up to the limit, the cut
     is reported, memory stays near one chunk."""

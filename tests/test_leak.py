@@ -250,6 +250,7 @@ def test_synthetic_clean_image_has_no_findings(registry, local_stack):
     assert report.findings == [] and report.leaks == 0
     assert report.files_scanned == 1 and report.needles == {"token": 1}
     assert (report.bytes_scanned, report.files_decompressed, report.layers_scanned) == (len(content), 0, 1)
+    assert 0 <= report.duration_s < 600
 
 
 # -- real builds ----------------------------------------------------------------------------------------
