@@ -230,7 +230,7 @@ def test_a_line_of_a_multi_line_secret_is_found_encoded_on_its_own() -> None:
     from pipeline.supplychain.leak import _Detector
 
     needles, _ = build_needles(SECRETS)
-    hits = _Detector(needles).search(b"auth: " + base64.b64encode(b"u:" + PIP_LINE) + b" trailing text")
+    hits = _Detector(needles).search(b"auth: " + base64.b64encode(b"u:" + PIP_LINE + b"\nmore: text") + b" trailing")
     assert {(needles[i].secret_id, needles[i].label, enc) for i, enc in hits} == {("pip_conf", "line 2", "base64")}
 
 

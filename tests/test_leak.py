@@ -218,13 +218,16 @@ def test_a_layer_cut_short_is_an_infrastructure_error_naming_it(registry, local_
 @pytest.mark.docker
 def test_lines_the_reference_image_holds_as_is_are_public_and_not_reported(registry, local_stack):
     """A line of a secret that the public reference image holds as is (a public CA certificate in both
-    bundles) is not evidence; a line the reference holds only encoded (hex) is not public, and stays a needle."""
+    bundles) is not evidence; a line the reference holds only encoded (hex) or compressed is not public, and
+    stays a needle."""
     name = "llmgate/test-leak-synthetic"
     key = _fake_key()
-    public, encoded = key.splitlines()[2], key.splitlines()[3]
+    public, encoded, packed = key.splitlines()[2:5]
     ref = _push_image(registry, name, "reference", [(_tar({"etc/ssl/bundle.pem": b"x\n" + public + b"\n",
-                                                          "etc/hexdump": encoded.hex().encode()}), "gzip")], {})
-    copy = _tar({"etc/ssl/copy.pem": public + b"\n" + encoded})
+                                                          "etc/hexdump": encoded.hex().encode(),
+                                                          "etc/notes.gz": gzip.compress(packed, mtime=0)}),
+                                                     "gzip")], {})
+    copy = _tar({"etc/ssl/copy.pem": public + b"\n" + encoded + b"\n" + packed})
     image = _push_image(registry, name, "with-lines", [(copy, "gzip")], {})
     try:
         report = check_image(registry, f"{local_stack.registry}/{name}", image, {"key": key},
@@ -233,7 +236,8 @@ def test_lines_the_reference_image_holds_as_is_are_public_and_not_reported(regis
         registry.delete_manifest(name, image)
         registry.delete_manifest(name, ref)
     assert report.public_lines_excluded == {"key": 1}
-    assert {(f.needle, f.path) for f in report.findings} == {("line 4", "etc/ssl/copy.pem")}
+    assert {(f.needle, f.path) for f in report.findings} == {("line 4", "etc/ssl/copy.pem"),
+                                                             ("line 5", "etc/ssl/copy.pem")}
 
 
 @pytest.mark.docker
