@@ -241,6 +241,24 @@ def test_lines_the_reference_image_holds_as_is_are_public_and_not_reported(regis
 
 
 @pytest.mark.docker
+def test_a_link_target_holding_a_secret_is_reported_by_the_link(registry, local_stack):
+    name = "llmgate/test-leak-synthetic"
+    token = ("tok_" + secrets.token_hex(20)).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("etc/app/current")
+        info.type, info.linkname = tarfile.SYMTYPE, "/run/" + token.decode()
+        tar.addfile(info)
+    digest = _push_image(registry, name, "link", [(buf.getvalue(), "gzip")], {})
+    try:
+        report = check_image(registry, f"{local_stack.registry}/{name}", digest, {"token": token})
+    finally:
+        registry.delete_manifest(name, digest)
+    assert {(f.secret_id, f.where, f.path, f.in_name) for f in report.findings} == {
+        ("token", "layer", "etc/app/current", True)}
+
+
+@pytest.mark.docker
 def test_synthetic_clean_image_has_no_findings(registry, local_stack):
     name = "llmgate/test-leak-synthetic"
     token = ("tok_" + secrets.token_hex(20)).encode()
