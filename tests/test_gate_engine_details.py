@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.models import ItemResult, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas.gate import GateStatus
-from tests.test_gate_engine import CORR, REFUSAL, by_name, judge, make_run, policy
+from tests.test_gate_engine import CORR, REFUSAL, TRUSTED, by_name, judge, make_run, policy
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +96,147 @@ def test_a_paired_comparison_names_the_baseline_run_it_was_made_against(scores: 
     v = by_name(judge(policy(CORR), make_run(scores["same"]), base).verdicts)["correctness"]
     assert "vs baseline base0001: diff " in v.reason
     assert math.isfinite(v.difference)
+
+
+# -- thresholds ------------------------------------------------------------------------------------------
+
+
+def test_a_value_equal_to_its_threshold_meets_it_in_either_direction() -> None:
+    bench = StageResult(stage=Stage.BENCH, status=StageStatus.OK, metrics={"error_rate": 0.01, "goodput": 0.9})
+    run = make_run(extra_stages={"bench": bench})
+    pol = policy({"name": "err", "source": "bench.error_rate", "threshold": 0.01},
+                 {"name": "good", "source": "bench.goodput", "threshold": 0.9},
+                 {"name": "good_hi", "source": "bench.goodput", "threshold": 0.95})
+    v = by_name(judge(pol, run).verdicts)
+    assert v["err"].status is GateStatus.PASS and v["err"].reason.startswith("0.01 <= 0.01")
+    assert v["good"].status is GateStatus.PASS and v["good"].reason.startswith("0.9 >= 0.9")
+    assert v["good"].details.threshold_met is True
+    assert v["good_hi"].status is GateStatus.FAIL and v["good_hi"].reason.startswith("0.9 violates >= 0.95")
+    assert v["good_hi"].details.outcome == "threshold_violated" and v["good_hi"].details.threshold_met is False
+
+
+# -- items: pairing, subsets, categories -----------------------------------------------------------------
+
+
+def item_run(scores: dict[str, float], *, cats: dict[str, str] | None = None, refuse: set[str] = frozenset(),
+             dim: str = "correctness", run_id: str | None = None) -> RunRecord:
+    """An eval stage over the given items (id -> score of `dim`), with categories and should-refuse items."""
+    items = [ItemResult(item_id=i, question="?", category=(cats or {}).get(i, ""),
+                        expected_behaviour="refuse" if i in refuse else "answer", scores={dim: s})
+             for i, s in scores.items()]
+    metric = {"correctness": "correctness_mean", "refusal": "refusal_accuracy"}[dim]
+    ev = StageResult(stage=Stage.EVAL, status=StageStatus.OK, items=items,
+                     metrics={metric: float(np.mean(list(scores.values())))}, details=TRUSTED)
+    kw = {"run_id": run_id} if run_id else {}
+    return make_run(extra_stages={"eval": ev}, **kw)
+
+
+def test_a_category_is_checked_from_five_paired_items_by_default(scores: dict[str, np.ndarray]) -> None:
+    ids = [f"q{i}" for i in range(60)]
+    cats = {i: "rest" for i in ids[:51]} | {i: "five" for i in ids[51:56]} | {i: "four" for i in ids[56:]}
+    base = {i: 0.8 * float(s) for i, s in zip(ids, scores["base"][:60], strict=True)} | {i: 0.5 for i in ids[51:]}
+    # both small categories collapse while the rest improves: the average alone shows no regression
+    new = {i: base[i] + 0.1 for i in ids[:51]} | {i: 0.0 for i in ids[51:]}
+    gate = {**CORR, "threshold": None, "key": False, "category_margin": 0.1}
+    v = by_name(judge(policy(gate), item_run(new, cats=cats), item_run(base, cats=cats, run_id="b1")).verdicts)
+    g = v["correctness"]
+    assert g.status is GateStatus.FAIL and g.details.outcome == "category_regression"
+    assert g.details.categories == ["five"] and g.details.categories_checked == 2  # "four" is below 5
+    assert "five (-0.50 on 5 items, p=" in g.reason
+    assert "categories dropped beyond the category margin 0.1 (Holm over 2 categories)" in g.reason
+    # four items are not enough by default; a policy may lower the bar
+    low = by_name(judge(policy({**gate, "category_min_n": 4}), item_run(new, cats=cats),
+                        item_run(base, cats=cats, run_id="b1")).verdicts)["correctness"]
+    assert low.details.categories == ["five", "four"] and low.details.categories_checked == 3
+
+
+def test_a_category_check_with_no_category_large_enough_says_so(scores: dict[str, np.ndarray]) -> None:
+    ids = [f"q{i}" for i in range(40)]
+    cats = {i: f"c{k % 10}" for k, i in enumerate(ids)}  # ten categories of four
+    base = {i: float(s) for i, s in zip(ids, scores["base"][:40], strict=True)}
+    gate = {**CORR, "threshold": None, "key": False, "category_margin": 0.1}
+    g = by_name(judge(policy(gate), item_run(base, cats=cats), item_run(base, cats=cats, run_id="b1")).verdicts)
+    v = g["correctness"]
+    assert "per-category check: no category has 5 or more paired items" in v.reason
+    assert v.details.categories_checked == 0 and v.details.categories is None
+
+
+def test_an_unchanged_category_is_never_named(scores: dict[str, np.ndarray]) -> None:
+    ids = [f"q{i}" for i in range(60)]
+    cats = {i: ("a" if k < 30 else "b") for k, i in enumerate(ids)}
+    base = {i: float(s) for i, s in zip(ids, scores["base"][:60], strict=True)}
+    new = dict(base) | {i: min(1.0, base[i] + 0.05) for i in ids[30:]}  # b improves, a is unchanged
+    gate = {**CORR, "threshold": None, "key": False, "category_margin": 0.1}
+    v = by_name(judge(policy(gate), item_run(new, cats=cats), item_run(base, cats=cats, run_id="b1")).verdicts)
+    g = v["correctness"]
+    assert g.details.categories is None and g.details.categories_checked == 2
+    assert "no category of 2 dropped beyond 0.1" in g.reason and g.status is GateStatus.PASS
+
+
+@pytest.mark.parametrize("min_agreement", [None, 0.8])
+def test_a_category_margin_on_0_1_verdicts_carries_the_scorer_error(min_agreement: float | None) -> None:
+    ids = [f"q{i}" for i in range(60)]
+    cats = {i: ("a" if k < 30 else "b") for k, i in enumerate(ids)}
+    base = {i: 1.0 if k % 10 else 0.0 for k, i in enumerate(ids)}
+    new = dict(base) | {ids[1]: 0.0}
+    gate = {**REFUSAL, "threshold": None, "category_margin": 0.1, "min_agreement": min_agreement}
+    v = by_name(judge(policy(gate), item_run(new, cats=cats, dim="refusal"),
+                      item_run(base, cats=cats, dim="refusal", run_id="b1")).verdicts)["refusal"]
+    eps = v.details.scorer_error
+    if min_agreement is None:
+        assert eps is None and "dropped beyond 0.1" in v.reason
+    else:
+        assert eps is not None and 0 < eps < 0.1
+        assert f"dropped beyond {0.1 * (1 - 2 * eps):.3g}" in v.reason
+
+
+def test_a_continuous_category_margin_is_the_policy_figure_whatever_the_scorer_error(
+    scores: dict[str, np.ndarray],
+) -> None:
+    ids = [f"q{i}" for i in range(60)]
+    cats = {i: ("a" if k < 30 else "b") for k, i in enumerate(ids)}
+    base = {i: float(s) for i, s in zip(ids, scores["base"][:60], strict=True)}
+    gate = {**CORR, "threshold": None, "key": False, "category_margin": 0.1, "min_agreement": 0.8}
+    v = by_name(judge(policy(gate), item_run(dict(base) | {ids[0]: 0.5}, cats=cats),
+                      item_run(base, cats=cats, run_id="b1")).verdicts)["correctness"]
+    assert v.details.scorer_error is not None and "dropped beyond 0.1" in v.reason
+
+
+def test_a_subset_gate_compares_only_its_items_and_names_them(scores: dict[str, np.ndarray]) -> None:
+    ids = [f"q{i}" for i in range(80)]
+    refuse = set(ids[:40])
+    base = {i: 1.0 if k % 8 else 0.0 for k, i in enumerate(ids)}
+    gate = {**REFUSAL, "threshold": None, "subset": "refuse"}
+    run = item_run(base, refuse=refuse, dim="refusal")
+    v = by_name(judge(policy(gate), run, item_run(base, refuse=refuse, dim="refusal", run_id="b1")).verdicts)
+    assert v["refusal"].details.subset == "refuse" and v["refusal"].details.paired_items == 40
+    # a run without any should-refuse item has nothing to compare for this gate
+    v = by_name(judge(policy(gate), item_run(base, dim="refusal"),
+                      item_run(base, refuse=refuse, dim="refusal", run_id="b1")).verdicts)["refusal"]
+    assert v.status is GateStatus.NOT_RUN and v.details.outcome == "compare_data_missing"
+    assert "no per-item 'refusal' scores of should-refuse items" in v.reason
+
+
+def test_pairing_too_few_items_with_the_baseline_passes_only_with_a_warning(scores: dict[str, np.ndarray]) -> None:
+    ids = [f"q{i}" for i in range(100)]
+    base = {i: float(s) for i, s in zip(ids, scores["base"][:100], strict=True)}
+    gate = {**CORR, "threshold": None, "key": False}
+    some = {i: base[i] for i in ids[:89]}  # 89 % of the larger side pairs
+    ev = judge(policy(gate), item_run(some), item_run(base, run_id="b1"))
+    v = by_name(ev.verdicts)["correctness"]
+    assert v.status is GateStatus.WARN and v.details.paired_fraction_low is True
+    assert "only 89% of items could be paired with the baseline" in v.reason
+    assert ev.decision.value == "pass" and ev.warnings and "(1 warning)" in ev.reason
+    enough = {i: base[i] for i in ids[:90]}  # 90 %: the policy's minimum is met
+    v = by_name(judge(policy(gate), item_run(enough), item_run(base, run_id="b1")).verdicts)["correctness"]
+    assert v.status is GateStatus.PASS and not v.details.paired_fraction_low
+
+
+def test_exactly_min_n_paired_items_are_enough(scores: dict[str, np.ndarray]) -> None:
+    ids = [f"q{i}" for i in range(30)]
+    base = {i: float(s) for i, s in zip(ids, scores["base"][:30], strict=True)}
+    v = by_name(judge(policy({**CORR, "threshold": None}), item_run(base), item_run(base, run_id="b1")).verdicts)
+    assert v["correctness"].details.outcome == "identical"
+    v = by_name(judge(policy({**CORR, "threshold": None}), item_run(dict(list(base.items())[:29])),
+                      item_run(base, run_id="b1")).verdicts)
+    assert v["correctness"].details.outcome == "too_few" and "29 items pair with baseline b1" in v["correctness"].reason
