@@ -240,3 +240,103 @@ def test_exactly_min_n_paired_items_are_enough(scores: dict[str, np.ndarray]) ->
     v = by_name(judge(policy({**CORR, "threshold": None}), item_run(dict(list(base.items())[:29])),
                       item_run(base, run_id="b1")).verdicts)
     assert v["correctness"].details.outcome == "too_few" and "29 items pair with baseline b1" in v["correctness"].reason
+
+
+# -- latency series -----------------------------------------------------------------------------------------
+
+TTFT = {"name": "ttft_p50", "source": "bench.ttft_p50_s", "threshold": 5.0, "margin": 0.10}
+TAIL = {"name": "ttft_p99", "source": "bench.ttft_p99_s", "threshold": 5.0, "margin": 0.25}
+
+
+@pytest.fixture(scope="module")
+def latency() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(31)
+    return {"base": rng.lognormal(np.log(0.2), 0.3, 400), "same": rng.lognormal(np.log(0.2), 0.3, 400)}
+
+
+def test_a_latency_comparison_too_small_to_catch_twice_its_margin_is_underpowered(
+    latency: dict[str, np.ndarray],
+) -> None:
+    rng = np.random.default_rng(7)
+    base = make_run(ttft=rng.lognormal(np.log(0.2), 1.0, 40), run_id="b1")
+    v = by_name(judge(policy(TTFT), make_run(ttft=rng.lognormal(np.log(0.2), 1.0, 40)), base).verdicts)["ttft_p50"]
+    assert v.status is GateStatus.INCONCLUSIVE and v.details.outcome == "underpowered"
+    need = v.details.n_needed
+    assert need is not None and need > 40 and f"n >= {need} needed" in v.reason
+    assert "a regression of +20% is caught with power 0.8 only with" in v.reason
+    # the same comparison with enough samples is powered, and says what it would catch
+    full = by_name(judge(policy(TTFT), make_run(ttft=latency["same"]), make_run(ttft=latency["base"])).verdicts)
+    assert full["ttft_p50"].details.n_needed is None and full["ttft_p50"].status is GateStatus.PASS
+
+
+def test_a_drift_allowance_beyond_twice_the_margin_leaves_no_sample_size_to_name(
+    latency: dict[str, np.ndarray],
+) -> None:
+    """Tested against (1.02)(1.05): past the +4 % the design must catch, so no n would suffice."""
+    base = make_run(ttft=latency["base"][:40], run_id="b1")
+    v = by_name(judge(policy({**TTFT, "margin": 0.02}), make_run(ttft=latency["same"][:40]), base).verdicts)
+    assert v["ttft_p50"].details.n_needed is None and v["ttft_p50"].details.outcome != "underpowered"
+
+
+def test_a_tail_gate_compares_its_own_percentile(latency: dict[str, np.ndarray]) -> None:
+    v = by_name(judge(policy(TAIL), make_run(ttft=latency["same"]), make_run(ttft=latency["base"], run_id="b1"))
+                .verdicts)["ttft_p99"]
+    assert v.details.quantile == 0.99 and v.details.test.startswith("quantile test of the p99 (Fisher's exact")
+    assert "vs stored baseline b1: p99 " in v.reason and "above the common cut" in v.reason
+
+
+def test_a_same_run_latency_comparison_is_tested_at_the_bare_margin(latency: dict[str, np.ndarray]) -> None:
+    new = make_run(ttft=latency["same"], same_run_ttft=latency["base"])
+    v = by_name(judge(policy(TTFT), new).verdicts)["ttft_p50"]
+    assert "vs the baseline release measured in this run (interleaved): shift " in v.reason
+    assert "n=400/400" in v.reason and "margin 10%: " in v.reason and "drift allowance" not in v.reason
+
+
+def test_a_stored_baseline_without_the_series_compares_nothing(latency: dict[str, np.ndarray]) -> None:
+    bench = StageResult(stage=Stage.BENCH, status=StageStatus.OK, metrics={"ttft_p50_s": 0.2})
+    base = make_run(extra_stages={"bench": bench}, run_id="b1")
+    v = by_name(judge(policy(TTFT), make_run(ttft=latency["same"]), base).verdicts)["ttft_p50"]
+    assert v.details.outcome == "first_release" and v.status is GateStatus.PASS
+    assert "no comparison: baseline b1 recorded no 'ttft_s' samples" in v.reason
+
+
+def test_latency_samples_count_per_side_against_min_n(latency: dict[str, np.ndarray]) -> None:
+    base = make_run(ttft=latency["base"][:30], run_id="b1")
+    v = by_name(judge(policy(TTFT), make_run(ttft=latency["same"][:30]), base).verdicts)["ttft_p50"]
+    assert v.details.outcome != "too_few"  # exactly min_n on each side
+    short_base = make_run(ttft=latency["base"][:29], run_id="b1")
+    v = by_name(judge(policy(TTFT), make_run(ttft=latency["same"]), short_base).verdicts)["ttft_p50"]
+    assert v.details.outcome == "too_few" and "400 'ttft_s' samples in this run and 29 in stored baseline b1" in v.reason
+
+
+def test_a_constant_baseline_series_is_named_as_the_one_that_is_not_a_measurement(
+    latency: dict[str, np.ndarray],
+) -> None:
+    base = make_run(ttft=[0.2] * 400, run_id="b1")
+    v = by_name(judge(policy(TTFT), make_run(ttft=latency["same"]), base).verdicts)["ttft_p50"]
+    assert v.details.outcome == "zero_variance" and "every 'ttft_s' sample of stored baseline b1 is the same" in v.reason
+
+
+def test_a_drop_of_exactly_the_margin_is_never_shown_non_inferior() -> None:
+    """Every paired score falls by exactly the margin: the interval's lower end is on the margin, not inside it."""
+    base = {f"q{i}": 1.0 for i in range(64)}
+    new = {i: 0.75 for i in base}
+    gate = {**CORR, "threshold": None, "margin": 0.25}
+    v = by_name(judge(policy(gate), item_run(new), item_run(base, run_id="b1")).verdicts)["correctness"]
+    assert v.ci_low == -0.25 and v.status is not GateStatus.PASS
+    assert v.details.outcome != "non_inferior"
+
+
+def test_a_paired_comparison_says_what_regression_it_is_powered_to_catch(scores: dict[str, np.ndarray]) -> None:
+    rng = np.random.default_rng(5)
+    base = make_run(np.clip(scores["base"][:60] + rng.normal(0, 0.2, 60), 0, 1), run_id="b1")
+    new = make_run(np.clip(scores["base"][:60] + rng.normal(0, 0.2, 60), 0, 1))
+    v = by_name(judge(policy(CORR), new, base).verdicts)["correctness"]
+    assert v.details.outcome == "underpowered" and "a regression of 0.04 is caught with power 0.8 only with" in v.reason
+
+
+def test_a_same_run_latency_comparison_at_a_zero_margin_names_no_sample_size(latency: dict[str, np.ndarray]) -> None:
+    """Against a zero margin no sample size catches "twice the margin": the comparison is judged, never sized."""
+    new = make_run(ttft=latency["same"][:40], same_run_ttft=latency["base"][:40])
+    v = by_name(judge(policy({**TTFT, "margin": 0.0}), new).verdicts)["ttft_p50"]
+    assert v.details.n_needed is None and v.details.outcome != "underpowered"
