@@ -340,3 +340,114 @@ def test_a_same_run_latency_comparison_at_a_zero_margin_names_no_sample_size(lat
     new = make_run(ttft=latency["same"][:40], same_run_ttft=latency["base"][:40])
     v = by_name(judge(policy({**TTFT, "margin": 0.0}), new).verdicts)["ttft_p50"]
     assert v.details.n_needed is None and v.details.outcome != "underpowered"
+
+
+# -- reading the run -------------------------------------------------------------------------------------------
+
+
+def test_a_comparison_whose_own_stage_did_not_run_is_not_run_and_named(scores: dict[str, np.ndarray]) -> None:
+    skipped = StageResult(stage=Stage.BENCH, status=StageStatus.SKIPPED, reason="no server")
+    gate = {"name": "corr_lat", "source": "eval.correctness_mean", "threshold": 0.1, "compare": "samples:bench.ttft_s",
+            "margin": 0.1}
+    run = make_run(scores["same"], extra_stages={"bench": skipped})
+    v = by_name(judge(policy(gate), run, make_run(scores["base"], run_id="b1")).verdicts)["corr_lat"]
+    assert v.status is GateStatus.NOT_RUN and v.details.outcome == "compare_data_missing"
+    assert "comparison not run: stage 'bench' skipped (no server)" in v.reason
+
+
+def test_the_baseline_value_is_recorded_only_when_it_is_a_finite_number(scores: dict[str, np.ndarray]) -> None:
+    gate = {"name": "err", "source": "bench.error_rate", "threshold": 0.05}
+    run = make_run(extra_stages={"bench": StageResult(stage=Stage.BENCH, status=StageStatus.OK,
+                                                      metrics={"error_rate": 0.01})})
+    for recorded, shown in ((0.02, 0.02), (math.nan, None), (math.inf, None)):
+        base = make_run(extra_stages={"bench": StageResult(stage=Stage.BENCH, status=StageStatus.OK,
+                                                           metrics={"error_rate": recorded})}, run_id="b1")
+        v = by_name(judge(policy(gate), run, base).verdicts)["err"]
+        assert v.baseline == shown and v.details.baseline_run_id == "b1"
+    assert by_name(judge(policy(gate), run).verdicts)["err"].baseline is None
+
+
+def test_only_performance_gates_carry_the_disturbance(latency: dict[str, np.ndarray]) -> None:
+    noisy = {"env_disturbed": 1.0, "env_disturbance": 0.1}
+    run = make_run(ttft=latency["same"], bench_metrics=noisy)
+    pol = policy({**TTFT, "margin": None}, {"name": "err", "source": "bench.error_rate", "threshold": 0.01})
+    v = by_name(judge(pol, run).verdicts)
+    assert v["ttft_p50"].details.disturbance == 0.1 and v["err"].details.disturbance is None
+    assert v["ttft_p50"].status is GateStatus.PASS  # a threshold met on a disturbed machine stays met
+
+
+def test_a_quiet_machine_records_no_disturbance(latency: dict[str, np.ndarray]) -> None:
+    run = make_run(ttft=latency["same"] * 100, bench_metrics={"env_disturbed": 0.0, "env_disturbance": 0.1})
+    v = by_name(judge(policy({**TTFT, "margin": None}), run).verdicts)["ttft_p50"]
+    assert v.details.disturbance is None and v.status is GateStatus.FAIL and v.details.outcome == "threshold_violated"
+
+
+# -- a disturbed machine: the best the release could have shown ------------------------------------------------
+
+
+def _bench(metrics: dict[str, float], samples: dict[str, list[float]] | None = None, *,
+           slo: dict[str, float] | None = None, requests: int = 10) -> RunRecord:
+    from pipeline.schemas.bench import BenchDetails
+
+    details = None if slo is None else BenchDetails(
+        base_url="u", model=None, shape="concurrency", prompts="synthetic", exact_input_tokens=True,
+        requests=requests, warmup=0, max_tokens=8, ignore_eos="sent", tokens_estimated=False, slo=slo)
+    bench = StageResult(stage=Stage.BENCH, status=StageStatus.OK, samples=samples or {}, details=details,
+                        metrics={"env_disturbed": 1.0, "env_disturbance": 0.2, **metrics})
+    return make_run(extra_stages={"bench": bench})
+
+
+FACTOR = 2 / (1 - 0.2)  # the slowdown other work taking 20 % of the machine can explain
+
+
+def test_a_disturbed_throughput_is_granted_the_explainable_speed_up() -> None:
+    gate = {"name": "tps", "source": "bench.output_tokens_per_s", "threshold": 100.0}
+    near = by_name(judge(policy(gate), _bench({"output_tokens_per_s": 50.0})).verdicts)["tps"]
+    assert near.details.explainable_bound == pytest.approx(50.0 * FACTOR)
+    assert near.status is GateStatus.INCONCLUSIVE and "could show 125" in near.reason
+    far = by_name(judge(policy(gate), _bench({"output_tokens_per_s": 30.0})).verdicts)["tps"]
+    assert far.details.explainable_bound == pytest.approx(75.0) and far.status is GateStatus.FAIL
+    assert "x2.50" in far.reason and "other work took 20% of the machine" in far.reason
+    req = {"name": "rps", "source": "bench.requests_per_s", "threshold": 10.0}
+    v = by_name(judge(policy(req), _bench({"requests_per_s": 3.0})).verdicts)["rps"]
+    assert v.details.explainable_bound == pytest.approx(7.5) and v.status is GateStatus.FAIL
+
+
+def test_a_disturbed_latency_bound_exactly_on_the_threshold_is_not_beyond_it() -> None:
+    gate = {"name": "ttft", "source": "bench.ttft_p50_s", "threshold": 1.0}
+    v = by_name(judge(policy(gate), _bench({"ttft_p50_s": 2.5})).verdicts)["ttft"]
+    assert v.details.explainable_bound == pytest.approx(1.0)
+    assert v.status is GateStatus.INCONCLUSIVE and v.details.outcome == "environment_disturbed"
+    v = by_name(judge(policy({**gate, "threshold": 0.99}), _bench({"ttft_p50_s": 2.5})).verdicts)["ttft"]
+    assert v.status is GateStatus.FAIL and v.details.outcome == "threshold_violated_beyond_disturbance"
+
+
+def test_disturbed_goodput_is_recounted_per_slo_and_one_token_answers_meet_the_tpot_slo() -> None:
+    gate = {"name": "good", "source": "bench.goodput", "threshold": 0.95}
+    ttft = [0.1] * 8 + [0.2, 10.0]  # slowed by at most x2.5: the last never meets a 0.5 s SLO
+    tpot = [0.1] * 6 + [0.5] * 2  # two one-token answers have no TPOT; two are too slow even at x2.5
+    run = _bench({"goodput": 0.5}, {"ttft_s": ttft, "tpot_s": tpot}, slo={"ttft_s": 0.5, "tpot_s": 0.05})
+    v = by_name(judge(policy(gate), run).verdicts)["good"]
+    # ttft: 9 of 10 meet it; tpot: 6 measured ones + 2 unmeasured = 8; the fewest decide
+    assert v.details.explainable_bound == pytest.approx(0.8) and v.status is GateStatus.FAIL
+    no_series = _bench({"goodput": 0.5}, {}, slo={"ttft_s": 0.5})
+    v = by_name(judge(policy(gate), no_series).verdicts)["good"]
+    assert v.details.explainable_bound == 0.0 and v.status is GateStatus.FAIL
+    unknown = _bench({"goodput": 0.5}, {"ttft_s": ttft})  # no bench details: no SLOs to recount against
+    v = by_name(judge(policy(gate), unknown).verdicts)["good"]
+    assert v.status is GateStatus.INCONCLUSIVE and "cannot be bounded" in v.reason
+    e2e_only = _bench({"goodput": 0.5}, {"ttft_s": ttft, "e2e_s": [1.0] * 5 + [9.0] * 5}, slo={"e2e_s": 2.0})
+    v = by_name(judge(policy(gate), e2e_only).verdicts)["good"]
+    assert v.details.explainable_bound == pytest.approx(0.5)
+
+
+def test_a_best_case_exactly_on_the_slo_or_threshold_meets_it() -> None:
+    """Other work took a share of 0 yet the machine was flagged: the explainable slowdown is exactly x2."""
+    quiet_share = {"env_disturbance": 0.0}
+    tps = {"name": "tps", "source": "bench.output_tokens_per_s", "threshold": 100.0}
+    v = by_name(judge(policy(tps), _bench({"output_tokens_per_s": 50.0, **quiet_share})).verdicts)["tps"]
+    assert v.details.explainable_bound == 100.0 and v.status is GateStatus.INCONCLUSIVE
+    good = {"name": "good", "source": "bench.goodput", "threshold": 0.95}
+    run = _bench({"goodput": 0.5, **quiet_share}, {"ttft_s": [1.0] * 10}, slo={"ttft_s": 0.5})
+    v = by_name(judge(policy(good), run).verdicts)["good"]
+    assert v.details.explainable_bound == 1.0 and v.status is GateStatus.INCONCLUSIVE
