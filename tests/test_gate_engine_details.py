@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.models import ItemResult, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas.gate import GateStatus
-from tests.test_gate_engine import CORR, REFUSAL, TRUSTED, by_name, judge, make_run, policy
+from tests.test_gate_engine import CORR, REFUSAL, TRUSTED, by_name, judge, make_run, policy, trust
 
 
 @pytest.fixture(scope="module")
@@ -451,3 +451,93 @@ def test_a_best_case_exactly_on_the_slo_or_threshold_meets_it() -> None:
     run = _bench({"goodput": 0.5, **quiet_share}, {"ttft_s": [1.0] * 10}, slo={"ttft_s": 0.5})
     v = by_name(judge(policy(good), run).verdicts)["good"]
     assert v.details.explainable_bound == 1.0 and v.status is GateStatus.INCONCLUSIVE
+
+
+# -- one verdict, then one decision -------------------------------------------------------------------------
+
+
+def test_an_untrusted_scorer_is_named_first_and_an_optional_gate_says_why_last(scores: dict[str, np.ndarray]) -> None:
+    untrusted = lambda sid: None  # noqa: E731 - no calibration on record
+    gate = {**REFUSAL, "min_agreement": 0.8}
+    run = make_run(scores["same"], scores["refusal"])
+    v = by_name(judge(policy(CORR, gate), run, calibration=untrusted).verdicts)["refusal"]
+    assert v.reason.startswith("uncalibrated: not trusted (no calibration on record for scorer 'offline-refusal/1'): "
+                               "its figures show nothing either way; ")
+    optional = {**gate, "required": False, "reason": "reported for people"}
+    v = by_name(judge(policy(CORR, optional), run, calibration=untrusted).verdicts)["refusal"]
+    assert v.reason.startswith("uncalibrated: not trusted (no calibration on record for scorer 'offline-refusal/1'): "
+                               "reported only; ")
+    assert v.reason.endswith("; optional: reported for people") and v.details.policy_reason == "reported for people"
+    assert v.status is GateStatus.WARN and v.details.calibration == "uncalibrated" and v.details.would_be == "pass"
+
+
+def test_holm_adjusts_only_the_comparisons_of_trusted_scorers(scores: dict[str, np.ndarray]) -> None:
+    trusted = lambda sid: None if sid == "minilm-cosine/1" else trust(sid)  # noqa: E731 - correctness untrusted
+    gate = {**CORR, "min_agreement": 0.8}
+    pol = policy(gate, REFUSAL, TTFT, multiplicity="holm")
+    base = make_run(scores["base"], scores["refusal"], ttft=np.linspace(0.1, 0.3, 200), run_id="b1")
+    refusal = scores["refusal"].copy()
+    refusal[:3] = 1 - refusal[:3]
+    new = make_run(scores["same"], refusal, ttft=np.linspace(0.1, 0.3, 200)[::-1] * 1.01)
+    v = by_name(judge(pol, new, base, calibration=trusted).verdicts)
+    assert v["correctness"].details.outcome == "uncalibrated" and v["correctness"].details.holm_family == 0
+    assert v["refusal"].details.holm_family == 2 and v["ttft_p50"].details.holm_family == 2
+
+
+def _bench_only(**metrics: float) -> RunRecord:
+    return make_run(extra_stages={"bench": StageResult(stage=Stage.BENCH, status=StageStatus.OK, metrics=metrics)})
+
+
+def test_a_blocked_decision_names_key_gates_then_required_gates_then_the_doubtful(
+    scores: dict[str, np.ndarray],
+) -> None:
+    run = _bench_only(error_rate=0.5, goodput=0.1)
+    pol = policy({"name": "err", "source": "bench.error_rate", "threshold": 0.01},
+                 {"name": "good", "source": "bench.goodput", "threshold": 0.9, "key": True},
+                 {"name": "lat", "source": "bench.ttft_p50_s", "threshold": 1.0},
+                 {"name": "tps", "source": "bench.output_tokens_per_s", "threshold": 1.0, "required": False,
+                  "reason": "shown for the dashboard only"})
+    ev = judge(pol, run)
+    assert ev.reason == ("blocked: key gate good fail; required gate err fail, lat not_run [first release for "
+                         "target 'default': absolute thresholds only]")
+    assert ev.warnings == ["tps (not_run, optional): not run: bench.output_tokens_per_s not recorded by stage "
+                           "'bench'; optional: shown for the dashboard only"]
+    noisy = _bench_only(error_rate=0.5, ttft_p50_s=2.5, env_disturbed=1.0, env_disturbance=0.2,
+                        output_tokens_per_s=1.0)
+    ev = judge(pol, noisy)
+    assert ev.reason.startswith("blocked: key gate good not_run; required gate err fail; also not shown: lat "
+                                "inconclusive (environment_disturbed) [")
+
+
+def test_an_inconclusive_decision_counts_its_gates_key_first(scores: dict[str, np.ndarray]) -> None:
+    noisy = _bench_only(error_rate=0.0, ttft_p50_s=2.5, ttft_p99_s=4.0, env_disturbed=1.0, env_disturbance=0.2)
+    pol = policy({"name": "a_p50", "source": "bench.ttft_p50_s", "threshold": 1.0},
+                 {"name": "b_p99", "source": "bench.ttft_p99_s", "threshold": 2.0, "key": True},
+                 {"name": "err", "source": "bench.error_rate", "threshold": 0.01})
+    ev = judge(pol, noisy)
+    assert ev.decision.value == "inconclusive"
+    assert ev.reason.startswith("inconclusive: 2 required gates could not be shown to hold (b_p99 inconclusive "
+                                "(environment_disturbed), a_p50 inconclusive (environment_disturbed)); ")
+    one = judge(policy({"name": "a_p50", "source": "bench.ttft_p50_s", "threshold": 1.0}), noisy)
+    assert one.reason.startswith("inconclusive: 1 required gate could not be shown to hold (a_p50 ")
+
+
+def test_a_violation_beyond_the_disturbance_is_labelled_so_in_the_decision() -> None:
+    noisy = _bench_only(ttft_p50_s=25.0, env_disturbed=1.0, env_disturbance=0.2)
+    ev = judge(policy({"name": "lat", "source": "bench.ttft_p50_s", "threshold": 1.0}), noisy)
+    assert ev.reason.startswith("blocked: required gate lat fail (beyond what the disturbed machine explains)")
+
+
+def test_a_pass_counts_its_warnings_and_states_no_baseline_note_against_a_given_one(
+    scores: dict[str, np.ndarray],
+) -> None:
+    run = _bench_only(error_rate=0.0, goodput=0.2)
+    pol = policy({"name": "err", "source": "bench.error_rate", "threshold": 0.01},
+                 {"name": "good", "source": "bench.goodput", "threshold": 0.9, "required": False,
+                  "reason": "shown for the dashboard only"},
+                 {"name": "lat", "source": "bench.ttft_p50_s", "threshold": 1.0, "required": False,
+                  "reason": "shown for the dashboard only"})
+    ev = judge(pol, run, _bench_only(error_rate=0.0))
+    assert ev.reason == "pass: all 1 required gates passed (2 warnings)"
+    ev = judge(policy({"name": "err", "source": "bench.error_rate", "threshold": 0.01}), run, _bench_only())
+    assert ev.reason == "pass: all 1 required gates passed" and ev.warnings == []
