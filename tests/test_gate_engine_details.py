@@ -541,3 +541,36 @@ def test_a_pass_counts_its_warnings_and_states_no_baseline_note_against_a_given_
     assert ev.reason == "pass: all 1 required gates passed (2 warnings)"
     ev = judge(policy({"name": "err", "source": "bench.error_rate", "threshold": 0.01}), run, _bench_only())
     assert ev.reason == "pass: all 1 required gates passed" and ev.warnings == []
+
+
+def test_an_errored_stage_is_not_run_and_says_no_reason_was_given() -> None:
+    errored = StageResult(stage=Stage.BENCH, status=StageStatus.ERROR)
+    v = by_name(judge(policy({"name": "err", "source": "bench.error_rate", "threshold": 0.01}),
+                      make_run(extra_stages={"bench": errored})).verdicts)["err"]
+    assert v.status is GateStatus.NOT_RUN and v.details.outcome == "stage_error"
+    assert v.reason == "not run: stage 'bench' errored (no reason given)"
+
+
+def _trust_at(lower: float):  # type: ignore[no-untyped-def]
+    from pipeline.schemas.trust import ScorerTrust
+
+    return lambda sid: ScorerTrust(scorer_id=sid, agreement=min(1.0, lower + 0.02), lower=lower,
+                                   upper=min(1.0, lower + 0.04), n=500, held_out=True)
+
+
+def test_a_scorer_whose_lower_bound_equals_min_agreement_is_trusted(scores: dict[str, np.ndarray]) -> None:
+    gate = {**REFUSAL, "min_agreement": 0.8}
+    run = make_run(scores["same"], scores["refusal"])
+    v = by_name(judge(policy(CORR, gate), run, calibration=_trust_at(0.8)).verdicts)["refusal"]
+    assert v.details.calibration is None and v.details.scorer_error == pytest.approx(0.2)
+    v = by_name(judge(policy(CORR, gate), run, calibration=_trust_at(0.79)).verdicts)["refusal"]
+    assert v.details.outcome == "uncalibrated" and "below min_agreement 80.0%" in v.reason
+
+
+def test_a_scorer_right_only_half_the_time_is_never_trusted(scores: dict[str, np.ndarray]) -> None:
+    gate = {**REFUSAL, "min_agreement": 0.5}
+    run = make_run(scores["same"], scores["refusal"])
+    v = by_name(judge(policy(CORR, gate), run, calibration=_trust_at(0.5)).verdicts)["refusal"]
+    assert v.details.outcome == "uncalibrated" and "no better than chance" in v.reason
+    v = by_name(judge(policy(CORR, gate), run, calibration=_trust_at(0.51)).verdicts)["refusal"]
+    assert v.details.calibration is None and v.status is GateStatus.PASS
