@@ -574,3 +574,59 @@ def test_a_scorer_right_only_half_the_time_is_never_trusted(scores: dict[str, np
     assert v.details.outcome == "uncalibrated" and "no better than chance" in v.reason
     v = by_name(judge(policy(CORR, gate), run, calibration=_trust_at(0.51)).verdicts)["refusal"]
     assert v.details.calibration is None and v.status is GateStatus.PASS
+
+
+# -- sections -----------------------------------------------------------------------------------------------
+
+
+def _canary(evaluate):  # type: ignore[no-untyped-def]
+    from pydantic import BaseModel, ConfigDict
+
+    from pipeline.gates.sections import SectionPlugin
+
+    class Canary(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        limit: int = 0
+
+    return SectionPlugin("canary", Stage.BENCH, "samples", lambda raw, where: Canary.model_validate(raw or {}),
+                         evaluate)
+
+
+def _section_policy(plugin, **section):  # type: ignore[no-untyped-def]
+    from pipeline.gates.policy import policy_from_dict
+
+    return policy_from_dict({"gates": [{"name": "err", "source": "bench.error_rate", "threshold": 0.01}],
+                             "canary": {"limit": 1, **section}}, sections=(plugin,), where="p.yaml")
+
+
+def test_a_section_evaluator_that_raises_is_a_gate_that_did_not_run() -> None:
+    def broken(section, run, ctx):  # type: ignore[no-untyped-def]
+        raise RuntimeError("canary backend down")
+
+    plugin = _canary(broken)
+    run = _bench_only(error_rate=0.0)
+    ev = judge(_section_policy(plugin), run, sections=(plugin,))
+    v = by_name(ev.verdicts)["canary"]
+    assert v.status is GateStatus.NOT_RUN and v.reason == "not run: section evaluator failed: RuntimeError: canary backend down"
+    assert ev.decision.value == "blocked"
+
+
+def test_a_section_keeps_what_its_evaluator_and_its_policy_say_about_required_and_key() -> None:
+    from pipeline.schemas.gate import GateVerdict
+
+    def two(section, run, ctx):  # type: ignore[no-untyped-def]
+        return [GateVerdict(name="canary.hard", source="canary:", status=GateStatus.FAIL, reason="hard"),
+                GateVerdict(name="canary.soft", source="canary:", status=GateStatus.FAIL, reason="soft",
+                            required=False, key=True)]
+
+    plugin = _canary(two)
+    run = _bench_only(error_rate=0.0)
+    v = by_name(judge(_section_policy(plugin, key=True, reason="the canary decides this target"), run,
+                      sections=(plugin,)).verdicts)
+    assert v["canary.hard"].required and v["canary.hard"].key and v["canary.soft"].key
+    assert not v["canary.soft"].required  # the evaluator's own "optional" stands inside a required section
+    assert v["canary.hard"].details.policy_reason == "the canary decides this target"
+    assert v["canary.hard"].reason == "hard"  # a required section adds no "optional:" note
+    plain = by_name(judge(_section_policy(plugin), run, sections=(plugin,)).verdicts)
+    assert not plain["canary.hard"].key and plain["canary.soft"].key
+    assert plain["canary.hard"].details.policy_reason is None
