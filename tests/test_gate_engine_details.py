@@ -49,9 +49,11 @@ def test_a_threshold_verdict_writes_its_figures_to_four_significant_digits() -> 
 def test_an_item_that_failed_as_a_whole_scores_zero_in_an_item_gate() -> None:
     items = [ItemResult(item_id=f"q{i}", question="?", scores={"correctness": 1.0}) for i in range(3)]
     items.append(ItemResult(item_id="q3", question="?", error="HTTP 500 from the server"))
+    items.append(ItemResult(item_id="q4", question="?", errors={"correctness": "judge timed out"}))
+    items.append(ItemResult(item_id="q5", question="?", scores={"refusal": 1.0}))  # correctness does not apply
     gate = {"name": "corr", "source": "items:correctness", "threshold": 0.5}
     v = by_name(judge(policy(gate), _items_run(items)).verdicts)["corr"]
-    assert v.value == pytest.approx(0.75)  # three 1.0 and the failed item's 0
+    assert v.value == pytest.approx(0.6)  # three 1.0 and the two failures' 0; q5 is not counted
 
 
 def test_a_failed_item_pairs_with_a_baseline_zero_as_the_same_score(scores: dict[str, np.ndarray]) -> None:
@@ -458,7 +460,7 @@ def test_a_best_case_exactly_on_the_slo_or_threshold_meets_it() -> None:
 
 
 def test_an_untrusted_scorer_is_named_first_and_an_optional_gate_says_why_last(scores: dict[str, np.ndarray]) -> None:
-    untrusted = lambda sid: None  # noqa: E731 - no calibration on record
+    untrusted = lambda sid: None
     gate = {**REFUSAL, "min_agreement": 0.8}
     run = make_run(scores["same"], scores["refusal"])
     v = by_name(judge(policy(CORR, gate), run, calibration=untrusted).verdicts)["refusal"]
@@ -473,7 +475,7 @@ def test_an_untrusted_scorer_is_named_first_and_an_optional_gate_says_why_last(s
 
 
 def test_holm_adjusts_only_the_comparisons_of_trusted_scorers(scores: dict[str, np.ndarray]) -> None:
-    trusted = lambda sid: None if sid == "minilm-cosine/1" else trust(sid)  # noqa: E731 - correctness untrusted
+    trusted = lambda sid: None if sid == "minilm-cosine/1" else trust(sid)
     gate = {**CORR, "min_agreement": 0.8}
     pol = policy(gate, REFUSAL, TTFT, multiplicity="holm")
     base = make_run(scores["base"], scores["refusal"], ttft=np.linspace(0.1, 0.3, 200), run_id="b1")
@@ -501,8 +503,8 @@ def test_a_blocked_decision_names_key_gates_then_required_gates_then_the_doubtfu
     ev = judge(pol, run)
     assert ev.reason == ("blocked: key gate good fail; required gate err fail, lat not_run [first release for "
                          "target 'default': absolute thresholds only]")
-    assert ev.warnings == ["tps (not_run, optional): not run: bench.output_tokens_per_s not recorded by stage "
-                           "'bench'; optional: shown for the dashboard only"]
+    assert ev.warnings == [("tps (not_run, optional): not run: bench.output_tokens_per_s not recorded by stage "
+                           "'bench'; optional: shown for the dashboard only")]
     noisy = _bench_only(error_rate=0.5, ttft_p50_s=2.5, env_disturbed=1.0, env_disturbance=0.2,
                         output_tokens_per_s=1.0)
     ev = judge(pol, noisy)
@@ -659,3 +661,10 @@ def test_a_key_latency_gate_is_non_inferior_against_the_margin_it_tested(latency
     v = by_name(judge(policy({**TTFT, "key": True}), make_run(ttft=latency["base"] * 1.07), base).verdicts)["ttft_p50"]
     assert 0.10 < v.ci_high < 0.155  # the case this test is about
     assert v.status is GateStatus.PASS and v.details.outcome == "non_inferior"
+
+
+def test_figures_that_are_not_finite_numbers_are_written_as_such() -> None:
+    from pipeline.gates.engine import _fmt
+
+    assert (_fmt(None), _fmt(math.nan), _fmt(math.inf), _fmt(-math.inf)) == ("n/a", "n/a", "inf", "-inf")
+    assert (_fmt(0.000123456), _fmt(12345.6), _fmt(3)) == ("0.0001235", "1.235e+04", "3")
