@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from pipeline.gates import stats
 from pipeline.models import ItemResult, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas.gate import GateStatus
 from tests.test_gate_engine import CORR, REFUSAL, TRUSTED, by_name, judge, make_run, policy, trust
@@ -127,8 +128,9 @@ def item_run(scores: dict[str, float], *, cats: dict[str, str] | None = None, re
                         expected_behaviour="refuse" if i in refuse else "answer", scores={dim: s})
              for i, s in scores.items()]
     metric = {"correctness": "correctness_mean", "refusal": "refusal_accuracy"}[dim]
-    ev = StageResult(stage=Stage.EVAL, status=StageStatus.OK, items=items,
-                     metrics={metric: float(np.mean(list(scores.values())))}, details=TRUSTED)
+    # the stage's mean over the finite scores (a scorer that dropped a NaN before averaging)
+    ev = StageResult(stage=Stage.EVAL, status=StageStatus.OK, items=items, details=TRUSTED,
+                     metrics={metric: float(np.mean([x for x in scores.values() if math.isfinite(x)]))})
     kw = {"run_id": run_id} if run_id else {}
     return make_run(extra_stages={"eval": ev}, **kw)
 
@@ -202,6 +204,7 @@ def test_a_continuous_category_margin_is_the_policy_figure_whatever_the_scorer_e
     v = by_name(judge(policy(gate), item_run(dict(base) | {ids[0]: 0.5}, cats=cats),
                       item_run(base, cats=cats, run_id="b1")).verdicts)["correctness"]
     assert v.details.scorer_error is not None and "dropped beyond 0.1" in v.reason
+    assert v.details.tested_margin == 0.02  # the gate's margin: the scorer error attenuates 0/1 verdicts only
 
 
 def test_a_subset_gate_compares_only_its_items_and_names_them(scores: dict[str, np.ndarray]) -> None:
@@ -336,6 +339,10 @@ def test_a_paired_comparison_says_what_regression_it_is_powered_to_catch(scores:
     new = make_run(np.clip(scores["base"][:60] + rng.normal(0, 0.2, 60), 0, 1))
     v = by_name(judge(policy(CORR), new, base).verdicts)["correctness"]
     assert v.details.outcome == "underpowered" and "a regression of 0.04 is caught with power 0.8 only with" in v.reason
+    # sized from the spread a regression cannot inflate, of the paired differences
+    diff = np.array([it.scores["correctness"] for it in new.stages["eval"].items]) - np.array(
+        [it.scores["correctness"] for it in base.stages["eval"].items])
+    assert v.details.planning_sd == pytest.approx(stats.regression_proof_sd(diff))
 
 
 def test_a_same_run_latency_comparison_at_a_zero_margin_names_no_sample_size(latency: dict[str, np.ndarray]) -> None:
@@ -668,3 +675,34 @@ def test_figures_that_are_not_finite_numbers_are_written_as_such() -> None:
 
     assert (_fmt(None), _fmt(math.nan), _fmt(math.inf), _fmt(-math.inf)) == ("n/a", "n/a", "inf", "-inf")
     assert (_fmt(0.000123456), _fmt(12345.6), _fmt(3)) == ("0.0001235", "1.235e+04", "3")
+
+
+def test_the_baselines_categories_serve_a_run_that_recorded_none(scores: dict[str, np.ndarray]) -> None:
+    ids = [f"q{i}" for i in range(60)]
+    cats = {i: ("a" if k < 30 else "b") for k, i in enumerate(ids)}
+    base = {i: float(s) for i, s in zip(ids, scores["base"][:60], strict=True)}
+    gate = {**CORR, "threshold": None, "key": False, "category_margin": 0.1}
+    v = by_name(judge(policy(gate), item_run(dict(base) | {ids[0]: 0.0}), item_run(base, cats=cats, run_id="b1"))
+                .verdicts)["correctness"]
+    assert v.details.categories_checked == 2
+
+
+def test_non_finite_item_scores_are_counted_per_side(scores: dict[str, np.ndarray]) -> None:
+    ids = [f"q{i}" for i in range(40)]
+    base = {i: float(s) for i, s in zip(ids, scores["base"][:40], strict=True)}
+    new = dict(base) | {ids[0]: math.nan, ids[1]: math.inf}
+    v = by_name(judge(policy({**CORR, "threshold": None}), item_run(new), item_run(base, run_id="b1")).verdicts)
+    g = v["correctness"]
+    assert g.status is GateStatus.INCONCLUSIVE and g.details.outcome == "invalid_samples"
+    assert "2 of this run's and 0 of the baseline's 'correctness' scores are NaN or infinite" in g.reason
+    v = by_name(judge(policy({**CORR, "threshold": None}), item_run(base), item_run(new, run_id="b1")).verdicts)
+    assert "0 of this run's and 2 of the baseline's 'correctness' scores" in v["correctness"].reason
+
+
+def test_a_zero_margin_item_comparison_is_judged_never_sized(scores: dict[str, np.ndarray]) -> None:
+    ids = [f"q{i}" for i in range(40)]
+    base = {i: float(s) for i, s in zip(ids, scores["base"][:40], strict=True)}
+    better = {i: min(1.0, x + 0.01 * (k % 3)) for k, (i, x) in enumerate(base.items())}
+    gate = {**CORR, "threshold": None, "key": False, "margin": 0.0}
+    v = by_name(judge(policy(gate), item_run(better), item_run(base, run_id="b1")).verdicts)["correctness"]
+    assert v.details.n_needed is None and v.details.outcome in ("non_inferior", "no_regression_shown")
