@@ -112,6 +112,7 @@ def test_a_value_equal_to_its_threshold_meets_it_in_either_direction() -> None:
                  {"name": "good_hi", "source": "bench.goodput", "threshold": 0.95})
     v = by_name(judge(pol, run).verdicts)
     assert v["err"].status is GateStatus.PASS and v["err"].reason.startswith("0.01 <= 0.01")
+    assert v["err"].details.outcome == "met"  # judged against a baseline-free threshold, no first release here
     assert v["good"].status is GateStatus.PASS and v["good"].reason.startswith("0.9 >= 0.9")
     assert v["good"].details.threshold_met is True
     assert v["good_hi"].status is GateStatus.FAIL and v["good_hi"].reason.startswith("0.9 violates >= 0.95")
@@ -706,3 +707,26 @@ def test_a_zero_margin_item_comparison_is_judged_never_sized(scores: dict[str, n
     gate = {**CORR, "threshold": None, "key": False, "margin": 0.0}
     v = by_name(judge(policy(gate), item_run(better), item_run(base, run_id="b1")).verdicts)["correctness"]
     assert v.details.n_needed is None and v.details.outcome in ("non_inferior", "no_regression_shown")
+
+
+def test_a_verdict_records_what_a_child_policy_changed_of_its_gate(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import yaml
+
+    from pipeline.gates.policy import load_policy
+
+    err = {"name": "err", "source": "bench.error_rate", "threshold": 0.01}
+    good = {"name": "good", "source": "bench.goodput", "threshold": 0.9}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"gates": [err, good]}))
+    (tmp_path / "local.yaml").write_text(yaml.safe_dump({"extends": "base.yaml",
+                                                         "gates": [{"name": "err", "threshold": 0.02,
+                                                                    "reason": "a flaky proxy in this lab"}]}))
+    pol = load_policy(tmp_path / "local.yaml", sections=())
+    v = by_name(judge(pol, _bench_only(error_rate=0.015, goodput=1.0)).verdicts)
+    assert v["err"].details.overrides == {"threshold": [0.01, 0.02]} and v["err"].status is GateStatus.PASS
+    assert v["good"].details.overrides is None
+
+
+def test_a_machine_half_taken_by_other_work_judges_no_performance_threshold() -> None:
+    run = _bench_only(ttft_p50_s=25.0, env_disturbed=1.0, env_disturbance=0.5)
+    v = by_name(judge(policy({"name": "lat", "source": "bench.ttft_p50_s", "threshold": 1.0}), run).verdicts)["lat"]
+    assert v.status is GateStatus.INCONCLUSIVE and "other work took 50% of the machine, too much to judge" in v.reason
