@@ -28,8 +28,15 @@ surviving mutant (file:line, operator, the line), and writes a JSON record (defa
 artifacts/mutation.json). Runs niced (default +10) and sequentially; `--budget-s` stops a module that
 takes longer and reports the mutants it did test as partial figures.
 
+`--sample N` tests a random sample of N of a module's mutants, drawn by what each mutant is (operator and
+occurrence) with a seed from the module's source, so the same source gives the same sample; its score is an
+estimate of the module's and is printed with its 95 % (Wilson) interval. `--retest JSON` runs again only
+the survivors (and explained mutants) of an earlier record of the same source, counting the rest of that
+record as it was: the figures stay those of the same mutants, of the same sample for a sampled record.
+
 Usage: python benchmarks/mutation.py [--modules readiness,guard,...] [--budget-s 900] [--timeout-s 120]
                                      [--out artifacts/mutation.json] [--nice 10] [--keep-tmp]
+                                     [--count] [--sample N] [--retest JSON]
 """
 
 from __future__ import annotations
@@ -456,9 +463,8 @@ def print_table(results: list[dict]) -> None:
     for r in results:
         if r.get("interval_95_with_explained"):
             lo, hi = r["interval_95_with_explained"]
-            print(f"{r['module']}: a random sample of {r['tested']} of its {r['population']} mutants; the module's "
-                  "score with explained "
-                  f"is in [{_pct(lo)}, {_pct(hi)}] (95 % Wilson interval)")
+            print(f"{r['module']}: a random sample of {r['tested']} of its {r['population']} mutants; 95 % (Wilson) "
+                  f"interval of the module's score with explained: [{_pct(lo)}, {_pct(hi)}]")
     for r in results:
         if r.get("survivors"):
             print(f"\nsurviving mutants, {r['module']}:")
