@@ -10,14 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pipeline.adapters.registry import RegistryClient
-
 if TYPE_CHECKING:
     import httpx
 
     from pipeline.adapters.docker_build import ImageBuilder
     from pipeline.adapters.docker_run import ContainerRuntime
     from pipeline.adapters.model_server import ModelServer
+    from pipeline.adapters.registry import OciRegistry
     from pipeline.adapters.signer import Signer
     from pipeline.adapters.trivy import Scanner
 
@@ -34,17 +33,18 @@ class Adapters:
     judge_llm: Any = None
     model_server: ModelServer | None = None  # None: pipeline.adapters.model_server.HttpModelServer
     signer: Signer | None = None  # None: the cosign CLI when on PATH, else the Python signer
-    registries: dict[str, RegistryClient] = field(default_factory=dict)
+    registries: dict[str, OciRegistry] = field(default_factory=dict)  # by host; absent: a RegistryClient
 
     def signing(self, timeout_s: float | None = None) -> Signer:
         """The one signer of this invocation: the cosign CLI when it is on PATH (CI, the tool image), else
-        the Python signer. `timeout_s` (`sign.timeout_s`) bounds each cosign call."""
+        the Python signer (over this bundle's registry clients). `timeout_s` (`sign.timeout_s`) bounds each
+        cosign call."""
         if self.signer is None:
             from pipeline.adapters.cosign import CosignCliSigner, CosignOptions
             from pipeline.adapters.signer import PythonSigner
 
             options = CosignOptions() if timeout_s is None else CosignOptions(timeout_s=timeout_s)
-            self.signer = CosignCliSigner.discover(options) or PythonSigner()
+            self.signer = CosignCliSigner.discover(options) or PythonSigner(self.registries)
         return self.signer
 
     def server(self) -> ModelServer:
@@ -68,9 +68,11 @@ class Adapters:
             self.runtime = DockerRunner()
         return self.runtime
 
-    def registry(self, host: str, *, timeout: float = 120.0) -> RegistryClient:
+    def registry(self, host: str, *, timeout: float = 120.0) -> OciRegistry:
         """One client per registry host for the whole invocation; closed with `close()`."""
         if host not in self.registries:
+            from pipeline.adapters.registry import RegistryClient
+
             self.registries[host] = RegistryClient(host, timeout=timeout)
         return self.registries[host]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from pipeline.adapters.registry import OCI_MANIFEST, RegistryClient
+from pipeline.adapters.registry import OCI_MANIFEST, OciRegistry
 from pipeline.errors import InfraError
 
 TAG_PREFIX = "llmgate-verdict-log-"
@@ -41,7 +41,7 @@ def tag_for(log_id: str) -> str:
     return TAG_PREFIX + log_id
 
 
-def push(reg: RegistryClient, name: str, tag: str, checkpoint: str, entries: list[str]) -> str:
+def push(reg: OciRegistry, name: str, tag: str, checkpoint: str, entries: list[str]) -> str:
     """Put the log under `tag` in repository `name`; returns the manifest digest."""
     note = checkpoint.encode()
     lines = "".join(e + "\n" for e in entries).encode()
@@ -56,7 +56,7 @@ def push(reg: RegistryClient, name: str, tag: str, checkpoint: str, entries: lis
     return reg.put_manifest(name, tag, manifest, OCI_MANIFEST)
 
 
-def pull(reg: RegistryClient, name: str, tag: str) -> PulledLog | None:
+def pull(reg: OciRegistry, name: str, tag: str) -> PulledLog | None:
     """The log under `tag`, or None when there is none. A manifest that is not this artifact is an
     InfraError naming it (never read as an empty log)."""
     if not reg.has_manifest(name, tag):

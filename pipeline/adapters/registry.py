@@ -1,4 +1,8 @@
-"""Client for the OCI distribution API (registry v2): manifests, blobs, referrers.
+"""The OCI distribution API (registry v2), behind a Protocol: manifests, blobs, referrers, tags.
+
+`OciRegistry` is what stages and the supply chain use; `RegistryClient` is the real implementation,
+over HTTP with httpx. Its `transport` is the seam tests use: tests/doubles/oci_registry.py serves the
+distribution API in memory with the status codes and error bodies the spec gives.
 
 The pipeline identifies an image by digest only, so every read here goes by digest once the tag
 has been resolved, and every blob read is verified against its digest: a registry that serves
@@ -11,7 +15,7 @@ import hashlib
 import json
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Protocol, Self, runtime_checkable
 
 import httpx
 
@@ -52,6 +56,50 @@ class Manifest:
     def total_bytes(self) -> int:
         """Compressed size as stored: config + layers (what a pull transfers)."""
         return int(self.config_descriptor.get("size", 0)) + sum(int(layer.get("size", 0)) for layer in self.layers)
+
+
+@runtime_checkable
+class OciRegistry(Protocol):
+    """One registry host, as the pipeline reads and writes it (`name` is the repository inside it).
+
+    Anything the registry does that the spec does not allow (a status outside the spec, bytes that do not
+    hash to their digest, a manifest of the wrong shape) is InfraError naming the endpoint."""
+
+    host: str
+
+    def close(self) -> None: ...
+
+    def resolve(self, name: str, reference: str) -> str | None:
+        """The digest `name:reference` (tag or digest) names, or None when the registry has no such manifest."""
+        ...
+
+    def has_manifest(self, name: str, reference: str) -> bool: ...
+
+    def manifest(self, name: str, reference: str) -> Manifest:
+        """The manifest or index, verified against `reference` when that is a digest."""
+        ...
+
+    def image_manifest(self, name: str, reference: str, platform: str = "linux/amd64") -> Manifest: ...
+
+    def blob_bytes(self, name: str, digest: str) -> bytes: ...
+
+    def config(self, manifest: Manifest, name: str) -> tuple[bytes, dict[str, Any]]: ...
+
+    def blob_to_file(self, name: str, digest: str) -> tempfile.SpooledTemporaryFile[bytes]: ...
+
+    def referrers(self, name: str, digest: str, artifact_type: str | None = None) -> list[dict[str, Any]]: ...
+
+    def tags(self, name: str) -> list[str]: ...
+
+    def delete_manifest(self, name: str, digest: str) -> None: ...
+
+    def upload_blob(self, name: str, data: bytes) -> str:
+        """Upload `data` as a blob; its digest."""
+        ...
+
+    def put_manifest(self, name: str, reference: str, raw: bytes, media_type: str) -> str:
+        """Put a manifest under `reference` (tag or digest); the digest the registry names it by."""
+        ...
 
 
 def _descriptor(value: Any, where: str) -> dict[str, Any]:
@@ -131,13 +179,15 @@ def split_repository(repository: str) -> tuple[str, str]:
 class RegistryClient:
     """Plain-HTTP client for a loopback registry (https for anything else)."""
 
-    def __init__(self, host: str, *, timeout: float = 30.0, scheme: str | None = None) -> None:
+    def __init__(self, host: str, *, timeout: float = 30.0, scheme: str | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
         self.host = host
         if scheme is None:
             loopback = host.startswith(("127.", "localhost", "[::1]"))
             scheme = "http" if loopback else "https"
         self.base_url = f"{scheme}://{host}"
-        self._client = httpx.Client(base_url=self.base_url, timeout=timeout, follow_redirects=True)
+        self._client = httpx.Client(base_url=self.base_url, timeout=timeout, follow_redirects=True,
+                                    transport=transport)
 
     def close(self) -> None:
         self._client.close()

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from pipeline.adapters import cosign_layout as L
 from pipeline.adapters import sigstore_bundle as B
-from pipeline.adapters.registry import RegistryClient, split_repository
+from pipeline.adapters.registry import OciRegistry, RegistryClient, split_repository
 from pipeline.errors import BadInput, InfraError
 
 
@@ -112,10 +112,10 @@ class PythonSigner:
 
     name = "python"
 
-    def __init__(self, registries: dict[str, RegistryClient] | None = None) -> None:
+    def __init__(self, registries: dict[str, OciRegistry] | None = None) -> None:
         self._registries = registries if registries is not None else {}
 
-    def _registry(self, repo: str) -> tuple[RegistryClient, str]:
+    def _registry(self, repo: str) -> tuple[OciRegistry, str]:
         host, name = split_repository(repo)
         if host not in self._registries:
             self._registries[host] = RegistryClient(host)
@@ -126,7 +126,7 @@ class PythonSigner:
             reg.close()
 
     # -- the signatures image -------------------------------------------------------------------
-    def _existing(self, reg: RegistryClient, name: str, tag: str) -> list[L.LayerDescriptor]:
+    def _existing(self, reg: OciRegistry, name: str, tag: str) -> list[L.LayerDescriptor]:
         if not reg.has_manifest(name, tag):
             return []
         m = reg.manifest(name, tag)
@@ -151,7 +151,7 @@ class PythonSigner:
         manifest_digest = reg.put_manifest(name, tag, L.signatures_manifest(layers, config), L.OCI_MANIFEST)
         return Pushed(tag_ref=f"{repo}:{tag}", manifest_digest=manifest_digest, appended=True)
 
-    def _blob(self, reg: RegistryClient, name: str, layer: L.LayerDescriptor) -> bytes:
+    def _blob(self, reg: OciRegistry, name: str, layer: L.LayerDescriptor) -> bytes:
         if layer.size > L.MAX_PAYLOAD_BYTES:
             raise L.LayoutError(f"layer of {layer.size} bytes exceeds {L.MAX_PAYLOAD_BYTES}")
         return reg.blob_bytes(name, layer.digest)
@@ -162,7 +162,7 @@ class PythonSigner:
         payload = L.simple_signing_payload(repo, digest)
         signature = key.sign(payload)
 
-        def already(reg: RegistryClient, name: str, layer: L.LayerDescriptor) -> bool:
+        def already(reg: OciRegistry, name: str, layer: L.LayerDescriptor) -> bool:
             if layer.digest != L.LayerDescriptor.of(L.SIMPLESIGNING_MEDIA_TYPE, payload, {}).digest:
                 return False
             try:
@@ -194,25 +194,32 @@ class PythonSigner:
     # -- verifying -------------------------------------------------------------------------------
     def verify_image(self, image: str, public_key_pem: bytes) -> SignatureCheck:
         """Signatures in either cosign layout: the `.sig` tag, and cosign v3 bundles (OCI referrers)."""
+        f = self._find(image, public_key_pem, L.SIG_SUFFIX, B.COSIGN_SIGN_PREDICATE, self._check_signature_layer,
+                       B.simple_signing_view)
+        if f.good:
+            return SignatureCheck(True, f"signature verified with key {f.key_id}", f.good)
+        if not f.layers and not f.reasons:
+            return SignatureCheck(False, f"no signature: nothing is tagged {f.tagged}, and no signature bundle "
+                                         "refers to it")
+        return SignatureCheck(False, "; ".join(dict.fromkeys(f.reasons)) or "no signature layer")
+
+    def _find(self, image: str, public_key_pem: bytes, suffix: str, predicate_type: str, check: _LayerCheck,
+              view: Callable[[str, L.Statement], dict[str, Any]]) -> _Found:
+        """What verifies for `image` in both layouts: each layer of its `suffix` tag through `check`, and the
+        statements of `predicate_type` in the bundles that refer to it, each seen through `view`."""
         repo, digest = split_image(image)
         pub = _public_key(public_key_pem)
         reg, name = self._registry(repo)
-        tag = L.tag_for(digest, L.SIG_SUFFIX)
+        tag = L.tag_for(digest, suffix)
         layers = self._existing(reg, name, tag)
-        good, reasons = _sweep(layers, lambda layer, good: self._check_signature_layer(
-            reg, name, layer, pub, digest, good))
-        found, why = self._bundle_statements(reg, name, repo, digest, pub, B.COSIGN_SIGN_PREDICATE)
-        good.extend(B.simple_signing_view(repo, st) for st in found)
-        reasons.extend(why)
-        if good:
-            return SignatureCheck(True, f"signature verified with key {_key_id(pub)}", good)
-        if not layers and not reasons:
-            return SignatureCheck(False, f"no signature: nothing is tagged {repo}:{tag}, and no signature bundle "
-                                         "refers to it")
-        return SignatureCheck(False, "; ".join(dict.fromkeys(reasons)) or "no signature layer")
+        good: list[dict[str, Any]] = []
+        reasons = [reason for layer in layers if (reason := check(reg, name, layer, pub, digest, good))]
+        found, why = self._bundle_statements(reg, name, repo, digest, pub, predicate_type)
+        good.extend(view(repo, st) for st in found)
+        return _Found(f"{repo}:{tag}", _key_id(pub), layers, found, why, good, reasons + why)
 
     # -- cosign v3: Sigstore bundles as OCI referrers ----------------------------------------------------
-    def _bundle_statements(self, reg: RegistryClient, name: str, repo: str, digest: str,
+    def _bundle_statements(self, reg: OciRegistry, name: str, repo: str, digest: str,
                            pub: ec.EllipticCurvePublicKey, predicate_type: str) -> tuple[list[L.Statement], list[str]]:
         """The statements of `predicate_type` about `digest` in the bundles that refer to it and verify with
         `pub`, and why each other bundle did not count."""
@@ -250,7 +257,7 @@ class PythonSigner:
             good.append(statement)
         return good, reasons
 
-    def _check_signature_layer(self, reg: RegistryClient, name: str, layer: L.LayerDescriptor,
+    def _check_signature_layer(self, reg: OciRegistry, name: str, layer: L.LayerDescriptor,
                                pub: ec.EllipticCurvePublicKey, digest: str, good: list[dict[str, Any]]) -> str:
         if layer.media_type != L.SIMPLESIGNING_MEDIA_TYPE:
             return f"layer {layer.digest[:19]} is {layer.media_type}, not a simple-signing payload"
@@ -277,25 +284,19 @@ class PythonSigner:
 
     def verify_attestations(self, image: str, predicate_type: str, public_key_pem: bytes) -> AttestationCheck:
         """Attestations in either cosign layout: the `.att` tag, and cosign v3 bundles (OCI referrers)."""
-        repo, digest = split_image(image)
-        pub = _public_key(public_key_pem)
-        reg, name = self._registry(repo)
-        tag = L.tag_for(digest, L.ATT_SUFFIX)
-        layers = self._existing(reg, name, tag)
-        good, reasons = _sweep(layers, lambda layer, good: self._check_attestation_layer(
-            reg, name, layer, pub, digest, predicate_type, good))
-        found, why = self._bundle_statements(reg, name, repo, digest, pub, predicate_type)
-        good.extend(_statement_doc(st) for st in found)
-        reasons.extend(why)
-        if not layers and not found and not why:
-            return AttestationCheck(False, f"no attestation: nothing is tagged {repo}:{tag}, and no bundle refers "
+        f = self._find(image, public_key_pem, L.ATT_SUFFIX, predicate_type,
+                       lambda reg, name, layer, pub, digest, good: self._check_attestation_layer(
+                           reg, name, layer, pub, digest, predicate_type, good),
+                       lambda _repo, st: _statement_doc(st))
+        if not f.layers and not f.bundled and not f.bundle_reasons:
+            return AttestationCheck(False, f"no attestation: nothing is tagged {f.tagged}, and no bundle refers "
                                            "to it")
-        if good:
-            return AttestationCheck(True, f"{len(good)} attestation(s) of {predicate_type} verified with key "
-                                          f"{_key_id(pub)}", good)
-        return AttestationCheck(False, "; ".join(dict.fromkeys(reasons)) or f"no attestation of {predicate_type}")
+        if f.good:
+            return AttestationCheck(True, f"{len(f.good)} attestation(s) of {predicate_type} verified with key "
+                                          f"{f.key_id}", f.good)
+        return AttestationCheck(False, "; ".join(dict.fromkeys(f.reasons)) or f"no attestation of {predicate_type}")
 
-    def _check_attestation_layer(self, reg: RegistryClient, name: str, layer: L.LayerDescriptor,
+    def _check_attestation_layer(self, reg: OciRegistry, name: str, layer: L.LayerDescriptor,
                                  pub: ec.EllipticCurvePublicKey, digest: str, predicate_type: str,
                                  good: list[dict[str, Any]]) -> str:
         if layer.media_type != L.DSSE_MEDIA_TYPE:
@@ -330,9 +331,17 @@ def _statement_doc(st: L.Statement) -> dict[str, Any]:
             "predicateType": st.predicate_type, "predicate": st.predicate}
 
 
-def _sweep(layers: list[L.LayerDescriptor],
-           check: Callable[[L.LayerDescriptor, list[dict[str, Any]]], str]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every layer checked: the payloads that verified, and why each other layer did not."""
-    good: list[dict[str, Any]] = []
-    reasons = [reason for layer in layers if (reason := check(layer, good))]
-    return good, reasons
+# check(reg, name, layer, pub, digest, good): why the layer does not count, or "" when it does (it has then
+# appended its payload to `good`)
+_LayerCheck = Callable[[OciRegistry, str, L.LayerDescriptor, ec.EllipticCurvePublicKey, str, list[dict[str, Any]]], str]
+
+
+@dataclass(frozen=True)
+class _Found:
+    tagged: str  # repo:tag of the tag layout
+    key_id: str
+    layers: list[L.LayerDescriptor]  # the tag's layers
+    bundled: list[L.Statement]  # statements of bundles that verified
+    bundle_reasons: list[str]  # why each other bundle did not count
+    good: list[dict[str, Any]]  # what verified, in either layout
+    reasons: list[str]  # why each other layer or bundle did not count

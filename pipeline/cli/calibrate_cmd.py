@@ -51,10 +51,14 @@ def _fmt(x: float | None) -> str:
 def _emit(
     results: list[CalibrationResult],
     record: CalibrationRecord,
+    *,
     as_json: bool,
-    saved: Path | None,
+    save: bool,
+    force: bool,
     failures: dict[str, int] | None = None,
 ) -> None:
+    """Save the record when asked (`--save`, `--force`), then print the results."""
+    saved = save_calibration(record, force=force) if save else None
     if as_json:
         obj = results[0].model_dump(mode="json") if len(results) == 1 else record.model_dump(mode="json")
         if saved:
@@ -122,8 +126,7 @@ def refusal_cmd(
     Example: llmgate calibrate refusal --labels xstest/completions_gpt4.csv --save
     """
     results, record = calibrate_refusal(labels, seed=seed, n_boot=boot)
-    saved = save_calibration(record, force=force) if save else None
-    _emit(results, record, as_json, saved)
+    _emit(results, record, as_json=as_json, save=save, force=force)
 
 
 @calibrate_app.command("correctness")
@@ -145,8 +148,7 @@ def correctness_cmd(
     from evals.correctness_calibration import calibrate_correctness
 
     results, record = calibrate_correctness(labels, ground_truth, seed=seed, n_boot=boot)
-    saved = save_calibration(record, force=force) if save else None
-    _emit(results, record, as_json, saved)
+    _emit(results, record, as_json=as_json, save=save, force=force)
 
 
 @calibrate_app.command("judge")
@@ -187,5 +189,4 @@ def judge_cmd(
         concurrency=concurrency,
     )
     cal = calibrate_judge(labels, dimension, judge, threshold=threshold, seed=seed, n_boot=boot)
-    saved = save_calibration(cal.record, force=force) if save else None
-    _emit(cal.results, cal.record, as_json, saved, cal.failures)
+    _emit(cal.results, cal.record, as_json=as_json, save=save, force=force, failures=cal.failures)

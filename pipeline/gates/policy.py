@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from pipeline import metrics
 from pipeline.errors import BadInput
 from pipeline.gates import registry
-from pipeline.gates.extends import Problems, load_merged, reason_problem
+from pipeline.gates.extends import Merged, Problems, load_merged, reason_problem
 from pipeline.gates.registry import Source
 from pipeline.gates.sections import ENGINE_SECTION_KEYS, RESERVED, SectionPlugin, SectionSet, as_map
 from pipeline.models import Stage
@@ -436,16 +436,15 @@ def policy_from_dict(
     *,
     sections: SectionSet,
     where: str = "gates.yaml",
-    origins: dict[str, str] | None = None,
-    overrides: dict[str, dict[str, list[Any]]] | None = None,
-    section_overrides: dict[str, dict[str, list[Any]]] | None = None,
-    files: list[str] | None = None,
+    merged: Merged | None = None,
     policy_dir: Path | None = None,
     problems: Problems | None = None,
 ) -> Policy:
-    """Validate an already-parsed (and merged) policy mapping; every problem reported at once."""
+    """Validate an already-parsed policy mapping; every problem reported at once. `merged`, when `raw` is
+    the merge of a file and what it extends, says where each gate came from and what the merge changed."""
     problems = problems or Problems()
-    origins = origins or {}
+    merged = merged or Merged(data=raw, files=[])
+    origins = merged.origins
     plugins = as_map(sections)
     raw = dict(raw)
     section_raw = {k: raw.pop(k) for k in list(raw) if k in plugins or k in RESERVED}
@@ -464,7 +463,7 @@ def policy_from_dict(
             continue
         seen[g.name] = i
         g._origin = origins.get(g.name, where)
-        g._overrides = (overrides or {}).get(g.name, {})
+        g._overrides = merged.overrides.get(g.name, {})
         _resolve_gate(g, path, problems)
     for name, value in section_raw.items():
         if name in seen:
@@ -477,9 +476,9 @@ def policy_from_dict(
     if not any(g.required for g in policy.gates) and not any(m.required for m in policy._section_meta.values()):
         problems.add("gates", "no required gate: such a policy would pass any release")
     problems.raise_if_any(where)
-    policy._files = files or [where]
+    policy._files = merged.files or [where]
     policy._dir = policy_dir or Path(".")
-    policy._section_overrides = section_overrides or {}
+    policy._section_overrides = merged.section_overrides
     effective = {"policy": raw, "sections": dict(sorted(section_raw.items()))}
     policy._sha256 = hashlib.sha256(json.dumps(effective, sort_keys=True, default=str).encode()).hexdigest()
     return policy
@@ -494,14 +493,5 @@ def load_policy(path: str | Path, *, sections: SectionSet) -> Policy:
     problems = Problems()
     plugins = as_map(sections)
     merged = load_merged(path, plugins, problems)
-    return policy_from_dict(
-        merged.data,
-        sections=plugins,
-        where=str(path),
-        origins=merged.origins,
-        overrides=merged.overrides,
-        section_overrides=merged.section_overrides,
-        files=merged.files,
-        policy_dir=path.parent,
-        problems=problems,
-    )
+    return policy_from_dict(merged.data, sections=plugins, where=str(path), merged=merged, policy_dir=path.parent,
+                            problems=problems)

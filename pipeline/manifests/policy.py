@@ -134,23 +134,28 @@ def startup_budget_s(probe: dict[str, Any]) -> float:
     return float(probe.get("initialDelaySeconds", 0) + period * failures)
 
 
-def rule_startup_probe(ctx: Context) -> Iterator[Finding]:
+def _probes(ctx: Context, kind: str) -> Iterator[tuple[Pod, str, dict[str, Any] | None]]:
+    """Each serving container's probe of `kind` (None when it has none), with the path that names it."""
     for pod in pods(ctx.objects):
         for path, c in pod.containers():
-            probe = c.get("startupProbe")
-            if not probe:
-                yield _f("startup-probe", pod, f"{path}.startupProbe", "missing: weights load for minutes, "
-                         "without a startup probe liveness kills the server before it is up")
-                continue
-            budget = startup_budget_s(probe)
-            need = None if ctx.load_time_s is None else STARTUP_BUDGET_FACTOR * ctx.load_time_s
-            if need is None:
-                yield _f("startup-budget", pod, f"{path}.startupProbe", "no measured load time for this digest "
-                         "(boot.load_time_p95_s): the startup budget cannot be checked")
-            elif budget < need:
-                yield _f("startup-budget", pod, f"{path}.startupProbe.failureThreshold",
-                         f"startup budget {budget:g} s (initialDelaySeconds + periodSeconds × failureThreshold) is "
-                         f"below {STARTUP_BUDGET_FACTOR} × measured p95 load time {ctx.load_time_s:.1f} s = {need:.1f} s")
+            yield pod, f"{path}.{kind}", c.get(kind) or None
+
+
+def rule_startup_probe(ctx: Context) -> Iterator[Finding]:
+    for pod, where, probe in _probes(ctx, "startupProbe"):
+        if not probe:
+            yield _f("startup-probe", pod, where, "missing: weights load for minutes, "
+                     "without a startup probe liveness kills the server before it is up")
+            continue
+        budget = startup_budget_s(probe)
+        need = None if ctx.load_time_s is None else STARTUP_BUDGET_FACTOR * ctx.load_time_s
+        if need is None:
+            yield _f("startup-budget", pod, where, "no measured load time for this digest "
+                     "(boot.load_time_p95_s): the startup budget cannot be checked")
+        elif budget < need:
+            yield _f("startup-budget", pod, f"{where}.failureThreshold",
+                     f"startup budget {budget:g} s (initialDelaySeconds + periodSeconds × failureThreshold) is "
+                     f"below {STARTUP_BUDGET_FACTOR} × measured p95 load time {ctx.load_time_s:.1f} s = {need:.1f} s")
 
 
 def _is_helper(probe: dict[str, Any], helper: str) -> bool:
@@ -159,29 +164,25 @@ def _is_helper(probe: dict[str, Any], helper: str) -> bool:
 
 
 def rule_readiness_probe(ctx: Context) -> Iterator[Finding]:
-    for pod in pods(ctx.objects):
-        for path, c in pod.containers():
-            probe = c.get("readinessProbe")
-            if not probe:
-                yield _f("readiness-probe", pod, f"{path}.readinessProbe", "missing")
-            elif not _is_helper(probe, ctx.readiness_helper):
-                yield _f("readiness-probe", pod, f"{path}.readinessProbe",
-                         f"must exec {ctx.readiness_helper} (a real one-token completion); a health or "
-                         "model-list endpoint answers while the engine cannot generate")
+    for pod, where, probe in _probes(ctx, "readinessProbe"):
+        if not probe:
+            yield _f("readiness-probe", pod, where, "missing")
+        elif not _is_helper(probe, ctx.readiness_helper):
+            yield _f("readiness-probe", pod, where,
+                     f"must exec {ctx.readiness_helper} (a real one-token completion); a health or "
+                     "model-list endpoint answers while the engine cannot generate")
 
 
 def rule_liveness_probe(ctx: Context) -> Iterator[Finding]:
-    for pod in pods(ctx.objects):
-        for path, c in pod.containers():
-            probe = c.get("livenessProbe")
-            if not probe:
-                yield _f("liveness-probe", pod, f"{path}.livenessProbe", "missing")
-                continue
-            http_path = str((probe.get("httpGet") or {}).get("path", ""))
-            if _is_helper(probe, ctx.readiness_helper) or INFERENCE_PATHS.search(http_path):
-                yield _f("liveness-probe", pod, f"{path}.livenessProbe",
-                         "depends on inference: a saturated server would be restarted instead of taken out of "
-                         "rotation; probe the process (/health), not a completion")
+    for pod, where, probe in _probes(ctx, "livenessProbe"):
+        if not probe:
+            yield _f("liveness-probe", pod, where, "missing")
+            continue
+        http_path = str((probe.get("httpGet") or {}).get("path", ""))
+        if _is_helper(probe, ctx.readiness_helper) or INFERENCE_PATHS.search(http_path):
+            yield _f("liveness-probe", pod, where,
+                     "depends on inference: a saturated server would be restarted instead of taken out of "
+                     "rotation; probe the process (/health), not a completion")
 
 
 def rule_termination_grace(ctx: Context) -> Iterator[Finding]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline.adapters.docker_build import BuildSpec
 from pipeline.adapters.git import source_tree
-from pipeline.adapters.registry import RegistryClient, split_repository
+from pipeline.adapters.registry import OciRegistry, split_repository
 from pipeline.baselock import require_lock
 from pipeline.build_secrets import load_build_secrets, secret_files
 from pipeline.config import PipelineConfig
@@ -77,7 +77,7 @@ def stage_wheels(cfg: PipelineConfig, context: Path) -> list[str]:
     return sorted(wanted)
 
 
-def _image_bytes(reg: RegistryClient, name: str, digest: str) -> tuple[int, str]:
+def _image_bytes(reg: OciRegistry, name: str, digest: str) -> tuple[int, str]:
     m = reg.image_manifest(name, digest)
     return m.total_bytes, m.config_descriptor.get("digest", "")
 

@@ -105,23 +105,27 @@ class LockRow(Base):
     fence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
-class LogEntryRow(Base):
+class _PerOrigin:
+    """A row of one origin's verdict log (migration 0004 creates both tables alike). These columns come
+    first, in the migration's order."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True, sort_order=-2)
+    origin: Mapped[str] = mapped_column(String(512), sort_order=-1)
+
+
+class LogEntryRow(_PerOrigin, Base):
     """One entry of an append-only verdict log (pipeline/supplychain/verdict_log.py); `idx` counts from 0."""
 
     __tablename__ = "verdict_log"
     __table_args__ = (UniqueConstraint("origin", "idx", name="uq_verdict_log_origin_idx"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    origin: Mapped[str] = mapped_column(String(512))
     idx: Mapped[int] = mapped_column(Integer)
     leaf: Mapped[str] = mapped_column(Text)
 
 
-class LogCheckpointRow(Base):
+class LogCheckpointRow(_PerOrigin, Base):
     """A signed checkpoint (C2SP tlog-checkpoint note) of a verdict log at `size` entries."""
 
     __tablename__ = "verdict_log_checkpoints"
     __table_args__ = (UniqueConstraint("origin", "size", name="uq_verdict_log_checkpoints_origin_size"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    origin: Mapped[str] = mapped_column(String(512))
     size: Mapped[int] = mapped_column(Integer)
     note: Mapped[str] = mapped_column(Text)

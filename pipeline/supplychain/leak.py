@@ -42,7 +42,7 @@ from typing import IO, Any
 
 from ahocorasick_rs import BytesAhoCorasick, Implementation
 
-from pipeline.adapters.registry import RegistryClient
+from pipeline.adapters.registry import OciRegistry
 from pipeline.errors import BadInput, InfraError
 from pipeline.redact import MASK, MIN_SECRET_CHARS
 from pipeline.schemas.leak import LeakDetails, LeakFinding
@@ -346,7 +346,7 @@ def _json_strings(obj: Any, path: str = "") -> Iterator[tuple[str, str]]:
 
 
 class LeakScanner:
-    def __init__(self, registry: RegistryClient, needles: list[Needle], *, decode: bool = True) -> None:
+    def __init__(self, registry: OciRegistry, needles: list[Needle], *, decode: bool = True) -> None:
         self.registry = registry
         self.matcher = _Matcher(needles)  # the layer blob as stored: exact bytes only
         self.detector = _Detector(needles, decode=decode)
@@ -473,7 +473,7 @@ def _dedupe(findings: list[LeakFinding]) -> list[LeakFinding]:
     return out
 
 
-def public_lines_in_image(registry: RegistryClient, name: str, digest: str, secrets: dict[str, bytes]) -> set[bytes]:
+def public_lines_in_image(registry: OciRegistry, name: str, digest: str, secrets: dict[str, bytes]) -> set[bytes]:
     """Which candidate lines of the secrets occur in a reference image built without them."""
     candidates: list[Needle] = []
     for sid, value in secrets.items():
@@ -490,7 +490,7 @@ def public_lines_in_image(registry: RegistryClient, name: str, digest: str, secr
     return {c.data for c in candidates if (c.secret_id, c.label) in labels}
 
 
-def check_image(registry: RegistryClient, repository: str, digest: str, secrets: dict[str, bytes], *,
+def check_image(registry: OciRegistry, repository: str, digest: str, secrets: dict[str, bytes], *,
                 reference: str | None = None) -> LeakDetails:
     """Scan `repository@digest` for every secret; `reference` (repo@sha256:…) supplies public lines."""
     from pipeline.adapters.registry import split_repository

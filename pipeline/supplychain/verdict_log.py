@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.adapters import log_artifact
-from pipeline.adapters.registry import RegistryClient, split_repository
+from pipeline.adapters.registry import OciRegistry, RegistryClient, split_repository
 from pipeline.errors import GateFailed, InfraError, LlmgateError
 from pipeline.store import Store, StoreLocation
 from pipeline.supplychain import cosign_keys
@@ -315,7 +315,7 @@ class VerdictLog:
     """One store's logs, their registry copies and this verifier's memory, checked with the public key."""
 
     def __init__(self, store: Store | None, public_key: ec.EllipticCurvePublicKey, *, seen_dir: Path | None,
-                 registry: RegistryClient | None = None, read_registry: bool = True,
+                 registry: OciRegistry | None = None, read_registry: bool = True,
                  location: StoreLocation | None = None) -> None:
         self.store = store
         self.public_key = public_key
@@ -330,7 +330,7 @@ class VerdictLog:
     def origin(self, repository: str) -> str:
         return origin_for(repository, self.log_id)
 
-    def _client(self, repository: str) -> tuple[RegistryClient, str]:
+    def _client(self, repository: str) -> tuple[OciRegistry, str]:
         host, name = split_repository(repository)
         if self._registry is None or self._registry.host != host:
             self._registry = RegistryClient(host)

@@ -17,21 +17,19 @@ depends_on = None
 
 
 def upgrade() -> None:
+    _per_origin("verdict_log", "idx", "leaf")
+    _per_origin("verdict_log_checkpoints", "size", "note")
+
+
+def _per_origin(table: str, position: str, text: str) -> None:
+    """A table of rows per log origin, unique by (origin, `position`), each carrying `text`."""
     op.create_table(
-        "verdict_log",
+        table,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("origin", sa.String(512), nullable=False),
-        sa.Column("idx", sa.Integer, nullable=False),
-        sa.Column("leaf", sa.Text, nullable=False),
-        sa.UniqueConstraint("origin", "idx", name="uq_verdict_log_origin_idx"),
-    )
-    op.create_table(
-        "verdict_log_checkpoints",
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("origin", sa.String(512), nullable=False),
-        sa.Column("size", sa.Integer, nullable=False),
-        sa.Column("note", sa.Text, nullable=False),
-        sa.UniqueConstraint("origin", "size", name="uq_verdict_log_checkpoints_origin_size"),
+        sa.Column(position, sa.Integer, nullable=False),
+        sa.Column(text, sa.Text, nullable=False),
+        sa.UniqueConstraint("origin", position, name=f"uq_{table}_origin_{position}"),
     )
 
 
