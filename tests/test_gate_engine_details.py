@@ -730,3 +730,11 @@ def test_a_machine_half_taken_by_other_work_judges_no_performance_threshold() ->
     run = _bench_only(ttft_p50_s=25.0, env_disturbed=1.0, env_disturbance=0.5)
     v = by_name(judge(policy({"name": "lat", "source": "bench.ttft_p50_s", "threshold": 1.0}), run).verdicts)["lat"]
     assert v.status is GateStatus.INCONCLUSIVE and "other work took 50% of the machine, too much to judge" in v.reason
+
+
+def test_a_series_longer_than_the_ttft_one_counts_only_the_requests_that_met_its_slo() -> None:
+    """e2e times recorded for two requests that never streamed a token: they neither add nor take away."""
+    gate = {"name": "good", "source": "bench.goodput", "threshold": 0.95}
+    run = _bench({"goodput": 0.5}, {"ttft_s": [0.1] * 8, "e2e_s": [1.0] * 6 + [9.0] * 4}, slo={"e2e_s": 2.0})
+    v = by_name(judge(policy(gate), run).verdicts)["good"]
+    assert v.details.explainable_bound == pytest.approx(0.6)  # 6 of the 10 requests met the e2e SLO
