@@ -62,6 +62,7 @@ from pipeline.schemas.bench import BenchDetails
 from pipeline.schemas.eval import EvalDetails, ScorerInfo
 from pipeline.schemas.gate import GateStatus
 from pipeline.schemas.trust import ScorerTrust
+from pipeline.stages.registry import CATALOGUE  # noqa: F401  (installs the metric catalogue)
 from pipeline.supplychain.gate_sections import SECTIONS
 
 REFUSAL_SCORER = "offline-refusal/2"

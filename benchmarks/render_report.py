@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.report.site import heads_from_store, render_compare, render_index
 from pipeline.report.views import heads_from_runs
+from pipeline.stages.registry import CATALOGUE  # noqa: F401  (installs the metric catalogue the reports read)
 from pipeline.store import Store
 from tests.sample_data import GATES, make_run
 

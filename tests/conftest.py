@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+# The stages declare their metrics; importing the registry installs the catalogue that policies and reports
+# read when no plan hands them one (pipeline/metrics.py), as the CLI does before every command.
+import pipeline.stages.registry  # noqa: F401
+
 os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -92,12 +92,46 @@ def refuse_empty_paths(command: click.Command | Any) -> None:
         refuse_empty_paths(sub)
 
 
+class LazyCommand(click.Command):
+    """A command built only when it runs or shows its own help: `load` may import what `llmgate --help`
+    must not (the stage registry). The root help lists it with `short_help`."""
+
+    def __init__(self, name: str, short_help: str, load: Callable[[], click.Command], *, after: str | None = None) -> None:
+        super().__init__(name, short_help=short_help)
+        self.after = after  # listed right after this command where it is registered
+        self._load = load
+        self._real: click.Command | None = None
+
+    def real(self) -> click.Command:
+        if self._real is None:
+            self._real = self._load()
+            describe_values(self._real)
+            refuse_empty_paths(self._real)
+        return self._real
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        # the context (and so its invoke, its help and its parameters) is the real command's
+        return self.real().make_context(info_name, args, parent=parent, **extra)
+
+
+# Commands registered by name only (`LazyCommand`), added to the root group where no command of that
+# name is registered; listed in the order given.
+LAZY_COMMANDS: list[LazyCommand] = []
+
+
 class LlmgateGroup(TyperGroup):
-    """The root command group: built once every command module has registered, it labels every
-    option's value for help (`describe_values`) and refuses empty paths (`refuse_empty_paths`)."""
+    """The root command group: built once every command module has registered, it adds the lazy commands,
+    labels every option's value for help (`describe_values`) and refuses empty paths (`refuse_empty_paths`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        for lazy in LAZY_COMMANDS:
+            if lazy.name is None or lazy.name in self.commands:
+                continue
+            listed = list(self.commands.items())
+            at = next((i + 1 for i, (n, _) in enumerate(listed) if n == lazy.after), len(listed))
+            self.commands = dict([*listed[:at], (lazy.name, lazy), *listed[at:]])
         describe_values(self)
         refuse_empty_paths(self)
 
@@ -163,6 +197,9 @@ def handle_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            # The stage registry installs the metric catalogue that reports and policies read (units,
+            # directions); imported here, when a command runs, so `llmgate --help` loads no stage.
+            import pipeline.stages.registry  # noqa: F401
             return fn(*args, **kwargs)
         except LlmgateError as exc:
             _error(_LABEL[exc.exit_code], exc.render())

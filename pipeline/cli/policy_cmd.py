@@ -93,7 +93,7 @@ def policy_check(
 
     chosen = get_plan(plan) if plan is not None else None  # an unknown plan is bad input before anything else
     cfg = load_config(config)
-    policy = load_policy(path, sections=SECTIONS)
+    policy = load_policy(path, sections=SECTIONS, catalogue=chosen.catalogue if chosen is not None else None)
     _check_design(policy, cfg, path)
     for g in policy.gates:
         bits = [g.source]

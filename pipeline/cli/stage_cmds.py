@@ -1,23 +1,45 @@
-"""One command per stage (`llmgate build`, `leak`, `scan`, `sign`, `boot`, `bench`, `eval`, `manifests check`,
-`gate`): each runs that step of a stored run's plan through the one Runner and prints its result.
+"""One command per stage, `llmgate <stage>`: each runs that step of a stored run's plan through the one
+Runner and prints its result.
 
-A stage that talks to the server (bench, eval) boots the run's image first, unless `--server-url`
-names a server started elsewhere; the server is stopped when the command ends.
+Every registered stage has its command, built from its spec when it runs (`stage_command`): its help is
+the spec's, `--server-url` where the stage serves or talks to a server, `--fresh` where its result can
+be reused. A stage whose command does more than run the step has its own here: the build starts a run,
+the scan also checks a report, the eval re-scores and takes a judge, the manifests check an overlay,
+the gate records an approval and writes JUnit. A stage that talks to the server boots the run's image
+first, unless `--server-url` names a server started elsewhere; the server is stopped when the command
+ends.
 """
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import click
 import typer
 from rich.text import Text
 
-from pipeline.cli.app import ConfigOpt, RunOpt, app, console, handle_errors, make_runner, out, plain, state
+from pipeline.cli.app import (
+    LAZY_COMMANDS,
+    ConfigOpt,
+    LazyCommand,
+    RunOpt,
+    app,
+    console,
+    handle_errors,
+    make_runner,
+    out,
+    plain,
+    state,
+)
 from pipeline.cli.run_cmd import FreshOpt, ServerUrlOpt
 from pipeline.errors import ExitCode
 from pipeline.models import RunRecord, Stage, StageResult
 from pipeline.regular_files import check_output
+
+if TYPE_CHECKING:
+    from pipeline.stages.spec import StageSpec
 
 manifests_app = typer.Typer(help="Deployment manifests (kustomize overlays).", no_args_is_help=True)
 app.add_typer(manifests_app, name="manifests")
@@ -66,6 +88,52 @@ def _one(stage: Stage, run_ref: str | None, config: Path | None, **options: obje
     finish_stage(run, runner.run_stage(run, stage))
 
 
+def stage_command(spec: StageSpec) -> click.Command:
+    """`llmgate <stage>` for a stage whose command only runs its step: help and options from the spec."""
+
+    def command(run_ref: RunOpt = None, config: ConfigOpt = None, server_url: ServerUrlOpt = None,
+                fresh: FreshOpt = False) -> None:
+        options: dict[str, object] = {}
+        if "server_url" in params:
+            options["server_url"] = server_url
+        if "fresh" in params:
+            options["fresh"] = fresh
+        _one(spec.stage, run_ref, config, **options)
+
+    params = ["run_ref", "config"]
+    if spec.server or spec.starts_server:  # attach to a server started elsewhere instead of booting one
+        params.append("server_url")
+    if spec.reuse_key is not None:
+        params.append("fresh")
+    signature = inspect.signature(command, eval_str=True)
+    command.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[signature.parameters[p] for p in params])
+    one = typer.Typer(add_completion=False)
+    one.command(spec.name, help=spec.help or _default_help(spec))(handle_errors(command))
+    return typer.main.get_command(one)
+
+
+def _default_help(spec: StageSpec) -> str:
+    """The help of a stage that declares none: its doc, the exit codes every stage command has, an example."""
+    return (f"{spec.doc[:1].upper()}{spec.doc[1:]}.\n\nExit 0 the step passed, 1 its check failed or it refused, "
+            f"2 bad input, 3 infrastructure.\n\nExample: llmgate {spec.name} --run 3f2a9c1b7d4e")
+
+
+def _lazy(stage: Stage, after: str | None) -> LazyCommand:
+    def load() -> click.Command:
+        from pipeline.stages.registry import STAGES  # every stage module: only when the command runs
+
+        return stage_command(STAGES.spec(stage))
+
+    return LazyCommand(stage.value, f"Run the {stage.value} step of a stored run (its checks and exit codes: "
+                       f"llmgate {stage.value} --help).", load, after=after)
+
+
+# Every stage without a command of its own below (or elsewhere: `promote`) gets one, in the plans' order.
+LAZY_COMMANDS.extend(_lazy(stage, previous.value if previous else None)
+                     for previous, stage in zip((None, *Stage), Stage, strict=False))
+
+
 @app.command()
 @handle_errors
 def build(
@@ -84,18 +152,6 @@ def build(
     runner = make_runner(config, fresh=fresh)
     run = runner.create(tag=tag, model_dir=model_dir)
     finish_stage(run, runner.run_stage(run, Stage.BUILD))
-
-
-@app.command()
-@handle_errors
-def leak(run_ref: RunOpt = None, config: ConfigOpt = None, fresh: FreshOpt = False) -> None:
-    """Search the run's pushed image (manifest, config, history, every layer) for build secret bytes.
-
-    Exit 0 none found, 1 a secret leaked, 2 bad input, 3 registry unreachable.
-
-    Example: llmgate leak --run 3f2a9c1b7d4e
-    """
-    _one(Stage.LEAK, run_ref, config, fresh=fresh)
 
 
 @app.command()
@@ -140,40 +196,6 @@ def print_scan_verdict(verdict) -> None:  # type: ignore[no-untyped-def]
         out.print(Text.assemble("  ", ("BLOCKING", "red"), " ", plain(p)), soft_wrap=True)
     out.print(Text("scan: pass", style="green") if verdict.passed
               else Text(f"scan: blocked ({verdict.blocking_count})", style="red"))
-
-
-@app.command()
-@handle_errors
-def sign(run_ref: RunOpt = None, config: ConfigOpt = None) -> None:
-    """Sign the run's image digest and verify the signature. Exit 0 verified, 1 not, 2 bad key file.
-
-    Example: llmgate sign --run 3f2a9c1b7d4e
-    """
-    _one(Stage.SIGN, run_ref, config)
-
-
-@app.command()
-@handle_errors
-def boot(run_ref: RunOpt = None, config: ConfigOpt = None, server_url: ServerUrlOpt = None) -> None:
-    """Boot the run's image with its weights mounted read-only; time cold starts and readiness honesty.
-
-    Exit 0 ready, 3 never ready or died. The server is stopped when the command ends.
-
-    Example: llmgate boot --run 3f2a9c1b7d4e
-    """
-    _one(Stage.BOOT, run_ref, config, server_url=server_url)
-
-
-@app.command()
-@handle_errors
-def bench(run_ref: RunOpt = None, config: ConfigOpt = None, server_url: ServerUrlOpt = None) -> None:
-    """Measure TTFT, TPOT, ITL, E2E, throughput, error rate and goodput (boots the image first).
-
-    Exit 0 measured, 3 the server failed. Load shape and sizes come from the config's `bench:` section.
-
-    Example: llmgate bench --run 3f2a9c1b7d4e
-    """
-    _one(Stage.BENCH, run_ref, config, server_url=server_url)
 
 
 @app.command("eval")

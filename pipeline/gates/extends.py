@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline import metrics
 from pipeline.config import load_yaml
 from pipeline.errors import BadInput
 from pipeline.gates import registry
 from pipeline.gates.sections import ENGINE_SECTION_KEYS, SectionPlugin
+from pipeline.metrics import Catalogue
 
 MIN_REASON_CHARS = 15
 MIN_REASON_WORDS = 3
@@ -72,7 +74,8 @@ def _num(x: Any) -> float | None:
     return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else None
 
 
-def _gate_relaxations(parent: dict[str, Any], child: dict[str, Any], top_alpha: float) -> list[str]:
+def _gate_relaxations(parent: dict[str, Any], child: dict[str, Any], top_alpha: float,
+                      catalogue: Catalogue | None = None) -> list[str]:
     """How `child` (the merged gate) accepts more than the locked `parent`."""
     out: list[str] = []
     for k in ("source", "direction", "compare", "test", "min_agreement", "min_n"):
@@ -86,7 +89,8 @@ def _gate_relaxations(parent: dict[str, Any], child: dict[str, Any], top_alpha: 
         direction = parent.get("direction")
         if direction is None:
             try:
-                direction = "max" if registry.parse_source(str(parent.get("source", ""))).better == "lower" else "min"
+                src = registry.parse_source(str(parent.get("source", "")), catalogue or metrics.catalogue())
+                direction = "max" if src.better == "lower" else "min"
             except ValueError:
                 direction = None
         if ct is None:
@@ -152,7 +156,8 @@ def _section_relaxations(
 
 
 def load_merged(
-    path: Path, sections: Mapping[str, SectionPlugin], problems: Problems, seen: tuple[Path, ...] = ()
+    path: Path, sections: Mapping[str, SectionPlugin], problems: Problems, seen: tuple[Path, ...] = (),
+    *, catalogue: Catalogue | None = None,
 ) -> Merged:
     """The policy at `path` with everything it extends merged in; problems of the merge are collected."""
     data = load_yaml(path, what="policy file")  # first: it refuses a symlink loop, which resolve() cannot name
@@ -177,7 +182,7 @@ def load_merged(
     parent_path = path.parent / parent_ref
     if not parent_path.exists():
         raise BadInput(f"extends: parent policy {parent_ref!r} not found (looked at {parent_path})", where=str(path))
-    base = load_merged(parent_path, sections, problems, (*seen, resolved))
+    base = load_merged(parent_path, sections, problems, (*seen, resolved), catalogue=catalogue)
     here = str(path)
     top_alpha = _num(base.data.get("alpha")) or 0.05
     locked_margin = any(
@@ -245,7 +250,7 @@ def load_merged(
                     here,
                 )
         if parent_gate.get("locked") is True:
-            for msg in _gate_relaxations(parent_gate, new_gate, top_alpha):
+            for msg in _gate_relaxations(parent_gate, new_gate, top_alpha, catalogue):
                 problems.add(f"gates.{name}", f"locked in {base.origins.get(name, parent_path)}: {msg}", here)
         merged_gates[by_name[name]] = new_gate
         base.overrides.setdefault(name, {}).update(changed)

@@ -1,6 +1,6 @@
-"""The gate policy (`gates.yaml`): pydantic-validated, checked against the metric registry.
+"""The gate policy (`gates.yaml`): pydantic-validated, checked against a metric catalogue.
 
-`load_policy(path, sections=...)` runs before any stage: a malformed or contradictory policy (unknown
+`load_policy(path, sections=..., catalogue=...)` runs before any stage: a malformed or contradictory policy (unknown
 metric, margin with no baseline data, threshold that is not a finite number, duplicate key, key gate
 marked optional, a child relaxing a locked gate, ...) raises `BadInput` listing every problem by key
 path (`gates.ttft_p99.threshold`, or `gates[3].margin` for a gate without a usable name). See
@@ -22,6 +22,7 @@ from pipeline.gates import registry
 from pipeline.gates.extends import Merged, Problems, load_merged, reason_problem
 from pipeline.gates.registry import Source
 from pipeline.gates.sections import ENGINE_SECTION_KEYS, RESERVED, SectionPlugin, SectionSet, as_map
+from pipeline.metrics import Catalogue
 from pipeline.models import Stage
 
 Test = Literal["bootstrap", "mcnemar", "mannwhitney", "quantile"]
@@ -269,7 +270,7 @@ def _default_test(src: Source, cmp: Source) -> Test:
     return "mcnemar" if dim and dim.binary else "bootstrap"
 
 
-def _resolve_compare(g: GateSpec, src: Source, path: str, problems: Problems) -> None:
+def _resolve_compare(g: GateSpec, src: Source, path: str, problems: Problems, catalogue: Catalogue) -> None:
     assert g.margin is not None
     compare_text = g.compare
     if compare_text is None:
@@ -282,7 +283,7 @@ def _resolve_compare(g: GateSpec, src: Source, path: str, problems: Problems) ->
         )
         return
     try:
-        cmp = registry.parse_source(compare_text)
+        cmp = registry.parse_source(compare_text, catalogue)
     except ValueError as exc:
         problems.add(f"{path}.compare", str(exc))
         return
@@ -315,7 +316,7 @@ def _resolve_compare(g: GateSpec, src: Source, path: str, problems: Problems) ->
 
 def _cannot_fail(src: Source, direction: str, threshold: float) -> str | None:
     """Why a threshold can never be violated (a quality bar of 0 passes anything), or None."""
-    unit = metrics.unit(str(src))
+    unit = src.unit
     lowest, highest = 0.0, (1.0 if unit in ("ratio", "bool") else None)
     if direction == "min" and threshold <= lowest:
         return f"{src} is never below {lowest:g}: '>= {threshold:g}' passes anything"
@@ -324,9 +325,9 @@ def _cannot_fail(src: Source, direction: str, threshold: float) -> str | None:
     return None
 
 
-def _resolve_gate(g: GateSpec, path: str, problems: Problems) -> None:
+def _resolve_gate(g: GateSpec, path: str, problems: Problems, catalogue: Catalogue) -> None:
     try:
-        src = registry.parse_source(g.source)
+        src = registry.parse_source(g.source, catalogue)
     except ValueError as exc:
         problems.add(f"{path}.source", str(exc))
         return
@@ -360,7 +361,7 @@ def _resolve_gate(g: GateSpec, path: str, problems: Problems) -> None:
     if g.compare is not None and g.margin is None:
         problems.add(f"{path}.compare", "compare without a margin: set margin (non-inferiority) or remove compare")
     if g.margin is not None:
-        _resolve_compare(g, src, path, problems)
+        _resolve_compare(g, src, path, problems, catalogue)
     else:
         for k in ("test", "drift_allowance", "on_underpowered", "subset", "category_margin", "planning_sd"):
             if getattr(g, k) is not None:
@@ -369,7 +370,7 @@ def _resolve_gate(g: GateSpec, path: str, problems: Problems) -> None:
         problems.add(f"{path}.category_min_n", "category_min_n without a category_margin checks nothing")
     if g.min_agreement is not None:
         dim_name = g.scorer_dimension
-        info = metrics.ITEM_DIMENSIONS.get(dim_name) if dim_name else None
+        info = catalogue.item_dimensions.get(dim_name) if dim_name else None
         if info is None or not info.scorer:
             problems.add(f"{path}.min_agreement", f"{g.source} is not produced by a calibrated scorer")
     _optional_problems(problems, path, "gate", key=g.key, locked=g.locked, required=g.required, reason=g.reason)
@@ -439,9 +440,13 @@ def policy_from_dict(
     merged: Merged | None = None,
     policy_dir: Path | None = None,
     problems: Problems | None = None,
+    catalogue: Catalogue | None = None,
 ) -> Policy:
     """Validate an already-parsed policy mapping; every problem reported at once. `merged`, when `raw` is
-    the merge of a file and what it extends, says where each gate came from and what the merge changed."""
+    the merge of a file and what it extends, says where each gate came from and what the merge changed.
+    `catalogue`: the metrics the gates may read (the plan's own, from whoever runs it); None: the
+    installed one (`pipeline.metrics.catalogue`)."""
+    catalogue = catalogue or metrics.catalogue()
     problems = problems or Problems()
     merged = merged or Merged(data=raw, files=[])
     origins = merged.origins
@@ -464,7 +469,7 @@ def policy_from_dict(
         seen[g.name] = i
         g._origin = origins.get(g.name, where)
         g._overrides = merged.overrides.get(g.name, {})
-        _resolve_gate(g, path, problems)
+        _resolve_gate(g, path, problems, catalogue)
     for name, value in section_raw.items():
         if name in seen:
             problems.add(name, f"section {name!r} produces a gate named like gates[{seen[name]}]; rename that gate")
@@ -484,14 +489,16 @@ def policy_from_dict(
     return policy
 
 
-def load_policy(path: str | Path, *, sections: SectionSet) -> Policy:
+def load_policy(path: str | Path, *, sections: SectionSet, catalogue: Catalogue | None = None) -> Policy:
     """Load, merge (`extends`) and validate a policy file. Raises BadInput naming every bad key.
 
     `sections` are the section plug-ins the caller evaluates (`pipeline.supplychain.gate_sections.SECTIONS`
-    and any other); a reserved section in the file without its plug-in is refused."""
+    and any other); a reserved section in the file without its plug-in is refused. `catalogue`: the
+    metrics the gates may read (None: the installed one)."""
     path = Path(path)
     problems = Problems()
     plugins = as_map(sections)
-    merged = load_merged(path, plugins, problems)
+    catalogue = catalogue or metrics.catalogue()
+    merged = load_merged(path, plugins, problems, catalogue=catalogue)
     return policy_from_dict(merged.data, sections=plugins, where=str(path), merged=merged, policy_dir=path.parent,
-                            problems=problems)
+                            problems=problems, catalogue=catalogue)

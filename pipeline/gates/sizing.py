@@ -32,7 +32,6 @@ from typing import Literal
 import numpy as np
 from scipy import stats as sps
 
-from pipeline import metrics
 from pipeline.gates.policy import GateSpec, Policy
 from pipeline.models import Stage
 
@@ -175,7 +174,7 @@ def threshold_need(g: GateSpec, policy: Policy) -> Need | None:
     if src.stage is not Stage.BENCH or src.kind != "metric" or t is None or g.direction is None:
         return None
     risk = policy.planning_risk
-    unit = metrics.unit(str(src))
+    unit = src.unit
     q = src.quantile
     if unit == "ratio":
         share = DEFAULT_EXPECTED_RATE_SHARE

@@ -23,6 +23,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, InstanceOf
 
 from pipeline.errors import BadInput
+from pipeline.metrics import Catalogue
 from pipeline.models import Stage
 from pipeline.stages.registry import STAGES, Registry
 from pipeline.stages.spec import StageSpec
@@ -95,6 +96,11 @@ class Plan(BaseModel):
                 return s
         raise BadInput(f"the {self.name} plan has no stage {str(stage)!r}; it has {', '.join(self.stages)}",
                        where="stage")
+
+    @property
+    def catalogue(self) -> Catalogue:
+        """The metrics this plan's stages declare: what its gates may read."""
+        return Catalogue.of(s.spec for s in self.steps)
 
     @property
     def linked(self) -> tuple[Stage, ...]:

@@ -117,7 +117,7 @@ class Runner:
     # -- records -----------------------------------------------------------------------------------
     def load_policy(self) -> Policy:
         if self.policy is None:
-            self.policy = load_policy(Path(self.cfg.gates_file), sections=SECTIONS)
+            self.policy = load_policy(Path(self.cfg.gates_file), sections=SECTIONS, catalogue=self.plan.catalogue)
         return self.policy
 
     def create(self, *, tag: str | None = None, image: ImageRef | None = None,
@@ -225,8 +225,8 @@ class Runner:
         before = run.model_dump_json()
         self._start_trace(run)
         try:
-            if step.server and self.options.server_url is None and step.stage is not Stage.BOOT:
-                self._run_group(run, ctx, [self.plan.step(Stage.BOOT)])
+            if step.server and self.options.server_url is None and not step.spec.starts_server:
+                self._run_group(run, ctx, [self._server_step()])
             res = self._run_group(run, ctx, [step])[0]
             self._stop_on_failure(run, [res], stop=False)
             return res
@@ -257,10 +257,10 @@ class Runner:
         for step in steps:
             self._check_needs(run, step)
             key, found = self._reusable(run, step.stage, say=True)
-            if found is not None and step.stage is Stage.BOOT and not self._server_steps_reusable(run):
+            if found is not None and step.spec.starts_server and not self._server_steps_reusable(run):
                 found = None  # a step after it needs a live server: boot for real
-                self.reporter.step("boot: measuring again: a later step needs a live server (its stored result "
-                                   "cannot stand for it)")
+                self.reporter.step(f"{step.stage.value}: measuring again: a later step needs a live server (its "
+                                   "stored result cannot stand for it)")
             if found is not None and self._still_valid(run, step, found[1]):
                 results[step.stage] = self._reused(run, found[0], found[1], key)
             else:
@@ -416,28 +416,16 @@ class Runner:
         return True
 
     def _still_valid(self, run: RunRecord, step: Step, stored: StageResult) -> bool:
-        """A reused build must still be in the registry under its digest, and answer to this run's tag
-        there as a build would have made it (the same manifest put under the tag; never a rebuild)."""
-        if step.stage is not Stage.BUILD:
-            return True
-        from pipeline.adapters.registry import split_repository
-        from pipeline.schemas import BuildDetails
+        """Whether a stored result found to reuse still stands for this run (`StageSpec.still_valid`)."""
+        check = step.spec.still_valid
+        return check is None or check(run, stored, self.context())
 
-        details = stored.details_as(BuildDetails)
-        if details is None or details.digest is None:
-            return False
-        host, name = split_repository(run.image.repository)
-        try:
-            reg = self.context().adapters.registry(host)
-            if reg.resolve(name, details.digest) != details.digest:
-                return False
-            tag = run.image.tag
-            if tag and reg.resolve(name, tag) != details.digest:
-                manifest = reg.manifest(name, details.digest)
-                return reg.put_manifest(name, tag, manifest.raw, manifest.media_type) == details.digest
-            return True
-        except LlmgateError:
-            return False
+    def _server_step(self) -> Step:
+        """The step that starts the server the `server` steps talk to (`StageSpec.starts_server`)."""
+        for step in self.plan.steps:
+            if step.spec.starts_server:
+                return step
+        raise InfraError(f"the {self.plan.name} plan has no step that starts a server", where="plan")
 
     def _ensure_server(self, run: RunRecord, ctx: StageContext, step: Step) -> None:
         if ctx.server is not None:
@@ -445,9 +433,10 @@ class Runner:
         if self.options.server_url:
             ctx.hold_server(ServedModel(self.options.server_url.rstrip("/"), self.cfg.boot.served_model_name))
             return
-        boot = run.stage(Stage.BOOT.value)
-        why = (boot.reason or boot.status.value).splitlines()[0] if boot is not None else "boot has not run"
-        raise InfraError(f"server did not boot: {why}", where="boot")
+        starter = self._server_step().stage.value
+        boot = run.stage(starter)
+        why = (boot.reason or boot.status.value).splitlines()[0] if boot is not None else f"{starter} has not run"
+        raise InfraError(f"server did not boot: {why}", where=starter)
 
     def _check_needs(self, run: RunRecord, step: Step) -> None:
         from pipeline.errors import BadInput
@@ -476,7 +465,7 @@ class Runner:
         return given
 
     def _requested(self, step: Step) -> bool:
-        return step.stage is Stage.PROMOTE and self.options.promote is not None
+        return step.spec.requested is not None and step.spec.requested(self.options)
 
     # -- recording ---------------------------------------------------------------------------------
     def _record(self, run: RunRecord, result: StageResult) -> None:

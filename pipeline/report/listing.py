@@ -2,7 +2,7 @@
 `--json` documents) and the terminal tables made from them.
 
 Every string that came from outside (tags, reasons, who, details) is redacted here and put in a
-`Text`, never read as rich markup; figures carry their unit from the metric registry.
+`Text`, never read as rich markup; figures carry their unit from the metric catalogue.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Numbers as people read them: every metric with its unit and a precision that suits it.
 
-Units come from the one metric registry (`pipeline.metrics`), never from a name's suffix: a new metric
-is formatted right as soon as it is registered. Every output (terminal tables, CI logs, the markdown
-summary, the dashboard) formats through here, so a value reads the same everywhere.
+Units come from the metric catalogue (`pipeline.metrics`, what the stages declare), never from a name's
+suffix: a new metric is formatted right as soon as its stage declares it. Every output (terminal tables,
+CI logs, the markdown summary, the dashboard) formats through here, so a value reads the same everywhere.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ RELATIVE = "relative"
 
 
 def better_of(source: str, direction: str | None = None) -> Better | None:
-    """Which way is better: the gate's own direction when it has one (`min`: higher), else the registry's."""
+    """Which way is better: the gate's own direction when it has one (`min`: higher), else the catalogue's."""
     if direction == "min":
         return "higher"
     if direction == "max":

@@ -1,7 +1,7 @@
 """The gate verdicts as a terminal table (`llmgate run`, `gate`, `runs show`).
 
 Every cell is a `Text`: reasons quote stage, server and policy strings, which are never read as rich
-markup. Values carry their unit from the metric registry. Gate names and figures never wrap; only the
+markup. Values carry their unit from the metric catalogue. Gate names and figures never wrap; only the
 reason column folds when a terminal is too narrow (off a terminal the console does not wrap at all,
 see `pipeline.cli.output`).
 """

@@ -3,7 +3,7 @@
 Templates only loop and print; formatting, ordering, status classes and redaction happen here, once,
 so one template pass renders a page (this is what keeps 1,000 tags x 30 gates under a second).
 Stage payloads are read as their typed models (`run.details_as(ScanDetails)`), units and better
-directions from the metric registry (`pipeline.report.units`), never guessed from a name.
+directions from the metric catalogue (`pipeline.report.units`), never guessed from a name.
 """
 
 from __future__ import annotations

@@ -1,15 +1,11 @@
 """The typed contracts between packages: one details model per stage, loaded back as that model.
 
-`StageDetails` is the discriminated union a `StageResult` carries; the `stage` field of each model
-is the discriminator. Read a stage's details with `StageResult.details_as(Model)` / `RunRecord.details_as(Model)`,
-never by string keys.
+`StageDetails` is the discriminated union a `StageResult` carries, derived from the models registered
+by their `stage` field (`Details.union`): a stage's model joins it by being imported here. Read a stage's
+details with `StageResult.details_as(Model)` / `RunRecord.details_as(Model)`, never by string keys.
 """
 
 from __future__ import annotations
-
-from typing import Annotated
-
-from pydantic import Field
 
 from pipeline.schemas.attest import AttestDetails
 from pipeline.schemas.base import Details
@@ -24,20 +20,7 @@ from pipeline.schemas.promote import PromoteDetails
 from pipeline.schemas.scan import ScanDetails
 from pipeline.schemas.sign import SignDetails
 
-StageDetails = Annotated[
-    BuildDetails
-    | LeakDetails
-    | ScanDetails
-    | SignDetails
-    | BootDetails
-    | BenchDetails
-    | EvalDetails
-    | ManifestsDetails
-    | GateDetails
-    | AttestDetails
-    | PromoteDetails,
-    Field(discriminator="stage"),
-]
+StageDetails = Details.union()
 
 __all__ = [
     "AttestDetails",

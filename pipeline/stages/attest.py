@@ -14,6 +14,7 @@ The work is `pipeline.supplychain.signing.attest_release`; this stage loads the 
 from __future__ import annotations
 
 from pipeline.adapters.trivy import Trivy
+from pipeline.metrics import Metric
 from pipeline.models import RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas.attest import AttestDetails
 from pipeline.stages.context import StageContext
@@ -91,6 +92,10 @@ def attest_stage(run: RunRecord, ctx: StageContext) -> StageResult:
 
 SPEC = StageSpec(
     stage=Stage.ATTEST, run=attest_stage, details=AttestDetails, needs=(Stage.GATE,),
+    metrics=(
+        Metric("verdict_attested", "bool", "higher", description="the verdict is a signed attestation"),
+        Metric("attested", "count", "higher", description="attestations signed and read back"),
+    ),
     credentials=("registry_password", "store_url", *EVIDENCE), precheck=check_fresh, refuses=True,
     doc="publish the gate's signed verdict (refused when a newer one exists), the verdict log, and the SBOM "
         "and provenance as signed attestations on the digest",

@@ -29,6 +29,7 @@ from pipeline.bench.load import Target, fixed_concurrency, poisson, sweep
 from pipeline.bench.server_metrics import Scraper, cross_check, detect
 from pipeline.bench.stats import Slo, error_reasons, summarize
 from pipeline.config import PipelineConfig
+from pipeline.metrics import Metric, Series
 from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.progress import Reporter
 from pipeline.schemas import BenchDetails, BootDetails
@@ -422,8 +423,49 @@ def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> di
             "policy": run.release.policy_sha256}
 
 
+def _latency(name: str, series: str | None) -> Metric:
+    return Metric(name, "s", "lower", f"samples:{series}" if series else None, performance=True)
+
+
+# The help of `llmgate bench`.
+HELP = (
+    "Measure TTFT, TPOT, ITL, E2E, throughput, error rate and goodput (boots the image first).\n"
+    "\n"
+    "Exit 0 measured, 3 the server failed. Load shape and sizes come from the config's `bench:` "
+    "section.\n"
+    "\n"
+    "Example: llmgate bench --run 3f2a9c1b7d4e"
+)
+
 SPEC = StageSpec(
+    help=HELP,
     stage=Stage.BENCH, evidence=True, run=bench_stage, details=BenchDetails, needs=(Stage.BOOT,), server=True,
     credentials=EVIDENCE, reuse_key=reuse_key, measurement=True, measures_machine=True,
+    metrics=(
+        *(_latency(f"ttft_{s}_s", "ttft_s") for s in ("mean", "p50", "p90", "p99")),
+        *(_latency(f"tpot_{s}_s", "tpot_s") for s in ("mean", "p50", "p90", "p99")),
+        *(_latency(f"itl_{s}_s", None) for s in ("p50", "p99")),
+        *(_latency(f"e2e_{s}_s", "e2e_s") for s in ("p50", "p99")),
+        Metric("output_tokens_per_s", "tokens/s", "higher", performance=True),
+        Metric("requests_per_s", "requests/s", "higher", performance=True),
+        Metric("error_rate", "ratio", "lower"),
+        Metric("goodput", "ratio", "higher", performance=True,
+               description="share of all requests that succeeded and met every SLO at once"),
+        # Noisy-neighbour readings (pipeline/bench/environment.py): CPU steal is the share of CPU time the
+        # hypervisor gave to other guests; busy, the share of CPU time not idle in a quiet window before the
+        # bench; load, the 1-minute load average per CPU; disturbed (1/0) is the judgement.
+        Metric("env_steal_before", "ratio", "lower"),
+        Metric("env_steal_during", "ratio", "lower"),
+        Metric("env_busy_before", "ratio", "lower"),
+        Metric("env_load_before", "load", "lower"),
+        Metric("env_load_during", "load", "lower"),
+        # CPU time of processes other than the bench and the server under test, during the bench; and the
+        # share of the machine other work took (what a disturbed run's slowdown can be blamed on)
+        Metric("env_others_during", "ratio", "lower"),
+        Metric("env_disturbance", "ratio", "lower"),
+        Metric("env_disturbed", "bool", "lower"),
+    ),
+    # measured on the machine as much as on the release, like the performance metrics
+    samples=tuple(Series(s, performance=True) for s in ("ttft_s", "tpot_s", "e2e_s")),
     doc="TTFT, TPOT, ITL, throughput, errors and goodput under load",
 )

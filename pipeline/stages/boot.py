@@ -30,6 +30,7 @@ from pipeline.adapters.docker_run import MODEL_MOUNT, Container, RunSpec, has_mo
 from pipeline.bench.startup import StartupTimeline, watch_startup
 from pipeline.config import PipelineConfig
 from pipeline.errors import BadInput, InfraError
+from pipeline.metrics import Metric, Series
 from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.redact import redact_text
 from pipeline.schemas.boot import BootDetails, BootRepetition, GpuReport
@@ -250,9 +251,32 @@ def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> di
             "boot": cfg.boot.model_dump(mode="json")}
 
 
+_LOAD = "samples:load_time_s"
+
+# The help of `llmgate boot`.
+HELP = (
+    "Boot the run's image with its weights mounted read-only; time cold starts and readiness "
+    "honesty.\n"
+    "\n"
+    "Exit 0 ready, 3 never ready or died. The server is stopped when the command ends.\n"
+    "\n"
+    "Example: llmgate boot --run 3f2a9c1b7d4e"
+)
+
 SPEC = StageSpec(
+    help=HELP,
     stage=Stage.BOOT, evidence=True, run=boot_stage, details=BootDetails, credentials=EVIDENCE, reuse_key=reuse_key,
-    measurement=True, measures_machine=True,
+    measurement=True, measures_machine=True, starts_server=True,
+    metrics=(
+        Metric("load_time_s", "s", "lower", _LOAD),
+        Metric("port_open_s", "s", "lower"),
+        Metric("health_ok_s", "s", "lower"),
+        Metric("first_completion_s", "s", "lower"),
+        Metric("load_time_p50_s", "s", "lower", _LOAD),
+        Metric("load_time_p95_s", "s", "lower", _LOAD),
+        Metric("readiness_honest", "bool", "higher"),
+    ),
+    samples=(Series("load_time_s"),),
     doc="start the image with the weights mounted, cold starts timed to the first completion",
     plans={"dagger": Variant(doc="measure the GPU service Dagger started: port, readiness and first completion")},
 )

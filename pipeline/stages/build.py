@@ -21,7 +21,8 @@ from pipeline.adapters.registry import OciRegistry, split_repository
 from pipeline.baselock import require_lock
 from pipeline.build_secrets import load_build_secrets, secret_files
 from pipeline.config import PipelineConfig
-from pipeline.errors import BadInput, InfraError, names_its_limit
+from pipeline.errors import BadInput, InfraError, LlmgateError, names_its_limit
+from pipeline.metrics import Metric
 from pipeline.models import DIGEST_RE, Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas import BuildDetails
 from pipeline.stack import engine_version
@@ -212,9 +213,30 @@ def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> di
             "repository": run.image.repository}
 
 
+def still_in_registry(run: RunRecord, stored: StageResult, ctx: StageContext) -> bool:
+    """A reused build must still be in the registry under its digest, and answer to this run's tag
+    there as a build would have made it (the same manifest put under the tag; never a rebuild)."""
+    details = stored.details_as(BuildDetails)
+    if details is None or details.digest is None:
+        return False
+    host, name = split_repository(run.image.repository)
+    try:
+        reg = ctx.adapters.registry(host)
+        if reg.resolve(name, details.digest) != details.digest:
+            return False
+        tag = run.image.tag
+        if tag and reg.resolve(name, tag) != details.digest:
+            manifest = reg.manifest(name, details.digest)
+            return reg.put_manifest(name, tag, manifest.raw, manifest.media_type) == details.digest
+        return True
+    except LlmgateError:
+        return False
+
+
 SPEC = StageSpec(
     stage=Stage.BUILD, evidence=True, run=build_stage, details=BuildDetails, digest=False,
-    credentials=("registry_password", *EVIDENCE), reuse_key=reuse_key, measurement=True,
+    metrics=(Metric("build_s", "s", "lower"), Metric("image_bytes", "bytes", "lower")),
+    credentials=("registry_password", *EVIDENCE), reuse_key=reuse_key, still_valid=still_in_registry, measurement=True,
     doc="BuildKit build with secrets on the local engine, push, digest from the registry",
     plans={"dagger": Variant(
         run=published_stage,

@@ -22,6 +22,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from evals.behaviour import aggregate
@@ -30,6 +31,7 @@ from evals.ground_truth import load_ground_truth
 from evals.scoring import Scoring, score_items
 from pipeline.config import JudgeConfig, PipelineConfig
 from pipeline.errors import BadInput
+from pipeline.metrics import DimensionInfo, Metric
 from pipeline.models import Artifact, GroundTruthRef, ItemResult, RunRecord, Stage, StageResult, StageStatus, utcnow
 from pipeline.progress import NullReporter, Reporter
 from pipeline.redact import redact
@@ -220,5 +222,24 @@ def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> di
 SPEC = StageSpec(
     stage=Stage.EVAL, evidence=True, run=eval_stage, details=EvalDetails, needs=(Stage.BOOT,), server=True,
     credentials=("judge_api_key", *EVIDENCE), reuse_key=reuse_key, measurement=True,
+    metrics=(
+        Metric("correctness_mean", "ratio", "higher", "items:correctness"),
+        Metric("correctness_string_mean", "ratio", "higher", "items:correctness_string"),
+        Metric("faithfulness_mean", "ratio", "higher", "items:faithfulness"),
+        Metric("answer_relevance_mean", "ratio", "higher", "items:answer_relevance"),
+        Metric("refusal_accuracy", "ratio", "higher", "items:refusal"),
+        Metric("over_refusal_rate", "ratio", "lower"),
+        Metric("under_refusal_rate", "ratio", "lower"),
+        Metric("latency_adherence", "ratio", "higher", "items:latency_ok"),
+        Metric("item_error_rate", "ratio", "lower"),
+    ),
+    items=MappingProxyType({
+        "correctness": DimensionInfo(binary=False, scorer=True),
+        "correctness_string": DimensionInfo(binary=False, scorer=False),
+        "faithfulness": DimensionInfo(binary=False, scorer=True),
+        "answer_relevance": DimensionInfo(binary=False, scorer=True),
+        "refusal": DimensionInfo(binary=True, scorer=True),
+        "latency_ok": DimensionInfo(binary=True, scorer=False),
+    }),
     doc="the versioned ground truth, scored per quality dimension",
 )

@@ -13,6 +13,7 @@ from pipeline.adapters.registry import split_repository
 from pipeline.build_secrets import load_build_secrets
 from pipeline.config import PipelineConfig
 from pipeline.errors import BadInput
+from pipeline.metrics import Metric
 from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas import BuildDetails, LeakDetails
 from pipeline.stages.context import StageContext, StageOptions
@@ -59,8 +60,20 @@ def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> di
     return {"image": run.release.image_digest, "secret_ids": sorted(cfg.build.secrets)}
 
 
+# The help of `llmgate leak`.
+HELP = (
+    "Search the run's pushed image (manifest, config, history, every layer) for build secret "
+    "bytes.\n"
+    "\n"
+    "Exit 0 none found, 1 a secret leaked, 2 bad input, 3 registry unreachable.\n"
+    "\n"
+    "Example: llmgate leak --run 3f2a9c1b7d4e"
+)
+
 SPEC = StageSpec(
+    help=HELP,
     stage=Stage.LEAK, evidence=True, run=leak_stage, details=LeakDetails, needs=(Stage.BUILD,),
+    metrics=(Metric("leaks", "count", "lower", description="secret byte sequences found in the image"),),
     credentials=("registry_password", *EVIDENCE), group="supply-chain", reuse_key=reuse_key,
     check=lambda r: r.metrics.get("leaks") == 0,
     doc="no byte of a build secret in any layer, the config or the history of the pushed image",

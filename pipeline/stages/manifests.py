@@ -14,6 +14,7 @@ from pipeline.config import PipelineConfig
 from pipeline.manifests.check import check_overlay, measured_load_time
 from pipeline.manifests.render import KubectlNotFound
 from pipeline.manifests.validate import DEFAULT_K8S_VERSION
+from pipeline.metrics import Metric
 from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas.manifests import ManifestsDetails
 from pipeline.stages.context import StageContext, StageOptions
@@ -67,6 +68,7 @@ def reuse_key(run: RunRecord, _cfg: PipelineConfig, options: StageOptions) -> di
 
 SPEC = StageSpec(
     stage=Stage.MANIFESTS, evidence=True, run=manifests_stage, details=ManifestsDetails, reads=(Stage.BOOT,), credentials=EVIDENCE,
+    metrics=(Metric("violations", "count", "lower"),),
     reuse_key=reuse_key, check=lambda r: r.metrics.get("violations") == 0,
     doc="the deployment overlay rendered with both digests, validated against its schemas",
 )

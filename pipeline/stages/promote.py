@@ -202,6 +202,7 @@ def abort_target(target: Target, backend: Backend, store: Store, cfg: PipelineCo
 
 SPEC = StageSpec(
     stage=Stage.PROMOTE, run=promote_stage, details=PromoteDetails, on_request=True, event="promoted",
+    requested=lambda options: options.promote is not None,
     credentials=("cosign_public_key", "kubeconfig", "store_url"),
     doc="the digest pair into the canary rollout, only on a signed passing verdict that is the newest for the "
         "pair in the verdict log",

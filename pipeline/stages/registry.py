@@ -1,11 +1,12 @@
 """Every stage, in the order of the plans: the one list the plans, the dispatch, reuse, the measurement
-sets and the stage commands' exit codes are read from. A stage is added here by one line (its file
+sets, the metric catalogue and the stage commands are read from. A stage is added here by one line (its file
 declares its `SPEC`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from pipeline import metrics
 from pipeline.errors import BadInput
 from pipeline.models import Stage
 from pipeline.stages import attest, bench, boot, build, evaluate, gate, leak, manifests, promote, scan, sign
@@ -24,6 +25,8 @@ class Registry:
             earlier = {s.stage for s in self.specs[:i]}
             if missing := [n.value for n in (*spec.needs, *spec.reads) if n not in earlier]:
                 raise ValueError(f"stage {spec.name} reads {missing}, which do not run before it")
+        # the metrics, sample series and item dimensions the stages declare (a name declared twice is refused)
+        self.catalogue = metrics.Catalogue.of(self.specs)
 
     def __iter__(self) -> Iterator[StageSpec]:
         return iter(self.specs)
@@ -68,3 +71,8 @@ STAGES = Registry((
     attest.SPEC,
     promote.SPEC,
 ))
+
+# The catalogue of every registered stage's metrics, for the readers below the stages that have no plan in
+# hand (reports, `policy check`); a runner gives the gates its own plan's catalogue (pipeline/metrics.py).
+CATALOGUE = STAGES.catalogue
+metrics.install(CATALOGUE)

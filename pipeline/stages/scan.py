@@ -14,6 +14,7 @@ from pathlib import Path
 from pipeline.adapters.trivy import Trivy, TrivyOptions
 from pipeline.config import PipelineConfig, ScanConfig
 from pipeline.errors import BadInput, InfraError, names_its_limit
+from pipeline.metrics import Metric
 from pipeline.models import Artifact, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas import ScanDetails
 from pipeline.stages.context import StageContext, StageOptions
@@ -119,6 +120,8 @@ def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> di
 
 SPEC = StageSpec(
     stage=Stage.SCAN, evidence=True, run=scan_stage, details=ScanDetails, credentials=("registry_password", *EVIDENCE),
+    metrics=tuple(Metric(k, "count", "lower")
+                  for k in ("critical", "high", "medium", "low", "unknown", "secrets", "misconfigs", "blocking")),
     group="supply-chain", reuse_key=reuse_key, check=lambda r: r.metrics.get("blocking") == 0,
     doc="trivy: vulnerabilities, secrets, misconfigurations; the scan policy",
 )

@@ -8,6 +8,7 @@ unreadable key is bad input (exit 2), never a skipped pass.
 from __future__ import annotations
 
 from pipeline.errors import names_its_limit
+from pipeline.metrics import Metric
 from pipeline.models import RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas.sign import SignDetails
 from pipeline.stages.context import StageContext
@@ -33,8 +34,17 @@ def sign_stage(run: RunRecord, ctx: StageContext) -> StageResult:
     ).finish()
 
 
+# The help of `llmgate sign`.
+HELP = (
+    "Sign the run's image digest and verify the signature. Exit 0 verified, 1 not, 2 bad key file.\n"
+    "\n"
+    "Example: llmgate sign --run 3f2a9c1b7d4e"
+)
+
 SPEC = StageSpec(
+    help=HELP,
     stage=Stage.SIGN, evidence=True, run=sign_stage, details=SignDetails, credentials=("registry_password", *EVIDENCE),
+    metrics=(Metric("verified", "bool", "higher"),),
     group="supply-chain", check=lambda r: r.metrics.get("verified") == 1.0,
     doc="sign the image digest and verify the signature",
 )

@@ -1,9 +1,9 @@
 """What a stage is, in one place: `StageSpec`, declared once per stage in `pipeline/stages/<x>.py`.
 
-The plans, the runner's dispatch, reuse keys, the measurement sets, the exit code of the stage's own
-command and the check a stage's inputs must pass before anything is recorded are all read from the
-spec, so adding a stage is its file, its line in `pipeline/stages/registry.py`, its `gates.yaml`
-entry and its test.
+The plans, the runner's dispatch, reuse keys, the measurement sets, the metric catalogue (each stage
+declares what it measures), the stage's own command and its exit code, and the check a stage's inputs
+must pass before anything is recorded are all read from the spec, so adding a stage is its file, its
+line in `pipeline/stages/registry.py`, its `gates.yaml` entry and its test.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline.config import PipelineConfig
 from pipeline.errors import ExitCode
-from pipeline.metrics import METRICS, MetricInfo
+from pipeline.metrics import Catalogue, DimensionInfo, Metric, MetricInfo, Series
 from pipeline.models import Decision, RunRecord, Stage, StageResult, StageStatus
 from pipeline.schemas import Details
 from pipeline.stages.context import StageContext, StageOptions
@@ -29,6 +29,11 @@ Precheck = Callable[[RunRecord, StageContext], None]
 # The stage's own inputs, beyond the release identity and tool versions the runner adds, that its
 # result depends on; None: unknown, so the result is recomputed.
 KeyParts = Callable[[RunRecord, PipelineConfig, StageOptions], dict[str, Any] | None]
+# Whether a stored result the runner found to reuse still stands for this run (the build it names is
+# still in the registry under this run's tag): False measures again.
+StillValid = Callable[[RunRecord, StageResult, StageContext], bool]
+# Whether a stage that runs only when asked for was asked for, by the options of this invocation.
+Requested = Callable[[StageOptions], bool]
 # Whether a checking stage that ran to the end found the release fit (`leaks == 0`, ...).
 Check = Callable[[StageResult], bool]
 ExitCheck = Callable[[RunRecord, StageResult], ExitCode]
@@ -48,20 +53,31 @@ class StageSpec:
     stage: Stage
     run: StageFn
     doc: str
+    # The help of the stage's own command, `llmgate <name>` (what it does, its exit codes, an example);
+    # None: `doc` with the exit codes every stage command has. The command's options come from the spec: `--server-url` where it serves or talks to a
+    # server, `--fresh` where a result can be reused (pipeline/cli/stage_cmds.py).
+    help: str | None = None
     details: type[Details] | None = None  # the model of `StageResult.details`
     needs: tuple[Stage, ...] = ()  # stages whose results this one reads
     reads: tuple[Stage, ...] = ()  # stages whose results it also reads when they are there
     digest: bool = True  # works on the image by digest, so the run must name one
     server: bool = False  # talks to the server the boot step started (or attached to)
+    starts_server: bool = False  # starts (and measures) the server the `server` stages talk to
     credentials: tuple[str, ...] = ()  # names in pipeline.orchestrate.plan.CREDENTIALS
     group: str | None = None  # steps of one group may run side by side
     on_request: bool = False  # runs only when asked for
+    requested: Requested | None = None  # with `on_request`: whether these options ask for it
     # An event about a target rather than a fact about the release: recorded only when this metric
     # says it happened.
     event: str | None = None
-    # Metrics (and sample series) it records; None: every one the metric registry lists for the stage.
+    # What it measures: the metric catalogue (`pipeline.metrics.Catalogue`) is built from these.
+    metrics: tuple[Metric, ...] = ()
+    samples: tuple[Series, ...] = ()  # per-request series a margin can compare with a rank test
+    items: Mapping[str, DimensionInfo] = field(default_factory=lambda: MappingProxyType({}))  # per-item scores
+    # Metrics (and sample series) it records; None: every one it declares.
     produces: tuple[str, ...] | None = None
     reuse_key: KeyParts | None = None  # None: never reused, always runs
+    still_valid: StillValid | None = None  # None: a stored result with the same key stands
     # `failed` means the release could not be measured (not that it measured badly): the run stops.
     measurement: bool = False
     # Its result is signed as an evidence link where it is measured, and nothing reads it (the gate, a
@@ -82,9 +98,9 @@ class StageSpec:
         return self.stage.value
 
     @property
-    def metrics(self) -> dict[str, MetricInfo]:
-        """The metrics this stage records, from the metric registry (`pipeline.metrics`)."""
-        known = METRICS.get(self.stage, {})
+    def recorded(self) -> dict[str, MetricInfo]:
+        """The metrics this stage records (all it declares unless `produces` narrows them)."""
+        known = Catalogue.of((self,)).metrics.get(self.stage, {})
         return dict(known) if self.produces is None else {n: known[n] for n in self.produces if n in known}
 
     def fn(self, plan: str) -> StageFn:
