@@ -28,8 +28,15 @@ surviving mutant (file:line, operator, the line), and writes a JSON record (defa
 artifacts/mutation.json). Runs niced (default +10) and sequentially; `--budget-s` stops a module that
 takes longer and reports the mutants it did test as partial figures.
 
+`--sample N` tests a random sample of N of a module's mutants, drawn by what each mutant is (operator and
+occurrence) with a seed from the module's source, so the same source gives the same sample; its score is an
+estimate of the module's and is printed with its 95 % (Wilson) interval. `--retest JSON` runs again only
+the survivors (and explained mutants) of an earlier record of the same source, counting the rest of that
+record as it was: the figures stay those of the same mutants, of the same sample for a sampled record.
+
 Usage: python benchmarks/mutation.py [--modules readiness,guard,...] [--budget-s 900] [--timeout-s 120]
                                      [--out artifacts/mutation.json] [--nice 10] [--keep-tmp]
+                                     [--count] [--sample N] [--seed TEXT] [--retest JSON]
 """
 
 from __future__ import annotations
@@ -91,7 +98,8 @@ MODULES: tuple[Module, ...] = (
            deselect=("tests/test_leak.py::test_clean_cpu_build_leaks_nothing",
                      "tests/test_leak.py::test_planted_secret_is_caught_by_leak_stage"),
            note="secrets in image layers (the two docker-build tests are left out: minutes a mutant)"),
-    Module("gate-engine", "pipeline/gates/engine.py", ("tests/test_gate_engine.py", "tests/test_gate_outcomes.py"),
+    Module("gate-engine", "pipeline/gates/engine.py",
+           ("tests/test_gate_engine.py", "tests/test_gate_outcomes.py", "tests/test_gate_engine_details.py"),
            deselect=("tests/test_gate_engine.py::test_gate_cli_exit_codes",
                      "tests/test_gate_outcomes.py::test_an_inconclusive_verdict_is_signed_as_such_and_promotion_refuses_it",
                      "tests/test_gate_outcomes.py::test_policy_check_refuses_what_the_planned_sizes_cannot_support",
@@ -229,15 +237,23 @@ def copy_tree(dest: Path) -> Path:
     return root
 
 
+# pytest plugins that installed packages register and no test uses: loading langsmith's alone costs about
+# a second of every mutant's run (`-p no:NAME` of a plugin that is not installed is a no-op).
+UNUSED_PLUGINS = ("langsmith_plugin", "anyio")
+
+
 def test_command(m: Module) -> list[str]:
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", "-o", "addopts="]
+    for name in UNUSED_PLUGINS:
+        cmd += ["-p", f"no:{name}"]
     for d in m.deselect:
         cmd += ["--deselect", d]
     return cmd + list(m.tests)
 
 
 def run_module(m: Module, root: Path, *, timeout_s: float, budget_s: float, allow: list[dict],
-               count_only: bool = False, previous: dict | None = None, sample: int | None = None) -> dict:
+               count_only: bool = False, previous: dict | None = None, sample: int | None = None,
+               seed: str | None = None) -> dict:
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
@@ -283,27 +299,40 @@ def run_module(m: Module, root: Path, *, timeout_s: float, budget_s: float, allo
                    check=True, capture_output=True)
 
     skipped: dict[str, int] = {}
+
+    def skip(jid: str, why: str) -> None:
+        skipped[why] = skipped.get(why, 0) + 1
+        wdb.set_result(jid, WorkResult(output=why, worker_outcome=WorkerOutcome.SKIPPED))
+
     with use_db(str(db), WorkDB.Mode.open) as wdb:
-        pending = list(wdb.pending_work_items)
-        for item in pending:
+        live: list[tuple[tuple[str, int], str]] = []  # ((operator, occurrence), job id) of the mutants that count
+        for item in wdb.pending_work_items:
             why = next(filter(None, (_skip_reason(mu, notes, ranges, lines) for mu in item.mutations)), None)
-            if not why and retest is not None and not any((mu.operator_name, mu.occurrence) in retest
-                                                          for mu in item.mutations):
-                why = "killed in the --retest record"
             if why:
-                skipped[why] = skipped.get(why, 0) + 1
-                wdb.set_result(item.job_id, WorkResult(output=why, worker_outcome=WorkerOutcome.SKIPPED))
-        total = len(pending) - sum(skipped.values())
-        if sample is not None and retest is None and total > sample:
-            done = {jid for jid, _ in wdb.results}
-            live = sorted(i.job_id for i in pending if i.job_id not in done)
-            chosen = set(random.Random(f"{m.key}:{digest}").sample(live, sample))
-            for jid in live:
-                if jid not in chosen:
-                    wdb.set_result(jid, WorkResult(output="not in the sample", worker_outcome=WorkerOutcome.SKIPPED))
-            skipped["not in the sample"] = total - sample
-            total = sample
-        carried = skipped.get("killed in the --retest record", 0)
+                skip(item.job_id, why)
+            else:
+                live.append(((item.mutations[0].operator_name, item.mutations[0].occurrence), item.job_id))
+        if sample is not None and retest is None and len(live) > sample:
+            # drawn by what each mutant is, never by cosmic-ray's job ids (random per `init`): the same source
+            # gives the same sample, which --retest relies on
+            live.sort()
+            chosen = set(random.Random(f"{m.key}:{seed or digest}").sample(range(len(live)), sample))
+            for i, (_, jid) in enumerate(live):
+                if i not in chosen:
+                    skip(jid, "not in the sample")
+            live = [x for i, x in enumerate(live) if i in chosen]
+        total, carried, population = len(live), 0, len(live) + skipped.get("not in the sample", 0)
+        if retest is not None:
+            # only the record's survivors run again; its killed mutants count as killed, and of a sampled
+            # record the mutants outside its sample stay outside (its figures are those of the same sample)
+            for key, jid in live:
+                if key not in retest:
+                    skip(jid, "not run again: killed in, or not in the sample of, the --retest record")
+            carried = previous["killed"]
+            total = len(retest)
+            if previous.get("sampled"):
+                population = previous.get("population", len(live))
+    sampled = "not in the sample" in skipped or bool(retest is not None and previous.get("sampled"))
     log(f"{m.key}: {total} mutants to test (skipped: {skipped})")
     if count_only:
         return {"module": m.key, "path": m.path, "mutants": total, "skipped": skipped}
@@ -363,17 +392,31 @@ def run_module(m: Module, root: Path, *, timeout_s: float, budget_s: float, allo
     return {
         "module": m.key, "path": m.path, "sha256": digest, "note": m.note, "tests": list(m.tests),
         "retested_survivors_only": retest is not None,
-        "sampled": "not in the sample" in skipped,
+        "sampled": sampled, "seed": seed if "not in the sample" in skipped else None,
         "functions": list(m.functions), "deselected": list(m.deselect),
         "mutants": total, "tested": tested, "partial": partial or tested < total,
         "killed": caught, "incompetent": incompetent, "survived": survived, "explained": explained,
         "score": round(caught / tested, 4) if tested else None,
         "score_with_explained": round((caught + explained) / tested, 4) if tested else None,
+        # a random sample estimates the module's score: the 95 % interval of that estimate (a partial run
+        # tests the mutants in file order, no random sample, so it gets none)
+        "population": population,
+        "interval_95_with_explained": _interval(caught + explained, tested) if sampled else None,
         "seconds": round(elapsed, 1), "run": tested - carried_killed,
         "seconds_per_mutant": round(elapsed / (tested - carried_killed), 2) if tested > carried_killed else None,
         "baseline_s": round(base_s, 1), "skipped": skipped,
         "survivors": sorted(survivors, key=_line_key), "explained_mutants": sorted(explained_list, key=_line_key),
     }
+
+
+def _interval(k: int, n: int) -> list[float] | None:
+    """Wilson 95 % interval of a share k/n (mutants drawn at random: a binomial proportion)."""
+    if not n:
+        return None
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return [round(ci.low, 4), round(ci.high, 4)]
 
 
 def _line_key(e: dict) -> int:
@@ -419,6 +462,11 @@ def print_table(results: list[dict]) -> None:
               f"{_pct(r['score']):>8} {r['explained']:>5} {_pct(r['score_with_explained']):>8} "
               f"{r['seconds_per_mutant'] or 0:>6}{flag}")
     for r in results:
+        if r.get("interval_95_with_explained"):
+            lo, hi = r["interval_95_with_explained"]
+            print(f"{r['module']}: a random sample of {r['tested']} of its {r['population']} mutants; 95 % (Wilson) "
+                  f"interval of the module's score with explained: [{_pct(lo)}, {_pct(hi)}]")
+    for r in results:
         if r.get("survivors"):
             print(f"\nsurviving mutants, {r['module']}:")
             for s in r["survivors"]:
@@ -438,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample", type=int, metavar="N",
                     help="of a module with more than N mutants, test a seeded random sample of N (an estimate of "
                          "its score, marked as such)")
+    ap.add_argument("--seed", metavar="TEXT",
+                    help="draw the --sample with this seed instead of the module's source (another, independent sample)")
     ap.add_argument("--retest", type=Path, metavar="JSON",
                     help="a record of an earlier run: of a module whose source is unchanged, run only the mutants "
                          "that survived then (tests are only ever added, so a killed mutant stays killed)")
@@ -473,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in wanted:
             results.append(run_module(by_key[key], root, timeout_s=args.timeout_s, budget_s=args.budget_s,
                                       allow=allow, count_only=args.count,
-                                      previous=earlier.get(key), sample=args.sample))
+                                      previous=earlier.get(key), sample=args.sample, seed=args.seed))
             if args.count:
                 continue
             print_table(results[-1:])
