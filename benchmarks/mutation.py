@@ -28,8 +28,15 @@ surviving mutant (file:line, operator, the line), and writes a JSON record (defa
 artifacts/mutation.json). Runs niced (default +10) and sequentially; `--budget-s` stops a module that
 takes longer and reports the mutants it did test as partial figures.
 
+`--sample N` tests a random sample of N of a module's mutants, drawn by what each mutant is (operator and
+occurrence) with a seed from the module's source, so the same source gives the same sample; its score is an
+estimate of the module's and is printed with its 95 % (Wilson) interval. `--retest JSON` runs again only
+the survivors (and explained mutants) of an earlier record of the same source, counting the rest of that
+record as it was: the figures stay those of the same mutants, of the same sample for a sampled record.
+
 Usage: python benchmarks/mutation.py [--modules readiness,guard,...] [--budget-s 900] [--timeout-s 120]
                                      [--out artifacts/mutation.json] [--nice 10] [--keep-tmp]
+                                     [--count] [--sample N] [--seed TEXT] [--retest JSON]
 """
 
 from __future__ import annotations
@@ -248,7 +255,8 @@ def test_command(m: Module) -> list[str]:
 
 
 def run_module(m: Module, root: Path, *, timeout_s: float, budget_s: float, allow: list[dict],
-               count_only: bool = False, previous: dict | None = None, sample: int | None = None) -> dict:
+               count_only: bool = False, previous: dict | None = None, sample: int | None = None,
+               seed: str | None = None) -> dict:
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
@@ -311,7 +319,7 @@ def run_module(m: Module, root: Path, *, timeout_s: float, budget_s: float, allo
             # drawn by what each mutant is, never by cosmic-ray's job ids (random per `init`): the same source
             # gives the same sample, which --retest relies on
             live.sort()
-            chosen = set(random.Random(f"{m.key}:{digest}").sample(range(len(live)), sample))
+            chosen = set(random.Random(f"{m.key}:{seed or digest}").sample(range(len(live)), sample))
             for i, (_, jid) in enumerate(live):
                 if i not in chosen:
                     skip(jid, "not in the sample")
@@ -387,7 +395,7 @@ def run_module(m: Module, root: Path, *, timeout_s: float, budget_s: float, allo
     return {
         "module": m.key, "path": m.path, "sha256": digest, "note": m.note, "tests": list(m.tests),
         "retested_survivors_only": retest is not None,
-        "sampled": sampled,
+        "sampled": sampled, "seed": seed if "not in the sample" in skipped else None,
         "functions": list(m.functions), "deselected": list(m.deselect),
         "mutants": total, "tested": tested, "partial": partial or tested < total,
         "killed": caught, "incompetent": incompetent, "survived": survived, "explained": explained,
@@ -459,9 +467,8 @@ def print_table(results: list[dict]) -> None:
     for r in results:
         if r.get("interval_95_with_explained"):
             lo, hi = r["interval_95_with_explained"]
-            print(f"{r['module']}: a random sample of {r['tested']} of its {r['population']} mutants; the module's "
-                  "score with explained "
-                  f"is in [{_pct(lo)}, {_pct(hi)}] (95 % Wilson interval)")
+            print(f"{r['module']}: a random sample of {r['tested']} of its {r['population']} mutants; 95 % (Wilson) "
+                  f"interval of the module's score with explained: [{_pct(lo)}, {_pct(hi)}]")
     for r in results:
         if r.get("survivors"):
             print(f"\nsurviving mutants, {r['module']}:")
@@ -482,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample", type=int, metavar="N",
                     help="of a module with more than N mutants, test a seeded random sample of N (an estimate of "
                          "its score, marked as such)")
+    ap.add_argument("--seed", metavar="TEXT",
+                    help="draw the --sample with this seed instead of the module's source (another, independent sample)")
     ap.add_argument("--retest", type=Path, metavar="JSON",
                     help="a record of an earlier run: of a module whose source is unchanged, run only the mutants "
                          "that survived then (tests are only ever added, so a killed mutant stays killed)")
@@ -517,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in wanted:
             results.append(run_module(by_key[key], root, timeout_s=args.timeout_s, budget_s=args.budget_s,
                                       allow=allow, count_only=args.count,
-                                      previous=earlier.get(key), sample=args.sample))
+                                      previous=earlier.get(key), sample=args.sample, seed=args.seed))
             if args.count:
                 continue
             print_table(results[-1:])
