@@ -180,6 +180,9 @@ def test_a_release_signed_and_attested_only_as_cosign_v3_bundles_is_promotable(r
     v = verify_release(image, pub, signer=signer, log=log)
     assert v.signature.valid and v.verdict.valid and v.evidence.valid and v.log.valid, [c.reason for c in v.checks]
     assert [c.stage for c in v.links] == ["eval"]  # the link, read from the v3 bundle alone
+    # the statement as `cosign verify-attestation` prints it: the signed in-toto statement itself
+    att = signer.verify_attestations(image, VERDICT_TYPE, pub.pem)
+    assert att.statements == [json.loads(body)]
 
 
 Tamper = Callable[[dict[str, Any]], None]
@@ -237,10 +240,13 @@ def test_bundles_cosign_would_refuse_are_refused(repo, signer, keys, case: str, 
     elif case == "payload-type":
         sig = key.sign(L.pae("application/json", body))
         bundle["dsseEnvelope"].update(payloadType="application/json", signatures=[{"sig": _b64(sig)}])
-    attach(repo.reg, repo.name, digest, bundle, B.COSIGN_SIGN_PREDICATE, subject_digest=subject)
+    ref = attach(repo.reg, repo.name, digest, bundle, B.COSIGN_SIGN_PREDICATE, subject_digest=subject)
     check = signer.verify_image(image, pub.pem)
     assert not check.verified
     assert why in check.reason, check.reason
+    # each refusal names the referrer by its short digest (sha256: and 12 hex digits)
+    named = f"bundle referrer {ref[:19]} " if case == "copied-referrer" else f"bundle {ref[:19]}: "
+    assert check.reason.startswith(named), check.reason
 
 
 def test_referrers_that_are_not_sigstore_bundles_are_left_alone(repo, signer, keys) -> None:  # type: ignore[no-untyped-def]
@@ -261,5 +267,85 @@ def test_referrers_that_are_not_sigstore_bundles_are_left_alone(repo, signer, ke
     repo.reg.delete_manifest(repo.name, sbom)
     check = signer.verify_image(image, pub.pem)
     assert not check.verified and check.reason.startswith("no signature: nothing is tagged")
-    attach(repo.reg, repo.name, digest, dsse_bundle(sign_statement(digest), key), B.COSIGN_SIGN_PREDICATE)
+    good = attach(repo.reg, repo.name, digest, dsse_bundle(sign_statement(digest), key), B.COSIGN_SIGN_PREDICATE)
+    index = json.loads(repo.reg.manifest(repo.name, digest.replace(":", "-")).raw)
+    index["manifests"].sort(key=lambda d: d["digest"] == good)  # the other tool's referrer first: read past it
+    repo.reg.put_manifest(repo.name, digest.replace(":", "-"), json.dumps(index).encode(), OCI_INDEX)
+    assert [d["digest"] for d in repo.reg.referrers(repo.name, digest)][-1] == good
     assert signer.verify_image(image, pub.pem).verified
+
+
+
+
+def test_a_referrer_gone_or_refused_is_named_and_hides_no_bundle_listed_after_it(repo, signer, keys) -> None:  # type: ignore[no-untyped-def]
+    """A referrers index can list a manifest the registry no longer holds (deleted after it was listed), a
+    bundle about another image and a bundle signed with another key: the verifier names each by its short
+    digest with the reason, and still reads the bundles listed after them."""
+    key, pub, other = keys
+    image = repo.image()
+    digest = image.split("@")[1]
+    fallback = digest.replace(":", "-")
+    gone = attach(repo.reg, repo.name, digest, dsse_bundle(sign_statement(digest, name="gone"), key),
+                  B.COSIGN_SIGN_PREDICATE)
+    elsewhere = repo.image().split("@")[1]
+    copied = attach(repo.reg, repo.name, digest, dsse_bundle(sign_statement(elsewhere), key), B.COSIGN_SIGN_PREDICATE,
+                    subject_digest=elsewhere)  # a valid bundle of another image, listed under this one
+    forged = attach(repo.reg, repo.name, digest, dsse_bundle(sign_statement(digest), other), B.COSIGN_SIGN_PREDICATE)
+    good = attach(repo.reg, repo.name, digest, dsse_bundle(sign_statement(digest), key), B.COSIGN_SIGN_PREDICATE)
+    index = json.loads(repo.reg.manifest(repo.name, fallback).raw)
+    order = [gone, copied, forged, good]  # the failing ones first, as a registry may list them
+    index["manifests"].sort(key=lambda d: order.index(d["digest"]))
+    repo.reg.put_manifest(repo.name, fallback, json.dumps(index).encode(), OCI_INDEX)
+    repo.reg.delete_manifest(repo.name, gone)
+    assert [d["digest"] for d in repo.reg.referrers(repo.name, digest)] == order
+    assert signer.verify_image(image, pub.pem).verified
+
+    repo.reg.delete_manifest(repo.name, good)
+    check = signer.verify_image(image, pub.pem)
+    assert not check.verified
+    assert check.reason == "; ".join([f"referrer {gone[:19]}: manifest not found in the registry",
+                                      f"bundle referrer {copied[:19]} names subject {elsewhere}, not {digest}",
+                                      (f"bundle {forged[:19]}: bundle signature does not verify with the key "
+                                       "(another key, or altered)"),
+                                      f"referrer {good[:19]}: manifest not found in the registry"]), check.reason
+
+
+def test_a_bundle_statement_reads_back_exactly_as_signed_every_subject_included(repo, signer, keys) -> None:  # type: ignore[no-untyped-def]
+    """`verify_attestations` shows the signed statement itself, as `cosign verify-attestation` prints it: each
+    subject's name and digest value as written, even one that is no plain hex digest."""
+    key, pub, _ = keys
+    image = repo.image()
+    digest = image.split("@")[1]
+    ptype = "https://llmgate.dev/test/v1"
+    doc = {"_type": L.STATEMENT_V1, "predicateType": ptype, "predicate": {"answer": 42},
+           "subject": [{"name": repo.repository, "digest": {"sha256": digest.split(":", 1)[1]}},
+                       {"name": "notes", "digest": {"sha256": "not:a:hex:digest"}}]}
+    attach(repo.reg, repo.name, digest, dsse_bundle(json.dumps(doc).encode(), key), ptype)
+    att = signer.verify_attestations(image, ptype, pub.pem)
+    assert att.verified and att.statements == [doc], att.reason
+
+
+def test_a_bundle_layer_may_claim_up_to_the_bundle_limit_and_not_a_byte_more(repo, signer, keys) -> None:  # type: ignore[no-untyped-def]
+    """The referrer's layer descriptor is read before the blob: a size claim up to MAX_BUNDLE_BYTES is read (the
+    blob itself is then bounded again), one byte more is refused unread, naming the limit."""
+    key, pub, _ = keys
+    image = repo.image()
+    digest = image.split("@")[1]
+    fallback = digest.replace(":", "-")
+    ref = attach(repo.reg, repo.name, digest, dsse_bundle(sign_statement(digest), key), B.COSIGN_SIGN_PREDICATE)
+    manifest = json.loads(repo.reg.manifest(repo.name, ref).raw)
+    written = [ref]
+    for claim, verified in ((B.MAX_BUNDLE_BYTES, True), (B.MAX_BUNDLE_BYTES + 1, False)):
+        manifest["layers"][0]["size"] = claim
+        raw = json.dumps(manifest).encode()
+        claimed = "sha256:" + hashlib.sha256(raw).hexdigest()
+        repo.reg.put_manifest(repo.name, claimed, raw, OCI_MANIFEST)
+        written.append(claimed)
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX,
+                 "manifests": [{"mediaType": OCI_MANIFEST, "size": len(raw), "digest": claimed}]}
+        repo.reg.put_manifest(repo.name, fallback, json.dumps(index).encode(), OCI_INDEX)
+        check = signer.verify_image(image, pub.pem)
+        assert check.verified is verified, check.reason
+    assert check.reason == f"bundle {claimed[:19]}: bundle layer exceeds {B.MAX_BUNDLE_BYTES} bytes"
+    for d in written:  # the index lists only the last; the trust repository's clean-up removes what it lists
+        repo.reg.delete_manifest(repo.name, d)

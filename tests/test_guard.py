@@ -151,6 +151,42 @@ def test_attest_release_and_verify_release(env, keys) -> None:  # type: ignore[n
     assert not any(c.valid for c in other.checks)
 
 
+def test_verify_release_reports_each_way_the_log_refuses_a_verdict_as_its_check(env, keys) -> None:  # type: ignore[no-untyped-def]
+    """`verify` shows the log check refused, with its reason, never an exception: the verdict is not the
+    newest entry for its pair, the log is another store's (the verdict is not in it), the remembered
+    checkpoint does not verify, no log is given, or there is no verdict to look up; the other checks stand."""
+    repo, signer, _, tmp = env
+    run = release(env, keys)
+    newer = make_run(run.image.by_digest, GOOD_MODEL, Decision.BLOCKED)
+    verdict_log(env, keys).append(run.image.repository, gate_verdict(newer, keys[0]).entry(), keys[0])
+
+    v = verify_release(run.image, keys[1], signer=signer, log=verdict_log(env, keys))
+    assert [c.name for c in v.checks if not c.valid] == ["log"] and not v.valid
+    assert v.log.reason.startswith(f"entry #0 of 2, but not the newest for its pair: entry #1 (run {newer.run_id}, "
+                                   "blocked")
+    assert v.position is not None and (v.position.index, v.position.size) == (0, 2)
+    assert v.position.newest is not None and v.position.newest[0] == 1 and not v.position.is_newest
+
+    elsewhere = VerdictLog(Store(tmp / "other.db"), keys[1].key, seen_dir=None)
+    v = verify_release(run.image, keys[1], signer=signer, log=elsewhere)
+    assert not v.log.valid and v.log.reason.startswith(f"the verdict of run {run.run_id} is not in the verdict log (")
+    assert v.position is not None and v.position.index is None and v.position.newest is None
+
+    seen = list((tmp / "seen").iterdir())
+    assert seen
+    for f in seen:
+        f.write_text("not a checkpoint\n")
+    v = verify_release(run.image, keys[1], signer=signer, log=verdict_log(env, keys))
+    assert not v.log.valid and v.position is None
+    assert v.log.reason.startswith("the checkpoint this verifier remembers (") and "does not verify" in v.log.reason
+    assert v.signature.valid and v.verdict.valid and v.evidence.valid
+
+    v = verify_release(run.image, keys[1], signer=signer)
+    assert (v.log.valid, v.log.reason, v.position) == (False, "no verdict log to check against", None)
+    bare = verify_release(repo.image(), keys[1], signer=signer, log=verdict_log(env, keys))
+    assert (bare.log.valid, bare.log.reason, bare.position) == (False, "no verdict to find in the verdict log", None)
+
+
 def test_guard_passes_the_signed_pair_and_evidence_names_both_digests(env, keys) -> None:  # type: ignore[no-untyped-def]
     _, signer, _, _ = env
     run = release(env, keys, target="production")
@@ -204,6 +240,22 @@ def test_degraded_weights_on_the_same_image_are_refused(env, keys) -> None:  # t
     err = _refused(signer, good.image.by_digest, swapped, CANARY, keys[1], verdict_log(env, keys))
     assert f"judged model {GOOD_MODEL}, not {swapped}" in err.message
     assert check_promotable(good.image, GOOD_MODEL, CANARY, keys[1], signer=signer, log=verdict_log(env, keys)).verdict.run_id == good.run_id
+
+
+def test_verify_release_for_given_weights_shows_the_newest_verdict_about_them(env, keys) -> None:  # type: ignore[no-untyped-def]
+    """`verify --model`: one image serves several weights; the verdict shown is the newest about the weights
+    asked for, and weights no verdict names are refused as such."""
+    _, signer, _, _ = env
+    good = release(env, keys)
+    bad = release(env, keys, model=BAD_MODEL, decision=Decision.BLOCKED, image=good.image.by_digest)
+    for model, run in ((GOOD_MODEL, good), (BAD_MODEL, bad), (None, bad)):
+        v = verify_release(good.image, keys[1], signer=signer, log=verdict_log(env, keys), model_digest=model)
+        assert v.verdict.valid and v.verdict.predicate.run_id == run.run_id, model
+    swapped = "sha256:" + "3" * 64
+    v = verify_release(good.image, keys[1], signer=signer, log=verdict_log(env, keys), model_digest=swapped)
+    assert not v.verdict.valid and v.verdict.predicate is None
+    assert v.verdict.reason.startswith(f"2 attestation(s) of {VERDICT_TYPE} verified with key sha256:")
+    assert v.verdict.reason.endswith(f", but none about model {swapped}"), v.verdict.reason
 
 
 def test_a_verdict_is_for_the_target_it_was_gated_for(env, keys) -> None:  # type: ignore[no-untyped-def]

@@ -83,6 +83,166 @@ def test_a_hidden_form_split_across_chunk_borders_is_found() -> None:
         assert {needles[i].secret_id for i, _e in scan.close()} == {"pip_conf"}, step
 
 
+def test_a_copy_fed_in_pieces_shorter_than_the_needle_is_still_named_an_exact_copy() -> None:
+    """A stream can arrive in pieces shorter than a needle (a slow pipe, a tar member read in small
+    blocks): the exact search keeps enough of the earlier pieces to call an unbroken copy "as is", not
+    "split"."""
+    from pipeline.supplychain.leak import _Detector
+
+    needles, _ = build_needles(SECRETS)
+    det = _Detector(needles)
+    data = b"token: " + TOKEN + b"\n"
+    for step in (1, 5, len(TOKEN) - 1):
+        scan = det.scan()
+        for i in range(0, len(data), step):
+            scan.feed(data[i:i + step])
+        assert {(needles[i].secret_id, enc) for i, enc in scan.close()} == {("token", "as is")}, step
+
+
+def test_a_file_counts_as_decompressed_once_its_stream_gave_a_byte() -> None:
+    """The report's files_decompressed counts the files searched decompressed: a gzip or zlib stream of
+    one byte is one; an empty stream and a gzip look-alike are none."""
+    from pipeline.supplychain.leak import _Detector
+
+    det = _Detector(build_needles(SECRETS)[0])
+    for content, counted in ((gzip.compress(b"!", mtime=0), True), (zlib.compress(b"!"), True),
+                             (gzip.compress(b"", mtime=0), False), (b"\x1f\x8bnot gzip at all", False)):
+        scan = det.scan()
+        scan.feed(content)
+        assert scan.close() == set() and scan.decompressed is counted, content
+
+
+def test_a_name_holding_a_secret_is_told_exact_from_split() -> None:
+    """Names, link targets and JSON strings are searched without the stream machinery: a secret in one as
+    is is named an exact copy, split by whitespace it is "split", and a secret that is mostly whitespace
+    (too short without it to be searched split) is still found as is."""
+    from pipeline.supplychain.leak import SPLIT, _Detector
+
+    padded = b"ab   cd   ef"
+    needles, _ = build_needles(SECRETS | {"padded": padded})
+    det = _Detector(needles)
+
+    def found(name: bytes) -> set[tuple[str, str]]:
+        return {(needles[i].secret_id, enc) for i, enc in det.search(name, decompress=False)}
+
+    assert found(b"var/cache/" + TOKEN) == {("token", "as is")}
+    assert found(b"var/cache/" + TOKEN[:9] + b" " + TOKEN[9:]) == {("token", SPLIT)}
+    assert found(b"etc/" + padded + b".txt") == {("padded", "as is")}
+    assert found(b"etc/" + padded.replace(b" ", b"")) == set()
+
+
+def test_a_name_holding_a_multi_line_secret_is_masked_as_one_value() -> None:
+    """A finding's path keeps the place and masks the secret: a name holding a whole multi-line secret shows
+    one mask, not a mask per line with the line break between them."""
+    from pipeline.supplychain.leak import LeakScanner
+
+    key = PIP_LINE + b"\nextra-index-url = https://ci:" + secrets.token_hex(16).encode() + b"@mirror.example/simple"
+    needles, _ = build_needles({"pip_conf": key})
+    assert [n.label for n in needles] == ["value", "line 1", "line 2"]
+    findings = LeakScanner(None, needles).scan_json(b"{}", {"Labels": {key.decode(): "x"}},  # type: ignore[arg-type]
+                                                     where="config")
+    assert {(f.needle, f.path) for f in findings} == {(label, "Labels.[REDACTED]") for label in ("value", "line 1",
+                                                                                                    "line 2")}
+
+
+def test_a_gzip_file_that_refers_back_the_full_32_kib_window_is_searched_decompressed() -> None:
+    """gzip's deflate refers back up to 32 KiB: a file repeating a 20 KiB block is inflated whole, so the
+    secret between the copies is found (a smaller window fails on the far reference and sees nothing)."""
+    from pipeline.supplychain.leak import _Detector
+
+    needles, _ = build_needles(SECRETS)
+    block = secrets.token_bytes(20_000)
+    scan = _Detector(needles).scan()
+    scan.feed(gzip.compress(block + b"token: " + TOKEN + block, mtime=0))
+    assert {(needles[i].secret_id, enc) for i, enc in scan.close()} == {("token", "gzip")}
+    assert scan.decoded == 2 * len(block) + len(b"token: ") + len(TOKEN)
+
+
+def test_a_secret_of_the_minimum_length_split_by_a_line_break_is_found() -> None:
+    """MIN_VALUE (8) bytes are enough to be searched in every form, split ones included."""
+    from pipeline.supplychain.leak import MIN_VALUE, SPLIT, _Detector
+
+    pin = b"k7#Qz9!w"
+    assert len(pin) == MIN_VALUE
+    needles, _ = build_needles({"pin": pin})
+    hits = _Detector(needles).search(b"PIN=" + pin[:4] + b"\n" + pin[4:] + b"\n")
+    assert {(needles[i].secret_id, enc) for i, enc in hits} == {("pin", SPLIT)}
+
+
+def test_a_secret_longer_than_the_dfa_patterns_is_found_in_every_form() -> None:
+    """A one-line secret of several KiB (a service-account key or a long JWT on one line) is searched by the
+    compact automaton: found as is, hex and base64 like a short one."""
+    from pipeline.supplychain.leak import _DFA_PATTERN_MAX, _Detector
+
+    blob = base64.b64encode(secrets.token_bytes(4000))
+    assert len(blob) > _DFA_PATTERN_MAX and b"\n" not in blob
+    needles, _ = build_needles({"sa_key": blob})
+    det = _Detector(needles)
+    for content, enc in ((b"key=" + blob, "as is"), (blob.hex().encode(), "hex"),
+                         (base64.b64encode(b"k:" + blob), "base64")):
+        assert {(needles[i].secret_id, e) for i, e in det.search(content)} == {("sa_key", enc)}, enc
+
+
+def test_a_gzip_file_arriving_in_pieces_is_inflated_across_them() -> None:
+    """A compressed file larger than one read arrives in several pieces: each piece is inflated as it comes
+    and the inflater waits for the next one, so a secret past the first piece is found."""
+    from pipeline.supplychain.leak import _Detector
+
+    needles, _ = build_needles(SECRETS)
+    rows = b"".join(b"row %06d\n" % i for i in range(8000))  # compressible: deflate codes, no stored block
+    content = rows + b"token: " + TOKEN + b"\n" + rows
+    gz = gzip.compress(content, mtime=0)
+    assert TOKEN not in gz and len(gz) > 4 * 1024
+    scan = _Detector(needles).scan()
+    for i in range(0, len(gz), 1024):
+        scan.feed(gz[i:i + 1024])
+    assert {(needles[i].secret_id, enc) for i, enc in scan.close()} == {("token", "gzip")}
+    assert scan.decoded == len(content)
+
+
+def test_a_compressed_file_exactly_at_the_limit_is_not_reported_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.supplychain import leak
+
+    monkeypatch.setattr(leak, "MAX_DECODED_BYTES", 1 << 20)
+    scan = leak._Detector(build_needles(SECRETS)[0]).scan()
+    scan.feed(gzip.compress(bytes(1 << 20), mtime=0))
+    assert scan.close() == set() and scan.decoded == 1 << 20 and not scan.decode_cut
+
+
+def test_a_copy_straddling_a_long_first_piece_is_an_exact_copy() -> None:
+    """The exact search keeps the last bytes of a piece longer than its overlap, so a copy that starts near
+    the end of such a piece and ends in the next is still called "as is"."""
+    from pipeline.supplychain.leak import _Detector
+
+    needles, _ = build_needles(SECRETS)
+    det = _Detector(needles)
+    first = det.exact_overlap + 5  # longer than the overlap, by less than the copy before its end
+    data = b"x" * (first - 10) + TOKEN + b"\n"
+    scan = det.scan()
+    scan.feed(data[:first])
+    scan.feed(data[first:])
+    assert {(needles[i].secret_id, enc) for i, enc in scan.close()} == {("token", "as is")}
+
+
+def test_a_line_of_a_multi_line_secret_is_found_encoded_on_its_own() -> None:
+    """A pip.conf line base64-encoded alone (a `Basic` header built from it), inside other text, is found
+    through the line's own encodings."""
+    from pipeline.supplychain.leak import _Detector
+
+    needles, _ = build_needles(SECRETS)
+    hits = _Detector(needles).search(b"auth: " + base64.b64encode(b"u:" + PIP_LINE + b"\nmore: text") + b" trailing")
+    assert {(needles[i].secret_id, needles[i].label, enc) for i, enc in hits} == {("pip_conf", "line 2", "base64")}
+
+
+def test_a_secret_in_a_json_list_is_named_by_its_index() -> None:
+    from pipeline.supplychain.leak import LeakScanner
+
+    needles, _ = build_needles(SECRETS)
+    config = {"config": {"Env": ["PATH=/usr/bin", "TOKEN=" + TOKEN.decode()]}}
+    findings = LeakScanner(None, needles).scan_json(b"{}", config, where="config")  # type: ignore[arg-type]
+    assert {(f.secret_id, f.path) for f in findings} == {("token", "config.Env[1]")}
+
+
 def test_a_gzip_bomb_is_searched_only_up_to_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """A compressed file whose content is far larger than the limit: searched up to the limit, the cut
     is reported, memory stays near one chunk."""
@@ -94,6 +254,22 @@ def test_a_gzip_bomb_is_searched_only_up_to_the_limit(monkeypatch: pytest.Monkey
     bomb = gzip.compress(b"\0" * (64 << 20), compresslevel=9)  # 64 MiB in ~64 KiB
     scan.feed(bomb)
     assert scan.close() == set() and scan.decode_cut and scan.decoded == 4 << 20
+
+
+def test_a_compressed_file_is_searched_to_256_mib_exactly_and_a_byte_more_is_named_as_cut() -> None:
+    """docs/SUPPLY_CHAIN.md promises a compressed file is searched decompressed up to 256 MiB: a secret
+    ending at that byte is found, and the byte after it makes the file reported as cut."""
+    from pipeline.supplychain import leak
+
+    needles, _ = build_needles(SECRETS)
+    limit = 256 * 1024 * 1024
+    z, block = zlib.compressobj(1, wbits=31), bytes(8 << 20)
+    gz = b"".join(z.compress(block) for _ in range(limit // len(block) - 1))
+    gz += z.compress(block[len(TOKEN):] + TOKEN + b"!") + z.flush()
+    scan = leak._Detector(needles).scan()
+    scan.feed(gz)
+    assert {(needles[i].secret_id, enc) for i, enc in scan.close()} == {("token", "gzip")}
+    assert scan.decode_cut and scan.decoded == limit
 
 
 # -- on the registry, as the leak stage runs it -------------------------------------------------------------
@@ -140,7 +316,8 @@ def test_a_secret_hidden_in_a_layer_is_found_in_every_form(local_stack) -> None:
     assert any(f.where == "history" and f.encoding == "base64" for f in report.findings)
     assert found["srv/gzip"].encoding == "gzip" and found["srv/reversed"].encoding == "reversed"
     assert "split" in (found["srv/split-newline"].encoding or "")
-    assert report.files_decompressed >= 4 and "base64" in report.encodings
+    # gzip, gzip-two-members, zlib, gzip-of-base64-wrapped and clean-gzip; the zlib look-alike fails to inflate
+    assert report.files_decompressed == 5 and "base64" in report.encodings
     dumped = report.model_dump_json()
     for form in (TOKEN, base64.b64encode(TOKEN), TOKEN.hex().encode(), PIP_LINE):
         assert form.decode() not in dumped

@@ -19,7 +19,7 @@ import pytest
 import zstandard
 
 from pipeline.adapters.registry import RegistryClient
-from pipeline.errors import BadInput
+from pipeline.errors import BadInput, InfraError
 from pipeline.models import ImageRef, RunRecord, StageResult, StageStatus
 from pipeline.schemas import LeakDetails
 from pipeline.stages.leak import leak_stage
@@ -47,6 +47,27 @@ def test_needles_whole_value_and_distinctive_lines():
     assert labels[1:] == [f"line {i}" for i in range(2, 8)]  # armour lines 1 and 8 are not evidence
     assert all(len(n.data) >= MIN_LINE for n in needles)
     assert excluded == {"key": 0}
+
+
+def test_the_one_distinctive_line_of_a_multi_line_secret_is_a_needle_of_its_own():
+    """A pip.conf has one line long enough to be evidence: a copy of that line alone is a leak, so it is
+    searched besides the whole file; a one-line secret is its own value and gets no line needle."""
+    line = b"index-url = https://ci:" + secrets.token_hex(16).encode() + b"@pypi.example/simple"
+    needles, excluded = build_needles({"pip": b"[global]\n" + line + b"\n"})
+    assert [(n.label, n.data) for n in needles] == [("value", b"[global]\n" + line), ("line 2", line)]
+    assert excluded == {"pip": 0}
+    token = ("tok_" + secrets.token_hex(20)).encode()
+    needles, excluded = build_needles({"tok": b"  " + token + b"\n"})
+    assert [(n.label, n.data) for n in needles] == [("value", token)] and excluded == {}
+
+
+def test_a_line_is_evidence_from_20_bytes():
+    """docs/SUPPLY_CHAIN.md: each distinctive line of 20 bytes or more is a needle; a 19-byte line is too
+    common a shape (base64 tails, key prefixes) to count."""
+    nineteen, twenty = b"x" * 15 + b"_19b", b"y" * 16 + b"_20b"
+    assert (len(nineteen), len(twenty)) == (19, 20)
+    needles, _ = build_needles({"s": nineteen + b"\n" + twenty + b"\n"})
+    assert [(n.label, n.data) for n in needles] == [("value", nineteen + b"\n" + twenty), ("line 2", twenty)]
 
 
 def test_public_lines_are_excluded():
@@ -150,10 +171,99 @@ def test_synthetic_image_every_place_is_reported(registry, local_stack):
 
 
 @pytest.mark.docker
+def test_the_image_manifest_under_an_index_is_searched_too(registry, local_stack):
+    """A multi-platform image is pulled through its index: the platform's own manifest (its annotations)
+    is searched as well as the index."""
+    name = "llmgate/test-leak-synthetic"
+    token = ("tok_" + secrets.token_hex(20)).encode()
+    plain = _push_image(registry, name, "child", [(_tar({"etc/clean": b"nothing here"}), "gzip")], {})
+    doc = json.loads(registry.manifest(name, plain).raw) | {"annotations": {"org.example.note": "t=" + token.decode()}}
+    annotated = json.dumps(doc).encode()
+    child = registry.put_manifest(name, "child", annotated, "application/vnd.oci.image.manifest.v1+json")
+    registry.delete_manifest(name, plain)
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+             "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": child,
+                            "size": len(annotated), "platform": {"os": "linux", "architecture": "amd64"}}]}
+    top = registry.put_manifest(name, "multi", json.dumps(index).encode(), "application/vnd.oci.image.index.v1+json")
+    try:
+        report = check_image(registry, f"{local_stack.registry}/{name}", top, {"token": token})
+    finally:
+        registry.delete_manifest(name, top)
+        registry.delete_manifest(name, child)
+    assert {(f.where, f.path) for f in report.findings} == {("manifest", "annotations.org.example.note")}
+    assert report.layers_scanned == 1
+
+
+@pytest.mark.docker
+def test_a_layer_cut_short_is_an_infrastructure_error_naming_it(registry, local_stack):
+    """A gzip layer that ends before its end-of-stream marker (a truncated upload) cannot be proven free of
+    secrets: the check stops with an infrastructure error naming the layer, never a clean report."""
+    name = "llmgate/test-leak-synthetic"
+    whole = _push_image(registry, name, "cut", [(_tar({"srv/data": secrets.token_bytes(50_000)}), "gzip")], {})
+    manifest = json.loads(registry.manifest(name, whole).raw)
+    blob = gzip.compress(_tar({"srv/data": secrets.token_bytes(50_000)}), mtime=0)
+    cut = blob[: len(blob) // 2]
+    manifest["layers"] = [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                           "digest": registry.upload_blob(name, cut), "size": len(cut)}]
+    digest = registry.put_manifest(name, "cut", json.dumps(manifest).encode(), manifest["mediaType"])
+    try:
+        with pytest.raises(InfraError) as exc:
+            check_image(registry, f"{local_stack.registry}/{name}", digest, {"token": b"tok_" + b"1" * 40})
+    finally:
+        registry.delete_manifest(name, digest)
+        registry.delete_manifest(name, whole)
+    assert "layer is not a readable tar" in exc.value.message and exc.value.where == f"{name}@{manifest['layers'][0]['digest']}"
+
+
+@pytest.mark.docker
+def test_lines_the_reference_image_holds_as_is_are_public_and_not_reported(registry, local_stack):
+    """A line of a secret that the public reference image holds as is (a public CA certificate in both
+    bundles) is not evidence; a line the reference holds only encoded (hex) or compressed is not public, and
+    stays a needle."""
+    name = "llmgate/test-leak-synthetic"
+    key = _fake_key()
+    public, encoded, packed = key.splitlines()[2:5]
+    ref = _push_image(registry, name, "reference", [(_tar({"etc/ssl/bundle.pem": b"x\n" + public + b"\n",
+                                                          "etc/hexdump": encoded.hex().encode(),
+                                                          "etc/notes.gz": gzip.compress(packed, mtime=0)}),
+                                                     "gzip")], {})
+    copy = _tar({"etc/ssl/copy.pem": public + b"\n" + encoded + b"\n" + packed})
+    image = _push_image(registry, name, "with-lines", [(copy, "gzip")], {})
+    try:
+        report = check_image(registry, f"{local_stack.registry}/{name}", image, {"key": key},
+                             reference=f"{local_stack.registry}/{name}@{ref}")
+    finally:
+        registry.delete_manifest(name, image)
+        registry.delete_manifest(name, ref)
+    assert report.public_lines_excluded == {"key": 1}
+    assert {(f.needle, f.path) for f in report.findings} == {("line 4", "etc/ssl/copy.pem"),
+                                                             ("line 5", "etc/ssl/copy.pem")}
+
+
+@pytest.mark.docker
+def test_a_link_target_holding_a_secret_is_reported_by_the_link(registry, local_stack):
+    name = "llmgate/test-leak-synthetic"
+    token = ("tok_" + secrets.token_hex(20)).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("etc/app/current")
+        info.type, info.linkname = tarfile.SYMTYPE, "/run/" + token.decode()
+        tar.addfile(info)
+    digest = _push_image(registry, name, "link", [(buf.getvalue(), "gzip")], {})
+    try:
+        report = check_image(registry, f"{local_stack.registry}/{name}", digest, {"token": token})
+    finally:
+        registry.delete_manifest(name, digest)
+    assert {(f.secret_id, f.where, f.path, f.in_name) for f in report.findings} == {
+        ("token", "layer", "etc/app/current", True)}
+
+
+@pytest.mark.docker
 def test_synthetic_clean_image_has_no_findings(registry, local_stack):
     name = "llmgate/test-leak-synthetic"
     token = ("tok_" + secrets.token_hex(20)).encode()
-    digest = _push_image(registry, name, "clean", [(_tar({"etc/app/config": b"token_file=/run/secrets/t"}), "gzip")],
+    content = b"token_file=/run/secrets/t"
+    digest = _push_image(registry, name, "clean", [(_tar({"etc/app/config": content}), "gzip")],
                          {"config": {"Env": ["TOKEN_FILE=/run/secrets/t"]}, "history": [{"created_by": "x"}]})
     try:
         report = check_image(registry, f"{local_stack.registry}/{name}", digest, {"token": token})
@@ -161,6 +271,8 @@ def test_synthetic_clean_image_has_no_findings(registry, local_stack):
         registry.delete_manifest(name, digest)
     assert report.findings == [] and report.leaks == 0
     assert report.files_scanned == 1 and report.needles == {"token": 1}
+    assert (report.bytes_scanned, report.files_decompressed, report.layers_scanned) == (len(content), 0, 1)
+    assert 0 <= report.duration_s < 600
 
 
 # -- real builds ----------------------------------------------------------------------------------------

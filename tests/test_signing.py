@@ -285,6 +285,13 @@ def test_strict_base64_oversized_layers_and_signed_non_statements_are_refused(re
     check = signer.verify_image(image, pub.pem)
     assert not check.verified and f"exceeds {L.MAX_PAYLOAD_BYTES}" in check.reason
 
+    # A validly signed payload that is no simple-signing document: refused as malformed, never an error.
+    junk = b'{"critical": "not an object"}'
+    _put_layers(repo, image, L.SIG_SUFFIX, [(L.SIMPLESIGNING_MEDIA_TYPE, junk,
+                                             {L.SIGNATURE_ANNOTATION: base64.b64encode(key.sign(junk)).decode()})])
+    check = signer.verify_image(image, pub.pem)
+    assert not check.verified and check.reason.startswith("signed payload is malformed: "), check.reason
+
     # A validly signed envelope whose payload is no in-toto statement.
     ptype = "https://llmgate.dev/test/v1"
     body = b'{"not": "a statement"}'
