@@ -20,7 +20,7 @@ catalogue before any was installed raises rather than finding no metrics.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Literal, Protocol
 
@@ -46,17 +46,15 @@ class Metric:
     description: str = ""
 
 
-@dataclass(frozen=True)
-class MetricInfo:
+@dataclass(frozen=True, kw_only=True)
+class MetricInfo(Metric):
     """A metric with the stage that records it: what a gate source `stage.metric` names."""
 
     stage: Stage
-    name: str
-    unit: Unit
-    better: Better
-    compare: str | None = None
-    performance: bool = False
-    description: str = ""
+
+    @classmethod
+    def of(cls, stage: Stage, metric: Metric) -> MetricInfo:
+        return cls(stage=stage, **{f.name: getattr(metric, f.name) for f in fields(Metric)})
 
     @property
     def source(self) -> str:
@@ -117,8 +115,7 @@ class Catalogue:
             for m in s.metrics:
                 if m.name in declared:
                     raise ValueError(f"stage {s.stage.value} declares metric {m.name!r} twice")
-                declared[m.name] = MetricInfo(s.stage, m.name, m.unit, m.better, m.compare, m.performance,
-                                              m.description)
+                declared[m.name] = MetricInfo.of(s.stage, m)
             if declared:
                 metrics[s.stage] = declared
             if s.samples:

@@ -169,6 +169,23 @@ def test_a_secret_of_the_minimum_length_split_by_a_line_break_is_found() -> None
     assert {(needles[i].secret_id, enc) for i, enc in hits} == {("pin", SPLIT)}
 
 
+def test_a_value_that_differs_from_the_secret_only_in_its_last_bytes_is_not_the_secret() -> None:
+    """Every form stands for the whole secret: a rotated token that shares all but its last bytes with
+    the planted one (the next value of a counter, a prod/test pair) is not reported in any encoding,
+    while the secret itself is found in each."""
+    from pipeline.supplychain.leak import _Detector
+
+    needles, _ = build_needles({"token": TOKEN})
+    det = _Detector(needles)
+    other = TOKEN[:-3] + bytes(b ^ 0x01 for b in TOKEN[-3:])
+    for prefix in (b"", b"k", b"k:"):  # each base64 alignment
+        for value, found in ((TOKEN, {("token", "base64")}), (other, set())):
+            content = b"Authorization: Basic " + base64.b64encode(prefix + value) + b"\n"
+            assert {(needles[i].secret_id, e) for i, e in det.search(content)} == found, (prefix, value)
+    for content in (other, other.hex().encode(), other[::-1], base64.urlsafe_b64encode(b"x" + other)):
+        assert det.search(content) == set(), content
+
+
 def test_a_secret_longer_than_the_dfa_patterns_is_found_in_every_form() -> None:
     """A one-line secret of several KiB (a service-account key or a long JWT on one line) is searched by the
     compact automaton: found as is, hex and base64 like a short one."""
@@ -198,6 +215,20 @@ def test_a_gzip_file_arriving_in_pieces_is_inflated_across_them() -> None:
         scan.feed(gz[i:i + 1024])
     assert {(needles[i].secret_id, enc) for i, enc in scan.close()} == {("token", "gzip")}
     assert scan.decoded == len(content)
+
+
+def test_what_a_compressed_stream_showed_stays_found_whatever_pieces_follow_it() -> None:
+    """A file is read in pieces; only its first piece says whether it is compressed. A later piece that
+    happens to start with the gzip magic (trailing data after the stream, another file's bytes) neither
+    restarts the inflater nor drops what the stream already showed."""
+    from pipeline.supplychain.leak import _Detector
+
+    needles, _ = build_needles(SECRETS)
+    gz = gzip.compress(b"token: " + TOKEN + b"\n", mtime=0)
+    scan = _Detector(needles).scan()
+    scan.feed(gz)
+    scan.feed(b"\x1f\x8b" + bytes(64))
+    assert {(needles[i].secret_id, enc) for i, enc in scan.close()} == {("token", "gzip")}
 
 
 def test_a_compressed_file_exactly_at_the_limit_is_not_reported_cut(monkeypatch: pytest.MonkeyPatch) -> None:

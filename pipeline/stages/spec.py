@@ -54,8 +54,9 @@ class StageSpec:
     run: StageFn
     doc: str
     # The help of the stage's own command, `llmgate <name>` (what it does, its exit codes, an example);
-    # None: `doc` with the exit codes every stage command has. The command's options come from the spec: `--server-url` where it serves or talks to a
-    # server, `--fresh` where a result can be reused (pipeline/cli/stage_cmds.py).
+    # None: `doc` with the exit codes every stage command has. The command's options come from the
+    # spec: `--server-url` where it serves or talks to a server, `--fresh` where a result can be reused
+    # (pipeline/cli/stage_cmds.py).
     help: str | None = None
     details: type[Details] | None = None  # the model of `StageResult.details`
     needs: tuple[Stage, ...] = ()  # stages whose results this one reads
