@@ -231,6 +231,19 @@ def test_what_a_compressed_stream_showed_stays_found_whatever_pieces_follow_it()
     assert {(needles[i].secret_id, enc) for i, enc in scan.close()} == {("token", "gzip")}
 
 
+def test_a_zlib_stream_is_recognised_by_its_header_whatever_bytes_end_it() -> None:
+    """A zlib stream is known by its two header bytes alone; its last bytes (the Adler-32 checksum, any
+    value) have no say, so a stream ending in a high byte is searched decompressed like any other."""
+    from pipeline.supplychain.leak import _Detector
+
+    needles, _ = build_needles(SECRETS)
+    streams = [zlib.compress(b"token=" + TOKEN + bytes([i])) for i in range(256)]  # every low checksum byte
+    for z in (next(z for z in streams if z[-1] >= 0x80), next(z for z in streams if z[-1] < 0x80)):
+        scan = _Detector(needles).scan()
+        scan.feed(z)
+        assert {(needles[i].secret_id, enc) for i, enc in scan.close()} == {("token", "zlib")}, z[-1]
+
+
 def test_a_compressed_file_exactly_at_the_limit_is_not_reported_cut(monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline.supplychain import leak
 
