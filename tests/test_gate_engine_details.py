@@ -291,6 +291,17 @@ def test_a_tail_gate_compares_its_own_percentile(latency: dict[str, np.ndarray])
     assert "vs stored baseline b1: p99 " in v.reason and "above the common cut" in v.reason
 
 
+def test_a_tail_bound_exactly_on_the_margin_is_not_non_inferior() -> None:
+    """Non-inferior means the upper bound lies strictly inside the margin, as the paired rule's lower bound
+    must lie strictly above minus the margin: a p99 whose bound is exactly +50 % is not shown within +50 %."""
+    base = [1.0 + i * 1e-3 for i in range(380)] + [2.0] * 20  # the base p99's lower bound is 2.0
+    new = [1.0 + i * 1e-3 for i in range(399)] + [3.0]  # the new p99's upper bound is 3.0
+    gate = {**TAIL, "margin": 0.5, "key": True}
+    v = by_name(judge(policy(gate), make_run(ttft=new, same_run_ttft=np.array(base))).verdicts)["ttft_p99"]
+    assert v.ci_high == 0.5 and v.p_value == 1.0  # exactly on the margin, and no sign of a regression
+    assert v.details.outcome == "not_shown_non_inferior" and v.status is GateStatus.INCONCLUSIVE
+
+
 def test_a_same_run_latency_comparison_is_tested_at_the_bare_margin(latency: dict[str, np.ndarray]) -> None:
     new = make_run(ttft=latency["same"], same_run_ttft=latency["base"])
     v = by_name(judge(policy(TTFT), new).verdicts)["ttft_p50"]
@@ -450,6 +461,17 @@ def test_disturbed_goodput_is_recounted_per_slo_and_one_token_answers_meet_the_t
     e2e_only = _bench({"goodput": 0.5}, {"ttft_s": ttft, "e2e_s": [1.0] * 5 + [9.0] * 5}, slo={"e2e_s": 2.0})
     v = by_name(judge(policy(gate), e2e_only).verdicts)["good"]
     assert v.details.explainable_bound == pytest.approx(0.5)
+
+
+def test_a_figure_a_slowdown_cannot_explain_is_not_bounded_by_one() -> None:
+    """An error-rate gate compared on latency samples carries the disturbance, yet a slowdown does not
+    explain errors the way it does latencies, throughputs or goodput: no best case is worked out."""
+    gate = {"name": "err", "source": "bench.error_rate", "threshold": 0.01, "compare": "samples:bench.ttft_s",
+            "margin": 0.1}
+    run = _bench({"error_rate": 0.2}, {"ttft_s": [0.1] * 10}, slo={"ttft_s": 0.5})
+    v = by_name(judge(policy(gate), run).verdicts)["err"]
+    assert v.details.disturbance == 0.2 and v.details.explainable_bound is None
+    assert v.status is GateStatus.INCONCLUSIVE and "cannot be bounded" in v.reason
 
 
 def test_a_best_case_exactly_on_the_slo_or_threshold_meets_it() -> None:

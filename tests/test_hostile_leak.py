@@ -253,6 +253,51 @@ def test_a_compressed_file_exactly_at_the_limit_is_not_reported_cut(monkeypatch:
     assert scan.close() == set() and scan.decoded == 1 << 20 and not scan.decode_cut
 
 
+def test_a_compressed_stream_inside_a_compressed_file_is_named_not_searched_twice_undone() -> None:
+    """One level of compression is undone (docs/SUPPLY_CHAIN.md): a secret under two is not found there,
+    and the scan says so instead of passing the file in silence; once-compressed files say nothing."""
+    from pipeline.supplychain.leak import _Detector
+
+    det = _Detector(build_needles(SECRETS)[0])
+    for outer, inner in ((gzip.compress, zlib.compress), (zlib.compress, lambda b: gzip.compress(b, mtime=0))):
+        scan = det.scan()
+        scan.feed(outer(inner(b"token=" + TOKEN)))
+        assert scan.close() == set() and scan.decompressed and scan.nested_unsearched
+    once = det.scan()
+    once.feed(gzip.compress(b"token=" + TOKEN, mtime=0))
+    assert once.close() and not once.nested_unsearched
+
+
+def test_the_leak_stage_names_a_file_under_two_compressions_by_its_masked_path(tmp_path) -> None:
+    """The stage reason and report name such a file, with a secret in its path masked, over the registry
+    seam (the in-memory registry that answers as distribution does)."""
+    from pipeline.adapters.bundle import Adapters
+    from pipeline.config import PipelineConfig, SecretSource
+    from pipeline.models import ImageRef, RunRecord, StageStatus
+    from pipeline.schemas import LeakDetails
+    from pipeline.stages.leak import leak_stage
+    from pipeline.workspace import Workspace
+    from tests.doubles.oci_registry import OciRegistryDouble
+    from tests.stage_helpers import stage_ctx
+
+    host, name = "127.0.0.1:5000", "llmgate/test-nested"
+    reg = RegistryClient(host, transport=OciRegistryDouble())
+    nested = gzip.compress(gzip.compress(b"nothing to see", mtime=0), mtime=0)
+    files = {"srv/logs.gz.gz": nested, f"srv/{TOKEN.decode()}.gz": nested, "srv/once.gz": gzip.compress(b"x")}
+    digest = _push(reg, name, files, [])
+    (tmp_path / "t").write_bytes(TOKEN)
+    cfg = PipelineConfig()
+    cfg.build.secrets = {"token": SecretSource(file=str(tmp_path / "t"))}
+    run = RunRecord(image=ImageRef(repository=f"{host}/{name}", digest=digest))
+    res = leak_stage(run, stage_ctx(cfg, Workspace(tmp_path / "ws"), adapters=Adapters(registries={host: reg})))
+    report = res.details_as(LeakDetails)
+    assert report is not None and res.status is StageStatus.OK
+    assert report.nested_compressed == ["srv/logs.gz.gz", "srv/[REDACTED].gz"] and report.files_decompressed == 3
+    assert "2 compressed file(s) hold another compressed stream, searched without undoing that second " \
+           "compression: srv/logs.gz.gz, srv/[REDACTED].gz" in (res.reason or "")
+    assert TOKEN.decode() not in (res.reason or "") and TOKEN.decode() not in report.model_dump_json()
+
+
 def test_a_copy_straddling_a_long_first_piece_is_an_exact_copy() -> None:
     """The exact search keeps the last bytes of a piece longer than its overlap, so a copy that starts near
     the end of such a piece and ends in the next is still called "as is"."""

@@ -54,6 +54,8 @@ class LeakDetails(Details):
     encodings: list[str] = Field(default_factory=list)  # the forms every needle was searched in
     files_decompressed: int = 0  # gzip/zlib files inside layers also searched decompressed
     decode_limited: list[str] = Field(default_factory=list)  # of those, cut at the decompressed-size limit
+    # of those, the ones that decompressed to another gzip/zlib stream: that one is searched as it is only
+    nested_compressed: list[str] = Field(default_factory=list)
     duration_s: float = 0.0
     findings: list[LeakFinding] = Field(default_factory=list)
 

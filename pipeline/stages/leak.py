@@ -51,6 +51,10 @@ def leak_stage(run: RunRecord, ctx: StageContext) -> StageResult:
         shown = ", ".join(report.decode_limited[:3]) + (" ..." if len(report.decode_limited) > 3 else "")
         result.reason += (f"; {len(report.decode_limited)} compressed file(s) searched decompressed only up to "
                           f"{MAX_DECODED_BYTES >> 20} MiB: {shown}")
+    if report.nested_compressed:
+        shown = ", ".join(report.nested_compressed[:3]) + (" ..." if len(report.nested_compressed) > 3 else "")
+        result.reason += (f"; {len(report.nested_compressed)} compressed file(s) hold another compressed stream, "
+                          f"searched without undoing that second compression: {shown}")
     for f in report.findings:
         ctx.reporter.step(f"LEAK: {f.describe()}")
     return result

@@ -142,7 +142,7 @@ class _Matcher:
         for chunk in chunks:
             total += len(chunk)
             hits |= self.search(tail + chunk)
-            tail = (tail + chunk)[-self.overlap :] if self.overlap else b""
+            tail = _tail(tail, chunk, self.overlap)
         return hits, total
 
 
@@ -235,7 +235,9 @@ class _Scan:
         self._exact_tail = b""
         self.loose: set[int] = set()
         self.exact: set[int] = set()
-        self._first = decompress
+        self._first = True
+        self._decompress = decompress
+        self.compressed_unsearched = False  # starts as a gzip/zlib stream it was not asked to decompress
         self._inflate: Any = None
         self._inflated: _Scan | None = None
         self._codec = ""
@@ -250,11 +252,14 @@ class _Scan:
         self.total += len(chunk)
         if self._first:
             self._first = False
-            self._start_inflate(chunk)
+            if self._decompress:
+                self._start_inflate(chunk)
+            else:
+                self.compressed_unsearched = _compression(chunk) is not None
         if det.loose:
-            buf = self._loose_tail + chunk.translate(None, _SPLITTERS)
-            found = det.loose_hits(buf)
-            self._loose_tail = buf[-det.loose_overlap:] if det.loose_overlap else b""
+            bare = chunk.translate(None, _SPLITTERS)
+            found = det.loose_hits(self._loose_tail + bare)
+            self._loose_tail = _tail(self._loose_tail, bare, det.loose_overlap)
         else:
             found = set()
         if det.exact_only or found - self.exact:
@@ -274,13 +279,10 @@ class _Scan:
 
     # -- a compressed file, searched decompressed -------------------------------------------------
     def _start_inflate(self, head: bytes) -> None:
-        if head[:2] == _GZIP:
-            self._codec, wbits = "gzip", 31
-        elif (len(head) >= 2 and head[0] & 0x0F == 8 and head[0] >> 4 <= 7
-              and ((head[0] << 8) | head[1]) % 31 == 0):
-            self._codec, wbits = "zlib", 15
-        else:
+        found = _compression(head)
+        if found is None:
             return
+        self._codec, wbits = found
         self._wbits = wbits
         self._inflate = zlib.decompressobj(wbits=wbits)
         self._inflated = _Scan(self.det, decompress=False)
@@ -289,6 +291,12 @@ class _Scan:
     def decompressed(self) -> bool:
         """Whether the stream was a gzip/zlib stream, searched decompressed too."""
         return self._inflated is not None and self.decoded > 0
+
+    @property
+    def nested_unsearched(self) -> bool:
+        """Whether what the stream decompressed to is itself a gzip/zlib stream, searched as it is only
+        (one level of compression is undone, never two)."""
+        return self._inflated is not None and self._inflated.compressed_unsearched
 
     def _inflate_feed(self, data: bytes) -> None:
         try:
@@ -316,6 +324,16 @@ class _Scan:
             out, self.decode_cut, self._inflate = out[:room], True, None
         self.decoded += len(out)
         self._inflated.feed(out)
+
+
+def _compression(head: bytes) -> tuple[str, int] | None:
+    """The codec and zlib `wbits` of a stream that starts as gzip (RFC 1952 magic) or zlib (RFC 1950: CM 8,
+    a window of at most 32 KiB, a header check divisible by 31); None for anything else."""
+    if head[:2] == _GZIP:
+        return "gzip", 31
+    if len(head) >= 2 and head[0] & 0x0F == 8 and head[0] >> 4 <= 7 and ((head[0] << 8) | head[1]) % 31 == 0:
+        return "zlib", 15
+    return None
 
 
 def _tail(before: bytes, chunk: bytes, n: int) -> bytes:
@@ -397,7 +415,9 @@ class LeakScanner:
         if scan.decompressed:
             report.files_decompressed += 1
         if scan.decode_cut:
-            report.decode_limited.append(member.name)
+            report.decode_limited.append(self._mask(member.name))
+        if scan.nested_unsearched:
+            report.nested_compressed.append(self._mask(member.name))
         return scan.close()
 
     def scan_layer(self, name: str, descriptor: dict[str, Any], report: LeakDetails) -> list[LeakFinding]:
