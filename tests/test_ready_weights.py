@@ -378,6 +378,30 @@ def test_a_long_first_pass_saves_its_progress_and_a_trusted_pass_does_not(
     assert saved == []
 
 
+def test_a_first_pass_saves_once_more_than_save_every_s_has_passed_since_the_last_save(
+        weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a clock that moves 1 s per reading: the pass starts at 100 s (101 s is its duration's start), the
+    files are hashed at 102, 103 and 105 s. Exactly 2 s since the start is not more than SAVE_EVERY_S (2 s),
+    3 s is: the pass saves after the second file (at 104 s), not after the third (1 s later), then once
+    complete."""
+    mod = _helper_module()
+    monkeypatch.setenv("MODEL_PATH", str(weights))
+    monkeypatch.setenv("LLMGATE_READY_CACHE", str(tmp_path / "c.json"))
+    ticks = iter(range(100, 10_000))
+    monkeypatch.setattr(mod, "time", type("Clock", (), {"monotonic": staticmethod(lambda: float(next(ticks)))}))
+    saved: list[tuple[bool, int]] = []
+    real_save = mod.save_cache
+
+    def spy(path: Path, data: dict) -> None:  # type: ignore[type-arg]
+        saved.append((bool(data["complete"]), len(data["entries"])))
+        real_save(path, data)
+
+    monkeypatch.setattr(mod, "save_cache", spy)
+    assert mod.SAVE_EVERY_S == 2.0
+    assert mod.check_weights(model_ref(weights).digest) is True
+    assert saved == [(False, 2), (True, 3)]
+
+
 def test_a_start_identity_without_proc_is_still_a_start_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a kernel without /proc/1/stat or boot_id the helper still runs: the identity is just weaker."""
     mod = _helper_module()
