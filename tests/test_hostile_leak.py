@@ -283,7 +283,8 @@ def test_the_leak_stage_names_a_file_under_two_compressions_by_its_masked_path(t
     host, name = "127.0.0.1:5000", "llmgate/test-nested"
     reg = RegistryClient(host, transport=OciRegistryDouble())
     nested = gzip.compress(gzip.compress(b"nothing to see", mtime=0), mtime=0)
-    files = {"srv/logs.gz.gz": nested, f"srv/{TOKEN.decode()}.gz": nested, "srv/once.gz": gzip.compress(b"x")}
+    files = {"srv/logs.gz.gz": nested, f"srv/{TOKEN.decode()}.gz": nested, "srv/once.gz": gzip.compress(b"x"),
+             "srv/empty.gz": gzip.compress(b"", mtime=0)}  # decompresses to nothing: nothing nested in it
     digest = _push(reg, name, files, [])
     (tmp_path / "t").write_bytes(TOKEN)
     cfg = PipelineConfig()
