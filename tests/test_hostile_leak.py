@@ -268,6 +268,20 @@ def test_a_compressed_stream_inside_a_compressed_file_is_named_not_searched_twic
     assert once.close() and not once.nested_unsearched
 
 
+def test_a_stream_is_taken_for_zlib_exactly_when_its_header_is_one_rfc_1950_allows() -> None:
+    """Every two-byte start: zlib when CM (low nibble) is 8, CINFO (high nibble, log2 of the window less 8)
+    is at most 7 and the 16-bit header is a multiple of 31; gzip on its magic; nothing else."""
+    from pipeline.supplychain.leak import _compression
+
+    for first in range(256):
+        for second in range(256):
+            head = bytes((first, second))
+            rfc1950 = first % 16 == 8 and first // 16 <= 7 and (first * 256 + second) % 31 == 0
+            expected = ("gzip", 31) if head == b"\x1f\x8b" else ("zlib", 15) if rfc1950 else None
+            assert _compression(head + b"rest") == expected, head
+    assert _compression(b"x") is None and _compression(b"") is None
+
+
 def test_the_leak_stage_names_a_file_under_two_compressions_by_its_masked_path(tmp_path) -> None:
     """The stage reason and report name such a file, with a secret in its path masked, over the registry
     seam (the in-memory registry that answers as distribution does)."""
@@ -294,6 +308,7 @@ def test_the_leak_stage_names_a_file_under_two_compressions_by_its_masked_path(t
     report = res.details_as(LeakDetails)
     assert report is not None and res.status is StageStatus.OK
     assert report.nested_compressed == ["srv/logs.gz.gz", "srv/[REDACTED].gz"] and report.files_decompressed == 3
+    assert report.decode_limited == []  # nothing was cut at the decompressed-size limit
     assert "2 compressed file(s) hold another compressed stream, searched without undoing that second " \
            "compression: srv/logs.gz.gz, srv/[REDACTED].gz" in (res.reason or "")
     assert TOKEN.decode() not in (res.reason or "") and TOKEN.decode() not in report.model_dump_json()
