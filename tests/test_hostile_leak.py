@@ -329,6 +329,48 @@ def test_a_copy_straddling_a_long_first_piece_is_an_exact_copy() -> None:
     assert {(needles[i].secret_id, enc) for i, enc in scan.close()} == {("token", "as is")}
 
 
+def test_every_form_split_one_byte_before_its_end_by_a_chunk_border_is_found() -> None:
+    """A match that ends one byte into the next chunk needs all but one of its bytes carried over: the
+    longest form of a needle is found across a border at that point, as is the blob's exact needle."""
+    from pipeline.supplychain.leak import _Detector, _Matcher
+
+    needles, _ = build_needles({"token": TOKEN})
+    det = _Detector(needles)
+    longest = max(len(f.data) for f in det.forms)
+    for form in det.forms:
+        scan = det.scan()
+        scan.feed(b"." * 7 + form.data[:-1])
+        scan.feed(form.data[-1:] + b".")
+        assert scan.close() == {(0, form.encoding)}, (form.encoding, len(form.data), longest)
+    assert any(len(f.data) == longest for f in det.forms)
+    assert _Matcher(needles).search_stream([b"." * 3 + TOKEN[:-1], TOKEN[-1:]]) == ({0}, len(TOKEN) + 3)
+
+
+def test_a_name_holding_a_secret_as_is_is_labelled_as_is_and_a_split_one_as_split() -> None:
+    """Names, link targets and PAX headers are searched without the stream machinery; the exact search
+    still runs where the loose one found something, so an exact copy is never called split."""
+    from pipeline.supplychain.leak import SPLIT, _Detector
+
+    needles, _ = build_needles({"token": TOKEN})
+    det = _Detector(needles)
+    assert det.search(b"etc/app/" + TOKEN + b".conf", decompress=False) == {(0, "as is")}
+    assert det.search(b"etc/" + TOKEN[:20] + b"\n" + TOKEN[20:], decompress=False) == {(0, SPLIT)}
+    assert det.search(b"etc/" + TOKEN[::-1], decompress=False) == {(0, "reversed")}
+    assert det.search(b"etc/app.conf", decompress=False) == set()
+
+
+def test_a_config_string_after_the_history_is_named_by_its_own_path() -> None:
+    """The history entries are named by their index and skipped in the walk over the rest of the
+    config, which goes on past them: a secret in a field that comes after the history keeps its path."""
+    from pipeline.supplychain.leak import LeakScanner
+
+    needles, _ = build_needles(SECRETS)
+    config = {"history": [{"created_by": "/bin/sh -c make"}], "config": {"Env": ["TOKEN=" + TOKEN.decode()]}}
+    raw = json.dumps(config).encode()
+    findings = LeakScanner(None, needles).scan_json(raw, config, where="config")  # type: ignore[arg-type]
+    assert {(f.secret_id, f.where, f.path) for f in findings} == {("token", "config", "config.Env[0]")}
+
+
 def test_a_line_of_a_multi_line_secret_is_found_encoded_on_its_own() -> None:
     """A pip.conf line base64-encoded alone (a `Basic` header built from it), inside other text, is found
     through the line's own encodings."""
