@@ -51,10 +51,11 @@ def test_an_item_that_failed_as_a_whole_scores_zero_in_an_item_gate() -> None:
     items = [ItemResult(item_id=f"q{i}", question="?", scores={"correctness": 1.0}) for i in range(3)]
     items.append(ItemResult(item_id="q3", question="?", error="HTTP 500 from the server"))
     items.append(ItemResult(item_id="q4", question="?", errors={"correctness": "judge timed out"}))
-    items.append(ItemResult(item_id="q5", question="?", scores={"refusal": 1.0}))  # correctness does not apply
+    for i in (5, 6):  # correctness does not apply to these two
+        items.append(ItemResult(item_id=f"q{i}", question="?", scores={"refusal": 1.0}))
     gate = {"name": "corr", "source": "items:correctness", "threshold": 0.5}
     v = by_name(judge(policy(gate), _items_run(items)).verdicts)["corr"]
-    assert v.value == pytest.approx(0.6)  # three 1.0 and the two failures' 0; q5 is not counted
+    assert v.value == pytest.approx(3 / 5)  # three 1.0 and the two failures' 0; q5 and q6 are not counted
 
 
 def test_a_failed_item_pairs_with_a_baseline_zero_as_the_same_score(scores: dict[str, np.ndarray]) -> None:
@@ -153,6 +154,26 @@ def test_a_category_is_checked_from_five_paired_items_by_default(scores: dict[st
     low = by_name(judge(policy({**gate, "category_min_n": 4}), item_run(new, cats=cats),
                         item_run(base, cats=cats, run_id="b1")).verdicts)["correctness"]
     assert low.details.categories == ["five", "four"] and low.details.categories_checked == 3
+
+
+def test_a_p_value_exactly_at_alpha_is_not_significant(scores: dict[str, np.ndarray],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Significant means p < alpha, for a comparison and for a category: with every Holm-adjusted p set to
+    exactly alpha nothing is a regression and no category is dropped; a hair below alpha, both are."""
+    ids = [f"q{i}" for i in range(60)]
+    cats = {i: "rest" for i in ids[:51]} | {i: "five" for i in ids[51:56]} | {i: "four" for i in ids[56:]}
+    base = {i: 0.8 * float(s) for i, s in zip(ids, scores["base"][:60], strict=True)} | {i: 0.5 for i in ids[51:]}
+    new = {i: base[i] + 0.1 for i in ids[:51]} | {i: 0.0 for i in ids[51:]}
+    gate = {**CORR, "threshold": None, "key": False, "category_margin": 0.1}
+    verdicts = {}
+    for name, q in (("at", 0.05), ("below", math.nextafter(0.05, 0))):
+        monkeypatch.setattr(stats, "holm", lambda raw, q=q: [q for _ in raw])
+        runs = item_run(new, cats=cats), item_run(base, cats=cats, run_id="b1")
+        verdicts[name] = by_name(judge(policy(gate, multiplicity="holm"), *runs).verdicts)["correctness"]
+    at, below = verdicts["at"], verdicts["below"]
+    assert at.p_value == 0.05 and at.details.outcome != "regression" and at.details.categories is None
+    # every tested category's p was set below alpha, so both are dropped
+    assert below.details.outcome == "regression" and below.details.categories == ["five", "rest"]
 
 
 def test_a_category_check_with_no_category_large_enough_says_so(scores: dict[str, np.ndarray]) -> None:
