@@ -19,7 +19,8 @@ every file every way, the needles are encoded: one Aho-Corasick pass over each f
 That pass reads the file with whitespace, line breaks and backslashes removed, and the needles likewise,
 so a secret split across a line break (a shell line continuation included), or base64/hex wrapped at 64
 or 76 columns, is still one match; a match is then checked against the file as it is, to tell "as is" from "split". A file that
-starts as a gzip or zlib stream is searched again decompressed (up to `MAX_DECODED_BYTES`). Each file
+starts as a gzip or zlib stream is searched again decompressed (up to `MAX_DECODED_BYTES`), once: one
+whose content starts as another such stream is named in the report (`nested_compressed`). Each file
 is read once, as it streams out of the layer. What the check cannot see is listed in
 docs/SUPPLY_CHAIN.md.
 
