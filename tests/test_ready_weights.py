@@ -13,7 +13,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import pytest
 
@@ -353,15 +353,12 @@ def _helper_module():  # type: ignore[no-untyped-def]
     return mod
 
 
-def test_a_long_first_pass_saves_its_progress_and_a_trusted_pass_does_not(
-        weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first pass saves what it hashed every SAVE_EVERY_S (here: after every file), so a probe cut
-    short by its timeout resumes; a pass that starts from a verification of this start writes nothing."""
+def _saving_helper(weights: Path, tmp_path: Path,
+                   monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[tuple[bool, int]]]:
+    """The helper over `weights`, and the list of its cache saves as (complete, entries) as they happen."""
     mod = _helper_module()
-    cache = tmp_path / "c.json"
     monkeypatch.setenv("MODEL_PATH", str(weights))
-    monkeypatch.setenv("LLMGATE_READY_CACHE", str(cache))
-    monkeypatch.setattr(mod, "SAVE_EVERY_S", -1.0)
+    monkeypatch.setenv("LLMGATE_READY_CACHE", str(tmp_path / "c.json"))
     saved: list[tuple[bool, int]] = []
     real_save = mod.save_cache
 
@@ -370,6 +367,15 @@ def test_a_long_first_pass_saves_its_progress_and_a_trusted_pass_does_not(
         real_save(path, data)
 
     monkeypatch.setattr(mod, "save_cache", spy)
+    return mod, saved
+
+
+def test_a_long_first_pass_saves_its_progress_and_a_trusted_pass_does_not(
+        weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first pass saves what it hashed every SAVE_EVERY_S (here: after every file), so a probe cut
+    short by its timeout resumes; a pass that starts from a verification of this start writes nothing."""
+    mod, saved = _saving_helper(weights, tmp_path, monkeypatch)
+    monkeypatch.setattr(mod, "SAVE_EVERY_S", -1.0)
     good = model_ref(weights).digest
     assert mod.check_weights(good) is True
     assert saved == [(False, 1), (False, 2), (False, 3), (True, 3)]
@@ -384,19 +390,9 @@ def test_a_first_pass_saves_once_more_than_save_every_s_has_passed_since_the_las
     files are hashed at 102, 103 and 105 s. Exactly 2 s since the start is not more than SAVE_EVERY_S (2 s),
     3 s is: the pass saves after the second file (at 104 s), not after the third (1 s later), then once
     complete."""
-    mod = _helper_module()
-    monkeypatch.setenv("MODEL_PATH", str(weights))
-    monkeypatch.setenv("LLMGATE_READY_CACHE", str(tmp_path / "c.json"))
+    mod, saved = _saving_helper(weights, tmp_path, monkeypatch)
     ticks = iter(range(100, 10_000))
     monkeypatch.setattr(mod, "time", type("Clock", (), {"monotonic": staticmethod(lambda: float(next(ticks)))}))
-    saved: list[tuple[bool, int]] = []
-    real_save = mod.save_cache
-
-    def spy(path: Path, data: dict) -> None:  # type: ignore[type-arg]
-        saved.append((bool(data["complete"]), len(data["entries"])))
-        real_save(path, data)
-
-    monkeypatch.setattr(mod, "save_cache", spy)
     assert mod.SAVE_EVERY_S == 2.0
     assert mod.check_weights(model_ref(weights).digest) is True
     assert saved == [(False, 2), (True, 3)]
