@@ -336,13 +336,11 @@ def test_every_form_split_one_byte_before_its_end_by_a_chunk_border_is_found() -
 
     needles, _ = build_needles({"token": TOKEN})
     det = _Detector(needles)
-    longest = max(len(f.data) for f in det.forms)
-    for form in det.forms:
+    for form in det.forms:  # the longest of them needs the whole overlap
         scan = det.scan()
         scan.feed(b"." * 7 + form.data[:-1])
         scan.feed(form.data[-1:] + b".")
-        assert scan.close() == {(0, form.encoding)}, (form.encoding, len(form.data), longest)
-    assert any(len(f.data) == longest for f in det.forms)
+        assert scan.close() == {(0, form.encoding)}, (form.encoding, len(form.data))
     assert _Matcher(needles).search_stream([b"." * 3 + TOKEN[:-1], TOKEN[-1:]]) == ({0}, len(TOKEN) + 3)
 
 
