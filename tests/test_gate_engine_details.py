@@ -137,12 +137,19 @@ def item_run(scores: dict[str, float], *, cats: dict[str, str] | None = None, re
     return make_run(extra_stages={"eval": ev}, **kw)
 
 
-def test_a_category_is_checked_from_five_paired_items_by_default(scores: dict[str, np.ndarray]) -> None:
+def _small_categories_collapse(scores: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, float],
+                                                                        dict[str, str]]:
+    """(new, base, categories) of 60 items: 51 in "rest", 5 in "five", 4 in "four"; both small categories
+    collapse while the rest improves, so the average alone shows no regression."""
     ids = [f"q{i}" for i in range(60)]
     cats = {i: "rest" for i in ids[:51]} | {i: "five" for i in ids[51:56]} | {i: "four" for i in ids[56:]}
     base = {i: 0.8 * float(s) for i, s in zip(ids, scores["base"][:60], strict=True)} | {i: 0.5 for i in ids[51:]}
-    # both small categories collapse while the rest improves: the average alone shows no regression
     new = {i: base[i] + 0.1 for i in ids[:51]} | {i: 0.0 for i in ids[51:]}
+    return new, base, cats
+
+
+def test_a_category_is_checked_from_five_paired_items_by_default(scores: dict[str, np.ndarray]) -> None:
+    new, base, cats = _small_categories_collapse(scores)
     gate = {**CORR, "threshold": None, "key": False, "category_margin": 0.1}
     v = by_name(judge(policy(gate), item_run(new, cats=cats), item_run(base, cats=cats, run_id="b1")).verdicts)
     g = v["correctness"]
@@ -160,10 +167,7 @@ def test_a_p_value_exactly_at_alpha_is_not_significant(scores: dict[str, np.ndar
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Significant means p < alpha, for a comparison and for a category: with every Holm-adjusted p set to
     exactly alpha nothing is a regression and no category is dropped; a hair below alpha, both are."""
-    ids = [f"q{i}" for i in range(60)]
-    cats = {i: "rest" for i in ids[:51]} | {i: "five" for i in ids[51:56]} | {i: "four" for i in ids[56:]}
-    base = {i: 0.8 * float(s) for i, s in zip(ids, scores["base"][:60], strict=True)} | {i: 0.5 for i in ids[51:]}
-    new = {i: base[i] + 0.1 for i in ids[:51]} | {i: 0.0 for i in ids[51:]}
+    new, base, cats = _small_categories_collapse(scores)
     gate = {**CORR, "threshold": None, "key": False, "category_margin": 0.1}
     verdicts = {}
     for name, q in (("at", 0.05), ("below", math.nextafter(0.05, 0))):
