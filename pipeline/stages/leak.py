@@ -48,16 +48,19 @@ def leak_stage(run: RunRecord, ctx: StageContext) -> StageResult:
                          f"{report.files_decompressed} of them also decompressed), as is or "
                          f"{', '.join(e for e in report.encodings if e != 'as is')}")
     if report.decode_limited:
-        shown = ", ".join(report.decode_limited[:3]) + (" ..." if len(report.decode_limited) > 3 else "")
         result.reason += (f"; {len(report.decode_limited)} compressed file(s) searched decompressed only up to "
-                          f"{MAX_DECODED_BYTES >> 20} MiB: {shown}")
+                          f"{MAX_DECODED_BYTES >> 20} MiB: {_first_three(report.decode_limited)}")
     if report.nested_compressed:
-        shown = ", ".join(report.nested_compressed[:3]) + (" ..." if len(report.nested_compressed) > 3 else "")
         result.reason += (f"; {len(report.nested_compressed)} compressed file(s) hold another compressed stream, "
-                          f"searched without undoing that second compression: {shown}")
+                          f"searched without undoing that second compression: "
+                          f"{_first_three(report.nested_compressed)}")
     for f in report.findings:
         ctx.reporter.step(f"LEAK: {f.describe()}")
     return result
+
+
+def _first_three(paths: list[str]) -> str:
+    return ", ".join(paths[:3]) + (" ..." if len(paths) > 3 else "")
 
 
 def reuse_key(run: RunRecord, cfg: PipelineConfig, _options: StageOptions) -> dict[str, object] | None:
